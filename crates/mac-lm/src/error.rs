@@ -1,0 +1,101 @@
+//! Errors of the base-LM crate: every variant names the file (or input) and the cause.
+
+use std::path::PathBuf;
+
+/// An error while loading or running a base language model.
+#[derive(Debug, thiserror::Error)]
+pub enum LmError {
+    /// The file could not be read at all.
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        /// File that failed.
+        path: PathBuf,
+        /// Underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not in the expected format, or is truncated or corrupt.
+    #[error("{path}: malformed {format} file: {reason}")]
+    Malformed {
+        /// File that failed.
+        path: PathBuf,
+        /// Format that was expected ("GGUF", "safetensors", "config.json", ...).
+        format: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tensor the architecture needs is absent from the checkpoint.
+    #[error("{path}: missing tensor `{name}`")]
+    MissingTensor {
+        /// Checkpoint file.
+        path: PathBuf,
+        /// Name of the missing tensor (checkpoint naming).
+        name: String,
+    },
+    /// A tensor has a different shape from the one the configuration implies.
+    #[error("{path}: tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    ShapeMismatch {
+        /// Checkpoint file.
+        path: PathBuf,
+        /// Tensor name.
+        name: String,
+        /// Shape the configuration implies.
+        expected: Vec<usize>,
+        /// Shape found in the file.
+        found: Vec<usize>,
+    },
+    /// A tensor is stored in a data type this crate cannot dequantise.
+    #[error("{path}: tensor `{name}` uses unsupported data type {dtype}")]
+    UnsupportedDType {
+        /// Checkpoint file.
+        path: PathBuf,
+        /// Tensor name.
+        name: String,
+        /// Name or id of the data type.
+        dtype: String,
+    },
+    /// A required configuration key is absent or has the wrong type.
+    #[error("{path}: configuration key `{key}` is missing or invalid: {reason}")]
+    Config {
+        /// Configuration file (config.json or the GGUF file).
+        path: PathBuf,
+        /// Key that is missing or invalid.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The tokenizer could not be built or used.
+    #[error("{path}: tokenizer: {reason}")]
+    Tokenizer {
+        /// File the tokenizer came from.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// The input to a forward pass or generation is invalid.
+    #[error("invalid input: {0}")]
+    Input(String),
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, LmError>;
+
+impl LmError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        LmError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+    pub(crate) fn malformed(
+        path: impl Into<PathBuf>,
+        format: &'static str,
+        reason: impl Into<String>,
+    ) -> Self {
+        LmError::Malformed {
+            path: path.into(),
+            format,
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! Llama-architecture decoder (RMSNorm, rotary embeddings with rotate-half,
+//! grouped-query attention, SwiGLU), as in "LLaMA: Open and Efficient
+//! Foundation Language Models" (Touvron et al., 2023). SmolLM2 is one.
+//!
+//! Parameter names follow Hugging Face `LlamaForCausalLM`; GGUF files are read
+//! through [`crate::loader`]'s key remapping (and Q/K un-permutation).
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::silu;
+use burn::tensor::module::embedding;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::attention::attend;
+use crate::batch::PassContext;
+use crate::cache::KvCache;
+use crate::error::Result;
+use crate::prefix::{KvLayout, PrefixKv};
+use crate::weights::ParamLoader;
+
+/// Hyper-parameters of a Llama model, named as in Hugging Face `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlamaConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Model width `d`.
+    pub hidden_size: usize,
+    /// SwiGLU inner width.
+    pub intermediate_size: usize,
+    /// Number of decoder layers.
+    pub num_hidden_layers: usize,
+    /// Number of query heads.
+    pub num_attention_heads: usize,
+    /// Number of key/value heads (GQA); defaults to the query heads.
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// Head size; defaults to `hidden_size / num_attention_heads`.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_rms_eps")]
+    pub rms_norm_eps: f64,
+    /// Rotary base frequency (transformers 4.x spelling).
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    /// Rotary settings (transformers 5.x spelling); only the `default` type is supported.
+    #[serde(default)]
+    pub rope_parameters: Option<RopeParameters>,
+    /// Longest supported context.
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    /// Whether the output projection shares the embedding matrix.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+}
+
+fn default_rms_eps() -> f64 {
+    1e-6
+}
+/// `rope_parameters` of a transformers 5.x `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RopeParameters {
+    /// Rotary base frequency.
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    /// Scaling type (`default` = none).
+    #[serde(default)]
+    pub rope_type: Option<String>,
+}
+fn default_max_pos() -> usize {
+    2048
+}
+
+impl LlamaConfig {
+    /// Number of key/value heads.
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+    /// Rotary base frequency (10 000 when unspecified).
+    pub fn theta(&self) -> f64 {
+        self.rope_parameters
+            .as_ref()
+            .and_then(|r| r.rope_theta)
+            .or(self.rope_theta)
+            .unwrap_or(10_000.0)
+    }
+    /// Size of one attention head.
+    pub fn head_size(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+}
+
+/// Root-mean-square layer norm.
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    /// Per-channel gain.
+    pub weight: Param<Tensor<1>>,
+    #[module(skip)]
+    eps: f64,
+}
+
+impl RmsNorm {
+    /// Normalises over the last dimension.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let rms = (x.clone().powi_scalar(2).mean_dim(2) + self.eps).sqrt();
+        (x / rms) * self.weight.val().unsqueeze::<3>()
+    }
+}
+
+/// Self-attention of one Llama layer.
+#[derive(Module, Debug)]
+pub struct LlamaAttention {
+    /// Query projection `[d, H * d_h]`.
+    pub q_proj: Param<Tensor<2>>,
+    /// Key projection `[d, H_kv * d_h]`.
+    pub k_proj: Param<Tensor<2>>,
+    /// Value projection `[d, H_kv * d_h]`.
+    pub v_proj: Param<Tensor<2>>,
+    /// Output projection `[H * d_h, d]`.
+    pub o_proj: Param<Tensor<2>>,
+}
+
+/// SwiGLU feed-forward.
+#[derive(Module, Debug)]
+pub struct LlamaMlp {
+    /// Gate projection `[d, f]`.
+    pub gate_proj: Param<Tensor<2>>,
+    /// Up projection `[d, f]`.
+    pub up_proj: Param<Tensor<2>>,
+    /// Down projection `[f, d]`.
+    pub down_proj: Param<Tensor<2>>,
+}
+
+/// One decoder layer.
+#[derive(Module, Debug)]
+pub struct LlamaLayer {
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm,
+    /// Attention.
+    pub self_attn: LlamaAttention,
+    /// Norm before the MLP.
+    pub post_attention_layernorm: RmsNorm,
+    /// Feed-forward.
+    pub mlp: LlamaMlp,
+}
+
+/// A frozen Llama decoder with prefix key/value support.
+#[derive(Module, Debug)]
+pub struct Llama {
+    /// Token embeddings `[V, d]`.
+    pub embed_tokens: Param<Tensor<2>>,
+    /// Decoder layers.
+    pub layers: Vec<LlamaLayer>,
+    /// Final norm.
+    pub norm: RmsNorm,
+    /// Output projection `[d, V]` (the transposed embeddings when tied).
+    pub lm_head: Param<Tensor<2>>,
+    #[module(skip)]
+    config: LlamaConfig,
+    #[module(skip)]
+    inv_freq: Vec<f32>,
+}
+
+impl Llama {
+    /// Builds the model from checkpoint tensors named as in Hugging Face.
+    pub fn load(config: LlamaConfig, w: &ParamLoader<'_>) -> Result<Self> {
+        if let Some(kind) = config
+            .rope_parameters
+            .as_ref()
+            .and_then(|r| r.rope_type.as_deref())
+        {
+            if kind != "default" {
+                return Err(crate::error::LmError::Config {
+                    path: w.source().path().to_path_buf(),
+                    key: "rope_parameters.rope_type".into(),
+                    reason: format!("rotary scaling `{kind}` is not supported (default is)"),
+                });
+            }
+        }
+        let d = config.hidden_size;
+        let (h, hkv, dh) = (
+            config.num_attention_heads,
+            config.kv_heads(),
+            config.head_size(),
+        );
+        let f = config.intermediate_size;
+        let norm = |name: &str| -> Result<RmsNorm> {
+            Ok(RmsNorm {
+                weight: w.vector(name, d)?,
+                eps: config.rms_norm_eps,
+            })
+        };
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            layers.push(LlamaLayer {
+                input_layernorm: norm(&format!("{p}.input_layernorm.weight"))?,
+                self_attn: LlamaAttention {
+                    q_proj: w.linear_weight(&format!("{p}.self_attn.q_proj.weight"), d, h * dh)?,
+                    k_proj: w.linear_weight(
+                        &format!("{p}.self_attn.k_proj.weight"),
+                        d,
+                        hkv * dh,
+                    )?,
+                    v_proj: w.linear_weight(
+                        &format!("{p}.self_attn.v_proj.weight"),
+                        d,
+                        hkv * dh,
+                    )?,
+                    o_proj: w.linear_weight(&format!("{p}.self_attn.o_proj.weight"), h * dh, d)?,
+                },
+                post_attention_layernorm: norm(&format!("{p}.post_attention_layernorm.weight"))?,
+                mlp: LlamaMlp {
+                    gate_proj: w.linear_weight(&format!("{p}.mlp.gate_proj.weight"), d, f)?,
+                    up_proj: w.linear_weight(&format!("{p}.mlp.up_proj.weight"), d, f)?,
+                    down_proj: w.linear_weight(&format!("{p}.mlp.down_proj.weight"), f, d)?,
+                },
+            });
+        }
+        let embed_tokens = w.matrix("model.embed_tokens.weight", config.vocab_size, d)?;
+        let lm_head = if config.tie_word_embeddings || !w.has("lm_head.weight") {
+            crate::weights::frozen(embed_tokens.val().transpose())
+        } else {
+            w.linear_weight("lm_head.weight", d, config.vocab_size)?
+        };
+        let inv_freq = (0..dh / 2)
+            .map(|i| 1.0 / config.theta().powf(2.0 * i as f64 / dh as f64) as f32)
+            .collect();
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm: norm("model.norm.weight")?,
+            lm_head,
+            config,
+            inv_freq,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// Key/value shapes a prefix must have.
+    pub fn kv_layout(&self) -> KvLayout {
+        KvLayout {
+            n_layers: self.config.num_hidden_layers,
+            n_kv_heads: self.config.kv_heads(),
+            head_dim: self.config.head_size(),
+        }
+    }
+
+    /// cos/sin tables `[B, 1, T, d_h]` for the given positions.
+    fn rotary(&self, positions: &[Vec<usize>], device: &Device) -> (Tensor<4>, Tensor<4>) {
+        let dh = self.config.head_size();
+        let (b, t) = (positions.len(), positions[0].len());
+        let mut cos = Vec::with_capacity(b * t * dh);
+        let mut sin = Vec::with_capacity(b * t * dh);
+        for row in positions {
+            for &p in row {
+                // cat(freqs, freqs): the rotate-half layout.
+                for _ in 0..2 {
+                    for &f in &self.inv_freq {
+                        let a = p as f32 * f;
+                        cos.push(a.cos());
+                        sin.push(a.sin());
+                    }
+                }
+            }
+        }
+        let shape = [b, 1, t, dh];
+        (
+            Tensor::from_data(TensorData::new(cos, shape), device),
+            Tensor::from_data(TensorData::new(sin, shape), device),
+        )
+    }
+
+    /// Runs the decoder over new tokens and returns final hidden states `[B, T, d]`.
+    pub(crate) fn forward_hidden(
+        &self,
+        ids: Tensor<2, Int>,
+        ctx: &PassContext,
+        prefix: Option<&PrefixKv>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let device = ids.device();
+        let [b, t] = ids.dims();
+        let (h, hkv, dh) = (
+            self.config.num_attention_heads,
+            self.config.kv_heads(),
+            self.config.head_size(),
+        );
+        let (cos, sin) = self.rotary(&ctx.positions, &device);
+        let rope = |x: Tensor<4>| -> Tensor<4> {
+            let half = dh / 2;
+            let x1 = x.clone().narrow(3, 0, half);
+            let x2 = x.clone().narrow(3, half, half);
+            let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+            x * cos.clone() + rotated * sin.clone()
+        };
+        let mut x = embedding(self.embed_tokens.val(), ids);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let a = &layer.self_attn;
+            let hn = layer.input_layernorm.forward(x.clone());
+            let q = hn.clone().matmul(a.q_proj.val().unsqueeze::<3>());
+            let k = hn.clone().matmul(a.k_proj.val().unsqueeze::<3>());
+            let v = hn.matmul(a.v_proj.val().unsqueeze::<3>());
+            let q = rope(q.reshape([b, t, h, dh]).swap_dims(1, 2));
+            let k = rope(k.reshape([b, t, hkv, dh]).swap_dims(1, 2));
+            let v = v.reshape([b, t, hkv, dh]).swap_dims(1, 2);
+            let (k, v) = match cache.as_deref_mut() {
+                Some(c) => c.append(i, k, v),
+                None => (k, v),
+            };
+            let attn = attend(q, k, v, prefix.map(|p| &p.layers[i]), &ctx.mask);
+            x = x + attn.matmul(a.o_proj.val().unsqueeze::<3>());
+            let hn = layer.post_attention_layernorm.forward(x.clone());
+            let m = &layer.mlp;
+            let gate = silu(hn.clone().matmul(m.gate_proj.val().unsqueeze::<3>()));
+            let up = hn.matmul(m.up_proj.val().unsqueeze::<3>());
+            x = x + (gate * up).matmul(m.down_proj.val().unsqueeze::<3>());
+        }
+        self.norm.forward(x)
+    }
+
+    /// Projects hidden states to vocabulary logits.
+    pub(crate) fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        hidden.matmul(self.lm_head.val().unsqueeze::<3>())
+    }
+
+    /// Number of attention (query) heads.
+    pub(crate) fn n_heads(&self) -> usize {
+        self.config.num_attention_heads
+    }
+}

@@ -1,0 +1,228 @@
+//! Tokenizers: from a Hugging Face `tokenizer.json`, or rebuilt from the
+//! vocabulary, merges and token types stored in a GGUF file's metadata.
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::{AddedToken, PreTokenizerWrapper, Tokenizer};
+
+use crate::error::{LmError, Result};
+use crate::gguf::{GgufFile, GgufValue};
+
+/// GGUF token type of control (special) tokens.
+const GGUF_TOKEN_CONTROL: u64 = 3;
+/// GGUF token type of user-defined added tokens.
+const GGUF_TOKEN_USER_DEFINED: u64 = 4;
+
+/// A text tokenizer with the special ids a causal LM needs.
+#[derive(Clone)]
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    source: PathBuf,
+    /// End-of-sequence token id.
+    pub eos_id: u32,
+    /// Beginning-of-sequence token id, if the model has one.
+    pub bos_id: Option<u32>,
+    /// Id used for padding.
+    pub pad_id: u32,
+    /// Whether a BOS token is put in front of every encoded text.
+    pub add_bos: bool,
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextTokenizer")
+            .field("source", &self.source)
+            .field("vocab", &self.vocab_size())
+            .field("eos_id", &self.eos_id)
+            .finish()
+    }
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json`; special ids come from the caller (config.json).
+    pub fn from_file(
+        path: impl AsRef<Path>,
+        eos_id: u32,
+        bos_id: Option<u32>,
+        add_bos: bool,
+    ) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let mut inner = Tokenizer::from_file(&path).map_err(|e| LmError::Tokenizer {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| LmError::Tokenizer {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            inner,
+            source: path,
+            eos_id,
+            bos_id,
+            pad_id: eos_id,
+            add_bos,
+        })
+    }
+
+    /// Rebuilds a byte-level BPE tokenizer from GGUF metadata
+    /// (`tokenizer.ggml.model = "gpt2"`).
+    ///
+    /// The pre-tokenizer follows `tokenizer.ggml.pre`: `smollm` (and the
+    /// StarCoder family) split every digit on its own before the GPT-2 regex,
+    /// as the original `tokenizer.json` and llama.cpp do.
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
+        let path = gguf.path().to_path_buf();
+        let err = |reason: String| LmError::Tokenizer {
+            path: path.clone(),
+            reason,
+        };
+        let model = gguf.require_str("tokenizer.ggml.model")?;
+        if model != "gpt2" {
+            return Err(err(format!(
+                "tokenizer model `{model}` is not supported (byte-level BPE `gpt2` is)"
+            )));
+        }
+        let strings = |key: &str| -> Result<Vec<String>> {
+            gguf.get(key)
+                .and_then(GgufValue::as_array)
+                .ok_or_else(|| LmError::Config {
+                    path: path.clone(),
+                    key: key.into(),
+                    reason: "absent or not an array".into(),
+                })?
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| LmError::Config {
+                            path: path.clone(),
+                            key: key.into(),
+                            reason: "holds a non-string item".into(),
+                        })
+                })
+                .collect()
+        };
+        let tokens = strings("tokenizer.ggml.tokens")?;
+        let merges_raw = strings("tokenizer.ggml.merges")?;
+        let types: Vec<u64> = gguf
+            .get("tokenizer.ggml.token_type")
+            .and_then(GgufValue::as_array)
+            .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(1)).collect())
+            .unwrap_or_default();
+        let vocab: Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let mut merges = Vec::with_capacity(merges_raw.len());
+        for (i, m) in merges_raw.iter().enumerate() {
+            let (a, b) = m
+                .split_once(' ')
+                .ok_or_else(|| err(format!("merge {i} `{m}` has no space")))?;
+            merges.push((a.to_string(), b.to_string()));
+        }
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+        let mut inner = Tokenizer::new(bpe);
+        let pre = gguf
+            .get("tokenizer.ggml.pre")
+            .and_then(GgufValue::as_str)
+            .unwrap_or("default");
+        let byte_level: PreTokenizerWrapper = ByteLevel::new(false, true, true).into();
+        let pre_tokenizer = match pre {
+            "smollm" | "starcoder" | "refact" | "codeshell" => {
+                Sequence::new(vec![Digits::new(true).into(), byte_level])
+            }
+            _ => Sequence::new(vec![byte_level]),
+        };
+        inner.with_pre_tokenizer(Some(pre_tokenizer));
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        let special: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .filter(|(_, &t)| t == GGUF_TOKEN_CONTROL)
+            .map(|(tok, _)| AddedToken::from(tok.clone(), true))
+            .collect();
+        let user: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .filter(|(_, &t)| t == GGUF_TOKEN_USER_DEFINED)
+            .map(|(tok, _)| AddedToken::from(tok.clone(), false))
+            .collect();
+        inner
+            .add_special_tokens(special)
+            .map_err(|e| err(e.to_string()))?;
+        inner.add_tokens(user).map_err(|e| err(e.to_string()))?;
+        let eos_id = gguf.require_u64("tokenizer.ggml.eos_token_id")? as u32;
+        let bos_id = gguf
+            .get("tokenizer.ggml.bos_token_id")
+            .and_then(GgufValue::as_u64)
+            .map(|v| v as u32);
+        let pad_id = gguf
+            .get("tokenizer.ggml.padding_token_id")
+            .and_then(GgufValue::as_u64)
+            .map(|v| v as u32)
+            .unwrap_or(eos_id);
+        let add_bos = matches!(
+            gguf.get("tokenizer.ggml.add_bos_token"),
+            Some(GgufValue::Bool(true))
+        );
+        Ok(Self {
+            inner,
+            source: path,
+            eos_id,
+            bos_id,
+            pad_id,
+            add_bos,
+        })
+    }
+
+    /// Encodes text to ids (special-token strings in the text are recognised;
+    /// BOS is prepended when the model asks for it).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| LmError::Tokenizer {
+                path: self.source.clone(),
+                reason: e.to_string(),
+            })?;
+        let mut ids = Vec::with_capacity(enc.len() + 1);
+        if self.add_bos {
+            ids.extend(self.bos_id);
+        }
+        ids.extend_from_slice(enc.get_ids());
+        Ok(ids)
+    }
+
+    /// Decodes ids to text, dropping special tokens.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| LmError::Tokenizer {
+                path: self.source.clone(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The underlying `tokenizers` tokenizer.
+    pub fn inner(&self) -> &Tokenizer {
+        &self.inner
+    }
+}

