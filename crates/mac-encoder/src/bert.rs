@@ -1,0 +1,302 @@
+//! BERT encoder ("BERT: Pre-training of Deep Bidirectional Transformers",
+//! Devlin et al., 2019), post-LayerNorm, exact GELU. Parameter names follow
+//! Hugging Face `BertModel` (with or without the `bert.` prefix);
+//! all-MiniLM-L6-v2 is one.
+
+use std::path::Path;
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::activation::gelu;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use mac_lm::weights::{SafetensorsSource, WeightSource};
+use mac_lm::{LmError, Result};
+
+use crate::Trainable;
+
+/// BERT hyper-parameters, named as in Hugging Face `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BertConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Width.
+    pub hidden_size: usize,
+    /// Layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads.
+    pub num_attention_heads: usize,
+    /// Feed-forward width.
+    pub intermediate_size: usize,
+    /// Learned positions.
+    pub max_position_embeddings: usize,
+    /// Segment vocabulary.
+    #[serde(default = "two")]
+    pub type_vocab_size: usize,
+    /// LayerNorm epsilon.
+    #[serde(default = "eps")]
+    pub layer_norm_eps: f64,
+    /// Activation; `gelu` (exact) is supported.
+    #[serde(default = "act")]
+    pub hidden_act: String,
+}
+
+fn two() -> usize {
+    2
+}
+fn eps() -> f64 {
+    1e-12
+}
+fn act() -> String {
+    "gelu".into()
+}
+
+/// One encoder layer.
+#[derive(Module, Debug)]
+pub struct BertLayer {
+    /// Query projection.
+    pub query: Linear,
+    /// Key projection.
+    pub key: Linear,
+    /// Value projection.
+    pub value: Linear,
+    /// Attention output projection.
+    pub attn_out: Linear,
+    /// Norm after attention.
+    pub attn_norm: LayerNorm,
+    /// Feed-forward up.
+    pub intermediate: Linear,
+    /// Feed-forward down.
+    pub output: Linear,
+    /// Norm after the feed-forward.
+    pub out_norm: LayerNorm,
+}
+
+/// A BERT encoder.
+#[derive(Module, Debug)]
+pub struct Bert {
+    /// Token embeddings.
+    pub word_embeddings: Embedding,
+    /// Position embeddings.
+    pub position_embeddings: Embedding,
+    /// Segment embeddings (segment 0 is used).
+    pub token_type_embeddings: Embedding,
+    /// Embedding norm.
+    pub embed_norm: LayerNorm,
+    /// Layers.
+    pub layers: Vec<BertLayer>,
+    #[module(skip)]
+    config: BertConfig,
+}
+
+struct Loader<'a> {
+    src: &'a dyn WeightSource,
+    root: &'static str,
+    device: Device,
+}
+
+impl Loader<'_> {
+    fn tensor<const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        train: bool,
+    ) -> Result<Param<Tensor<D>>> {
+        let full = format!("{}{name}", self.root);
+        let data = self.src.load_checked(&full, &shape)?;
+        let t = Tensor::<D>::from_data(TensorData::new(data, shape), &self.device);
+        Ok(Param::from_tensor(t).set_require_grad(train))
+    }
+    fn linear(&self, name: &str, d_in: usize, d_out: usize, train: bool) -> Result<Linear> {
+        // PyTorch stores [out, in]; Burn's Linear wants [in, out].
+        let w: Param<Tensor<2>> = self.tensor(&format!("{name}.weight"), [d_out, d_in], train)?;
+        let w = Param::from_tensor(w.val().transpose()).set_require_grad(train);
+        Ok(Linear {
+            weight: w,
+            bias: Some(self.tensor(&format!("{name}.bias"), [d_out], train)?),
+        })
+    }
+    fn norm(&self, name: &str, d: usize, eps: f64, train: bool) -> Result<LayerNorm> {
+        let mut ln = LayerNormConfig::new(d).with_epsilon(eps).init(&self.device);
+        ln.gamma = self.tensor(&format!("{name}.weight"), [d], train)?;
+        ln.beta = Some(self.tensor(&format!("{name}.bias"), [d], train)?);
+        Ok(ln)
+    }
+    fn embedding(&self, name: &str, n: usize, d: usize, train: bool) -> Result<Embedding> {
+        Ok(Embedding {
+            weight: self.tensor(&format!("{name}.weight"), [n, d], train)?,
+        })
+    }
+}
+
+impl Bert {
+    /// Loads `config.json` + `*.safetensors` from a Hugging Face directory.
+    pub fn load(dir: impl AsRef<Path>, device: &Device, trainable: Trainable) -> Result<Self> {
+        let dir = dir.as_ref();
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| LmError::Io {
+            path: cfg_path.clone(),
+            source: e,
+        })?;
+        let config: BertConfig = serde_json::from_str(&text).map_err(|e| LmError::Config {
+            path: cfg_path.clone(),
+            key: e.to_string().split('`').nth(1).unwrap_or("?").to_string(),
+            reason: e.to_string(),
+        })?;
+        if config.hidden_act != "gelu" {
+            return Err(LmError::Config {
+                path: cfg_path,
+                key: "hidden_act".into(),
+                reason: format!("`{}` is not supported (gelu is)", config.hidden_act),
+            });
+        }
+        let src = SafetensorsSource::open(dir)?;
+        Self::from_source(config, &src, device, trainable)
+    }
+
+    /// Builds the encoder from checkpoint tensors.
+    pub fn from_source(
+        config: BertConfig,
+        src: &dyn WeightSource,
+        device: &Device,
+        trainable: Trainable,
+    ) -> Result<Self> {
+        let root = if src
+            .shape("bert.embeddings.word_embeddings.weight")
+            .is_some()
+        {
+            "bert."
+        } else {
+            ""
+        };
+        let l = Loader {
+            src,
+            root,
+            device: device.clone(),
+        };
+        let (d, f, eps) = (
+            config.hidden_size,
+            config.intermediate_size,
+            config.layer_norm_eps,
+        );
+        let n = config.num_hidden_layers;
+        let layer_trains = |i: usize| match trainable {
+            Trainable::All => true,
+            Trainable::TopLayers(k) => i + k >= n,
+            Trainable::None => false,
+        };
+        let emb_train = trainable == Trainable::All;
+        let mut layers = Vec::with_capacity(n);
+        for i in 0..n {
+            let p = format!("encoder.layer.{i}");
+            let t = layer_trains(i);
+            layers.push(BertLayer {
+                query: l.linear(&format!("{p}.attention.self.query"), d, d, t)?,
+                key: l.linear(&format!("{p}.attention.self.key"), d, d, t)?,
+                value: l.linear(&format!("{p}.attention.self.value"), d, d, t)?,
+                attn_out: l.linear(&format!("{p}.attention.output.dense"), d, d, t)?,
+                attn_norm: l.norm(&format!("{p}.attention.output.LayerNorm"), d, eps, t)?,
+                intermediate: l.linear(&format!("{p}.intermediate.dense"), d, f, t)?,
+                output: l.linear(&format!("{p}.output.dense"), f, d, t)?,
+                out_norm: l.norm(&format!("{p}.output.LayerNorm"), d, eps, t)?,
+            });
+        }
+        Ok(Self {
+            word_embeddings: l.embedding(
+                "embeddings.word_embeddings",
+                config.vocab_size,
+                d,
+                emb_train,
+            )?,
+            position_embeddings: l.embedding(
+                "embeddings.position_embeddings",
+                config.max_position_embeddings,
+                d,
+                emb_train,
+            )?,
+            token_type_embeddings: l.embedding(
+                "embeddings.token_type_embeddings",
+                config.type_vocab_size,
+                d,
+                emb_train,
+            )?,
+            embed_norm: l.norm("embeddings.LayerNorm", d, eps, emb_train)?,
+            layers,
+            config,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BertConfig {
+        &self.config
+    }
+
+    /// Output width.
+    pub fn hidden_size(&self) -> usize {
+        self.config.hidden_size
+    }
+
+    /// Last hidden states `[B, T, d]`. `valid` is `[B, T]` (true = real
+    /// token); padded keys are masked in every layer.
+    pub fn forward(&self, ids: Tensor<2, Int>, valid: Tensor<2, Bool>) -> Tensor<3> {
+        let device = ids.device();
+        let [b, t] = ids.dims();
+        let h = self.config.num_attention_heads;
+        let dh = self.config.hidden_size / h;
+        let pos: Vec<i64> = (0..b).flat_map(|_| 0..t as i64).collect();
+        let pos = Tensor::<2, Int>::from_data(TensorData::new(pos, [b, t]), &device);
+        let seg = Tensor::<2, Int>::zeros([b, t], &device);
+        let x = self.word_embeddings.forward(ids)
+            + self.position_embeddings.forward(pos)
+            + self.token_type_embeddings.forward(seg);
+        let mut x = self.embed_norm.forward(x);
+        // true = masked: padded keys, for every query and head.
+        let mask = valid.bool_not().reshape([b, 1, 1, t]).expand([b, h, t, t]);
+        for layer in &self.layers {
+            let heads = |z: Tensor<3>| z.reshape([b, t, h, dh]).swap_dims(1, 2);
+            let q = heads(layer.query.forward(x.clone()));
+            let k = heads(layer.key.forward(x.clone()));
+            let v = heads(layer.value.forward(x.clone()));
+            let a = attention(
+                q,
+                k,
+                v,
+                Some(mask.clone()),
+                None,
+                AttentionModuleOptions {
+                    scale: None,
+                    softcap: None,
+                    is_causal: false,
+                },
+            )
+            .swap_dims(1, 2)
+            .reshape([b, t, h * dh]);
+            x = layer.attn_norm.forward(x + layer.attn_out.forward(a));
+            let ff = layer
+                .output
+                .forward(gelu(layer.intermediate.forward(x.clone())));
+            x = layer.out_norm.forward(x + ff);
+        }
+        x
+    }
+
+    /// Mean of the valid tokens' states, L2-normalised: the sentence
+    /// embedding of sentence-transformers' all-MiniLM-L6-v2. `[B, d]`.
+    pub fn sentence_embedding(&self, ids: Tensor<2, Int>, valid: Tensor<2, Bool>) -> Tensor<2> {
+        let states = self.forward(ids, valid.clone());
+        let w = valid.float().unsqueeze_dim::<3>(2); // [B, T, 1]
+        let summed = (states * w.clone()).sum_dim(1).squeeze_dim::<2>(1);
+        let count = w.sum_dim(1).squeeze_dim::<2>(1).clamp_min(1e-9);
+        let mean = summed / count;
+        let norm = mean
+            .clone()
+            .powi_scalar(2)
+            .sum_dim(1)
+            .sqrt()
+            .clamp_min(1e-12);
+        mean / norm
+    }
+}

@@ -1,0 +1,636 @@
+//! The memory bank directory: open, append, read in chunks, verify.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{io, BankError, Result};
+use crate::record::{self, Header, FIXED_BODY, FRAME, MAGIC};
+use crate::FORMAT_VERSION;
+
+const MANIFEST: &str = "MANIFEST";
+const MANIFEST_TMP: &str = "MANIFEST.tmp";
+const LOCK: &str = "LOCK";
+const FORMAT_NAME: &str = "mac-memory-bank";
+/// A new segment is started once the active one passes this size.
+const SEGMENT_BYTES: u64 = 256 << 20;
+
+/// Shape of every modulation in a bank: `n` tokens of width `d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BankShape {
+    /// Virtual tokens per document.
+    pub n_tokens: usize,
+    /// Modulation width.
+    pub d_mod: usize,
+}
+
+impl BankShape {
+    /// Floats per modulation.
+    pub fn numel(&self) -> usize {
+        self.n_tokens * self.d_mod
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SegmentInfo {
+    file: String,
+    committed_bytes: u64,
+    entries: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Manifest {
+    format: String,
+    version: u32,
+    shape: BankShape,
+    next_id: u64,
+    segments: Vec<SegmentInfo>,
+    /// Free-form description of what produced the modulations (checkpoint, encoder).
+    #[serde(default)]
+    producer: String,
+}
+
+/// What the bank knows about an entry without reading its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryMeta {
+    /// Bank-wide id (0, 1, 2, ... in append order).
+    pub id: u64,
+    /// Arrival time, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// sha256 of the text.
+    pub hash: [u8; 32],
+    /// Segment index.
+    segment: usize,
+    /// Byte offset of the record in its segment.
+    offset: u64,
+    /// Record length including the frame.
+    len: u64,
+}
+
+/// A document to append.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEntry<'a> {
+    /// Where it came from (file path, URL, dataset id).
+    pub source: &'a str,
+    /// The document text.
+    pub text: &'a str,
+    /// Its modulation, row-major `[n_tokens, d_mod]`.
+    pub modulation: &'a [f32],
+}
+
+/// Result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Stored under this id.
+    Stored(u64),
+    /// Same content already stored under this id; nothing written.
+    Duplicate(u64),
+}
+
+/// A fully read entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEntry {
+    /// Id.
+    pub id: u64,
+    /// Arrival time (ms since epoch).
+    pub time_ms: u64,
+    /// Source.
+    pub source: String,
+    /// Text.
+    pub text: String,
+    /// Modulation `[n_tokens * d_mod]`.
+    pub modulation: Vec<f32>,
+}
+
+/// A run of consecutive entries' modulations, `[len, n_tokens, d_mod]` row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    /// Position of the first entry in the bank.
+    pub start: usize,
+    /// Ids of the entries.
+    pub ids: Vec<u64>,
+    /// Their modulations, concatenated.
+    pub data: Vec<f32>,
+}
+
+/// What [`MemoryBank::verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Entries checked.
+    pub entries: usize,
+    /// Segment files checked.
+    pub segments: usize,
+    /// Committed bytes checked.
+    pub bytes: u64,
+}
+
+/// A memory bank directory, opened by one writer.
+pub struct MemoryBank {
+    dir: PathBuf,
+    manifest: Manifest,
+    entries: Vec<EntryMeta>,
+    by_hash: HashMap<[u8; 32], u64>,
+    files: Vec<File>,
+    _lock: File,
+}
+
+impl std::fmt::Debug for MemoryBank {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBank")
+            .field("dir", &self.dir)
+            .field("shape", &self.manifest.shape)
+            .field("entries", &self.entries.len())
+            .finish()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir, "fsync directory"))
+}
+
+fn segment_name(i: usize) -> String {
+    format!("seg-{i:06}.bin")
+}
+
+impl MemoryBank {
+    /// Creates an empty bank in `dir` (created if needed; must not hold a bank).
+    pub fn create(dir: impl AsRef<Path>, shape: BankShape, producer: &str) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        if shape.n_tokens == 0 || shape.d_mod == 0 {
+            return Err(BankError::Invalid(format!(
+                "bank shape {shape:?} has a zero dimension"
+            )));
+        }
+        fs::create_dir_all(&dir).map_err(io(&dir, "create directory"))?;
+        if dir.join(MANIFEST).exists() {
+            return Err(BankError::AlreadyExists { path: dir });
+        }
+        let lock = Self::lock(&dir)?;
+        let manifest = Manifest {
+            format: FORMAT_NAME.into(),
+            version: FORMAT_VERSION,
+            shape,
+            next_id: 0,
+            segments: vec![SegmentInfo {
+                file: segment_name(0),
+                committed_bytes: 0,
+                entries: 0,
+            }],
+            producer: producer.into(),
+        };
+        let seg_path = dir.join(segment_name(0));
+        let seg = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&seg_path)
+            .map_err(io(&seg_path, "create segment"))?;
+        seg.sync_all().map_err(io(&seg_path, "fsync segment"))?;
+        let mut bank = Self {
+            dir,
+            manifest,
+            entries: Vec::new(),
+            by_hash: HashMap::new(),
+            files: vec![seg],
+            _lock: lock,
+        };
+        bank.write_manifest()?;
+        Ok(bank)
+    }
+
+    /// Opens an existing bank, or creates one with `shape` if `dir` holds none.
+    /// An existing bank must have the same shape.
+    pub fn open_or_create(dir: impl AsRef<Path>, shape: BankShape, producer: &str) -> Result<Self> {
+        let dir = dir.as_ref();
+        if dir.join(MANIFEST).exists() {
+            let bank = Self::open(dir)?;
+            if bank.shape() != shape {
+                return Err(BankError::Invalid(format!(
+                    "{}: bank holds modulations of shape {:?}, the encoder produces {shape:?}",
+                    dir.display(),
+                    bank.shape()
+                )));
+            }
+            Ok(bank)
+        } else {
+            Self::create(dir, shape, producer)
+        }
+    }
+
+    fn lock(dir: &Path) -> Result<File> {
+        let path = dir.join(LOCK);
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path, "open lock file"))?;
+        match f.try_lock() {
+            Ok(()) => Ok(f),
+            Err(fs::TryLockError::WouldBlock) => Err(BankError::Locked { path }),
+            Err(fs::TryLockError::Error(e)) => Err(io(&path, "lock")(e)),
+        }
+    }
+
+    /// Opens a bank: reads the manifest, scans record headers up to the
+    /// committed lengths, and drops any uncommitted tail.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let manifest_path = dir.join(MANIFEST);
+        if !manifest_path.exists() {
+            return Err(BankError::NotABank { path: dir });
+        }
+        let lock = Self::lock(&dir)?;
+        let text = fs::read_to_string(&manifest_path).map_err(io(&manifest_path, "read"))?;
+        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| BankError::Corrupt {
+            path: manifest_path.clone(),
+            reason: format!("not a valid manifest: {e}"),
+        })?;
+        if manifest.format != FORMAT_NAME {
+            return Err(BankError::Corrupt {
+                path: manifest_path,
+                reason: format!("format is `{}`, not `{FORMAT_NAME}`", manifest.format),
+            });
+        }
+        if manifest.version > FORMAT_VERSION {
+            return Err(BankError::Version {
+                path: manifest_path,
+                found: manifest.version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let mut entries = Vec::new();
+        let mut by_hash = HashMap::new();
+        let mut files = Vec::new();
+        for (si, seg) in manifest.segments.iter().enumerate() {
+            let path = dir.join(&seg.file);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(io(&path, "open segment"))?;
+            let len = file.metadata().map_err(io(&path, "stat segment"))?.len();
+            if len < seg.committed_bytes {
+                return Err(BankError::Corrupt {
+                    path,
+                    reason: format!(
+                        "segment has {len} bytes but the manifest committed {}",
+                        seg.committed_bytes
+                    ),
+                });
+            }
+            if len > seg.committed_bytes {
+                // An append that never returned: drop it.
+                file.set_len(seg.committed_bytes)
+                    .map_err(io(&path, "truncate uncommitted tail"))?;
+                file.sync_all().map_err(io(&path, "fsync segment"))?;
+            }
+            let mut offset = 0u64;
+            let mut count = 0u64;
+            while offset < seg.committed_bytes {
+                let corrupt = |reason: String| BankError::Corrupt {
+                    path: path.clone(),
+                    reason: format!("record at byte {offset}: {reason}"),
+                };
+                if seg.committed_bytes - offset < (FRAME + FIXED_BODY) as u64 {
+                    return Err(corrupt("shorter than a record header".into()));
+                }
+                let mut head = vec![0u8; 8 + FIXED_BODY];
+                file.read_exact_at(&mut head, offset)
+                    .map_err(io(&path, "read record header"))?;
+                if &head[..4] != MAGIC {
+                    return Err(corrupt("bad magic".into()));
+                }
+                let body_len = u32::from_le_bytes(head[4..8].try_into().unwrap()) as u64;
+                let h = Header::parse(&head[8..]).ok_or_else(|| corrupt("short header".into()))?;
+                if h.body_len() != body_len
+                    || h.n as usize != manifest.shape.n_tokens
+                    || h.d as usize != manifest.shape.d_mod
+                {
+                    return Err(corrupt(format!(
+                        "header lengths are inconsistent (body {body_len}, n {}, d {})",
+                        h.n, h.d
+                    )));
+                }
+                let rec_len = body_len + FRAME as u64;
+                if offset + rec_len > seg.committed_bytes {
+                    return Err(corrupt("runs past the committed length".into()));
+                }
+                by_hash.insert(h.hash, h.id);
+                entries.push(EntryMeta {
+                    id: h.id,
+                    time_ms: h.time_ms,
+                    hash: h.hash,
+                    segment: si,
+                    offset,
+                    len: rec_len,
+                });
+                offset += rec_len;
+                count += 1;
+            }
+            if count != seg.entries {
+                return Err(BankError::Corrupt {
+                    path,
+                    reason: format!("{count} records found, the manifest says {}", seg.entries),
+                });
+            }
+            files.push(file);
+        }
+        Ok(Self {
+            dir,
+            manifest,
+            entries,
+            by_hash,
+            files,
+            _lock: lock,
+        })
+    }
+
+    fn write_manifest(&mut self) -> Result<()> {
+        let tmp = self.dir.join(MANIFEST_TMP);
+        let json = serde_json::to_vec_pretty(&self.manifest).expect("manifest serialises");
+        let mut f = File::create(&tmp).map_err(io(&tmp, "create"))?;
+        f.write_all(&json).map_err(io(&tmp, "write"))?;
+        f.sync_all().map_err(io(&tmp, "fsync"))?;
+        drop(f);
+        let dst = self.dir.join(MANIFEST);
+        fs::rename(&tmp, &dst).map_err(io(&dst, "rename manifest"))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Directory of the bank.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Shape of every modulation.
+    pub fn shape(&self) -> BankShape {
+        self.manifest.shape
+    }
+
+    /// What produced the modulations (set at creation).
+    pub fn producer(&self) -> &str {
+        &self.manifest.producer
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the bank is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Metadata of every entry, in append order.
+    pub fn entries(&self) -> &[EntryMeta] {
+        &self.entries
+    }
+
+    /// Committed bytes on disk across segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.manifest
+            .segments
+            .iter()
+            .map(|s| s.committed_bytes)
+            .sum()
+    }
+
+    /// The id of an entry with this text, if stored.
+    pub fn find_text(&self, text: &str) -> Option<u64> {
+        self.by_hash.get(&record::content_hash(text)).copied()
+    }
+
+    fn check(&self, e: &NewEntry<'_>) -> Result<()> {
+        if e.text.trim().is_empty() {
+            return Err(BankError::Invalid(format!(
+                "document from `{}` is empty",
+                e.source
+            )));
+        }
+        if e.modulation.len() != self.shape().numel() {
+            return Err(BankError::Invalid(format!(
+                "modulation has {} values, the bank stores {} ({:?})",
+                e.modulation.len(),
+                self.shape().numel(),
+                self.shape()
+            )));
+        }
+        if let Some(bad) = e.modulation.iter().find(|v| !v.is_finite()) {
+            return Err(BankError::Invalid(format!(
+                "modulation of `{}` holds a non-finite value ({bad})",
+                e.source
+            )));
+        }
+        if e.text.len() > u32::MAX as usize || e.source.len() > u32::MAX as usize {
+            return Err(BankError::Invalid("document larger than 4 GiB".into()));
+        }
+        Ok(())
+    }
+
+    /// Appends one entry durably (see the crate docs).
+    pub fn append(&mut self, entry: NewEntry<'_>) -> Result<AppendOutcome> {
+        Ok(self.append_batch(&[entry])?[0])
+    }
+
+    /// Appends several entries with one fsync and one manifest commit. All are
+    /// validated first: on a validation error nothing is written.
+    pub fn append_batch(&mut self, batch: &[NewEntry<'_>]) -> Result<Vec<AppendOutcome>> {
+        for e in batch {
+            self.check(e)?;
+        }
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut pending: HashMap<[u8; 32], u64> = HashMap::new();
+        let mut bytes = Vec::new();
+        let mut new_meta = Vec::new();
+        if self.active().committed_bytes >= SEGMENT_BYTES {
+            self.start_segment()?;
+        }
+        let si = self.manifest.segments.len() - 1;
+        let base = self.active().committed_bytes;
+        for e in batch {
+            let hash = record::content_hash(e.text);
+            if let Some(&id) = self.by_hash.get(&hash).or_else(|| pending.get(&hash)) {
+                outcomes.push(AppendOutcome::Duplicate(id));
+                continue;
+            }
+            let shape = self.shape();
+            let h = Header {
+                id: self.manifest.next_id,
+                time_ms: now_ms(),
+                hash,
+                n: shape.n_tokens as u32,
+                d: shape.d_mod as u32,
+                source_len: e.source.len() as u32,
+                text_len: e.text.len() as u32,
+            };
+            let rec = record::encode(&h, e.source, e.text, e.modulation);
+            new_meta.push(EntryMeta {
+                id: h.id,
+                time_ms: h.time_ms,
+                hash,
+                segment: si,
+                offset: base + bytes.len() as u64,
+                len: rec.len() as u64,
+            });
+            bytes.extend_from_slice(&rec);
+            pending.insert(hash, h.id);
+            outcomes.push(AppendOutcome::Stored(h.id));
+            self.manifest.next_id += 1;
+        }
+        if new_meta.is_empty() {
+            return Ok(outcomes);
+        }
+        let path = self.dir.join(&self.manifest.segments[si].file);
+        let file = &self.files[si];
+        file.write_all_at(&bytes, base)
+            .map_err(io(&path, "append record"))?;
+        file.sync_data().map_err(io(&path, "fsync segment"))?;
+        let seg = &mut self.manifest.segments[si];
+        seg.committed_bytes += bytes.len() as u64;
+        seg.entries += new_meta.len() as u64;
+        if let Err(e) = self.write_manifest() {
+            // Not committed: forget it in memory too (the tail is dropped on reopen).
+            let seg = &mut self.manifest.segments[si];
+            seg.committed_bytes -= bytes.len() as u64;
+            seg.entries -= new_meta.len() as u64;
+            self.manifest.next_id -= new_meta.len() as u64;
+            return Err(e);
+        }
+        for m in new_meta {
+            self.by_hash.insert(m.hash, m.id);
+            self.entries.push(m);
+        }
+        Ok(outcomes)
+    }
+
+    fn active(&self) -> &SegmentInfo {
+        self.manifest.segments.last().expect("a bank has a segment")
+    }
+
+    fn start_segment(&mut self) -> Result<()> {
+        let name = segment_name(self.manifest.segments.len());
+        let path = self.dir.join(&name);
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path, "create segment"))?;
+        f.sync_all().map_err(io(&path, "fsync segment"))?;
+        self.files.push(f);
+        self.manifest.segments.push(SegmentInfo {
+            file: name,
+            committed_bytes: 0,
+            entries: 0,
+        });
+        self.write_manifest()
+    }
+
+    fn read_body(&self, m: &EntryMeta) -> Result<Vec<u8>> {
+        let path = self.dir.join(&self.manifest.segments[m.segment].file);
+        let mut rec = vec![0u8; m.len as usize];
+        self.files[m.segment]
+            .read_exact_at(&mut rec, m.offset)
+            .map_err(io(&path, "read record"))?;
+        let body = &rec[8..rec.len() - 4];
+        let crc = u32::from_le_bytes(rec[rec.len() - 4..].try_into().unwrap());
+        if crc32fast::hash(body) != crc {
+            return Err(BankError::Corrupt {
+                path,
+                reason: format!(
+                    "checksum mismatch in entry {} (record at byte {})",
+                    m.id, m.offset
+                ),
+            });
+        }
+        Ok(body.to_vec())
+    }
+
+    /// Reads one entry (by position in the bank), checking its checksum.
+    pub fn read(&self, index: usize) -> Result<StoredEntry> {
+        let m = self.entries.get(index).ok_or_else(|| {
+            BankError::Invalid(format!(
+                "entry {index} out of range (bank has {})",
+                self.len()
+            ))
+        })?;
+        let body = self.read_body(m)?;
+        let h = Header::parse(&body).expect("checked at open");
+        let s0 = FIXED_BODY;
+        let t0 = s0 + h.source_len as usize;
+        let m0 = t0 + h.text_len as usize;
+        let path = || self.dir.join(&self.manifest.segments[m.segment].file);
+        let utf8 = |b: &[u8]| {
+            String::from_utf8(b.to_vec()).map_err(|_| BankError::Corrupt {
+                path: path(),
+                reason: format!("entry {} holds invalid UTF-8", m.id),
+            })
+        };
+        Ok(StoredEntry {
+            id: h.id,
+            time_ms: h.time_ms,
+            source: utf8(&body[s0..t0])?,
+            text: utf8(&body[t0..m0])?,
+            modulation: floats(&body[m0..]),
+        })
+    }
+
+    /// Modulations of entries `start..start + len`, `[len, n, d]` row-major.
+    pub fn modulations(&self, start: usize, len: usize) -> Result<Chunk> {
+        let end = (start + len).min(self.len());
+        let numel = self.shape().numel();
+        let mut data = Vec::with_capacity((end - start) * numel);
+        let mut ids = Vec::with_capacity(end - start);
+        for m in &self.entries[start..end] {
+            let body = self.read_body(m)?;
+            data.extend(floats(&body[body.len() - 4 * numel..]));
+            ids.push(m.id);
+        }
+        Ok(Chunk { start, ids, data })
+    }
+
+    /// Streams the bank in chunks of at most `size` entries; only one chunk is
+    /// in memory at a time.
+    pub fn chunks(&self, size: usize) -> impl Iterator<Item = Result<Chunk>> + '_ {
+        let size = size.max(1);
+        (0..self.len())
+            .step_by(size)
+            .map(move |s| self.modulations(s, size))
+    }
+
+    /// Checks every committed record's checksum.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        for m in &self.entries {
+            self.read_body(m)?;
+        }
+        Ok(VerifyReport {
+            entries: self.len(),
+            segments: self.manifest.segments.len(),
+            bytes: self.size_bytes(),
+        })
+    }
+}
+
+fn floats(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}

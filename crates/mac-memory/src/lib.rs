@@ -1,0 +1,42 @@
+//! # mac-memory — MAC's memory bank, persisted
+//!
+//! The memory bank of MAC (Tack et al., 2024, §3): the modulations
+//! `[n, d_mod]` of every document seen so far, plus the document itself, its
+//! source, content hash and arrival time, in a directory:
+//!
+//! ```text
+//! bank/
+//!   MANIFEST          JSON: format version, shape, segments and their committed lengths
+//!   LOCK              held (flock) by the one writer
+//!   seg-000000.bin    append-only records: [magic | body length | body | crc32(body)]
+//!   seg-000001.bin    ...
+//! ```
+//!
+//! **Durability.** [`MemoryBank::append`] writes the record, fsyncs the
+//! segment, then publishes the new committed length by writing
+//! `MANIFEST.tmp`, fsyncing it, renaming it over `MANIFEST` and fsyncing the
+//! directory. An append that returned `Ok` survives a crash; bytes past the
+//! committed length (a torn or unacknowledged write) are ignored and
+//! truncated on the next open, so no partial entry is ever visible.
+//!
+//! **Reading.** Opening scans record headers only; modulations are read in
+//! chunks with positioned reads ([`MemoryBank::chunks`]), each record's
+//! checksum verified as it is read, so a bank larger than memory can be
+//! streamed to the aggregator. [`MemoryBank::verify`] checks everything.
+//!
+//! **Deduplication.** A document whose content hash (sha256 of its text) is
+//! already stored is not stored again; [`AppendOutcome::Duplicate`] names the
+//! existing entry.
+
+mod bank;
+mod error;
+mod record;
+
+pub use bank::{
+    AppendOutcome, BankShape, Chunk, EntryMeta, MemoryBank, NewEntry, StoredEntry, VerifyReport,
+};
+pub use error::{BankError, Result};
+pub use record::content_hash;
+
+/// Version of the on-disk format written by this crate.
+pub const FORMAT_VERSION: u32 = 1;

@@ -1,0 +1,86 @@
+//! The record format of a segment file.
+//!
+//! ```text
+//! magic    4 bytes  b"MACE"
+//! body_len u32 LE
+//! body     body_len bytes:
+//!            id u64 | time_ms u64 | sha256 [32] | n u32 | d u32 |
+//!            source_len u32 | text_len u32 | source | text | n*d f32 LE
+//! crc32    u32 LE of body
+//! ```
+
+use sha2::{Digest, Sha256};
+
+pub(crate) const MAGIC: &[u8; 4] = b"MACE";
+/// Fixed part of the body before the variable-length fields.
+pub(crate) const FIXED_BODY: usize = 8 + 8 + 32 + 4 + 4 + 4 + 4;
+/// Bytes around the body: magic + length before, crc after.
+pub(crate) const FRAME: usize = 4 + 4 + 4;
+
+/// sha256 of a document's text: the identity used for deduplication.
+pub fn content_hash(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// The fixed header fields of a record.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Header {
+    pub id: u64,
+    pub time_ms: u64,
+    pub hash: [u8; 32],
+    pub n: u32,
+    pub d: u32,
+    pub source_len: u32,
+    pub text_len: u32,
+}
+
+impl Header {
+    pub fn parse(body: &[u8]) -> Option<Self> {
+        if body.len() < FIXED_BODY {
+            return None;
+        }
+        let u64_at = |o: usize| u64::from_le_bytes(body[o..o + 8].try_into().unwrap());
+        let u32_at = |o: usize| u32::from_le_bytes(body[o..o + 4].try_into().unwrap());
+        Some(Header {
+            id: u64_at(0),
+            time_ms: u64_at(8),
+            hash: body[16..48].try_into().unwrap(),
+            n: u32_at(48),
+            d: u32_at(52),
+            source_len: u32_at(56),
+            text_len: u32_at(60),
+        })
+    }
+
+    /// Body length these fields imply.
+    pub fn body_len(&self) -> u64 {
+        FIXED_BODY as u64
+            + self.source_len as u64
+            + self.text_len as u64
+            + 4 * self.n as u64 * self.d as u64
+    }
+}
+
+/// Encodes one record (frame included).
+pub(crate) fn encode(h: &Header, source: &str, text: &str, modulation: &[f32]) -> Vec<u8> {
+    let body_len = h.body_len() as usize;
+    let mut out = Vec::with_capacity(body_len + FRAME);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(body_len as u32).to_le_bytes());
+    let body_start = out.len();
+    out.extend_from_slice(&h.id.to_le_bytes());
+    out.extend_from_slice(&h.time_ms.to_le_bytes());
+    out.extend_from_slice(&h.hash);
+    out.extend_from_slice(&h.n.to_le_bytes());
+    out.extend_from_slice(&h.d.to_le_bytes());
+    out.extend_from_slice(&h.source_len.to_le_bytes());
+    out.extend_from_slice(&h.text_len.to_le_bytes());
+    out.extend_from_slice(source.as_bytes());
+    out.extend_from_slice(text.as_bytes());
+    for v in modulation {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&out[body_start..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the backend checks need: Mesa's lavapipe
+# (software Vulkan, for wgpu) and LLVM 22 (for the cuda build, see
+# scripts/build-cuda.sh). Idempotent; needs root (or sudo) and apt.
+set -euo pipefail
+pkgs=(mesa-vulkan-drivers llvm-22-dev libpolly-22-dev libzstd-dev libz3-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "system packages present"
+  exit 0
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
