@@ -253,7 +253,17 @@ fn bench(which: &str) -> Result<()> {
     }
     fetch(false)?;
     let st = Command::new(cargo())
-        .args(["bench", "-p", "mac-benches", "--bench", "lm"])
+        // The dev profile (every crate at opt-level 3, see Cargo.toml) shares
+        // the test build; a release build would compile Burn again.
+        .args([
+            "bench",
+            "--profile",
+            "dev",
+            "-p",
+            "mac-benches",
+            "--bench",
+            "lm",
+        ])
         .current_dir(workspace_root())
         .status()?;
     if !st.success() {
@@ -305,22 +315,68 @@ fn bench(which: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether a Vulkan driver is installed (lavapipe counts), so wgpu can run.
+fn vulkan_available() -> bool {
+    ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"]
+        .iter()
+        .any(|d| {
+            fs::read_dir(d)
+                .map(|mut it| it.next().is_some())
+                .unwrap_or(false)
+        })
+}
+
+/// The suite: every crate on the CPU (flex) with the real models required;
+/// the base-LM and encoder parity tests again on wgpu when Vulkan is present.
+/// One build serves both (wgpu is compiled in, flex is the default device).
+fn test(args: &[String]) -> Result<()> {
+    fetch(false)?;
+    let run = |extra: &[&str], env: &[(&str, &str)]| -> Result<()> {
+        let mut cmd = Command::new(cargo());
+        cmd.args(["test", "--workspace", "--features", "mac-device/wgpu"])
+            .args(extra)
+            .args(args)
+            .env("MAC_REQUIRE_MODELS", "1")
+            .current_dir(workspace_root());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        if !cmd.status()?.success() {
+            bail!("tests failed");
+        }
+        Ok(())
+    };
+    run(&[], &[])?;
+    if vulkan_available() {
+        println!("== parity tests again on wgpu ==");
+        let xdg = std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp/mac-rs-xdg".into());
+        fs::create_dir_all(&xdg)?;
+        run(
+            &[
+                "--test",
+                "parity",
+                "--test",
+                "bert",
+                "--",
+                "--test-threads=1",
+            ],
+            &[("MAC_TEST_DEVICE", "wgpu"), ("XDG_RUNTIME_DIR", &xdg)],
+        )?;
+    } else if std::env::var_os("MAC_REQUIRE_WGPU").is_some() {
+        bail!(
+            "MAC_REQUIRE_WGPU is set but no Vulkan driver is installed (scripts/setup-system.sh)"
+        );
+    } else {
+        println!("no Vulkan driver found: skipping the wgpu run (install mesa-vulkan-drivers)");
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Fetch { force } => fetch(force),
         Cmd::Bench { which } => bench(&which),
-        Cmd::Test { args } => {
-            fetch(false)?;
-            let status = Command::new(cargo())
-                .args(["test", "--workspace"])
-                .args(&args)
-                .env("MAC_REQUIRE_MODELS", "1")
-                .status()?;
-            if !status.success() {
-                bail!("tests failed");
-            }
-            Ok(())
-        }
+        Cmd::Test { args } => test(&args),
     }
 }

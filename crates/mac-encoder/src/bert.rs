@@ -111,11 +111,19 @@ impl Loader<'_> {
         Ok(Param::from_tensor(t).set_require_grad(train))
     }
     fn linear(&self, name: &str, d_in: usize, d_out: usize, train: bool) -> Result<Linear> {
-        // PyTorch stores [out, in]; Burn's Linear wants [in, out].
-        let w: Param<Tensor<2>> = self.tensor(&format!("{name}.weight"), [d_out, d_in], train)?;
-        let w = Param::from_tensor(w.val().transpose()).set_require_grad(train);
+        // PyTorch stores [out, in]; Burn's Linear wants [in, out]. Transposed
+        // on the host so the parameter is a leaf of the autodiff graph.
+        let full = format!("{}{name}.weight", self.root);
+        let data = self.src.load_checked(&full, &[d_out, d_in])?;
+        let mut t = vec![0f32; data.len()];
+        for o in 0..d_out {
+            for i in 0..d_in {
+                t[i * d_out + o] = data[o * d_in + i];
+            }
+        }
+        let w = Tensor::<2>::from_data(TensorData::new(t, [d_in, d_out]), &self.device);
         Ok(Linear {
-            weight: w,
+            weight: Param::from_tensor(w).set_require_grad(train),
             bias: Some(self.tensor(&format!("{name}.bias"), [d_out], train)?),
         })
     }

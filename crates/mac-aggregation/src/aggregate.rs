@@ -1,0 +1,249 @@
+//! The aggregation network: question tokens attend over the memory bank.
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use mac_memory::{MemoryBank, Result as BankResult};
+
+/// Configuration of an [`Aggregator`] (reference: 4 blocks, 8 heads x 96).
+#[derive(Config, Debug)]
+pub struct AggregatorConfig {
+    /// Modulation width `d_mod`.
+    pub d_mod: usize,
+    /// Cross-attention blocks.
+    #[config(default = 4)]
+    pub n_blocks: usize,
+    /// Heads per block.
+    #[config(default = 8)]
+    pub n_heads: usize,
+    /// Width of one head.
+    #[config(default = 96)]
+    pub d_head: usize,
+}
+
+/// One pre-LayerNorm cross-attention block with a GELU feed-forward.
+#[derive(Module, Debug)]
+pub struct CrossAttentionBlock {
+    /// Norm of the queries.
+    pub norm_q: LayerNorm,
+    /// Norm of the memory.
+    pub norm_kv: LayerNorm,
+    /// Query projection `[d, H·dh]`.
+    pub w_q: Param<Tensor<2>>,
+    /// Key projection.
+    pub w_k: Param<Tensor<2>>,
+    /// Value projection.
+    pub w_v: Param<Tensor<2>>,
+    /// Output projection `[H·dh, d]`.
+    pub w_o: Param<Tensor<2>>,
+    /// Norm before the feed-forward.
+    pub norm_ff: LayerNorm,
+    /// Feed-forward up.
+    pub ff_up: Linear,
+    /// Feed-forward down.
+    pub ff_down: Linear,
+    #[module(skip)]
+    n_heads: usize,
+}
+
+impl CrossAttentionBlock {
+    /// `x [B, n, d]` attends over `memory [B, K, d]`; returns the new `x` and
+    /// the attention `[B, K]` averaged over heads and query tokens.
+    fn forward(&self, x: Tensor<3>, memory: Tensor<3>) -> (Tensor<3>, Tensor<2>) {
+        let [b, n, _] = x.dims();
+        let k_len = memory.dims()[1];
+        let inner = self.w_q.dims()[1];
+        let (h, dh) = (self.n_heads, inner / self.n_heads);
+        let heads = |z: Tensor<3>, len: usize| z.reshape([b, len, h, dh]).swap_dims(1, 2);
+        let xn = self.norm_q.forward(x.clone());
+        let mn = self.norm_kv.forward(memory);
+        let q = heads(xn.matmul(self.w_q.val().unsqueeze::<3>()), n);
+        let k = heads(mn.clone().matmul(self.w_k.val().unsqueeze::<3>()), k_len);
+        let v = heads(mn.matmul(self.w_v.val().unsqueeze::<3>()), k_len);
+        let attn = softmax(q.matmul(k.swap_dims(2, 3)) / (dh as f64).sqrt(), 3);
+        let weights = attn.clone().mean_dim(1).mean_dim(2).reshape([b, k_len]);
+        let ctx = attn.matmul(v).swap_dims(1, 2).reshape([b, n, inner]);
+        let x = x + ctx.matmul(self.w_o.val().unsqueeze::<3>());
+        let ff = self
+            .ff_down
+            .forward(gelu(self.ff_up.forward(self.norm_ff.forward(x.clone()))));
+        (x + ff, weights)
+    }
+}
+
+/// The aggregation network (the cross-attention part; the question's tokens
+/// come from a [`crate::QueryTokenHead`] over the question encoder).
+#[derive(Module, Debug)]
+pub struct Aggregator {
+    /// Cross-attention blocks.
+    pub blocks: Vec<CrossAttentionBlock>,
+    /// Final norm.
+    pub norm_out: LayerNorm,
+}
+
+/// The result of aggregating a bank for a batch of questions.
+#[derive(Debug, Clone)]
+pub struct Aggregation {
+    /// One modulation per question `[B, n, d_mod]`.
+    pub modulation: Tensor<3>,
+    /// `[B][N]`: how much attention each document received (sums to 1 per question).
+    pub doc_weights: Vec<Vec<f32>>,
+}
+
+impl AggregatorConfig {
+    /// Builds the network with random weights.
+    pub fn init(&self, device: &Device) -> Aggregator {
+        let d = self.d_mod;
+        let inner = self.n_heads * self.d_head;
+        let w = |i: usize, o: usize| -> Param<Tensor<2>> {
+            let bound = 1.0 / (i as f64).sqrt();
+            Initializer::Uniform {
+                min: -bound,
+                max: bound,
+            }
+            .init([i, o], device)
+        };
+        let blocks = (0..self.n_blocks)
+            .map(|_| CrossAttentionBlock {
+                norm_q: LayerNormConfig::new(d).init(device),
+                norm_kv: LayerNormConfig::new(d).init(device),
+                w_q: w(d, inner),
+                w_k: w(d, inner),
+                w_v: w(d, inner),
+                w_o: w(inner, d),
+                norm_ff: LayerNormConfig::new(d).init(device),
+                ff_up: LinearConfig::new(d, 4 * d).init(device),
+                ff_down: LinearConfig::new(4 * d, d).init(device),
+                n_heads: self.n_heads,
+            })
+            .collect();
+        Aggregator {
+            blocks,
+            norm_out: LayerNormConfig::new(d).init(device),
+        }
+    }
+}
+
+fn doc_weights(token_weights: Tensor<2>, n: usize) -> Vec<Vec<f32>> {
+    let [b, k] = token_weights.dims();
+    let flat: Vec<f32> = token_weights
+        .reshape([b, k / n, n])
+        .sum_dim(2)
+        .reshape([b, k / n])
+        .try_to_vec_as::<f32>()
+        .unwrap_or_default();
+    flat.chunks(k / n).map(<[f32]>::to_vec).collect()
+}
+
+impl Aggregator {
+    /// Flat aggregation: `question [B, n, d]` over `memory [B, N·n, d]`
+    /// (use [`Tensor::expand`] to share one bank across the batch).
+    pub fn aggregate(&self, question: Tensor<3>, memory: Tensor<3>) -> Aggregation {
+        let n = question.dims()[1];
+        let mut x = question;
+        let mut last = None;
+        for block in &self.blocks {
+            let (y, w) = block.forward(x, memory.clone());
+            x = y;
+            last = Some(w);
+        }
+        let modulation = self.norm_out.forward(x);
+        let doc_weights = last.map(|w| doc_weights(w, n)).unwrap_or_default();
+        Aggregation {
+            modulation,
+            doc_weights,
+        }
+    }
+
+    /// Hierarchical aggregation over documents `[B, N, n, d]` already in
+    /// memory: chunks of at most `m` documents are aggregated into one
+    /// modulation each (conditioned on the question), repeatedly, until at
+    /// most `m` remain; then once more. With `N ≤ m` this is [`Self::aggregate`].
+    pub fn aggregate_hierarchical(
+        &self,
+        question: Tensor<3>,
+        docs: Tensor<4>,
+        m: usize,
+    ) -> Aggregation {
+        let [b, n_docs, n, d] = docs.dims();
+        let m = m.max(2);
+        if n_docs <= m {
+            return self.aggregate(question, docs.reshape([b, n_docs * n, d]));
+        }
+        let mut parts = Vec::new();
+        let mut weights: Vec<Vec<Vec<f32>>> = Vec::new();
+        for start in (0..n_docs).step_by(m) {
+            let len = m.min(n_docs - start);
+            let chunk = docs.clone().narrow(1, start, len).reshape([b, len * n, d]);
+            let agg = self.aggregate(question.clone(), chunk);
+            parts.push(agg.modulation.unsqueeze_dim::<4>(1));
+            weights.push(agg.doc_weights);
+        }
+        let next = Tensor::cat(parts, 1);
+        let top = self.aggregate_hierarchical(question, next, m);
+        Aggregation {
+            doc_weights: combine(&weights, &top.doc_weights),
+            modulation: top.modulation,
+        }
+    }
+
+    /// Hierarchical aggregation streamed from a bank on disk: only `m`
+    /// documents' modulations are read and attended at a time, so memory is
+    /// O(m), not O(N). `question` is `[B, n, d]`.
+    pub fn aggregate_bank(
+        &self,
+        question: Tensor<3>,
+        bank: &MemoryBank,
+        m: usize,
+    ) -> BankResult<Aggregation> {
+        let device = question.device();
+        let [b, n, d] = question.dims();
+        let shape = bank.shape();
+        assert_eq!(
+            (shape.n_tokens, shape.d_mod),
+            (n, d),
+            "bank shape must match the question tokens"
+        );
+        let m = m.max(2);
+        let load = |c: &mac_memory::Chunk| -> Tensor<3> {
+            let len = c.ids.len();
+            Tensor::<3>::from_data(TensorData::new(c.data.clone(), [1, len * n, d]), &device)
+                .expand([b, len * n, d])
+        };
+        if bank.len() <= m {
+            let chunk = bank.modulations(0, bank.len())?;
+            return Ok(self.aggregate(question, load(&chunk)));
+        }
+        let mut parts = Vec::new();
+        let mut weights = Vec::new();
+        for chunk in bank.chunks(m) {
+            let agg = self.aggregate(question.clone(), load(&chunk?));
+            parts.push(agg.modulation.unsqueeze_dim::<4>(1));
+            weights.push(agg.doc_weights);
+        }
+        let top = self.aggregate_hierarchical(question, Tensor::cat(parts, 1), m);
+        Ok(Aggregation {
+            doc_weights: combine(&weights, &top.doc_weights),
+            modulation: top.modulation,
+        })
+    }
+}
+
+/// Document weights through one level: weight within its chunk times the
+/// chunk's weight one level up.
+fn combine(within: &[Vec<Vec<f32>>], chunk_weights: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    chunk_weights
+        .iter()
+        .enumerate()
+        .map(|(q, cw)| {
+            within
+                .iter()
+                .zip(cw)
+                .flat_map(|(chunk, &w)| chunk[q].iter().map(move |x| x * w))
+                .collect()
+        })
+        .collect()
+}

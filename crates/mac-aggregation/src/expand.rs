@@ -1,0 +1,165 @@
+//! Expansion of the aggregated tokens into per-layer prefix keys and values.
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::{Initializer, LayerNorm, LayerNormConfig};
+use burn::tensor::activation::gelu;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use mac_lm::{KvLayout, PrefixKv};
+
+/// How the slots get their MLPs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpansionKind {
+    /// The reference: every one of the `2·L·p` slots has its own residual MLP.
+    PerSlot,
+    /// Parameter-lean: one shared MLP, each slot adding its own learned embedding.
+    SharedWithSlotEmbeddings,
+}
+
+/// Configuration of a [`PrefixExpansion`].
+#[derive(Config, Debug)]
+pub struct PrefixExpansionConfig {
+    /// Width of the aggregated tokens.
+    pub d_mod: usize,
+    /// Number of aggregated tokens `n`.
+    pub n_tokens: usize,
+    /// Prefix length per layer `p`.
+    #[config(default = 2)]
+    pub prefix_len: usize,
+    /// Hidden width of the slot MLPs (reference: 768).
+    #[config(default = 768)]
+    pub d_hidden: usize,
+    /// Per-slot or shared MLPs.
+    #[config(default = "ExpansionKind::PerSlot")]
+    pub kind: ExpansionKind,
+}
+
+/// Aggregated tokens `[B, n, d_mod]` → prefix keys/values for every layer.
+#[derive(Module, Debug)]
+pub struct PrefixExpansion {
+    /// Norm of every slot's input.
+    pub norm: LayerNorm,
+    /// First layer: `[S, d_mod, hid]` per slot, or `[1, d_mod, hid]` shared.
+    pub w1: Param<Tensor<3>>,
+    /// Its bias `[S or 1, 1, hid]`.
+    pub b1: Param<Tensor<3>>,
+    /// Second layer `[S or 1, hid, kv]`.
+    pub w2: Param<Tensor<3>>,
+    /// Its bias `[S or 1, 1, kv]`.
+    pub b2: Param<Tensor<3>>,
+    /// Slot embeddings `[S, 1, d_mod]` (shared kind only).
+    pub slot_embed: Option<Param<Tensor<3>>>,
+    /// Linear skip `[d_mod, kv]` when the widths differ.
+    pub skip: Option<Param<Tensor<2>>>,
+    #[module(skip)]
+    layout: (usize, usize, usize, usize),
+}
+
+impl PrefixExpansionConfig {
+    /// Builds the expansion for a base LM's KV layout.
+    pub fn init(&self, layout: KvLayout, device: &Device) -> PrefixExpansion {
+        let slots = 2 * layout.n_layers * self.prefix_len;
+        let kv = layout.kv_width();
+        let (d, hid) = (self.d_mod, self.d_hidden);
+        let m = match self.kind {
+            ExpansionKind::PerSlot => slots,
+            ExpansionKind::SharedWithSlotEmbeddings => 1,
+        };
+        let u = |shape: [usize; 3], fan: usize| -> Param<Tensor<3>> {
+            let bound = 1.0 / (fan as f64).sqrt();
+            Initializer::Uniform {
+                min: -bound,
+                max: bound,
+            }
+            .init(shape, device)
+        };
+        PrefixExpansion {
+            norm: LayerNormConfig::new(d).init(device),
+            w1: u([m, d, hid], d),
+            b1: Initializer::Zeros.init([m, 1, hid], device),
+            w2: u([m, hid, kv], hid),
+            b2: Initializer::Zeros.init([m, 1, kv], device),
+            slot_embed: (self.kind == ExpansionKind::SharedWithSlotEmbeddings).then(|| {
+                Initializer::Normal {
+                    mean: 0.0,
+                    std: 0.02,
+                }
+                .init([slots, 1, d], device)
+            }),
+            skip: (d != kv).then(|| {
+                let bound = 1.0 / (d as f64).sqrt();
+                Initializer::Uniform {
+                    min: -bound,
+                    max: bound,
+                }
+                .init([d, kv], device)
+            }),
+            layout: (
+                layout.n_layers,
+                layout.n_kv_heads,
+                layout.head_dim,
+                self.prefix_len,
+            ),
+        }
+    }
+}
+
+impl PrefixExpansion {
+    /// `[B, n, d_mod]` → [`PrefixKv`] with `p` slots per layer. Slot `s`
+    /// reads aggregated token `s mod n`.
+    pub fn forward(&self, tokens: Tensor<3>) -> PrefixKv {
+        let [b, n, d] = tokens.dims();
+        let (layers, hkv, dh, p) = self.layout;
+        let slots = 2 * layers * p;
+        let kv = hkv * dh;
+        let index: Vec<i64> = (0..slots).map(|s| (s % n) as i64).collect();
+        let index = Tensor::<1, burn::tensor::Int>::from_data(
+            burn::tensor::TensorData::new(index, [slots]),
+            &tokens.device(),
+        );
+        let x = tokens.select(1, index).reshape([b, slots, 1, d]); // [B, S, 1, d]
+        let input = match &self.slot_embed {
+            Some(e) => x.clone() + e.val().unsqueeze::<4>(),
+            None => x.clone(),
+        };
+        let m = self.w1.dims()[0];
+        let hid = self.w1.dims()[2];
+        let hn = self.norm.forward(input);
+        let w1 = self
+            .w1
+            .val()
+            .unsqueeze::<4>()
+            .expand([b, slots.max(m), d, hid]);
+        let h = gelu(hn.matmul(w1) + self.b1.val().unsqueeze::<4>());
+        let w2 = self
+            .w2
+            .val()
+            .unsqueeze::<4>()
+            .expand([b, slots.max(m), hid, kv]);
+        let y = h.matmul(w2) + self.b2.val().unsqueeze::<4>();
+        let residual = match &self.skip {
+            Some(s) => x.matmul(s.val().unsqueeze::<4>()),
+            None => x,
+        };
+        // [B, S, kv] -> [B, L, 2, p, H_kv, dh] -> per layer [B, H_kv, p, dh]
+        let out = (y + residual).reshape([b, layers, 2, p, hkv, dh]);
+        let layers_kv = (0..layers)
+            .map(|l| {
+                let layer = out.clone().narrow(1, l, 1);
+                let k = layer
+                    .clone()
+                    .narrow(2, 0, 1)
+                    .reshape([b, p, hkv, dh])
+                    .swap_dims(1, 2);
+                let v = layer
+                    .narrow(2, 1, 1)
+                    .reshape([b, p, hkv, dh])
+                    .swap_dims(1, 2);
+                (k, v)
+            })
+            .collect();
+        PrefixKv { layers: layers_kv }
+    }
+}

@@ -1,0 +1,31 @@
+//! # mac-aggregation — from documents and questions to prefix key/values
+//!
+//! The trainable parts of MAC (Tack et al., 2024, §3):
+//!
+//! * [`QueryTokenHead`]: `n` learned query tokens cross-attend (padding
+//!   masked) to an encoder's output; each token then passes its own MLP
+//!   (LayerNorm → Linear(h, d) → tanh → Linear(d, d), plus a linear skip when
+//!   h ≠ d). Over a [`mac_encoder::Bert`] backbone this is the
+//!   **amortization network** (document → modulation `[n, d_mod]`) and the
+//!   question encoder.
+//! * [`Aggregator`]: pre-LayerNorm cross-attention blocks in which the
+//!   question's `n` tokens attend over the flattened bank `[N·n, d_mod]`,
+//!   flat or **hierarchical** (chunks of `M` documents, over the bank), with
+//!   per-document attention weights for explanations.
+//! * [`PrefixExpansion`]: the aggregated tokens become per-layer prefix
+//!   keys and values for the frozen LM, sized by its KV width (GQA).
+
+mod aggregate;
+mod expand;
+mod head;
+
+pub use aggregate::{Aggregation, Aggregator, AggregatorConfig};
+pub use expand::{ExpansionKind, PrefixExpansion, PrefixExpansionConfig};
+pub use head::{QueryTokenHead, QueryTokenHeadConfig};
+
+use burn::module::Module;
+
+/// Number of trainable scalars in a module (parameters that require gradients).
+pub fn trainable_params<M: Module>(m: &M) -> usize {
+    m.num_params()
+}

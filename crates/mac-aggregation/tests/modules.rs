@@ -1,0 +1,262 @@
+//! The MAC modules on tiny configurations: padding invariance, flat vs
+//! hierarchical aggregation, streaming from a bank, and gradients reaching
+//! every trainable parameter through the frozen LM.
+
+use std::path::PathBuf;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Bool, Device, Distribution, Tensor, TensorData};
+use mac_aggregation::*;
+use mac_encoder::{Bert, Trainable};
+use mac_lm::{BaseLm, Padding, TokenBatch};
+use mac_memory::{BankShape, MemoryBank, NewEntry};
+
+fn device() -> Device {
+    mac_device::select("flex").unwrap()
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn max_abs_diff(a: Tensor<3>, b: Tensor<3>) -> f32 {
+    (a - b).abs().max().into_scalar::<f32>()
+}
+
+fn aggregator(d: usize) -> Aggregator {
+    AggregatorConfig::new(d)
+        .with_n_blocks(2)
+        .with_n_heads(2)
+        .with_d_head(8)
+        .init(&device())
+}
+
+#[test]
+fn query_head_ignores_padding() {
+    let device = device();
+    let head = QueryTokenHeadConfig::new(16, 3, 8)
+        .with_n_heads(2)
+        .init(&device);
+    let states = Tensor::<3>::random([2, 5, 16], Distribution::Normal(0.0, 1.0), &device);
+    let valid = vec![true, true, true, true, true, true, true, true, false, false];
+    let v = Tensor::<2, Bool>::from_data(TensorData::new(valid.clone(), [2, 5]), &device);
+    let out = head.forward(states.clone(), v);
+    // Append 4 padded positions holding garbage.
+    let junk = Tensor::<3>::random([2, 4, 16], Distribution::Normal(5.0, 3.0), &device);
+    let states_p = Tensor::cat(vec![states, junk], 1);
+    let mut valid_p = Vec::new();
+    for r in 0..2 {
+        valid_p.extend_from_slice(&valid[r * 5..r * 5 + 5]);
+        valid_p.extend_from_slice(&[false; 4]);
+    }
+    let vp = Tensor::<2, Bool>::from_data(TensorData::new(valid_p, [2, 9]), &device);
+    let out_p = head.forward(states_p, vp);
+    assert_eq!(out.dims(), [2, 3, 8]);
+    let diff = max_abs_diff(out, out_p);
+    assert!(diff < 1e-5, "padding changed the output by {diff}");
+}
+
+#[test]
+fn hierarchical_equals_flat_when_the_bank_fits_and_uses_every_document_otherwise() {
+    let device = device();
+    let (n, d) = (2, 8);
+    let agg = aggregator(d);
+    let q = Tensor::<3>::random([2, n, d], Distribution::Normal(0.0, 1.0), &device);
+    let docs = Tensor::<4>::random([2, 5, n, d], Distribution::Normal(0.0, 1.0), &device);
+    let flat = agg.aggregate(q.clone(), docs.clone().reshape([2, 5 * n, d]));
+    let hier = agg.aggregate_hierarchical(q.clone(), docs.clone(), 5);
+    assert!(max_abs_diff(flat.modulation.clone(), hier.modulation) < 1e-6);
+    let total: f32 = flat.doc_weights[0].iter().sum();
+    assert!((total - 1.0).abs() < 1e-4, "weights sum to {total}");
+
+    // N = 23 documents, chunks of M = 4 (three levels): perturbing the first,
+    // a middle and the last document changes the answer. (A random
+    // perturbation: a constant shift would vanish in the memory LayerNorm.)
+    let many = Tensor::<4>::random([2, 23, n, d], Distribution::Normal(0.0, 1.0), &device);
+    let base = agg.aggregate_hierarchical(q.clone(), many.clone(), 4);
+    assert_eq!(base.doc_weights[0].len(), 23);
+    let total: f32 = base.doc_weights[1].iter().sum();
+    assert!(
+        (total - 1.0).abs() < 1e-4,
+        "hierarchical weights sum to {total}"
+    );
+    for k in [0usize, 11, 22] {
+        let bump = Tensor::<4>::zeros([2, 23, n, d], &device).slice_assign(
+            [0..2, k..k + 1, 0..n, 0..d],
+            Tensor::<4>::random([2, 1, n, d], Distribution::Normal(0.0, 1.0), &device),
+        );
+        let out = agg.aggregate_hierarchical(q.clone(), many.clone() + bump, 4);
+        let diff = max_abs_diff(base.modulation.clone(), out.modulation);
+        assert!(
+            diff > 1e-5,
+            "document {k} did not influence the output ({diff})"
+        );
+    }
+}
+
+#[test]
+fn streaming_from_a_bank_matches_in_memory_hierarchical() {
+    let device = device();
+    let (n, d) = (2, 8);
+    let agg = aggregator(d);
+    let dir = tempfile::tempdir().unwrap();
+    let mut bank = MemoryBank::create(
+        dir.path(),
+        BankShape {
+            n_tokens: n,
+            d_mod: d,
+        },
+        "test",
+    )
+    .unwrap();
+    let docs = Tensor::<4>::random([1, 9, n, d], Distribution::Normal(0.0, 1.0), &device);
+    let values: Vec<f32> = docs.clone().try_to_vec_as::<f32>().unwrap();
+    for (i, m) in values.chunks(n * d).enumerate() {
+        bank.append(NewEntry {
+            source: "t",
+            text: &format!("doc {i}"),
+            modulation: m,
+        })
+        .unwrap();
+    }
+    let q = Tensor::<3>::random([1, n, d], Distribution::Normal(0.0, 1.0), &device);
+    let a = agg.aggregate_bank(q.clone(), &bank, 4).unwrap();
+    let b = agg.aggregate_hierarchical(q, docs, 4);
+    assert!(max_abs_diff(a.modulation, b.modulation) < 1e-5);
+    assert_eq!(a.doc_weights[0].len(), 9);
+}
+
+#[test]
+fn expansion_shapes_and_parameter_counts() {
+    let device = device();
+    let lm = BaseLm::load(repo().join("mac-lm/tests/fixtures/tiny-llama"), &device).unwrap();
+    let layout = lm.kv_layout();
+    let per_slot = PrefixExpansionConfig::new(32, 3)
+        .with_d_hidden(16)
+        .init(layout, &device);
+    let shared = PrefixExpansionConfig::new(32, 3)
+        .with_d_hidden(16)
+        .with_kind(ExpansionKind::SharedWithSlotEmbeddings)
+        .init(layout, &device);
+    let tokens = Tensor::<3>::random([2, 3, 32], Distribution::Normal(0.0, 1.0), &device);
+    for e in [&per_slot, &shared] {
+        let p = e.forward(tokens.clone());
+        p.validate(&layout, 2).unwrap();
+        assert_eq!(p.len(), 2);
+    }
+    eprintln!(
+        "expansion params: per-slot {}, shared {}",
+        per_slot.num_params(),
+        shared.num_params()
+    );
+    assert!(shared.num_params() * 4 < per_slot.num_params());
+}
+
+struct GradCheck<'a> {
+    grads: &'a burn::tensor::Gradients,
+    total: usize,
+    with_grad: usize,
+    zero: Vec<String>,
+}
+
+impl ModuleVisitor for GradCheck<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if !param.is_require_grad() {
+            return;
+        }
+        self.total += 1;
+        match param.val().grad(self.grads) {
+            Some(g) => {
+                self.with_grad += 1;
+                if g.abs().sum().into_scalar::<f32>() == 0.0 {
+                    self.zero.push(format!("{:?}", param.id));
+                }
+            }
+            None => self.zero.push(format!("{:?} (none)", param.id)),
+        }
+    }
+}
+
+#[test]
+fn gradients_reach_every_trainable_parameter_through_the_frozen_lm() {
+    let device = device();
+    let ad = device.clone().autodiff();
+    let lm = BaseLm::load(repo().join("mac-lm/tests/fixtures/tiny-llama"), &device).unwrap();
+    let layout = lm.kv_layout();
+    let bert_dir = repo().join("mac-encoder/tests/fixtures/tiny-bert");
+    let (n, d) = (3, layout.kv_width());
+    let doc_bert = Bert::load(&bert_dir, &ad, Trainable::All).unwrap();
+    let q_bert = Bert::load(&bert_dir, &ad, Trainable::TopLayers(1)).unwrap();
+    let doc_head = QueryTokenHeadConfig::new(32, n, d)
+        .with_n_heads(2)
+        .init(&ad);
+    let q_head = QueryTokenHeadConfig::new(32, n, d)
+        .with_n_heads(2)
+        .init(&ad);
+    let agg = AggregatorConfig::new(d)
+        .with_n_blocks(2)
+        .with_n_heads(2)
+        .with_d_head(8)
+        .init(&ad);
+    let expand = PrefixExpansionConfig::new(d, n)
+        .with_d_hidden(16)
+        .init(layout, &ad);
+
+    let ids = |rows: &[&[i64]]| {
+        let t = rows[0].len();
+        let flat: Vec<i64> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+        Tensor::<2, burn::tensor::Int>::from_data(TensorData::new(flat, [rows.len(), t]), &ad)
+    };
+    let valid = Tensor::<2, Bool>::from_data(
+        TensorData::new(
+            vec![true, true, true, true, true, true, true, false],
+            [2, 4],
+        ),
+        &ad,
+    );
+    // Two documents form the bank; each question aggregates over both.
+    let docs = doc_head.forward(
+        doc_bert.forward(ids(&[&[5, 6, 7, 8], &[9, 10, 11, 0]]), valid.clone()),
+        valid.clone(),
+    );
+    let qs = q_head.forward(
+        q_bert.forward(ids(&[&[12, 13, 14, 15], &[16, 17, 18, 0]]), valid.clone()),
+        valid,
+    );
+    let bank = docs.reshape([1, 2 * n, d]).expand([2, 2 * n, d]);
+    let prefix = expand.forward(agg.aggregate(qs, bank).modulation);
+    let batch = TokenBatch::padded(&[vec![3, 4, 5], vec![6, 7]], 0, Padding::Right).unwrap();
+    let loss = lm
+        .weighted_nll(
+            &batch,
+            &[vec![4, 5, 9], vec![7, 8, 0]],
+            &[vec![1.0, 1.0, 1.0], vec![1.0, 1.0, 0.0]],
+            Some(&prefix),
+        )
+        .unwrap();
+    let grads = loss.backward();
+    let mut check = GradCheck {
+        grads: &grads,
+        total: 0,
+        with_grad: 0,
+        zero: vec![],
+    };
+    doc_bert.visit(&mut check);
+    q_bert.visit(&mut check);
+    doc_head.visit(&mut check);
+    q_head.visit(&mut check);
+    agg.visit(&mut check);
+    expand.visit(&mut check);
+    eprintln!(
+        "{} trainable tensors, {} with gradient",
+        check.total, check.with_grad
+    );
+    assert!(check.total > 50);
+    assert!(
+        check.zero.is_empty(),
+        "no or zero gradient: {:?}",
+        check.zero
+    );
+    // The question encoder's frozen lower layer really is frozen.
+    assert!(!q_bert.layers[0].query.weight.is_require_grad());
+}
