@@ -1,6 +1,7 @@
 //! The MAC modules on tiny configurations: padding invariance, flat vs
 //! hierarchical aggregation, streaming from a bank, and gradients reaching
 //! every trainable parameter through the frozen LM.
+#![allow(clippy::needless_range_loop)] // index arithmetic over [B][T] grids reads clearer
 
 use std::path::PathBuf;
 

@@ -1,5 +1,6 @@
 //! BERT parity with transformers, padding invariance, and the real MiniLM's
 //! sentence similarities against sentence-transformers.
+#![allow(clippy::needless_range_loop)] // index arithmetic over [B][T] grids reads clearer
 
 use std::path::PathBuf;
 

@@ -113,17 +113,20 @@ impl PassContext {
             )));
         }
         let past = cache.len();
-        let mut positions = vec![vec![0usize; t]; b];
-        for row in 0..b {
+        let mut positions = Vec::with_capacity(b);
+        for (row, valid) in batch.valid.iter().enumerate() {
             let mut pos = cache.next_pos[row];
-            for i in 0..t {
-                positions[row][i] = pos;
-                if batch.valid[row][i] {
-                    pos += 1;
-                }
-            }
+            let row_positions: Vec<usize> = valid
+                .iter()
+                .map(|&real| {
+                    let p = pos;
+                    pos += real as usize;
+                    p
+                })
+                .collect();
+            positions.push(row_positions);
             cache.next_pos[row] = pos;
-            cache.valid[row].extend_from_slice(&batch.valid[row]);
+            cache.valid[row].extend_from_slice(valid);
         }
         let k_len = prefix_len + past + t;
         let mut mask = vec![false; b * t * k_len];

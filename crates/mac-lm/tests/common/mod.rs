@@ -1,4 +1,5 @@
 //! Helpers shared by the mac-lm integration tests.
+#![allow(clippy::needless_range_loop)] // index arithmetic over [B][T] grids reads clearer
 #![allow(dead_code)]
 
 use std::path::PathBuf;
