@@ -8,11 +8,10 @@ use std::path::Path;
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::gelu;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use mac_lm::attention::masked_attention;
 use mac_lm::weights::{SafetensorsSource, WeightSource};
 use mac_lm::{LmError, Result};
 
@@ -268,20 +267,9 @@ impl Bert {
             let q = heads(layer.query.forward(x.clone()));
             let k = heads(layer.key.forward(x.clone()));
             let v = heads(layer.value.forward(x.clone()));
-            let a = attention(
-                q,
-                k,
-                v,
-                Some(mask.clone()),
-                None,
-                AttentionModuleOptions {
-                    scale: None,
-                    softcap: None,
-                    is_causal: false,
-                },
-            )
-            .swap_dims(1, 2)
-            .reshape([b, t, h * dh]);
+            let a = masked_attention(q, k, v, mask.clone())
+                .swap_dims(1, 2)
+                .reshape([b, t, h * dh]);
             x = layer.attn_norm.forward(x + layer.attn_out.forward(a));
             let ff = layer
                 .output

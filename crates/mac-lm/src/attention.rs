@@ -1,5 +1,5 @@
 //! Scaled dot-product attention over `[prefix | cached | new]` keys, shared by
-//! the Llama and GPT-2 blocks.
+//! the Llama and GPT-2 blocks (and, through [`masked_attention`], the BERT encoder).
 
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -38,17 +38,29 @@ pub(crate) fn attend(
     };
     let k = repeat_kv(k, n_rep);
     let v = repeat_kv(v, n_rep);
-    let out = attention(
+    masked_attention(q, k, v, mask.clone())
+        .swap_dims(1, 2)
+        .reshape([b, t, h * d])
+}
+
+/// `softmax(q kᵀ / √d + mask) v` over `[B, H, T, d]` queries and `[B, H, S, d]`
+/// keys/values; `mask` is `[B, H, T, S]` with `true` = not attended.
+pub fn masked_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: Tensor<4, Bool>,
+) -> Tensor<4> {
+    attention(
         q,
         k,
         v,
-        Some(mask.clone()),
+        Some(mask),
         None,
         AttentionModuleOptions {
             scale: None,
             softcap: None,
             is_causal: false,
         },
-    );
-    out.swap_dims(1, 2).reshape([b, t, h * d])
+    )
 }

@@ -27,7 +27,7 @@
 //! # Ok(()) }
 //! ```
 
-mod attention;
+pub mod attention;
 pub mod batch;
 pub mod cache;
 pub mod error;
