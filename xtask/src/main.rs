@@ -263,6 +263,9 @@ fn bench(which: &str) -> Result<()> {
             "mac-benches",
             "--bench",
             "lm",
+            // Same feature set as `cargo xtask test`, so the build is shared.
+            "--features",
+            "mac-device/wgpu",
         ])
         .current_dir(workspace_root())
         .status()?;
