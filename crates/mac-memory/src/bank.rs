@@ -185,31 +185,19 @@ impl MemoryBank {
             version: FORMAT_VERSION,
             shape,
             next_id: 0,
-            segments: vec![SegmentInfo {
-                file: segment_name(0),
-                committed_bytes: 0,
-                entries: 0,
-            }],
+            segments: Vec::new(),
             producer: producer.into(),
         };
-        let seg_path = dir.join(segment_name(0));
-        let seg = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&seg_path)
-            .map_err(io(&seg_path, "create segment"))?;
-        seg.sync_all().map_err(io(&seg_path, "fsync segment"))?;
         let mut bank = Self {
             dir,
             manifest,
             entries: Vec::new(),
             by_hash: HashMap::new(),
-            files: vec![seg],
+            files: Vec::new(),
             _lock: lock,
         };
-        bank.write_manifest()?;
+        // The first segment, and the first manifest commit.
+        bank.start_segment()?;
         Ok(bank)
     }
 
