@@ -6,7 +6,7 @@ use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use mac_memory::{MemoryBank, Result as BankResult};
+use mac_memory::{BankError, MemoryBank, Result as BankResult};
 
 /// Configuration of an [`Aggregator`] (reference: 4 blocks, 8 heads x 96).
 #[derive(Config, Debug)]
@@ -173,21 +173,41 @@ impl Aggregator {
         if n_docs <= m {
             return self.aggregate(question, docs.reshape([b, n_docs * n, d]));
         }
-        let mut parts = Vec::new();
-        let mut weights: Vec<Vec<Vec<f32>>> = Vec::new();
-        for start in (0..n_docs).step_by(m) {
+        let chunks = (0..n_docs).step_by(m).map(|start| {
             let len = m.min(n_docs - start);
-            let chunk = docs.clone().narrow(1, start, len).reshape([b, len * n, d]);
-            let agg = self.aggregate(question.clone(), chunk);
+            Ok::<_, std::convert::Infallible>(docs.clone().narrow(1, start, len).reshape([
+                b,
+                len * n,
+                d,
+            ]))
+        });
+        match self.reduce_chunks(question, chunks, m) {
+            Ok(agg) => agg,
+            Err(never) => match never {},
+        }
+    }
+
+    /// One level of hierarchical aggregation: each chunk `[B, len·n, d]` is
+    /// aggregated into one modulation, then the results are aggregated
+    /// hierarchically; document weights are carried through the levels.
+    fn reduce_chunks<E>(
+        &self,
+        question: Tensor<3>,
+        chunks: impl Iterator<Item = Result<Tensor<3>, E>>,
+        m: usize,
+    ) -> Result<Aggregation, E> {
+        let mut parts = Vec::new();
+        let mut weights = Vec::new();
+        for chunk in chunks {
+            let agg = self.aggregate(question.clone(), chunk?);
             parts.push(agg.modulation.unsqueeze_dim::<4>(1));
             weights.push(agg.doc_weights);
         }
-        let next = Tensor::cat(parts, 1);
-        let top = self.aggregate_hierarchical(question, next, m);
-        Aggregation {
+        let top = self.aggregate_hierarchical(question, Tensor::cat(parts, 1), m);
+        Ok(Aggregation {
             doc_weights: combine(&weights, &top.doc_weights),
             modulation: top.modulation,
-        }
+        })
     }
 
     /// Hierarchical aggregation streamed from a bank on disk: only `m`
@@ -202,11 +222,20 @@ impl Aggregator {
         let device = question.device();
         let [b, n, d] = question.dims();
         let shape = bank.shape();
-        assert_eq!(
-            (shape.n_tokens, shape.d_mod),
-            (n, d),
-            "bank shape must match the question tokens"
-        );
+        if (shape.n_tokens, shape.d_mod) != (n, d) {
+            return Err(BankError::Invalid(format!(
+                "{}: bank holds [{}, {}] modulations, the question tokens are [{n}, {d}]",
+                bank.dir().display(),
+                shape.n_tokens,
+                shape.d_mod
+            )));
+        }
+        if bank.is_empty() {
+            return Err(BankError::Invalid(format!(
+                "{}: the memory bank is empty: ingest documents first",
+                bank.dir().display()
+            )));
+        }
         let m = m.max(2);
         let load = |c: &mac_memory::Chunk| -> Tensor<3> {
             let len = c.ids.len();
@@ -217,18 +246,8 @@ impl Aggregator {
             let chunk = bank.modulations(0, bank.len())?;
             return Ok(self.aggregate(question, load(&chunk)));
         }
-        let mut parts = Vec::new();
-        let mut weights = Vec::new();
-        for chunk in bank.chunks(m) {
-            let agg = self.aggregate(question.clone(), load(&chunk?));
-            parts.push(agg.modulation.unsqueeze_dim::<4>(1));
-            weights.push(agg.doc_weights);
-        }
-        let top = self.aggregate_hierarchical(question, Tensor::cat(parts, 1), m);
-        Ok(Aggregation {
-            doc_weights: combine(&weights, &top.doc_weights),
-            modulation: top.modulation,
-        })
+        let chunks = bank.chunks(m).map(|c| c.map(|c| load(&c)));
+        self.reduce_chunks(question, chunks, m)
     }
 }
 

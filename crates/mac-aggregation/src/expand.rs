@@ -124,20 +124,11 @@ impl PrefixExpansion {
             Some(e) => x.clone() + e.val().unsqueeze::<4>(),
             None => x.clone(),
         };
-        let m = self.w1.dims()[0];
         let hid = self.w1.dims()[2];
         let hn = self.norm.forward(input);
-        let w1 = self
-            .w1
-            .val()
-            .unsqueeze::<4>()
-            .expand([b, slots.max(m), d, hid]);
+        let w1 = self.w1.val().unsqueeze::<4>().expand([b, slots, d, hid]);
         let h = gelu(hn.matmul(w1) + self.b1.val().unsqueeze::<4>());
-        let w2 = self
-            .w2
-            .val()
-            .unsqueeze::<4>()
-            .expand([b, slots.max(m), hid, kv]);
+        let w2 = self.w2.val().unsqueeze::<4>().expand([b, slots, hid, kv]);
         let y = h.matmul(w2) + self.b2.val().unsqueeze::<4>();
         let residual = match &self.skip {
             Some(s) => x.matmul(s.val().unsqueeze::<4>()),

@@ -31,7 +31,7 @@ pub struct QueryTokenHead {
     pub w_k: Param<Tensor<2>>,
     /// Value projection `[h, h]`.
     pub w_v: Param<Tensor<2>>,
-    /// Norm of the attended tokens (first layer of every token MLP; shared affine-free stats, per-token gain).
+    /// LayerNorm at the head of every token MLP (one norm shared by the `n` tokens).
     pub norm: LayerNorm,
     /// Per-token first layer `[n, h, d]` and bias `[n, 1, d]`.
     pub w1: Param<Tensor<3>>,

@@ -23,9 +23,21 @@ pub use aggregate::{Aggregation, Aggregator, AggregatorConfig};
 pub use expand::{ExpansionKind, PrefixExpansion, PrefixExpansionConfig};
 pub use head::{QueryTokenHead, QueryTokenHeadConfig};
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
 
-/// Number of trainable scalars in a module (parameters that require gradients).
+/// Number of trainable scalars in a module: the elements of the float
+/// parameters that require gradients (frozen backbone layers do not count).
 pub fn trainable_params<M: Module>(m: &M) -> usize {
-    m.num_params()
+    struct Count(usize);
+    impl ModuleVisitor for Count {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if param.is_require_grad() {
+                self.0 += param.shape().num_elements();
+            }
+        }
+    }
+    let mut count = Count(0);
+    m.visit(&mut count);
+    count.0
 }

@@ -110,6 +110,9 @@ fn streaming_from_a_bank_matches_in_memory_hierarchical() {
         "test",
     )
     .unwrap();
+    let q0 = Tensor::<3>::random([1, n, d], Distribution::Normal(0.0, 1.0), &device);
+    let empty = agg.aggregate_bank(q0, &bank, 4).unwrap_err();
+    assert!(empty.to_string().contains("empty"), "{empty}");
     let docs = Tensor::<4>::random([1, 9, n, d], Distribution::Normal(0.0, 1.0), &device);
     let values: Vec<f32> = docs.clone().try_to_vec_as::<f32>().unwrap();
     for (i, m) in values.chunks(n * d).enumerate() {
@@ -258,6 +261,9 @@ fn gradients_reach_every_trainable_parameter_through_the_frozen_lm() {
         "no or zero gradient: {:?}",
         check.zero
     );
-    // The question encoder's frozen lower layer really is frozen.
+    // The question encoder's frozen lower layer really is frozen, and is not
+    // counted as trainable.
     assert!(!q_bert.layers[0].query.weight.is_require_grad());
+    assert_eq!(trainable_params(&doc_bert), doc_bert.num_params());
+    assert!(trainable_params(&q_bert) < q_bert.num_params());
 }
