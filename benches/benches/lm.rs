@@ -14,7 +14,10 @@ fn bench(c: &mut Criterion) {
         eprintln!("{} missing: run `cargo xtask fetch`", path.display());
         return;
     }
-    let device = mac_device::default_device().expect("device");
+    // A CPU benchmark: flex unless MAC_DEVICE names another backend (the
+    // shared test build also compiles wgpu, which default_device would prefer).
+    let backend = std::env::var("MAC_DEVICE").unwrap_or_else(|_| "flex".into());
+    let device = mac_device::select(&backend).expect("device");
     let lm = LoadedLm::load(&path, &device).expect("model loads");
     let model = &lm.model;
     // A fixed 128-token prompt: the ids of a repeated sentence.

@@ -290,8 +290,9 @@ fn bench(which: &str) -> Result<()> {
         ("decode_1_after_128", "decode_1_after_128_s", 1.0),
     ];
     let mut report = serde_json::Map::new();
+    let backend = std::env::var("MAC_DEVICE").unwrap_or_else(|_| "flex".into());
     println!(
-        "\n| benchmark | mac-rs (flex) | PyTorch {} | ratio (mac/torch time) |",
+        "\n| benchmark | mac-rs ({backend}) | PyTorch {} | ratio (mac/torch time) |",
         reference["torch"].as_str().unwrap_or("?")
     );
     println!("|---|---|---|---|");
