@@ -8,7 +8,7 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::gelu_approximate;
-use burn::tensor::module::embedding;
+use burn::tensor::module::{embedding, linear};
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -83,7 +83,7 @@ pub struct Conv1D {
 
 impl Conv1D {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        x.matmul(self.weight.val().unsqueeze::<3>()) + self.bias.val().unsqueeze::<3>()
+        linear(x, self.weight.val(), Some(self.bias.val()))
     }
 }
 
@@ -169,7 +169,11 @@ impl Gpt2 {
             });
         }
         let wte = w.matrix(&format!("{root}wte.weight"), config.vocab_size, d)?;
-        let lm_head = crate::weights::frozen(wte.val().transpose());
+        // Materialised (not a transposed view) so the projection reads contiguous memory.
+        let lm_head = crate::weights::frozen(Tensor::from_data(
+            wte.val().transpose().into_data(),
+            &wte.val().device(),
+        ));
         Ok(Self {
             wpe: w.matrix(&format!("{root}wpe.weight"), config.n_positions, d)?,
             wte,
@@ -235,7 +239,7 @@ impl Gpt2 {
 
     /// Projects hidden states to vocabulary logits.
     pub(crate) fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        hidden.matmul(self.lm_head.val().unsqueeze::<3>())
+        linear(hidden, self.lm_head.val(), None)
     }
 
     /// Number of attention heads.

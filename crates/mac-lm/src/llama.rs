@@ -7,7 +7,7 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::silu;
-use burn::tensor::module::embedding;
+use burn::tensor::module::{embedding, linear};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -220,7 +220,11 @@ impl Llama {
         }
         let embed_tokens = w.matrix("model.embed_tokens.weight", config.vocab_size, d)?;
         let lm_head = if config.tie_word_embeddings || !w.has("lm_head.weight") {
-            crate::weights::frozen(embed_tokens.val().transpose())
+            // Materialised (not a transposed view) so every projection reads contiguous memory.
+            crate::weights::frozen(Tensor::from_data(
+                embed_tokens.val().transpose().into_data(),
+                &embed_tokens.val().device(),
+            ))
         } else {
             w.linear_weight("lm_head.weight", d, config.vocab_size)?
         };
@@ -303,9 +307,9 @@ impl Llama {
         for (i, layer) in self.layers.iter().enumerate() {
             let a = &layer.self_attn;
             let hn = layer.input_layernorm.forward(x.clone());
-            let q = hn.clone().matmul(a.q_proj.val().unsqueeze::<3>());
-            let k = hn.clone().matmul(a.k_proj.val().unsqueeze::<3>());
-            let v = hn.matmul(a.v_proj.val().unsqueeze::<3>());
+            let q = linear(hn.clone(), a.q_proj.val(), None);
+            let k = linear(hn.clone(), a.k_proj.val(), None);
+            let v = linear(hn, a.v_proj.val(), None);
             let q = rope(q.reshape([b, t, h, dh]).swap_dims(1, 2));
             let k = rope(k.reshape([b, t, hkv, dh]).swap_dims(1, 2));
             let v = v.reshape([b, t, hkv, dh]).swap_dims(1, 2);
@@ -314,19 +318,19 @@ impl Llama {
                 None => (k, v),
             };
             let attn = attend(q, k, v, prefix.map(|p| &p.layers[i]), &ctx.mask);
-            x = x + attn.matmul(a.o_proj.val().unsqueeze::<3>());
+            x = x + linear(attn, a.o_proj.val(), None);
             let hn = layer.post_attention_layernorm.forward(x.clone());
             let m = &layer.mlp;
-            let gate = silu(hn.clone().matmul(m.gate_proj.val().unsqueeze::<3>()));
-            let up = hn.matmul(m.up_proj.val().unsqueeze::<3>());
-            x = x + (gate * up).matmul(m.down_proj.val().unsqueeze::<3>());
+            let gate = silu(linear(hn.clone(), m.gate_proj.val(), None));
+            let up = linear(hn, m.up_proj.val(), None);
+            x = x + linear(gate * up, m.down_proj.val(), None);
         }
         self.norm.forward(x)
     }
 
     /// Projects hidden states to vocabulary logits.
     pub(crate) fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        hidden.matmul(self.lm_head.val().unsqueeze::<3>())
+        linear(hidden, self.lm_head.val(), None)
     }
 
     /// Number of attention (query) heads.
