@@ -4,6 +4,7 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use mac_memory::{BankError, MemoryBank, Result as BankResult};
@@ -60,13 +61,13 @@ impl CrossAttentionBlock {
         let heads = |z: Tensor<3>, len: usize| z.reshape([b, len, h, dh]).swap_dims(1, 2);
         let xn = self.norm_q.forward(x.clone());
         let mn = self.norm_kv.forward(memory);
-        let q = heads(xn.matmul(self.w_q.val().unsqueeze::<3>()), n);
-        let k = heads(mn.clone().matmul(self.w_k.val().unsqueeze::<3>()), k_len);
-        let v = heads(mn.matmul(self.w_v.val().unsqueeze::<3>()), k_len);
+        let q = heads(linear(xn, self.w_q.val(), None), n);
+        let k = heads(linear(mn.clone(), self.w_k.val(), None), k_len);
+        let v = heads(linear(mn, self.w_v.val(), None), k_len);
         let attn = softmax(q.matmul(k.swap_dims(2, 3)) / (dh as f64).sqrt(), 3);
         let weights = attn.clone().mean_dim(1).mean_dim(2).reshape([b, k_len]);
         let ctx = attn.matmul(v).swap_dims(1, 2).reshape([b, n, inner]);
-        let x = x + ctx.matmul(self.w_o.val().unsqueeze::<3>());
+        let x = x + linear(ctx, self.w_o.val(), None);
         let ff = self
             .ff_down
             .forward(gelu(self.ff_up.forward(self.norm_ff.forward(x.clone()))));

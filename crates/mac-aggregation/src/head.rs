@@ -4,6 +4,7 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig};
 use burn::tensor::activation::{softmax, tanh};
+use burn::tensor::module::linear;
 use burn::tensor::{Bool, Device, Tensor};
 
 /// Configuration of a [`QueryTokenHead`].
@@ -106,8 +107,8 @@ impl QueryTokenHead {
             .swap_dims(1, 2)
             .expand([b, nh, n, dh]);
         let heads = |z: Tensor<3>| z.reshape([b, t, nh, dh]).swap_dims(1, 2);
-        let k = heads(states.clone().matmul(self.w_k.val().unsqueeze::<3>()));
-        let v = heads(states.matmul(self.w_v.val().unsqueeze::<3>()));
+        let k = heads(linear(states.clone(), self.w_k.val(), None));
+        let v = heads(linear(states, self.w_v.val(), None));
         let scores = q.matmul(k.swap_dims(2, 3)) / (dh as f64).sqrt();
         let mask = valid.bool_not().reshape([b, 1, 1, t]).expand([b, nh, n, t]);
         let attn = softmax(scores.mask_fill(mask, -1e9), 3);
