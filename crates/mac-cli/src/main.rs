@@ -1,14 +1,26 @@
 //! `mac` — the command line of mac-rs.
 //!
 //! ```text
+//! mac train --preset default --out RUN_DIR          meta-train (resumable: --resume)
+//! mac eval --checkpoint RUN_DIR [--data FILE] --out DIR
+//! mac ingest --bank DIR --checkpoint RUN_DIR FILES|DIRS|JSONL...
+//! mac ask --bank DIR --checkpoint RUN_DIR "question"
+//! mac bank info|verify --bank DIR
 //! mac generate --model PATH --prompt TEXT [--max-new-tokens N]
 //! mac perplexity --model PATH --file TEXT_FILE
 //! ```
 //! PATH is a GGUF file or a Hugging Face model directory; without `--model`
 //! the default model fetched by `cargo xtask fetch` is used. `--device`
 //! (or `MAC_DEVICE`) picks a compiled backend: flex, wgpu, cuda.
+//!
+//! Exit codes: 0 success; 1 failure while running; 2 bad command line;
+//! 3 bad input (missing or corrupt bank, checkpoint or data file).
 
-use std::path::PathBuf;
+mod memory_cmds;
+mod plots;
+mod run_cmds;
+
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -29,8 +41,155 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// An error in what the user gave us (exit code 3).
+#[derive(Debug)]
+pub struct InputError(pub String);
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// A checkpoint directory, or a run directory holding `checkpoints/best` or `checkpoints/last`.
+pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
+    if path.join(mac_model::META_FILE).is_file() {
+        return Ok(path.to_path_buf());
+    }
+    for name in ["best", "last"] {
+        let p = path.join("checkpoints").join(name);
+        if p.join(mac_model::META_FILE).is_file() {
+            return Ok(p);
+        }
+    }
+    Err(InputError(format!(
+        "{}: not a checkpoint (no {}) nor a run directory with checkpoints/best or checkpoints/last",
+        path.display(),
+        mac_model::META_FILE
+    ))
+    .into())
+}
+
+#[derive(Subcommand)]
+enum BankCmd {
+    /// Entries, shape, size and producer of a bank.
+    Info {
+        /// The bank directory.
+        #[arg(long)]
+        bank: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checks every record's checksum (exit code 3 on corruption).
+    Verify {
+        /// The bank directory.
+        #[arg(long)]
+        bank: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Subcommand)]
 enum Cmd {
+    /// Meta-trains MAC into a run directory (config, metrics, checkpoints, report).
+    Train {
+        /// Preset: default or tiny.
+        #[arg(long, default_value = "default")]
+        preset: String,
+        /// A JSON configuration file instead of a preset.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The run directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Continue the run in --out from its last checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// Override the number of steps.
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Override the time budget in minutes.
+        #[arg(long)]
+        max_minutes: Option<f64>,
+        /// Stop this invocation after N steps (the run can be resumed).
+        #[arg(long)]
+        stop_after: Option<usize>,
+    },
+    /// Online-adaptation evaluation: stream documents into a fresh bank, answer every question.
+    Eval {
+        /// A checkpoint or run directory.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// A dataset file (default: the run's own test split).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Its format: jsonl, squad, streamingqa, archivalqa (default: from the extension).
+        #[arg(long)]
+        format: Option<String>,
+        /// Skip malformed records (counted) instead of failing.
+        #[arg(long)]
+        skip_malformed: bool,
+        /// Output directory (report.json, report.md, predictions.jsonl, bank/).
+        #[arg(long)]
+        out: PathBuf,
+        /// Evaluate only the first N documents.
+        #[arg(long)]
+        max_documents: Option<usize>,
+        /// Documents per hierarchical-aggregation chunk.
+        #[arg(long, default_value_t = 64)]
+        chunk: usize,
+        /// Skip the no-adaptation and oracle-context references.
+        #[arg(long)]
+        no_references: bool,
+        /// Print report.json to stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Amortizes documents into a memory bank (created if needed).
+    Ingest {
+        /// The bank directory.
+        #[arg(long)]
+        bank: PathBuf,
+        /// A checkpoint or run directory.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Text files, directories of .txt/.md/.jsonl, or JSONL files with a `document` field.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Machine-readable summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Answers a question from the memory bank and shows the documents it drew on.
+    Ask {
+        /// The bank directory.
+        #[arg(long)]
+        bank: PathBuf,
+        /// A checkpoint or run directory.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// The question.
+        question: String,
+        /// How many attended documents to show.
+        #[arg(long, default_value_t = 3)]
+        top: usize,
+        /// Documents per hierarchical-aggregation chunk.
+        #[arg(long, default_value_t = 64)]
+        chunk: usize,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspects a memory bank.
+    Bank {
+        #[command(subcommand)]
+        cmd: BankCmd,
+    },
     /// Greedy continuation of a prompt.
     Generate {
         /// GGUF file or Hugging Face directory (default: the fetched SmolLM2).
@@ -75,6 +234,68 @@ fn run(cli: Cli) -> Result<()> {
     }
     .map_err(anyhow::Error::msg)?;
     match cli.cmd {
+        Cmd::Train {
+            preset,
+            config,
+            out,
+            resume,
+            steps,
+            max_minutes,
+            stop_after,
+        } => run_cmds::train(
+            run_cmds::TrainArgs {
+                preset,
+                config,
+                out,
+                resume,
+                steps,
+                max_minutes,
+                stop_after,
+            },
+            &device,
+        )?,
+        Cmd::Eval {
+            checkpoint,
+            data,
+            format,
+            skip_malformed,
+            out,
+            max_documents,
+            chunk,
+            no_references,
+            json,
+        } => run_cmds::eval(
+            run_cmds::EvalArgs {
+                checkpoint,
+                data,
+                format,
+                skip_malformed,
+                out,
+                max_documents,
+                chunk,
+                references: !no_references,
+                json,
+            },
+            &device,
+        )?,
+        Cmd::Ingest {
+            bank,
+            checkpoint,
+            inputs,
+            json,
+        } => memory_cmds::ingest(&bank, &checkpoint, &inputs, &device, json)?,
+        Cmd::Ask {
+            bank,
+            checkpoint,
+            question,
+            top,
+            chunk,
+            json,
+        } => memory_cmds::ask(&bank, &checkpoint, &question, top, chunk, &device, json)?,
+        Cmd::Bank { cmd } => match cmd {
+            BankCmd::Info { bank, json } => memory_cmds::info(&bank, json)?,
+            BankCmd::Verify { bank, json } => memory_cmds::verify(&bank, json)?,
+        },
         Cmd::Generate {
             model,
             prompt,
@@ -119,12 +340,29 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// Whether an error is about the user's input (exit code 3).
+fn is_input_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<InputError>()
+            || c.is::<mac_memory::BankError>()
+            || c.is::<mac_data::DataError>()
+            || matches!(
+                c.downcast_ref::<mac_model::ModelError>(),
+                Some(mac_model::ModelError::Checkpoint { .. } | mac_model::ModelError::Bank(_))
+            )
+    })
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if is_input_error(&e) {
+                ExitCode::from(3)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

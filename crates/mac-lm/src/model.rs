@@ -28,7 +28,7 @@ pub enum BaseLm {
 }
 
 /// A loaded model with its tokenizer.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LoadedLm {
     /// The model.
     pub model: BaseLm,

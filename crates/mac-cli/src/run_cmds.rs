@@ -1,0 +1,323 @@
+//! `mac train` and `mac eval`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use mac_data::{load, Format, LoadOptions};
+use mac_eval::{evaluate, write_markdown, EvalOptions};
+use mac_model::MacRuntime;
+use mac_train::{load_splits, TrainConfig, Trainer};
+
+use crate::{resolve_checkpoint, InputError};
+
+/// Arguments of `mac train`.
+pub struct TrainArgs {
+    pub preset: String,
+    pub config: Option<PathBuf>,
+    pub out: PathBuf,
+    pub resume: bool,
+    pub steps: Option<usize>,
+    pub max_minutes: Option<f64>,
+    pub stop_after: Option<usize>,
+}
+
+fn require_models(cfg: &TrainConfig) -> Result<()> {
+    let lm = cfg.lm.clone().unwrap_or_else(mac_assets::default_lm_path);
+    let enc = cfg
+        .encoder
+        .clone()
+        .unwrap_or_else(mac_assets::default_encoder_dir);
+    for p in [&lm, &enc] {
+        if !p.exists() {
+            return Err(InputError(format!(
+                "{} does not exist: run `cargo xtask fetch` (or set `lm`/`encoder` in the config)",
+                p.display()
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// `mac train`.
+pub fn train(a: TrainArgs, device: &mac_device::Device) -> Result<()> {
+    let mut trainer = if a.resume {
+        Trainer::resume(&a.out, device)
+            .with_context(|| format!("resuming the run in {}", a.out.display()))?
+    } else {
+        let mut cfg = match &a.config {
+            Some(p) => TrainConfig::from_file(p).map_err(|e| InputError(e.to_string()))?,
+            None => TrainConfig::preset(&a.preset).map_err(InputError)?,
+        };
+        if let Some(s) = a.steps {
+            cfg.steps = s;
+        }
+        if let Some(m) = a.max_minutes {
+            cfg.max_minutes = Some(m);
+        }
+        require_models(&cfg)?;
+        Trainer::new(cfg, &a.out, device)?
+    };
+    if a.resume {
+        if let Some(s) = a.steps {
+            trainer.config.steps = s;
+        }
+        if let Some(m) = a.max_minutes {
+            trainer.config.max_minutes = Some(m);
+        }
+    }
+    let params = trainer.model.param_summary();
+    eprintln!("{:<48} {:>12} {:>12}", "module", "parameters", "trainable");
+    for p in &params {
+        eprintln!("{:<48} {:>12} {:>12}", p.name, p.total, p.trainable);
+    }
+    eprintln!(
+        "training {} steps of {} documents from step {} ({} train / {} validation / {} test documents)",
+        trainer.config.steps,
+        trainer.config.batch_documents,
+        trainer.step(),
+        trainer.splits.train.documents.len(),
+        trainer.splits.validation.documents.len(),
+        trainer.splits.test.documents.len()
+    );
+    let summary = trainer.run(true, a.stop_after)?;
+    let report = serde_json::json!({
+        "preset": trainer.config.preset,
+        "summary": summary,
+        "parameters": params,
+        "config": trainer.config,
+    });
+    let path = a.out.join("train-report.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("{}: cannot write", path.display()))?;
+    let mut md = train_markdown(&a.out, &summary, &params)?;
+    match train_plots(&a.out) {
+        Ok(()) => {
+            md.push_str("\n![loss](learning_curve.png)\n\n![validation F1](validation_f1.png)\n")
+        }
+        Err(e) => eprintln!("warning: {e:#}"),
+    }
+    std::fs::write(a.out.join("train-report.md"), md)?;
+    println!(
+        "{} steps, {:.2} s/step; last validation: {}",
+        summary.steps,
+        summary.seconds_per_step,
+        summary
+            .last_validation
+            .as_ref()
+            .map(|v| format!("loss {:.3} EM {:.3} F1 {:.3}", v.loss, v.em, v.f1))
+            .unwrap_or_else(|| "none".into())
+    );
+    Ok(())
+}
+
+fn train_markdown(
+    run: &Path,
+    summary: &mac_train::TrainSummary,
+    params: &[mac_model::ParamSummary],
+) -> Result<String> {
+    use std::fmt::Write;
+    let mut s = String::new();
+    writeln!(s, "# Training run {}\n", run.display())?;
+    writeln!(
+        s,
+        "{} steps, {:.2} s/step, {:.1} min in this invocation.\n",
+        summary.steps,
+        summary.seconds_per_step,
+        summary.seconds / 60.0
+    )?;
+    writeln!(s, "| module | parameters | trainable |\n|---|---|---|")?;
+    for p in params {
+        writeln!(s, "| {} | {} | {} |", p.name, p.total, p.trainable)?;
+    }
+    writeln!(s, "\n## Learning curve\n\n| step | train loss (mean of the last 25) | validation loss | EM | F1 |\n|---|---|---|---|---|")?;
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
+    let mut window: Vec<f64> = Vec::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        match v["kind"].as_str() {
+            Some("train") => {
+                window.push(v["loss"].as_f64().unwrap_or(f64::NAN));
+                if window.len() > 25 {
+                    window.remove(0);
+                }
+            }
+            Some("validation") => {
+                let mean = window.iter().sum::<f64>() / window.len().max(1) as f64;
+                writeln!(
+                    s,
+                    "| {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                    v["step"],
+                    mean,
+                    v["loss"].as_f64().unwrap_or(f64::NAN),
+                    v["em"].as_f64().unwrap_or(0.0),
+                    v["f1"].as_f64().unwrap_or(0.0)
+                )?;
+            }
+            _ => {}
+        }
+    }
+    Ok(s)
+}
+
+/// `learning_curve.png` and `validation_f1.png` from `metrics.jsonl`.
+fn train_plots(run: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
+    let (mut train, mut val_loss, mut val_f1, mut window) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let step = v["step"].as_f64().unwrap_or(0.0);
+        match v["kind"].as_str() {
+            Some("train") => {
+                window.push(v["loss"].as_f64().unwrap_or(f64::NAN));
+                if window.len() > 25 {
+                    window.remove(0);
+                }
+                train.push((step, window.iter().sum::<f64>() / window.len() as f64));
+            }
+            Some("validation") => {
+                val_loss.push((step, v["loss"].as_f64().unwrap_or(f64::NAN)));
+                val_f1.push((step, v["f1"].as_f64().unwrap_or(f64::NAN)));
+            }
+            _ => {}
+        }
+    }
+    crate::plots::lines(
+        &run.join("learning_curve.png"),
+        "Answer NLL",
+        "step",
+        "loss",
+        &[
+            ("train (mean of last 25 steps)", train),
+            ("validation", val_loss),
+        ],
+    )?;
+    crate::plots::lines(
+        &run.join("validation_f1.png"),
+        "Validation F1",
+        "step",
+        "F1",
+        &[("F1", val_f1)],
+    )
+}
+
+/// Arguments of `mac eval`.
+pub struct EvalArgs {
+    pub checkpoint: PathBuf,
+    pub data: Option<PathBuf>,
+    pub format: Option<String>,
+    pub skip_malformed: bool,
+    pub out: PathBuf,
+    pub max_documents: Option<usize>,
+    pub chunk: usize,
+    pub references: bool,
+    pub json: bool,
+}
+
+/// The run configuration next to a checkpoint (`RUN/checkpoints/NAME`) or in a run directory.
+fn run_config(checkpoint_arg: &Path, ckpt_dir: &Path) -> Option<TrainConfig> {
+    let candidates = [
+        checkpoint_arg.join("config.json"),
+        ckpt_dir.join("../../config.json"),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .and_then(|p| TrainConfig::from_file(p).ok())
+}
+
+/// `mac eval`.
+pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
+    let ckpt_dir = resolve_checkpoint(&a.checkpoint)?;
+    let dataset = match &a.data {
+        Some(path) => {
+            let format = match &a.format {
+                Some(f) => f.parse::<Format>().map_err(InputError)?,
+                None => Format::from_path(path).ok_or_else(|| {
+                    InputError(format!(
+                        "{}: cannot tell the format from the extension; pass --format",
+                        path.display()
+                    ))
+                })?,
+            };
+            let loaded = load(
+                path,
+                format,
+                LoadOptions {
+                    skip_malformed: a.skip_malformed,
+                },
+            )?;
+            for (line, reason) in &loaded.skipped {
+                eprintln!("skipped {}:{line}: {reason}", path.display());
+            }
+            loaded.dataset
+        }
+        None => {
+            let cfg = run_config(&a.checkpoint, &ckpt_dir).ok_or_else(|| {
+                InputError(format!(
+                    "{}: no run configuration found to take the test split from; pass --data",
+                    a.checkpoint.display()
+                ))
+            })?;
+            load_splits(&cfg.data)?.test
+        }
+    };
+    let rt = MacRuntime::from_checkpoint(&ckpt_dir, None, None, device)?;
+    let opts = EvalOptions {
+        chunk: a.chunk,
+        max_documents: a.max_documents,
+        references: a.references,
+        progress: !a.json,
+        ..EvalOptions::default()
+    };
+    let report = evaluate(&rt, &dataset, &a.out, &opts)?;
+    let json = serde_json::to_string_pretty(&report)?;
+    let path = a.out.join("report.json");
+    std::fs::write(&path, &json).with_context(|| format!("{}: cannot write", path.display()))?;
+    let mut md = write_markdown(
+        &report,
+        &format!("Online adaptation: {}", ckpt_dir.display()),
+    );
+    let methods: Vec<(String, Vec<f64>)> = report
+        .methods
+        .iter()
+        .map(|(k, m)| (k.clone(), vec![m.em, m.f1]))
+        .collect();
+    let retention: Vec<(f64, f64)> = report
+        .retention
+        .iter()
+        .map(|r| (100.0 * r.fraction, r.f1))
+        .collect();
+    let plotted = crate::plots::bars(
+        &a.out.join("methods.png"),
+        "EM and F1 per method",
+        &methods,
+        &["EM", "F1"],
+    )
+    .and_then(|()| {
+        crate::plots::lines(
+            &a.out.join("retention.png"),
+            "Retention: F1 on the first documents' questions",
+            "% of the stream ingested",
+            "F1",
+            &[("MAC", retention)],
+        )
+    });
+    match plotted {
+        Ok(()) => md.push_str("\n![methods](methods.png)\n\n![retention](retention.png)\n"),
+        Err(e) => eprintln!("warning: {e:#}"),
+    }
+    std::fs::write(a.out.join("report.md"), &md)?;
+    if a.json {
+        println!("{json}");
+    } else {
+        println!("{md}");
+        println!("written: {}", a.out.display());
+    }
+    Ok(())
+}

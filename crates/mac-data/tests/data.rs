@@ -1,0 +1,286 @@
+//! Dataset generator, loaders and metrics.
+
+use std::collections::HashSet;
+use std::io::Write;
+
+use mac_data::facts::{held_out_templates, matches_template};
+use mac_data::{
+    exact_match, f1_score, load, normalize_answer, prefix_exact_match, DataError, FactStream,
+    FactStreamConfig, Format, LoadOptions,
+};
+
+fn refs(xs: &[&str]) -> Vec<String> {
+    xs.iter().map(|s| s.to_string()).collect()
+}
+
+/// Hand-checked against the official SQuAD v1.1 `evaluate-v1.1.py` definitions.
+#[test]
+fn squad_metrics_match_hand_checked_cases() {
+    // (prediction, references, EM, F1)
+    let cases: &[(&str, &[&str], f64, f64)] = &[
+        ("Paris", &["Paris"], 1.0, 1.0),
+        ("the Paris", &["Paris"], 1.0, 1.0), // article dropped
+        ("An apple.", &["apple"], 1.0, 1.0), // article + punctuation
+        ("PARIS!!", &["paris"], 1.0, 1.0),   // case + punctuation
+        ("  New   York ", &["New York"], 1.0, 1.0), // whitespace
+        ("New York City", &["New York"], 0.0, 0.8), // p=2/3 r=1 -> 0.8
+        ("York", &["New York"], 0.0, 2.0 / 3.0), // p=1 r=1/2
+        ("Berlin", &["Paris", "Berlin"], 1.0, 1.0), // best of several references
+        ("in Paris France", &["Paris", "France"], 0.0, 0.5),
+        ("", &["Paris"], 0.0, 0.0),
+        ("the the", &["a"], 1.0, 0.0), // both normalise to "" : EM 1, F1 0 (no common tokens)
+        ("12 March 1987", &["12 March 1987"], 1.0, 1.0),
+        ("1987 March 12", &["12 March 1987"], 0.0, 1.0), // bag of tokens
+        ("rock-and-roll", &["rock and roll"], 0.0, 0.0), // hyphen removed, tokens joined
+    ];
+    for (pred, r, em, f1) in cases {
+        let r = refs(r);
+        assert_eq!(exact_match(pred, &r), *em, "EM of {pred:?} vs {r:?}");
+        assert!(
+            (f1_score(pred, &r) - f1).abs() < 1e-9,
+            "F1 of {pred:?} vs {r:?}: {}",
+            f1_score(pred, &r)
+        );
+    }
+    assert_eq!(
+        normalize_answer("The  Quick, brown fox."),
+        "quick brown fox"
+    );
+    assert_eq!(
+        prefix_exact_match("Paris is the capital", &refs(&["Paris"])),
+        1.0
+    );
+    assert_eq!(exact_match("Paris is the capital", &refs(&["Paris"])), 0.0);
+}
+
+#[test]
+fn fact_stream_is_deterministic_and_split_by_entity() {
+    let cfg = FactStreamConfig {
+        seed: 7,
+        n_train: 300,
+        n_validation: 40,
+        n_test: 60,
+        facts_per_document: 3,
+    };
+    let a = FactStream::generate(&cfg);
+    let b = FactStream::generate(&cfg);
+    assert_eq!(a, b, "same seed, same stream");
+    let c = FactStream::generate(&FactStreamConfig {
+        seed: 8,
+        ..cfg.clone()
+    });
+    assert_ne!(a.train, c.train, "another seed, another stream");
+
+    let names = |d: &mac_data::Dataset| {
+        d.documents
+            .iter()
+            .map(|x| x.id.clone())
+            .collect::<HashSet<_>>()
+    };
+    let (tr, va, te) = (names(&a.train), names(&a.validation), names(&a.test));
+    assert_eq!(tr.len(), 300);
+    assert_eq!(va.len(), 40);
+    assert_eq!(te.len(), 60);
+    assert!(tr.is_disjoint(&va) && tr.is_disjoint(&te) && va.is_disjoint(&te));
+
+    for d in a.train.documents.iter().chain(&a.test.documents) {
+        assert_eq!(d.qas.len(), 3);
+        assert!(d.text.contains(&d.id));
+        for q in &d.qas {
+            assert!(q.question.contains(&d.id), "{}", q.question);
+            // The answer is a span of the document.
+            assert!(
+                d.text.contains(&q.answers[0]),
+                "{} / {}",
+                d.text,
+                q.answers[0]
+            );
+        }
+    }
+    // Held-out templates never appear in training, and do appear in test.
+    let held = held_out_templates();
+    let train_text: Vec<String> = a
+        .train
+        .documents
+        .iter()
+        .flat_map(|d| {
+            std::iter::once(d.text.clone()).chain(d.qas.iter().map(|q| q.question.clone()))
+        })
+        .collect();
+    let test_text: Vec<String> = a
+        .test
+        .documents
+        .iter()
+        .flat_map(|d| {
+            std::iter::once(d.text.clone()).chain(d.qas.iter().map(|q| q.question.clone()))
+        })
+        .collect();
+    let mut seen_in_test = 0;
+    for t in &held {
+        assert!(
+            !train_text.iter().any(|x| matches_template(t, x)),
+            "held-out template {t:?} in training"
+        );
+        if test_text.iter().any(|x| matches_template(t, x)) {
+            seen_in_test += 1;
+        }
+    }
+    assert!(
+        seen_in_test >= held.len() / 2,
+        "held-out templates used in test: {seen_in_test}/{}",
+        held.len()
+    );
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, content: &[u8]) -> std::path::PathBuf {
+    let p = dir.path().join(name);
+    std::fs::File::create(&p)
+        .unwrap()
+        .write_all(content)
+        .unwrap();
+    p
+}
+
+#[test]
+fn jsonl_loader_groups_documents_and_names_bad_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(
+        &dir,
+        "d.jsonl",
+        br#"{"document": "A was born in X.", "question": "Where was A born?", "answers": ["X"]}
+{"document": "A was born in X.", "question": "Who was born in X?", "answers": ["A", "a"]}
+
+{"document": "B works at Y.", "question": "Where does B work?", "answers": ["Y"]}
+"#,
+    );
+    let l = load(&good, Format::Jsonl, LoadOptions::default()).unwrap();
+    assert_eq!(l.dataset.documents.len(), 2);
+    assert_eq!(l.dataset.n_questions(), 3);
+    assert_eq!(l.dataset.documents[0].qas[1].answers, refs(&["A", "a"]));
+
+    let bad = write(
+        &dir,
+        "bad.jsonl",
+        b"{\"document\": \"D\", \"question\": \"Q?\", \"answers\": [\"x\"]}\n{\"document\": \"D\", \"question\": \"Q?\"}\n{\"document\": \"\", \"question\": \"Q?\", \"answers\": [\"x\"]}\n\xff\xfe\n",
+    );
+    let err = load(&bad, Format::Jsonl, LoadOptions::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, DataError::Malformed { line: 2, .. }), "{msg}");
+    assert!(msg.contains("bad.jsonl:2:"), "{msg}");
+    let l = load(
+        &bad,
+        Format::Jsonl,
+        LoadOptions {
+            skip_malformed: true,
+        },
+    )
+    .unwrap();
+    assert_eq!(l.dataset.n_questions(), 1);
+    let lines: Vec<usize> = l.skipped.iter().map(|s| s.0).collect();
+    assert_eq!(lines, vec![2, 3, 4]);
+    assert!(l.skipped[1].1.contains("empty document"));
+    assert!(l.skipped[2].1.contains("UTF-8"));
+}
+
+#[test]
+fn squad_streamingqa_archivalqa_loaders() {
+    let dir = tempfile::tempdir().unwrap();
+    let squad = write(
+        &dir,
+        "s.json",
+        br#"{"version": "1.1", "data": [{"title": "T", "paragraphs": [
+  {"context": "Paris is in France.", "qas": [
+     {"id": "1", "question": "Where is Paris?", "answers": [{"answer_start": 12, "text": "France"}, {"answer_start": 9, "text": "in France"}]},
+     {"id": "2", "question": "What is in France?", "answers": [{"answer_start": 0, "text": "Paris"}]}]}]}]}"#,
+    );
+    let l = load(&squad, Format::Squad, LoadOptions::default()).unwrap();
+    assert_eq!(l.dataset.documents.len(), 1);
+    assert_eq!(
+        l.dataset.documents[0].qas[0].answers,
+        refs(&["France", "in France"])
+    );
+
+    let broken = write(&dir, "broken.json", b"{\"data\": [\n{\"paragraphs\": 3}]}");
+    let msg = load(&broken, Format::Squad, LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("broken.json:2:"), "{msg}");
+
+    let sqa = write(
+        &dir,
+        "s.csv",
+        b"question,answers,text,extra\nWho won?,Ann\\Ann Smith,\"Ann won, again.\",1\nWhen?,,\"Ann won, again.\",2\nWhere?,Rome,\"In Rome, it rained.\",3\n",
+    );
+    let err = load(&sqa, Format::StreamingQa, LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("s.csv:3:") && err.contains("no non-empty answer"),
+        "{err}"
+    );
+    let l = load(
+        &sqa,
+        Format::StreamingQa,
+        LoadOptions {
+            skip_malformed: true,
+        },
+    )
+    .unwrap();
+    assert_eq!(l.dataset.documents.len(), 2);
+    assert_eq!(
+        l.dataset.documents[0].qas[0].answers,
+        refs(&["Ann", "Ann Smith"])
+    );
+    assert_eq!(l.skipped.len(), 1);
+
+    let arch = write(
+        &dir,
+        "a.csv",
+        b"doc_id,para_num,question,answer,ans_paragraph\n7,1,Who?,Bob,Bob came.\n",
+    );
+    let l = load(&arch, Format::ArchivalQa, LoadOptions::default()).unwrap();
+    assert_eq!(l.dataset.documents[0].text, "Bob came.");
+    let missing = load(&arch, Format::StreamingQa, LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        missing.contains("a.csv:1:") && missing.contains("missing column `text`"),
+        "{missing}"
+    );
+
+    let empty = write(&dir, "e.jsonl", b"\n\n");
+    assert!(matches!(
+        load(&empty, Format::Jsonl, LoadOptions::default()),
+        Err(DataError::Empty { .. })
+    ));
+    let nofile = load(
+        dir.path().join("nope.jsonl"),
+        Format::Jsonl,
+        LoadOptions::default(),
+    )
+    .unwrap_err();
+    assert!(nofile.to_string().contains("nope.jsonl"));
+}
+
+#[test]
+fn jsonl_round_trip() {
+    let s = FactStream::generate(&FactStreamConfig {
+        seed: 1,
+        n_train: 5,
+        n_validation: 1,
+        n_test: 3,
+        facts_per_document: 2,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(&dir, "t.jsonl", s.test.to_jsonl().as_bytes());
+    let l = load(&p, Format::Jsonl, LoadOptions::default()).unwrap();
+    assert_eq!(l.dataset.n_questions(), s.test.n_questions());
+    assert_eq!(
+        l.dataset
+            .documents
+            .iter()
+            .map(|d| &d.text)
+            .collect::<Vec<_>>(),
+        s.test.documents.iter().map(|d| &d.text).collect::<Vec<_>>()
+    );
+}

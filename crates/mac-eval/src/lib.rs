@@ -1,0 +1,19 @@
+//! # mac-eval — online adaptation, measured
+//!
+//! Tack et al. (2024), §4: stream the test documents into a fresh memory
+//! bank on disk (one encoder pass each, no gradient step anywhere), then
+//! answer every test question greedily with the aggregated prefix
+//! (hierarchical, streamed from the bank in chunks). In the same run, the
+//! lower and upper references: **no adaptation** (the base LM alone) and
+//! **oracle context** (the gold document in the prompt). Knowledge
+//! **retention**: F1 on the questions of the first documents as the bank
+//! grows. Metrics are the standard SQuAD EM and F1 (and the reference's
+//! prefix match, named `prefix_em`).
+
+mod memory;
+mod online;
+mod report;
+
+pub use memory::{peak_rss_mb, reset_peak_rss};
+pub use online::{evaluate, EvalOptions, EvalReport, MethodResult, Prediction, RetentionPoint};
+pub use report::write_markdown;

@@ -1,0 +1,375 @@
+//! The online-adaptation evaluation.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use mac_data::{exact_match, f1_score, prefix_exact_match, Dataset, QaPair};
+use mac_memory::{BankShape, MemoryBank, NewEntry};
+use mac_model::prompt::{oracle_prompt, question_prompt};
+use mac_model::{MacRuntime, MAX_ANSWER_TOKENS};
+use serde::{Deserialize, Serialize};
+
+use crate::memory::{peak_rss_mb, reset_peak_rss};
+
+/// Knobs of an evaluation run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalOptions {
+    /// Documents per hierarchical-aggregation chunk `M`.
+    pub chunk: usize,
+    /// Questions answered per generation batch.
+    pub question_batch: usize,
+    /// Documents encoded per ingest batch.
+    pub ingest_batch: usize,
+    /// Fractions of the stream after which retention is measured.
+    pub retention_points: Vec<f64>,
+    /// The retention questions are those of this leading fraction of the stream.
+    pub retention_first: f64,
+    /// Evaluate only the first this many documents (all when `None`).
+    pub max_documents: Option<usize>,
+    /// Also run the no-adaptation and oracle-context references.
+    pub references: bool,
+    /// Show progress bars.
+    pub progress: bool,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            chunk: 64,
+            question_batch: 16,
+            ingest_batch: 16,
+            retention_points: vec![0.1, 0.25, 0.5, 1.0],
+            retention_first: 0.1,
+            max_documents: None,
+            references: true,
+            progress: false,
+        }
+    }
+}
+
+/// The scores and costs of one method.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MethodResult {
+    /// SQuAD exact match (0..1).
+    pub em: f64,
+    /// SQuAD token F1 (0..1).
+    pub f1: f64,
+    /// The reference code's prefix match (0..1), for comparison only.
+    pub prefix_em: f64,
+    /// Questions scored.
+    pub n_questions: usize,
+    /// Adaptation time per document, ms (encoder pass + durable append for MAC; 0 otherwise).
+    pub adapt_ms_per_doc: f64,
+    /// Answer latency per question, ms (batched generation).
+    pub answer_ms_per_question: f64,
+    /// Peak resident memory during the method, MiB.
+    pub peak_rss_mb: Option<f64>,
+    /// Bytes stored per document (bank on disk for MAC; 0 otherwise).
+    pub storage_bytes_per_doc: f64,
+}
+
+/// F1 on the first documents' questions after part of the stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RetentionPoint {
+    /// Fraction of the stream ingested.
+    pub fraction: f64,
+    /// Documents in the bank.
+    pub documents: usize,
+    /// EM on the retention questions.
+    pub em: f64,
+    /// F1 on the retention questions.
+    pub f1: f64,
+}
+
+/// One answered question.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Prediction {
+    /// Method name.
+    pub method: String,
+    /// Index of the document in the stream.
+    pub document: usize,
+    /// The question.
+    pub question: String,
+    /// The generated answer.
+    pub prediction: String,
+    /// The accepted answers.
+    pub answers: Vec<String>,
+    /// Exact match.
+    pub em: f64,
+    /// Token F1.
+    pub f1: f64,
+}
+
+/// Everything an evaluation measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// `mac`, `no_adapt`, `oracle_context`: top-level keys of `report.json`.
+    #[serde(flatten)]
+    pub methods: BTreeMap<String, MethodResult>,
+    /// MAC's retention as the bank grows.
+    pub retention: Vec<RetentionPoint>,
+    /// Documents streamed.
+    pub n_documents: usize,
+    /// Where the bank was written.
+    pub bank: PathBuf,
+    /// Where the predictions were written.
+    pub predictions: PathBuf,
+    /// The options used.
+    pub options: EvalOptions,
+}
+
+fn bar(show: bool, len: usize, what: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(len as u64);
+    b.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what:>14} [{{bar:30}}] {{pos}}/{{len}} {{per_sec}} eta {{eta}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    b
+}
+
+type Question<'a> = (usize, &'a QaPair);
+
+/// Scores answers; appends predictions.
+fn score(
+    method: &str,
+    questions: &[Question<'_>],
+    answers: &[String],
+    preds: &mut Vec<Prediction>,
+) -> (f64, f64, f64) {
+    let (mut em, mut f1, mut pem) = (0.0, 0.0, 0.0);
+    for ((doc, qa), a) in questions.iter().zip(answers) {
+        let e = exact_match(a, &qa.answers);
+        let f = f1_score(a, &qa.answers);
+        em += e;
+        f1 += f;
+        pem += prefix_exact_match(a, &qa.answers);
+        preds.push(Prediction {
+            method: method.into(),
+            document: *doc,
+            question: qa.question.clone(),
+            prediction: a.clone(),
+            answers: qa.answers.clone(),
+            em: e,
+            f1: f,
+        });
+    }
+    let n = questions.len().max(1) as f64;
+    (em / n, f1 / n, pem / n)
+}
+
+fn answer_from_bank(
+    rt: &MacRuntime,
+    bank: &MemoryBank,
+    questions: &[Question<'_>],
+    opts: &EvalOptions,
+    label: &str,
+) -> Result<Vec<String>> {
+    let pb = bar(opts.progress, questions.len(), label);
+    let mut out = Vec::with_capacity(questions.len());
+    for chunk in questions.chunks(opts.question_batch.max(1)) {
+        let qs: Vec<&str> = chunk.iter().map(|(_, q)| q.question.as_str()).collect();
+        out.extend(
+            rt.answer_from_bank(&qs, bank, opts.chunk)?
+                .into_iter()
+                .map(|a| a.text),
+        );
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    Ok(out)
+}
+
+fn answer_plain(
+    rt: &MacRuntime,
+    prompts: &[String],
+    opts: &EvalOptions,
+    label: &str,
+) -> Result<Vec<String>> {
+    let pb = bar(opts.progress, prompts.len(), label);
+    let mut out = Vec::with_capacity(prompts.len());
+    for chunk in prompts.chunks(opts.question_batch.max(1)) {
+        out.extend(rt.generate(chunk, None, MAX_ANSWER_TOKENS)?);
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    Ok(out)
+}
+
+/// Streams `test` into a fresh bank under `out_dir/bank`, answers every
+/// question, runs the references, and writes `predictions.jsonl`.
+pub fn evaluate(
+    rt: &MacRuntime,
+    test: &Dataset,
+    out_dir: &Path,
+    opts: &EvalOptions,
+) -> Result<EvalReport> {
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("{}: cannot create", out_dir.display()))?;
+    let n_docs = opts
+        .max_documents
+        .unwrap_or(usize::MAX)
+        .min(test.documents.len());
+    anyhow::ensure!(n_docs > 0, "the test stream has no documents");
+    let docs = &test.documents[..n_docs];
+    let questions: Vec<Question<'_>> = docs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, d)| d.qas.iter().map(move |q| (i, q)))
+        .collect();
+    let first_docs = ((n_docs as f64 * opts.retention_first).ceil() as usize).clamp(1, n_docs);
+    let retention_qs: Vec<Question<'_>> = questions
+        .iter()
+        .copied()
+        .filter(|(d, _)| *d < first_docs)
+        .collect();
+    let mut checkpoints: Vec<(f64, usize)> = opts
+        .retention_points
+        .iter()
+        .map(|&f| {
+            (
+                f,
+                ((n_docs as f64 * f).ceil() as usize).clamp(first_docs, n_docs),
+            )
+        })
+        .collect();
+    checkpoints.dedup_by_key(|c| c.1);
+
+    let bank_dir = out_dir.join("bank");
+    if bank_dir.exists() {
+        std::fs::remove_dir_all(&bank_dir)
+            .with_context(|| format!("{}: cannot clear", bank_dir.display()))?;
+    }
+    let shape = BankShape {
+        n_tokens: rt.config.n_tokens,
+        d_mod: rt.config.d_mod,
+    };
+    let mut bank = MemoryBank::create(&bank_dir, shape, "mac-eval")?;
+    let mut preds = Vec::new();
+    let mut methods = BTreeMap::new();
+    let mut retention = Vec::new();
+
+    // --- MAC: stream the documents in, measuring retention on the way.
+    reset_peak_rss();
+    let pb = bar(opts.progress, n_docs, "ingest");
+    let mut adapt_seconds = 0.0;
+    let mut ingested = 0;
+    let mut truncated = 0;
+    for (c, &(fraction, upto)) in checkpoints.iter().enumerate() {
+        while ingested < upto {
+            let end = (ingested + opts.ingest_batch.max(1)).min(upto);
+            let t0 = Instant::now();
+            let texts: Vec<&str> = docs[ingested..end]
+                .iter()
+                .map(|d| d.text.as_str())
+                .collect();
+            let enc = rt.encode_documents(&texts)?;
+            truncated += enc.truncated.iter().filter(|&&t| t > 0).count();
+            let rows = MacRuntime::modulation_rows(enc.tokens)?;
+            let entries: Vec<NewEntry<'_>> = docs[ingested..end]
+                .iter()
+                .zip(&rows)
+                .map(|(d, m)| NewEntry {
+                    source: &d.id,
+                    text: &d.text,
+                    modulation: m,
+                })
+                .collect();
+            bank.append_batch(&entries)?;
+            adapt_seconds += t0.elapsed().as_secs_f64();
+            pb.inc((end - ingested) as u64);
+            ingested = end;
+        }
+        let last = c + 1 == checkpoints.len();
+        if !last || ingested == n_docs {
+            let label = format!("retention {:.0}%", fraction * 100.0);
+            let answers = answer_from_bank(rt, &bank, &retention_qs, opts, &label)?;
+            let mut scratch = Vec::new();
+            let (em, f1, _) = score("retention", &retention_qs, &answers, &mut scratch);
+            retention.push(RetentionPoint {
+                fraction,
+                documents: ingested,
+                em,
+                f1,
+            });
+        }
+    }
+    pb.finish_and_clear();
+    if truncated > 0 {
+        eprintln!(
+            "warning: {truncated} documents were longer than the encoder's {} tokens and were truncated",
+            rt.config.max_document_tokens
+        );
+    }
+    let t0 = Instant::now();
+    let answers = answer_from_bank(rt, &bank, &questions, opts, "mac")?;
+    let answer_s = t0.elapsed().as_secs_f64();
+    let (em, f1, pem) = score("mac", &questions, &answers, &mut preds);
+    methods.insert(
+        "mac".to_string(),
+        MethodResult {
+            em,
+            f1,
+            prefix_em: pem,
+            n_questions: questions.len(),
+            adapt_ms_per_doc: 1000.0 * adapt_seconds / n_docs as f64,
+            answer_ms_per_question: 1000.0 * answer_s / questions.len().max(1) as f64,
+            peak_rss_mb: peak_rss_mb(),
+            storage_bytes_per_doc: bank.size_bytes() as f64 / bank.len().max(1) as f64,
+        },
+    );
+
+    if opts.references {
+        let plain: Vec<String> = questions
+            .iter()
+            .map(|(_, q)| question_prompt(&q.question))
+            .collect();
+        let oracle: Vec<String> = questions
+            .iter()
+            .map(|(d, q)| oracle_prompt(&docs[*d].text, &q.question))
+            .collect();
+        for (name, prompts) in [("no_adapt", plain), ("oracle_context", oracle)] {
+            reset_peak_rss();
+            let t0 = Instant::now();
+            let answers = answer_plain(rt, &prompts, opts, name)?;
+            let secs = t0.elapsed().as_secs_f64();
+            let (em, f1, pem) = score(name, &questions, &answers, &mut preds);
+            methods.insert(
+                name.to_string(),
+                MethodResult {
+                    em,
+                    f1,
+                    prefix_em: pem,
+                    n_questions: questions.len(),
+                    adapt_ms_per_doc: 0.0,
+                    answer_ms_per_question: 1000.0 * secs / questions.len().max(1) as f64,
+                    peak_rss_mb: peak_rss_mb(),
+                    storage_bytes_per_doc: 0.0,
+                },
+            );
+        }
+    }
+
+    let pred_path = out_dir.join("predictions.jsonl");
+    let mut f = std::fs::File::create(&pred_path)
+        .with_context(|| format!("{}: cannot write", pred_path.display()))?;
+    for p in &preds {
+        writeln!(f, "{}", serde_json::to_string(p)?)?;
+    }
+    Ok(EvalReport {
+        methods,
+        retention,
+        n_documents: n_docs,
+        bank: bank_dir,
+        predictions: pred_path,
+        options: opts.clone(),
+    })
+}

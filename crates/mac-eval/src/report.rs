@@ -1,0 +1,57 @@
+//! The human-readable report.
+
+use std::fmt::Write;
+
+use crate::EvalReport;
+
+/// `report.md` for an evaluation: the method table and the retention table.
+pub fn write_markdown(report: &EvalReport, title: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# {title}\n");
+    let _ = writeln!(
+        s,
+        "{} documents streamed into the bank; every method answers the same {} questions.\n",
+        report.n_documents,
+        report
+            .methods
+            .values()
+            .map(|m| m.n_questions)
+            .max()
+            .unwrap_or(0)
+    );
+    let _ = writeln!(s, "| method | EM | F1 | prefix-EM (reference's EM) | adapt ms/doc | answer ms/question | peak RSS MiB | storage B/doc |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    for (name, m) in &report.methods {
+        let _ = writeln!(
+            s,
+            "| {name} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {} | {:.0} |",
+            m.em,
+            m.f1,
+            m.prefix_em,
+            m.adapt_ms_per_doc,
+            m.answer_ms_per_question,
+            m.peak_rss_mb
+                .map_or("n/a".to_string(), |x| format!("{x:.0}")),
+            m.storage_bytes_per_doc
+        );
+    }
+    if !report.retention.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Retention (MAC, questions of the first documents)\n"
+        );
+        let _ = writeln!(s, "| stream ingested | documents in bank | EM | F1 |");
+        let _ = writeln!(s, "|---|---|---|---|");
+        for r in &report.retention {
+            let _ = writeln!(
+                s,
+                "| {:.0}% | {} | {:.3} | {:.3} |",
+                r.fraction * 100.0,
+                r.documents,
+                r.em,
+                r.f1
+            );
+        }
+    }
+    s
+}

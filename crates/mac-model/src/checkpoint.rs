@@ -1,0 +1,173 @@
+//! Checkpoints: `mac.json` (what the model is and what it was built on) and
+//! `model.bpk` (every parameter, burnpack, parameter ids included so that an
+//! optimizer state saved beside it resumes exactly).
+
+use std::path::{Path, PathBuf};
+
+use burn::store::{BurnpackStore, ModuleSnapshot};
+use burn::tensor::Device;
+use mac_lm::KvLayout;
+use serde::{Deserialize, Serialize};
+
+use crate::{MacConfig, MacModel, ModelError};
+
+/// File name of the parameters inside a checkpoint directory.
+pub const MODEL_FILE: &str = "model.bpk";
+/// File name of the metadata inside a checkpoint directory.
+pub const META_FILE: &str = "mac.json";
+const FORMAT_VERSION: u32 = 1;
+
+/// What a checkpoint holds besides its parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// Format version of the checkpoint directory.
+    pub format_version: u32,
+    /// The model's shape.
+    pub config: MacConfig,
+    /// The frozen base LM (GGUF file or Hugging Face directory).
+    pub lm: PathBuf,
+    /// The encoder backbone's Hugging Face directory (initial weights and tokenizer).
+    pub encoder: PathBuf,
+    /// The base LM's KV layout: `[layers, kv heads, head dim]`.
+    pub kv_layout: [usize; 3],
+    /// Optimizer steps taken when this was written.
+    pub step: u64,
+}
+
+impl CheckpointMeta {
+    /// A new record for a model built on `lm` and `encoder`.
+    pub fn new(config: MacConfig, lm: PathBuf, encoder: PathBuf, layout: KvLayout) -> Self {
+        Self {
+            format_version: FORMAT_VERSION,
+            config,
+            lm,
+            encoder,
+            kv_layout: [layout.n_layers, layout.n_kv_heads, layout.head_dim],
+            step: 0,
+        }
+    }
+
+    /// The stored KV layout.
+    pub fn layout(&self) -> KvLayout {
+        KvLayout {
+            n_layers: self.kv_layout[0],
+            n_kv_heads: self.kv_layout[1],
+            head_dim: self.kv_layout[2],
+        }
+    }
+}
+
+/// A checkpoint directory.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Its metadata.
+    pub meta: CheckpointMeta,
+}
+
+fn err(path: &Path, reason: impl Into<String>) -> ModelError {
+    ModelError::Checkpoint {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+impl Checkpoint {
+    /// Writes `model` and `meta` into `dir` (created if needed). Each file is
+    /// written beside its final name and renamed into place.
+    pub fn save(dir: &Path, model: &MacModel, meta: &CheckpointMeta) -> Result<Self, ModelError> {
+        std::fs::create_dir_all(dir).map_err(|e| err(dir, format!("cannot create: {e}")))?;
+        let tmp = dir.join("model.bpk.partial");
+        let _ = std::fs::remove_file(&tmp);
+        let mut store = BurnpackStore::from_file(&tmp)
+            .auto_extension(false)
+            .overwrite(true);
+        model
+            .save_into(&mut store)
+            .map_err(|e| err(&tmp, format!("cannot write parameters: {e}")))?;
+        std::fs::rename(&tmp, dir.join(MODEL_FILE))
+            .map_err(|e| err(dir, format!("cannot rename parameters into place: {e}")))?;
+        let meta_tmp = dir.join("mac.json.partial");
+        let text = serde_json::to_string_pretty(meta).map_err(|e| err(dir, e.to_string()))?;
+        std::fs::write(&meta_tmp, text).map_err(|e| err(&meta_tmp, e.to_string()))?;
+        std::fs::rename(&meta_tmp, dir.join(META_FILE))
+            .map_err(|e| err(dir, format!("cannot rename metadata into place: {e}")))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            meta: meta.clone(),
+        })
+    }
+
+    /// Reads the metadata of a checkpoint directory (parameters are loaded by [`Self::load_model`]).
+    pub fn open(dir: &Path) -> Result<Self, ModelError> {
+        if !dir.is_dir() {
+            return Err(err(dir, "no such checkpoint directory"));
+        }
+        let meta_path = dir.join(META_FILE);
+        let text = std::fs::read_to_string(&meta_path).map_err(|e| {
+            err(
+                &meta_path,
+                format!("not a MAC checkpoint (cannot read {META_FILE}: {e})"),
+            )
+        })?;
+        let meta: CheckpointMeta = serde_json::from_str(&text)
+            .map_err(|e| err(&meta_path, format!("malformed checkpoint metadata: {e}")))?;
+        if meta.format_version != FORMAT_VERSION {
+            return Err(err(
+                &meta_path,
+                format!(
+                    "checkpoint format version {} (this build reads {FORMAT_VERSION})",
+                    meta.format_version
+                ),
+            ));
+        }
+        if !dir.join(MODEL_FILE).is_file() {
+            return Err(err(&dir.join(MODEL_FILE), "missing parameters file"));
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            meta,
+        })
+    }
+
+    /// Builds the model on `device` and loads the stored parameters into it.
+    /// `encoder_dir` overrides the recorded encoder location (a checkpoint
+    /// moved to another machine).
+    pub fn load_model(
+        &self,
+        encoder_dir: Option<&Path>,
+        device: &Device,
+    ) -> Result<MacModel, ModelError> {
+        let encoder = encoder_dir.unwrap_or(&self.meta.encoder);
+        let mut model = MacModel::init(&self.meta.config, encoder, self.meta.layout(), device)?;
+        self.load_into(&mut model)?;
+        Ok(model)
+    }
+
+    /// Loads the stored parameters into an already built model of the same shape.
+    pub fn load_into(&self, model: &mut MacModel) -> Result<(), ModelError> {
+        let path = self.dir.join(MODEL_FILE);
+        let mut store = BurnpackStore::from_file(&path).auto_extension(false);
+        let result = model
+            .load_from(&mut store)
+            .map_err(|e| err(&path, format!("unreadable parameters: {e}")))?;
+        if !result.errors.is_empty() || !result.missing.is_empty() {
+            let first = result
+                .errors
+                .first()
+                .map(|e| format!("{e:?}"))
+                .or_else(|| result.missing.first().map(|m| format!("missing {}", m.0)))
+                .unwrap_or_default();
+            return Err(err(
+                &path,
+                format!(
+                    "parameters do not fit the model ({} errors, {} missing; first: {first})",
+                    result.errors.len(),
+                    result.missing.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

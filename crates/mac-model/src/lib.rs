@@ -1,0 +1,25 @@
+//! # mac-model — the MAC model and its checkpoints
+//!
+//! Tack et al., *Online Adaptation of Language Models with a Memory of
+//! Amortized Contexts* (NeurIPS 2024), §3. This crate puts the trainable
+//! pieces together:
+//!
+//! * [`AmortizationEncoder`]: a pretrained encoder backbone
+//!   ([`mac_encoder::Bert`]) → `n` learned query tokens cross-attending to its
+//!   output → one MLP per token → a modulation `[B, n, d_mod]`. Used twice:
+//!   for documents (the amortization network) and for questions.
+//! * [`MacModel`]: both encoders, the [`mac_aggregation::Aggregator`] and the
+//!   [`mac_aggregation::PrefixExpansion`] to the frozen LM's prefix key/values.
+//! * [`Checkpoint`]: a directory with `mac.json` (configuration and where the
+//!   base LM and encoder weights came from) and `model.bpk` (burnpack).
+
+mod checkpoint;
+mod encoder;
+mod model;
+pub mod prompt;
+mod runtime;
+
+pub use checkpoint::{Checkpoint, CheckpointMeta, META_FILE, MODEL_FILE};
+pub use encoder::{AmortizationEncoder, EncodedText};
+pub use model::{MacConfig, MacModel, ModelError, ParamSummary};
+pub use runtime::{Answer, MacRuntime, MAX_ANSWER_TOKENS};

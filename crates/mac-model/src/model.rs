@@ -1,0 +1,214 @@
+//! The assembled MAC model.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use mac_aggregation::{
+    trainable_params, Aggregation, Aggregator, AggregatorConfig, ExpansionKind, PrefixExpansion,
+    PrefixExpansionConfig,
+};
+use mac_encoder::Trainable;
+use mac_lm::{KvLayout, PrefixKv};
+use serde::{Deserialize, Serialize};
+
+use crate::AmortizationEncoder;
+
+/// Anything that can go wrong building, running or restoring a [`MacModel`].
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// Loading the LM, an encoder or a tokenizer failed.
+    #[error(transparent)]
+    Lm(#[from] mac_lm::LmError),
+    /// The memory bank failed.
+    #[error(transparent)]
+    Bank(#[from] mac_memory::BankError),
+    /// A checkpoint is missing, unreadable or does not fit.
+    #[error("{path}: {reason}")]
+    Checkpoint {
+        /// The checkpoint file or directory.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Bad input (empty text, mismatched shapes).
+    #[error("{0}")]
+    Input(String),
+}
+
+/// The shape of a MAC model. Serialised into every checkpoint (`mac.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MacConfig {
+    /// Virtual tokens per document `n` (reference: 12 or 24).
+    pub n_tokens: usize,
+    /// Width of a modulation token `d_mod`.
+    pub d_mod: usize,
+    /// Which layers of the document encoder's backbone train.
+    pub document_trainable: Trainable,
+    /// Which layers of the question encoder's backbone train.
+    pub question_trainable: Trainable,
+    /// Heads of the query-token cross-attention in both encoders.
+    pub head_heads: usize,
+    /// Cross-attention blocks of the aggregator (reference: 4).
+    pub aggregator_blocks: usize,
+    /// Heads per aggregator block (reference: 8).
+    pub aggregator_heads: usize,
+    /// Width of one aggregator head (reference: 96).
+    pub aggregator_head_dim: usize,
+    /// Prefix length per layer `p` (reference: 2).
+    pub prefix_len: usize,
+    /// Hidden width of the expansion MLPs (reference: 768).
+    pub expansion_hidden: usize,
+    /// Per-slot MLPs (reference) or one shared MLP with slot embeddings.
+    pub expansion_kind: ExpansionKind,
+    /// Encoder token limit for documents (longer ones are truncated, with a warning).
+    pub max_document_tokens: usize,
+    /// Encoder token limit for questions.
+    pub max_question_tokens: usize,
+}
+
+impl Default for MacConfig {
+    /// The CPU-sized default: 12 tokens of width 384 (MiniLM's width),
+    /// the reference's 4 aggregator blocks, and the lean shared expansion.
+    fn default() -> Self {
+        Self {
+            n_tokens: 12,
+            d_mod: 384,
+            document_trainable: Trainable::TopLayers(2),
+            question_trainable: Trainable::TopLayers(2),
+            head_heads: 6,
+            aggregator_blocks: 4,
+            aggregator_heads: 6,
+            aggregator_head_dim: 64,
+            prefix_len: 2,
+            expansion_hidden: 768,
+            expansion_kind: ExpansionKind::SharedWithSlotEmbeddings,
+            max_document_tokens: 256,
+            max_question_tokens: 64,
+        }
+    }
+}
+
+/// Parameter counts of one module.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParamSummary {
+    /// Module name.
+    pub name: String,
+    /// All scalars.
+    pub total: usize,
+    /// Scalars that receive gradients.
+    pub trainable: usize,
+}
+
+/// The trainable side of MAC (the base LM stays outside, frozen).
+#[derive(Module, Debug)]
+pub struct MacModel {
+    /// Document → modulation (the amortization network).
+    pub amortizer: AmortizationEncoder,
+    /// Question → query tokens.
+    pub question_encoder: AmortizationEncoder,
+    /// Question tokens attend over the bank.
+    pub aggregator: Aggregator,
+    /// Aggregated tokens → per-layer prefix key/values.
+    pub expansion: PrefixExpansion,
+}
+
+impl MacModel {
+    /// Builds a model with fresh heads over pretrained encoder backbones
+    /// loaded from `encoder_dir` (both encoders start from the same weights).
+    pub fn init(
+        config: &MacConfig,
+        encoder_dir: &Path,
+        kv_layout: KvLayout,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        if config.n_tokens == 0 || config.d_mod == 0 || config.prefix_len == 0 {
+            return Err(ModelError::Input(
+                "n_tokens, d_mod and prefix_len must be positive".into(),
+            ));
+        }
+        let encoder = |trainable| {
+            AmortizationEncoder::load(
+                encoder_dir,
+                config.n_tokens,
+                config.d_mod,
+                config.head_heads,
+                trainable,
+                device,
+            )
+        };
+        Ok(Self {
+            amortizer: encoder(config.document_trainable)?,
+            question_encoder: encoder(config.question_trainable)?,
+            aggregator: AggregatorConfig::new(config.d_mod)
+                .with_n_blocks(config.aggregator_blocks)
+                .with_n_heads(config.aggregator_heads)
+                .with_d_head(config.aggregator_head_dim)
+                .init(device),
+            expansion: PrefixExpansionConfig::new(config.d_mod, config.n_tokens)
+                .with_prefix_len(config.prefix_len)
+                .with_d_hidden(config.expansion_hidden)
+                .with_kind(config.expansion_kind)
+                .init(kv_layout, device),
+        })
+    }
+
+    /// Question tokens `[B, n, d]` over a bank `[B, K, d]` (flat) → prefix
+    /// key/values and the per-document attention.
+    pub fn prefix_from_memory(
+        &self,
+        question_tokens: Tensor<3>,
+        memory: Tensor<3>,
+    ) -> (PrefixKv, Aggregation) {
+        let agg = self.aggregator.aggregate(question_tokens, memory);
+        (self.expansion.forward(agg.modulation.clone()), agg)
+    }
+
+    /// Parameter counts per module, and the total.
+    pub fn param_summary(&self) -> Vec<ParamSummary> {
+        let row = |name: &str, total: usize, trainable: usize| ParamSummary {
+            name: name.into(),
+            total,
+            trainable,
+        };
+        let parts = [
+            row(
+                "amortization encoder (backbone)",
+                self.amortizer.backbone.num_params(),
+                trainable_params(&self.amortizer.backbone),
+            ),
+            row(
+                "amortization encoder (query head + token MLPs)",
+                self.amortizer.head.num_params(),
+                trainable_params(&self.amortizer.head),
+            ),
+            row(
+                "question encoder (backbone)",
+                self.question_encoder.backbone.num_params(),
+                trainable_params(&self.question_encoder.backbone),
+            ),
+            row(
+                "question encoder (query head + token MLPs)",
+                self.question_encoder.head.num_params(),
+                trainable_params(&self.question_encoder.head),
+            ),
+            row(
+                "aggregation network",
+                self.aggregator.num_params(),
+                trainable_params(&self.aggregator),
+            ),
+            row(
+                "prefix expansion",
+                self.expansion.num_params(),
+                trainable_params(&self.expansion),
+            ),
+        ];
+        let total = row(
+            "total",
+            parts.iter().map(|p| p.total).sum(),
+            parts.iter().map(|p| p.trainable).sum(),
+        );
+        parts.into_iter().chain([total]).collect()
+    }
+}

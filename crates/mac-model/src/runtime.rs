@@ -1,0 +1,202 @@
+//! A loaded MAC system: frozen base LM, trained MAC model and the encoder
+//! tokenizers — everything needed to ingest documents and answer questions.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use mac_encoder::EncoderTokenizer;
+use mac_lm::{GenerateOptions, LoadedLm, PrefixKv};
+use mac_memory::MemoryBank;
+
+use crate::prompt::{prompt_ids, question_prompt};
+use crate::{Checkpoint, EncodedText, MacConfig, MacModel, ModelError};
+
+/// One generated answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The decoded continuation (trimmed).
+    pub text: String,
+    /// Attention each document of the bank received (empty without a bank).
+    pub doc_weights: Vec<f32>,
+}
+
+/// The LM, the MAC model and the tokenizers, on one device.
+pub struct MacRuntime {
+    /// The frozen base LM and its tokenizer.
+    pub lm: LoadedLm,
+    /// The trained MAC modules.
+    pub model: MacModel,
+    /// Encoder tokenizer for documents.
+    pub document_tokenizer: EncoderTokenizer,
+    /// Encoder tokenizer for questions.
+    pub question_tokenizer: EncoderTokenizer,
+    /// The model's configuration.
+    pub config: MacConfig,
+    /// Where the model runs.
+    pub device: Device,
+}
+
+/// Decoding limits for answers (reference: at most 16 new tokens).
+pub const MAX_ANSWER_TOKENS: usize = 16;
+
+impl MacRuntime {
+    /// Assembles a runtime from parts already loaded.
+    pub fn new(
+        lm: LoadedLm,
+        model: MacModel,
+        encoder_dir: &Path,
+        config: MacConfig,
+        device: Device,
+    ) -> Result<Self, ModelError> {
+        let tok = encoder_dir.join("tokenizer.json");
+        Ok(Self {
+            document_tokenizer: EncoderTokenizer::from_file(&tok, config.max_document_tokens)?,
+            question_tokenizer: EncoderTokenizer::from_file(&tok, config.max_question_tokens)?,
+            lm,
+            model,
+            config,
+            device,
+        })
+    }
+
+    /// Loads a checkpoint directory: the LM and encoder it records (or the
+    /// overrides), and its parameters.
+    pub fn from_checkpoint(
+        dir: &Path,
+        lm_override: Option<&Path>,
+        encoder_override: Option<&Path>,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let ckpt = Checkpoint::open(dir)?;
+        let lm_path = lm_override.unwrap_or(&ckpt.meta.lm);
+        let lm = LoadedLm::load(lm_path, device)?;
+        if lm.model.kv_layout() != ckpt.meta.layout() {
+            return Err(ModelError::Checkpoint {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "trained for an LM with KV layout {:?}, but {} has {:?}",
+                    ckpt.meta.kv_layout,
+                    lm_path.display(),
+                    lm.model.kv_layout()
+                ),
+            });
+        }
+        let encoder = encoder_override.unwrap_or(&ckpt.meta.encoder).to_path_buf();
+        let model = ckpt.load_model(Some(&encoder), device)?;
+        Self::new(
+            lm,
+            model,
+            &encoder,
+            ckpt.meta.config.clone(),
+            device.clone(),
+        )
+    }
+
+    /// Documents → modulations `[B, n, d_mod]` (one forward pass).
+    pub fn encode_documents(&self, texts: &[&str]) -> Result<EncodedText, ModelError> {
+        self.model
+            .amortizer
+            .encode_texts(&self.document_tokenizer, texts, &self.device)
+    }
+
+    /// Questions → query tokens `[B, n, d_mod]`.
+    pub fn encode_questions(&self, questions: &[&str]) -> Result<Tensor<3>, ModelError> {
+        Ok(self
+            .model
+            .question_encoder
+            .encode_texts(&self.question_tokenizer, questions, &self.device)?
+            .tokens)
+    }
+
+    /// Greedy answers to `questions` with the LM alone (`prefix = None`) or with a prefix.
+    pub fn generate(
+        &self,
+        prompts: &[String],
+        prefix: Option<&PrefixKv>,
+        max_new_tokens: usize,
+    ) -> Result<Vec<String>, ModelError> {
+        let tok = &self.lm.tokenizer;
+        let ids = prompts
+            .iter()
+            .map(|p| prompt_ids(tok, p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = self.lm.model.generate(
+            &ids,
+            prefix,
+            tok.pad_id,
+            tok.eos_id,
+            GenerateOptions {
+                max_new_tokens,
+                stop_at_eos: true,
+            },
+        )?;
+        out.iter()
+            .map(|o| Ok(first_line(&tok.decode(o)?)))
+            .collect()
+    }
+
+    /// Answers questions from documents held in memory, `docs [N, n, d]`,
+    /// aggregated hierarchically in chunks of `chunk` documents.
+    pub fn answer_from_modulations(
+        &self,
+        questions: &[&str],
+        docs: Tensor<3>,
+        chunk: usize,
+    ) -> Result<Vec<Answer>, ModelError> {
+        let q = self.encode_questions(questions)?;
+        let b = questions.len();
+        let [n_docs, n, d] = docs.dims();
+        let docs = docs.unsqueeze_dim::<4>(0).expand([b, n_docs, n, d]);
+        let agg = self.model.aggregator.aggregate_hierarchical(q, docs, chunk);
+        self.answer_with(questions, agg)
+    }
+
+    /// Answers questions from a memory bank on disk, streamed in chunks of
+    /// `chunk` documents (memory O(chunk), not O(N)).
+    pub fn answer_from_bank(
+        &self,
+        questions: &[&str],
+        bank: &MemoryBank,
+        chunk: usize,
+    ) -> Result<Vec<Answer>, ModelError> {
+        let q = self.encode_questions(questions)?;
+        let agg = self.model.aggregator.aggregate_bank(q, bank, chunk)?;
+        self.answer_with(questions, agg)
+    }
+
+    fn answer_with(
+        &self,
+        questions: &[&str],
+        agg: mac_aggregation::Aggregation,
+    ) -> Result<Vec<Answer>, ModelError> {
+        let prefix = self.model.expansion.forward(agg.modulation);
+        let prompts: Vec<String> = questions.iter().map(|q| question_prompt(q)).collect();
+        let texts = self.generate(&prompts, Some(&prefix), MAX_ANSWER_TOKENS)?;
+        Ok(texts
+            .into_iter()
+            .zip(agg.doc_weights)
+            .map(|(text, doc_weights)| Answer { text, doc_weights })
+            .collect())
+    }
+
+    /// Modulations `[N, n, d]` as a flat `Vec` (row-major), for the bank.
+    pub fn modulation_rows(tokens: Tensor<3>) -> Result<Vec<Vec<f32>>, ModelError> {
+        let [b, n, d] = tokens.dims();
+        let flat: Vec<f32> = tokens
+            .try_to_vec_as::<f32>()
+            .map_err(|e| ModelError::Input(format!("reading modulations: {e:?}")))?;
+        Ok(flat.chunks(n * d).take(b).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Rebuilds `[N, n, d]` from rows.
+    pub fn modulations_tensor(&self, rows: &[Vec<f32>]) -> Tensor<3> {
+        let (n, d) = (self.config.n_tokens, self.config.d_mod);
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        Tensor::from_data(TensorData::new(flat, [rows.len(), n, d]), &self.device)
+    }
+}
+
+/// The answer is the first line of the continuation, trimmed.
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_string()
+}

@@ -1,0 +1,142 @@
+//! The assembled model over the real MiniLM: padding invariance of the
+//! amortization encoder, checkpoint round trip, and clear checkpoint errors.
+
+use std::path::PathBuf;
+
+use burn::tensor::Tensor;
+use mac_encoder::{EncoderTokenizer, Trainable};
+use mac_lm::KvLayout;
+use mac_model::{Checkpoint, CheckpointMeta, MacConfig, MacModel, ModelError};
+
+fn device() -> burn::tensor::Device {
+    mac_device::select("flex").unwrap()
+}
+
+fn small_config() -> MacConfig {
+    MacConfig {
+        n_tokens: 3,
+        d_mod: 32,
+        document_trainable: Trainable::TopLayers(1),
+        question_trainable: Trainable::None,
+        head_heads: 2,
+        aggregator_blocks: 1,
+        aggregator_heads: 2,
+        aggregator_head_dim: 8,
+        prefix_len: 1,
+        expansion_hidden: 16,
+        ..MacConfig::default()
+    }
+}
+
+const LAYOUT: KvLayout = KvLayout {
+    n_layers: 2,
+    n_kv_heads: 2,
+    head_dim: 8,
+};
+
+fn encoder_dir() -> Option<PathBuf> {
+    let dir = mac_assets::default_encoder_dir();
+    mac_assets::fetched_or_skip(&dir).then_some(dir)
+}
+
+fn max_diff(a: Tensor<3>, b: Tensor<3>) -> f32 {
+    (a - b).abs().max().into_scalar::<f32>()
+}
+
+#[test]
+fn amortization_is_padding_invariant_and_checkpoints_round_trip() {
+    let Some(enc) = encoder_dir() else { return };
+    let device = device();
+    let cfg = small_config();
+    let model = MacModel::init(&cfg, &enc, LAYOUT, &device).unwrap();
+    let tok = EncoderTokenizer::from_file(enc.join("tokenizer.json"), 64).unwrap();
+    let short = "Velra Quellington was born in Port Vessa.";
+    let long = "Morrion Thrimsen works for Orvane Dynamics and was awarded the Ember Prize in a long ceremony.";
+    let alone = model
+        .amortizer
+        .encode_texts(&tok, &[short], &device)
+        .unwrap()
+        .tokens;
+    let padded = model
+        .amortizer
+        .encode_texts(&tok, &[short, long], &device)
+        .unwrap()
+        .tokens
+        .narrow(0, 0, 1);
+    assert_eq!(alone.dims(), [1, 3, 32]);
+    let d = max_diff(alone.clone(), padded);
+    assert!(d < 1e-4, "padding changed the modulation by {d}");
+    assert!(matches!(
+        model.amortizer.encode_texts(&tok, &["  "], &device),
+        Err(ModelError::Input(_))
+    ));
+
+    // Parameter counts (on the autodiff device, where gradients are tracked):
+    // backbones frozen except the top layer of the document encoder.
+    let summary = MacModel::init(&cfg, &enc, LAYOUT, &device.clone().autodiff())
+        .unwrap()
+        .param_summary();
+    let total = summary.last().unwrap();
+    assert_eq!(total.name, "total");
+    assert_eq!(
+        total.total,
+        summary[..summary.len() - 1]
+            .iter()
+            .map(|p| p.total)
+            .sum::<usize>()
+    );
+    assert!(summary[0].trainable > 0 && summary[0].trainable < summary[0].total);
+    assert_eq!(summary[2].trainable, 0);
+
+    // Round trip through a checkpoint gives the same modulation.
+    let dir = tempfile::tempdir().unwrap();
+    let meta = CheckpointMeta::new(cfg.clone(), "lm.gguf".into(), enc.clone(), LAYOUT);
+    Checkpoint::save(&dir.path().join("ck"), &model, &meta).unwrap();
+    let ck = Checkpoint::open(&dir.path().join("ck")).unwrap();
+    assert_eq!(ck.meta, meta);
+    let restored = ck.load_model(None, &device).unwrap();
+    let again = restored
+        .amortizer
+        .encode_texts(&tok, &[short], &device)
+        .unwrap()
+        .tokens;
+    assert!(max_diff(alone, again) < 1e-6);
+
+    // Errors name the file.
+    let e = Checkpoint::open(&dir.path().join("nope"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nope"), "{e}");
+    std::fs::write(dir.path().join("ck/mac.json"), "{ not json").unwrap();
+    let e = Checkpoint::open(&dir.path().join("ck"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("mac.json") && e.contains("malformed"), "{e}");
+
+    // Parameters of another shape do not load silently.
+    let other = MacConfig {
+        d_mod: 48,
+        ..cfg.clone()
+    };
+    let meta2 = CheckpointMeta::new(other, "lm.gguf".into(), enc.clone(), LAYOUT);
+    let ck2 = dir.path().join("ck2");
+    Checkpoint::save(&ck2, &model, &meta2).unwrap();
+    let e = Checkpoint::open(&ck2)
+        .unwrap()
+        .load_model(None, &device)
+        .unwrap_err();
+    assert!(matches!(e, ModelError::Checkpoint { .. }), "{e}");
+    // A truncated parameter file is reported, not a panic.
+    let bpk = ck2.join("model.bpk");
+    let bytes = std::fs::read(&bpk).unwrap();
+    std::fs::write(&bpk, &bytes[..bytes.len() / 3]).unwrap();
+    let ck3 = dir.path().join("ck3");
+    Checkpoint::save(&ck3, &model, &meta).unwrap();
+    std::fs::write(ck3.join("model.bpk"), &bytes[..bytes.len() / 3]).unwrap();
+    let e = Checkpoint::open(&ck3)
+        .unwrap()
+        .load_model(None, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("model.bpk"), "{e}");
+}

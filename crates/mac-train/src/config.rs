@@ -1,0 +1,208 @@
+//! Training configuration: a serde file with named presets.
+
+use std::path::{Path, PathBuf};
+
+use mac_aggregation::ExpansionKind;
+use mac_data::FactStreamConfig;
+use mac_encoder::Trainable;
+use mac_model::MacConfig;
+use serde::{Deserialize, Serialize};
+
+/// Learning-rate schedule after warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    /// Constant after warm-up (the reference).
+    Constant,
+    /// Cosine decay to zero at the last step.
+    Cosine,
+}
+
+/// Where training data comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataSource {
+    /// The embedded fact-stream generator.
+    FactStream(FactStreamConfig),
+    /// Dataset files (train, validation and test) of one format.
+    Files {
+        /// Training file.
+        train: PathBuf,
+        /// Validation file.
+        validation: PathBuf,
+        /// Test file (the online-adaptation stream).
+        test: PathBuf,
+        /// `jsonl`, `squad`, `streamingqa` or `archivalqa`.
+        format: String,
+    },
+}
+
+/// Everything a training run needs. Written to `RUN_DIR/config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Name of the preset this started from.
+    pub preset: String,
+    /// The MAC model's shape.
+    pub model: MacConfig,
+    /// The data.
+    pub data: DataSource,
+    /// Frozen base LM (GGUF or HF directory); `null` = the fetched SmolLM2.
+    pub lm: Option<PathBuf>,
+    /// Encoder backbone directory; `null` = the fetched all-MiniLM-L6-v2.
+    pub encoder: Option<PathBuf>,
+    /// Seed of initialisation, batch sampling and backprop dropout.
+    pub seed: u64,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Documents per batch `B` (each question aggregates over all `B`).
+    pub batch_documents: usize,
+    /// Micro-batches accumulated per optimizer step.
+    pub grad_accumulation: usize,
+    /// Peak learning rate (Adam).
+    pub learning_rate: f64,
+    /// Fraction of the steps spent warming up linearly (reference: 1%).
+    pub warmup_fraction: f64,
+    /// Schedule after warm-up.
+    pub schedule: Schedule,
+    /// Gradient-norm clip (reference: 100).
+    pub grad_clip: f32,
+    /// Fraction of a batch's documents that carry gradients (backprop dropout; 1 = all).
+    pub backprop_keep: f64,
+    /// Validate every this many steps (0 = only at the end).
+    pub validate_every: usize,
+    /// Validation documents used (their questions are answered).
+    pub validation_documents: usize,
+    /// Write the `last` checkpoint every this many steps (0 = only at the end).
+    pub checkpoint_every: usize,
+    /// Longest question + answer in LM tokens.
+    pub max_qa_tokens: usize,
+    /// Stop early after this many minutes (the checkpoint is still written).
+    pub max_minutes: Option<f64>,
+}
+
+impl TrainConfig {
+    /// A named preset: `default` (SmolLM2-135M + MiniLM on the fact stream,
+    /// sized for about an hour on a 2-core CPU) or `tiny` (a few minutes; for
+    /// tests and smoke runs, quality not expected).
+    pub fn preset(name: &str) -> Result<Self, String> {
+        match name {
+            "default" => Ok(Self::default_preset()),
+            "tiny" => Ok(Self::tiny()),
+            other => Err(format!("unknown preset `{other}` (known: default, tiny)")),
+        }
+    }
+
+    fn default_preset() -> Self {
+        Self {
+            preset: "default".into(),
+            model: MacConfig::default(),
+            data: DataSource::FactStream(FactStreamConfig::default()),
+            lm: None,
+            encoder: None,
+            seed: 17,
+            steps: 900,
+            batch_documents: 8,
+            grad_accumulation: 1,
+            learning_rate: 3e-4,
+            warmup_fraction: 0.03,
+            schedule: Schedule::Constant,
+            grad_clip: 1.0,
+            backprop_keep: 1.0,
+            validate_every: 150,
+            validation_documents: 32,
+            checkpoint_every: 50,
+            max_qa_tokens: 64,
+            max_minutes: Some(55.0),
+        }
+    }
+
+    fn tiny() -> Self {
+        Self {
+            preset: "tiny".into(),
+            model: MacConfig {
+                n_tokens: 2,
+                d_mod: 64,
+                document_trainable: Trainable::None,
+                question_trainable: Trainable::None,
+                head_heads: 2,
+                aggregator_blocks: 1,
+                aggregator_heads: 2,
+                aggregator_head_dim: 16,
+                prefix_len: 1,
+                expansion_hidden: 64,
+                expansion_kind: ExpansionKind::SharedWithSlotEmbeddings,
+                max_document_tokens: 96,
+                max_question_tokens: 32,
+            },
+            data: DataSource::FactStream(FactStreamConfig {
+                seed: 3,
+                n_train: 64,
+                n_validation: 4,
+                n_test: 6,
+                facts_per_document: 2,
+            }),
+            lm: None,
+            encoder: None,
+            seed: 5,
+            steps: 12,
+            batch_documents: 4,
+            grad_accumulation: 1,
+            learning_rate: 3e-3,
+            warmup_fraction: 0.0,
+            schedule: Schedule::Constant,
+            grad_clip: 1.0,
+            backprop_keep: 1.0,
+            validate_every: 0,
+            validation_documents: 4,
+            checkpoint_every: 0,
+            max_qa_tokens: 48,
+            max_minutes: None,
+        }
+    }
+
+    /// Reads a configuration file (JSON), naming the file in errors.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Checks the numbers make sense.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.batch_documents >= 1,
+            "batch_documents must be at least 1"
+        );
+        anyhow::ensure!(
+            self.grad_accumulation >= 1,
+            "grad_accumulation must be at least 1"
+        );
+        anyhow::ensure!(
+            self.backprop_keep > 0.0 && self.backprop_keep <= 1.0,
+            "backprop_keep must be in (0, 1]"
+        );
+        anyhow::ensure!(self.learning_rate > 0.0, "learning_rate must be positive");
+        anyhow::ensure!(
+            (0.0..1.0).contains(&self.warmup_fraction),
+            "warmup_fraction must be in [0, 1)"
+        );
+        Ok(())
+    }
+
+    /// Learning rate at optimizer step `step` (0-based).
+    pub fn lr_at(&self, step: usize) -> f64 {
+        let warmup = (self.warmup_fraction * self.steps as f64).ceil() as usize;
+        if step < warmup {
+            return self.learning_rate * (step + 1) as f64 / (warmup + 1) as f64;
+        }
+        match self.schedule {
+            Schedule::Constant => self.learning_rate,
+            Schedule::Cosine => {
+                let span = (self.steps - warmup).max(1) as f64;
+                let t = (step - warmup) as f64 / span;
+                0.5 * self.learning_rate * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+}

@@ -1,0 +1,555 @@
+//! The meta-training loop.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::grad_clipping::GradientClippingConfig;
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+use mac_data::{exact_match, f1_score, load, Dataset, FactStream, Format, LoadOptions, QaPair};
+use mac_encoder::EncoderTokenizer;
+use mac_lm::LoadedLm;
+use mac_model::prompt::{answer_batch, question_prompt};
+use mac_model::{Checkpoint, CheckpointMeta, MacModel, MacRuntime};
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{DataSource, TrainConfig};
+
+/// The three splits a run uses.
+#[derive(Debug, Clone)]
+pub struct Splits {
+    /// Meta-training documents.
+    pub train: Dataset,
+    /// Validation documents.
+    pub validation: Dataset,
+    /// The test stream.
+    pub test: Dataset,
+}
+
+/// Loads (or generates) the data of a configuration.
+pub fn load_splits(source: &DataSource) -> Result<Splits> {
+    match source {
+        DataSource::FactStream(cfg) => {
+            let s = FactStream::generate(cfg);
+            Ok(Splits {
+                train: s.train,
+                validation: s.validation,
+                test: s.test,
+            })
+        }
+        DataSource::Files {
+            train,
+            validation,
+            test,
+            format,
+        } => {
+            let format: Format = format.parse().map_err(anyhow::Error::msg)?;
+            let get = |p: &Path| -> Result<Dataset> {
+                Ok(load(p, format, LoadOptions::default())?.dataset)
+            };
+            Ok(Splits {
+                train: get(train)?,
+                validation: get(validation)?,
+                test: get(test)?,
+            })
+        }
+    }
+}
+
+/// What one optimizer step did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepStats {
+    /// 1-based step number.
+    pub step: usize,
+    /// Mean answer NLL over the step's micro-batches.
+    pub loss: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Seconds the step took.
+    pub seconds: f64,
+}
+
+/// Validation results.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ValidationStats {
+    /// Step at which it ran.
+    pub step: usize,
+    /// Mean answer NLL.
+    pub loss: f64,
+    /// SQuAD exact match (0..1).
+    pub em: f64,
+    /// SQuAD token F1 (0..1).
+    pub f1: f64,
+    /// Questions answered.
+    pub n_questions: usize,
+}
+
+/// The end of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainSummary {
+    /// Steps completed.
+    pub steps: usize,
+    /// Wall-clock seconds of this invocation.
+    pub seconds: f64,
+    /// Mean seconds per step.
+    pub seconds_per_step: f64,
+    /// Last validation.
+    pub last_validation: Option<ValidationStats>,
+    /// Best validation F1 and its step.
+    pub best_f1: Option<(f64, usize)>,
+}
+
+/// Progress persisted beside each checkpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct TrainerState {
+    step: usize,
+    best_f1: Option<(f64, usize)>,
+}
+
+/// A training run in `run_dir`.
+pub struct Trainer {
+    /// The run's configuration.
+    pub config: TrainConfig,
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// The data.
+    pub splits: Splits,
+    /// The frozen LM (plain device: no gradients kept for it).
+    pub lm: LoadedLm,
+    /// The MAC model (on the autodiff device).
+    pub model: MacModel,
+    optim: ModuleOptimizer,
+    document_tokenizer: EncoderTokenizer,
+    question_tokenizer: EncoderTokenizer,
+    lm_path: PathBuf,
+    encoder_dir: PathBuf,
+    device: Device,
+    ad: Device,
+    state: TrainerState,
+}
+
+fn resolve_lm(cfg: &TrainConfig) -> PathBuf {
+    cfg.lm.clone().unwrap_or_else(mac_assets::default_lm_path)
+}
+
+fn resolve_encoder(cfg: &TrainConfig) -> PathBuf {
+    cfg.encoder
+        .clone()
+        .unwrap_or_else(mac_assets::default_encoder_dir)
+}
+
+fn optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
+    AdamConfig::new()
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(cfg.grad_clip)))
+        .init()
+}
+
+/// A seed per (run, step, micro-batch): batches do not depend on history.
+fn step_rng(seed: u64, step: usize, micro: usize) -> ChaCha8Rng {
+    let mix = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add((step as u64) << 16)
+        .wrapping_add(micro as u64);
+    ChaCha8Rng::seed_from_u64(mix)
+}
+
+impl Trainer {
+    /// Starts a fresh run: writes `config.json` into `run_dir`.
+    pub fn new(config: TrainConfig, run_dir: &Path, device: &Device) -> Result<Self> {
+        config.validate()?;
+        std::fs::create_dir_all(run_dir)
+            .with_context(|| format!("{}: cannot create the run directory", run_dir.display()))?;
+        let cfg_path = run_dir.join("config.json");
+        std::fs::write(&cfg_path, serde_json::to_string_pretty(&config)?)
+            .with_context(|| format!("{}: cannot write", cfg_path.display()))?;
+        let _ = std::fs::remove_file(run_dir.join("metrics.jsonl"));
+        Self::build(config, run_dir, device, None)
+    }
+
+    /// Resumes the run in `run_dir` from its `last` checkpoint (model,
+    /// optimizer state and step).
+    pub fn resume(run_dir: &Path, device: &Device) -> Result<Self> {
+        let config = TrainConfig::from_file(&run_dir.join("config.json"))?;
+        let last = run_dir.join("checkpoints").join("last");
+        Self::build(config, run_dir, device, Some(&last))
+    }
+
+    fn build(
+        config: TrainConfig,
+        run_dir: &Path,
+        device: &Device,
+        from: Option<&Path>,
+    ) -> Result<Self> {
+        let splits = load_splits(&config.data)?;
+        anyhow::ensure!(
+            splits.train.documents.len() >= config.batch_documents,
+            "the training split has {} documents, fewer than batch_documents = {}",
+            splits.train.documents.len(),
+            config.batch_documents
+        );
+        let lm_path = resolve_lm(&config);
+        let encoder_dir = resolve_encoder(&config);
+        let lm = LoadedLm::load(&lm_path, device)?;
+        let ad = device.clone().autodiff();
+        ad.seed(config.seed);
+        let mut model = MacModel::init(&config.model, &encoder_dir, lm.model.kv_layout(), &ad)?;
+        let mut optim = optimizer(&config);
+        let mut state = TrainerState::default();
+        if let Some(dir) = from {
+            let ckpt = Checkpoint::open(dir)?;
+            ckpt.load_into(&mut model)?;
+            let opt_path = dir.join("optimizer.bpk");
+            optim = optim.load(&opt_path).map_err(|e| {
+                anyhow::anyhow!("{}: cannot load optimizer state: {e:?}", opt_path.display())
+            })?;
+            let st = dir.join("trainer.json");
+            state = serde_json::from_str(
+                &std::fs::read_to_string(&st)
+                    .with_context(|| format!("{}: cannot read", st.display()))?,
+            )
+            .with_context(|| format!("{}: malformed", st.display()))?;
+        }
+        let tok = encoder_dir.join("tokenizer.json");
+        Ok(Self {
+            document_tokenizer: EncoderTokenizer::from_file(
+                &tok,
+                config.model.max_document_tokens,
+            )?,
+            question_tokenizer: EncoderTokenizer::from_file(
+                &tok,
+                config.model.max_question_tokens,
+            )?,
+            config,
+            run_dir: run_dir.to_path_buf(),
+            splits,
+            lm,
+            model,
+            optim,
+            lm_path,
+            encoder_dir,
+            device: device.clone(),
+            ad,
+            state,
+        })
+    }
+
+    /// Optimizer steps completed so far.
+    pub fn step(&self) -> usize {
+        self.state.step
+    }
+
+    /// The documents and questions of micro-batch `micro` of step `step`
+    /// (0-based), and which documents keep gradients.
+    pub fn batch(&self, step: usize, micro: usize) -> (Vec<usize>, Vec<usize>, Vec<bool>) {
+        let mut rng = step_rng(self.config.seed, step, micro);
+        let n = self.splits.train.documents.len();
+        let b = self.config.batch_documents;
+        let docs: Vec<usize> = rand::seq::index::sample(&mut rng, n, b).into_vec();
+        let qas: Vec<usize> = docs
+            .iter()
+            .map(|&d| {
+                let k = self.splits.train.documents[d].qas.len();
+                (0..k)
+                    .collect::<Vec<_>>()
+                    .choose(&mut rng)
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let kept = ((b as f64 * self.config.backprop_keep).ceil() as usize).clamp(1, b);
+        let mut keep: Vec<bool> = (0..b).map(|i| i < kept).collect();
+        keep.shuffle(&mut rng);
+        (docs, qas, keep)
+    }
+
+    /// The answer NLL of one micro-batch, differentiable w.r.t. the MAC model.
+    pub fn batch_loss(&self, step: usize, micro: usize) -> Result<Tensor<1>> {
+        let (docs, qas, keep) = self.batch(step, micro);
+        let train = &self.splits.train.documents;
+        let texts_kept: Vec<&str> = docs
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(&d, _)| train[d].text.as_str())
+            .collect();
+        let texts_dropped: Vec<&str> = docs
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| !**k)
+            .map(|(&d, _)| train[d].text.as_str())
+            .collect();
+        let mut parts = vec![
+            self.model
+                .amortizer
+                .encode_texts(&self.document_tokenizer, &texts_kept, &self.ad)?
+                .tokens,
+        ];
+        if !texts_dropped.is_empty() {
+            // Backprop dropout: these documents are encoded without a graph
+            // and still serve as distractors in the bank.
+            let frozen = self.model.amortizer.valid();
+            let t = frozen
+                .encode_texts(&self.document_tokenizer, &texts_dropped, &self.device)?
+                .tokens;
+            let dims = t.dims();
+            let data: Vec<f32> = t
+                .try_to_vec_as::<f32>()
+                .map_err(|e| anyhow::anyhow!("reading modulations: {e:?}"))?;
+            parts.push(Tensor::from_data(TensorData::new(data, dims), &self.ad));
+        }
+        let bank = Tensor::cat(parts, 0);
+        let [b, n, d] = bank.dims();
+        let memory = bank.reshape([1, b * n, d]).expand([b, b * n, d]);
+        let pairs: Vec<(&QaPair, &str)> = docs
+            .iter()
+            .zip(&qas)
+            .map(|(&di, &qi)| (&train[di].qas[qi], train[di].text.as_str()))
+            .collect();
+        let questions: Vec<&str> = pairs.iter().map(|(q, _)| q.question.as_str()).collect();
+        let q_tokens = self
+            .model
+            .question_encoder
+            .encode_texts(&self.question_tokenizer, &questions, &self.ad)?
+            .tokens;
+        let (prefix, _) = self.model.prefix_from_memory(q_tokens, memory);
+        let prompts: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(q, _)| (question_prompt(&q.question), q.answers[0].clone()))
+            .collect();
+        let ab = answer_batch(&self.lm.tokenizer, &prompts, self.config.max_qa_tokens)?;
+        Ok(self
+            .lm
+            .model
+            .weighted_nll(&ab.batch, &ab.targets, &ab.weights, Some(&prefix))?)
+    }
+
+    /// One optimizer step (all micro-batches); advances the step counter.
+    pub fn train_step(&mut self) -> Result<StepStats> {
+        let t0 = Instant::now();
+        let step = self.state.step;
+        let mut acc = GradientsAccumulator::new();
+        let mut total = 0.0;
+        let micro = self.config.grad_accumulation;
+        for u in 0..micro {
+            let loss = self.batch_loss(step, u)? / micro as f64;
+            total += loss.clone().into_scalar::<f64>();
+            let grads = loss.backward();
+            acc.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
+        }
+        let lr = self.config.lr_at(step);
+        self.model = self.optim.step(lr, self.model.clone(), acc.grads());
+        self.state.step += 1;
+        Ok(StepStats {
+            step: self.state.step,
+            loss: total,
+            lr,
+            seconds: t0.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// A runtime over the current weights without gradients (for answering).
+    pub fn runtime(&self) -> Result<MacRuntime> {
+        Ok(MacRuntime {
+            lm: self.lm.clone(),
+            model: self.model.valid(),
+            document_tokenizer: self.document_tokenizer.clone(),
+            question_tokenizer: self.question_tokenizer.clone(),
+            config: self.config.model.clone(),
+            device: self.device.clone(),
+        })
+    }
+
+    /// Loss, EM and F1 on the first `validation_documents` validation
+    /// documents; each batch of `batch_documents` documents is the bank.
+    pub fn validate(&self) -> Result<ValidationStats> {
+        let rt = self.runtime()?;
+        let docs: Vec<_> = self
+            .splits
+            .validation
+            .documents
+            .iter()
+            .take(self.config.validation_documents)
+            .collect();
+        let (mut em, mut f1, mut loss, mut nq, mut nb) = (0.0, 0.0, 0.0, 0usize, 0usize);
+        for chunk in docs.chunks(self.config.batch_documents) {
+            let texts: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
+            let bank = rt.encode_documents(&texts)?.tokens;
+            let qas: Vec<&QaPair> = chunk.iter().flat_map(|d| d.qas.iter()).collect();
+            let questions: Vec<&str> = qas.iter().map(|q| q.question.as_str()).collect();
+            let answers = rt.answer_from_modulations(&questions, bank.clone(), usize::MAX)?;
+            for (a, q) in answers.iter().zip(&qas) {
+                em += exact_match(&a.text, &q.answers);
+                f1 += f1_score(&a.text, &q.answers);
+            }
+            nq += qas.len();
+            // Teacher-forced loss with the same bank.
+            let q_tokens = rt.encode_questions(&questions)?;
+            let [n_docs, n, d] = bank.dims();
+            let memory = bank
+                .reshape([1, n_docs * n, d])
+                .expand([questions.len(), n_docs * n, d]);
+            let (prefix, _) = rt.model.prefix_from_memory(q_tokens, memory);
+            let prompts: Vec<(String, String)> = qas
+                .iter()
+                .map(|q| (question_prompt(&q.question), q.answers[0].clone()))
+                .collect();
+            let ab = answer_batch(&rt.lm.tokenizer, &prompts, self.config.max_qa_tokens)?;
+            loss += rt
+                .lm
+                .model
+                .weighted_nll(&ab.batch, &ab.targets, &ab.weights, Some(&prefix))?
+                .into_scalar::<f64>();
+            nb += 1;
+        }
+        let nqf = nq.max(1) as f64;
+        Ok(ValidationStats {
+            step: self.state.step,
+            loss: loss / nb.max(1) as f64,
+            em: em / nqf,
+            f1: f1 / nqf,
+            n_questions: nq,
+        })
+    }
+
+    /// Writes `checkpoints/NAME` (model, optimizer state, step).
+    pub fn save(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.run_dir.join("checkpoints").join(name);
+        let tmp = self
+            .run_dir
+            .join("checkpoints")
+            .join(format!("{name}.partial"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let mut meta = CheckpointMeta::new(
+            self.config.model.clone(),
+            self.lm_path.clone(),
+            self.encoder_dir.clone(),
+            self.lm.model.kv_layout(),
+        );
+        meta.step = self.state.step as u64;
+        Checkpoint::save(&tmp, &self.model.valid(), &meta)?;
+        self.optim.save(tmp.join("optimizer.bpk")).map_err(|e| {
+            anyhow::anyhow!("{}: cannot save optimizer state: {e:?}", tmp.display())
+        })?;
+        std::fs::write(
+            tmp.join("trainer.json"),
+            serde_json::to_string(&self.state)?,
+        )?;
+        // Swap the finished directory into place.
+        let old = self.run_dir.join("checkpoints").join(format!("{name}.old"));
+        let _ = std::fs::remove_dir_all(&old);
+        if dir.exists() {
+            std::fs::rename(&dir, &old)?;
+        }
+        std::fs::rename(&tmp, &dir)?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(dir)
+    }
+
+    fn log(&self, value: &serde_json::Value) -> Result<()> {
+        let path = self.run_dir.join("metrics.jsonl");
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("{}: cannot append", path.display()))?;
+        writeln!(f, "{value}")?;
+        Ok(())
+    }
+
+    fn validate_and_keep_best(&mut self) -> Result<ValidationStats> {
+        let v = self.validate()?;
+        self.log(&serde_json::json!({"kind": "validation", "step": v.step, "loss": v.loss, "em": v.em, "f1": v.f1, "n_questions": v.n_questions}))?;
+        let better = self.state.best_f1.is_none_or(|(best, _)| v.f1 > best);
+        if better {
+            self.state.best_f1 = Some((v.f1, v.step));
+            self.save("best")?;
+        }
+        Ok(v)
+    }
+
+    /// Runs until `steps` (or `max_minutes`), validating and checkpointing
+    /// as configured. `stop_after` ends this invocation early after that many
+    /// steps (used to test resume).
+    pub fn run(&mut self, show_progress: bool, stop_after: Option<usize>) -> Result<TrainSummary> {
+        let t0 = Instant::now();
+        let total = self.config.steps;
+        let bar = if show_progress {
+            let bar = ProgressBar::new(total as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30}] {pos}/{len} steps  {per_sec}  eta {eta}  {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.set_position(self.state.step as u64);
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        let start_step = self.state.step;
+        let mut last_validation = None;
+        let mut ema: Option<f64> = None;
+        while self.state.step < total {
+            if stop_after.is_some_and(|k| self.state.step - start_step >= k) {
+                break;
+            }
+            if self
+                .config
+                .max_minutes
+                .is_some_and(|m| t0.elapsed().as_secs_f64() > m * 60.0)
+            {
+                bar.println(format!(
+                    "time budget of {} min reached at step {}",
+                    self.config.max_minutes.unwrap_or_default(),
+                    self.state.step
+                ));
+                break;
+            }
+            let s = self.train_step()?;
+            ema = Some(ema.map_or(s.loss, |e| 0.9 * e + 0.1 * s.loss));
+            self.log(&serde_json::json!({"kind": "train", "step": s.step, "loss": s.loss, "lr": s.lr, "seconds": s.seconds}))?;
+            bar.set_position(s.step as u64);
+            bar.set_message(format!(
+                "loss {:.3} (avg {:.3})",
+                s.loss,
+                ema.unwrap_or(s.loss)
+            ));
+            let every = self.config.validate_every;
+            if every > 0 && s.step % every == 0 && s.step < total {
+                let v = self.validate_and_keep_best()?;
+                bar.println(format!(
+                    "step {}: validation loss {:.3}  EM {:.3}  F1 {:.3}",
+                    v.step, v.loss, v.em, v.f1
+                ));
+                last_validation = Some(v);
+            }
+            let ck = self.config.checkpoint_every;
+            if ck > 0 && s.step % ck == 0 {
+                self.save("last")?;
+            }
+        }
+        bar.finish_and_clear();
+        let done = self.state.step - start_step;
+        if stop_after.is_none() || self.state.step >= total {
+            let v = self.validate_and_keep_best()?;
+            last_validation = Some(v);
+        }
+        self.save("last")?;
+        let seconds = t0.elapsed().as_secs_f64();
+        Ok(TrainSummary {
+            steps: self.state.step,
+            seconds,
+            seconds_per_step: seconds / done.max(1) as f64,
+            last_validation,
+            best_f1: self.state.best_f1,
+        })
+    }
+}
