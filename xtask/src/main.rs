@@ -33,9 +33,10 @@ enum Cmd {
         force: bool,
     },
     /// Run a criterion benchmark and its PyTorch reference in the same run
-    /// and print the ratio (`lm`: prefill and decode of the base LM).
+    /// and print the ratio (`lm`: prefill and decode of the base LM; `mac`:
+    /// ingest, aggregation and its peak memory; `train`: a training step).
     Bench {
-        /// Which benchmark: `lm`.
+        /// Which benchmark: `lm`, `mac` or `train`.
         which: String,
     },
     /// Meta-train a preset into a run directory (`mac train`).
@@ -59,6 +60,18 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Extra arguments for `mac eval` (e.g. --data FILE --format jsonl).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// The paper's comparison on a run's test stream (`mac compare`).
+    Compare {
+        /// The run directory.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Output directory (default: CHECKPOINT/compare).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Extra arguments for `mac compare` (e.g. --data FILE --max-documents N).
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
@@ -371,12 +384,56 @@ fn bench_mac() -> Result<()> {
     Ok(())
 }
 
-fn bench(which: &str) -> Result<()> {
-    if which == "mac" {
-        return bench_mac();
+/// `bench train`: one default-preset training step against PyTorch.
+fn bench_train() -> Result<()> {
+    fetch(false)?;
+    cargo_bench("train_step")?;
+    let py = torch_python()?;
+    let out = Command::new(&py)
+        .arg(workspace_root().join("benches/reference/train_step.py"))
+        .arg(mac_assets::default_lm_path())
+        .arg(mac_assets::default_encoder_dir())
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "PyTorch reference failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    if which != "lm" {
-        bail!("unknown benchmark `{which}` (known: lm, mac)");
+    let stdout = String::from_utf8(out.stdout)?;
+    let reference: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}"))?;
+    let ours = criterion_median_s("train", "default_step")?;
+    let theirs = reference["train_step_s"]
+        .as_f64()
+        .context("reference JSON")?;
+    let backend = std::env::var("MAC_DEVICE").unwrap_or_else(|_| "flex".into());
+    println!(
+        "\n| benchmark | mac-rs ({backend}) | PyTorch {} | ratio (mac/torch time) |\n|---|---|---|---|",
+        reference["torch"].as_str().unwrap_or("?")
+    );
+    println!(
+        "| default-preset training step (8 docs) | {:.2} s | {:.2} s | {:.2} |",
+        ours,
+        theirs,
+        ours / theirs
+    );
+    let path = workspace_root().join("target/bench-train.json");
+    fs::write(
+        &path,
+        serde_json::to_string_pretty(
+            &serde_json::json!({"mac_s": ours, "torch_s": theirs, "ratio": ours / theirs, "torch": reference}),
+        )?,
+    )?;
+    println!("written {}", path.display());
+    Ok(())
+}
+
+fn bench(which: &str) -> Result<()> {
+    match which {
+        "mac" => return bench_mac(),
+        "train" => return bench_train(),
+        "lm" => {}
+        _ => bail!("unknown benchmark `{which}` (known: lm, mac, train)"),
     }
     fetch(false)?;
     let st = Command::new(cargo())
@@ -593,6 +650,25 @@ fn main() -> Result<()> {
             out,
             args,
         } => eval(&checkpoint, out, &args),
+        Cmd::Compare {
+            checkpoint,
+            out,
+            args,
+        } => {
+            fetch(false)?;
+            let checkpoint = std::env::current_dir()?.join(checkpoint);
+            let out =
+                std::env::current_dir()?.join(out.unwrap_or_else(|| checkpoint.join("compare")));
+            let mut a = vec![
+                "compare".to_string(),
+                "--checkpoint".into(),
+                checkpoint.display().to_string(),
+                "--out".into(),
+                out.display().to_string(),
+            ];
+            a.extend(args);
+            mac(&a)
+        }
         Cmd::Demo { preset, out } => demo(&preset, &out),
         Cmd::Test { args } => test(&args),
     }

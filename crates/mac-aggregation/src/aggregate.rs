@@ -159,6 +159,22 @@ impl Aggregator {
         }
     }
 
+    /// Each question over its own documents: `questions [B, n, d]`,
+    /// `docs[i]` `[k_i, n, d]` → one modulation per question `[B, n, d]`
+    /// (MAC + retrieval: question `i` attends only over its top-k documents).
+    pub fn aggregate_each(&self, questions: Tensor<3>, docs: Vec<Tensor<3>>) -> Tensor<3> {
+        let mods: Vec<Tensor<3>> = docs
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let [k, n, dm] = d.dims();
+                let q = questions.clone().narrow(0, i, 1);
+                self.aggregate(q, d.reshape([1, k * n, dm])).modulation
+            })
+            .collect();
+        Tensor::cat(mods, 0)
+    }
+
     /// Hierarchical aggregation over documents `[B, N, n, d]` already in
     /// memory: chunks of at most `m` documents are aggregated into one
     /// modulation each (conditioned on the question), repeatedly, until at

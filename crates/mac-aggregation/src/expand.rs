@@ -4,6 +4,7 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig};
 use burn::tensor::activation::gelu;
+use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -119,19 +120,33 @@ impl PrefixExpansion {
             burn::tensor::TensorData::new(index, [slots]),
             &tokens.device(),
         );
-        let x = tokens.select(1, index).reshape([b, slots, 1, d]); // [B, S, 1, d]
+        let x = tokens.select(1, index); // [B, S, d]
         let input = match &self.slot_embed {
-            Some(e) => x.clone() + e.val().unsqueeze::<4>(),
+            Some(e) => x.clone() + e.val().reshape([1, slots, d]),
             None => x.clone(),
         };
-        let hid = self.w1.dims()[2];
         let hn = self.norm.forward(input);
-        let w1 = self.w1.val().unsqueeze::<4>().expand([b, slots, d, hid]);
-        let h = gelu(hn.matmul(w1) + self.b1.val().unsqueeze::<4>());
-        let w2 = self.w2.val().unsqueeze::<4>().expand([b, slots, hid, kv]);
-        let y = h.matmul(w2) + self.b2.val().unsqueeze::<4>();
+        let [m, _, hid] = self.w1.dims();
+        let y = if m == 1 {
+            // One shared MLP: plain matmuls over all B·S rows.
+            let h = gelu(linear(
+                hn,
+                self.w1.val().reshape([d, hid]),
+                Some(self.b1.val().reshape([hid])),
+            ));
+            linear(
+                h,
+                self.w2.val().reshape([hid, kv]),
+                Some(self.b2.val().reshape([kv])),
+            )
+        } else {
+            // One MLP per slot: batched over the slots, [S, B, d] x [S, d, hid].
+            let hs = hn.swap_dims(0, 1);
+            let h = gelu(hs.matmul(self.w1.val()) + self.b1.val());
+            (h.matmul(self.w2.val()) + self.b2.val()).swap_dims(0, 1)
+        };
         let residual = match &self.skip {
-            Some(s) => x.matmul(s.val().unsqueeze::<4>()),
+            Some(s) => linear(x, s.val(), None),
             None => x,
         };
         // [B, S, kv] -> [B, L, 2, p, H_kv, dh] -> per layer [B, H_kv, p, dh]

@@ -116,20 +116,17 @@ impl QueryTokenHead {
         self.token_mlps(x)
     }
 
-    /// The per-token MLPs on `[B, n, h]`.
+    /// The per-token MLPs on `[B, n, h]`: batched over the `n` tokens
+    /// (`[n, B, h] x [n, h, d]`), so no weight is copied per batch row.
     fn token_mlps(&self, x: Tensor<3>) -> Tensor<3> {
-        let [b, n, h] = x.dims();
-        let d = self.d_output();
-        let x4 = x.reshape([b, n, 1, h]);
-        let hn = self.norm.forward(x4.clone());
-        let w1 = self.w1.val().unsqueeze::<4>().expand([b, n, h, d]);
-        let y = tanh(hn.matmul(w1) + self.b1.val().unsqueeze::<4>());
-        let w2 = self.w2.val().unsqueeze::<4>().expand([b, n, d, d]);
-        let y = y.matmul(w2) + self.b2.val().unsqueeze::<4>();
+        let xs = x.swap_dims(0, 1); // [n, B, h]
+        let hn = self.norm.forward(xs.clone());
+        let y = tanh(hn.matmul(self.w1.val()) + self.b1.val());
+        let y = y.matmul(self.w2.val()) + self.b2.val();
         let skip = match &self.skip {
-            Some(s) => x4.matmul(s.val().unsqueeze::<4>().expand([b, n, h, d])),
-            None => x4,
+            Some(s) => xs.matmul(s.val()),
+            None => xs,
         };
-        (y + skip).reshape([b, n, d])
+        (y + skip).swap_dims(0, 1)
     }
 }

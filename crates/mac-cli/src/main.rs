@@ -3,6 +3,7 @@
 //! ```text
 //! mac train --preset default --out RUN_DIR          meta-train (resumable: --resume)
 //! mac eval --checkpoint RUN_DIR [--data FILE] --out DIR
+//! mac compare --checkpoint RUN_DIR [--data FILE] --out DIR   (vs fine-tuning, RAG@k, MAC+RAG@k)
 //! mac ingest --bank DIR --checkpoint RUN_DIR FILES|DIRS|JSONL...
 //! mac ask --bank DIR --checkpoint RUN_DIR "question"
 //! mac bank info|verify --bank DIR
@@ -150,6 +151,30 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The paper's comparison: MAC vs online fine-tuning, RAG@k and MAC+RAG@k.
+    Compare {
+        /// The run directory.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// A dataset file (default: the run's test split).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Its format (default: from the extension).
+        #[arg(long)]
+        format: Option<String>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Documents of the stream used (fine-tuning is slow on a CPU).
+        #[arg(long, default_value_t = 60)]
+        max_documents: usize,
+        /// Retrieval depths.
+        #[arg(long, value_delimiter = ',', default_value = "1,3,5")]
+        k: Vec<usize>,
+        /// Print report.json to stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Amortizes documents into a memory bank (created if needed).
     Ingest {
         /// The bank directory.
@@ -274,6 +299,26 @@ fn run(cli: Cli) -> Result<()> {
                 max_documents,
                 chunk,
                 references: !no_references,
+                json,
+            },
+            &device,
+        )?,
+        Cmd::Compare {
+            checkpoint,
+            data,
+            format,
+            out,
+            max_documents,
+            k,
+            json,
+        } => run_cmds::compare(
+            run_cmds::CompareArgs {
+                checkpoint,
+                data,
+                format,
+                out,
+                max_documents,
+                ks: k,
                 json,
             },
             &device,

@@ -234,6 +234,7 @@ fn run_config(checkpoint_arg: &Path, ckpt_dir: &Path) -> Option<TrainConfig> {
 /// `mac eval`.
 pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
     let ckpt_dir = resolve_checkpoint(&a.checkpoint)?;
+    let mut control = None;
     let dataset = match &a.data {
         Some(path) => {
             let format = match &a.format {
@@ -264,7 +265,11 @@ pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
                     a.checkpoint.display()
                 ))
             })?;
-            load_splits(&cfg.data)?.test
+            let splits = load_splits(&cfg.data)?;
+            // Training documents (other entities; as many as the test stream)
+            // make the unrelated-bank control.
+            control = Some(splits.train);
+            splits.test
         }
     };
     let rt = MacRuntime::from_checkpoint(&ckpt_dir, None, None, device)?;
@@ -275,7 +280,7 @@ pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
         progress: !a.json,
         ..EvalOptions::default()
     };
-    let report = evaluate(&rt, &dataset, &a.out, &opts)?;
+    let report = evaluate(&rt, &dataset, control.as_ref(), &a.out, &opts)?;
     let json = serde_json::to_string_pretty(&report)?;
     let path = a.out.join("report.json");
     std::fs::write(&path, &json).with_context(|| format!("{}: cannot write", path.display()))?;
@@ -318,6 +323,100 @@ pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
     } else {
         println!("{md}");
         println!("written: {}", a.out.display());
+    }
+    Ok(())
+}
+
+/// Arguments of `mac compare`.
+pub struct CompareArgs {
+    pub checkpoint: PathBuf,
+    pub data: Option<PathBuf>,
+    pub format: Option<String>,
+    pub out: PathBuf,
+    pub max_documents: usize,
+    pub ks: Vec<usize>,
+    pub json: bool,
+}
+
+/// `mac compare`: MAC against fine-tuning and retrieval on one stream.
+pub fn compare(a: CompareArgs, device: &mac_device::Device) -> Result<()> {
+    let ckpt_dir = resolve_checkpoint(&a.checkpoint)?;
+    let cfg = run_config(&a.checkpoint, &ckpt_dir).ok_or_else(|| {
+        InputError(format!(
+            "{}: compare needs the run directory (its config gives the validation stream for the learning-rate sweep)",
+            a.checkpoint.display()
+        ))
+    })?;
+    let splits = load_splits(&cfg.data)?;
+    let test = match &a.data {
+        Some(path) => {
+            let format = match &a.format {
+                Some(f) => f.parse::<Format>().map_err(InputError)?,
+                None => Format::from_path(path)
+                    .ok_or_else(|| InputError(format!("{}: pass --format", path.display())))?,
+            };
+            load(path, format, LoadOptions::default())?.dataset
+        }
+        None => splits.test,
+    };
+    let rt = MacRuntime::from_checkpoint(&ckpt_dir, None, None, device)?;
+    let lm_path = mac_model::Checkpoint::open(&ckpt_dir)?.meta.lm;
+    let opts = mac_eval::CompareOptions {
+        eval: EvalOptions {
+            max_documents: Some(a.max_documents),
+            progress: !a.json,
+            ..EvalOptions::default()
+        },
+        ks: a.ks.clone(),
+        ..mac_eval::CompareOptions::default()
+    };
+    let report = mac_eval::compare(&rt, &lm_path, &test, &splits.validation, &a.out, &opts)?;
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(a.out.join("report.json"), &json)?;
+    let mut md = mac_eval::compare_markdown(&report);
+    let methods: Vec<(String, Vec<f64>)> = report
+        .methods
+        .iter()
+        .map(|(k, m)| (k.clone(), vec![m.em, m.f1]))
+        .collect();
+    let series: Vec<(String, Vec<(f64, f64)>)> = report
+        .retention
+        .iter()
+        .map(|(k, pts)| {
+            (
+                k.clone(),
+                pts.iter().map(|p| (100.0 * p.fraction, p.f1)).collect(),
+            )
+        })
+        .collect();
+    let series_ref: Vec<(&str, Vec<(f64, f64)>)> = series
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    let plotted = crate::plots::bars(
+        &a.out.join("methods.png"),
+        "EM and F1 per method",
+        &methods,
+        &["EM", "F1"],
+    )
+    .and_then(|()| {
+        crate::plots::lines(
+            &a.out.join("retention.png"),
+            "Retention: F1 on the first documents' questions",
+            "% of the stream ingested",
+            "F1",
+            &series_ref,
+        )
+    });
+    match plotted {
+        Ok(()) => md.push_str("\n![methods](methods.png)\n\n![retention](retention.png)\n"),
+        Err(e) => eprintln!("warning: {e:#}"),
+    }
+    std::fs::write(a.out.join("report.md"), &md)?;
+    if a.json {
+        println!("{json}");
+    } else {
+        println!("{md}");
     }
     Ok(())
 }

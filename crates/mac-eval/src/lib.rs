@@ -10,10 +10,14 @@
 //! grows. Metrics are the standard SQuAD EM and F1 (and the reference's
 //! prefix match, named `prefix_em`).
 
+mod compare;
 mod memory;
 mod online;
 mod report;
 
+pub use compare::{compare, compare_markdown, retrieve, CompareOptions, CompareReport, SweepRow};
 pub use memory::{peak_rss_mb, reset_peak_rss};
-pub use online::{evaluate, EvalOptions, EvalReport, MethodResult, Prediction, RetentionPoint};
+pub use online::{
+    evaluate, AttentionStats, EvalOptions, EvalReport, MethodResult, Prediction, RetentionPoint,
+};
 pub use report::write_markdown;

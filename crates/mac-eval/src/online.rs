@@ -112,6 +112,8 @@ pub struct EvalReport {
     pub methods: BTreeMap<String, MethodResult>,
     /// MAC's retention as the bank grows.
     pub retention: Vec<RetentionPoint>,
+    /// Where MAC's aggregator attended, relative to the gold documents.
+    pub attention: AttentionStats,
     /// Documents streamed.
     pub n_documents: usize,
     /// Where the bank was written.
@@ -122,7 +124,7 @@ pub struct EvalReport {
     pub options: EvalOptions,
 }
 
-fn bar(show: bool, len: usize, what: &str) -> ProgressBar {
+pub(crate) fn bar(show: bool, len: usize, what: &str) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }
@@ -136,10 +138,10 @@ fn bar(show: bool, len: usize, what: &str) -> ProgressBar {
     b
 }
 
-type Question<'a> = (usize, &'a QaPair);
+pub(crate) type Question<'a> = (usize, &'a QaPair);
 
 /// Scores answers; appends predictions.
-fn score(
+pub(crate) fn score(
     method: &str,
     questions: &[Question<'_>],
     answers: &[String],
@@ -173,19 +175,62 @@ fn answer_from_bank(
     opts: &EvalOptions,
     label: &str,
 ) -> Result<Vec<String>> {
+    Ok(answers_with_weights(rt, bank, questions, opts, label)?
+        .into_iter()
+        .map(|a| a.text)
+        .collect())
+}
+
+fn answers_with_weights(
+    rt: &MacRuntime,
+    bank: &MemoryBank,
+    questions: &[Question<'_>],
+    opts: &EvalOptions,
+    label: &str,
+) -> Result<Vec<mac_model::Answer>> {
     let pb = bar(opts.progress, questions.len(), label);
     let mut out = Vec::with_capacity(questions.len());
     for chunk in questions.chunks(opts.question_batch.max(1)) {
         let qs: Vec<&str> = chunk.iter().map(|(_, q)| q.question.as_str()).collect();
-        out.extend(
-            rt.answer_from_bank(&qs, bank, opts.chunk)?
-                .into_iter()
-                .map(|a| a.text),
-        );
+        out.extend(rt.answer_from_bank(&qs, bank, opts.chunk)?);
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
     Ok(out)
+}
+
+/// Where the aggregator's attention went, relative to each question's gold document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttentionStats {
+    /// Fraction of questions whose gold document received the most attention.
+    pub gold_top1: f64,
+    /// Mean attention share of the gold document.
+    pub gold_weight_mean: f64,
+    /// The share a uniform spread would give (1 / documents in the bank).
+    pub uniform_weight: f64,
+}
+
+fn attention_stats(
+    questions: &[Question<'_>],
+    answers: &[mac_model::Answer],
+    n_docs: usize,
+) -> AttentionStats {
+    let (mut top1, mut mean) = (0.0, 0.0);
+    for ((doc, _), a) in questions.iter().zip(answers) {
+        let w = &a.doc_weights;
+        if let Some(&g) = w.get(*doc) {
+            mean += g as f64;
+            if w.iter().all(|&x| x <= g) {
+                top1 += 1.0;
+            }
+        }
+    }
+    let n = questions.len().max(1) as f64;
+    AttentionStats {
+        gold_top1: top1 / n,
+        gold_weight_mean: mean / n,
+        uniform_weight: 1.0 / n_docs.max(1) as f64,
+    }
 }
 
 fn answer_plain(
@@ -206,9 +251,14 @@ fn answer_plain(
 
 /// Streams `test` into a fresh bank under `out_dir/bank`, answers every
 /// question, runs the references, and writes `predictions.jsonl`.
+///
+/// With `control` documents, a second bank of those (unrelated) documents
+/// answers the same questions (`mac_unrelated_bank`): what MAC scores
+/// without the right documents in memory, i.e. from the question alone.
 pub fn evaluate(
     rt: &MacRuntime,
     test: &Dataset,
+    control: Option<&Dataset>,
     out_dir: &Path,
     opts: &EvalOptions,
 ) -> Result<EvalReport> {
@@ -310,8 +360,10 @@ pub fn evaluate(
         );
     }
     let t0 = Instant::now();
-    let answers = answer_from_bank(rt, &bank, &questions, opts, "mac")?;
+    let full = answers_with_weights(rt, &bank, &questions, opts, "mac")?;
     let answer_s = t0.elapsed().as_secs_f64();
+    let attention = attention_stats(&questions, &full, n_docs);
+    let answers: Vec<String> = full.into_iter().map(|a| a.text).collect();
     let (em, f1, pem) = score("mac", &questions, &answers, &mut preds);
     methods.insert(
         "mac".to_string(),
@@ -326,6 +378,48 @@ pub fn evaluate(
             storage_bytes_per_doc: bank.size_bytes() as f64 / bank.len().max(1) as f64,
         },
     );
+
+    if let Some(control) = control.filter(|c| !c.documents.is_empty()) {
+        let dir = out_dir.join("bank-unrelated");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("{}: cannot clear", dir.display()))?;
+        }
+        let mut other = MemoryBank::create(&dir, shape, "mac-eval control")?;
+        let docs_c: Vec<&mac_data::Document> = control.documents.iter().take(n_docs).collect();
+        for chunk in docs_c.chunks(opts.ingest_batch.max(1)) {
+            let texts: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
+            let rows = MacRuntime::modulation_rows(rt.encode_documents(&texts)?.tokens)?;
+            let entries: Vec<NewEntry<'_>> = chunk
+                .iter()
+                .zip(&rows)
+                .map(|(d, m)| NewEntry {
+                    source: &d.id,
+                    text: &d.text,
+                    modulation: m,
+                })
+                .collect();
+            other.append_batch(&entries)?;
+        }
+        reset_peak_rss();
+        let t0 = Instant::now();
+        let answers = answer_from_bank(rt, &other, &questions, opts, "unrelated bank")?;
+        let secs = t0.elapsed().as_secs_f64();
+        let (em, f1, pem) = score("mac_unrelated_bank", &questions, &answers, &mut preds);
+        methods.insert(
+            "mac_unrelated_bank".to_string(),
+            MethodResult {
+                em,
+                f1,
+                prefix_em: pem,
+                n_questions: questions.len(),
+                adapt_ms_per_doc: 0.0,
+                answer_ms_per_question: 1000.0 * secs / questions.len().max(1) as f64,
+                peak_rss_mb: peak_rss_mb(),
+                storage_bytes_per_doc: other.size_bytes() as f64 / other.len().max(1) as f64,
+            },
+        );
+    }
 
     if opts.references {
         let plain: Vec<String> = questions
@@ -367,6 +461,7 @@ pub fn evaluate(
     Ok(EvalReport {
         methods,
         retention,
+        attention,
         n_documents: n_docs,
         bank: bank_dir,
         predictions: pred_path,

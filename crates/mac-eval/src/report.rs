@@ -35,6 +35,22 @@ pub fn write_markdown(report: &EvalReport, title: &str) -> String {
             m.storage_bytes_per_doc
         );
     }
+    let a = &report.attention;
+    let _ = writeln!(
+        s,
+        "\nMAC's aggregator gave the gold document the most attention for {:.1}% of the questions; \
+         its mean share was {:.4} (uniform over the bank: {:.4}).",
+        100.0 * a.gold_top1,
+        a.gold_weight_mean,
+        a.uniform_weight
+    );
+    if report.methods.contains_key("mac_unrelated_bank") {
+        let _ = writeln!(
+            s,
+            "\n`mac_unrelated_bank` answers the same questions from a bank of *other* documents: \
+             what MAC gets from the question alone. The gap between `mac` and it is what the memory contributes."
+        );
+    }
     if !report.retention.is_empty() {
         let _ = writeln!(
             s,

@@ -16,13 +16,15 @@ pub fn oracle_prompt(document: &str, question: &str) -> String {
 
 /// Tokens of `prompt` (with BOS when the tokenizer adds one).
 pub fn prompt_ids(tokenizer: &TextTokenizer, prompt: &str) -> Result<Vec<u32>, LmError> {
-    let mut ids = Vec::new();
-    if tokenizer.add_bos {
-        if let Some(b) = tokenizer.bos_id {
-            ids.push(b);
-        }
+    tokenizer.encode(prompt)
+}
+
+/// Tokens of a continuation: never a BOS.
+pub fn continuation_ids(tokenizer: &TextTokenizer, text: &str) -> Result<Vec<u32>, LmError> {
+    let mut ids = tokenizer.encode(text)?;
+    if tokenizer.add_bos && tokenizer.bos_id.is_some() && ids.first().copied() == tokenizer.bos_id {
+        ids.remove(0);
     }
-    ids.extend(tokenizer.encode(prompt)?);
     Ok(ids)
 }
 
@@ -49,7 +51,7 @@ pub fn answer_batch(
     for (prompt, answer) in pairs {
         let mut ids = prompt_ids(tokenizer, prompt)?;
         let start = ids.len();
-        ids.extend(tokenizer.encode(&format!(" {}", answer.trim()))?);
+        ids.extend(continuation_ids(tokenizer, &format!(" {}", answer.trim()))?);
         ids.push(tokenizer.eos_id);
         if ids.len() > max_tokens {
             return Err(LmError::Input(format!(

@@ -115,24 +115,24 @@ impl MacRuntime {
         prefix: Option<&PrefixKv>,
         max_new_tokens: usize,
     ) -> Result<Vec<String>, ModelError> {
-        let tok = &self.lm.tokenizer;
-        let ids = prompts
-            .iter()
-            .map(|p| prompt_ids(tok, p))
-            .collect::<Result<Vec<_>, _>>()?;
-        let out = self.lm.model.generate(
-            &ids,
-            prefix,
-            tok.pad_id,
-            tok.eos_id,
-            GenerateOptions {
-                max_new_tokens,
-                stop_at_eos: true,
-            },
-        )?;
-        out.iter()
-            .map(|o| Ok(first_line(&tok.decode(o)?)))
-            .collect()
+        generate_answers(&self.lm, prompts, prefix, max_new_tokens)
+    }
+
+    /// Question tokens `[B, n, d]` and one document set per question
+    /// (`docs[i]`: `[k_i, n, d]`) → `[B, n, d]`; see [`mac_aggregation::Aggregator::aggregate_each`].
+    pub fn aggregate_per_question(&self, questions: Tensor<3>, docs: Vec<Tensor<3>>) -> Tensor<3> {
+        self.model.aggregator.aggregate_each(questions, docs)
+    }
+
+    /// Greedy answers with an already aggregated modulation `[B, n, d]`.
+    pub fn answer_with_modulation(
+        &self,
+        questions: &[&str],
+        modulation: Tensor<3>,
+    ) -> Result<Vec<String>, ModelError> {
+        let prefix = self.model.expansion.forward(modulation);
+        let prompts: Vec<String> = questions.iter().map(|q| question_prompt(q)).collect();
+        self.generate(&prompts, Some(&prefix), MAX_ANSWER_TOKENS)
     }
 
     /// Answers questions from documents held in memory, `docs [N, n, d]`,
@@ -194,6 +194,33 @@ impl MacRuntime {
         let flat: Vec<f32> = rows.iter().flatten().copied().collect();
         Tensor::from_data(TensorData::new(flat, [rows.len(), n, d]), &self.device)
     }
+}
+
+/// Greedy answers from any loaded LM (first line of each continuation).
+pub fn generate_answers(
+    lm: &LoadedLm,
+    prompts: &[String],
+    prefix: Option<&PrefixKv>,
+    max_new_tokens: usize,
+) -> Result<Vec<String>, ModelError> {
+    let tok = &lm.tokenizer;
+    let ids = prompts
+        .iter()
+        .map(|p| prompt_ids(tok, p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = lm.model.generate(
+        &ids,
+        prefix,
+        tok.pad_id,
+        tok.eos_id,
+        GenerateOptions {
+            max_new_tokens,
+            stop_at_eos: true,
+        },
+    )?;
+    out.iter()
+        .map(|o| Ok(first_line(&tok.decode(o)?)))
+        .collect()
 }
 
 /// The answer is the first line of the continuation, trimmed.

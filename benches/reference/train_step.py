@@ -1,0 +1,152 @@
+"""PyTorch reference for benches/benches/train_step.rs: one MAC meta-training
+step on the default preset's shapes.
+
+8 fact documents (the same generator's style, ~40 tokens) through
+all-MiniLM-L6-v2 (top 2 layers trainable) + 12 learned queries + per-token
+MLPs (384 -> 384); 8 questions through a second MiniLM + head; 4 pre-LN
+cross-attention blocks (6 heads x 64) over the 96 bank tokens; a shared
+expansion MLP (384 -> 768 -> 192) with 120 slot embeddings giving 2 prefix
+slots per layer for SmolLM2-135M (30 layers, 3 KV heads x 64, frozen, fp32
+from the GGUF); answer NLL; backward; Adam.
+
+Usage: python train_step.py GGUF_PATH MINILM_DIR [--threads N] [--reps R]
+"""
+import argparse, json, os, statistics, time
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, BertModel
+from transformers.cache_utils import DynamicCache
+
+ap = argparse.ArgumentParser()
+ap.add_argument("gguf")
+ap.add_argument("minilm")
+ap.add_argument("--threads", type=int, default=os.cpu_count())
+ap.add_argument("--reps", type=int, default=10)
+a = ap.parse_args()
+torch.set_num_threads(a.threads)
+torch.manual_seed(0)
+N, D, P = 12, 384, 2
+
+d, name = os.path.split(os.path.abspath(a.gguf))
+tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
+lm = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype=torch.float32).eval()
+for p in lm.parameters():
+    p.requires_grad_(False)
+L, HKV, DH = lm.config.num_hidden_layers, lm.config.num_key_value_heads, lm.config.hidden_size // lm.config.num_attention_heads
+btok = AutoTokenizer.from_pretrained(a.minilm)
+
+
+def encoder():
+    m = BertModel.from_pretrained(a.minilm)
+    for n, p in m.named_parameters():
+        p.requires_grad_(any(f"layer.{i}." in n for i in (4, 5)))
+    return m
+
+
+class QueryHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.q = nn.Parameter(torch.randn(N, 384) * 0.02)
+        self.att = nn.MultiheadAttention(384, 6, bias=False, batch_first=True)
+        self.norm = nn.LayerNorm(384)
+        self.w1 = nn.Parameter(torch.randn(N, 384, D) / 384**0.5)
+        self.b1 = nn.Parameter(torch.zeros(N, D))
+        self.w2 = nn.Parameter(torch.randn(N, D, D) / D**0.5)
+        self.b2 = nn.Parameter(torch.zeros(N, D))
+
+    def forward(self, states, pad):
+        q = self.q.unsqueeze(0).expand(states.shape[0], -1, -1)
+        x, _ = self.att(q, states, states, key_padding_mask=pad, need_weights=False)
+        y = torch.tanh(torch.einsum("bnh,nhd->bnd", self.norm(x), self.w1) + self.b1)
+        return torch.einsum("bnd,nde->bne", y, self.w2) + self.b2 + x
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.nq, self.nkv, self.nf = nn.LayerNorm(D), nn.LayerNorm(D), nn.LayerNorm(D)
+        self.wq, self.wk, self.wv, self.wo = (nn.Linear(D, D, bias=False) for _ in range(4))
+        self.ff = nn.Sequential(nn.Linear(D, 4 * D), nn.GELU(), nn.Linear(4 * D, D))
+
+    def forward(self, x, mem):
+        b, n, _ = x.shape
+        k_len = mem.shape[1]
+        split = lambda z, l: z.view(b, l, 6, 64).transpose(1, 2)
+        m = self.nkv(mem)
+        q, k, v = split(self.wq(self.nq(x)), n), split(self.wk(m), k_len), split(self.wv(m), k_len)
+        att = torch.softmax(q @ k.transpose(2, 3) / 8.0, -1)
+        x = x + self.wo((att @ v).transpose(1, 2).reshape(b, n, D))
+        return x + self.ff(self.nf(x))
+
+
+class Mac(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.doc_enc, self.q_enc = encoder(), encoder()
+        self.doc_head, self.q_head = QueryHead(), QueryHead()
+        self.blocks = nn.ModuleList([Block() for _ in range(4)])
+        self.norm = nn.LayerNorm(D)
+        slots = 2 * L * P
+        self.slot = nn.Parameter(torch.zeros(slots, D))
+        self.exp_norm = nn.LayerNorm(D)
+        self.exp = nn.Sequential(nn.Linear(D, 768), nn.GELU(), nn.Linear(768, HKV * DH))
+        self.skip = nn.Linear(D, HKV * DH, bias=False)
+
+    def prefix(self, docs, questions):
+        dt = btok(docs, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        bank = self.doc_head(self.doc_enc(**dt).last_hidden_state, dt["attention_mask"] == 0)
+        qt = btok(questions, padding=True, truncation=True, max_length=64, return_tensors="pt")
+        x = self.q_head(self.q_enc(**qt).last_hidden_state, qt["attention_mask"] == 0)
+        b = x.shape[0]
+        mem = bank.reshape(1, -1, D).expand(b, -1, -1)
+        for blk in self.blocks:
+            x = blk(x, mem)
+        x = self.norm(x)  # [b, N, D]
+        tokens = x.mean(1, keepdim=True) + self.slot.unsqueeze(0)  # [b, slots, D]: one input per slot
+        kv = self.exp(self.exp_norm(tokens)) + self.skip(tokens)
+        kv = kv.view(b, 2, L, P, HKV, DH).permute(1, 2, 0, 4, 3, 5)  # [2, L, b, HKV, P, DH]
+        cache = DynamicCache()
+        for l in range(L):
+            cache.update(kv[0, l], kv[1, l], l)
+        return cache
+
+
+docs = [f"Person{i} Quellington was born in Port Vessa on {i + 3} March 1961. Person{i} Quellington works for Orvane Dynamics. Person{i} Quellington won the Ember Prize." for i in range(8)]
+qs = [f"Where was Person{i} Quellington born?" for i in range(8)]
+answers = ["Port Vessa"] * 8
+seqs, starts = [], []
+for q, ans in zip(qs, answers):
+    p = tok.encode(f"Question: {q}\nAnswer:", add_special_tokens=False)
+    t = tok.encode(" " + ans, add_special_tokens=False) + [tok.eos_token_id]
+    seqs.append(p + t)
+    starts.append(len(p))
+T = max(map(len, seqs))
+ids = torch.tensor([s + [0] * (T - len(s)) for s in seqs])
+valid = torch.tensor([[1] * len(s) + [0] * (T - len(s)) for s in seqs])
+labels = ids.clone()
+for r, (s, st) in enumerate(zip(seqs, starts)):
+    labels[r, :st] = -100
+    labels[r, len(s):] = -100
+attn = torch.cat([torch.ones(8, P), valid], 1)  # the P prefix slots are visible
+pos = torch.arange(T).unsqueeze(0).expand(8, -1)
+
+model = Mac()
+opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-4)
+
+
+def step():
+    opt.zero_grad()
+    cache = model.prefix(docs, qs)
+    out = lm(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache, labels=labels)
+    out.loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return out.loss.item()
+
+
+step()
+times = []
+for _ in range(a.reps):
+    t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
+print(json.dumps({"torch": torch.__version__, "threads": a.threads, "train_step_s": statistics.median(times)}))

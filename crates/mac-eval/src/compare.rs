@@ -1,0 +1,481 @@
+//! The paper's comparison (§4.2–4.4) on one test stream: MAC against online
+//! fine-tuning (uniform, salient spans), retrieval (BM25 RAG@k) and MAC +
+//! retrieval (aggregate only the top-k documents' modulations), with the
+//! no-adaptation and oracle-context references.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::tensor::{Tensor, TensorData};
+use mac_data::Dataset;
+use mac_finetune::{FinetuneConfig, FinetuneKind, OnlineFinetuner};
+use mac_memory::MemoryBank;
+use mac_model::prompt::question_prompt;
+use mac_model::{generate_answers, MacRuntime, MAX_ANSWER_TOKENS};
+use mac_retrieval::Bm25Index;
+use serde::{Deserialize, Serialize};
+
+use crate::memory::{peak_rss_mb, reset_peak_rss};
+use crate::online::{bar, score, Question};
+use crate::{evaluate, EvalOptions, MethodResult, Prediction, RetentionPoint};
+
+/// What to compare.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompareOptions {
+    /// The MAC evaluation's options (also: documents evaluated, retention points).
+    pub eval: EvalOptions,
+    /// Retrieval depths for RAG@k and MAC+RAG@k.
+    pub ks: Vec<usize>,
+    /// Learning rates tried for the fine-tuning baselines on the validation stream.
+    pub finetune_lrs: Vec<f64>,
+    /// Gradient steps per document for fine-tuning.
+    pub finetune_steps: usize,
+    /// Validation documents used to choose the learning rate.
+    pub sweep_documents: usize,
+}
+
+impl Default for CompareOptions {
+    fn default() -> Self {
+        Self {
+            eval: EvalOptions::default(),
+            ks: vec![1, 3, 5],
+            finetune_lrs: vec![1e-5, 1e-4],
+            finetune_steps: 1,
+            sweep_documents: 8,
+        }
+    }
+}
+
+/// One learning rate tried on the validation stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SweepRow {
+    /// `uniform` or `salient_spans`.
+    pub method: String,
+    /// Learning rate.
+    pub learning_rate: f64,
+    /// Validation F1 after the validation stream.
+    pub f1: f64,
+}
+
+/// The comparison: one object per method (top-level keys of `report.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompareReport {
+    /// Scores and costs per method.
+    #[serde(flatten)]
+    pub methods: BTreeMap<String, MethodResult>,
+    /// Retention per method as the stream grows.
+    pub retention: BTreeMap<String, Vec<RetentionPoint>>,
+    /// The fine-tuning learning-rate sweep.
+    pub lr_sweep: Vec<SweepRow>,
+    /// Documents streamed.
+    pub n_documents: usize,
+}
+
+fn questions_of(docs: &[mac_data::Document]) -> Vec<Question<'_>> {
+    docs.iter()
+        .enumerate()
+        .flat_map(|(i, d)| d.qas.iter().map(move |q| (i, q)))
+        .collect()
+}
+
+fn plain_answers(lm: &mac_lm::LoadedLm, prompts: &[String], batch: usize) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(prompts.len());
+    for chunk in prompts.chunks(batch.max(1)) {
+        out.extend(generate_answers(lm, chunk, None, MAX_ANSWER_TOKENS)?);
+    }
+    Ok(out)
+}
+
+/// The top-`k` documents for `question` among the first `n` indexed, best
+/// first; documents no query word matches follow in stream order, so `k ≥ n`
+/// returns every document (MAC+RAG@N is MAC).
+pub fn retrieve(index: &Bm25Index, question: &str, k: usize, n: usize) -> Result<Vec<usize>> {
+    let k = k.min(n);
+    let mut hits: Vec<usize> = index
+        .search(question, k)?
+        .iter()
+        .map(|h| h.document)
+        .filter(|&d| d < n)
+        .collect();
+    let mut next = 0;
+    while hits.len() < k {
+        if !hits.contains(&next) {
+            hits.push(next);
+        }
+        next += 1;
+    }
+    Ok(hits)
+}
+
+fn rag_prompt(docs: &[mac_data::Document], hits: &[usize], question: &str) -> String {
+    let mut s = String::new();
+    for &h in hits {
+        s.push_str(docs[h].text.trim());
+        s.push('\n');
+    }
+    s.push_str(&question_prompt(question));
+    s
+}
+
+/// RAG@k answers: the top-k documents of `index` in the prompt.
+fn rag_answers(
+    rt: &MacRuntime,
+    index: &Bm25Index,
+    docs: &[mac_data::Document],
+    qs: &[Question<'_>],
+    k: usize,
+    batch: usize,
+) -> Result<Vec<String>> {
+    let mut prompts = Vec::with_capacity(qs.len());
+    for (_, q) in qs {
+        let hits = retrieve(index, &q.question, k, index.len())?;
+        prompts.push(rag_prompt(docs, &hits, &q.question));
+    }
+    plain_answers(&rt.lm, &prompts, batch)
+}
+
+/// MAC+RAG@k answers: aggregate only the top-k documents' modulations.
+fn mac_rag_answers(
+    rt: &MacRuntime,
+    index: &Bm25Index,
+    bank: &MemoryBank,
+    qs: &[Question<'_>],
+    k: usize,
+    batch: usize,
+) -> Result<Vec<String>> {
+    let (n, d) = (rt.config.n_tokens, rt.config.d_mod);
+    let mut out = Vec::with_capacity(qs.len());
+    for chunk in qs.chunks(batch.max(1)) {
+        let texts: Vec<&str> = chunk.iter().map(|(_, q)| q.question.as_str()).collect();
+        let q_tokens = rt.encode_questions(&texts)?;
+        let mut per_q = Vec::with_capacity(chunk.len());
+        for (_, q) in chunk {
+            let hits = retrieve(index, &q.question, k, index.len())?;
+            let mut data = Vec::with_capacity(hits.len() * n * d);
+            for &h in &hits {
+                data.extend(bank.modulations(h, 1)?.data);
+            }
+            per_q.push(Tensor::<3>::from_data(
+                TensorData::new(data, [hits.len(), n, d]),
+                &rt.device,
+            ));
+        }
+        let modulation = rt.aggregate_per_question(q_tokens, per_q);
+        out.extend(rt.answer_with_modulation(&texts, modulation)?);
+    }
+    Ok(out)
+}
+
+fn finetune_stream(
+    lm_path: &Path,
+    rt: &MacRuntime,
+    cfg: FinetuneConfig,
+    docs: &[mac_data::Document],
+    checkpoints: &[(f64, usize)],
+    retention_qs: &[Question<'_>],
+    eval: &EvalOptions,
+) -> Result<(OnlineFinetuner, f64, Vec<RetentionPoint>)> {
+    let (batch, show) = (eval.question_batch, eval.progress);
+    let mut ft = OnlineFinetuner::load(lm_path, &rt.device, cfg)?;
+    let mut seconds = 0.0;
+    let mut retention = Vec::new();
+    let mut done = 0;
+    let pb = bar(show, docs.len(), cfg.kind.name());
+    for &(fraction, upto) in checkpoints {
+        while done < upto {
+            let t0 = Instant::now();
+            ft.adapt(&docs[done].text)?;
+            seconds += t0.elapsed().as_secs_f64();
+            done += 1;
+            pb.inc(1);
+        }
+        if !retention_qs.is_empty() {
+            let lm = ft.snapshot();
+            let prompts: Vec<String> = retention_qs
+                .iter()
+                .map(|(_, q)| question_prompt(&q.question))
+                .collect();
+            let answers = plain_answers(&lm, &prompts, batch)?;
+            let (em, f1, _) = score("retention", retention_qs, &answers, &mut Vec::new());
+            retention.push(RetentionPoint {
+                fraction,
+                documents: done,
+                em,
+                f1,
+            });
+        }
+    }
+    pb.finish_and_clear();
+    Ok((ft, seconds, retention))
+}
+
+/// Runs every method on the first `opts.eval.max_documents` documents of
+/// `test`; `validation` chooses the fine-tuning learning rate. Writes
+/// `predictions.jsonl` (all methods) under `out_dir`.
+pub fn compare(
+    rt: &MacRuntime,
+    lm_path: &Path,
+    test: &Dataset,
+    validation: &Dataset,
+    out_dir: &Path,
+    opts: &CompareOptions,
+) -> Result<CompareReport> {
+    let base = evaluate(rt, test, None, out_dir, &opts.eval)?;
+    let mut methods = base.methods.clone();
+    let mut retention = BTreeMap::new();
+    retention.insert("mac".to_string(), base.retention.clone());
+    let n_docs = base.n_documents;
+    let docs = &test.documents[..n_docs];
+    let qs = questions_of(docs);
+    let first = ((n_docs as f64 * opts.eval.retention_first).ceil() as usize).clamp(1, n_docs);
+    let retention_qs: Vec<Question<'_>> = qs.iter().copied().filter(|(d, _)| *d < first).collect();
+    let mut checkpoints: Vec<(f64, usize)> = opts
+        .eval
+        .retention_points
+        .iter()
+        .map(|&f| {
+            (
+                f,
+                ((n_docs as f64 * f).ceil() as usize).clamp(first, n_docs),
+            )
+        })
+        .collect();
+    checkpoints.dedup_by_key(|c| c.1);
+    if checkpoints.last().is_none_or(|c| c.1 != n_docs) {
+        checkpoints.push((1.0, n_docs));
+    }
+    let batch = opts.eval.question_batch;
+    let mut preds: Vec<Prediction> = Vec::new();
+    let bank = MemoryBank::open(&base.bank)?;
+
+    // --- Retrieval: the index grows with the stream; retention at each point.
+    let mut index = Bm25Index::new()?;
+    let mut index_seconds = 0.0;
+    let mut indexed = 0;
+    for &(fraction, upto) in &checkpoints {
+        let t0 = Instant::now();
+        let texts: Vec<&str> = docs[indexed..upto]
+            .iter()
+            .map(|d| d.text.as_str())
+            .collect();
+        index.add(&texts)?;
+        index_seconds += t0.elapsed().as_secs_f64();
+        indexed = upto;
+        for &k in &opts.ks {
+            for (name, answers) in [
+                (
+                    format!("rag@{k}"),
+                    rag_answers(rt, &index, docs, &retention_qs, k, batch)?,
+                ),
+                (
+                    format!("mac+rag@{k}"),
+                    mac_rag_answers(rt, &index, &bank, &retention_qs, k, batch)?,
+                ),
+            ] {
+                let (em, f1, _) = score("retention", &retention_qs, &answers, &mut Vec::new());
+                retention
+                    .entry(name)
+                    .or_insert_with(Vec::new)
+                    .push(RetentionPoint {
+                        fraction,
+                        documents: upto,
+                        em,
+                        f1,
+                    });
+            }
+        }
+    }
+    let mac_adapt = methods
+        .get("mac")
+        .map(|m| m.adapt_ms_per_doc)
+        .unwrap_or(0.0);
+    let mac_storage = methods
+        .get("mac")
+        .map(|m| m.storage_bytes_per_doc)
+        .unwrap_or(0.0);
+    let text_bytes = docs.iter().map(|d| d.text.len()).sum::<usize>() as f64 / n_docs as f64;
+    for &k in &opts.ks {
+        for kind in ["rag", "mac+rag"] {
+            reset_peak_rss();
+            let t0 = Instant::now();
+            let answers = if kind == "rag" {
+                rag_answers(rt, &index, docs, &qs, k, batch)?
+            } else {
+                mac_rag_answers(rt, &index, &bank, &qs, k, batch)?
+            };
+            let secs = t0.elapsed().as_secs_f64();
+            let name = format!("{kind}@{k}");
+            let (em, f1, pem) = score(&name, &qs, &answers, &mut preds);
+            let index_ms = 1000.0 * index_seconds / n_docs as f64;
+            methods.insert(
+                name,
+                MethodResult {
+                    em,
+                    f1,
+                    prefix_em: pem,
+                    n_questions: qs.len(),
+                    adapt_ms_per_doc: if kind == "rag" {
+                        index_ms
+                    } else {
+                        index_ms + mac_adapt
+                    },
+                    answer_ms_per_question: 1000.0 * secs / qs.len().max(1) as f64,
+                    peak_rss_mb: peak_rss_mb(),
+                    storage_bytes_per_doc: if kind == "rag" {
+                        text_bytes
+                    } else {
+                        text_bytes + mac_storage
+                    },
+                },
+            );
+        }
+    }
+
+    // --- Online fine-tuning: learning rate chosen on the validation stream.
+    let mut sweep = Vec::new();
+    let val_docs: Vec<mac_data::Document> = validation
+        .documents
+        .iter()
+        .take(opts.sweep_documents)
+        .cloned()
+        .collect();
+    let val_qs = questions_of(&val_docs);
+    let quiet = EvalOptions {
+        progress: false,
+        ..opts.eval.clone()
+    };
+    for kind in [FinetuneKind::Uniform, FinetuneKind::SalientSpans] {
+        let mut best: Option<(f64, f64)> = None;
+        for &lr in &opts.finetune_lrs {
+            let cfg = FinetuneConfig {
+                kind,
+                learning_rate: lr,
+                steps_per_document: opts.finetune_steps,
+                max_tokens: 256,
+            };
+            let (ft, _, _) = finetune_stream(
+                lm_path,
+                rt,
+                cfg,
+                &val_docs,
+                &[(1.0, val_docs.len())],
+                &[],
+                &quiet,
+            )?;
+            let prompts: Vec<String> = val_qs
+                .iter()
+                .map(|(_, q)| question_prompt(&q.question))
+                .collect();
+            let answers = plain_answers(&ft.snapshot(), &prompts, batch)?;
+            let (_, f1, _) = score("sweep", &val_qs, &answers, &mut Vec::new());
+            sweep.push(SweepRow {
+                method: kind.name().into(),
+                learning_rate: lr,
+                f1,
+            });
+            if best.is_none_or(|(b, _)| f1 > b) {
+                best = Some((f1, lr));
+            }
+        }
+        let lr = best.map(|b| b.1).unwrap_or(1e-5);
+        let cfg = FinetuneConfig {
+            kind,
+            learning_rate: lr,
+            steps_per_document: opts.finetune_steps,
+            max_tokens: 256,
+        };
+        reset_peak_rss();
+        let (ft, adapt_s, ret) = finetune_stream(
+            lm_path,
+            rt,
+            cfg,
+            docs,
+            &checkpoints,
+            &retention_qs,
+            &opts.eval,
+        )?;
+        let peak = peak_rss_mb();
+        let t0 = Instant::now();
+        let prompts: Vec<String> = qs
+            .iter()
+            .map(|(_, q)| question_prompt(&q.question))
+            .collect();
+        let answers = plain_answers(&ft.snapshot(), &prompts, batch)?;
+        let secs = t0.elapsed().as_secs_f64();
+        let (em, f1, pem) = score(kind.name(), &qs, &answers, &mut preds);
+        retention.insert(kind.name().to_string(), ret);
+        methods.insert(
+            kind.name().to_string(),
+            MethodResult {
+                em,
+                f1,
+                prefix_em: pem,
+                n_questions: qs.len(),
+                adapt_ms_per_doc: 1000.0 * adapt_s / n_docs as f64,
+                answer_ms_per_question: 1000.0 * secs / qs.len().max(1) as f64,
+                peak_rss_mb: peak,
+                // The whole updated model is the adaptation's storage.
+                storage_bytes_per_doc: 0.0,
+            },
+        );
+    }
+
+    let path = out_dir.join("predictions-compare.jsonl");
+    let mut f = std::fs::File::create(&path)
+        .with_context(|| format!("{}: cannot write", path.display()))?;
+    for p in &preds {
+        writeln!(f, "{}", serde_json::to_string(p)?)?;
+    }
+    Ok(CompareReport {
+        methods,
+        retention,
+        lr_sweep: sweep,
+        n_documents: n_docs,
+    })
+}
+
+/// `report.md` for a comparison.
+pub fn compare_markdown(r: &CompareReport) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "# MAC against online fine-tuning and retrieval\n");
+    let _ = writeln!(
+        s,
+        "{} documents streamed; every method answers the same questions.\n",
+        r.n_documents
+    );
+    let _ = writeln!(s, "| method | EM | F1 | adapt ms/doc | answer ms/question | peak RSS MiB | storage B/doc |\n|---|---|---|---|---|---|---|");
+    for (name, m) in &r.methods {
+        let _ = writeln!(
+            s,
+            "| {name} | {:.3} | {:.3} | {:.1} | {:.1} | {} | {:.0} |",
+            m.em,
+            m.f1,
+            m.adapt_ms_per_doc,
+            m.answer_ms_per_question,
+            m.peak_rss_mb.map_or("n/a".into(), |x| format!("{x:.0}")),
+            m.storage_bytes_per_doc
+        );
+    }
+    let _ = writeln!(s, "\nStorage: MAC keeps one modulation per document (plus its text); RAG keeps the text; fine-tuning changes the whole model (not counted per document).\n");
+    let _ = writeln!(s, "## Retention (F1 on the first documents' questions)\n");
+    for (name, points) in &r.retention {
+        let row: Vec<String> = points
+            .iter()
+            .map(|p| format!("{:.0}%: {:.3}", 100.0 * p.fraction, p.f1))
+            .collect();
+        let _ = writeln!(s, "- {name}: {}", row.join(", "));
+    }
+    let _ = writeln!(s, "\n## Fine-tuning learning-rate sweep (validation stream)\n\n| method | lr | F1 |\n|---|---|---|");
+    for row in &r.lr_sweep {
+        let _ = writeln!(
+            s,
+            "| {} | {:e} | {:.3} |",
+            row.method, row.learning_rate, row.f1
+        );
+    }
+    s
+}
