@@ -318,15 +318,13 @@ fn cargo_bench(target: &str) -> Result<()> {
     Ok(())
 }
 
-/// `bench mac`: ingest and aggregation against PyTorch, and the memory table.
-fn bench_mac() -> Result<()> {
-    fetch(false)?;
-    cargo_bench("mac")?;
-    cargo_bench("mac_memory")?;
+/// Runs a PyTorch reference script (benches/reference/NAME) and parses the
+/// JSON object on its last line.
+fn torch_reference(script: &str, args: &[PathBuf]) -> Result<serde_json::Value> {
     let py = torch_python()?;
     let out = Command::new(&py)
-        .arg(workspace_root().join("benches/reference/mac_speed.py"))
-        .arg(mac_assets::default_encoder_dir())
+        .arg(workspace_root().join("benches/reference").join(script))
+        .args(args)
         .output()?;
     if !out.status.success() {
         bail!(
@@ -335,7 +333,15 @@ fn bench_mac() -> Result<()> {
         );
     }
     let stdout = String::from_utf8(out.stdout)?;
-    let reference: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}"))?;
+    Ok(serde_json::from_str(stdout.lines().last().unwrap_or("{}"))?)
+}
+
+/// `bench mac`: ingest and aggregation against PyTorch, and the memory table.
+fn bench_mac() -> Result<()> {
+    fetch(false)?;
+    cargo_bench("mac")?;
+    cargo_bench("mac_memory")?;
+    let reference = torch_reference("mac_speed.py", &[mac_assets::default_encoder_dir()])?;
     let backend = std::env::var("MAC_DEVICE").unwrap_or_else(|_| "flex".into());
     println!(
         "\n| benchmark | mac-rs ({backend}) | PyTorch {} | ratio (mac/torch time) |",
@@ -388,20 +394,13 @@ fn bench_mac() -> Result<()> {
 fn bench_train() -> Result<()> {
     fetch(false)?;
     cargo_bench("train_step")?;
-    let py = torch_python()?;
-    let out = Command::new(&py)
-        .arg(workspace_root().join("benches/reference/train_step.py"))
-        .arg(mac_assets::default_lm_path())
-        .arg(mac_assets::default_encoder_dir())
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "PyTorch reference failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let stdout = String::from_utf8(out.stdout)?;
-    let reference: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}"))?;
+    let reference = torch_reference(
+        "train_step.py",
+        &[
+            mac_assets::default_lm_path(),
+            mac_assets::default_encoder_dir(),
+        ],
+    )?;
     let ours = criterion_median_s("train", "default_step")?;
     let theirs = reference["train_step_s"]
         .as_f64()
@@ -436,38 +435,8 @@ fn bench(which: &str) -> Result<()> {
         _ => bail!("unknown benchmark `{which}` (known: lm, mac, train)"),
     }
     fetch(false)?;
-    let st = Command::new(cargo())
-        // The dev profile (every crate at opt-level 3, see Cargo.toml) shares
-        // the test build; a release build would compile Burn again.
-        .args([
-            "bench",
-            "--profile",
-            "dev",
-            "--workspace",
-            "--bench",
-            "lm",
-            // Same feature set as `cargo xtask test`, so the build is shared.
-            "--features",
-            "mac-device/wgpu",
-        ])
-        .current_dir(workspace_root())
-        .status()?;
-    if !st.success() {
-        bail!("cargo bench failed");
-    }
-    let py = torch_python()?;
-    let out = Command::new(&py)
-        .arg(workspace_root().join("benches/reference/lm_speed.py"))
-        .arg(mac_assets::default_lm_path())
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "PyTorch reference failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let stdout = String::from_utf8(out.stdout)?;
-    let reference: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}"))?;
+    cargo_bench("lm")?;
+    let reference = torch_reference("lm_speed.py", &[mac_assets::default_lm_path()])?;
     let rows = [
         ("prefill_128", "prefill_128_s", 128.0),
         ("decode_1_after_128", "decode_1_after_128_s", 1.0),

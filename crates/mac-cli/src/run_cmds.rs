@@ -231,33 +231,75 @@ fn run_config(checkpoint_arg: &Path, ckpt_dir: &Path) -> Option<TrainConfig> {
         .and_then(|p| TrainConfig::from_file(p).ok())
 }
 
+/// Loads a dataset file; the format comes from `--format` or the extension.
+/// Skipped records (with `skip_malformed`) are listed on stderr.
+fn load_data_file(
+    path: &Path,
+    format: Option<&str>,
+    skip_malformed: bool,
+) -> Result<mac_data::Dataset> {
+    let format = match format {
+        Some(f) => f.parse::<Format>().map_err(InputError)?,
+        None => Format::from_path(path).ok_or_else(|| {
+            InputError(format!(
+                "{}: cannot tell the format from the extension; pass --format",
+                path.display()
+            ))
+        })?,
+    };
+    let loaded = load(path, format, LoadOptions { skip_malformed })?;
+    for (line, reason) in &loaded.skipped {
+        eprintln!("skipped {}:{line}: {reason}", path.display());
+    }
+    Ok(loaded.dataset)
+}
+
+/// `methods.png` (EM and F1 per method) and `retention.png` (F1 as the
+/// stream grows, one line per method); returns the markdown that embeds
+/// them, or nothing (with a warning) when they could not be drawn.
+fn method_plots(
+    out: &Path,
+    methods: &std::collections::BTreeMap<String, mac_eval::MethodResult>,
+    retention: &[(&str, &[mac_eval::RetentionPoint])],
+) -> String {
+    let bars: Vec<(String, Vec<f64>)> = methods
+        .iter()
+        .map(|(k, m)| (k.clone(), vec![m.em, m.f1]))
+        .collect();
+    let series: Vec<(&str, Vec<(f64, f64)>)> = retention
+        .iter()
+        .map(|(k, pts)| (*k, pts.iter().map(|p| (100.0 * p.fraction, p.f1)).collect()))
+        .collect();
+    let plotted = crate::plots::bars(
+        &out.join("methods.png"),
+        "EM and F1 per method",
+        &bars,
+        &["EM", "F1"],
+    )
+    .and_then(|()| {
+        crate::plots::lines(
+            &out.join("retention.png"),
+            "Retention: F1 on the first documents' questions",
+            "% of the stream ingested",
+            "F1",
+            &series,
+        )
+    });
+    match plotted {
+        Ok(()) => "\n![methods](methods.png)\n\n![retention](retention.png)\n".to_string(),
+        Err(e) => {
+            eprintln!("warning: {e:#}");
+            String::new()
+        }
+    }
+}
+
 /// `mac eval`.
 pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
     let ckpt_dir = resolve_checkpoint(&a.checkpoint)?;
     let mut control = None;
     let dataset = match &a.data {
-        Some(path) => {
-            let format = match &a.format {
-                Some(f) => f.parse::<Format>().map_err(InputError)?,
-                None => Format::from_path(path).ok_or_else(|| {
-                    InputError(format!(
-                        "{}: cannot tell the format from the extension; pass --format",
-                        path.display()
-                    ))
-                })?,
-            };
-            let loaded = load(
-                path,
-                format,
-                LoadOptions {
-                    skip_malformed: a.skip_malformed,
-                },
-            )?;
-            for (line, reason) in &loaded.skipped {
-                eprintln!("skipped {}:{line}: {reason}", path.display());
-            }
-            loaded.dataset
-        }
+        Some(path) => load_data_file(path, a.format.as_deref(), a.skip_malformed)?,
         None => {
             let cfg = run_config(&a.checkpoint, &ckpt_dir).ok_or_else(|| {
                 InputError(format!(
@@ -288,35 +330,11 @@ pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
         &report,
         &format!("Online adaptation: {}", ckpt_dir.display()),
     );
-    let methods: Vec<(String, Vec<f64>)> = report
-        .methods
-        .iter()
-        .map(|(k, m)| (k.clone(), vec![m.em, m.f1]))
-        .collect();
-    let retention: Vec<(f64, f64)> = report
-        .retention
-        .iter()
-        .map(|r| (100.0 * r.fraction, r.f1))
-        .collect();
-    let plotted = crate::plots::bars(
-        &a.out.join("methods.png"),
-        "EM and F1 per method",
-        &methods,
-        &["EM", "F1"],
-    )
-    .and_then(|()| {
-        crate::plots::lines(
-            &a.out.join("retention.png"),
-            "Retention: F1 on the first documents' questions",
-            "% of the stream ingested",
-            "F1",
-            &[("MAC", retention)],
-        )
-    });
-    match plotted {
-        Ok(()) => md.push_str("\n![methods](methods.png)\n\n![retention](retention.png)\n"),
-        Err(e) => eprintln!("warning: {e:#}"),
-    }
+    md.push_str(&method_plots(
+        &a.out,
+        &report.methods,
+        &[("MAC", &report.retention)],
+    ));
     std::fs::write(a.out.join("report.md"), &md)?;
     if a.json {
         println!("{json}");
@@ -349,14 +367,7 @@ pub fn compare(a: CompareArgs, device: &mac_device::Device) -> Result<()> {
     })?;
     let splits = load_splits(&cfg.data)?;
     let test = match &a.data {
-        Some(path) => {
-            let format = match &a.format {
-                Some(f) => f.parse::<Format>().map_err(InputError)?,
-                None => Format::from_path(path)
-                    .ok_or_else(|| InputError(format!("{}: pass --format", path.display())))?,
-            };
-            load(path, format, LoadOptions::default())?.dataset
-        }
+        Some(path) => load_data_file(path, a.format.as_deref(), false)?,
         None => splits.test,
     };
     let rt = MacRuntime::from_checkpoint(&ckpt_dir, None, None, device)?;
@@ -374,44 +385,12 @@ pub fn compare(a: CompareArgs, device: &mac_device::Device) -> Result<()> {
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(a.out.join("report.json"), &json)?;
     let mut md = mac_eval::compare_markdown(&report);
-    let methods: Vec<(String, Vec<f64>)> = report
-        .methods
-        .iter()
-        .map(|(k, m)| (k.clone(), vec![m.em, m.f1]))
-        .collect();
-    let series: Vec<(String, Vec<(f64, f64)>)> = report
+    let retention: Vec<(&str, &[mac_eval::RetentionPoint])> = report
         .retention
         .iter()
-        .map(|(k, pts)| {
-            (
-                k.clone(),
-                pts.iter().map(|p| (100.0 * p.fraction, p.f1)).collect(),
-            )
-        })
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
         .collect();
-    let series_ref: Vec<(&str, Vec<(f64, f64)>)> = series
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.clone()))
-        .collect();
-    let plotted = crate::plots::bars(
-        &a.out.join("methods.png"),
-        "EM and F1 per method",
-        &methods,
-        &["EM", "F1"],
-    )
-    .and_then(|()| {
-        crate::plots::lines(
-            &a.out.join("retention.png"),
-            "Retention: F1 on the first documents' questions",
-            "% of the stream ingested",
-            "F1",
-            &series_ref,
-        )
-    });
-    match plotted {
-        Ok(()) => md.push_str("\n![methods](methods.png)\n\n![retention](retention.png)\n"),
-        Err(e) => eprintln!("warning: {e:#}"),
-    }
+    md.push_str(&method_plots(&a.out, &report.methods, &retention));
     std::fs::write(a.out.join("report.md"), &md)?;
     if a.json {
         println!("{json}");

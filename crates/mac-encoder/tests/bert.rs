@@ -2,29 +2,11 @@
 //! sentence similarities against sentence-transformers.
 #![allow(clippy::needless_range_loop)] // index arithmetic over [B][T] grids reads clearer
 
-use std::path::PathBuf;
+mod common;
 
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use common::{bool2, device, fixtures, int2};
 use mac_encoder::{Bert, EncoderTokenizer, Trainable};
 use mac_lm::weights::{SafetensorsSource, WeightSource};
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn device() -> Device {
-    mac_device::select(&std::env::var("MAC_TEST_DEVICE").unwrap_or_else(|_| "flex".into())).unwrap()
-}
-
-fn int2(rows: &[Vec<u32>], device: &Device) -> Tensor<2, Int> {
-    let flat: Vec<i64> = rows.iter().flatten().map(|&x| x as i64).collect();
-    Tensor::from_data(TensorData::new(flat, [rows.len(), rows[0].len()]), device)
-}
-
-fn bool2(rows: &[Vec<bool>], device: &Device) -> Tensor<2, Bool> {
-    let flat: Vec<bool> = rows.iter().flatten().copied().collect();
-    Tensor::from_data(TensorData::new(flat, [rows.len(), rows[0].len()]), device)
-}
 
 #[test]
 fn tiny_bert_matches_transformers_and_ignores_padding() {

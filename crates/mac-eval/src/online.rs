@@ -199,6 +199,26 @@ fn answers_with_weights(
     Ok(out)
 }
 
+/// Amortizes `docs` in one encoder batch and appends them to `bank`;
+/// returns how many were truncated at the encoder's token limit.
+fn ingest(rt: &MacRuntime, bank: &mut MemoryBank, docs: &[mac_data::Document]) -> Result<usize> {
+    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+    let enc = rt.encode_documents(&texts)?;
+    let truncated = enc.truncated.iter().filter(|&&t| t > 0).count();
+    let rows = MacRuntime::modulation_rows(enc.tokens)?;
+    let entries: Vec<NewEntry<'_>> = docs
+        .iter()
+        .zip(&rows)
+        .map(|(d, m)| NewEntry {
+            source: &d.id,
+            text: &d.text,
+            modulation: m,
+        })
+        .collect();
+    bank.append_batch(&entries)?;
+    Ok(truncated)
+}
+
 /// Where the aggregator's attention went, relative to each question's gold document.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AttentionStats {
@@ -317,23 +337,7 @@ pub fn evaluate(
         while ingested < upto {
             let end = (ingested + opts.ingest_batch.max(1)).min(upto);
             let t0 = Instant::now();
-            let texts: Vec<&str> = docs[ingested..end]
-                .iter()
-                .map(|d| d.text.as_str())
-                .collect();
-            let enc = rt.encode_documents(&texts)?;
-            truncated += enc.truncated.iter().filter(|&&t| t > 0).count();
-            let rows = MacRuntime::modulation_rows(enc.tokens)?;
-            let entries: Vec<NewEntry<'_>> = docs[ingested..end]
-                .iter()
-                .zip(&rows)
-                .map(|(d, m)| NewEntry {
-                    source: &d.id,
-                    text: &d.text,
-                    modulation: m,
-                })
-                .collect();
-            bank.append_batch(&entries)?;
+            truncated += ingest(rt, &mut bank, &docs[ingested..end])?;
             adapt_seconds += t0.elapsed().as_secs_f64();
             pb.inc((end - ingested) as u64);
             ingested = end;
@@ -386,20 +390,9 @@ pub fn evaluate(
                 .with_context(|| format!("{}: cannot clear", dir.display()))?;
         }
         let mut other = MemoryBank::create(&dir, shape, "mac-eval control")?;
-        let docs_c: Vec<&mac_data::Document> = control.documents.iter().take(n_docs).collect();
+        let docs_c = &control.documents[..n_docs.min(control.documents.len())];
         for chunk in docs_c.chunks(opts.ingest_batch.max(1)) {
-            let texts: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
-            let rows = MacRuntime::modulation_rows(rt.encode_documents(&texts)?.tokens)?;
-            let entries: Vec<NewEntry<'_>> = chunk
-                .iter()
-                .zip(&rows)
-                .map(|(d, m)| NewEntry {
-                    source: &d.id,
-                    text: &d.text,
-                    modulation: m,
-                })
-                .collect();
-            other.append_batch(&entries)?;
+            ingest(rt, &mut other, chunk)?;
         }
         reset_peak_rss();
         let t0 = Instant::now();
