@@ -3,11 +3,14 @@ step on the default preset's shapes.
 
 8 fact documents (the same generator's style, ~40 tokens) through
 all-MiniLM-L6-v2 (top 2 layers trainable) + 12 learned queries + per-token
-MLPs (384 -> 384); 8 questions through a second MiniLM + head; 4 pre-LN
-cross-attention blocks (6 heads x 64) over the 96 bank tokens; a shared
-expansion MLP (384 -> 768 -> 192) with 120 slot embeddings giving 2 prefix
-slots per layer for SmolLM2-135M (30 layers, 3 KV heads x 64, frozen, fp32
-from the GGUF); answer NLL; backward; Adam.
+MLPs (384 -> 384); 3 questions per document (24) through a second MiniLM +
+head; 4 pre-LN cross-attention blocks (6 heads x 64) over the 96 bank tokens,
+output without the question residual; a shared expansion MLP
+(384 -> 768 -> 192) with 120 slot embeddings giving 2 prefix slots per layer
+for SmolLM2-135M (30 layers, 3 KV heads x 64, frozen, fp32 from the GGUF);
+answer NLL + the auxiliary answer-token loss (mean aggregated token -> 576 ->
+the LM's output embedding, bag of answer tokens); backward; Adam. The bank
+phase of training (after the own-document curriculum).
 
 Usage: python train_step.py GGUF_PATH MINILM_DIR [--threads N] [--reps R]
 """
@@ -23,6 +26,7 @@ ap.add_argument("gguf")
 ap.add_argument("minilm")
 ap.add_argument("--threads", type=int, default=os.cpu_count())
 ap.add_argument("--reps", type=int, default=10)
+ap.add_argument("--questions-per-document", type=int, default=3)
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
@@ -92,6 +96,7 @@ class Mac(nn.Module):
         self.exp_norm = nn.LayerNorm(D)
         self.exp = nn.Sequential(nn.Linear(D, 768), nn.GELU(), nn.Linear(768, HKV * DH))
         self.skip = nn.Linear(D, HKV * DH, bias=False)
+        self.probe = nn.Linear(D, lm.config.hidden_size, bias=False)
 
     def prefix(self, docs, questions):
         dt = btok(docs, padding=True, truncation=True, max_length=256, return_tensors="pt")
@@ -100,9 +105,11 @@ class Mac(nn.Module):
         x = self.q_head(self.q_enc(**qt).last_hidden_state, qt["attention_mask"] == 0)
         b = x.shape[0]
         mem = bank.reshape(1, -1, D).expand(b, -1, -1)
+        x0 = x
         for blk in self.blocks:
             x = blk(x, mem)
-        x = self.norm(x)  # [b, N, D]
+        x = self.norm(x - x0)  # [b, N, D]: what was read from memory
+        self.probe_hidden = self.probe(x.mean(1))
         tokens = x.mean(1, keepdim=True) + self.slot.unsqueeze(0)  # [b, slots, D]: one input per slot
         kv = self.exp(self.exp_norm(tokens)) + self.skip(tokens)
         kv = kv.view(b, 2, L, P, HKV, DH).permute(1, 2, 0, 4, 3, 5)  # [2, L, b, HKV, P, DH]
@@ -113,8 +120,9 @@ class Mac(nn.Module):
 
 
 docs = [f"Person{i} Quellington was born in Port Vessa on {i + 3} March 1961. Person{i} Quellington works for Orvane Dynamics. Person{i} Quellington won the Ember Prize." for i in range(8)]
-qs = [f"Where was Person{i} Quellington born?" for i in range(8)]
-answers = ["Port Vessa"] * 8
+Q = 8 * a.questions_per_document
+qs = [f"Where was Person{i % 8} Quellington born?" for i in range(Q)]
+answers = ["Port Vessa"] * Q
 seqs, starts = [], []
 for q, ans in zip(qs, answers):
     p = tok.encode(f"Question: {q}\nAnswer:", add_special_tokens=False)
@@ -128,8 +136,13 @@ labels = ids.clone()
 for r, (s, st) in enumerate(zip(seqs, starts)):
     labels[r, :st] = -100
     labels[r, len(s):] = -100
-attn = torch.cat([torch.ones(8, P), valid], 1)  # the P prefix slots are visible
-pos = torch.arange(T).unsqueeze(0).expand(8, -1)
+attn = torch.cat([torch.ones(Q, P), valid], 1)  # the P prefix slots are visible
+pos = torch.arange(T).unsqueeze(0).expand(Q, -1)
+bag = torch.zeros(Q, lm.config.vocab_size)
+for r, ans in enumerate(answers):
+    t = tok.encode(" " + ans, add_special_tokens=False)
+    for i in t:
+        bag[r, i] += 1.0 / len(t)
 
 model = Mac()
 opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-4)
@@ -139,7 +152,9 @@ def step():
     opt.zero_grad()
     cache = model.prefix(docs, qs)
     out = lm(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache, labels=labels)
-    out.loss.backward()
+    log_p = torch.log_softmax(lm.lm_head(model.probe_hidden), -1)
+    aux = -(log_p * bag).sum() / Q
+    (out.loss + aux).backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     return out.loss.item()

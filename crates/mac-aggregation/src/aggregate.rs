@@ -23,6 +23,12 @@ pub struct AggregatorConfig {
     /// Width of one head.
     #[config(default = 96)]
     pub d_head: usize,
+    /// Keep the question tokens on the residual path to the output. With
+    /// `false` the output is only what the blocks added to them (the
+    /// question still chooses what is read), so the question cannot steer
+    /// the prefix on its own and the memory's share of it is not drowned.
+    #[config(default = true)]
+    pub question_residual: bool,
 }
 
 /// One pre-LayerNorm cross-attention block with a GELU feed-forward.
@@ -83,6 +89,8 @@ pub struct Aggregator {
     pub blocks: Vec<CrossAttentionBlock>,
     /// Final norm.
     pub norm_out: LayerNorm,
+    #[module(skip)]
+    question_residual: bool,
 }
 
 /// The result of aggregating a bank for a batch of questions.
@@ -124,6 +132,7 @@ impl AggregatorConfig {
         Aggregator {
             blocks,
             norm_out: LayerNormConfig::new(d).init(device),
+            question_residual: self.question_residual,
         }
     }
 }
@@ -144,6 +153,7 @@ impl Aggregator {
     /// (use [`Tensor::expand`] to share one bank across the batch).
     pub fn aggregate(&self, question: Tensor<3>, memory: Tensor<3>) -> Aggregation {
         let n = question.dims()[1];
+        let start = (!self.question_residual).then(|| question.clone());
         let mut x = question;
         let mut last = None;
         for block in &self.blocks {
@@ -151,7 +161,10 @@ impl Aggregator {
             x = y;
             last = Some(w);
         }
-        let modulation = self.norm_out.forward(x);
+        let modulation = match start {
+            Some(q) => self.norm_out.forward(x - q),
+            None => self.norm_out.forward(x),
+        };
         let doc_weights = last.map(|w| doc_weights(w, n)).unwrap_or_default();
         Aggregation {
             modulation,

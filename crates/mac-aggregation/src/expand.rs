@@ -35,6 +35,11 @@ pub struct PrefixExpansionConfig {
     /// Per-slot or shared MLPs.
     #[config(default = "ExpansionKind::PerSlot")]
     pub kind: ExpansionKind,
+    /// Start the output layer and the skip at zero, so every prefix key and
+    /// value is zero at initialisation and the frozen LM starts out (almost)
+    /// as itself instead of reading random prefixes.
+    #[config(default = false)]
+    pub zero_output: bool,
 }
 
 /// Aggregated tokens `[B, n, d_mod]` → prefix keys/values for every layer.
@@ -52,7 +57,8 @@ pub struct PrefixExpansion {
     pub b2: Param<Tensor<3>>,
     /// Slot embeddings `[S, 1, d_mod]` (shared kind only).
     pub slot_embed: Option<Param<Tensor<3>>>,
-    /// Linear skip `[d_mod, kv]` when the widths differ.
+    /// Linear skip `[d_mod, kv]` when the widths differ or the output starts at zero
+    /// (otherwise the identity).
     pub skip: Option<Param<Tensor<2>>>,
     #[module(skip)]
     layout: (usize, usize, usize, usize),
@@ -68,8 +74,12 @@ impl PrefixExpansionConfig {
             ExpansionKind::PerSlot => slots,
             ExpansionKind::SharedWithSlotEmbeddings => 1,
         };
-        let u = |shape: [usize; 3], fan: usize| -> Param<Tensor<3>> {
-            let bound = 1.0 / (fan as f64).sqrt();
+        let out_scale = if self.zero_output { 0.0 } else { 1.0 };
+        let u = |shape: [usize; 3], fan: usize, scale: f64| -> Param<Tensor<3>> {
+            if scale == 0.0 {
+                return Initializer::Zeros.init(shape, device);
+            }
+            let bound = scale / (fan as f64).sqrt();
             Initializer::Uniform {
                 min: -bound,
                 max: bound,
@@ -78,9 +88,9 @@ impl PrefixExpansionConfig {
         };
         PrefixExpansion {
             norm: LayerNormConfig::new(d).init(device),
-            w1: u([m, d, hid], d),
+            w1: u([m, d, hid], d, 1.0),
             b1: Initializer::Zeros.init([m, 1, hid], device),
-            w2: u([m, hid, kv], hid),
+            w2: u([m, hid, kv], hid, out_scale),
             b2: Initializer::Zeros.init([m, 1, kv], device),
             slot_embed: (self.kind == ExpansionKind::SharedWithSlotEmbeddings).then(|| {
                 Initializer::Normal {
@@ -89,7 +99,10 @@ impl PrefixExpansionConfig {
                 }
                 .init([slots, 1, d], device)
             }),
-            skip: (d != kv).then(|| {
+            skip: (d != kv || self.zero_output).then(|| {
+                if self.zero_output {
+                    return Initializer::Zeros.init([d, kv], device);
+                }
                 let bound = 1.0 / (d as f64).sqrt();
                 Initializer::Uniform {
                     min: -bound,

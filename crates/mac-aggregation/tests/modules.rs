@@ -267,3 +267,36 @@ fn gradients_reach_every_trainable_parameter_through_the_frozen_lm() {
     assert_eq!(trainable_params(&doc_bert), doc_bert.num_params());
     assert!(trainable_params(&q_bert) < q_bert.num_params());
 }
+
+#[test]
+fn zero_output_expansion_starts_with_zero_prefixes_and_still_learns() {
+    let device = device();
+    let ad = device.clone().autodiff();
+    let lm = BaseLm::load(repo().join("mac-lm/tests/fixtures/tiny-llama"), &device).unwrap();
+    let layout = lm.kv_layout();
+    let expand = PrefixExpansionConfig::new(32, 3)
+        .with_d_hidden(16)
+        .with_kind(ExpansionKind::SharedWithSlotEmbeddings)
+        .with_zero_output(true)
+        .init(layout, &ad);
+    let tokens = Tensor::<3>::random([2, 3, 32], Distribution::Normal(0.0, 1.0), &ad);
+    let prefix = expand.forward(tokens);
+    for (k, v) in &prefix.layers {
+        assert_eq!(k.clone().abs().max().into_scalar::<f32>(), 0.0);
+        assert_eq!(v.clone().abs().max().into_scalar::<f32>(), 0.0);
+    }
+    let batch = TokenBatch::padded(&[vec![3, 4, 5], vec![6, 7, 8]], 0, Padding::Right).unwrap();
+    let loss = lm
+        .weighted_nll(
+            &batch,
+            &[vec![4, 5, 9], vec![7, 8, 1]],
+            &[vec![1.0; 3], vec![1.0; 3]],
+            Some(&prefix),
+        )
+        .unwrap();
+    let grads = loss.backward();
+    // The output layer gets a gradient at once (the hidden layer does after
+    // the output layer has moved off zero).
+    let g = expand.w2.val().grad(&grads).expect("w2 has a gradient");
+    assert!(g.abs().sum().into_scalar::<f32>() > 0.0);
+}

@@ -105,7 +105,7 @@ pub fn train(a: TrainArgs, device: &mac_device::Device) -> Result<()> {
         summary
             .last_validation
             .as_ref()
-            .map(|v| format!("loss {:.3} EM {:.3} F1 {:.3}", v.loss, v.em, v.f1))
+            .map(ToString::to_string)
             .unwrap_or_else(|| "none".into())
     );
     Ok(())
@@ -130,7 +130,7 @@ fn train_markdown(
     for p in params {
         writeln!(s, "| {} | {} | {} |", p.name, p.total, p.trainable)?;
     }
-    writeln!(s, "\n## Learning curve\n\n| step | train loss (mean of the last 25) | validation loss | EM | F1 |\n|---|---|---|---|---|")?;
+    writeln!(s, "\n## Learning curve\n\n| step | train loss (mean of the last 25) | validation loss | … with an unrelated bank | gold-document attention (uniform) | EM | F1 |\n|---|---|---|---|---|---|---|")?;
     let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
     let mut window: Vec<f64> = Vec::new();
     for line in text.lines() {
@@ -146,12 +146,19 @@ fn train_markdown(
             }
             Some("validation") => {
                 let mean = window.iter().sum::<f64>() / window.len().max(1) as f64;
+                let num = |k: &str| {
+                    v[k].as_f64()
+                        .map_or_else(|| "–".to_string(), |x| format!("{x:.3}"))
+                };
                 writeln!(
                     s,
-                    "| {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                    "| {} | {:.3} | {} | {} | {} ({}) | {:.3} | {:.3} |",
                     v["step"],
                     mean,
-                    v["loss"].as_f64().unwrap_or(f64::NAN),
+                    num("loss"),
+                    num("loss_unrelated_bank"),
+                    num("gold_weight"),
+                    num("uniform_weight"),
                     v["em"].as_f64().unwrap_or(0.0),
                     v["f1"].as_f64().unwrap_or(0.0)
                 )?;

@@ -338,6 +338,14 @@ impl BaseLm {
         }
     }
 
+    /// Width of the hidden state (what [`Self::logits`] reads).
+    pub fn hidden_width(&self) -> usize {
+        match self {
+            BaseLm::Llama(m) => m.embed_tokens.dims()[1],
+            BaseLm::Gpt2(m) => m.wte.dims()[1],
+        }
+    }
+
     /// Device the weights live on.
     pub fn device(&self) -> Device {
         match self {

@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use burn::module::Module;
+use burn::module::{Module, Param};
+use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor};
 use mac_aggregation::{
     trainable_params, Aggregation, Aggregator, AggregatorConfig, ExpansionKind, PrefixExpansion,
@@ -56,12 +57,25 @@ pub struct MacConfig {
     pub aggregator_heads: usize,
     /// Width of one aggregator head (reference: 96).
     pub aggregator_head_dim: usize,
+    /// Keep the question tokens on the aggregator's residual path to its
+    /// output (the reference) or output only what was read from memory.
+    #[serde(default = "yes")]
+    pub aggregator_question_residual: bool,
     /// Prefix length per layer `p` (reference: 2).
     pub prefix_len: usize,
     /// Hidden width of the expansion MLPs (reference: 768).
     pub expansion_hidden: usize,
     /// Per-slot MLPs (reference) or one shared MLP with slot embeddings.
     pub expansion_kind: ExpansionKind,
+    /// Initialise the expansion's output at zero (the LM starts as itself).
+    #[serde(default)]
+    pub zero_init_prefix: bool,
+    /// Width of the base LM's hidden state when the model carries an
+    /// *answer probe* (a linear map from the aggregated modulation, read out
+    /// through the LM's own output embedding; trained by the auxiliary
+    /// answer-token loss, unused when answering). `null` = no probe.
+    #[serde(default)]
+    pub answer_probe_width: Option<usize>,
     /// Encoder token limit for documents (longer ones are truncated, with a warning).
     pub max_document_tokens: usize,
     /// Encoder token limit for questions.
@@ -81,9 +95,12 @@ impl Default for MacConfig {
             aggregator_blocks: 4,
             aggregator_heads: 6,
             aggregator_head_dim: 64,
+            aggregator_question_residual: false,
             prefix_len: 2,
             expansion_hidden: 768,
             expansion_kind: ExpansionKind::SharedWithSlotEmbeddings,
+            zero_init_prefix: true,
+            answer_probe_width: Some(576),
             max_document_tokens: 256,
             max_question_tokens: 64,
         }
@@ -112,6 +129,8 @@ pub struct MacModel {
     pub aggregator: Aggregator,
     /// Aggregated tokens → per-layer prefix key/values.
     pub expansion: PrefixExpansion,
+    /// Mean aggregated token → LM hidden width `[d_mod, d_lm]` (training aid).
+    pub answer_probe: Option<Param<Tensor<2>>>,
 }
 
 impl MacModel {
@@ -145,12 +164,22 @@ impl MacModel {
                 .with_n_blocks(config.aggregator_blocks)
                 .with_n_heads(config.aggregator_heads)
                 .with_d_head(config.aggregator_head_dim)
+                .with_question_residual(config.aggregator_question_residual)
                 .init(device),
             expansion: PrefixExpansionConfig::new(config.d_mod, config.n_tokens)
                 .with_prefix_len(config.prefix_len)
                 .with_d_hidden(config.expansion_hidden)
                 .with_kind(config.expansion_kind)
+                .with_zero_output(config.zero_init_prefix)
                 .init(kv_layout, device),
+            answer_probe: config.answer_probe_width.map(|w| {
+                let bound = 1.0 / (config.d_mod as f64).sqrt();
+                Initializer::Uniform {
+                    min: -bound,
+                    max: bound,
+                }
+                .init([config.d_mod, w], device)
+            }),
         })
     }
 
@@ -163,6 +192,16 @@ impl MacModel {
     ) -> (PrefixKv, Aggregation) {
         let agg = self.aggregator.aggregate(question_tokens, memory);
         (self.expansion.forward(agg.modulation.clone()), agg)
+    }
+
+    /// The answer probe's hidden states `[B, 1, d_lm]` for aggregated tokens
+    /// `[B, n, d_mod]` (their mean, projected); `None` without a probe.
+    pub fn answer_probe_hidden(&self, modulation: Tensor<3>) -> Option<Tensor<3>> {
+        let w = self.answer_probe.as_ref()?;
+        let [b, n, d] = modulation.dims();
+        let mean = modulation.sum_dim(1).reshape([b, d]) / n as f64;
+        let width = w.dims()[1];
+        Some(mean.matmul(w.val()).reshape([b, 1, width]))
     }
 
     /// Parameter counts per module, and the total.
@@ -203,6 +242,11 @@ impl MacModel {
                 self.expansion.num_params(),
                 trainable_params(&self.expansion),
             ),
+            row(
+                "answer probe (training aid)",
+                self.answer_probe.num_params(),
+                trainable_params(&self.answer_probe),
+            ),
         ];
         let total = row(
             "total",
@@ -211,4 +255,8 @@ impl MacModel {
         );
         parts.into_iter().chain([total]).collect()
     }
+}
+
+fn yes() -> bool {
+    true
 }

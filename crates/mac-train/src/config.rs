@@ -57,6 +57,24 @@ pub struct TrainConfig {
     pub steps: usize,
     /// Documents per batch `B` (each question aggregates over all `B`).
     pub batch_documents: usize,
+    /// Questions asked of each batch document per step (capped by how many
+    /// it has; the reference asks one). More questions reuse the same
+    /// document encodings, so they add supervision cheaply.
+    #[serde(default = "one")]
+    pub questions_per_document: usize,
+    /// Curriculum: for the first this many steps each question's bank is its
+    /// own document only, so the encoder and expansion learn to carry the
+    /// content before the aggregator has to find it among `B` (0 = off, the
+    /// reference).
+    #[serde(default)]
+    pub own_document_steps: usize,
+    /// Weight of the auxiliary answer-token loss: the aggregated modulation,
+    /// through the model's answer probe and the LM's output embedding, must
+    /// predict the answer's tokens (a bag of tokens). A short, LM-free path
+    /// from the documents to the answer that teaches the encoders and the
+    /// aggregator to carry the facts early (0 = off, the reference).
+    #[serde(default)]
+    pub answer_token_loss_weight: f64,
     /// Micro-batches accumulated per optimizer step.
     pub grad_accumulation: usize,
     /// Peak learning rate (Adam).
@@ -101,19 +119,22 @@ impl TrainConfig {
             lm: None,
             encoder: None,
             seed: 17,
-            steps: 900,
+            steps: 300,
             batch_documents: 8,
+            questions_per_document: 3,
+            own_document_steps: 110,
+            answer_token_loss_weight: 1.0,
             grad_accumulation: 1,
-            learning_rate: 3e-4,
+            learning_rate: 5e-4,
             warmup_fraction: 0.03,
             schedule: Schedule::Constant,
             grad_clip: 1.0,
             backprop_keep: 1.0,
-            validate_every: 150,
+            validate_every: 75,
             validation_documents: 32,
             checkpoint_every: 50,
             max_qa_tokens: 64,
-            max_minutes: Some(55.0),
+            max_minutes: Some(56.0),
         }
     }
 
@@ -129,9 +150,12 @@ impl TrainConfig {
                 aggregator_blocks: 1,
                 aggregator_heads: 2,
                 aggregator_head_dim: 16,
+                aggregator_question_residual: true,
                 prefix_len: 1,
                 expansion_hidden: 64,
                 expansion_kind: ExpansionKind::SharedWithSlotEmbeddings,
+                zero_init_prefix: false,
+                answer_probe_width: None,
                 max_document_tokens: 96,
                 max_question_tokens: 32,
             },
@@ -147,6 +171,9 @@ impl TrainConfig {
             seed: 5,
             steps: 12,
             batch_documents: 4,
+            questions_per_document: 1,
+            own_document_steps: 0,
+            answer_token_loss_weight: 0.0,
             grad_accumulation: 1,
             learning_rate: 3e-3,
             warmup_fraction: 0.0,
@@ -175,12 +202,20 @@ impl TrainConfig {
             "batch_documents must be at least 1"
         );
         anyhow::ensure!(
+            self.questions_per_document >= 1,
+            "questions_per_document must be at least 1"
+        );
+        anyhow::ensure!(
             self.grad_accumulation >= 1,
             "grad_accumulation must be at least 1"
         );
         anyhow::ensure!(
             self.backprop_keep > 0.0 && self.backprop_keep <= 1.0,
             "backprop_keep must be in (0, 1]"
+        );
+        anyhow::ensure!(
+            self.answer_token_loss_weight == 0.0 || self.model.answer_probe_width.is_some(),
+            "answer_token_loss_weight > 0 needs model.answer_probe_width (the LM's hidden width)"
         );
         anyhow::ensure!(self.learning_rate > 0.0, "learning_rate must be positive");
         anyhow::ensure!(
@@ -205,4 +240,8 @@ impl TrainConfig {
             }
         }
     }
+}
+
+fn one() -> usize {
+    1
 }

@@ -17,4 +17,6 @@ mod config;
 mod trainer;
 
 pub use config::{DataSource, Schedule, TrainConfig};
-pub use trainer::{load_splits, Splits, StepStats, TrainSummary, Trainer, ValidationStats};
+pub use trainer::{
+    load_splits, BatchLosses, Splits, StepStats, TrainBatch, TrainSummary, Trainer, ValidationStats,
+};

@@ -9,14 +9,15 @@ use anyhow::{Context, Result};
 use burn::grad_clipping::GradientClippingConfig;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use mac_data::{exact_match, f1_score, load, Dataset, FactStream, Format, LoadOptions, QaPair};
 use mac_encoder::EncoderTokenizer;
 use mac_lm::LoadedLm;
-use mac_model::prompt::{answer_batch, question_prompt};
+use mac_model::prompt::{answer_batch, continuation_ids, question_prompt, AnswerBatch};
 use mac_model::{Checkpoint, CheckpointMeta, MacModel, MacRuntime};
-use rand::seq::{IndexedRandom, SliceRandom};
+use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -64,6 +65,26 @@ pub fn load_splits(source: &DataSource) -> Result<Splits> {
     }
 }
 
+/// One micro-batch: documents, the questions asked of them, and which
+/// documents carry gradients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrainBatch {
+    /// Indices into the training documents; together they are the bank.
+    pub documents: Vec<usize>,
+    /// (position in `documents`, question index within that document).
+    pub questions: Vec<(usize, usize)>,
+    /// Per position in `documents`: encoded with gradients (backprop dropout).
+    pub keep: Vec<bool>,
+}
+
+/// The losses of one micro-batch.
+pub struct BatchLosses {
+    /// Answer NLL of the frozen LM given the question and the prefix.
+    pub answer_nll: Tensor<1>,
+    /// The auxiliary answer-token loss (when configured).
+    pub answer_tokens: Option<Tensor<1>>,
+}
+
 /// What one optimizer step did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepStats {
@@ -71,6 +92,8 @@ pub struct StepStats {
     pub step: usize,
     /// Mean answer NLL over the step's micro-batches.
     pub loss: f64,
+    /// Mean auxiliary answer-token loss, when configured.
+    pub answer_token_loss: Option<f64>,
     /// Learning rate used.
     pub lr: f64,
     /// Seconds the step took.
@@ -84,12 +107,34 @@ pub struct ValidationStats {
     pub step: usize,
     /// Mean answer NLL.
     pub loss: f64,
+    /// Mean answer NLL when each batch's questions aggregate over another
+    /// batch's documents (`None` with a single batch). Higher than `loss`
+    /// exactly when the answers come from the memory.
+    pub loss_unrelated_bank: Option<f64>,
+    /// Mean share of the aggregator's attention on the question's own document.
+    pub gold_weight: f64,
+    /// That share under uniform attention (1 / documents per bank).
+    pub uniform_weight: f64,
     /// SQuAD exact match (0..1).
     pub em: f64,
     /// SQuAD token F1 (0..1).
     pub f1: f64,
     /// Questions answered.
     pub n_questions: usize,
+}
+
+impl std::fmt::Display for ValidationStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "step {}: validation loss {:.3}", self.step, self.loss)?;
+        if let Some(u) = self.loss_unrelated_bank {
+            write!(f, " (unrelated bank {u:.3})")?;
+        }
+        write!(
+            f,
+            "  gold attention {:.3} (uniform {:.3})  EM {:.3}  F1 {:.3}",
+            self.gold_weight, self.uniform_weight, self.em, self.f1
+        )
+    }
 }
 
 /// The end of a run.
@@ -198,6 +243,14 @@ impl Trainer {
         let lm_path = resolve_lm(&config);
         let encoder_dir = resolve_encoder(&config);
         let lm = LoadedLm::load(&lm_path, device)?;
+        if let Some(w) = config.model.answer_probe_width {
+            anyhow::ensure!(
+                w == lm.model.hidden_width(),
+                "model.answer_probe_width is {w}, but {} has hidden width {}",
+                lm_path.display(),
+                lm.model.hidden_width()
+            );
+        }
         let ad = device.clone().autodiff();
         ad.seed(config.seed);
         let mut model = MacModel::init(&config.model, &encoder_dir, lm.model.kv_layout(), &ad)?;
@@ -246,45 +299,62 @@ impl Trainer {
         self.state.step
     }
 
-    /// The documents and questions of micro-batch `micro` of step `step`
-    /// (0-based), and which documents keep gradients.
-    pub fn batch(&self, step: usize, micro: usize) -> (Vec<usize>, Vec<usize>, Vec<bool>) {
+    /// The documents of micro-batch `micro` of step `step` (0-based), its
+    /// questions as (position in the documents, question index), and which
+    /// documents keep gradients.
+    pub fn batch(&self, step: usize, micro: usize) -> TrainBatch {
         let mut rng = step_rng(self.config.seed, step, micro);
         let n = self.splits.train.documents.len();
         let b = self.config.batch_documents;
         let docs: Vec<usize> = rand::seq::index::sample(&mut rng, n, b).into_vec();
-        let qas: Vec<usize> = docs
+        let questions: Vec<(usize, usize)> = docs
             .iter()
-            .map(|&d| {
+            .enumerate()
+            .flat_map(|(pos, &d)| {
                 let k = self.splits.train.documents[d].qas.len();
-                (0..k)
+                let take = self.config.questions_per_document.min(k);
+                rand::seq::index::sample(&mut rng, k, take)
+                    .into_vec()
+                    .into_iter()
+                    .map(move |qi| (pos, qi))
                     .collect::<Vec<_>>()
-                    .choose(&mut rng)
-                    .copied()
-                    .unwrap_or(0)
             })
             .collect();
         let kept = ((b as f64 * self.config.backprop_keep).ceil() as usize).clamp(1, b);
         let mut keep: Vec<bool> = (0..b).map(|i| i < kept).collect();
         keep.shuffle(&mut rng);
-        (docs, qas, keep)
+        TrainBatch {
+            documents: docs,
+            questions,
+            keep,
+        }
     }
 
     /// The answer NLL of one micro-batch, differentiable w.r.t. the MAC model.
     pub fn batch_loss(&self, step: usize, micro: usize) -> Result<Tensor<1>> {
-        let (docs, qas, keep) = self.batch(step, micro);
+        Ok(self.batch_losses(step, micro)?.answer_nll)
+    }
+
+    /// The losses of one micro-batch: the answer NLL of the frozen LM and,
+    /// when configured, the auxiliary answer-token loss.
+    pub fn batch_losses(&self, step: usize, micro: usize) -> Result<BatchLosses> {
+        let batch = self.batch(step, micro);
         let train = &self.splits.train.documents;
-        let texts_kept: Vec<&str> = docs
-            .iter()
-            .zip(&keep)
-            .filter(|(_, k)| **k)
-            .map(|(&d, _)| train[d].text.as_str())
+        // Bank rows: the documents that keep gradients first, then the rest.
+        let order: Vec<usize> = (0..batch.documents.len())
+            .filter(|&i| batch.keep[i])
+            .chain((0..batch.documents.len()).filter(|&i| !batch.keep[i]))
             .collect();
-        let texts_dropped: Vec<&str> = docs
+        let mut row_of = vec![0usize; order.len()];
+        for (row, &pos) in order.iter().enumerate() {
+            row_of[pos] = row;
+        }
+        let text = |pos: &usize| train[batch.documents[*pos]].text.as_str();
+        let texts_kept: Vec<&str> = order.iter().filter(|&&p| batch.keep[p]).map(text).collect();
+        let texts_dropped: Vec<&str> = order
             .iter()
-            .zip(&keep)
-            .filter(|(_, k)| !**k)
-            .map(|(&d, _)| train[d].text.as_str())
+            .filter(|&&p| !batch.keep[p])
+            .map(text)
             .collect();
         let mut parts = vec![
             self.model
@@ -307,28 +377,82 @@ impl Trainer {
         }
         let bank = Tensor::cat(parts, 0);
         let [b, n, d] = bank.dims();
-        let memory = bank.reshape([1, b * n, d]).expand([b, b * n, d]);
-        let pairs: Vec<(&QaPair, &str)> = docs
+        let n_q = batch.questions.len();
+        let memory = if step < self.config.own_document_steps {
+            // Curriculum: each question sees only its own document.
+            let rows: Vec<i64> = batch
+                .questions
+                .iter()
+                .map(|&(pos, _)| row_of[pos] as i64)
+                .collect();
+            let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [n_q]), &self.ad);
+            bank.select(0, rows)
+        } else {
+            bank.reshape([1, b * n, d]).expand([n_q, b * n, d])
+        };
+        let qas: Vec<&QaPair> = batch
+            .questions
             .iter()
-            .zip(&qas)
-            .map(|(&di, &qi)| (&train[di].qas[qi], train[di].text.as_str()))
+            .map(|&(pos, qi)| &train[batch.documents[pos]].qas[qi])
             .collect();
-        let questions: Vec<&str> = pairs.iter().map(|(q, _)| q.question.as_str()).collect();
+        let questions: Vec<&str> = qas.iter().map(|q| q.question.as_str()).collect();
         let q_tokens = self
             .model
             .question_encoder
             .encode_texts(&self.question_tokenizer, &questions, &self.ad)?
             .tokens;
-        let (prefix, _) = self.model.prefix_from_memory(q_tokens, memory);
-        let prompts: Vec<(String, String)> = pairs
+        let (prefix, agg) = self.model.prefix_from_memory(q_tokens, memory);
+        let ab = self.answer_batch(&qas)?;
+        let answer_nll =
+            self.lm
+                .model
+                .weighted_nll(&ab.batch, &ab.targets, &ab.weights, Some(&prefix))?;
+        let answer_tokens = if self.config.answer_token_loss_weight > 0.0 {
+            self.answer_token_loss(agg.modulation, &qas)?
+        } else {
+            None
+        };
+        Ok(BatchLosses {
+            answer_nll,
+            answer_tokens,
+        })
+    }
+
+    /// The teacher-forced prompt + answer batch of `qas` (first reference answer).
+    fn answer_batch(&self, qas: &[&QaPair]) -> Result<AnswerBatch> {
+        let prompts: Vec<(String, String)> = qas
             .iter()
-            .map(|(q, _)| (question_prompt(&q.question), q.answers[0].clone()))
+            .map(|q| (question_prompt(&q.question), q.answers[0].clone()))
             .collect();
-        let ab = answer_batch(&self.lm.tokenizer, &prompts, self.config.max_qa_tokens)?;
-        Ok(self
-            .lm
-            .model
-            .weighted_nll(&ab.batch, &ab.targets, &ab.weights, Some(&prefix))?)
+        Ok(answer_batch(
+            &self.lm.tokenizer,
+            &prompts,
+            self.config.max_qa_tokens,
+        )?)
+    }
+
+    /// Bag-of-tokens cross-entropy of each answer's LM tokens under the
+    /// answer probe's logits (through the LM's output embedding).
+    fn answer_token_loss(
+        &self,
+        modulation: Tensor<3>,
+        qas: &[&QaPair],
+    ) -> Result<Option<Tensor<1>>> {
+        let Some(hidden) = self.model.answer_probe_hidden(modulation) else {
+            return Ok(None);
+        };
+        let logits = self.lm.model.logits(hidden); // [Q, 1, V]
+        let [q, _, v] = logits.dims();
+        let log_p = log_softmax(logits.reshape([q, v]), 1);
+        let mut bag = vec![0f32; q * v];
+        for (i, qa) in qas.iter().enumerate() {
+            let ids = continuation_ids(&self.lm.tokenizer, &format!(" {}", qa.answers[0].trim()))?;
+            for &t in &ids {
+                bag[i * v + t as usize] += 1.0 / ids.len().max(1) as f32;
+            }
+        }
+        let bag = Tensor::<2>::from_data(TensorData::new(bag, [q, v]), &self.ad);
+        Ok(Some((log_p * bag).sum().neg() / q as f64))
     }
 
     /// One optimizer step (all micro-batches); advances the step counter.
@@ -336,11 +460,20 @@ impl Trainer {
         let t0 = Instant::now();
         let step = self.state.step;
         let mut acc = GradientsAccumulator::new();
-        let mut total = 0.0;
+        let (mut total, mut total_aux) = (0.0, None::<f64>);
         let micro = self.config.grad_accumulation;
         for u in 0..micro {
-            let loss = self.batch_loss(step, u)? / micro as f64;
-            total += loss.clone().into_scalar::<f64>();
+            let losses = self.batch_losses(step, u)?;
+            let nll = losses.answer_nll / micro as f64;
+            total += nll.clone().into_scalar::<f64>();
+            let loss = match losses.answer_tokens {
+                Some(aux) => {
+                    let aux = aux / micro as f64;
+                    *total_aux.get_or_insert(0.0) += aux.clone().into_scalar::<f64>();
+                    nll + aux * self.config.answer_token_loss_weight
+                }
+                None => nll,
+            };
             let grads = loss.backward();
             acc.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
         }
@@ -350,6 +483,7 @@ impl Trainer {
         Ok(StepStats {
             step: self.state.step,
             loss: total,
+            answer_token_loss: total_aux,
             lr,
             seconds: t0.elapsed().as_secs_f64(),
         })
@@ -369,6 +503,9 @@ impl Trainer {
 
     /// Loss, EM and F1 on the first `validation_documents` validation
     /// documents; each batch of `batch_documents` documents is the bank.
+    /// Also the two signs that the memory is used: the loss with an
+    /// unrelated bank (the next batch's documents) and the share of the
+    /// aggregator's attention on each question's own document.
     pub fn validate(&self) -> Result<ValidationStats> {
         let rt = self.runtime()?;
         let docs: Vec<_> = self
@@ -378,45 +515,75 @@ impl Trainer {
             .iter()
             .take(self.config.validation_documents)
             .collect();
-        let (mut em, mut f1, mut loss, mut nq, mut nb) = (0.0, 0.0, 0.0, 0usize, 0usize);
-        for chunk in docs.chunks(self.config.batch_documents) {
-            let texts: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
-            let bank = rt.encode_documents(&texts)?.tokens;
-            let qas: Vec<&QaPair> = chunk.iter().flat_map(|d| d.qas.iter()).collect();
-            let questions: Vec<&str> = qas.iter().map(|q| q.question.as_str()).collect();
+        let chunks: Vec<_> = docs.chunks(self.config.batch_documents).collect();
+        let banks = chunks
+            .iter()
+            .map(|chunk| {
+                let texts: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
+                Ok(rt.encode_documents(&texts)?.tokens)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (mut em, mut f1, mut nq) = (0.0, 0.0, 0usize);
+        let (mut loss, mut loss_unrelated, mut gold_weight, mut uniform) = (0.0, 0.0, 0.0, 0.0);
+        for (i, chunk) in chunks.iter().enumerate() {
+            let bank = banks[i].clone();
+            let asked: Vec<(usize, &QaPair)> = chunk
+                .iter()
+                .enumerate()
+                .flat_map(|(pos, d)| d.qas.iter().map(move |q| (pos, q)))
+                .collect();
+            let questions: Vec<&str> = asked.iter().map(|(_, q)| q.question.as_str()).collect();
             let answers = rt.answer_from_modulations(&questions, bank.clone(), usize::MAX)?;
-            for (a, q) in answers.iter().zip(&qas) {
+            for (a, (_, q)) in answers.iter().zip(&asked) {
                 em += exact_match(&a.text, &q.answers);
                 f1 += f1_score(&a.text, &q.answers);
             }
-            nq += qas.len();
-            // Teacher-forced loss with the same bank.
-            let q_tokens = rt.encode_questions(&questions)?;
-            let [n_docs, n, d] = bank.dims();
-            let memory = bank
-                .reshape([1, n_docs * n, d])
-                .expand([questions.len(), n_docs * n, d]);
-            let (prefix, _) = rt.model.prefix_from_memory(q_tokens, memory);
-            let prompts: Vec<(String, String)> = qas
-                .iter()
-                .map(|q| (question_prompt(&q.question), q.answers[0].clone()))
-                .collect();
-            let ab = answer_batch(&rt.lm.tokenizer, &prompts, self.config.max_qa_tokens)?;
-            loss += rt
-                .lm
-                .model
-                .weighted_nll(&ab.batch, &ab.targets, &ab.weights, Some(&prefix))?
-                .into_scalar::<f64>();
-            nb += 1;
+            nq += asked.len();
+            let qas: Vec<&QaPair> = asked.iter().map(|(_, q)| *q).collect();
+            let (l, weights) = self.teacher_forced_loss(&rt, &qas, bank)?;
+            loss += l * qas.len() as f64;
+            for ((pos, _), w) in asked.iter().zip(&weights) {
+                gold_weight += f64::from(w[*pos]);
+                uniform += 1.0 / chunk.len() as f64;
+            }
+            let other = banks[(i + 1) % banks.len()].clone();
+            loss_unrelated += self.teacher_forced_loss(&rt, &qas, other)?.0 * qas.len() as f64;
         }
         let nqf = nq.max(1) as f64;
         Ok(ValidationStats {
             step: self.state.step,
-            loss: loss / nb.max(1) as f64,
+            loss: loss / nqf,
+            loss_unrelated_bank: (banks.len() > 1).then(|| loss_unrelated / nqf),
+            gold_weight: gold_weight / nqf,
+            uniform_weight: uniform / nqf,
             em: em / nqf,
             f1: f1 / nqf,
             n_questions: nq,
         })
+    }
+
+    /// Teacher-forced answer NLL of `qas` over `bank` `[N, n, d]`, and each
+    /// question's attention per document.
+    fn teacher_forced_loss(
+        &self,
+        rt: &MacRuntime,
+        qas: &[&QaPair],
+        bank: Tensor<3>,
+    ) -> Result<(f64, Vec<Vec<f32>>)> {
+        let questions: Vec<&str> = qas.iter().map(|q| q.question.as_str()).collect();
+        let q_tokens = rt.encode_questions(&questions)?;
+        let [n_docs, n, d] = bank.dims();
+        let memory = bank
+            .reshape([1, n_docs * n, d])
+            .expand([questions.len(), n_docs * n, d]);
+        let (prefix, agg) = rt.model.prefix_from_memory(q_tokens, memory);
+        let ab = self.answer_batch(qas)?;
+        let loss = rt
+            .lm
+            .model
+            .weighted_nll(&ab.batch, &ab.targets, &ab.weights, Some(&prefix))?
+            .into_scalar::<f64>();
+        Ok((loss, agg.doc_weights))
     }
 
     /// Writes `checkpoints/NAME` (model, optimizer state, step).
@@ -466,7 +633,12 @@ impl Trainer {
 
     fn validate_and_keep_best(&mut self) -> Result<ValidationStats> {
         let v = self.validate()?;
-        self.log(&serde_json::json!({"kind": "validation", "step": v.step, "loss": v.loss, "em": v.em, "f1": v.f1, "n_questions": v.n_questions}))?;
+        self.log(&serde_json::json!({
+            "kind": "validation", "step": v.step, "loss": v.loss,
+            "loss_unrelated_bank": v.loss_unrelated_bank, "gold_weight": v.gold_weight,
+            "uniform_weight": v.uniform_weight, "em": v.em, "f1": v.f1,
+            "n_questions": v.n_questions,
+        }))?;
         let better = self.state.best_f1.is_none_or(|(best, _)| v.f1 > best);
         if better {
             self.state.best_f1 = Some((v.f1, v.step));
@@ -515,7 +687,10 @@ impl Trainer {
             }
             let s = self.train_step()?;
             ema = Some(ema.map_or(s.loss, |e| 0.9 * e + 0.1 * s.loss));
-            self.log(&serde_json::json!({"kind": "train", "step": s.step, "loss": s.loss, "lr": s.lr, "seconds": s.seconds}))?;
+            self.log(&serde_json::json!({
+                "kind": "train", "step": s.step, "loss": s.loss,
+                "answer_token_loss": s.answer_token_loss, "lr": s.lr, "seconds": s.seconds,
+            }))?;
             bar.set_position(s.step as u64);
             bar.set_message(format!(
                 "loss {:.3} (avg {:.3})",
@@ -525,10 +700,7 @@ impl Trainer {
             let every = self.config.validate_every;
             if every > 0 && s.step % every == 0 && s.step < total {
                 let v = self.validate_and_keep_best()?;
-                bar.println(format!(
-                    "step {}: validation loss {:.3}  EM {:.3}  F1 {:.3}",
-                    v.step, v.loss, v.em, v.f1
-                ));
+                bar.println(v.to_string());
                 last_validation = Some(v);
             }
             let ck = self.config.checkpoint_every;

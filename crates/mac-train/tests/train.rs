@@ -105,3 +105,59 @@ fn presets_and_config_errors() {
     std::fs::write(&p, serde_json::to_string(&d).unwrap()).unwrap();
     assert_eq!(TrainConfig::from_file(&p).unwrap(), d);
 }
+
+#[test]
+fn batches_ask_several_questions_and_the_curriculum_restricts_the_bank() {
+    if !models_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = TrainConfig::preset("tiny").unwrap();
+    cfg.data = DataSource::FactStream(FactStreamConfig {
+        seed: 4,
+        n_train: 12,
+        n_validation: 4,
+        n_test: 2,
+        facts_per_document: 3,
+    });
+    cfg.batch_documents = 3;
+    cfg.questions_per_document = 2;
+    cfg.own_document_steps = 1;
+    cfg.validation_documents = 4;
+    let t = Trainer::new(cfg, dir.path(), &device()).unwrap();
+    let b = t.batch(0, 0);
+    assert_eq!(b.documents.len(), 3);
+    assert_eq!(b.questions.len(), 6, "two questions per document");
+    for pos in 0..3 {
+        let mut asked: Vec<usize> = b
+            .questions
+            .iter()
+            .filter(|(p, _)| *p == pos)
+            .map(|(_, q)| *q)
+            .collect();
+        asked.dedup();
+        assert_eq!(asked.len(), 2, "distinct questions of document {pos}");
+    }
+    assert_eq!(t.batch(0, 0), b, "batches are a pure function of the step");
+    // The curriculum is wired: the same batch at step 0 gives another loss
+    // when every question sees only its own document.
+    let mut cfg_bank = t.config.clone();
+    cfg_bank.own_document_steps = 0;
+    let dir2 = tempfile::tempdir().unwrap();
+    let t_bank = Trainer::new(cfg_bank, dir2.path(), &device()).unwrap();
+    assert_eq!(t_bank.batch(0, 0), b);
+    let own = t.batch_loss(0, 0).unwrap().into_scalar::<f64>();
+    let bank = t_bank.batch_loss(0, 0).unwrap().into_scalar::<f64>();
+    eprintln!("own-document loss {own:.5}, whole-bank loss {bank:.5}");
+    assert!(own.is_finite() && bank.is_finite());
+    assert!((own - bank).abs() > 1e-6, "own {own} vs bank {bank}");
+    // Validation: four documents in banks of three make two banks (3 + 1),
+    // so the unrelated-bank loss exists.
+    let v = t.validate().unwrap();
+    assert_eq!(v.n_questions, 12);
+    let unrelated = v.loss_unrelated_bank.expect("two validation banks");
+    assert!(unrelated.is_finite() && v.loss.is_finite());
+    assert!((0.0..=1.0).contains(&v.gold_weight));
+    // 9 questions over a bank of 3, 3 questions over a bank of 1.
+    assert!((v.uniform_weight - (9.0 / 3.0 + 3.0) / 12.0).abs() < 1e-9);
+}
