@@ -148,15 +148,18 @@ pub struct TrainSummary {
     pub seconds_per_step: f64,
     /// Last validation.
     pub last_validation: Option<ValidationStats>,
-    /// Best validation F1 and its step.
-    pub best_f1: Option<(f64, usize)>,
+    /// Lowest validation loss and its step (the `best` checkpoint).
+    pub best_loss: Option<(f64, usize)>,
 }
 
 /// Progress persisted beside each checkpoint.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct TrainerState {
     step: usize,
-    best_f1: Option<(f64, usize)>,
+    /// Lowest validation answer NLL so far and its step (F1 at these
+    /// levels is too noisy on a small validation set to pick a checkpoint).
+    #[serde(default)]
+    best_loss: Option<(f64, usize)>,
 }
 
 /// A training run in `run_dir`.
@@ -639,9 +642,9 @@ impl Trainer {
             "uniform_weight": v.uniform_weight, "em": v.em, "f1": v.f1,
             "n_questions": v.n_questions,
         }))?;
-        let better = self.state.best_f1.is_none_or(|(best, _)| v.f1 > best);
+        let better = self.state.best_loss.is_none_or(|(best, _)| v.loss < best);
         if better {
-            self.state.best_f1 = Some((v.f1, v.step));
+            self.state.best_loss = Some((v.loss, v.step));
             self.save("best")?;
         }
         Ok(v)
@@ -721,7 +724,7 @@ impl Trainer {
             seconds,
             seconds_per_step: seconds / done.max(1) as f64,
             last_validation,
-            best_f1: self.state.best_f1,
+            best_loss: self.state.best_loss,
         })
     }
 }
