@@ -581,11 +581,22 @@ fn train(preset: &str, out: &Path, extra: &[String]) -> Result<()> {
 }
 
 fn eval(checkpoint: &Path, out: Option<PathBuf>, extra: &[String]) -> Result<()> {
+    mac_on_checkpoint("eval", checkpoint, out, extra)
+}
+
+/// `mac COMMAND --checkpoint CHECKPOINT --out OUT EXTRA…` after fetching the
+/// models; `OUT` defaults to `CHECKPOINT/COMMAND`.
+fn mac_on_checkpoint(
+    command: &str,
+    checkpoint: &Path,
+    out: Option<PathBuf>,
+    extra: &[String],
+) -> Result<()> {
     fetch(false)?;
     let checkpoint = std::env::current_dir()?.join(checkpoint);
-    let out = std::env::current_dir()?.join(out.unwrap_or_else(|| checkpoint.join("eval")));
+    let out = std::env::current_dir()?.join(out.unwrap_or_else(|| checkpoint.join(command)));
     let mut args = vec![
-        "eval".to_string(),
+        command.to_string(),
         "--checkpoint".into(),
         checkpoint.display().to_string(),
         "--out".into(),
@@ -623,21 +634,7 @@ fn main() -> Result<()> {
             checkpoint,
             out,
             args,
-        } => {
-            fetch(false)?;
-            let checkpoint = std::env::current_dir()?.join(checkpoint);
-            let out =
-                std::env::current_dir()?.join(out.unwrap_or_else(|| checkpoint.join("compare")));
-            let mut a = vec![
-                "compare".to_string(),
-                "--checkpoint".into(),
-                checkpoint.display().to_string(),
-                "--out".into(),
-                out.display().to_string(),
-            ];
-            a.extend(args);
-            mac(&a)
-        }
+        } => mac_on_checkpoint("compare", &checkpoint, out, &args),
         Cmd::Demo { preset, out } => demo(&preset, &out),
         Cmd::Test { args } => test(&args),
     }

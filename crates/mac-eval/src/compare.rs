@@ -4,11 +4,10 @@
 //! no-adaptation and oracle-context references.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::tensor::{Tensor, TensorData};
 use mac_data::Dataset;
 use mac_finetune::{FinetuneConfig, FinetuneKind, OnlineFinetuner};
@@ -19,7 +18,8 @@ use mac_retrieval::Bm25Index;
 use serde::{Deserialize, Serialize};
 
 use crate::memory::{peak_rss_mb, reset_peak_rss};
-use crate::online::{bar, score, Question};
+use crate::online::{bar, score, write_predictions, Question};
+use crate::report::method_table;
 use crate::{evaluate, EvalOptions, MethodResult, Prediction, RetentionPoint};
 
 /// What to compare.
@@ -308,28 +308,16 @@ pub fn compare(
             };
             let secs = t0.elapsed().as_secs_f64();
             let name = format!("{kind}@{k}");
-            let (em, f1, pem) = score(&name, &qs, &answers, &mut preds);
+            let scores = score(&name, &qs, &answers, &mut preds);
             let index_ms = 1000.0 * index_seconds / n_docs as f64;
+            let (adapt_ms, storage) = if kind == "rag" {
+                (index_ms, text_bytes)
+            } else {
+                (index_ms + mac_adapt, text_bytes + mac_storage)
+            };
             methods.insert(
                 name,
-                MethodResult {
-                    em,
-                    f1,
-                    prefix_em: pem,
-                    n_questions: qs.len(),
-                    adapt_ms_per_doc: if kind == "rag" {
-                        index_ms
-                    } else {
-                        index_ms + mac_adapt
-                    },
-                    answer_ms_per_question: 1000.0 * secs / qs.len().max(1) as f64,
-                    peak_rss_mb: peak_rss_mb(),
-                    storage_bytes_per_doc: if kind == "rag" {
-                        text_bytes
-                    } else {
-                        text_bytes + mac_storage
-                    },
-                },
+                MethodResult::measured(scores, qs.len(), secs, adapt_ms, storage),
             );
         }
     }
@@ -405,30 +393,27 @@ pub fn compare(
             .collect();
         let answers = plain_answers(&ft.snapshot(), &prompts, batch)?;
         let secs = t0.elapsed().as_secs_f64();
-        let (em, f1, pem) = score(kind.name(), &qs, &answers, &mut preds);
+        let scores = score(kind.name(), &qs, &answers, &mut preds);
         retention.insert(kind.name().to_string(), ret);
         methods.insert(
             kind.name().to_string(),
             MethodResult {
-                em,
-                f1,
-                prefix_em: pem,
-                n_questions: qs.len(),
-                adapt_ms_per_doc: 1000.0 * adapt_s / n_docs as f64,
-                answer_ms_per_question: 1000.0 * secs / qs.len().max(1) as f64,
+                // Peak memory of the fine-tuning, read before answering.
                 peak_rss_mb: peak,
                 // The whole updated model is the adaptation's storage.
-                storage_bytes_per_doc: 0.0,
+                ..MethodResult::measured(
+                    scores,
+                    qs.len(),
+                    secs,
+                    1000.0 * adapt_s / n_docs as f64,
+                    0.0,
+                )
             },
         );
     }
 
     let path = out_dir.join("predictions-compare.jsonl");
-    let mut f = std::fs::File::create(&path)
-        .with_context(|| format!("{}: cannot write", path.display()))?;
-    for p in &preds {
-        writeln!(f, "{}", serde_json::to_string(p)?)?;
-    }
+    write_predictions(&path, &preds)?;
     Ok(CompareReport {
         methods,
         retention,
@@ -447,19 +432,7 @@ pub fn compare_markdown(r: &CompareReport) -> String {
         "{} documents streamed; every method answers the same questions.\n",
         r.n_documents
     );
-    let _ = writeln!(s, "| method | EM | F1 | adapt ms/doc | answer ms/question | peak RSS MiB | storage B/doc |\n|---|---|---|---|---|---|---|");
-    for (name, m) in &r.methods {
-        let _ = writeln!(
-            s,
-            "| {name} | {:.3} | {:.3} | {:.1} | {:.1} | {} | {:.0} |",
-            m.em,
-            m.f1,
-            m.adapt_ms_per_doc,
-            m.answer_ms_per_question,
-            m.peak_rss_mb.map_or("n/a".into(), |x| format!("{x:.0}")),
-            m.storage_bytes_per_doc
-        );
-    }
+    method_table(&mut s, &r.methods, false);
     let _ = writeln!(s, "\nStorage: MAC keeps one modulation per document (plus its text); RAG keeps the text; fine-tuning changes the whole model (not counted per document).\n");
     let _ = writeln!(s, "## Retention (F1 on the first documents' questions)\n");
     for (name, points) in &r.retention {

@@ -72,6 +72,40 @@ pub struct MethodResult {
     pub storage_bytes_per_doc: f64,
 }
 
+impl MethodResult {
+    /// A method's result from its scores (as [`score`] returns them) and its
+    /// timings; peak memory is read now.
+    pub(crate) fn measured(
+        scores: (f64, f64, f64),
+        n_questions: usize,
+        answer_seconds: f64,
+        adapt_ms_per_doc: f64,
+        storage_bytes_per_doc: f64,
+    ) -> Self {
+        let (em, f1, prefix_em) = scores;
+        Self {
+            em,
+            f1,
+            prefix_em,
+            n_questions,
+            adapt_ms_per_doc,
+            answer_ms_per_question: 1000.0 * answer_seconds / n_questions.max(1) as f64,
+            peak_rss_mb: peak_rss_mb(),
+            storage_bytes_per_doc,
+        }
+    }
+}
+
+/// Writes one JSON line per prediction to `path`.
+pub(crate) fn write_predictions(path: &Path, preds: &[Prediction]) -> Result<()> {
+    let mut f =
+        std::fs::File::create(path).with_context(|| format!("{}: cannot write", path.display()))?;
+    for p in preds {
+        writeln!(f, "{}", serde_json::to_string(p)?)?;
+    }
+    Ok(())
+}
+
 /// F1 on the first documents' questions after part of the stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RetentionPoint {
@@ -368,19 +402,16 @@ pub fn evaluate(
     let answer_s = t0.elapsed().as_secs_f64();
     let attention = attention_stats(&questions, &full, n_docs);
     let answers: Vec<String> = full.into_iter().map(|a| a.text).collect();
-    let (em, f1, pem) = score("mac", &questions, &answers, &mut preds);
+    let scores = score("mac", &questions, &answers, &mut preds);
     methods.insert(
         "mac".to_string(),
-        MethodResult {
-            em,
-            f1,
-            prefix_em: pem,
-            n_questions: questions.len(),
-            adapt_ms_per_doc: 1000.0 * adapt_seconds / n_docs as f64,
-            answer_ms_per_question: 1000.0 * answer_s / questions.len().max(1) as f64,
-            peak_rss_mb: peak_rss_mb(),
-            storage_bytes_per_doc: bank.size_bytes() as f64 / bank.len().max(1) as f64,
-        },
+        MethodResult::measured(
+            scores,
+            questions.len(),
+            answer_s,
+            1000.0 * adapt_seconds / n_docs as f64,
+            bank.size_bytes() as f64 / bank.len().max(1) as f64,
+        ),
     );
 
     if let Some(control) = control.filter(|c| !c.documents.is_empty()) {
@@ -398,19 +429,16 @@ pub fn evaluate(
         let t0 = Instant::now();
         let answers = answer_from_bank(rt, &other, &questions, opts, "unrelated bank")?;
         let secs = t0.elapsed().as_secs_f64();
-        let (em, f1, pem) = score("mac_unrelated_bank", &questions, &answers, &mut preds);
+        let scores = score("mac_unrelated_bank", &questions, &answers, &mut preds);
         methods.insert(
             "mac_unrelated_bank".to_string(),
-            MethodResult {
-                em,
-                f1,
-                prefix_em: pem,
-                n_questions: questions.len(),
-                adapt_ms_per_doc: 0.0,
-                answer_ms_per_question: 1000.0 * secs / questions.len().max(1) as f64,
-                peak_rss_mb: peak_rss_mb(),
-                storage_bytes_per_doc: other.size_bytes() as f64 / other.len().max(1) as f64,
-            },
+            MethodResult::measured(
+                scores,
+                questions.len(),
+                secs,
+                0.0,
+                other.size_bytes() as f64 / other.len().max(1) as f64,
+            ),
         );
     }
 
@@ -428,29 +456,16 @@ pub fn evaluate(
             let t0 = Instant::now();
             let answers = answer_plain(rt, &prompts, opts, name)?;
             let secs = t0.elapsed().as_secs_f64();
-            let (em, f1, pem) = score(name, &questions, &answers, &mut preds);
+            let scores = score(name, &questions, &answers, &mut preds);
             methods.insert(
                 name.to_string(),
-                MethodResult {
-                    em,
-                    f1,
-                    prefix_em: pem,
-                    n_questions: questions.len(),
-                    adapt_ms_per_doc: 0.0,
-                    answer_ms_per_question: 1000.0 * secs / questions.len().max(1) as f64,
-                    peak_rss_mb: peak_rss_mb(),
-                    storage_bytes_per_doc: 0.0,
-                },
+                MethodResult::measured(scores, questions.len(), secs, 0.0, 0.0),
             );
         }
     }
 
     let pred_path = out_dir.join("predictions.jsonl");
-    let mut f = std::fs::File::create(&pred_path)
-        .with_context(|| format!("{}: cannot write", pred_path.display()))?;
-    for p in &preds {
-        writeln!(f, "{}", serde_json::to_string(p)?)?;
-    }
+    write_predictions(&pred_path, &preds)?;
     Ok(EvalReport {
         methods,
         retention,

@@ -2,7 +2,9 @@
 
 use std::fmt::Write;
 
-use crate::EvalReport;
+use std::collections::BTreeMap;
+
+use crate::{EvalReport, MethodResult};
 
 /// `report.md` for an evaluation: the method table and the retention table.
 pub fn write_markdown(report: &EvalReport, title: &str) -> String {
@@ -19,22 +21,7 @@ pub fn write_markdown(report: &EvalReport, title: &str) -> String {
             .max()
             .unwrap_or(0)
     );
-    let _ = writeln!(s, "| method | EM | F1 | prefix-EM (reference's EM) | adapt ms/doc | answer ms/question | peak RSS MiB | storage B/doc |");
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
-    for (name, m) in &report.methods {
-        let _ = writeln!(
-            s,
-            "| {name} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {} | {:.0} |",
-            m.em,
-            m.f1,
-            m.prefix_em,
-            m.adapt_ms_per_doc,
-            m.answer_ms_per_question,
-            m.peak_rss_mb
-                .map_or("n/a".to_string(), |x| format!("{x:.0}")),
-            m.storage_bytes_per_doc
-        );
-    }
+    method_table(&mut s, &report.methods, true);
     let a = &report.attention;
     let _ = writeln!(
         s,
@@ -70,4 +57,41 @@ pub fn write_markdown(report: &EvalReport, title: &str) -> String {
         }
     }
     s
+}
+
+/// The per-method markdown table (EM, F1, optionally the reference's
+/// prefix-EM, costs), one row per method.
+pub(crate) fn method_table(
+    s: &mut String,
+    methods: &BTreeMap<String, MethodResult>,
+    with_prefix_em: bool,
+) {
+    let (prefix_head, prefix_rule) = if with_prefix_em {
+        (" prefix-EM (reference's EM) |", "---|")
+    } else {
+        ("", "")
+    };
+    let _ = writeln!(
+        s,
+        "| method | EM | F1 |{prefix_head} adapt ms/doc | answer ms/question | peak RSS MiB | storage B/doc |"
+    );
+    let _ = writeln!(s, "|---|---|---|{prefix_rule}---|---|---|---|");
+    for (name, m) in methods {
+        let prefix = if with_prefix_em {
+            format!(" {:.3} |", m.prefix_em)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            s,
+            "| {name} | {:.3} | {:.3} |{prefix} {:.1} | {:.1} | {} | {:.0} |",
+            m.em,
+            m.f1,
+            m.adapt_ms_per_doc,
+            m.answer_ms_per_question,
+            m.peak_rss_mb
+                .map_or("n/a".to_string(), |x| format!("{x:.0}")),
+            m.storage_bytes_per_doc
+        );
+    }
 }
