@@ -543,14 +543,18 @@ impl Trainer {
             }
             nq += asked.len();
             let qas: Vec<&QaPair> = asked.iter().map(|(_, q)| *q).collect();
-            let (l, weights) = self.teacher_forced_loss(&rt, &qas, bank)?;
+            // The questions are encoded and tokenized once for both banks.
+            let q_tokens = rt.encode_questions(&questions)?;
+            let ab = self.answer_batch(&qas)?;
+            let (l, weights) = Self::teacher_forced_loss(&rt, q_tokens.clone(), &ab, bank)?;
             loss += l * qas.len() as f64;
             for ((pos, _), w) in asked.iter().zip(&weights) {
                 gold_weight += f64::from(w[*pos]);
                 uniform += 1.0 / chunk.len() as f64;
             }
             let other = banks[(i + 1) % banks.len()].clone();
-            loss_unrelated += self.teacher_forced_loss(&rt, &qas, other)?.0 * qas.len() as f64;
+            loss_unrelated +=
+                Self::teacher_forced_loss(&rt, q_tokens, &ab, other)?.0 * qas.len() as f64;
         }
         let nqf = nq.max(1) as f64;
         Ok(ValidationStats {
@@ -565,22 +569,21 @@ impl Trainer {
         })
     }
 
-    /// Teacher-forced answer NLL of `qas` over `bank` `[N, n, d]`, and each
+    /// Teacher-forced answer NLL of the questions (`q_tokens [Q, n, d]`,
+    /// their prompt + answer batch `ab`) over `bank` `[N, n, d]`, and each
     /// question's attention per document.
     fn teacher_forced_loss(
-        &self,
         rt: &MacRuntime,
-        qas: &[&QaPair],
+        q_tokens: Tensor<3>,
+        ab: &AnswerBatch,
         bank: Tensor<3>,
     ) -> Result<(f64, Vec<Vec<f32>>)> {
-        let questions: Vec<&str> = qas.iter().map(|q| q.question.as_str()).collect();
-        let q_tokens = rt.encode_questions(&questions)?;
         let [n_docs, n, d] = bank.dims();
+        let n_q = q_tokens.dims()[0];
         let memory = bank
             .reshape([1, n_docs * n, d])
-            .expand([questions.len(), n_docs * n, d]);
+            .expand([n_q, n_docs * n, d]);
         let (prefix, agg) = rt.model.prefix_from_memory(q_tokens, memory);
-        let ab = self.answer_batch(qas)?;
         let loss = rt
             .lm
             .model
