@@ -50,7 +50,7 @@ fn bench(c: &mut Criterion) {
         bench.iter(|| {
             model
                 .amortizer
-                .forward(ids.clone(), valid.clone())
+                .forward(ids.clone(), valid.clone(), None)
                 .into_data()
         })
     });

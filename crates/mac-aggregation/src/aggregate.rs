@@ -100,6 +100,10 @@ pub struct Aggregation {
     pub modulation: Tensor<3>,
     /// `[B][N]`: how much attention each document received (sums to 1 per question).
     pub doc_weights: Vec<Vec<f32>>,
+    /// Per block, the attention each memory token received `[B, K]`
+    /// (mean over heads and question tokens), differentiable; empty after
+    /// hierarchical aggregation.
+    pub token_weights: Vec<Tensor<2>>,
 }
 
 impl AggregatorConfig {
@@ -155,20 +159,24 @@ impl Aggregator {
         let n = question.dims()[1];
         let start = (!self.question_residual).then(|| question.clone());
         let mut x = question;
-        let mut last = None;
+        let mut token_weights = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {
             let (y, w) = block.forward(x, memory.clone());
             x = y;
-            last = Some(w);
+            token_weights.push(w);
         }
         let modulation = match start {
             Some(q) => self.norm_out.forward(x - q),
             None => self.norm_out.forward(x),
         };
-        let doc_weights = last.map(|w| doc_weights(w, n)).unwrap_or_default();
+        let doc_weights = token_weights
+            .last()
+            .map(|w| doc_weights(w.clone(), n))
+            .unwrap_or_default();
         Aggregation {
             modulation,
             doc_weights,
+            token_weights,
         }
     }
 
@@ -237,6 +245,7 @@ impl Aggregator {
         Ok(Aggregation {
             doc_weights: combine(&weights, &top.doc_weights),
             modulation: top.modulation,
+            token_weights: Vec::new(),
         })
     }
 

@@ -8,7 +8,7 @@ use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use mac_lm::{KvLayout, PrefixKv};
+use mac_lm::{BaseLm, KvLayout, PrefixKv};
 
 /// How the slots get their MLPs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +17,43 @@ pub enum ExpansionKind {
     PerSlot,
     /// Parameter-lean: one shared MLP, each slot adding its own learned embedding.
     SharedWithSlotEmbeddings,
+    /// `p` *virtual tokens* in the base LM's hidden space (`width` wide), made
+    /// by the shared MLP with slot embeddings; every layer of the frozen LM
+    /// turns them into its prefix keys and values with its own norm and
+    /// projections ([`mac_lm::BaseLm::virtual_token_prefix`]), so the prefix
+    /// starts out in a form the LM already reads.
+    VirtualTokens {
+        /// The LM's hidden width.
+        width: usize,
+    },
+}
+
+/// What the expansion produces: prefix key/values directly, or virtual
+/// tokens the base LM turns into them.
+#[derive(Debug, Clone)]
+pub enum ExpansionOutput {
+    /// Per-layer keys and values.
+    Kv(PrefixKv),
+    /// Virtual tokens `[B, p, d_lm]`.
+    VirtualTokens(Box<Tensor<3>>),
+}
+
+impl ExpansionOutput {
+    /// The prefix key/values, asking `lm` to project virtual tokens.
+    pub fn into_prefix(self, lm: &BaseLm) -> mac_lm::Result<PrefixKv> {
+        match self {
+            ExpansionOutput::Kv(kv) => Ok(kv),
+            ExpansionOutput::VirtualTokens(h) => lm.virtual_token_prefix(*h),
+        }
+    }
+
+    /// The key/values when the expansion made them directly.
+    pub fn kv(self) -> Option<PrefixKv> {
+        match self {
+            ExpansionOutput::Kv(kv) => Some(kv),
+            ExpansionOutput::VirtualTokens(_) => None,
+        }
+    }
 }
 
 /// Configuration of a [`PrefixExpansion`].
@@ -62,17 +99,22 @@ pub struct PrefixExpansion {
     pub skip: Option<Param<Tensor<2>>>,
     #[module(skip)]
     layout: (usize, usize, usize, usize),
+    #[module(skip)]
+    virtual_tokens: bool,
 }
 
 impl PrefixExpansionConfig {
     /// Builds the expansion for a base LM's KV layout.
     pub fn init(&self, layout: KvLayout, device: &Device) -> PrefixExpansion {
-        let slots = 2 * layout.n_layers * self.prefix_len;
-        let kv = layout.kv_width();
+        // Slots and the width of each: per-layer keys/values, or virtual tokens.
+        let (slots, kv) = match self.kind {
+            ExpansionKind::VirtualTokens { width } => (self.prefix_len, width),
+            _ => (2 * layout.n_layers * self.prefix_len, layout.kv_width()),
+        };
         let (d, hid) = (self.d_mod, self.d_hidden);
         let m = match self.kind {
             ExpansionKind::PerSlot => slots,
-            ExpansionKind::SharedWithSlotEmbeddings => 1,
+            _ => 1,
         };
         let out_scale = if self.zero_output { 0.0 } else { 1.0 };
         let u = |shape: [usize; 3], fan: usize, scale: f64| -> Param<Tensor<3>> {
@@ -92,7 +134,7 @@ impl PrefixExpansionConfig {
             b1: Initializer::Zeros.init([m, 1, hid], device),
             w2: u([m, hid, kv], hid, out_scale),
             b2: Initializer::Zeros.init([m, 1, kv], device),
-            slot_embed: (self.kind == ExpansionKind::SharedWithSlotEmbeddings).then(|| {
+            slot_embed: (self.kind != ExpansionKind::PerSlot).then(|| {
                 Initializer::Normal {
                     mean: 0.0,
                     std: 0.02,
@@ -116,18 +158,23 @@ impl PrefixExpansionConfig {
                 layout.head_dim,
                 self.prefix_len,
             ),
+            virtual_tokens: matches!(self.kind, ExpansionKind::VirtualTokens { .. }),
         }
     }
 }
 
 impl PrefixExpansion {
-    /// `[B, n, d_mod]` → [`PrefixKv`] with `p` slots per layer. Slot `s`
-    /// reads aggregated token `s mod n`.
-    pub fn forward(&self, tokens: Tensor<3>) -> PrefixKv {
+    /// `[B, n, d_mod]` → prefix key/values with `p` slots per layer (or `p`
+    /// virtual tokens). Slot `s` reads aggregated token `s mod n`.
+    pub fn forward(&self, tokens: Tensor<3>) -> ExpansionOutput {
         let [b, n, d] = tokens.dims();
         let (layers, hkv, dh, p) = self.layout;
-        let slots = 2 * layers * p;
-        let kv = hkv * dh;
+        let slots = if self.virtual_tokens {
+            p
+        } else {
+            2 * layers * p
+        };
+        let kv = self.w2.dims()[2];
         let index: Vec<i64> = (0..slots).map(|s| (s % n) as i64).collect();
         let index = Tensor::<1, burn::tensor::Int>::from_data(
             burn::tensor::TensorData::new(index, [slots]),
@@ -162,6 +209,9 @@ impl PrefixExpansion {
             Some(s) => linear(x, s.val(), None),
             None => x,
         };
+        if self.virtual_tokens {
+            return ExpansionOutput::VirtualTokens(Box::new(y + residual));
+        }
         // [B, S, kv] -> [B, L, 2, p, H_kv, dh] -> per layer [B, H_kv, p, dh]
         let out = (y + residual).reshape([b, layers, 2, p, hkv, dh]);
         let layers_kv = (0..layers)
@@ -179,6 +229,6 @@ impl PrefixExpansion {
                 (k, v)
             })
             .collect();
-        PrefixKv { layers: layers_kv }
+        ExpansionOutput::Kv(PrefixKv { layers: layers_kv })
     }
 }

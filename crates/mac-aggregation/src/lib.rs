@@ -20,7 +20,7 @@ mod expand;
 mod head;
 
 pub use aggregate::{Aggregation, Aggregator, AggregatorConfig};
-pub use expand::{ExpansionKind, PrefixExpansion, PrefixExpansionConfig};
+pub use expand::{ExpansionKind, ExpansionOutput, PrefixExpansion, PrefixExpansionConfig};
 pub use head::{QueryTokenHead, QueryTokenHeadConfig};
 
 use burn::module::{Module, ModuleVisitor, Param};

@@ -142,11 +142,23 @@ fn expansion_shapes_and_parameter_counts() {
         .with_d_hidden(16)
         .with_kind(ExpansionKind::SharedWithSlotEmbeddings)
         .init(layout, &device);
+    let virtual_tokens = PrefixExpansionConfig::new(32, 3)
+        .with_d_hidden(16)
+        .with_kind(ExpansionKind::VirtualTokens {
+            width: lm.hidden_width(),
+        })
+        .init(layout, &device);
     let tokens = Tensor::<3>::random([2, 3, 32], Distribution::Normal(0.0, 1.0), &device);
-    for e in [&per_slot, &shared] {
-        let p = e.forward(tokens.clone());
+    for e in [&per_slot, &shared, &virtual_tokens] {
+        let p = e.forward(tokens.clone()).into_prefix(&lm).unwrap();
         p.validate(&layout, 2).unwrap();
         assert_eq!(p.len(), 2);
+    }
+    // Virtual tokens are the LM's width; the LM makes every layer's keys
+    // and values from them (so the expansion alone has no key/values).
+    match virtual_tokens.forward(tokens.clone()) {
+        ExpansionOutput::VirtualTokens(h) => assert_eq!(h.dims(), [2, 2, lm.hidden_width()]),
+        ExpansionOutput::Kv(_) => panic!("virtual tokens expected"),
     }
     eprintln!(
         "expansion params: per-slot {}, shared {}",
@@ -228,7 +240,10 @@ fn gradients_reach_every_trainable_parameter_through_the_frozen_lm() {
         valid,
     );
     let bank = docs.reshape([1, 2 * n, d]).expand([2, 2 * n, d]);
-    let prefix = expand.forward(agg.aggregate(qs, bank).modulation);
+    let prefix = expand
+        .forward(agg.aggregate(qs, bank).modulation)
+        .kv()
+        .unwrap();
     let batch = TokenBatch::padded(&[vec![3, 4, 5], vec![6, 7]], 0, Padding::Right).unwrap();
     let loss = lm
         .weighted_nll(
@@ -280,7 +295,7 @@ fn zero_output_expansion_starts_with_zero_prefixes_and_still_learns() {
         .with_zero_output(true)
         .init(layout, &ad);
     let tokens = Tensor::<3>::random([2, 3, 32], Distribution::Normal(0.0, 1.0), &ad);
-    let prefix = expand.forward(tokens);
+    let prefix = expand.forward(tokens).kv().unwrap();
     for (k, v) in &prefix.layers {
         assert_eq!(k.clone().abs().max().into_scalar::<f32>(), 0.0);
         assert_eq!(v.clone().abs().max().into_scalar::<f32>(), 0.0);

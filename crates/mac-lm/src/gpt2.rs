@@ -198,6 +198,28 @@ impl Gpt2 {
         }
     }
 
+    /// Keys and values every block computes for hidden vectors `[B, P, d]`
+    /// held fixed across blocks (GPT-2's positions are added at the input,
+    /// so a virtual token has none).
+    pub(crate) fn virtual_token_kv(&self, hidden: Tensor<3>) -> PrefixKv {
+        let [b, p, d] = hidden.dims();
+        let nh = self.n_heads();
+        let dh = d / nh;
+        let layers = self
+            .h
+            .iter()
+            .map(|block| {
+                let qkv = block.c_attn.forward(block.ln_1.forward(hidden.clone()));
+                let heads = |z: Tensor<3>| z.reshape([b, p, nh, dh]).swap_dims(1, 2);
+                (
+                    heads(qkv.clone().narrow(2, d, d)),
+                    heads(qkv.narrow(2, 2 * d, d)),
+                )
+            })
+            .collect();
+        PrefixKv { layers }
+    }
+
     /// Runs the decoder over new tokens and returns final hidden states `[B, T, d]`.
     pub(crate) fn forward_hidden(
         &self,

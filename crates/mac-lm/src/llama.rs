@@ -328,6 +328,28 @@ impl Llama {
         self.norm.forward(x)
     }
 
+    /// Keys and values every layer computes for hidden vectors `[B, P, d]`
+    /// held fixed across layers, at position 0 (where rotary is the identity).
+    pub(crate) fn virtual_token_kv(&self, hidden: Tensor<3>) -> PrefixKv {
+        let [b, p, _] = hidden.dims();
+        let (hkv, dh) = (self.config.kv_heads(), self.config.head_size());
+        let layers = self
+            .layers
+            .iter()
+            .map(|layer| {
+                let a = &layer.self_attn;
+                let hn = layer.input_layernorm.forward(hidden.clone());
+                let split = |w: Tensor<2>| {
+                    linear(hn.clone(), w, None)
+                        .reshape([b, p, hkv, dh])
+                        .swap_dims(1, 2)
+                };
+                (split(a.k_proj.val()), split(a.v_proj.val()))
+            })
+            .collect();
+        PrefixKv { layers }
+    }
+
     /// Projects hidden states to vocabulary logits.
     pub(crate) fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         linear(hidden, self.lm_head.val(), None)

@@ -346,6 +346,34 @@ impl BaseLm {
         }
     }
 
+    /// The input token embeddings `[B, T, d]` of `ids` (no position
+    /// information; the LM's own lookup table).
+    pub fn token_embeddings(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        let table = match self {
+            BaseLm::Llama(m) => m.embed_tokens.val(),
+            BaseLm::Gpt2(m) => m.wte.val(),
+        };
+        burn::tensor::module::embedding(table, ids)
+    }
+
+    /// A prefix of *virtual tokens*: hidden vectors `[B, P, d]` that every
+    /// layer turns into keys and values with its own norm and projections,
+    /// as if a token with that hidden state stood at position 0 in every
+    /// layer. Differentiable with respect to `hidden` (the weights stay frozen).
+    pub fn virtual_token_prefix(&self, hidden: Tensor<3>) -> Result<PrefixKv> {
+        let d = hidden.dims()[2];
+        if d != self.hidden_width() {
+            return Err(LmError::Input(format!(
+                "virtual tokens are {d} wide, the model's hidden width is {}",
+                self.hidden_width()
+            )));
+        }
+        Ok(match self {
+            BaseLm::Llama(m) => m.virtual_token_kv(hidden),
+            BaseLm::Gpt2(m) => m.virtual_token_kv(hidden),
+        })
+    }
+
     /// Device the weights live on.
     pub fn device(&self) -> Device {
         match self {
@@ -429,12 +457,33 @@ impl BaseLm {
             return Err(LmError::Input("no position carries loss weight".into()));
         }
         let device = self.device();
-        let logp = log_softmax(self.forward(batch, prefix)?, 2);
-        let tgt: Vec<i64> = targets.iter().flatten().map(|&x| x as i64).collect();
-        let tgt = Tensor::<3, Int>::from_data(TensorData::new(tgt, [b, t, 1]), &device);
-        let picked = logp.gather(2, tgt).reshape([b * t]);
-        let w: Vec<f32> = weights.iter().flatten().copied().collect();
-        let w = Tensor::<1>::from_data(TensorData::new(w, [b * t]), &device);
+        // Vocabulary logits only where the loss reads them: the answer
+        // positions are a few of each row, and the [rows, V] logits and
+        // their softmax are a large share of a step's memory traffic.
+        let (mut rows, mut tgt, mut w) = (Vec::new(), Vec::new(), Vec::new());
+        for (r, (trow, wrow)) in targets.iter().zip(weights).enumerate() {
+            for (c, (&target, &weight)) in trow.iter().zip(wrow).enumerate() {
+                if weight > 0.0 {
+                    rows.push((r * t + c) as i64);
+                    tgt.push(target as i64);
+                    w.push(weight);
+                }
+            }
+        }
+        let n = rows.len();
+        let hidden = self.forward_hidden(batch, prefix, None)?;
+        let d = hidden.dims()[2];
+        let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &device);
+        let picked_hidden = hidden
+            .reshape([b * t, d])
+            .select(0, rows)
+            .reshape([1, n, d]);
+        let logits = self.logits(picked_hidden);
+        let v = logits.dims()[2];
+        let logp = log_softmax(logits.reshape([n, v]), 1);
+        let tgt = Tensor::<2, Int>::from_data(TensorData::new(tgt, [n, 1]), &device);
+        let picked = logp.gather(1, tgt).reshape([n]);
+        let w = Tensor::<1>::from_data(TensorData::new(w, [n]), &device);
         Ok((picked * w).sum().neg() / total)
     }
 

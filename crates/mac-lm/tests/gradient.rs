@@ -108,3 +108,86 @@ fn prefix_gradient_matches_finite_differences() {
     assert_eq!(checked, 12);
     assert!(nonzero > 0, "prefix gradient is identically zero");
 }
+
+/// `weighted_nll` reads logits only at weighted positions; it must equal
+/// the weighted NLL computed by hand from the full `forward` logits.
+#[test]
+fn weighted_nll_matches_the_full_logits() {
+    let device = device();
+    let model = BaseLm::load(fixtures().join("tiny-llama"), &device).unwrap();
+    let batch = TokenBatch::padded(
+        &[vec![3, 9, 27, 81, 4], vec![8, 16, 32]],
+        0,
+        mac_lm::Padding::Right,
+    )
+    .unwrap();
+    let targets = vec![vec![9, 27, 81, 4, 1], vec![16, 32, 64, 0, 0]];
+    let weights = vec![vec![0.0, 0.5, 1.0, 2.0, 0.0], vec![1.0, 0.0, 1.0, 0.0, 0.0]];
+    let loss = model
+        .weighted_nll(&batch, &targets, &weights, None)
+        .unwrap()
+        .into_scalar::<f64>();
+    let logits = model.forward(&batch, None).unwrap();
+    let [b, t, v] = logits.dims();
+    let logits = logits.try_to_vec_as::<f32>().unwrap();
+    let (mut sum, mut total) = (0.0f64, 0.0f64);
+    for r in 0..b {
+        for c in 0..t {
+            let w = weights[r][c] as f64;
+            if w == 0.0 {
+                continue;
+            }
+            let row = &logits[(r * t + c) * v..(r * t + c + 1) * v];
+            let max = row.iter().cloned().fold(f32::MIN, f32::max) as f64;
+            let lse = max
+                + row
+                    .iter()
+                    .map(|&x| (x as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            sum += w * (lse - row[targets[r][c] as usize] as f64);
+            total += w;
+        }
+    }
+    let expected = sum / total;
+    assert!(
+        (loss - expected).abs() < 1e-4 * expected.abs().max(1.0),
+        "weighted_nll {loss} vs by hand {expected}"
+    );
+}
+
+/// A virtual token whose hidden vector is a real token's input at position
+/// 0 gets, in the first layer, exactly the keys and values the LM's own
+/// forward pass caches for that token (Llama: rotary is the identity at 0;
+/// GPT-2: its position-0 embedding is part of the input).
+#[test]
+fn virtual_token_kv_matches_the_lms_own_first_layer() {
+    let device = device();
+    for name in ["tiny-llama", "tiny-gpt2"] {
+        let model = BaseLm::load(fixtures().join(name), &device).unwrap();
+        let batch = TokenBatch::padded(&[vec![7]], 0, mac_lm::Padding::Right).unwrap();
+        let mut cache = mac_lm::KvCache::new();
+        model
+            .forward_hidden(&batch, None, Some(&mut cache))
+            .unwrap();
+        let ids = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(
+            TensorData::new(vec![7i64], [1, 1]),
+            &device,
+        );
+        let mut hidden = model.token_embeddings(ids);
+        if let BaseLm::Gpt2(m) = &model {
+            hidden = hidden + m.wpe.val().narrow(0, 0, 1).unsqueeze::<3>();
+        }
+        let prefix = model.virtual_token_prefix(hidden).unwrap();
+        let (k, v) = &prefix.layers[0];
+        let (ck, cv) = &cache.layers[0];
+        let diff =
+            |a: &Tensor<4>, b: &Tensor<4>| (a.clone() - b.clone()).abs().max().into_scalar::<f32>();
+        assert_eq!(k.dims(), ck.dims(), "{name}");
+        assert!(diff(k, ck) < 1e-5 && diff(v, cv) < 1e-5, "{name}");
+        assert_eq!(prefix.layers.len(), model.kv_layout().n_layers);
+        // A hidden vector of the wrong width is an error, not a panic.
+        let wrong = Tensor::<3>::zeros([1, 1, model.hidden_width() + 1], &device);
+        assert!(model.virtual_token_prefix(wrong).is_err());
+    }
+}

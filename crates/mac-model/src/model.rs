@@ -10,7 +10,7 @@ use mac_aggregation::{
     PrefixExpansionConfig,
 };
 use mac_encoder::Trainable;
-use mac_lm::{KvLayout, PrefixKv};
+use mac_lm::{BaseLm, KvLayout, PrefixKv};
 use serde::{Deserialize, Serialize};
 
 use crate::AmortizationEncoder;
@@ -76,6 +76,11 @@ pub struct MacConfig {
     /// answer-token loss, unused when answering). `null` = no probe.
     #[serde(default)]
     pub answer_probe_width: Option<usize>,
+    /// Width of the base LM's token embeddings when the amortization
+    /// encoder also reads each document's tokens as the frozen LM embeds
+    /// them (the *LM-token channel*); `null` = the encoder backbone only.
+    #[serde(default)]
+    pub lm_token_channel_width: Option<usize>,
     /// Encoder token limit for documents (longer ones are truncated, with a warning).
     pub max_document_tokens: usize,
     /// Encoder token limit for questions.
@@ -101,6 +106,7 @@ impl Default for MacConfig {
             expansion_kind: ExpansionKind::SharedWithSlotEmbeddings,
             zero_init_prefix: true,
             answer_probe_width: Some(576),
+            lm_token_channel_width: Some(576),
             max_document_tokens: 256,
             max_question_tokens: 64,
         }
@@ -147,19 +153,20 @@ impl MacModel {
                 "n_tokens, d_mod and prefix_len must be positive".into(),
             ));
         }
-        let encoder = |trainable| {
+        let encoder = |trainable, lm_width| {
             AmortizationEncoder::load(
                 encoder_dir,
                 config.n_tokens,
                 config.d_mod,
                 config.head_heads,
                 trainable,
+                lm_width,
                 device,
             )
         };
         Ok(Self {
-            amortizer: encoder(config.document_trainable)?,
-            question_encoder: encoder(config.question_trainable)?,
+            amortizer: encoder(config.document_trainable, config.lm_token_channel_width)?,
+            question_encoder: encoder(config.question_trainable, None)?,
             aggregator: AggregatorConfig::new(config.d_mod)
                 .with_n_blocks(config.aggregator_blocks)
                 .with_n_heads(config.aggregator_heads)
@@ -187,11 +194,18 @@ impl MacModel {
     /// key/values and the per-document attention.
     pub fn prefix_from_memory(
         &self,
+        lm: &BaseLm,
         question_tokens: Tensor<3>,
         memory: Tensor<3>,
-    ) -> (PrefixKv, Aggregation) {
+    ) -> Result<(PrefixKv, Aggregation), ModelError> {
         let agg = self.aggregator.aggregate(question_tokens, memory);
-        (self.expansion.forward(agg.modulation.clone()), agg)
+        Ok((self.prefix(lm, agg.modulation.clone())?, agg))
+    }
+
+    /// Aggregated tokens `[B, n, d_mod]` → the frozen LM's prefix key/values
+    /// (through `lm`'s own projections when the expansion makes virtual tokens).
+    pub fn prefix(&self, lm: &BaseLm, modulation: Tensor<3>) -> Result<PrefixKv, ModelError> {
+        Ok(self.expansion.forward(modulation).into_prefix(lm)?)
     }
 
     /// The answer probe's hidden states `[B, 1, d_lm]` for aggregated tokens
@@ -221,6 +235,11 @@ impl MacModel {
                 "amortization encoder (query head + token MLPs)",
                 self.amortizer.head.num_params(),
                 trainable_params(&self.amortizer.head),
+            ),
+            row(
+                "amortization encoder (LM-token channel)",
+                self.amortizer.lm_channel.num_params(),
+                trainable_params(&self.amortizer.lm_channel),
             ),
             row(
                 "question encoder (backbone)",

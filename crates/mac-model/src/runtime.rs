@@ -94,9 +94,12 @@ impl MacRuntime {
 
     /// Documents → modulations `[B, n, d_mod]` (one forward pass).
     pub fn encode_documents(&self, texts: &[&str]) -> Result<EncodedText, ModelError> {
-        self.model
-            .amortizer
-            .encode_texts(&self.document_tokenizer, texts, &self.device)
+        self.model.amortizer.encode_texts(
+            &self.document_tokenizer,
+            texts,
+            Some(&self.lm),
+            &self.device,
+        )
     }
 
     /// Questions → query tokens `[B, n, d_mod]`.
@@ -104,7 +107,7 @@ impl MacRuntime {
         Ok(self
             .model
             .question_encoder
-            .encode_texts(&self.question_tokenizer, questions, &self.device)?
+            .encode_texts(&self.question_tokenizer, questions, None, &self.device)?
             .tokens)
     }
 
@@ -130,7 +133,7 @@ impl MacRuntime {
         questions: &[&str],
         modulation: Tensor<3>,
     ) -> Result<Vec<String>, ModelError> {
-        let prefix = self.model.expansion.forward(modulation);
+        let prefix = self.model.prefix(&self.lm.model, modulation)?;
         let prompts: Vec<String> = questions.iter().map(|q| question_prompt(q)).collect();
         self.generate(&prompts, Some(&prefix), MAX_ANSWER_TOKENS)
     }
@@ -169,7 +172,7 @@ impl MacRuntime {
         questions: &[&str],
         agg: mac_aggregation::Aggregation,
     ) -> Result<Vec<Answer>, ModelError> {
-        let prefix = self.model.expansion.forward(agg.modulation);
+        let prefix = self.model.prefix(&self.lm.model, agg.modulation)?;
         let prompts: Vec<String> = questions.iter().map(|q| question_prompt(q)).collect();
         let texts = self.generate(&prompts, Some(&prefix), MAX_ANSWER_TOKENS)?;
         Ok(texts

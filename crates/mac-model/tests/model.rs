@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use burn::tensor::Tensor;
 use mac_encoder::{EncoderTokenizer, Trainable};
 use mac_lm::KvLayout;
+use mac_lm::LoadedLm;
 use mac_model::{Checkpoint, CheckpointMeta, MacConfig, MacModel, ModelError};
 
 fn device() -> burn::tensor::Device {
@@ -24,6 +25,7 @@ fn small_config() -> MacConfig {
         aggregator_head_dim: 8,
         prefix_len: 1,
         expansion_hidden: 16,
+        lm_token_channel_width: None,
         ..MacConfig::default()
     }
 }
@@ -54,12 +56,12 @@ fn amortization_is_padding_invariant_and_checkpoints_round_trip() {
     let long = "Morrion Thrimsen works for Orvane Dynamics and was awarded the Ember Prize in a long ceremony.";
     let alone = model
         .amortizer
-        .encode_texts(&tok, &[short], &device)
+        .encode_texts(&tok, &[short], None, &device)
         .unwrap()
         .tokens;
     let padded = model
         .amortizer
-        .encode_texts(&tok, &[short, long], &device)
+        .encode_texts(&tok, &[short, long], None, &device)
         .unwrap()
         .tokens
         .narrow(0, 0, 1);
@@ -67,7 +69,7 @@ fn amortization_is_padding_invariant_and_checkpoints_round_trip() {
     let d = max_diff(alone.clone(), padded);
     assert!(d < 1e-4, "padding changed the modulation by {d}");
     assert!(matches!(
-        model.amortizer.encode_texts(&tok, &["  "], &device),
+        model.amortizer.encode_texts(&tok, &["  "], None, &device),
         Err(ModelError::Input(_))
     ));
 
@@ -86,7 +88,11 @@ fn amortization_is_padding_invariant_and_checkpoints_round_trip() {
             .sum::<usize>()
     );
     assert!(summary[0].trainable > 0 && summary[0].trainable < summary[0].total);
-    assert_eq!(summary[2].trainable, 0);
+    let question_backbone = summary
+        .iter()
+        .find(|p| p.name == "question encoder (backbone)")
+        .unwrap();
+    assert_eq!(question_backbone.trainable, 0);
 
     // Round trip through a checkpoint gives the same modulation.
     let dir = tempfile::tempdir().unwrap();
@@ -97,7 +103,7 @@ fn amortization_is_padding_invariant_and_checkpoints_round_trip() {
     let restored = ck.load_model(None, &device).unwrap();
     let again = restored
         .amortizer
-        .encode_texts(&tok, &[short], &device)
+        .encode_texts(&tok, &[short], None, &device)
         .unwrap()
         .tokens;
     assert!(max_diff(alone, again) < 1e-6);
@@ -139,4 +145,70 @@ fn amortization_is_padding_invariant_and_checkpoints_round_trip() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("model.bpk"), "{e}");
+}
+
+/// The LM-token channel: the document encoder also reads the document as
+/// the frozen LM embeds it. Padding invariance holds over both sequences,
+/// the LM's tokens change the modulation, the channel trains, and an
+/// encoder with a channel refuses to run without the LM.
+#[test]
+fn lm_token_channel_reads_the_lm_tokens() {
+    let Some(enc) = encoder_dir() else { return };
+    let lm_path = mac_assets::default_lm_path();
+    if !mac_assets::fetched_or_skip(&lm_path) {
+        return;
+    }
+    let device = device();
+    let lm = LoadedLm::load(&lm_path, &device).unwrap();
+    let cfg = MacConfig {
+        lm_token_channel_width: Some(lm.model.hidden_width()),
+        ..small_config()
+    };
+    let ad = device.clone().autodiff();
+    let model = MacModel::init(&cfg, &enc, LAYOUT, &ad).unwrap();
+    let tok = EncoderTokenizer::from_file(enc.join("tokenizer.json"), 64).unwrap();
+    let short = "Velra Quellington was born in Port Vessa.";
+    let long = "Morrion Thrimsen works for Orvane Dynamics and was awarded the Ember Prize in a long ceremony.";
+    let e = model
+        .amortizer
+        .encode_texts(&tok, &[short], None, &ad)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("LM"), "{e}");
+
+    let alone = model
+        .amortizer
+        .encode_texts(&tok, &[short], Some(&lm), &ad)
+        .unwrap()
+        .tokens;
+    let padded = model
+        .amortizer
+        .encode_texts(&tok, &[short, long], Some(&lm), &ad)
+        .unwrap()
+        .tokens
+        .narrow(0, 0, 1);
+    let d = max_diff(alone.clone(), padded);
+    assert!(d < 1e-4, "padding changed the modulation by {d}");
+
+    // Same encoder input, other LM tokens: the modulation moves.
+    let ids_valid = tok.encode_batch(&[short]).unwrap();
+    let with = |text: &str| {
+        let lm_tokens = mac_model::LmTokens::embed(&lm, &[text], 64, &ad).unwrap();
+        model.amortizer.forward(
+            ids_valid.ids_tensor(&ad),
+            ids_valid.valid_tensor(&ad),
+            Some(lm_tokens),
+        )
+    };
+    let moved = max_diff(with(short), with("Velra Quellington was born in Oldmarsh."));
+    assert!(
+        moved > 1e-3,
+        "the LM tokens did not change the modulation ({moved})"
+    );
+
+    // The channel's projection receives a gradient.
+    let grads = alone.powi_scalar(2).sum().backward();
+    let ch = model.amortizer.lm_channel.as_ref().unwrap();
+    let g = ch.proj.weight.val().grad(&grads).expect("channel gradient");
+    assert!(g.abs().sum().into_scalar::<f32>() > 0.0);
 }

@@ -75,6 +75,13 @@ pub struct TrainConfig {
     /// aggregator to carry the facts early (0 = off, the reference).
     #[serde(default)]
     pub answer_token_loss_weight: f64,
+    /// Weight of the auxiliary retrieval loss: minus the log of the share of
+    /// the aggregator's attention (every block, mean over heads) that lands
+    /// on each question's own document, when the bank holds several. The
+    /// trainer knows which document a question belongs to; this teaches the
+    /// aggregator to find it directly (0 = off, the reference).
+    #[serde(default)]
+    pub retrieval_loss_weight: f64,
     /// Micro-batches accumulated per optimizer step.
     pub grad_accumulation: usize,
     /// Peak learning rate (Adam).
@@ -119,18 +126,19 @@ impl TrainConfig {
             lm: None,
             encoder: None,
             seed: 17,
-            steps: 300,
+            steps: 380,
             batch_documents: 8,
             questions_per_document: 3,
             own_document_steps: 110,
             answer_token_loss_weight: 1.0,
+            retrieval_loss_weight: 0.5,
             grad_accumulation: 1,
             learning_rate: 5e-4,
             warmup_fraction: 0.03,
             schedule: Schedule::Constant,
             grad_clip: 1.0,
             backprop_keep: 1.0,
-            validate_every: 75,
+            validate_every: 95,
             validation_documents: 32,
             checkpoint_every: 50,
             max_qa_tokens: 64,
@@ -156,6 +164,7 @@ impl TrainConfig {
                 expansion_kind: ExpansionKind::SharedWithSlotEmbeddings,
                 zero_init_prefix: false,
                 answer_probe_width: None,
+                lm_token_channel_width: None,
                 max_document_tokens: 96,
                 max_question_tokens: 32,
             },
@@ -174,6 +183,7 @@ impl TrainConfig {
             questions_per_document: 1,
             own_document_steps: 0,
             answer_token_loss_weight: 0.0,
+            retrieval_loss_weight: 0.0,
             grad_accumulation: 1,
             learning_rate: 3e-3,
             warmup_fraction: 0.0,
@@ -216,6 +226,10 @@ impl TrainConfig {
         anyhow::ensure!(
             self.answer_token_loss_weight == 0.0 || self.model.answer_probe_width.is_some(),
             "answer_token_loss_weight > 0 needs model.answer_probe_width (the LM's hidden width)"
+        );
+        anyhow::ensure!(
+            self.retrieval_loss_weight >= 0.0 && self.answer_token_loss_weight >= 0.0,
+            "loss weights must not be negative"
         );
         anyhow::ensure!(self.learning_rate > 0.0, "learning_rate must be positive");
         anyhow::ensure!(

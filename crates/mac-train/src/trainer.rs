@@ -83,6 +83,9 @@ pub struct BatchLosses {
     pub answer_nll: Tensor<1>,
     /// The auxiliary answer-token loss (when configured).
     pub answer_tokens: Option<Tensor<1>>,
+    /// The auxiliary retrieval loss (when configured and the bank holds
+    /// more than the question's own document).
+    pub retrieval: Option<Tensor<1>>,
 }
 
 /// What one optimizer step did.
@@ -94,6 +97,9 @@ pub struct StepStats {
     pub loss: f64,
     /// Mean auxiliary answer-token loss, when configured.
     pub answer_token_loss: Option<f64>,
+    /// Mean auxiliary retrieval loss, when configured and in the bank phase.
+    #[serde(default)]
+    pub retrieval_loss: Option<f64>,
     /// Learning rate used.
     pub lr: f64,
     /// Seconds the step took.
@@ -200,6 +206,33 @@ fn optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
         .init()
 }
 
+/// Minus the log of the attention share on each question's own document,
+/// averaged over questions and aggregator blocks. `token_weights[k]` is
+/// `[Q, B·n]` (block `k`), `gold[q]` the bank row of question `q`'s document.
+fn retrieval_loss(
+    token_weights: &[Tensor<2>],
+    gold: &[usize],
+    n: usize,
+    b: usize,
+    device: &Device,
+) -> Tensor<1> {
+    let q = gold.len();
+    let mut mask = vec![0f32; q * b * n];
+    for (i, &row) in gold.iter().enumerate() {
+        mask[i * b * n + row * n..i * b * n + (row + 1) * n].fill(1.0);
+    }
+    let mask = Tensor::<2>::from_data(TensorData::new(mask, [q, b * n]), device);
+    let per_block: Vec<Tensor<1>> = token_weights
+        .iter()
+        .map(|w| {
+            let share = (w.clone() * mask.clone()).sum_dim(1).reshape([q]);
+            (share + 1e-6).log().mean().neg()
+        })
+        .collect();
+    let blocks = per_block.len().max(1) as f64;
+    Tensor::cat(per_block, 0).sum() / blocks
+}
+
 /// A seed per (run, step, micro-batch): batches do not depend on history.
 fn step_rng(seed: u64, step: usize, micro: usize) -> ChaCha8Rng {
     let mix = seed
@@ -246,13 +279,21 @@ impl Trainer {
         let lm_path = resolve_lm(&config);
         let encoder_dir = resolve_encoder(&config);
         let lm = LoadedLm::load(&lm_path, device)?;
-        if let Some(w) = config.model.answer_probe_width {
-            anyhow::ensure!(
-                w == lm.model.hidden_width(),
-                "model.answer_probe_width is {w}, but {} has hidden width {}",
-                lm_path.display(),
-                lm.model.hidden_width()
-            );
+        for (field, width) in [
+            ("answer_probe_width", config.model.answer_probe_width),
+            (
+                "lm_token_channel_width",
+                config.model.lm_token_channel_width,
+            ),
+        ] {
+            if let Some(w) = width {
+                anyhow::ensure!(
+                    w == lm.model.hidden_width(),
+                    "model.{field} is {w}, but {} has hidden width {}",
+                    lm_path.display(),
+                    lm.model.hidden_width()
+                );
+            }
         }
         let ad = device.clone().autodiff();
         ad.seed(config.seed);
@@ -362,7 +403,12 @@ impl Trainer {
         let mut parts = vec![
             self.model
                 .amortizer
-                .encode_texts(&self.document_tokenizer, &texts_kept, &self.ad)?
+                .encode_texts(
+                    &self.document_tokenizer,
+                    &texts_kept,
+                    Some(&self.lm),
+                    &self.ad,
+                )?
                 .tokens,
         ];
         if !texts_dropped.is_empty() {
@@ -370,7 +416,12 @@ impl Trainer {
             // and still serve as distractors in the bank.
             let frozen = self.model.amortizer.valid();
             let t = frozen
-                .encode_texts(&self.document_tokenizer, &texts_dropped, &self.device)?
+                .encode_texts(
+                    &self.document_tokenizer,
+                    &texts_dropped,
+                    Some(&self.lm),
+                    &self.device,
+                )?
                 .tokens;
             let dims = t.dims();
             let data: Vec<f32> = t
@@ -402,14 +453,27 @@ impl Trainer {
         let q_tokens = self
             .model
             .question_encoder
-            .encode_texts(&self.question_tokenizer, &questions, &self.ad)?
+            .encode_texts(&self.question_tokenizer, &questions, None, &self.ad)?
             .tokens;
-        let (prefix, agg) = self.model.prefix_from_memory(q_tokens, memory);
+        let (prefix, agg) = self
+            .model
+            .prefix_from_memory(&self.lm.model, q_tokens, memory)?;
         let ab = self.answer_batch(&qas)?;
         let answer_nll =
             self.lm
                 .model
                 .weighted_nll(&ab.batch, &ab.targets, &ab.weights, Some(&prefix))?;
+        let own_document_only = step < self.config.own_document_steps;
+        let retrieval = if self.config.retrieval_loss_weight > 0.0 && !own_document_only && b > 1 {
+            let gold: Vec<usize> = batch
+                .questions
+                .iter()
+                .map(|&(pos, _)| row_of[pos])
+                .collect();
+            Some(retrieval_loss(&agg.token_weights, &gold, n, b, &self.ad))
+        } else {
+            None
+        };
         let answer_tokens = if self.config.answer_token_loss_weight > 0.0 {
             self.answer_token_loss(agg.modulation, &qas)?
         } else {
@@ -418,6 +482,7 @@ impl Trainer {
         Ok(BatchLosses {
             answer_nll,
             answer_tokens,
+            retrieval,
         })
     }
 
@@ -463,20 +528,32 @@ impl Trainer {
         let t0 = Instant::now();
         let step = self.state.step;
         let mut acc = GradientsAccumulator::new();
-        let (mut total, mut total_aux) = (0.0, None::<f64>);
+        let (mut total, mut total_aux, mut total_retrieval) = (0.0, None::<f64>, None::<f64>);
         let micro = self.config.grad_accumulation;
         for u in 0..micro {
             let losses = self.batch_losses(step, u)?;
             let nll = losses.answer_nll / micro as f64;
             total += nll.clone().into_scalar::<f64>();
-            let loss = match losses.answer_tokens {
-                Some(aux) => {
+            let mut loss = nll;
+            let auxiliaries = [
+                (
+                    losses.answer_tokens,
+                    self.config.answer_token_loss_weight,
+                    &mut total_aux,
+                ),
+                (
+                    losses.retrieval,
+                    self.config.retrieval_loss_weight,
+                    &mut total_retrieval,
+                ),
+            ];
+            for (aux, weight, sum) in auxiliaries {
+                if let Some(aux) = aux {
                     let aux = aux / micro as f64;
-                    *total_aux.get_or_insert(0.0) += aux.clone().into_scalar::<f64>();
-                    nll + aux * self.config.answer_token_loss_weight
+                    *sum.get_or_insert(0.0) += aux.clone().into_scalar::<f64>();
+                    loss = loss + aux * weight;
                 }
-                None => nll,
-            };
+            }
             let grads = loss.backward();
             acc.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
         }
@@ -487,6 +564,7 @@ impl Trainer {
             step: self.state.step,
             loss: total,
             answer_token_loss: total_aux,
+            retrieval_loss: total_retrieval,
             lr,
             seconds: t0.elapsed().as_secs_f64(),
         })
@@ -583,7 +661,9 @@ impl Trainer {
         let memory = bank
             .reshape([1, n_docs * n, d])
             .expand([n_q, n_docs * n, d]);
-        let (prefix, agg) = rt.model.prefix_from_memory(q_tokens, memory);
+        let (prefix, agg) = rt
+            .model
+            .prefix_from_memory(&rt.lm.model, q_tokens, memory)?;
         let loss = rt
             .lm
             .model
@@ -695,7 +775,8 @@ impl Trainer {
             ema = Some(ema.map_or(s.loss, |e| 0.9 * e + 0.1 * s.loss));
             self.log(&serde_json::json!({
                 "kind": "train", "step": s.step, "loss": s.loss,
-                "answer_token_loss": s.answer_token_loss, "lr": s.lr, "seconds": s.seconds,
+                "answer_token_loss": s.answer_token_loss,
+                "retrieval_loss": s.retrieval_loss, "lr": s.lr, "seconds": s.seconds,
             }))?;
             bar.set_position(s.step as u64);
             bar.set_message(format!(
@@ -729,5 +810,24 @@ impl Trainer {
             last_validation,
             best_loss: self.state.best_loss,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The retrieval loss against a hand computation: two questions over a
+    /// bank of two documents of two tokens each, two identical blocks.
+    #[test]
+    fn retrieval_loss_is_minus_log_gold_share() {
+        let device = mac_device::select("flex").unwrap();
+        let w = Tensor::<2>::from_data(
+            TensorData::new(vec![0.1f32, 0.2, 0.3, 0.4, 0.25, 0.25, 0.25, 0.25], [2, 4]),
+            &device,
+        );
+        let loss = retrieval_loss(&[w.clone(), w], &[1, 0], 2, 2, &device).into_scalar::<f64>();
+        let expected = -((0.7f64 + 1e-6).ln() + (0.5f64 + 1e-6).ln()) / 2.0;
+        assert!((loss - expected).abs() < 1e-5, "{loss} vs {expected}");
     }
 }

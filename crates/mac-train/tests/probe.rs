@@ -38,7 +38,10 @@ fn document_sensitivity_of_the_prefix() {
         .unwrap();
     let prefix_of = |i: usize| {
         let mem = enc.clone().narrow(0, i, 1).reshape([1, n, d]);
-        let (p, _) = rt.model.prefix_from_memory(q.clone(), mem);
+        let (p, _) = rt
+            .model
+            .prefix_from_memory(&rt.lm.model, q.clone(), mem)
+            .unwrap();
         p.layers
             .iter()
             .flat_map(|(k, v)| {

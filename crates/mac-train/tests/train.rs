@@ -123,6 +123,7 @@ fn batches_ask_several_questions_and_the_curriculum_restricts_the_bank() {
     cfg.batch_documents = 3;
     cfg.questions_per_document = 2;
     cfg.own_document_steps = 1;
+    cfg.retrieval_loss_weight = 0.5;
     cfg.validation_documents = 4;
     let t = Trainer::new(cfg, dir.path(), &device()).unwrap();
     let b = t.batch(0, 0);
@@ -151,6 +152,16 @@ fn batches_ask_several_questions_and_the_curriculum_restricts_the_bank() {
     eprintln!("own-document loss {own:.5}, whole-bank loss {bank:.5}");
     assert!(own.is_finite() && bank.is_finite());
     assert!((own - bank).abs() > 1e-6, "own {own} vs bank {bank}");
+    // The retrieval loss exists only when the bank holds other documents:
+    // minus the log of the gold share, so between 0 and -ln(1e-6).
+    assert!(t.batch_losses(0, 0).unwrap().retrieval.is_none());
+    let r = t_bank
+        .batch_losses(0, 0)
+        .unwrap()
+        .retrieval
+        .expect("retrieval loss over a bank of three")
+        .into_scalar::<f64>();
+    assert!(r > 0.0 && r < 13.9, "retrieval loss {r}");
     // Validation: four documents in banks of three make two banks (3 + 1),
     // so the unrelated-bank loss exists.
     let v = t.validate().unwrap();
