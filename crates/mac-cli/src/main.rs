@@ -123,21 +123,8 @@ enum Cmd {
     },
     /// Online-adaptation evaluation: stream documents into a fresh bank, answer every question.
     Eval {
-        /// A checkpoint or run directory.
-        #[arg(long)]
-        checkpoint: PathBuf,
-        /// A dataset file (default: the run's own test split).
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Its format: jsonl, squad, streamingqa, archivalqa (default: from the extension).
-        #[arg(long)]
-        format: Option<String>,
-        /// Skip malformed records (counted) instead of failing.
-        #[arg(long)]
-        skip_malformed: bool,
-        /// Output directory (report.json, report.md, predictions.jsonl, bank/).
-        #[arg(long)]
-        out: PathBuf,
+        #[command(flatten)]
+        io: run_cmds::EvalIo,
         /// Evaluate only the first N documents.
         #[arg(long)]
         max_documents: Option<usize>,
@@ -153,18 +140,8 @@ enum Cmd {
     },
     /// The paper's comparison: MAC vs online fine-tuning, RAG@k and MAC+RAG@k.
     Compare {
-        /// The run directory.
-        #[arg(long)]
-        checkpoint: PathBuf,
-        /// A dataset file (default: the run's test split).
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Its format (default: from the extension).
-        #[arg(long)]
-        format: Option<String>,
-        /// Output directory.
-        #[arg(long)]
-        out: PathBuf,
+        #[command(flatten)]
+        io: run_cmds::EvalIo,
         /// Documents of the stream used (fine-tuning is slow on a CPU).
         #[arg(long, default_value_t = 60)]
         max_documents: usize,
@@ -280,22 +257,14 @@ fn run(cli: Cli) -> Result<()> {
             &device,
         )?,
         Cmd::Eval {
-            checkpoint,
-            data,
-            format,
-            skip_malformed,
-            out,
+            io,
             max_documents,
             chunk,
             no_references,
             json,
         } => run_cmds::eval(
             run_cmds::EvalArgs {
-                checkpoint,
-                data,
-                format,
-                skip_malformed,
-                out,
+                io,
                 max_documents,
                 chunk,
                 references: !no_references,
@@ -304,19 +273,13 @@ fn run(cli: Cli) -> Result<()> {
             &device,
         )?,
         Cmd::Compare {
-            checkpoint,
-            data,
-            format,
-            out,
+            io,
             max_documents,
             k,
             json,
         } => run_cmds::compare(
             run_cmds::CompareArgs {
-                checkpoint,
-                data,
-                format,
-                out,
+                io,
                 max_documents,
                 ks: k,
                 json,

@@ -213,13 +213,30 @@ fn train_plots(run: &Path) -> Result<()> {
     )
 }
 
+/// The checkpoint, dataset and output directory of `mac eval` and `mac compare`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalIo {
+    /// A checkpoint or run directory (`compare` needs the run directory).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// A dataset file (default: the run's own test split).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Its format: jsonl, squad, streamingqa, archivalqa (default: from the extension).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Skip malformed records (counted) instead of failing.
+    #[arg(long)]
+    pub skip_malformed: bool,
+    /// Output directory (report.json, report.md, plots, predictions).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
 /// Arguments of `mac eval`.
 pub struct EvalArgs {
-    pub checkpoint: PathBuf,
-    pub data: Option<PathBuf>,
-    pub format: Option<String>,
-    pub skip_malformed: bool,
-    pub out: PathBuf,
+    /// Checkpoint, data and output directory.
+    pub io: EvalIo,
     pub max_documents: Option<usize>,
     pub chunk: usize,
     pub references: bool,
@@ -303,15 +320,15 @@ fn method_plots(
 
 /// `mac eval`.
 pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
-    let ckpt_dir = resolve_checkpoint(&a.checkpoint)?;
+    let ckpt_dir = resolve_checkpoint(&a.io.checkpoint)?;
     let mut control = None;
-    let dataset = match &a.data {
-        Some(path) => load_data_file(path, a.format.as_deref(), a.skip_malformed)?,
+    let dataset = match &a.io.data {
+        Some(path) => load_data_file(path, a.io.format.as_deref(), a.io.skip_malformed)?,
         None => {
-            let cfg = run_config(&a.checkpoint, &ckpt_dir).ok_or_else(|| {
+            let cfg = run_config(&a.io.checkpoint, &ckpt_dir).ok_or_else(|| {
                 InputError(format!(
                     "{}: no run configuration found to take the test split from; pass --data",
-                    a.checkpoint.display()
+                    a.io.checkpoint.display()
                 ))
             })?;
             let splits = load_splits(&cfg.data)?;
@@ -329,35 +346,33 @@ pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
         progress: !a.json,
         ..EvalOptions::default()
     };
-    let report = evaluate(&rt, &dataset, control.as_ref(), &a.out, &opts)?;
+    let report = evaluate(&rt, &dataset, control.as_ref(), &a.io.out, &opts)?;
     let json = serde_json::to_string_pretty(&report)?;
-    let path = a.out.join("report.json");
+    let path = a.io.out.join("report.json");
     std::fs::write(&path, &json).with_context(|| format!("{}: cannot write", path.display()))?;
     let mut md = write_markdown(
         &report,
         &format!("Online adaptation: {}", ckpt_dir.display()),
     );
     md.push_str(&method_plots(
-        &a.out,
+        &a.io.out,
         &report.methods,
         &[("MAC", &report.retention)],
     ));
-    std::fs::write(a.out.join("report.md"), &md)?;
+    std::fs::write(a.io.out.join("report.md"), &md)?;
     if a.json {
         println!("{json}");
     } else {
         println!("{md}");
-        println!("written: {}", a.out.display());
+        println!("written: {}", a.io.out.display());
     }
     Ok(())
 }
 
 /// Arguments of `mac compare`.
 pub struct CompareArgs {
-    pub checkpoint: PathBuf,
-    pub data: Option<PathBuf>,
-    pub format: Option<String>,
-    pub out: PathBuf,
+    /// Checkpoint, data and output directory.
+    pub io: EvalIo,
     pub max_documents: usize,
     pub ks: Vec<usize>,
     pub json: bool,
@@ -365,16 +380,16 @@ pub struct CompareArgs {
 
 /// `mac compare`: MAC against fine-tuning and retrieval on one stream.
 pub fn compare(a: CompareArgs, device: &mac_device::Device) -> Result<()> {
-    let ckpt_dir = resolve_checkpoint(&a.checkpoint)?;
-    let cfg = run_config(&a.checkpoint, &ckpt_dir).ok_or_else(|| {
+    let ckpt_dir = resolve_checkpoint(&a.io.checkpoint)?;
+    let cfg = run_config(&a.io.checkpoint, &ckpt_dir).ok_or_else(|| {
         InputError(format!(
             "{}: compare needs the run directory (its config gives the validation stream for the learning-rate sweep)",
-            a.checkpoint.display()
+            a.io.checkpoint.display()
         ))
     })?;
     let splits = load_splits(&cfg.data)?;
-    let test = match &a.data {
-        Some(path) => load_data_file(path, a.format.as_deref(), false)?,
+    let test = match &a.io.data {
+        Some(path) => load_data_file(path, a.io.format.as_deref(), a.io.skip_malformed)?,
         None => splits.test,
     };
     let rt = MacRuntime::from_checkpoint(&ckpt_dir, None, None, device)?;
@@ -388,17 +403,17 @@ pub fn compare(a: CompareArgs, device: &mac_device::Device) -> Result<()> {
         ks: a.ks.clone(),
         ..mac_eval::CompareOptions::default()
     };
-    let report = mac_eval::compare(&rt, &lm_path, &test, &splits.validation, &a.out, &opts)?;
+    let report = mac_eval::compare(&rt, &lm_path, &test, &splits.validation, &a.io.out, &opts)?;
     let json = serde_json::to_string_pretty(&report)?;
-    std::fs::write(a.out.join("report.json"), &json)?;
+    std::fs::write(a.io.out.join("report.json"), &json)?;
     let mut md = mac_eval::compare_markdown(&report);
     let retention: Vec<(&str, &[mac_eval::RetentionPoint])> = report
         .retention
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_slice()))
         .collect();
-    md.push_str(&method_plots(&a.out, &report.methods, &retention));
-    std::fs::write(a.out.join("report.md"), &md)?;
+    md.push_str(&method_plots(&a.io.out, &report.methods, &retention));
+    std::fs::write(a.io.out.join("report.md"), &md)?;
     if a.json {
         println!("{json}");
     } else {

@@ -200,6 +200,18 @@ fn train_ingest_ask_eval_and_clear_errors() {
     ]);
     assert_eq!(e.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&e.stderr).contains("bad.jsonl:1"));
+    // `compare` reads its data the same way (and takes --skip-malformed too).
+    let c = mac(&[
+        "compare",
+        "--checkpoint",
+        s(&run),
+        "--data",
+        s(&bad),
+        "--out",
+        s(&tmp.path().join("compare")),
+    ]);
+    assert_eq!(c.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&c.stderr).contains("bad.jsonl:1"));
 
     let seg = std::fs::read_dir(&bank)
         .unwrap()
