@@ -8,7 +8,7 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use mac_aggregation::{QueryTokenHead, QueryTokenHeadConfig};
 use mac_encoder::{EncoderBackbone, EncoderTokenizer, Trainable};
-use mac_lm::LoadedLm;
+use mac_lm::{LoadedLm, Padding, TokenBatch};
 
 use crate::model::ModelError;
 
@@ -64,25 +64,18 @@ impl LmTokens {
             }
             rows.push(ids);
         }
-        let (b, t) = (rows.len(), rows.iter().map(Vec::len).max().unwrap_or(1));
-        let mut ids = vec![0i64; b * t];
-        let mut valid = vec![false; b * t];
-        for (r, row) in rows.iter().enumerate() {
-            for (c, &id) in row.iter().enumerate() {
-                ids[r * t + c] = id as i64;
-                valid[r * t + c] = true;
-            }
-        }
-        let lm_device = lm.model.device();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t]), &lm_device);
-        let emb = lm.model.token_embeddings(ids);
+        let batch = TokenBatch::padded(&rows, lm.tokenizer.pad_id, Padding::Right)?;
+        let emb = lm
+            .model
+            .token_embeddings(batch.ids_tensor(&lm.model.device()));
         let dims = emb.dims();
+        let valid: Vec<bool> = batch.valid.into_iter().flatten().collect();
         let data: Vec<f32> = emb
             .try_to_vec_as::<f32>()
             .map_err(|e| ModelError::Input(format!("reading LM embeddings: {e:?}")))?;
         Ok(Self {
             embeddings: Tensor::from_data(TensorData::new(data, dims), device),
-            valid: Tensor::from_data(TensorData::new(valid, [b, t]), device),
+            valid: Tensor::from_data(TensorData::new(valid, [dims[0], dims[1]]), device),
         })
     }
 }
