@@ -26,6 +26,25 @@ pub enum ExpansionKind {
         /// The LM's hidden width.
         width: usize,
     },
+    /// `p` *soft-prompt tokens* in the base LM's input-embedding space
+    /// (`width` wide), made by the shared MLP with slot embeddings; the
+    /// frozen LM runs them as a causal context placed before the question
+    /// and its own per-layer keys and values are the prefix
+    /// ([`mac_lm::BaseLm::soft_prompt_prefix`]). Every layer then holds what
+    /// the LM would compute for text, so what the tokens carry reaches the
+    /// question the way context does. Llama-family LMs only.
+    SoftPrompt {
+        /// The LM's hidden width.
+        width: usize,
+    },
+}
+
+/// What the expansion's rows are: prefix slots, or tokens the LM reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutputForm {
+    Kv,
+    VirtualTokens,
+    SoftPrompt,
 }
 
 /// What the expansion produces: prefix key/values directly, or virtual
@@ -36,6 +55,8 @@ pub enum ExpansionOutput {
     Kv(PrefixKv),
     /// Virtual tokens `[B, p, d_lm]`.
     VirtualTokens(Box<Tensor<3>>),
+    /// Soft-prompt input embeddings `[B, p, d_lm]`.
+    SoftPrompt(Box<Tensor<3>>),
 }
 
 impl ExpansionOutput {
@@ -44,6 +65,7 @@ impl ExpansionOutput {
         match self {
             ExpansionOutput::Kv(kv) => Ok(kv),
             ExpansionOutput::VirtualTokens(h) => lm.virtual_token_prefix(*h),
+            ExpansionOutput::SoftPrompt(e) => lm.soft_prompt_prefix(*e),
         }
     }
 
@@ -51,7 +73,7 @@ impl ExpansionOutput {
     pub fn kv(self) -> Option<PrefixKv> {
         match self {
             ExpansionOutput::Kv(kv) => Some(kv),
-            ExpansionOutput::VirtualTokens(_) => None,
+            ExpansionOutput::VirtualTokens(_) | ExpansionOutput::SoftPrompt(_) => None,
         }
     }
 }
@@ -74,7 +96,9 @@ pub struct PrefixExpansionConfig {
     pub kind: ExpansionKind,
     /// Start the output layer and the skip at zero, so every prefix key and
     /// value is zero at initialisation and the frozen LM starts out (almost)
-    /// as itself instead of reading random prefixes.
+    /// as itself instead of reading random prefixes. A soft prompt starts
+    /// small instead (0.1 of the usual scale): the LM's RMS norm of an
+    /// all-zero input has an unbounded gradient.
     #[config(default = false)]
     pub zero_output: bool,
 }
@@ -100,7 +124,7 @@ pub struct PrefixExpansion {
     #[module(skip)]
     layout: (usize, usize, usize, usize),
     #[module(skip)]
-    virtual_tokens: bool,
+    form: OutputForm,
 }
 
 impl PrefixExpansionConfig {
@@ -108,7 +132,9 @@ impl PrefixExpansionConfig {
     pub fn init(&self, layout: KvLayout, device: &Device) -> PrefixExpansion {
         // Slots and the width of each: per-layer keys/values, or virtual tokens.
         let (slots, kv) = match self.kind {
-            ExpansionKind::VirtualTokens { width } => (self.prefix_len, width),
+            ExpansionKind::VirtualTokens { width } | ExpansionKind::SoftPrompt { width } => {
+                (self.prefix_len, width)
+            }
             _ => (2 * layout.n_layers * self.prefix_len, layout.kv_width()),
         };
         let (d, hid) = (self.d_mod, self.d_hidden);
@@ -116,7 +142,16 @@ impl PrefixExpansionConfig {
             ExpansionKind::PerSlot => slots,
             _ => 1,
         };
-        let out_scale = if self.zero_output { 0.0 } else { 1.0 };
+        let form = match self.kind {
+            ExpansionKind::VirtualTokens { .. } => OutputForm::VirtualTokens,
+            ExpansionKind::SoftPrompt { .. } => OutputForm::SoftPrompt,
+            _ => OutputForm::Kv,
+        };
+        let out_scale = match (self.zero_output, form) {
+            (false, _) => 1.0,
+            (true, OutputForm::SoftPrompt) => 0.1,
+            (true, _) => 0.0,
+        };
         let u = |shape: [usize; 3], fan: usize, scale: f64| -> Param<Tensor<3>> {
             if scale == 0.0 {
                 return Initializer::Zeros.init(shape, device);
@@ -142,10 +177,10 @@ impl PrefixExpansionConfig {
                 .init([slots, 1, d], device)
             }),
             skip: (d != kv || self.zero_output).then(|| {
-                if self.zero_output {
+                if out_scale == 0.0 {
                     return Initializer::Zeros.init([d, kv], device);
                 }
-                let bound = 1.0 / (d as f64).sqrt();
+                let bound = out_scale / (d as f64).sqrt();
                 Initializer::Uniform {
                     min: -bound,
                     max: bound,
@@ -158,7 +193,7 @@ impl PrefixExpansionConfig {
                 layout.head_dim,
                 self.prefix_len,
             ),
-            virtual_tokens: matches!(self.kind, ExpansionKind::VirtualTokens { .. }),
+            form,
         }
     }
 }
@@ -169,10 +204,9 @@ impl PrefixExpansion {
     pub fn forward(&self, tokens: Tensor<3>) -> ExpansionOutput {
         let [b, n, d] = tokens.dims();
         let (layers, hkv, dh, p) = self.layout;
-        let slots = if self.virtual_tokens {
-            p
-        } else {
-            2 * layers * p
+        let slots = match self.form {
+            OutputForm::Kv => 2 * layers * p,
+            OutputForm::VirtualTokens | OutputForm::SoftPrompt => p,
         };
         let kv = self.w2.dims()[2];
         let index: Vec<i64> = (0..slots).map(|s| (s % n) as i64).collect();
@@ -209,8 +243,12 @@ impl PrefixExpansion {
             Some(s) => linear(x, s.val(), None),
             None => x,
         };
-        if self.virtual_tokens {
-            return ExpansionOutput::VirtualTokens(Box::new(y + residual));
+        match self.form {
+            OutputForm::VirtualTokens => {
+                return ExpansionOutput::VirtualTokens(Box::new(y + residual))
+            }
+            OutputForm::SoftPrompt => return ExpansionOutput::SoftPrompt(Box::new(y + residual)),
+            OutputForm::Kv => {}
         }
         // [B, S, kv] -> [B, L, 2, p, H_kv, dh] -> per layer [B, H_kv, p, dh]
         let out = (y + residual).reshape([b, layers, 2, p, hkv, dh]);

@@ -148,8 +148,15 @@ fn expansion_shapes_and_parameter_counts() {
             width: lm.hidden_width(),
         })
         .init(layout, &device);
+    let soft_prompt = PrefixExpansionConfig::new(32, 3)
+        .with_d_hidden(16)
+        .with_zero_output(true)
+        .with_kind(ExpansionKind::SoftPrompt {
+            width: lm.hidden_width(),
+        })
+        .init(layout, &device);
     let tokens = Tensor::<3>::random([2, 3, 32], Distribution::Normal(0.0, 1.0), &device);
-    for e in [&per_slot, &shared, &virtual_tokens] {
+    for e in [&per_slot, &shared, &virtual_tokens, &soft_prompt] {
         let p = e.forward(tokens.clone()).into_prefix(&lm).unwrap();
         p.validate(&layout, 2).unwrap();
         assert_eq!(p.len(), 2);
@@ -158,7 +165,17 @@ fn expansion_shapes_and_parameter_counts() {
     // and values from them (so the expansion alone has no key/values).
     match virtual_tokens.forward(tokens.clone()) {
         ExpansionOutput::VirtualTokens(h) => assert_eq!(h.dims(), [2, 2, lm.hidden_width()]),
-        ExpansionOutput::Kv(_) => panic!("virtual tokens expected"),
+        _ => panic!("virtual tokens expected"),
+    }
+    // A soft prompt asked to start quiet still starts non-zero (zeros
+    // would give the LM's RMS norm an unbounded gradient), and small.
+    match soft_prompt.forward(tokens.clone()) {
+        ExpansionOutput::SoftPrompt(e) => {
+            assert_eq!(e.dims(), [2, 2, lm.hidden_width()]);
+            let rms = e.powf_scalar(2.0).mean().sqrt().into_scalar::<f32>();
+            assert!(rms > 1e-4 && rms < 1.0, "soft-prompt rms {rms}");
+        }
+        _ => panic!("soft-prompt tokens expected"),
     }
     eprintln!(
         "expansion params: per-slot {}, shared {}",

@@ -134,6 +134,9 @@ enum Cmd {
         /// Skip the no-adaptation and oracle-context references.
         #[arg(long)]
         no_references: bool,
+        /// Also report MAC over the top-K BM25 documents only (`mac+rag@K`; 0 = off).
+        #[arg(long, default_value_t = 1)]
+        retrieval_k: usize,
         /// Print report.json to stdout.
         #[arg(long)]
         json: bool,
@@ -261,6 +264,7 @@ fn run(cli: Cli) -> Result<()> {
             max_documents,
             chunk,
             no_references,
+            retrieval_k,
             json,
         } => run_cmds::eval(
             run_cmds::EvalArgs {
@@ -268,6 +272,7 @@ fn run(cli: Cli) -> Result<()> {
                 max_documents,
                 chunk,
                 references: !no_references,
+                retrieval_k,
                 json,
             },
             &device,

@@ -80,6 +80,9 @@ pub fn lines(
         .draw()
         .map_err(|e| anyhow!("{e:?}"))?;
     for (i, (name, s)) in series.iter().enumerate() {
+        if s.is_empty() {
+            continue;
+        }
         let color = Palette99::pick(i).to_rgba();
         chart
             .draw_series(LineSeries::new(s.iter().copied(), color.stroke_width(2)))

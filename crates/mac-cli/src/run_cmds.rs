@@ -130,7 +130,7 @@ fn train_markdown(
     for p in params {
         writeln!(s, "| {} | {} | {} |", p.name, p.total, p.trainable)?;
     }
-    writeln!(s, "\n## Learning curve\n\n| step | train loss (mean of the last 25) | validation loss | … with an unrelated bank | gold-document attention (uniform) | EM | F1 |\n|---|---|---|---|---|---|---|")?;
+    writeln!(s, "\n## Learning curve\n\n| step | train loss (mean of the last 25) | validation loss | … with an unrelated bank | own document alone | another document alone | gold-document attention (uniform) | EM | F1 |\n|---|---|---|---|---|---|---|---|---|")?;
     let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
     let mut window: Vec<f64> = Vec::new();
     for line in text.lines() {
@@ -152,11 +152,13 @@ fn train_markdown(
                 };
                 writeln!(
                     s,
-                    "| {} | {:.3} | {} | {} | {} ({}) | {:.3} | {:.3} |",
+                    "| {} | {:.3} | {} | {} | {} | {} | {} ({}) | {:.3} | {:.3} |",
                     v["step"],
                     mean,
                     num("loss"),
                     num("loss_unrelated_bank"),
+                    num("loss_own_document"),
+                    num("loss_other_document"),
                     num("gold_weight"),
                     num("uniform_weight"),
                     v["em"].as_f64().unwrap_or(0.0),
@@ -174,6 +176,7 @@ fn train_plots(run: &Path) -> Result<()> {
     let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
     let (mut train, mut val_loss, mut val_f1, mut window) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut val_own, mut val_other) = (Vec::new(), Vec::new());
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
@@ -190,6 +193,13 @@ fn train_plots(run: &Path) -> Result<()> {
             Some("validation") => {
                 val_loss.push((step, v["loss"].as_f64().unwrap_or(f64::NAN)));
                 val_f1.push((step, v["f1"].as_f64().unwrap_or(f64::NAN)));
+                if let (Some(o), Some(x)) = (
+                    v["loss_own_document"].as_f64(),
+                    v["loss_other_document"].as_f64(),
+                ) {
+                    val_own.push((step, o));
+                    val_other.push((step, x));
+                }
             }
             _ => {}
         }
@@ -202,6 +212,8 @@ fn train_plots(run: &Path) -> Result<()> {
         &[
             ("train (mean of last 25 steps)", train),
             ("validation", val_loss),
+            ("validation, own document alone", val_own),
+            ("validation, another document alone", val_other),
         ],
     )?;
     crate::plots::lines(
@@ -240,6 +252,7 @@ pub struct EvalArgs {
     pub max_documents: Option<usize>,
     pub chunk: usize,
     pub references: bool,
+    pub retrieval_k: usize,
     pub json: bool,
 }
 
@@ -343,6 +356,7 @@ pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
         chunk: a.chunk,
         max_documents: a.max_documents,
         references: a.references,
+        retrieval_k: (a.retrieval_k > 0).then_some(a.retrieval_k),
         progress: !a.json,
         ..EvalOptions::default()
     };

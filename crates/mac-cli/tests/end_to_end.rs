@@ -160,6 +160,33 @@ fn train_ingest_ask_eval_and_clear_errors() {
         assert!((0.0..=1.0).contains(&em) && (0.0..=1.0).contains(&f1) && em <= f1 + 1e-9);
     }
     assert!(eval_dir.join("predictions.jsonl").is_file());
+    // MAC over the top-1 BM25 document is reported beside them; over the
+    // top 2 of a 2-document stream it is MAC itself (same answers).
+    assert_eq!(r["mac+rag@1"]["n_questions"], 2, "{r}");
+    let eval_k2 = tmp.path().join("eval-k2");
+    ok(&mac(&[
+        "eval",
+        "--checkpoint",
+        s(&run),
+        "--data",
+        s(&data),
+        "--no-references",
+        "--retrieval-k",
+        "2",
+        "--out",
+        s(&eval_k2),
+    ]));
+    let preds = std::fs::read_to_string(eval_k2.join("predictions.jsonl")).unwrap();
+    let answers = |method: &str| -> Vec<String> {
+        preds
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|p| p["method"] == method)
+            .map(|p| p["prediction"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(answers("mac").len(), 2);
+    assert_eq!(answers("mac"), answers("mac+rag@2"));
 
     // Errors: missing bank, missing checkpoint, corrupt bank, malformed data.
     let missing = mac(&[

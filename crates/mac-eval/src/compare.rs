@@ -138,7 +138,7 @@ fn rag_answers(
 }
 
 /// MAC+RAG@k answers: aggregate only the top-k documents' modulations.
-fn mac_rag_answers(
+pub(crate) fn mac_rag_answers(
     rt: &MacRuntime,
     index: &Bm25Index,
     bank: &MemoryBank,
@@ -223,7 +223,12 @@ pub fn compare(
     out_dir: &Path,
     opts: &CompareOptions,
 ) -> Result<CompareReport> {
-    let base = evaluate(rt, test, None, out_dir, &opts.eval)?;
+    // MAC+RAG@k is measured below for every k, retention included.
+    let base_opts = EvalOptions {
+        retrieval_k: None,
+        ..opts.eval.clone()
+    };
+    let base = evaluate(rt, test, None, out_dir, &base_opts)?;
     let mut methods = base.methods.clone();
     let mut retention = BTreeMap::new();
     retention.insert("mac".to_string(), base.retention.clone());

@@ -11,8 +11,10 @@ use mac_data::{exact_match, f1_score, prefix_exact_match, Dataset, QaPair};
 use mac_memory::{BankShape, MemoryBank, NewEntry};
 use mac_model::prompt::{oracle_prompt, question_prompt};
 use mac_model::{MacRuntime, MAX_ANSWER_TOKENS};
+use mac_retrieval::Bm25Index;
 use serde::{Deserialize, Serialize};
 
+use crate::compare::mac_rag_answers;
 use crate::memory::{peak_rss_mb, reset_peak_rss};
 
 /// Knobs of an evaluation run.
@@ -32,6 +34,11 @@ pub struct EvalOptions {
     pub max_documents: Option<usize>,
     /// Also run the no-adaptation and oracle-context references.
     pub references: bool,
+    /// Also answer with MAC over only the top-`k` BM25 documents of the bank
+    /// (`mac+rag@k`, the paper's §4.4): the modulations' content without
+    /// the aggregator having to find the document among all of them.
+    #[serde(default)]
+    pub retrieval_k: Option<usize>,
     /// Show progress bars.
     pub progress: bool,
 }
@@ -46,6 +53,7 @@ impl Default for EvalOptions {
             retention_first: 0.1,
             max_documents: None,
             references: true,
+            retrieval_k: Some(1),
             progress: false,
         }
     }
@@ -413,6 +421,30 @@ pub fn evaluate(
             bank.size_bytes() as f64 / bank.len().max(1) as f64,
         ),
     );
+
+    if let Some(k) = opts.retrieval_k.filter(|&k| k > 0) {
+        let t0 = Instant::now();
+        let mut index = Bm25Index::new()?;
+        let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+        index.add(&texts)?;
+        let index_ms = 1000.0 * t0.elapsed().as_secs_f64() / n_docs as f64;
+        reset_peak_rss();
+        let t0 = Instant::now();
+        let answers = mac_rag_answers(rt, &index, &bank, &questions, k, opts.question_batch)?;
+        let secs = t0.elapsed().as_secs_f64();
+        let name = format!("mac+rag@{k}");
+        let scores = score(&name, &questions, &answers, &mut preds);
+        methods.insert(
+            name,
+            MethodResult::measured(
+                scores,
+                questions.len(),
+                secs,
+                1000.0 * adapt_seconds / n_docs as f64 + index_ms,
+                bank.size_bytes() as f64 / bank.len().max(1) as f64,
+            ),
+        );
+    }
 
     if let Some(control) = control.filter(|c| !c.documents.is_empty()) {
         let dir = out_dir.join("bank-unrelated");

@@ -226,7 +226,21 @@ impl Gpt2 {
         ids: Tensor<2, Int>,
         ctx: &PassContext,
         prefix: Option<&PrefixKv>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let x = self.residual(ids, ctx, prefix, cache, self.h.len());
+        self.ln_f.forward(x)
+    }
+
+    /// The residual stream `[B, T, d]` after the first `n_layers` layers
+    /// (no final norm).
+    pub(crate) fn residual(
+        &self,
+        ids: Tensor<2, Int>,
+        ctx: &PassContext,
+        prefix: Option<&PrefixKv>,
         mut cache: Option<&mut KvCache>,
+        n_layers: usize,
     ) -> Tensor<3> {
         let device = ids.device();
         let [b, t] = ids.dims();
@@ -241,7 +255,7 @@ impl Gpt2 {
             .collect();
         let pos = Tensor::<2, Int>::from_data(TensorData::new(pos, [b, t]), &device);
         let mut x = embedding(self.wte.val(), ids) + embedding(self.wpe.val(), pos);
-        for (i, block) in self.h.iter().enumerate() {
+        for (i, block) in self.h.iter().enumerate().take(n_layers) {
             let qkv = block.c_attn.forward(block.ln_1.forward(x.clone()));
             let heads = |z: Tensor<3>| z.reshape([b, t, nh, dh]).swap_dims(1, 2);
             let q = heads(qkv.clone().narrow(2, 0, d));
@@ -256,7 +270,7 @@ impl Gpt2 {
             let m = gelu_approximate(block.c_fc.forward(block.ln_2.forward(x.clone())));
             x = x + block.mlp_proj.forward(m);
         }
-        self.ln_f.forward(x)
+        x
     }
 
     /// Projects hidden states to vocabulary logits.

@@ -8,7 +8,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::activation::silu;
 use burn::tensor::module::{embedding, linear};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::attention::attend;
@@ -257,6 +257,15 @@ impl Llama {
 
     /// cos/sin tables `[B, 1, T, d_h]` for the given positions.
     fn rotary(&self, positions: &[Vec<usize>], device: &Device) -> (Tensor<4>, Tensor<4>) {
+        let positions: Vec<Vec<f32>> = positions
+            .iter()
+            .map(|row| row.iter().map(|&p| p as f32).collect())
+            .collect();
+        self.rotary_at(&positions, device)
+    }
+
+    /// cos/sin tables `[B, 1, T, d_h]` for real-valued (possibly negative) positions.
+    fn rotary_at(&self, positions: &[Vec<f32>], device: &Device) -> (Tensor<4>, Tensor<4>) {
         let dh = self.config.head_size();
         let (b, t) = (positions.len(), positions[0].len());
         let mut cos = Vec::with_capacity(b * t * dh);
@@ -266,7 +275,7 @@ impl Llama {
                 // cat(freqs, freqs): the rotate-half layout.
                 for _ in 0..2 {
                     for &f in &self.inv_freq {
-                        let a = p as f32 * f;
+                        let a = p * f;
                         cos.push(a.cos());
                         sin.push(a.sin());
                     }
@@ -286,7 +295,21 @@ impl Llama {
         ids: Tensor<2, Int>,
         ctx: &PassContext,
         prefix: Option<&PrefixKv>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let x = self.residual(ids, ctx, prefix, cache, self.layers.len());
+        self.norm.forward(x)
+    }
+
+    /// The residual stream `[B, T, d]` after the first `n_layers` layers
+    /// (no final norm).
+    pub(crate) fn residual(
+        &self,
+        ids: Tensor<2, Int>,
+        ctx: &PassContext,
+        prefix: Option<&PrefixKv>,
         mut cache: Option<&mut KvCache>,
+        n_layers: usize,
     ) -> Tensor<3> {
         let device = ids.device();
         let [b, t] = ids.dims();
@@ -304,7 +327,7 @@ impl Llama {
             x * cos.clone() + rotated * sin.clone()
         };
         let mut x = embedding(self.embed_tokens.val(), ids);
-        for (i, layer) in self.layers.iter().enumerate() {
+        for (i, layer) in self.layers.iter().enumerate().take(n_layers) {
             let a = &layer.self_attn;
             let hn = layer.input_layernorm.forward(x.clone());
             let q = linear(hn.clone(), a.q_proj.val(), None);
@@ -325,7 +348,7 @@ impl Llama {
             let up = linear(hn, m.up_proj.val(), None);
             x = x + linear(gate * up, m.down_proj.val(), None);
         }
-        self.norm.forward(x)
+        x
     }
 
     /// Keys and values every layer computes for hidden vectors `[B, P, d]`
@@ -347,6 +370,61 @@ impl Llama {
                 (split(a.k_proj.val()), split(a.v_proj.val()))
             })
             .collect();
+        PrefixKv { layers }
+    }
+
+    /// Keys and values of the input embeddings `[B, P, d]` run through the
+    /// decoder as a causal context at positions `-P..-1`: exactly the cache
+    /// the LM would build for those embeddings placed before the real
+    /// tokens (which keep positions `0..T`; rotary attention only sees the
+    /// distance). Differentiable with respect to `embeds`.
+    pub(crate) fn soft_prompt_kv(&self, embeds: Tensor<3>) -> PrefixKv {
+        let device = embeds.device();
+        let [b, p, _] = embeds.dims();
+        let (h, hkv, dh) = (
+            self.config.num_attention_heads,
+            self.config.kv_heads(),
+            self.config.head_size(),
+        );
+        let row: Vec<f32> = (0..p).map(|j| j as f32 - p as f32).collect();
+        let (cos, sin) = self.rotary_at(&vec![row; b], &device);
+        let rope = |x: Tensor<4>| -> Tensor<4> {
+            let half = dh / 2;
+            let x1 = x.clone().narrow(3, 0, half);
+            let x2 = x.clone().narrow(3, half, half);
+            let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+            x * cos.clone() + rotated * sin.clone()
+        };
+        // true = not attended: each virtual token sees itself and those before it.
+        let future: Vec<bool> = (0..p * p).map(|i| i % p > i / p).collect();
+        let mask = Tensor::<2, Bool>::from_data(TensorData::new(future, [p, p]), &device)
+            .reshape([1, 1, p, p])
+            .expand([b, h, p, p]);
+        let n_layers = self.layers.len();
+        let mut layers = Vec::with_capacity(n_layers);
+        let mut x = embeds;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let a = &layer.self_attn;
+            let hn = layer.input_layernorm.forward(x.clone());
+            let q = linear(hn.clone(), a.q_proj.val(), None);
+            let k = linear(hn.clone(), a.k_proj.val(), None);
+            let v = linear(hn, a.v_proj.val(), None);
+            let k = rope(k.reshape([b, p, hkv, dh]).swap_dims(1, 2));
+            let v = v.reshape([b, p, hkv, dh]).swap_dims(1, 2);
+            layers.push((k.clone(), v.clone()));
+            if i + 1 == n_layers {
+                // The last layer's output feeds nothing the prefix needs.
+                break;
+            }
+            let q = rope(q.reshape([b, p, h, dh]).swap_dims(1, 2));
+            let attn = attend(q, k, v, None, &mask);
+            x = x + linear(attn, a.o_proj.val(), None);
+            let hn = layer.post_attention_layernorm.forward(x.clone());
+            let m = &layer.mlp;
+            let gate = silu(linear(hn.clone(), m.gate_proj.val(), None));
+            let up = linear(hn, m.up_proj.val(), None);
+            x = x + linear(gate * up, m.down_proj.val(), None);
+        }
         PrefixKv { layers }
     }
 

@@ -374,6 +374,56 @@ impl BaseLm {
         })
     }
 
+    /// A prefix made by running input embeddings `[B, P, d]` (*soft-prompt
+    /// tokens*) through the frozen decoder as a causal context placed just
+    /// before the real tokens: every layer's prefix keys and values are the
+    /// ones the LM itself computes for that context, so the LM reads the
+    /// prefix the way it reads text. Differentiable with respect to
+    /// `embeds`. Needs rotary positions (Llama): GPT-2's learned absolute
+    /// positions have no slot before position 0.
+    pub fn soft_prompt_prefix(&self, embeds: Tensor<3>) -> Result<PrefixKv> {
+        let d = embeds.dims()[2];
+        if d != self.hidden_width() {
+            return Err(LmError::Input(format!(
+                "soft-prompt tokens are {d} wide, the model's hidden width is {}",
+                self.hidden_width()
+            )));
+        }
+        match self {
+            BaseLm::Llama(m) => Ok(m.soft_prompt_kv(embeds)),
+            BaseLm::Gpt2(_) => Err(LmError::Input(
+                "soft-prompt prefixes need rotary positions (Llama); GPT-2's learned \
+                 absolute positions have no slot before position 0"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The residual stream `[B, T, d]` after the first `n_layers` layers
+    /// (no final norm; `0` = the input embeddings, with GPT-2's positions).
+    pub fn residual_stream(&self, batch: &TokenBatch, n_layers: usize) -> Result<Tensor<3>> {
+        let total = self.kv_layout().n_layers;
+        if n_layers > total {
+            return Err(LmError::Input(format!(
+                "asked for the residual stream after {n_layers} layers; the model has {total}"
+            )));
+        }
+        if batch.seq_len() > self.max_positions() {
+            return Err(LmError::Input(format!(
+                "{} positions exceed the model's limit of {}",
+                batch.seq_len(),
+                self.max_positions()
+            )));
+        }
+        let device = self.device();
+        let ctx = PassContext::new(batch, 0, self.n_heads(), None, &device)?;
+        let ids = batch.ids_tensor(&device);
+        Ok(match self {
+            BaseLm::Llama(m) => m.residual(ids, &ctx, None, None, n_layers),
+            BaseLm::Gpt2(m) => m.residual(ids, &ctx, None, None, n_layers),
+        })
+    }
+
     /// Device the weights live on.
     pub fn device(&self) -> Device {
         match self {

@@ -191,3 +191,75 @@ fn virtual_token_kv_matches_the_lms_own_first_layer() {
         assert!(model.virtual_token_prefix(wrong).is_err());
     }
 }
+
+/// Soft-prompt tokens that are a text's own input embeddings give the
+/// question exactly the logits it gets with that text in front of it as
+/// real tokens (tiny Llama; rows of different lengths, padded on either
+/// side). GPT-2 and a wrong width are errors.
+#[test]
+fn soft_prompt_prefix_equals_the_text_in_context() {
+    let device = device();
+    let model = BaseLm::load(fixtures().join("tiny-llama"), &device).unwrap();
+    let context = [vec![5u32, 9, 14], vec![21u32, 3, 8]];
+    let questions = [vec![11u32, 4, 17, 2, 30], vec![6u32, 12]];
+    let ids: Vec<i64> = context.iter().flatten().map(|&t| t as i64).collect();
+    let embeds = model.token_embeddings(Tensor::from_data(TensorData::new(ids, [2, 3]), &device));
+    let prefix = model.soft_prompt_prefix(embeds).unwrap();
+    assert_eq!(prefix.len(), 3);
+    for side in [mac_lm::Padding::Left, mac_lm::Padding::Right] {
+        let batch = TokenBatch::padded(&questions, 0, side).unwrap();
+        let with_prefix = model.forward(&batch, Some(&prefix)).unwrap();
+        let t = batch.seq_len();
+        for (row, q) in questions.iter().enumerate() {
+            let full: Vec<u32> = context[row].iter().chain(q).copied().collect();
+            let reference = model
+                .forward(&TokenBatch::padded(&[full], 0, side).unwrap(), None)
+                .unwrap()
+                .narrow(1, 3, q.len());
+            let start = match side {
+                mac_lm::Padding::Left => t - q.len(),
+                mac_lm::Padding::Right => 0,
+            };
+            let ours = with_prefix
+                .clone()
+                .narrow(0, row, 1)
+                .narrow(1, start, q.len());
+            let diff = (ours - reference).abs().max().into_scalar::<f32>();
+            assert!(diff < 1e-4, "row {row} {side:?}: max logit diff {diff}");
+        }
+    }
+    let gpt2 = BaseLm::load(fixtures().join("tiny-gpt2"), &device).unwrap();
+    let e = Tensor::<3>::zeros([1, 2, gpt2.hidden_width()], &device);
+    assert!(gpt2.soft_prompt_prefix(e).is_err());
+    let wrong = Tensor::<3>::zeros([1, 2, model.hidden_width() + 1], &device);
+    assert!(model.soft_prompt_prefix(wrong).is_err());
+}
+
+/// The residual stream: after 0 layers it is the input embeddings (Llama),
+/// after every layer the model's final norm turns it into the hidden states
+/// `forward_hidden` returns; asking for more layers than exist is an error.
+#[test]
+fn residual_stream_brackets_the_decoder() {
+    let device = device();
+    let model = BaseLm::load(fixtures().join("tiny-llama"), &device).unwrap();
+    let batch = TokenBatch::padded(
+        &[vec![5u32, 9, 14, 2], vec![7u32, 3]],
+        0,
+        mac_lm::Padding::Right,
+    )
+    .unwrap();
+    let diff = |a: Tensor<3>, b: Tensor<3>| (a - b).abs().max().into_scalar::<f32>();
+    let emb = model.token_embeddings(batch.ids_tensor(&device));
+    assert!(diff(model.residual_stream(&batch, 0).unwrap(), emb) < 1e-6);
+    let n = model.kv_layout().n_layers;
+    let last = model.residual_stream(&batch, n).unwrap();
+    let BaseLm::Llama(m) = &model else {
+        unreachable!()
+    };
+    let hidden = model.forward_hidden(&batch, None, None).unwrap();
+    assert!(diff(m.norm.forward(last.clone()), hidden) < 1e-5);
+    // Each layer changes the stream.
+    let mid = model.residual_stream(&batch, 1).unwrap();
+    assert!(diff(mid, last) > 1e-3);
+    assert!(model.residual_stream(&batch, n + 1).is_err());
+}

@@ -32,13 +32,29 @@ pub struct LmTokenChannel {
     pub proj: Linear,
     /// Norm after the projection.
     pub norm: LayerNorm,
+    /// Which of the LM's states the channel reads: its input embeddings
+    /// (`None`), or its residual stream after this many layers (the tokens
+    /// in context: which entity and attribute a value belongs to).
+    #[module(skip)]
+    pub layer: Option<usize>,
 }
 
-/// A batch of texts as the base LM tokenizes and embeds them (constants:
-/// the LM is frozen).
+/// Shape of an LM-token channel: the LM's hidden width and which of its
+/// states the channel reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LmChannelSpec {
+    /// The LM's hidden width.
+    pub width: usize,
+    /// `None`: the LM's input embeddings; `Some(k)`: its residual stream
+    /// after `k` layers.
+    pub layer: Option<usize>,
+}
+
+/// A batch of texts as the base LM tokenizes and embeds them, or as its
+/// first layers see them (constants: the LM is frozen).
 #[derive(Debug, Clone)]
 pub struct LmTokens {
-    /// `[B, T, d_lm]` token embeddings.
+    /// `[B, T, d_lm]` token embeddings or residual-stream states.
     pub embeddings: Tensor<3>,
     /// `[B, T]`: true at real tokens, false at padding.
     pub valid: Tensor<2, Bool>,
@@ -46,11 +62,13 @@ pub struct LmTokens {
 
 impl LmTokens {
     /// Tokenizes `texts` with the LM's tokenizer (at most `max_tokens` each)
-    /// and looks up the LM's input embeddings; the result lives on `device`.
+    /// and looks up the LM's input embeddings (`layer = None`) or runs its
+    /// first `layer` layers over them; the result lives on `device`.
     pub fn embed(
         lm: &LoadedLm,
         texts: &[&str],
         max_tokens: usize,
+        layer: Option<usize>,
         device: &Device,
     ) -> Result<Self, ModelError> {
         let mut rows = Vec::with_capacity(texts.len());
@@ -65,9 +83,12 @@ impl LmTokens {
             rows.push(ids);
         }
         let batch = TokenBatch::padded(&rows, lm.tokenizer.pad_id, Padding::Right)?;
-        let emb = lm
-            .model
-            .token_embeddings(batch.ids_tensor(&lm.model.device()));
+        let emb = match layer {
+            None => lm
+                .model
+                .token_embeddings(batch.ids_tensor(&lm.model.device())),
+            Some(n) => lm.model.residual_stream(&batch, n)?,
+        };
         let dims = emb.dims();
         let valid: Vec<bool> = batch.valid.into_iter().flatten().collect();
         let data: Vec<f32> = emb
@@ -82,14 +103,14 @@ impl LmTokens {
 
 impl AmortizationEncoder {
     /// Loads the backbone from `backbone_dir` and initialises a fresh head
-    /// (and an LM-token channel from width `lm_width`, when given).
+    /// (and an LM-token channel, when given).
     pub fn load(
         backbone_dir: &Path,
         n_tokens: usize,
         d_mod: usize,
         n_heads: usize,
         trainable: Trainable,
-        lm_width: Option<usize>,
+        lm_channel: Option<LmChannelSpec>,
         device: &Device,
     ) -> Result<Self, ModelError> {
         let backbone = EncoderBackbone::load(backbone_dir, device, trainable)?;
@@ -97,9 +118,10 @@ impl AmortizationEncoder {
         let head = QueryTokenHeadConfig::new(h, n_tokens, d_mod)
             .with_n_heads(n_heads)
             .init(device);
-        let lm_channel = lm_width.map(|w| LmTokenChannel {
-            proj: LinearConfig::new(w, h).init(device),
+        let lm_channel = lm_channel.map(|spec| LmTokenChannel {
+            proj: LinearConfig::new(spec.width, h).init(device),
             norm: LayerNormConfig::new(h).init(device),
+            layer: spec.layer,
         });
         Ok(Self {
             backbone,
@@ -142,7 +164,13 @@ impl AmortizationEncoder {
         }
         let lm_tokens = match (&self.lm_channel, lm) {
             (None, _) => None,
-            (Some(_), Some(lm)) => Some(LmTokens::embed(lm, texts, tokenizer.max_len(), device)?),
+            (Some(ch), Some(lm)) => Some(LmTokens::embed(
+                lm,
+                texts,
+                tokenizer.max_len(),
+                ch.layer,
+                device,
+            )?),
             (Some(_), None) => {
                 return Err(ModelError::Input(
                     "this encoder reads the base LM's token embeddings; no LM was given".into(),

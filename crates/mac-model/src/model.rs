@@ -13,7 +13,7 @@ use mac_encoder::Trainable;
 use mac_lm::{BaseLm, KvLayout, PrefixKv};
 use serde::{Deserialize, Serialize};
 
-use crate::AmortizationEncoder;
+use crate::{AmortizationEncoder, LmChannelSpec};
 
 /// Anything that can go wrong building, running or restoring a [`MacModel`].
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +81,10 @@ pub struct MacConfig {
     /// them (the *LM-token channel*); `null` = the encoder backbone only.
     #[serde(default)]
     pub lm_token_channel_width: Option<usize>,
+    /// What the LM-token channel reads: the LM's input embeddings (`null`)
+    /// or its residual stream after this many layers.
+    #[serde(default)]
+    pub lm_token_channel_layer: Option<usize>,
     /// Encoder token limit for documents (longer ones are truncated, with a warning).
     pub max_document_tokens: usize,
     /// Encoder token limit for questions.
@@ -107,6 +111,7 @@ impl Default for MacConfig {
             zero_init_prefix: true,
             answer_probe_width: Some(576),
             lm_token_channel_width: Some(576),
+            lm_token_channel_layer: Some(12),
             max_document_tokens: 256,
             max_question_tokens: 64,
         }
@@ -153,19 +158,25 @@ impl MacModel {
                 "n_tokens, d_mod and prefix_len must be positive".into(),
             ));
         }
-        let encoder = |trainable, lm_width| {
+        let encoder = |trainable, lm_channel| {
             AmortizationEncoder::load(
                 encoder_dir,
                 config.n_tokens,
                 config.d_mod,
                 config.head_heads,
                 trainable,
-                lm_width,
+                lm_channel,
                 device,
             )
         };
         Ok(Self {
-            amortizer: encoder(config.document_trainable, config.lm_token_channel_width)?,
+            amortizer: encoder(
+                config.document_trainable,
+                config.lm_token_channel_width.map(|width| LmChannelSpec {
+                    width,
+                    layer: config.lm_token_channel_layer,
+                }),
+            )?,
             question_encoder: encoder(config.question_trainable, None)?,
             aggregator: AggregatorConfig::new(config.d_mod)
                 .with_n_blocks(config.aggregator_blocks)

@@ -193,7 +193,7 @@ fn lm_token_channel_reads_the_lm_tokens() {
     // Same encoder input, other LM tokens: the modulation moves.
     let ids_valid = tok.encode_batch(&[short]).unwrap();
     let with = |text: &str| {
-        let lm_tokens = mac_model::LmTokens::embed(&lm, &[text], 64, &ad).unwrap();
+        let lm_tokens = mac_model::LmTokens::embed(&lm, &[text], 64, None, &ad).unwrap();
         model.amortizer.forward(
             ids_valid.ids_tensor(&ad),
             ids_valid.valid_tensor(&ad),

@@ -117,6 +117,14 @@ pub struct ValidationStats {
     /// batch's documents (`None` with a single batch). Higher than `loss`
     /// exactly when the answers come from the memory.
     pub loss_unrelated_bank: Option<f64>,
+    /// Mean answer NLL when each question's memory is its own document
+    /// alone: what the modulations carry, without any retrieval.
+    #[serde(default)]
+    pub loss_own_document: Option<f64>,
+    /// The same with another document of the batch alone. The gap to
+    /// `loss_own_document` is the content the modulations carry.
+    #[serde(default)]
+    pub loss_other_document: Option<f64>,
     /// Mean share of the aggregator's attention on the question's own document.
     pub gold_weight: f64,
     /// That share under uniform attention (1 / documents per bank).
@@ -134,6 +142,9 @@ impl std::fmt::Display for ValidationStats {
         write!(f, "step {}: validation loss {:.3}", self.step, self.loss)?;
         if let Some(u) = self.loss_unrelated_bank {
             write!(f, " (unrelated bank {u:.3})")?;
+        }
+        if let (Some(o), Some(x)) = (self.loss_own_document, self.loss_other_document) {
+            write!(f, "  own document alone {o:.3} (another {x:.3})")?;
         }
         write!(
             f,
@@ -606,6 +617,7 @@ impl Trainer {
             .collect::<Result<Vec<_>>>()?;
         let (mut em, mut f1, mut nq) = (0.0, 0.0, 0usize);
         let (mut loss, mut loss_unrelated, mut gold_weight, mut uniform) = (0.0, 0.0, 0.0, 0.0);
+        let (mut loss_own, mut loss_other, mut n_single) = (0.0, 0.0, 0usize);
         for (i, chunk) in chunks.iter().enumerate() {
             let bank = banks[i].clone();
             let asked: Vec<(usize, &QaPair)> = chunk
@@ -624,21 +636,44 @@ impl Trainer {
             // The questions are encoded and tokenized once for both banks.
             let q_tokens = rt.encode_questions(&questions)?;
             let ab = self.answer_batch(&qas)?;
-            let (l, weights) = Self::teacher_forced_loss(&rt, q_tokens.clone(), &ab, bank)?;
+            let (l, weights) = Self::teacher_forced_loss(&rt, q_tokens.clone(), &ab, bank.clone())?;
             loss += l * qas.len() as f64;
             for ((pos, _), w) in asked.iter().zip(&weights) {
                 gold_weight += f64::from(w[*pos]);
                 uniform += 1.0 / chunk.len() as f64;
             }
+            if chunk.len() > 1 {
+                // Each question with one document alone: its own, then the
+                // next one in the chunk.
+                let rows = |shift: usize| -> Tensor<3> {
+                    let ids: Vec<i64> = asked
+                        .iter()
+                        .map(|(pos, _)| ((pos + shift) % chunk.len()) as i64)
+                        .collect();
+                    let n = ids.len();
+                    bank.clone().select(
+                        0,
+                        Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), &self.device),
+                    )
+                };
+                let nqa = qas.len() as f64;
+                n_single += qas.len();
+                loss_own += Self::per_question_loss(&rt, q_tokens.clone(), &ab, rows(0))? * nqa;
+                loss_other += Self::per_question_loss(&rt, q_tokens.clone(), &ab, rows(1))? * nqa;
+            }
             let other = banks[(i + 1) % banks.len()].clone();
             loss_unrelated +=
                 Self::teacher_forced_loss(&rt, q_tokens, &ab, other)?.0 * qas.len() as f64;
         }
+        let per_document = n_single > 0;
+        let n_single = n_single.max(1) as f64;
         let nqf = nq.max(1) as f64;
         Ok(ValidationStats {
             step: self.state.step,
             loss: loss / nqf,
             loss_unrelated_bank: (banks.len() > 1).then(|| loss_unrelated / nqf),
+            loss_own_document: per_document.then(|| loss_own / n_single),
+            loss_other_document: per_document.then(|| loss_other / n_single),
             gold_weight: gold_weight / nqf,
             uniform_weight: uniform / nqf,
             em: em / nqf,
@@ -670,6 +705,24 @@ impl Trainer {
             .weighted_nll(&ab.batch, &ab.targets, &ab.weights, Some(&prefix))?
             .into_scalar::<f64>();
         Ok((loss, agg.doc_weights))
+    }
+
+    /// Teacher-forced answer NLL when question `i` aggregates over
+    /// `memory[i]` alone (`memory [Q, n, d]`: one document per question).
+    fn per_question_loss(
+        rt: &MacRuntime,
+        q_tokens: Tensor<3>,
+        ab: &AnswerBatch,
+        memory: Tensor<3>,
+    ) -> Result<f64> {
+        let (prefix, _) = rt
+            .model
+            .prefix_from_memory(&rt.lm.model, q_tokens, memory)?;
+        Ok(rt
+            .lm
+            .model
+            .weighted_nll(&ab.batch, &ab.targets, &ab.weights, Some(&prefix))?
+            .into_scalar::<f64>())
     }
 
     /// Writes `checkpoints/NAME` (model, optimizer state, step).
@@ -721,7 +774,9 @@ impl Trainer {
         let v = self.validate()?;
         self.log(&serde_json::json!({
             "kind": "validation", "step": v.step, "loss": v.loss,
-            "loss_unrelated_bank": v.loss_unrelated_bank, "gold_weight": v.gold_weight,
+            "loss_unrelated_bank": v.loss_unrelated_bank,
+            "loss_own_document": v.loss_own_document,
+            "loss_other_document": v.loss_other_document, "gold_weight": v.gold_weight,
             "uniform_weight": v.uniform_weight, "em": v.em, "f1": v.f1,
             "n_questions": v.n_questions,
         }))?;

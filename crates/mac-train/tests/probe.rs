@@ -59,3 +59,18 @@ fn document_sensitivity_of_the_prefix() {
         diff(&p0, &p2)
     );
 }
+
+/// Diagnostic (ignored): the validation of a run's last checkpoint,
+/// including the own-document / other-document losses that separate what
+/// the modulations carry from what the aggregator retrieves.
+/// `MAC_PROBE_RUN=runs/x cargo test ... --test probe -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn validation_of_a_run() {
+    let Some(dir) = std::env::var_os("MAC_PROBE_RUN") else {
+        return;
+    };
+    let device = mac_device::select("flex").unwrap();
+    let trainer = mac_train::Trainer::resume(std::path::Path::new(&dir), &device).unwrap();
+    eprintln!("{}", trainer.validate().unwrap());
+}

@@ -169,6 +169,12 @@ fn batches_ask_several_questions_and_the_curriculum_restricts_the_bank() {
     let unrelated = v.loss_unrelated_bank.expect("two validation banks");
     assert!(unrelated.is_finite() && v.loss.is_finite());
     assert!((0.0..=1.0).contains(&v.gold_weight));
+    // Each question with one document alone (the banks of several only):
+    // its own, or another; different documents give different losses.
+    let own = v.loss_own_document.expect("a bank of three");
+    let other = v.loss_other_document.expect("a bank of three");
+    assert!(own.is_finite() && other.is_finite());
+    assert!((own - other).abs() > 1e-7, "own {own} vs other {other}");
     // 9 questions over a bank of 3, 3 questions over a bank of 1.
     assert!((v.uniform_weight - (9.0 / 3.0 + 3.0) / 12.0).abs() < 1e-9);
 }
