@@ -108,6 +108,16 @@ impl RmsNorm {
     }
 }
 
+/// Rotary position embedding, rotate-half layout: `x [B, H, T, d_h]` with
+/// cos/sin tables broadcast over the heads.
+fn rotate(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+    let half = x.dims()[3] / 2;
+    let x1 = x.clone().narrow(3, 0, half);
+    let x2 = x.clone().narrow(3, half, half);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * cos.clone() + rotated * sin.clone()
+}
+
 /// Self-attention of one Llama layer.
 #[derive(Module, Debug)]
 pub struct LlamaAttention {
@@ -130,6 +140,15 @@ pub struct LlamaMlp {
     pub up_proj: Param<Tensor<2>>,
     /// Down projection `[f, d]`.
     pub down_proj: Param<Tensor<2>>,
+}
+
+impl LlamaMlp {
+    /// `down(silu(gate(x)) * up(x))` over normalised hidden states `[B, T, d]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let gate = silu(linear(x.clone(), self.gate_proj.val(), None));
+        let up = linear(x, self.up_proj.val(), None);
+        linear(gate * up, self.down_proj.val(), None)
+    }
 }
 
 /// One decoder layer.
@@ -319,13 +338,7 @@ impl Llama {
             self.config.head_size(),
         );
         let (cos, sin) = self.rotary(&ctx.positions, &device);
-        let rope = |x: Tensor<4>| -> Tensor<4> {
-            let half = dh / 2;
-            let x1 = x.clone().narrow(3, 0, half);
-            let x2 = x.clone().narrow(3, half, half);
-            let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-            x * cos.clone() + rotated * sin.clone()
-        };
+        let rope = |x: Tensor<4>| rotate(x, &cos, &sin);
         let mut x = embedding(self.embed_tokens.val(), ids);
         for (i, layer) in self.layers.iter().enumerate().take(n_layers) {
             let a = &layer.self_attn;
@@ -342,11 +355,7 @@ impl Llama {
             };
             let attn = attend(q, k, v, prefix.map(|p| &p.layers[i]), &ctx.mask);
             x = x + linear(attn, a.o_proj.val(), None);
-            let hn = layer.post_attention_layernorm.forward(x.clone());
-            let m = &layer.mlp;
-            let gate = silu(linear(hn.clone(), m.gate_proj.val(), None));
-            let up = linear(hn, m.up_proj.val(), None);
-            x = x + linear(gate * up, m.down_proj.val(), None);
+            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
         }
         x
     }
@@ -388,13 +397,7 @@ impl Llama {
         );
         let row: Vec<f32> = (0..p).map(|j| j as f32 - p as f32).collect();
         let (cos, sin) = self.rotary_at(&vec![row; b], &device);
-        let rope = |x: Tensor<4>| -> Tensor<4> {
-            let half = dh / 2;
-            let x1 = x.clone().narrow(3, 0, half);
-            let x2 = x.clone().narrow(3, half, half);
-            let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-            x * cos.clone() + rotated * sin.clone()
-        };
+        let rope = |x: Tensor<4>| rotate(x, &cos, &sin);
         // true = not attended: each virtual token sees itself and those before it.
         let future: Vec<bool> = (0..p * p).map(|i| i % p > i / p).collect();
         let mask = Tensor::<2, Bool>::from_data(TensorData::new(future, [p, p]), &device)
@@ -419,11 +422,7 @@ impl Llama {
             let q = rope(q.reshape([b, p, h, dh]).swap_dims(1, 2));
             let attn = attend(q, k, v, None, &mask);
             x = x + linear(attn, a.o_proj.val(), None);
-            let hn = layer.post_attention_layernorm.forward(x.clone());
-            let m = &layer.mlp;
-            let gate = silu(linear(hn.clone(), m.gate_proj.val(), None));
-            let up = linear(hn, m.up_proj.val(), None);
-            x = x + linear(gate * up, m.down_proj.val(), None);
+            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
         }
         PrefixKv { layers }
     }
