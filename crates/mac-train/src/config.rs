@@ -68,6 +68,13 @@ pub struct TrainConfig {
     /// reference).
     #[serde(default)]
     pub own_document_steps: usize,
+    /// After the curriculum, the share of each step's questions that still
+    /// see their own document alone (spread evenly over the batch); the
+    /// rest aggregate over the whole batch. Keeps the content the
+    /// modulations carry from being unlearnt while the aggregator learns
+    /// to find documents (0 = off, the reference).
+    #[serde(default)]
+    pub own_document_share: f64,
     /// Weight of the auxiliary answer-token loss: the aggregated modulation,
     /// through the model's answer probe and the LM's output embedding, must
     /// predict the answer's tokens (a bag of tokens). A short, LM-free path
@@ -130,6 +137,7 @@ impl TrainConfig {
             batch_documents: 8,
             questions_per_document: 3,
             own_document_steps: 190,
+            own_document_share: 0.0,
             answer_token_loss_weight: 1.0,
             retrieval_loss_weight: 1.0,
             grad_accumulation: 1,
@@ -183,6 +191,7 @@ impl TrainConfig {
             batch_documents: 4,
             questions_per_document: 1,
             own_document_steps: 0,
+            own_document_share: 0.0,
             answer_token_loss_weight: 0.0,
             retrieval_loss_weight: 0.0,
             grad_accumulation: 1,
@@ -231,6 +240,10 @@ impl TrainConfig {
         anyhow::ensure!(
             self.retrieval_loss_weight >= 0.0 && self.answer_token_loss_weight >= 0.0,
             "loss weights must not be negative"
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.own_document_share),
+            "own_document_share must be in [0, 1]"
         );
         anyhow::ensure!(self.learning_rate > 0.0, "learning_rate must be positive");
         anyhow::ensure!(

@@ -443,18 +443,6 @@ impl Trainer {
         let bank = Tensor::cat(parts, 0);
         let [b, n, d] = bank.dims();
         let n_q = batch.questions.len();
-        let memory = if step < self.config.own_document_steps {
-            // Curriculum: each question sees only its own document.
-            let rows: Vec<i64> = batch
-                .questions
-                .iter()
-                .map(|&(pos, _)| row_of[pos] as i64)
-                .collect();
-            let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [n_q]), &self.ad);
-            bank.select(0, rows)
-        } else {
-            bank.reshape([1, b * n, d]).expand([n_q, b * n, d])
-        };
         let qas: Vec<&QaPair> = batch
             .questions
             .iter()
@@ -466,30 +454,91 @@ impl Trainer {
             .question_encoder
             .encode_texts(&self.question_tokenizer, &questions, None, &self.ad)?
             .tokens;
-        let (prefix, agg) = self
-            .model
-            .prefix_from_memory(&self.lm.model, q_tokens, memory)?;
-        let ab = self.answer_batch(&qas)?;
-        let answer_nll =
-            self.lm
-                .model
-                .weighted_nll(&ab.batch, &ab.targets, &ab.weights, Some(&prefix))?;
-        let own_document_only = step < self.config.own_document_steps;
-        let retrieval = if self.config.retrieval_loss_weight > 0.0 && !own_document_only && b > 1 {
-            let gold: Vec<usize> = batch
-                .questions
-                .iter()
-                .map(|&(pos, _)| row_of[pos])
-                .collect();
-            Some(retrieval_loss(&agg.token_weights, &gold, n, b, &self.ad))
+        let gold: Vec<usize> = batch
+            .questions
+            .iter()
+            .map(|&(pos, _)| row_of[pos])
+            .collect();
+        // Which questions see their own document alone: all of them during
+        // the curriculum, then `own_document_share` of them, spread evenly.
+        let share = if step < self.config.own_document_steps {
+            1.0
         } else {
-            None
+            self.config.own_document_share
         };
-        let answer_tokens = if self.config.answer_token_loss_weight > 0.0 {
-            self.answer_token_loss(agg.modulation, &qas)?
-        } else {
-            None
+        let (own, whole): (Vec<usize>, Vec<usize>) =
+            (0..n_q).partition(|&i| ((i + 1) as f64 * share).floor() > (i as f64 * share).floor());
+        let index = |idx: &[usize]| {
+            let ids: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
+            Tensor::<1, Int>::from_data(TensorData::new(ids, [idx.len()]), &self.ad)
         };
+        let mut parts: Vec<(f64, BatchLosses)> = Vec::new();
+        for (idx, alone) in [(own, true), (whole, false)] {
+            if idx.is_empty() {
+                continue;
+            }
+            let memory = if alone {
+                let rows: Vec<usize> = idx.iter().map(|&i| gold[i]).collect();
+                bank.clone().select(0, index(&rows))
+            } else {
+                bank.clone()
+                    .reshape([1, b * n, d])
+                    .expand([idx.len(), b * n, d])
+            };
+            let group_qas: Vec<&QaPair> = idx.iter().map(|&i| qas[i]).collect();
+            let (prefix, agg) = self.model.prefix_from_memory(
+                &self.lm.model,
+                q_tokens.clone().select(0, index(&idx)),
+                memory,
+            )?;
+            let ab = self.answer_batch(&group_qas)?;
+            let answer_nll =
+                self.lm
+                    .model
+                    .weighted_nll(&ab.batch, &ab.targets, &ab.weights, Some(&prefix))?;
+            let retrieval =
+                (self.config.retrieval_loss_weight > 0.0 && !alone && b > 1).then(|| {
+                    let group_gold: Vec<usize> = idx.iter().map(|&i| gold[i]).collect();
+                    retrieval_loss(&agg.token_weights, &group_gold, n, b, &self.ad)
+                });
+            let answer_tokens = if self.config.answer_token_loss_weight > 0.0 {
+                self.answer_token_loss(agg.modulation, &group_qas)?
+            } else {
+                None
+            };
+            let weight = idx.len() as f64 / n_q as f64;
+            parts.push((
+                weight,
+                BatchLosses {
+                    answer_nll,
+                    answer_tokens,
+                    retrieval,
+                },
+            ));
+        }
+        // One group: its losses as they are; two: weighted by their questions.
+        if parts.len() == 1 {
+            return Ok(parts.remove(0).1);
+        }
+        let sum = |xs: Vec<(f64, Tensor<1>)>| -> Option<Tensor<1>> {
+            let total: f64 = xs.iter().map(|(w, _)| w).sum();
+            xs.into_iter()
+                .map(|(w, t)| t * (w / total))
+                .reduce(|a, b| a + b)
+        };
+        let answer_nll = sum(parts
+            .iter()
+            .map(|(w, l)| (*w, l.answer_nll.clone()))
+            .collect())
+        .ok_or_else(|| anyhow::anyhow!("a batch without questions"))?;
+        let answer_tokens = sum(parts
+            .iter()
+            .filter_map(|(w, l)| l.answer_tokens.clone().map(|t| (*w, t)))
+            .collect());
+        let retrieval = sum(parts
+            .iter()
+            .filter_map(|(w, l)| l.retrieval.clone().map(|t| (*w, t)))
+            .collect());
         Ok(BatchLosses {
             answer_nll,
             answer_tokens,

@@ -162,6 +162,30 @@ fn batches_ask_several_questions_and_the_curriculum_restricts_the_bank() {
         .expect("retrieval loss over a bank of three")
         .into_scalar::<f64>();
     assert!(r > 0.0 && r < 13.9, "retrieval loss {r}");
+    // After the curriculum, `own_document_share` keeps that share of the
+    // questions on their own document: all of them = the curriculum's
+    // loss; half = a mix, with the retrieval loss from the other half.
+    let with_share = |share: f64| {
+        let mut c = t_bank.config.clone();
+        c.own_document_share = share;
+        let dir = tempfile::tempdir().unwrap();
+        let tr = Trainer::new(c, dir.path(), &device()).unwrap();
+        tr.batch_losses(0, 0).unwrap()
+    };
+    let all_own = with_share(1.0);
+    assert!(all_own.retrieval.is_none());
+    let all_own = all_own.answer_nll.into_scalar::<f64>();
+    assert!(
+        (all_own - own).abs() < 1e-5,
+        "share 1: {all_own} vs own {own}"
+    );
+    let half = with_share(0.5);
+    assert!(half.retrieval.is_some());
+    let half = half.answer_nll.into_scalar::<f64>();
+    assert!(half.is_finite() && (half - own).abs() > 1e-6 && (half - bank).abs() > 1e-6);
+    let mut bad = t_bank.config.clone();
+    bad.own_document_share = 1.5;
+    assert!(bad.validate().is_err());
     // Validation: four documents in banks of three make two banks (3 + 1),
     // so the unrelated-bank loss exists.
     let v = t.validate().unwrap();
