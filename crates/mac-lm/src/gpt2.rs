@@ -220,20 +220,8 @@ impl Gpt2 {
         PrefixKv { layers }
     }
 
-    /// Runs the decoder over new tokens and returns final hidden states `[B, T, d]`.
-    pub(crate) fn forward_hidden(
-        &self,
-        ids: Tensor<2, Int>,
-        ctx: &PassContext,
-        prefix: Option<&PrefixKv>,
-        cache: Option<&mut KvCache>,
-    ) -> Tensor<3> {
-        let x = self.residual(ids, ctx, prefix, cache, self.h.len());
-        self.ln_f.forward(x)
-    }
-
-    /// The residual stream `[B, T, d]` after the first `n_layers` layers
-    /// (no final norm).
+    /// Runs the first `n_layers` decoder layers over new tokens and returns
+    /// the residual stream `[B, T, d]` (the caller applies the final norm).
     pub(crate) fn residual(
         &self,
         ids: Tensor<2, Int>,

@@ -164,6 +164,36 @@ pub struct LlamaLayer {
     pub mlp: LlamaMlp,
 }
 
+impl LlamaLayer {
+    /// Norm, then queries `[B, H, T, d_h]` and keys/values `[B, H_kv, T, d_h]`
+    /// of `x [B, T, d]`, with `rope` applied to queries and keys.
+    fn project(
+        &self,
+        x: Tensor<3>,
+        (h, hkv, dh): (usize, usize, usize),
+        rope: &impl Fn(Tensor<4>) -> Tensor<4>,
+    ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        let [b, t, _] = x.dims();
+        let a = &self.self_attn;
+        let hn = self.input_layernorm.forward(x);
+        let q = linear(hn.clone(), a.q_proj.val(), None);
+        let k = linear(hn.clone(), a.k_proj.val(), None);
+        let v = linear(hn, a.v_proj.val(), None);
+        (
+            rope(q.reshape([b, t, h, dh]).swap_dims(1, 2)),
+            rope(k.reshape([b, t, hkv, dh]).swap_dims(1, 2)),
+            v.reshape([b, t, hkv, dh]).swap_dims(1, 2),
+        )
+    }
+
+    /// The rest of the layer after attention: output projection and the
+    /// MLP, each added to the residual stream `x`.
+    fn complete(&self, x: Tensor<3>, attn: Tensor<3>) -> Tensor<3> {
+        let x = x + linear(attn, self.self_attn.o_proj.val(), None);
+        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+    }
+}
+
 /// A frozen Llama decoder with prefix key/value support.
 #[derive(Module, Debug)]
 pub struct Llama {
@@ -308,20 +338,8 @@ impl Llama {
         )
     }
 
-    /// Runs the decoder over new tokens and returns final hidden states `[B, T, d]`.
-    pub(crate) fn forward_hidden(
-        &self,
-        ids: Tensor<2, Int>,
-        ctx: &PassContext,
-        prefix: Option<&PrefixKv>,
-        cache: Option<&mut KvCache>,
-    ) -> Tensor<3> {
-        let x = self.residual(ids, ctx, prefix, cache, self.layers.len());
-        self.norm.forward(x)
-    }
-
-    /// The residual stream `[B, T, d]` after the first `n_layers` layers
-    /// (no final norm).
+    /// Runs the first `n_layers` decoder layers over new tokens and returns
+    /// the residual stream `[B, T, d]` (the caller applies the final norm).
     pub(crate) fn residual(
         &self,
         ids: Tensor<2, Int>,
@@ -331,7 +349,6 @@ impl Llama {
         n_layers: usize,
     ) -> Tensor<3> {
         let device = ids.device();
-        let [b, t] = ids.dims();
         let (h, hkv, dh) = (
             self.config.num_attention_heads,
             self.config.kv_heads(),
@@ -341,21 +358,13 @@ impl Llama {
         let rope = |x: Tensor<4>| rotate(x, &cos, &sin);
         let mut x = embedding(self.embed_tokens.val(), ids);
         for (i, layer) in self.layers.iter().enumerate().take(n_layers) {
-            let a = &layer.self_attn;
-            let hn = layer.input_layernorm.forward(x.clone());
-            let q = linear(hn.clone(), a.q_proj.val(), None);
-            let k = linear(hn.clone(), a.k_proj.val(), None);
-            let v = linear(hn, a.v_proj.val(), None);
-            let q = rope(q.reshape([b, t, h, dh]).swap_dims(1, 2));
-            let k = rope(k.reshape([b, t, hkv, dh]).swap_dims(1, 2));
-            let v = v.reshape([b, t, hkv, dh]).swap_dims(1, 2);
+            let (q, k, v) = layer.project(x.clone(), (h, hkv, dh), &rope);
             let (k, v) = match cache.as_deref_mut() {
                 Some(c) => c.append(i, k, v),
                 None => (k, v),
             };
             let attn = attend(q, k, v, prefix.map(|p| &p.layers[i]), &ctx.mask);
-            x = x + linear(attn, a.o_proj.val(), None);
-            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
+            x = layer.complete(x, attn);
         }
         x
     }
@@ -407,22 +416,14 @@ impl Llama {
         let mut layers = Vec::with_capacity(n_layers);
         let mut x = embeds;
         for (i, layer) in self.layers.iter().enumerate() {
-            let a = &layer.self_attn;
-            let hn = layer.input_layernorm.forward(x.clone());
-            let q = linear(hn.clone(), a.q_proj.val(), None);
-            let k = linear(hn.clone(), a.k_proj.val(), None);
-            let v = linear(hn, a.v_proj.val(), None);
-            let k = rope(k.reshape([b, p, hkv, dh]).swap_dims(1, 2));
-            let v = v.reshape([b, p, hkv, dh]).swap_dims(1, 2);
+            let (q, k, v) = layer.project(x.clone(), (h, hkv, dh), &rope);
             layers.push((k.clone(), v.clone()));
             if i + 1 == n_layers {
                 // The last layer's output feeds nothing the prefix needs.
                 break;
             }
-            let q = rope(q.reshape([b, p, h, dh]).swap_dims(1, 2));
             let attn = attend(q, k, v, None, &mask);
-            x = x + linear(attn, a.o_proj.val(), None);
-            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
+            x = layer.complete(x, attn);
         }
         PrefixKv { layers }
     }

@@ -361,13 +361,7 @@ impl BaseLm {
     /// as if a token with that hidden state stood at position 0 in every
     /// layer. Differentiable with respect to `hidden` (the weights stay frozen).
     pub fn virtual_token_prefix(&self, hidden: Tensor<3>) -> Result<PrefixKv> {
-        let d = hidden.dims()[2];
-        if d != self.hidden_width() {
-            return Err(LmError::Input(format!(
-                "virtual tokens are {d} wide, the model's hidden width is {}",
-                self.hidden_width()
-            )));
-        }
+        self.check_hidden_width(&hidden, "virtual tokens")?;
         Ok(match self {
             BaseLm::Llama(m) => m.virtual_token_kv(hidden),
             BaseLm::Gpt2(m) => m.virtual_token_kv(hidden),
@@ -382,13 +376,7 @@ impl BaseLm {
     /// `embeds`. Needs rotary positions (Llama): GPT-2's learned absolute
     /// positions have no slot before position 0.
     pub fn soft_prompt_prefix(&self, embeds: Tensor<3>) -> Result<PrefixKv> {
-        let d = embeds.dims()[2];
-        if d != self.hidden_width() {
-            return Err(LmError::Input(format!(
-                "soft-prompt tokens are {d} wide, the model's hidden width is {}",
-                self.hidden_width()
-            )));
-        }
+        self.check_hidden_width(&embeds, "soft-prompt tokens")?;
         match self {
             BaseLm::Llama(m) => Ok(m.soft_prompt_kv(embeds)),
             BaseLm::Gpt2(_) => Err(LmError::Input(
@@ -408,20 +396,19 @@ impl BaseLm {
                 "asked for the residual stream after {n_layers} layers; the model has {total}"
             )));
         }
-        if batch.seq_len() > self.max_positions() {
+        self.run_layers(batch, None, None, n_layers)
+    }
+
+    /// An error naming `what` unless `x [B, P, d]` is the model's hidden width.
+    fn check_hidden_width(&self, x: &Tensor<3>, what: &str) -> Result<()> {
+        let d = x.dims()[2];
+        if d != self.hidden_width() {
             return Err(LmError::Input(format!(
-                "{} positions exceed the model's limit of {}",
-                batch.seq_len(),
-                self.max_positions()
+                "{what} are {d} wide, the model's hidden width is {}",
+                self.hidden_width()
             )));
         }
-        let device = self.device();
-        let ctx = PassContext::new(batch, 0, self.n_heads(), None, &device)?;
-        let ids = batch.ids_tensor(&device);
-        Ok(match self {
-            BaseLm::Llama(m) => m.residual(ids, &ctx, None, None, n_layers),
-            BaseLm::Gpt2(m) => m.residual(ids, &ctx, None, None, n_layers),
-        })
+        Ok(())
     }
 
     /// Device the weights live on.
@@ -447,6 +434,23 @@ impl BaseLm {
         prefix: Option<&PrefixKv>,
         cache: Option<&mut KvCache>,
     ) -> Result<Tensor<3>> {
+        let n_layers = self.kv_layout().n_layers;
+        let x = self.run_layers(batch, prefix, cache, n_layers)?;
+        Ok(match self {
+            BaseLm::Llama(m) => m.norm.forward(x),
+            BaseLm::Gpt2(m) => m.ln_f.forward(x),
+        })
+    }
+
+    /// The residual stream after the first `n_layers` layers over a batch,
+    /// with the checks and the pass context every pass needs.
+    fn run_layers(
+        &self,
+        batch: &TokenBatch,
+        prefix: Option<&PrefixKv>,
+        cache: Option<&mut KvCache>,
+        n_layers: usize,
+    ) -> Result<Tensor<3>> {
         let device = self.device();
         if let Some(p) = prefix {
             p.validate(&self.kv_layout(), batch.batch_size())?;
@@ -464,8 +468,8 @@ impl BaseLm {
         let ctx = PassContext::new(batch, p, self.n_heads(), cache.as_deref_mut(), &device)?;
         let ids = batch.ids_tensor(&device);
         Ok(match self {
-            BaseLm::Llama(m) => m.forward_hidden(ids, &ctx, prefix, cache),
-            BaseLm::Gpt2(m) => m.forward_hidden(ids, &ctx, prefix, cache),
+            BaseLm::Llama(m) => m.residual(ids, &ctx, prefix, cache, n_layers),
+            BaseLm::Gpt2(m) => m.residual(ids, &ctx, prefix, cache, n_layers),
         })
     }
 
