@@ -245,6 +245,21 @@ fn retrieval_loss(
 }
 
 /// A seed per (run, step, micro-batch): batches do not depend on history.
+/// One bank `[N, n, d]` as the memory of each of `questions` questions
+/// (`[Q, N·n, d]`).
+fn shared(bank: &Tensor<3>, questions: usize) -> Tensor<3> {
+    let [docs, n, d] = bank.dims();
+    bank.clone()
+        .reshape([1, docs * n, d])
+        .expand([questions, docs * n, d])
+}
+
+/// A 1-D index tensor of `rows` on `device`.
+fn index_tensor(rows: &[usize], device: &Device) -> Tensor<1, Int> {
+    let ids: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+    Tensor::from_data(TensorData::new(ids, [rows.len()]), device)
+}
+
 fn step_rng(seed: u64, step: usize, micro: usize) -> ChaCha8Rng {
     let mix = seed
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -441,7 +456,7 @@ impl Trainer {
             parts.push(Tensor::from_data(TensorData::new(data, dims), &self.ad));
         }
         let bank = Tensor::cat(parts, 0);
-        let [b, n, d] = bank.dims();
+        let [b, n, _] = bank.dims();
         let n_q = batch.questions.len();
         let qas: Vec<&QaPair> = batch
             .questions
@@ -468,27 +483,21 @@ impl Trainer {
         };
         let (own, whole): (Vec<usize>, Vec<usize>) =
             (0..n_q).partition(|&i| ((i + 1) as f64 * share).floor() > (i as f64 * share).floor());
-        let index = |idx: &[usize]| {
-            let ids: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
-            Tensor::<1, Int>::from_data(TensorData::new(ids, [idx.len()]), &self.ad)
-        };
         let mut parts: Vec<(f64, BatchLosses)> = Vec::new();
         for (idx, alone) in [(own, true), (whole, false)] {
             if idx.is_empty() {
                 continue;
             }
+            let group_gold: Vec<usize> = idx.iter().map(|&i| gold[i]).collect();
             let memory = if alone {
-                let rows: Vec<usize> = idx.iter().map(|&i| gold[i]).collect();
-                bank.clone().select(0, index(&rows))
+                bank.clone().select(0, index_tensor(&group_gold, &self.ad))
             } else {
-                bank.clone()
-                    .reshape([1, b * n, d])
-                    .expand([idx.len(), b * n, d])
+                shared(&bank, idx.len())
             };
             let group_qas: Vec<&QaPair> = idx.iter().map(|&i| qas[i]).collect();
             let (prefix, agg) = self.model.prefix_from_memory(
                 &self.lm.model,
-                q_tokens.clone().select(0, index(&idx)),
+                q_tokens.clone().select(0, index_tensor(&idx, &self.ad)),
                 memory,
             )?;
             let ab = self.answer_batch(&group_qas)?;
@@ -496,19 +505,15 @@ impl Trainer {
                 self.lm
                     .model
                     .weighted_nll(&ab.batch, &ab.targets, &ab.weights, Some(&prefix))?;
-            let retrieval =
-                (self.config.retrieval_loss_weight > 0.0 && !alone && b > 1).then(|| {
-                    let group_gold: Vec<usize> = idx.iter().map(|&i| gold[i]).collect();
-                    retrieval_loss(&agg.token_weights, &group_gold, n, b, &self.ad)
-                });
+            let retrieval = (self.config.retrieval_loss_weight > 0.0 && !alone && b > 1)
+                .then(|| retrieval_loss(&agg.token_weights, &group_gold, n, b, &self.ad));
             let answer_tokens = if self.config.answer_token_loss_weight > 0.0 {
                 self.answer_token_loss(agg.modulation, &group_qas)?
             } else {
                 None
             };
-            let weight = idx.len() as f64 / n_q as f64;
             parts.push((
-                weight,
+                idx.len() as f64,
                 BatchLosses {
                     answer_nll,
                     answer_tokens,
@@ -685,7 +690,8 @@ impl Trainer {
             // The questions are encoded and tokenized once for both banks.
             let q_tokens = rt.encode_questions(&questions)?;
             let ab = self.answer_batch(&qas)?;
-            let (l, weights) = Self::teacher_forced_loss(&rt, q_tokens.clone(), &ab, bank.clone())?;
+            let (l, weights) =
+                Self::teacher_forced_loss(&rt, q_tokens.clone(), &ab, shared(&bank, qas.len()))?;
             loss += l * qas.len() as f64;
             for ((pos, _), w) in asked.iter().zip(&weights) {
                 gold_weight += f64::from(w[*pos]);
@@ -694,23 +700,20 @@ impl Trainer {
             if chunk.len() > 1 {
                 // Each question with one document alone: its own, then the
                 // next one in the chunk.
-                let rows = |shift: usize| -> Tensor<3> {
-                    let ids: Vec<i64> = asked
+                let alone = |shift: usize| -> Result<f64> {
+                    let rows: Vec<usize> = asked
                         .iter()
-                        .map(|(pos, _)| ((pos + shift) % chunk.len()) as i64)
+                        .map(|(pos, _)| (pos + shift) % chunk.len())
                         .collect();
-                    let n = ids.len();
-                    bank.clone().select(
-                        0,
-                        Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), &self.device),
-                    )
+                    let memory = bank.clone().select(0, index_tensor(&rows, &self.device));
+                    Ok(Self::teacher_forced_loss(&rt, q_tokens.clone(), &ab, memory)?.0)
                 };
                 let nqa = qas.len() as f64;
                 n_single += qas.len();
-                loss_own += Self::per_question_loss(&rt, q_tokens.clone(), &ab, rows(0))? * nqa;
-                loss_other += Self::per_question_loss(&rt, q_tokens.clone(), &ab, rows(1))? * nqa;
+                loss_own += alone(0)? * nqa;
+                loss_other += alone(1)? * nqa;
             }
-            let other = banks[(i + 1) % banks.len()].clone();
+            let other = shared(&banks[(i + 1) % banks.len()], qas.len());
             loss_unrelated +=
                 Self::teacher_forced_loss(&rt, q_tokens, &ab, other)?.0 * qas.len() as f64;
         }
@@ -732,19 +735,14 @@ impl Trainer {
     }
 
     /// Teacher-forced answer NLL of the questions (`q_tokens [Q, n, d]`,
-    /// their prompt + answer batch `ab`) over `bank` `[N, n, d]`, and each
-    /// question's attention per document.
+    /// their prompt + answer batch `ab`), question `i` aggregating over
+    /// `memory[i]` (`[Q, m, d]`), and each question's attention per document.
     fn teacher_forced_loss(
         rt: &MacRuntime,
         q_tokens: Tensor<3>,
         ab: &AnswerBatch,
-        bank: Tensor<3>,
+        memory: Tensor<3>,
     ) -> Result<(f64, Vec<Vec<f32>>)> {
-        let [n_docs, n, d] = bank.dims();
-        let n_q = q_tokens.dims()[0];
-        let memory = bank
-            .reshape([1, n_docs * n, d])
-            .expand([n_q, n_docs * n, d]);
         let (prefix, agg) = rt
             .model
             .prefix_from_memory(&rt.lm.model, q_tokens, memory)?;
@@ -754,24 +752,6 @@ impl Trainer {
             .weighted_nll(&ab.batch, &ab.targets, &ab.weights, Some(&prefix))?
             .into_scalar::<f64>();
         Ok((loss, agg.doc_weights))
-    }
-
-    /// Teacher-forced answer NLL when question `i` aggregates over
-    /// `memory[i]` alone (`memory [Q, n, d]`: one document per question).
-    fn per_question_loss(
-        rt: &MacRuntime,
-        q_tokens: Tensor<3>,
-        ab: &AnswerBatch,
-        memory: Tensor<3>,
-    ) -> Result<f64> {
-        let (prefix, _) = rt
-            .model
-            .prefix_from_memory(&rt.lm.model, q_tokens, memory)?;
-        Ok(rt
-            .lm
-            .model
-            .weighted_nll(&ab.batch, &ab.targets, &ab.weights, Some(&prefix))?
-            .into_scalar::<f64>())
     }
 
     /// Writes `checkpoints/NAME` (model, optimizer state, step).
