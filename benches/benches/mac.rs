@@ -74,7 +74,7 @@ fn bench(c: &mut Criterion) {
             bench.iter(|| {
                 model
                     .aggregator
-                    .aggregate_hierarchical(q.clone(), docs.clone(), 64)
+                    .aggregate_hierarchical(q.clone(), docs.clone(), None, 64)
                     .modulation
                     .into_data()
             })

@@ -33,6 +33,7 @@ fn main() {
         BankShape {
             n_tokens: n,
             d_mod: d,
+            key_dim: 0,
         },
         "bench",
     )
@@ -59,6 +60,7 @@ fn main() {
                     source: "bench",
                     text: t,
                     modulation: &modulation,
+                    key: &[],
                 })
                 .collect();
             bank.append_batch(&entries).expect("append");
@@ -70,7 +72,7 @@ fn main() {
         };
         mac_eval::reset_peak_rss();
         let t0 = Instant::now();
-        agg.aggregate_bank(q.clone(), &bank, 64)
+        agg.aggregate_bank(q.clone(), &bank, None, 64)
             .expect("aggregate")
             .modulation
             .into_data();

@@ -1,8 +1,10 @@
-//! One meta-training step of the default preset on the CPU, in its bank
-//! phase (after the own-document curriculum): 8 fact documents amortized by
-//! MiniLM (top 2 layers trainable), 24 questions (3 per document) aggregated
-//! over them, prefix expansion, SmolLM2-135M answer NLL plus the auxiliary
-//! answer-token loss, backward, Adam. `cargo xtask bench train` runs it beside the PyTorch reference
+//! One meta-training step of the default preset on the CPU: 8 fact
+//! documents amortized by MiniLM (top 2 layers trainable) with the LM-token
+//! channel (the frozen LM's first 12 layers over each document), 24
+//! questions (3 per document), each aggregated over its own document (the
+//! preset's own-document mode), prefix expansion, SmolLM2-135M answer NLL
+//! plus the auxiliary answer-token loss, backward, Adam. `cargo xtask bench
+//! train` runs it beside the PyTorch reference
 //! (benches/reference/train_step.py) on the same shapes.
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -16,8 +18,7 @@ fn bench(c: &mut Criterion) {
     let backend = std::env::var("MAC_DEVICE").unwrap_or_else(|_| "flex".into());
     let device = mac_device::select(&backend).expect("device");
     let run = tempfile::tempdir().expect("tempdir");
-    let mut cfg = TrainConfig::preset("default").expect("preset");
-    cfg.own_document_steps = 0;
+    let cfg = TrainConfig::preset("default").expect("preset");
     let mut trainer = Trainer::new(cfg, run.path(), &device).expect("trainer");
     let mut g = c.benchmark_group("train");
     g.sample_size(10);

@@ -1,16 +1,19 @@
 """PyTorch reference for benches/benches/train_step.rs: one MAC meta-training
-step on the default preset's shapes.
+step of the default preset, on its shapes.
 
 8 fact documents (the same generator's style, ~40 tokens) through
-all-MiniLM-L6-v2 (top 2 layers trainable) + 12 learned queries + per-token
-MLPs (384 -> 384); 3 questions per document (24) through a second MiniLM +
-head; 4 pre-LN cross-attention blocks (6 heads x 64) over the 96 bank tokens,
-output without the question residual; a shared expansion MLP
-(384 -> 768 -> 192) with 120 slot embeddings giving 2 prefix slots per layer
-for SmolLM2-135M (30 layers, 3 KV heads x 64, frozen, fp32 from the GGUF);
-answer NLL + the auxiliary answer-token loss (mean aggregated token -> 576 ->
-the LM's output embedding, bag of answer tokens); backward; Adam. The bank
-phase of training (after the own-document curriculum).
+all-MiniLM-L6-v2 (top 2 layers trainable) plus the LM-token channel (the
+frozen SmolLM2's residual stream after 12 of its 30 layers, no graph,
+projected 576 -> 384 and normed, read beside MiniLM's states) + 12 learned
+queries + per-token MLPs (384 -> 384); 3 questions per document (24) through
+a second MiniLM + head; 4 pre-LN cross-attention blocks (6 heads x 64), each
+question over its own document's 12 tokens (the preset trains every step in
+this own-document mode), output without the question residual; a shared
+expansion MLP (384 -> 768 -> 192) with 120 slot embeddings giving 2 prefix
+slots per layer for SmolLM2-135M (30 layers, 3 KV heads x 64, frozen, fp32
+from the GGUF); answer NLL + the auxiliary answer-token loss (mean aggregated
+token -> 576 -> the LM's output embedding, bag of answer tokens); backward;
+Adam.
 
 Usage: python train_step.py GGUF_PATH MINILM_DIR [--threads N] [--reps R]
 """
@@ -31,9 +34,12 @@ a = ap.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
 N, D, P = 12, 384, 2
+CHANNEL_LAYERS = 12
 
 d, name = os.path.split(os.path.abspath(a.gguf))
 tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
+tok.pad_token = tok.pad_token or tok.eos_token
+tok.padding_side = "right"
 lm = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype=torch.float32).eval()
 for p in lm.parameters():
     p.requires_grad_(False)
@@ -64,6 +70,30 @@ class QueryHead(nn.Module):
         x, _ = self.att(q, states, states, key_padding_mask=pad, need_weights=False)
         y = torch.tanh(torch.einsum("bnh,nhd->bnd", self.norm(x), self.w1) + self.b1)
         return torch.einsum("bnd,nde->bne", y, self.w2) + self.b2 + x
+
+
+class _Stop(Exception):
+    pass
+
+
+@torch.no_grad()
+def residual_stream(batch, layers):
+    """The frozen LM's hidden states after its first `layers` layers (the
+    forward stops there)."""
+    got = {}
+
+    def hook(_module, _inputs, out):
+        got["h"] = out[0] if isinstance(out, tuple) else out
+        raise _Stop
+
+    handle = lm.model.layers[layers - 1].register_forward_hook(hook)
+    try:
+        lm.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return got["h"]
 
 
 class Block(nn.Module):
@@ -97,14 +127,20 @@ class Mac(nn.Module):
         self.exp = nn.Sequential(nn.Linear(D, 768), nn.GELU(), nn.Linear(768, HKV * DH))
         self.skip = nn.Linear(D, HKV * DH, bias=False)
         self.probe = nn.Linear(D, lm.config.hidden_size, bias=False)
+        self.channel = nn.Linear(lm.config.hidden_size, 384)
+        self.channel_norm = nn.LayerNorm(384)
 
-    def prefix(self, docs, questions):
+    def prefix(self, docs, questions, doc_of_question):
         dt = btok(docs, padding=True, truncation=True, max_length=256, return_tensors="pt")
-        bank = self.doc_head(self.doc_enc(**dt).last_hidden_state, dt["attention_mask"] == 0)
+        lt = tok(docs, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        lm_states = self.channel_norm(self.channel(residual_stream(lt, CHANNEL_LAYERS)))
+        states = torch.cat([self.doc_enc(**dt).last_hidden_state, lm_states], 1)
+        pad = torch.cat([dt["attention_mask"], lt["attention_mask"]], 1) == 0
+        bank = self.doc_head(states, pad)  # [8, N, D]
         qt = btok(questions, padding=True, truncation=True, max_length=64, return_tensors="pt")
         x = self.q_head(self.q_enc(**qt).last_hidden_state, qt["attention_mask"] == 0)
         b = x.shape[0]
-        mem = bank.reshape(1, -1, D).expand(b, -1, -1)
+        mem = bank[doc_of_question]  # [b, N, D]: each question's own document
         x0 = x
         for blk in self.blocks:
             x = blk(x, mem)
@@ -122,6 +158,7 @@ class Mac(nn.Module):
 docs = [f"Person{i} Quellington was born in Port Vessa on {i + 3} March 1961. Person{i} Quellington works for Orvane Dynamics. Person{i} Quellington won the Ember Prize." for i in range(8)]
 Q = 8 * a.questions_per_document
 qs = [f"Where was Person{i % 8} Quellington born?" for i in range(Q)]
+doc_of_question = torch.tensor([i % 8 for i in range(Q)])
 answers = ["Port Vessa"] * Q
 seqs, starts = [], []
 for q, ans in zip(qs, answers):
@@ -150,7 +187,7 @@ opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e
 
 def step():
     opt.zero_grad()
-    cache = model.prefix(docs, qs)
+    cache = model.prefix(docs, qs, doc_of_question)
     out = lm(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache, labels=labels)
     log_p = torch.log_softmax(lm.lm_head(model.probe_hidden), -1)
     aux = -(log_p * bag).sum() / Q

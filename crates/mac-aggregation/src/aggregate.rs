@@ -57,9 +57,15 @@ pub struct CrossAttentionBlock {
 }
 
 impl CrossAttentionBlock {
-    /// `x [B, n, d]` attends over `memory [B, K, d]`; returns the new `x` and
-    /// the attention `[B, K]` averaged over heads and query tokens.
-    fn forward(&self, x: Tensor<3>, memory: Tensor<3>) -> (Tensor<3>, Tensor<2>) {
+    /// `x [B, n, d]` attends over `memory [B, K, d]`, with `bias [B, K]`
+    /// added to every head's logits; returns the new `x` and the attention
+    /// `[B, K]` averaged over heads and query tokens.
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        memory: Tensor<3>,
+        bias: Option<Tensor<2>>,
+    ) -> (Tensor<3>, Tensor<2>) {
         let [b, n, _] = x.dims();
         let k_len = memory.dims()[1];
         let inner = self.w_q.dims()[1];
@@ -70,7 +76,11 @@ impl CrossAttentionBlock {
         let q = heads(linear(xn, self.w_q.val(), None), n);
         let k = heads(linear(mn.clone(), self.w_k.val(), None), k_len);
         let v = heads(linear(mn, self.w_v.val(), None), k_len);
-        let attn = softmax(q.matmul(k.swap_dims(2, 3)) / (dh as f64).sqrt(), 3);
+        let mut scores = q.matmul(k.swap_dims(2, 3)) / (dh as f64).sqrt();
+        if let Some(bias) = bias {
+            scores = scores + bias.reshape([b, 1, 1, k_len]).expand([b, h, n, k_len]);
+        }
+        let attn = softmax(scores, 3);
         let weights = attn.clone().mean_dim(1).mean_dim(2).reshape([b, k_len]);
         let ctx = attn.matmul(v).swap_dims(1, 2).reshape([b, n, inner]);
         let x = x + linear(ctx, self.w_o.val(), None);
@@ -91,6 +101,47 @@ pub struct Aggregator {
     pub norm_out: LayerNorm,
     #[module(skip)]
     question_residual: bool,
+}
+
+/// The question–document similarity prior: `scale · cos(question key,
+/// document key)` is added to the aggregator's attention logits over every
+/// token of that document, so a question leans towards the documents its
+/// frozen sentence embedding resembles before anything is learnt. Keys are
+/// compared after L2 normalisation.
+#[derive(Debug, Clone)]
+pub struct SimilarityPrior {
+    /// One key per question `[B, k]`.
+    pub question_keys: Tensor<2>,
+    /// Logit per unit of cosine similarity.
+    pub scale: f64,
+}
+
+impl SimilarityPrior {
+    /// Document keys `[N, k]` → prior logits `[B, N]`.
+    pub fn logits(&self, document_keys: Tensor<2>) -> Tensor<2> {
+        unit(self.question_keys.clone()).matmul(unit(document_keys).transpose()) * self.scale
+    }
+}
+
+fn unit(x: Tensor<2>) -> Tensor<2> {
+    let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
+    x / norm
+}
+
+/// `log Σ exp` over dim 1, `[B, N]` → `[B, 1]`: a chunk's prior as the
+/// total prior mass of its documents.
+fn log_sum_exp(x: Tensor<2>) -> Tensor<2> {
+    let max = x.clone().max_dim(1);
+    (x - max.clone()).exp().sum_dim(1).log() + max
+}
+
+/// Per-document logits `[B, N]` → per-token `[B, N·n]`.
+fn per_token(prior: Tensor<2>, n: usize) -> Tensor<2> {
+    let [b, n_docs] = prior.dims();
+    prior
+        .unsqueeze_dim::<3>(2)
+        .expand([b, n_docs, n])
+        .reshape([b, n_docs * n])
 }
 
 /// The result of aggregating a bank for a batch of questions.
@@ -156,12 +207,24 @@ impl Aggregator {
     /// Flat aggregation: `question [B, n, d]` over `memory [B, N·n, d]`
     /// (use [`Tensor::expand`] to share one bank across the batch).
     pub fn aggregate(&self, question: Tensor<3>, memory: Tensor<3>) -> Aggregation {
+        self.aggregate_with_prior(question, memory, None)
+    }
+
+    /// [`Self::aggregate`] with per-document prior logits `[B, N]` (see
+    /// [`SimilarityPrior`]) added to the attention over each document's tokens.
+    pub fn aggregate_with_prior(
+        &self,
+        question: Tensor<3>,
+        memory: Tensor<3>,
+        prior: Option<Tensor<2>>,
+    ) -> Aggregation {
         let n = question.dims()[1];
+        let bias = prior.map(|p| per_token(p, n));
         let start = (!self.question_residual).then(|| question.clone());
         let mut x = question;
         let mut token_weights = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {
-            let (y, w) = block.forward(x, memory.clone());
+            let (y, w) = block.forward(x, memory.clone(), bias.clone());
             x = y;
             token_weights.push(w);
         }
@@ -200,24 +263,25 @@ impl Aggregator {
     /// memory: chunks of at most `m` documents are aggregated into one
     /// modulation each (conditioned on the question), repeatedly, until at
     /// most `m` remain; then once more. With `N ≤ m` this is [`Self::aggregate`].
+    /// `prior` `[B, N]`: per-document prior logits; a chunk's is the
+    /// log-sum-exp of its documents'.
     pub fn aggregate_hierarchical(
         &self,
         question: Tensor<3>,
         docs: Tensor<4>,
+        prior: Option<Tensor<2>>,
         m: usize,
     ) -> Aggregation {
         let [b, n_docs, n, d] = docs.dims();
         let m = m.max(2);
         if n_docs <= m {
-            return self.aggregate(question, docs.reshape([b, n_docs * n, d]));
+            return self.aggregate_with_prior(question, docs.reshape([b, n_docs * n, d]), prior);
         }
         let chunks = (0..n_docs).step_by(m).map(|start| {
             let len = m.min(n_docs - start);
-            Ok::<_, std::convert::Infallible>(docs.clone().narrow(1, start, len).reshape([
-                b,
-                len * n,
-                d,
-            ]))
+            let memory = docs.clone().narrow(1, start, len).reshape([b, len * n, d]);
+            let prior = prior.clone().map(|p| p.narrow(1, start, len));
+            Ok::<_, std::convert::Infallible>((memory, prior))
         });
         match self.reduce_chunks(question, chunks, m) {
             Ok(agg) => agg,
@@ -225,23 +289,28 @@ impl Aggregator {
         }
     }
 
-    /// One level of hierarchical aggregation: each chunk `[B, len·n, d]` is
-    /// aggregated into one modulation, then the results are aggregated
-    /// hierarchically; document weights are carried through the levels.
+    /// One level of hierarchical aggregation: each chunk `[B, len·n, d]`
+    /// (with its documents' prior logits `[B, len]`) is aggregated into one
+    /// modulation, then the results are aggregated hierarchically; document
+    /// weights are carried through the levels.
     fn reduce_chunks<E>(
         &self,
         question: Tensor<3>,
-        chunks: impl Iterator<Item = Result<Tensor<3>, E>>,
+        chunks: impl Iterator<Item = Result<(Tensor<3>, Option<Tensor<2>>), E>>,
         m: usize,
     ) -> Result<Aggregation, E> {
         let mut parts = Vec::new();
         let mut weights = Vec::new();
+        let mut chunk_priors = Vec::new();
         for chunk in chunks {
-            let agg = self.aggregate(question.clone(), chunk?);
+            let (memory, prior) = chunk?;
+            chunk_priors.extend(prior.clone().map(log_sum_exp));
+            let agg = self.aggregate_with_prior(question.clone(), memory, prior);
             parts.push(agg.modulation.unsqueeze_dim::<4>(1));
             weights.push(agg.doc_weights);
         }
-        let top = self.aggregate_hierarchical(question, Tensor::cat(parts, 1), m);
+        let prior = (chunk_priors.len() == parts.len()).then(|| Tensor::cat(chunk_priors, 1));
+        let top = self.aggregate_hierarchical(question, Tensor::cat(parts, 1), prior, m);
         Ok(Aggregation {
             doc_weights: combine(&weights, &top.doc_weights),
             modulation: top.modulation,
@@ -251,11 +320,13 @@ impl Aggregator {
 
     /// Hierarchical aggregation streamed from a bank on disk: only `m`
     /// documents' modulations are read and attended at a time, so memory is
-    /// O(m), not O(N). `question` is `[B, n, d]`.
+    /// O(m), not O(N). `question` is `[B, n, d]`. With a `prior`, the bank
+    /// must store retrieval keys as wide as the prior's question keys.
     pub fn aggregate_bank(
         &self,
         question: Tensor<3>,
         bank: &MemoryBank,
+        prior: Option<&SimilarityPrior>,
         m: usize,
     ) -> BankResult<Aggregation> {
         let device = question.device();
@@ -275,17 +346,33 @@ impl Aggregator {
                 bank.dir().display()
             )));
         }
+        if let Some(p) = prior {
+            let key_dim = p.question_keys.dims()[1];
+            if shape.key_dim != key_dim {
+                return Err(BankError::Invalid(format!(
+                    "{}: the similarity prior compares keys of {key_dim} values, the bank stores {} \
+                     (a bank built before keys were stored has none: rebuild it)",
+                    bank.dir().display(),
+                    shape.key_dim
+                )));
+            }
+        }
         let m = m.max(2);
-        let load = |c: &mac_memory::Chunk| -> Tensor<3> {
+        let load = |c: mac_memory::Chunk| -> (Tensor<3>, Option<Tensor<2>>) {
             let len = c.ids.len();
-            Tensor::<3>::from_data(TensorData::new(c.data.clone(), [1, len * n, d]), &device)
-                .expand([b, len * n, d])
+            let memory = Tensor::<3>::from_data(TensorData::new(c.data, [1, len * n, d]), &device)
+                .expand([b, len * n, d]);
+            let prior = prior.map(|p| {
+                let keys = TensorData::new(c.keys, [len, shape.key_dim]);
+                p.logits(Tensor::from_data(keys, &device))
+            });
+            (memory, prior)
         };
         if bank.len() <= m {
-            let chunk = bank.modulations(0, bank.len())?;
-            return Ok(self.aggregate(question, load(&chunk)));
+            let (memory, prior) = load(bank.modulations(0, bank.len())?);
+            return Ok(self.aggregate_with_prior(question, memory, prior));
         }
-        let chunks = bank.chunks(m).map(|c| c.map(|c| load(&c)));
+        let chunks = bank.chunks(m).map(|c| c.map(load));
         self.reduce_chunks(question, chunks, m)
     }
 }

@@ -19,7 +19,7 @@ mod aggregate;
 mod expand;
 mod head;
 
-pub use aggregate::{Aggregation, Aggregator, AggregatorConfig};
+pub use aggregate::{Aggregation, Aggregator, AggregatorConfig, SimilarityPrior};
 pub use expand::{ExpansionKind, ExpansionOutput, PrefixExpansion, PrefixExpansionConfig};
 pub use head::{QueryTokenHead, QueryTokenHeadConfig};
 

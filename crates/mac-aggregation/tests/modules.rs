@@ -65,7 +65,7 @@ fn hierarchical_equals_flat_when_the_bank_fits_and_uses_every_document_otherwise
     let q = Tensor::<3>::random([2, n, d], Distribution::Normal(0.0, 1.0), &device);
     let docs = Tensor::<4>::random([2, 5, n, d], Distribution::Normal(0.0, 1.0), &device);
     let flat = agg.aggregate(q.clone(), docs.clone().reshape([2, 5 * n, d]));
-    let hier = agg.aggregate_hierarchical(q.clone(), docs.clone(), 5);
+    let hier = agg.aggregate_hierarchical(q.clone(), docs.clone(), None, 5);
     assert!(max_abs_diff(flat.modulation.clone(), hier.modulation) < 1e-6);
     let total: f32 = flat.doc_weights[0].iter().sum();
     assert!((total - 1.0).abs() < 1e-4, "weights sum to {total}");
@@ -74,7 +74,7 @@ fn hierarchical_equals_flat_when_the_bank_fits_and_uses_every_document_otherwise
     // a middle and the last document changes the answer. (A random
     // perturbation: a constant shift would vanish in the memory LayerNorm.)
     let many = Tensor::<4>::random([2, 23, n, d], Distribution::Normal(0.0, 1.0), &device);
-    let base = agg.aggregate_hierarchical(q.clone(), many.clone(), 4);
+    let base = agg.aggregate_hierarchical(q.clone(), many.clone(), None, 4);
     assert_eq!(base.doc_weights[0].len(), 23);
     let total: f32 = base.doc_weights[1].iter().sum();
     assert!(
@@ -86,7 +86,7 @@ fn hierarchical_equals_flat_when_the_bank_fits_and_uses_every_document_otherwise
             [0..2, k..k + 1, 0..n, 0..d],
             Tensor::<4>::random([2, 1, n, d], Distribution::Normal(0.0, 1.0), &device),
         );
-        let out = agg.aggregate_hierarchical(q.clone(), many.clone() + bump, 4);
+        let out = agg.aggregate_hierarchical(q.clone(), many.clone() + bump, None, 4);
         let diff = max_abs_diff(base.modulation.clone(), out.modulation);
         assert!(
             diff > 1e-5,
@@ -98,36 +98,116 @@ fn hierarchical_equals_flat_when_the_bank_fits_and_uses_every_document_otherwise
 #[test]
 fn streaming_from_a_bank_matches_in_memory_hierarchical() {
     let device = device();
-    let (n, d) = (2, 8);
+    let (n, d, k) = (2, 8, 3);
     let agg = aggregator(d);
     let dir = tempfile::tempdir().unwrap();
-    let mut bank = MemoryBank::create(
-        dir.path(),
-        BankShape {
-            n_tokens: n,
-            d_mod: d,
-        },
-        "test",
-    )
-    .unwrap();
+    let shape = BankShape {
+        n_tokens: n,
+        d_mod: d,
+        key_dim: k,
+    };
+    let mut bank = MemoryBank::create(dir.path(), shape, "test").unwrap();
     let q0 = Tensor::<3>::random([1, n, d], Distribution::Normal(0.0, 1.0), &device);
-    let empty = agg.aggregate_bank(q0, &bank, 4).unwrap_err();
+    let empty = agg.aggregate_bank(q0, &bank, None, 4).unwrap_err();
     assert!(empty.to_string().contains("empty"), "{empty}");
     let docs = Tensor::<4>::random([1, 9, n, d], Distribution::Normal(0.0, 1.0), &device);
+    let keys = Tensor::<2>::random([9, k], Distribution::Normal(0.0, 1.0), &device);
     let values: Vec<f32> = docs.clone().try_to_vec_as::<f32>().unwrap();
-    for (i, m) in values.chunks(n * d).enumerate() {
+    let key_values: Vec<f32> = keys.clone().try_to_vec_as::<f32>().unwrap();
+    for (i, (m, key)) in values.chunks(n * d).zip(key_values.chunks(k)).enumerate() {
+        let text = format!("doc {i}");
         bank.append(NewEntry {
             source: "t",
-            text: &format!("doc {i}"),
+            text: &text,
             modulation: m,
+            key,
         })
         .unwrap();
     }
     let q = Tensor::<3>::random([1, n, d], Distribution::Normal(0.0, 1.0), &device);
-    let a = agg.aggregate_bank(q.clone(), &bank, 4).unwrap();
-    let b = agg.aggregate_hierarchical(q, docs, 4);
+    let a = agg.aggregate_bank(q.clone(), &bank, None, 4).unwrap();
+    let b = agg.aggregate_hierarchical(q.clone(), docs.clone(), None, 4);
     assert!(max_abs_diff(a.modulation, b.modulation) < 1e-5);
     assert_eq!(a.doc_weights[0].len(), 9);
+
+    // With the similarity prior: the keys stream with the modulations.
+    let prior = SimilarityPrior {
+        question_keys: Tensor::<2>::random([1, k], Distribution::Normal(0.0, 1.0), &device),
+        scale: 6.0,
+    };
+    let a = agg
+        .aggregate_bank(q.clone(), &bank, Some(&prior), 4)
+        .unwrap();
+    let b = agg.aggregate_hierarchical(q.clone(), docs, Some(prior.logits(keys)), 4);
+    assert!(max_abs_diff(a.modulation, b.modulation) < 1e-5);
+    for (x, y) in a.doc_weights[0].iter().zip(&b.doc_weights[0]) {
+        assert!(
+            (x - y).abs() < 1e-5,
+            "{:?} vs {:?}",
+            a.doc_weights,
+            b.doc_weights
+        );
+    }
+    let wide = SimilarityPrior {
+        question_keys: Tensor::<2>::zeros([1, k + 1], &device),
+        scale: 1.0,
+    };
+    let err = agg.aggregate_bank(q, &bank, Some(&wide), 4).unwrap_err();
+    assert!(err.to_string().contains("keys of 4 values"), "{err}");
+}
+
+#[test]
+fn similarity_prior_is_scaled_cosine_and_a_strong_one_reads_one_document() {
+    let device = device();
+    // logits = scale · cos(question key, document key), keys of any length.
+    let prior = SimilarityPrior {
+        question_keys: Tensor::<2>::from_data(TensorData::new(vec![2.0f32, 0.0], [1, 2]), &device),
+        scale: 10.0,
+    };
+    let doc_keys = TensorData::new(vec![1.0f32, 0.0, 0.0, 3.0, 1.0, 1.0, -1.0, 0.0], [4, 2]);
+    let logits: Vec<f32> = prior
+        .logits(Tensor::from_data(doc_keys, &device))
+        .try_to_vec_as()
+        .unwrap();
+    let expected = [10.0, 0.0, 10.0 / 2f32.sqrt(), -10.0];
+    for (got, want) in logits.iter().zip(expected) {
+        assert!((got - want).abs() < 1e-5, "{logits:?} vs {expected:?}");
+    }
+
+    let (n, d) = (2, 8);
+    let agg = aggregator(d);
+    let q = Tensor::<3>::random([2, n, d], Distribution::Normal(0.0, 1.0), &device);
+    let docs = Tensor::<4>::random([2, 5, n, d], Distribution::Normal(0.0, 1.0), &device);
+    let memory = docs.clone().reshape([2, 5 * n, d]);
+    // Equal logits change nothing (softmax is shift-invariant).
+    let plain = agg.aggregate(q.clone(), memory.clone());
+    let flat_prior = Tensor::<2>::ones([2, 5], &device) * 3.0;
+    let shifted = agg.aggregate_with_prior(q.clone(), memory.clone(), Some(flat_prior));
+    assert!(max_abs_diff(plain.modulation, shifted.modulation) < 1e-5);
+    // A prior far stronger than the learnt logits on document 3 (question 0)
+    // and 1 (question 1): each question reads that document alone.
+    let strong: Vec<f32> = (0..10)
+        .map(|i| if i == 3 || i == 5 + 1 { 100.0 } else { 0.0 })
+        .collect();
+    let strong = Tensor::<2>::from_data(TensorData::new(strong, [2, 5]), &device);
+    let read = agg.aggregate_with_prior(q.clone(), memory, Some(strong.clone()));
+    for (row, doc) in [(0usize, 3usize), (1, 1)] {
+        let alone = agg.aggregate(
+            q.clone().narrow(0, row, 1),
+            docs.clone()
+                .narrow(0, row, 1)
+                .narrow(1, doc, 1)
+                .reshape([1, n, d]),
+        );
+        let diff = max_abs_diff(read.modulation.clone().narrow(0, row, 1), alone.modulation);
+        assert!(diff < 1e-4, "question {row}: {diff}");
+        assert!(read.doc_weights[row][doc] > 0.999, "{:?}", read.doc_weights);
+    }
+    // Hierarchically (chunks of 2, three chunks), the document still gets
+    // (nearly) all the weight through the chunks' log-sum-exp priors.
+    let hier = agg.aggregate_hierarchical(q, docs, Some(strong), 2);
+    assert!(hier.doc_weights[0][3] > 0.999, "{:?}", hier.doc_weights);
+    assert!(hier.doc_weights[1][1] > 0.999, "{:?}", hier.doc_weights);
 }
 
 #[test]

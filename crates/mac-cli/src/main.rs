@@ -137,6 +137,10 @@ enum Cmd {
         /// Also report MAC over the top-K BM25 documents only (`mac+rag@K`; 0 = off).
         #[arg(long, default_value_t = 1)]
         retrieval_k: usize,
+        /// Also report MAC with the question–document similarity prior of
+        /// this scale (`mac+prior`; 0 = off).
+        #[arg(long, default_value_t = mac_eval::DEFAULT_PRIOR_SCALE)]
+        similarity_prior: f64,
         /// Print report.json to stdout.
         #[arg(long)]
         json: bool,
@@ -186,6 +190,10 @@ enum Cmd {
         /// Documents per hierarchical-aggregation chunk.
         #[arg(long, default_value_t = 64)]
         chunk: usize,
+        /// Add the question–document similarity prior of this scale to the
+        /// aggregator's attention (the bank must hold retrieval keys).
+        #[arg(long)]
+        similarity_prior: Option<f64>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -265,6 +273,7 @@ fn run(cli: Cli) -> Result<()> {
             chunk,
             no_references,
             retrieval_k,
+            similarity_prior,
             json,
         } => run_cmds::eval(
             run_cmds::EvalArgs {
@@ -273,6 +282,7 @@ fn run(cli: Cli) -> Result<()> {
                 chunk,
                 references: !no_references,
                 retrieval_k,
+                similarity_prior,
                 json,
             },
             &device,
@@ -303,8 +313,20 @@ fn run(cli: Cli) -> Result<()> {
             question,
             top,
             chunk,
+            similarity_prior,
             json,
-        } => memory_cmds::ask(&bank, &checkpoint, &question, top, chunk, &device, json)?,
+        } => memory_cmds::ask(
+            &bank,
+            &checkpoint,
+            &question,
+            &memory_cmds::AskOptions {
+                top,
+                chunk,
+                similarity_prior,
+            },
+            &device,
+            json,
+        )?,
         Cmd::Bank { cmd } => match cmd {
             BankCmd::Info { bank, json } => memory_cmds::info(&bank, json)?,
             BankCmd::Verify { bank, json } => memory_cmds::verify(&bank, json)?,

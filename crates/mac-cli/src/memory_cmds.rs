@@ -145,9 +145,11 @@ pub fn ingest(
     let mut docs = Vec::new();
     let mut skipped = Vec::new();
     collect_inputs(inputs, &mut docs, &mut skipped)?;
+    let rt = MacRuntime::from_checkpoint(&ckpt_dir, None, None, device)?;
     let shape = BankShape {
         n_tokens: ckpt.meta.config.n_tokens,
         d_mod: ckpt.meta.config.d_mod,
+        key_dim: rt.key_dim(),
     };
     let producer = producer(&ckpt);
     let mut bank = MemoryBank::open_or_create(bank_dir, shape, &producer)
@@ -161,7 +163,7 @@ pub fn ingest(
         ))
         .into());
     }
-    let rt = MacRuntime::from_checkpoint(&ckpt_dir, None, None, device)?;
+    let with_keys = bank.shape().key_dim > 0;
     let bar = if json {
         ProgressBar::hidden()
     } else {
@@ -178,20 +180,20 @@ pub fn ingest(
     let (mut stored, mut duplicates, mut truncated) = (0, 0, Vec::new());
     for chunk in docs.chunks(8) {
         let texts: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
-        let enc = rt.encode_documents(&texts)?;
-        for (d, &t) in chunk.iter().zip(&enc.truncated) {
+        let am = rt.amortize(&texts)?;
+        for (d, &t) in chunk.iter().zip(&am.truncated) {
             if t > 0 {
                 truncated.push(format!("{} ({t} tokens cut)", d.source));
             }
         }
-        let rows = MacRuntime::modulation_rows(enc.tokens)?;
         let entries: Vec<NewEntry<'_>> = chunk
             .iter()
-            .zip(&rows)
-            .map(|(d, m)| NewEntry {
+            .zip(am.modulations.iter().zip(&am.keys))
+            .map(|(d, (m, k))| NewEntry {
                 source: &d.source,
                 text: &d.text,
                 modulation: m,
+                key: if with_keys { k } else { &[] },
             })
             .collect();
         for outcome in bank.append_batch(&entries)? {
@@ -245,13 +247,22 @@ pub struct Attended {
     pub snippet: String,
 }
 
+/// How `mac ask` aggregates and what it shows.
+pub struct AskOptions {
+    /// Attended documents shown.
+    pub top: usize,
+    /// Documents per hierarchical-aggregation chunk.
+    pub chunk: usize,
+    /// Scale of the similarity prior (`None` = off).
+    pub similarity_prior: Option<f64>,
+}
+
 /// `mac ask`.
 pub fn ask(
     bank_dir: &Path,
     checkpoint: &Path,
     question: &str,
-    top: usize,
-    chunk: usize,
+    opts: &AskOptions,
     device: &mac_device::Device,
     json: bool,
 ) -> Result<()> {
@@ -263,14 +274,14 @@ pub fn ask(
     let rt = MacRuntime::from_checkpoint(&ckpt_dir, None, None, device)?;
     let t0 = Instant::now();
     let answer = rt
-        .answer_from_bank(&[question], &bank, chunk)
+        .answer_from_bank(&[question], &bank, opts.chunk, opts.similarity_prior)
         .map_err(|e| InputError(e.to_string()))?
         .remove(0);
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
     let mut order: Vec<usize> = (0..answer.doc_weights.len()).collect();
     order.sort_by(|&a, &b| answer.doc_weights[b].total_cmp(&answer.doc_weights[a]));
     let mut attended = Vec::new();
-    for &i in order.iter().take(top) {
+    for &i in order.iter().take(opts.top) {
         let e = bank.read(i)?;
         let snippet: String = e.text.chars().take(100).collect();
         attended.push(Attended {

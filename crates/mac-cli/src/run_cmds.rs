@@ -253,6 +253,7 @@ pub struct EvalArgs {
     pub chunk: usize,
     pub references: bool,
     pub retrieval_k: usize,
+    pub similarity_prior: f64,
     pub json: bool,
 }
 
@@ -357,6 +358,7 @@ pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
         max_documents: a.max_documents,
         references: a.references,
         retrieval_k: (a.retrieval_k > 0).then_some(a.retrieval_k),
+        similarity_prior: (a.similarity_prior > 0.0).then_some(a.similarity_prior),
         progress: !a.json,
         ..EvalOptions::default()
     };

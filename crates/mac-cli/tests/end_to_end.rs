@@ -124,6 +124,25 @@ fn train_ingest_ask_eval_and_clear_errors() {
     assert!(attended
         .iter()
         .all(|d| d["source"].as_str().unwrap().ends_with(".txt")));
+    // With the similarity prior, the document about the entity asked after
+    // (0.txt) takes most of the attention: the bank stored its key.
+    let out = ok(&mac(&[
+        "ask",
+        "--bank",
+        s(&bank),
+        "--checkpoint",
+        s(&run),
+        "Where was Velra Quellington born?",
+        "--similarity-prior",
+        "50",
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let top = &v["documents"][0];
+    assert!(
+        top["source"].as_str().unwrap().ends_with("0.txt") && top["weight"].as_f64().unwrap() > 0.5,
+        "{out}"
+    );
 
     let info: serde_json::Value =
         serde_json::from_str(&ok(&mac(&["bank", "info", "--bank", s(&bank), "--json"]))).unwrap();
@@ -163,6 +182,11 @@ fn train_ingest_ask_eval_and_clear_errors() {
     // MAC over the top-1 BM25 document is reported beside them; over the
     // top 2 of a 2-document stream it is MAC itself (same answers).
     assert_eq!(r["mac+rag@1"]["n_questions"], 2, "{r}");
+    assert_eq!(r["mac+prior"]["n_questions"], 2, "{r}");
+    assert!(
+        r["prior_attention"]["gold_weight_mean"].as_f64().unwrap() > 0.5,
+        "{r}"
+    );
     let eval_k2 = tmp.path().join("eval-k2");
     ok(&mac(&[
         "eval",
@@ -187,6 +211,10 @@ fn train_ingest_ask_eval_and_clear_errors() {
     };
     assert_eq!(answers("mac").len(), 2);
     assert_eq!(answers("mac"), answers("mac+rag@2"));
+    // Its control moves each document one place along a 2-document bank:
+    // the same two documents, so again MAC's answers.
+    assert_eq!(r["mac+rag@1_unrelated"]["n_questions"], 2, "{r}");
+    assert_eq!(answers("mac"), answers("mac+rag@2_unrelated"));
 
     // Errors: missing bank, missing checkpoint, corrupt bank, malformed data.
     let missing = mac(&[

@@ -120,6 +120,11 @@ fn rag_prompt(docs: &[mac_data::Document], hits: &[usize], question: &str) -> St
     s
 }
 
+/// Each document index moved `shift` places along a bank of `n` (wrapping).
+fn shifted(hits: &[usize], shift: usize, n: usize) -> Vec<usize> {
+    hits.iter().map(|&h| (h + shift) % n.max(1)).collect()
+}
+
 /// RAG@k answers: the top-k documents of `index` in the prompt.
 fn rag_answers(
     rt: &MacRuntime,
@@ -138,6 +143,11 @@ fn rag_answers(
 }
 
 /// MAC+RAG@k answers: aggregate only the top-k documents' modulations.
+///
+/// With `shift > 0` each retrieved document `h` is replaced by document
+/// `(h + shift) mod N` of the bank: the control that keeps everything but
+/// the documents' content (same pipeline, same number of documents, about
+/// another entity whenever retrieval found the right one).
 pub(crate) fn mac_rag_answers(
     rt: &MacRuntime,
     index: &Bm25Index,
@@ -145,6 +155,7 @@ pub(crate) fn mac_rag_answers(
     qs: &[Question<'_>],
     k: usize,
     batch: usize,
+    shift: usize,
 ) -> Result<Vec<String>> {
     let (n, d) = (rt.config.n_tokens, rt.config.d_mod);
     let mut out = Vec::with_capacity(qs.len());
@@ -153,7 +164,11 @@ pub(crate) fn mac_rag_answers(
         let q_tokens = rt.encode_questions(&texts)?;
         let mut per_q = Vec::with_capacity(chunk.len());
         for (_, q) in chunk {
-            let hits = retrieve(index, &q.question, k, index.len())?;
+            let hits = shifted(
+                &retrieve(index, &q.question, k, index.len())?,
+                shift,
+                bank.len(),
+            );
             let mut data = Vec::with_capacity(hits.len() * n * d);
             for &h in &hits {
                 data.extend(bank.modulations(h, 1)?.data);
@@ -277,7 +292,7 @@ pub fn compare(
                 ),
                 (
                     format!("mac+rag@{k}"),
-                    mac_rag_answers(rt, &index, &bank, &retention_qs, k, batch)?,
+                    mac_rag_answers(rt, &index, &bank, &retention_qs, k, batch, 0)?,
                 ),
             ] {
                 let (em, f1, _) = score("retention", &retention_qs, &answers, &mut Vec::new());
@@ -309,7 +324,7 @@ pub fn compare(
             let answers = if kind == "rag" {
                 rag_answers(rt, &index, docs, &qs, k, batch)?
             } else {
-                mac_rag_answers(rt, &index, &bank, &qs, k, batch)?
+                mac_rag_answers(rt, &index, &bank, &qs, k, batch, 0)?
             };
             let secs = t0.elapsed().as_secs_f64();
             let name = format!("{kind}@{k}");
@@ -456,4 +471,18 @@ pub fn compare_markdown(r: &CompareReport) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shifted;
+
+    #[test]
+    fn shifted_documents_wrap_around_the_bank_and_never_stay_put() {
+        assert_eq!(shifted(&[0, 3, 4], 2, 5), vec![2, 0, 1]);
+        assert_eq!(shifted(&[1], 0, 5), vec![1]);
+        for h in 0..7 {
+            assert_ne!(shifted(&[h], 7 / 2, 7), vec![h]);
+        }
+    }
 }

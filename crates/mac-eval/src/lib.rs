@@ -8,7 +8,10 @@
 //! **oracle context** (the gold document in the prompt). Knowledge
 //! **retention**: F1 on the questions of the first documents as the bank
 //! grows. Metrics are the standard SQuAD EM and F1 (and the reference's
-//! prefix match, named `prefix_em`).
+//! prefix match, named `prefix_em`). Beside MAC: `mac+prior` (the
+//! aggregator with the question–document similarity prior), `mac+rag@k`
+//! (MAC over the top-k BM25 documents), and controls that swap the right
+//! documents for unrelated ones (`*_unrelated*`).
 
 mod compare;
 mod memory;
@@ -19,5 +22,6 @@ pub use compare::{compare, compare_markdown, retrieve, CompareOptions, CompareRe
 pub use memory::{peak_rss_mb, reset_peak_rss};
 pub use online::{
     evaluate, AttentionStats, EvalOptions, EvalReport, MethodResult, Prediction, RetentionPoint,
+    DEFAULT_PRIOR_SCALE,
 };
 pub use report::write_markdown;

@@ -17,6 +17,11 @@ use serde::{Deserialize, Serialize};
 use crate::compare::mac_rag_answers;
 use crate::memory::{peak_rss_mb, reset_peak_rss};
 
+/// The similarity prior's default scale in evaluations: with the frozen
+/// all-MiniLM-L6-v2 keys, a question's own fact document gets about 0.94 of
+/// the prior's mass among 200 (docs/results.md).
+pub const DEFAULT_PRIOR_SCALE: f64 = 50.0;
+
 /// Knobs of an evaluation run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalOptions {
@@ -39,6 +44,12 @@ pub struct EvalOptions {
     /// the aggregator having to find the document among all of them.
     #[serde(default)]
     pub retrieval_k: Option<usize>,
+    /// Also answer with MAC whose aggregator adds the question–document
+    /// similarity prior of this scale (`mac+prior`; see
+    /// [`mac_aggregation::SimilarityPrior`]): the frozen sentence embeddings
+    /// point the attention at the documents that resemble the question.
+    #[serde(default)]
+    pub similarity_prior: Option<f64>,
     /// Show progress bars.
     pub progress: bool,
 }
@@ -54,6 +65,7 @@ impl Default for EvalOptions {
             max_documents: None,
             references: true,
             retrieval_k: Some(1),
+            similarity_prior: Some(DEFAULT_PRIOR_SCALE),
             progress: false,
         }
     }
@@ -156,6 +168,9 @@ pub struct EvalReport {
     pub retention: Vec<RetentionPoint>,
     /// Where MAC's aggregator attended, relative to the gold documents.
     pub attention: AttentionStats,
+    /// The same for `mac+prior` (when it ran).
+    #[serde(default)]
+    pub prior_attention: Option<AttentionStats>,
     /// Documents streamed.
     pub n_documents: usize,
     /// Where the bank was written.
@@ -217,10 +232,12 @@ fn answer_from_bank(
     opts: &EvalOptions,
     label: &str,
 ) -> Result<Vec<String>> {
-    Ok(answers_with_weights(rt, bank, questions, opts, label)?
-        .into_iter()
-        .map(|a| a.text)
-        .collect())
+    Ok(
+        answers_with_weights(rt, bank, questions, opts, None, label)?
+            .into_iter()
+            .map(|a| a.text)
+            .collect(),
+    )
 }
 
 fn answers_with_weights(
@@ -228,13 +245,14 @@ fn answers_with_weights(
     bank: &MemoryBank,
     questions: &[Question<'_>],
     opts: &EvalOptions,
+    prior: Option<f64>,
     label: &str,
 ) -> Result<Vec<mac_model::Answer>> {
     let pb = bar(opts.progress, questions.len(), label);
     let mut out = Vec::with_capacity(questions.len());
     for chunk in questions.chunks(opts.question_batch.max(1)) {
         let qs: Vec<&str> = chunk.iter().map(|(_, q)| q.question.as_str()).collect();
-        out.extend(rt.answer_from_bank(&qs, bank, opts.chunk)?);
+        out.extend(rt.answer_from_bank(&qs, bank, opts.chunk, prior)?);
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
@@ -245,16 +263,16 @@ fn answers_with_weights(
 /// returns how many were truncated at the encoder's token limit.
 fn ingest(rt: &MacRuntime, bank: &mut MemoryBank, docs: &[mac_data::Document]) -> Result<usize> {
     let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
-    let enc = rt.encode_documents(&texts)?;
-    let truncated = enc.truncated.iter().filter(|&&t| t > 0).count();
-    let rows = MacRuntime::modulation_rows(enc.tokens)?;
+    let am = rt.amortize(&texts)?;
+    let truncated = am.truncated.iter().filter(|&&t| t > 0).count();
     let entries: Vec<NewEntry<'_>> = docs
         .iter()
-        .zip(&rows)
-        .map(|(d, m)| NewEntry {
+        .zip(am.modulations.iter().zip(&am.keys))
+        .map(|(d, (m, k))| NewEntry {
             source: &d.id,
             text: &d.text,
             modulation: m,
+            key: k,
         })
         .collect();
     bank.append_batch(&entries)?;
@@ -363,6 +381,7 @@ pub fn evaluate(
     let shape = BankShape {
         n_tokens: rt.config.n_tokens,
         d_mod: rt.config.d_mod,
+        key_dim: rt.key_dim(),
     };
     let mut bank = MemoryBank::create(&bank_dir, shape, "mac-eval")?;
     let mut preds = Vec::new();
@@ -406,7 +425,7 @@ pub fn evaluate(
         );
     }
     let t0 = Instant::now();
-    let full = answers_with_weights(rt, &bank, &questions, opts, "mac")?;
+    let full = answers_with_weights(rt, &bank, &questions, opts, None, "mac")?;
     let answer_s = t0.elapsed().as_secs_f64();
     let attention = attention_stats(&questions, &full, n_docs);
     let answers: Vec<String> = full.into_iter().map(|a| a.text).collect();
@@ -422,6 +441,27 @@ pub fn evaluate(
         ),
     );
 
+    let mut prior_attention = None;
+    if let Some(scale) = opts.similarity_prior.filter(|&s| s > 0.0) {
+        reset_peak_rss();
+        let t0 = Instant::now();
+        let full = answers_with_weights(rt, &bank, &questions, opts, Some(scale), "mac+prior")?;
+        let secs = t0.elapsed().as_secs_f64();
+        prior_attention = Some(attention_stats(&questions, &full, n_docs));
+        let answers: Vec<String> = full.into_iter().map(|a| a.text).collect();
+        let scores = score("mac+prior", &questions, &answers, &mut preds);
+        methods.insert(
+            "mac+prior".to_string(),
+            MethodResult::measured(
+                scores,
+                questions.len(),
+                secs,
+                1000.0 * adapt_seconds / n_docs as f64,
+                bank.size_bytes() as f64 / bank.len().max(1) as f64,
+            ),
+        );
+    }
+
     if let Some(k) = opts.retrieval_k.filter(|&k| k > 0) {
         let t0 = Instant::now();
         let mut index = Bm25Index::new()?;
@@ -430,20 +470,37 @@ pub fn evaluate(
         let index_ms = 1000.0 * t0.elapsed().as_secs_f64() / n_docs as f64;
         reset_peak_rss();
         let t0 = Instant::now();
-        let answers = mac_rag_answers(rt, &index, &bank, &questions, k, opts.question_batch)?;
+        let answers = mac_rag_answers(rt, &index, &bank, &questions, k, opts.question_batch, 0)?;
         let secs = t0.elapsed().as_secs_f64();
         let name = format!("mac+rag@{k}");
         let scores = score(&name, &questions, &answers, &mut preds);
+        let storage = bank.size_bytes() as f64 / bank.len().max(1) as f64;
+        let adapt_ms = 1000.0 * adapt_seconds / n_docs as f64 + index_ms;
         methods.insert(
             name,
-            MethodResult::measured(
-                scores,
-                questions.len(),
-                secs,
-                1000.0 * adapt_seconds / n_docs as f64 + index_ms,
-                bank.size_bytes() as f64 / bank.len().max(1) as f64,
-            ),
+            MethodResult::measured(scores, questions.len(), secs, adapt_ms, storage),
         );
+        // The control: the same k documents' places, each moved half the
+        // bank along, i.e. documents about other entities.
+        if n_docs >= 2 {
+            let t0 = Instant::now();
+            let answers = mac_rag_answers(
+                rt,
+                &index,
+                &bank,
+                &questions,
+                k,
+                opts.question_batch,
+                n_docs / 2,
+            )?;
+            let secs = t0.elapsed().as_secs_f64();
+            let name = format!("mac+rag@{k}_unrelated");
+            let scores = score(&name, &questions, &answers, &mut preds);
+            methods.insert(
+                name,
+                MethodResult::measured(scores, questions.len(), secs, 0.0, storage),
+            );
+        }
     }
 
     if let Some(control) = control.filter(|c| !c.documents.is_empty()) {
@@ -472,6 +529,22 @@ pub fn evaluate(
                 other.size_bytes() as f64 / other.len().max(1) as f64,
             ),
         );
+        if let Some(scale) = opts.similarity_prior.filter(|&s| s > 0.0) {
+            let t0 = Instant::now();
+            let answers: Vec<String> =
+                answers_with_weights(rt, &other, &questions, opts, Some(scale), "unrelated+prior")?
+                    .into_iter()
+                    .map(|a| a.text)
+                    .collect();
+            let secs = t0.elapsed().as_secs_f64();
+            let name = "mac+prior_unrelated_bank";
+            let scores = score(name, &questions, &answers, &mut preds);
+            let storage = other.size_bytes() as f64 / other.len().max(1) as f64;
+            methods.insert(
+                name.to_string(),
+                MethodResult::measured(scores, questions.len(), secs, 0.0, storage),
+            );
+        }
     }
 
     if opts.references {
@@ -502,6 +575,7 @@ pub fn evaluate(
         methods,
         retention,
         attention,
+        prior_attention,
         n_documents: n_docs,
         bank: bank_dir,
         predictions: pred_path,

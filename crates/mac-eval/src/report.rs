@@ -38,6 +38,15 @@ pub fn write_markdown(report: &EvalReport, title: &str) -> String {
              what MAC gets from the question alone. The gap between `mac` and it is what the memory contributes."
         );
     }
+    if let Some(name) = report.methods.keys().find(|m| m.ends_with("_unrelated")) {
+        let _ = writeln!(
+            s,
+            "\n`{name}` is `{}` with each retrieved document replaced by the one half the bank \
+             along (about another entity): the gap between the two is what the retrieved \
+             documents' modulations contribute.",
+            name.trim_end_matches("_unrelated")
+        );
+    }
     if !report.retention.is_empty() {
         let _ = writeln!(
             s,

@@ -20,13 +20,19 @@ const FORMAT_NAME: &str = "mac-memory-bank";
 /// A new segment is started once the active one passes this size.
 const SEGMENT_BYTES: u64 = 256 << 20;
 
-/// Shape of every modulation in a bank: `n` tokens of width `d`.
+/// Shape of every entry in a bank: a modulation of `n` tokens of width `d`,
+/// and a retrieval key of `key_dim` floats (none when 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BankShape {
     /// Virtual tokens per document.
     pub n_tokens: usize,
     /// Modulation width.
     pub d_mod: usize,
+    /// Width of each document's retrieval key (a frozen sentence embedding
+    /// the aggregator's similarity prior compares questions with); 0 = the
+    /// bank stores no keys (every format-1 bank).
+    #[serde(default)]
+    pub key_dim: usize,
 }
 
 impl BankShape {
@@ -81,6 +87,8 @@ pub struct NewEntry<'a> {
     pub text: &'a str,
     /// Its modulation, row-major `[n_tokens, d_mod]`.
     pub modulation: &'a [f32],
+    /// Its retrieval key `[key_dim]` (empty when the bank stores none).
+    pub key: &'a [f32],
 }
 
 /// Result of an append.
@@ -105,6 +113,8 @@ pub struct StoredEntry {
     pub text: String,
     /// Modulation `[n_tokens * d_mod]`.
     pub modulation: Vec<f32>,
+    /// Retrieval key `[key_dim]` (empty when the bank stores none).
+    pub key: Vec<f32>,
 }
 
 /// A run of consecutive entries' modulations, `[len, n_tokens, d_mod]` row-major.
@@ -116,6 +126,9 @@ pub struct Chunk {
     pub ids: Vec<u64>,
     /// Their modulations, concatenated.
     pub data: Vec<f32>,
+    /// Their retrieval keys, concatenated `[len, key_dim]` (empty when the
+    /// bank stores none).
+    pub keys: Vec<f32>,
 }
 
 /// What [`MemoryBank::verify`] found.
@@ -202,12 +215,14 @@ impl MemoryBank {
     }
 
     /// Opens an existing bank, or creates one with `shape` if `dir` holds none.
-    /// An existing bank must have the same shape.
+    /// An existing bank must have the same modulation shape; it keeps its
+    /// own key width (check [`Self::shape`] before appending keys).
     pub fn open_or_create(dir: impl AsRef<Path>, shape: BankShape, producer: &str) -> Result<Self> {
         let dir = dir.as_ref();
         if dir.join(MANIFEST).exists() {
             let bank = Self::open(dir)?;
-            if bank.shape() != shape {
+            let found = bank.shape();
+            if (found.n_tokens, found.d_mod) != (shape.n_tokens, shape.d_mod) {
                 return Err(BankError::Invalid(format!(
                     "{}: bank holds modulations of shape {:?}, the encoder produces {shape:?}",
                     dir.display(),
@@ -306,7 +321,7 @@ impl MemoryBank {
                 }
                 let body_len = u32::from_le_bytes(head[4..8].try_into().unwrap()) as u64;
                 let h = Header::parse(&head[8..]).ok_or_else(|| corrupt("short header".into()))?;
-                if h.body_len() != body_len
+                if h.body_len(manifest.shape.key_dim) != body_len
                     || h.n as usize != manifest.shape.n_tokens
                     || h.d as usize != manifest.shape.d_mod
                 {
@@ -420,9 +435,17 @@ impl MemoryBank {
                 self.shape()
             )));
         }
-        if let Some(bad) = e.modulation.iter().find(|v| !v.is_finite()) {
+        if e.key.len() != self.shape().key_dim {
             return Err(BankError::Invalid(format!(
-                "modulation of `{}` holds a non-finite value ({bad})",
+                "retrieval key of `{}` has {} values, the bank stores {}",
+                e.source,
+                e.key.len(),
+                self.shape().key_dim
+            )));
+        }
+        if let Some(bad) = e.modulation.iter().chain(e.key).find(|v| !v.is_finite()) {
+            return Err(BankError::Invalid(format!(
+                "modulation or key of `{}` holds a non-finite value ({bad})",
                 e.source
             )));
         }
@@ -468,7 +491,7 @@ impl MemoryBank {
                 source_len: e.source.len() as u32,
                 text_len: e.text.len() as u32,
             };
-            let rec = record::encode(&h, e.source, e.text, e.modulation);
+            let rec = record::encode(&h, e.source, e.text, e.modulation, e.key);
             new_meta.push(EntryMeta {
                 id: h.id,
                 time_ms: h.time_ms,
@@ -565,6 +588,7 @@ impl MemoryBank {
         let s0 = FIXED_BODY;
         let t0 = s0 + h.source_len as usize;
         let m0 = t0 + h.text_len as usize;
+        let k0 = m0 + 4 * self.shape().numel();
         let path = || self.dir.join(&self.manifest.segments[m.segment].file);
         let utf8 = |b: &[u8]| {
             String::from_utf8(b.to_vec()).map_err(|_| BankError::Corrupt {
@@ -577,22 +601,32 @@ impl MemoryBank {
             time_ms: h.time_ms,
             source: utf8(&body[s0..t0])?,
             text: utf8(&body[t0..m0])?,
-            modulation: floats(&body[m0..]),
+            modulation: floats(&body[m0..k0]),
+            key: floats(&body[k0..]),
         })
     }
 
-    /// Modulations of entries `start..start + len`, `[len, n, d]` row-major.
+    /// Modulations of entries `start..start + len`, `[len, n, d]` row-major,
+    /// and their keys.
     pub fn modulations(&self, start: usize, len: usize) -> Result<Chunk> {
         let end = (start + len).min(self.len());
-        let numel = self.shape().numel();
+        let (numel, key_dim) = (self.shape().numel(), self.shape().key_dim);
         let mut data = Vec::with_capacity((end - start) * numel);
+        let mut keys = Vec::with_capacity((end - start) * key_dim);
         let mut ids = Vec::with_capacity(end - start);
         for m in &self.entries[start..end] {
             let body = self.read_body(m)?;
-            data.extend(floats(&body[body.len() - 4 * numel..]));
+            let k0 = body.len() - 4 * key_dim;
+            data.extend(floats(&body[k0 - 4 * numel..k0]));
+            keys.extend(floats(&body[k0..]));
             ids.push(m.id);
         }
-        Ok(Chunk { start, ids, data })
+        Ok(Chunk {
+            start,
+            ids,
+            data,
+            keys,
+        })
     }
 
     /// Streams the bank in chunks of at most `size` entries; only one chunk is

@@ -2,7 +2,8 @@
 //!
 //! The memory bank of MAC (Tack et al., 2024, §3): the modulations
 //! `[n, d_mod]` of every document seen so far, plus the document itself, its
-//! source, content hash and arrival time, in a directory:
+//! source, content hash, arrival time and (when the bank's shape has a
+//! `key_dim`) its retrieval key, in a directory:
 //!
 //! ```text
 //! bank/
@@ -38,5 +39,6 @@ pub use bank::{
 pub use error::{BankError, Result};
 pub use record::content_hash;
 
-/// Version of the on-disk format written by this crate.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the on-disk format written by this crate (2: entries may carry
+/// a retrieval key; format-1 banks, which have none, are read unchanged).
+pub const FORMAT_VERSION: u32 = 2;

@@ -5,7 +5,8 @@
 //! body_len u32 LE
 //! body     body_len bytes:
 //!            id u64 | time_ms u64 | sha256 [32] | n u32 | d u32 |
-//!            source_len u32 | text_len u32 | source | text | n*d f32 LE
+//!            source_len u32 | text_len u32 | source | text | n*d f32 LE |
+//!            key_dim f32 LE (format 2; key_dim is the bank's, in MANIFEST)
 //! crc32    u32 LE of body
 //! ```
 
@@ -53,17 +54,24 @@ impl Header {
     }
 
     /// Body length these fields imply.
-    pub fn body_len(&self) -> u64 {
+    /// Body length these fields imply, with a key of `key_dim` floats.
+    pub fn body_len(&self, key_dim: usize) -> u64 {
         FIXED_BODY as u64
             + self.source_len as u64
             + self.text_len as u64
-            + 4 * self.n as u64 * self.d as u64
+            + 4 * (self.n as u64 * self.d as u64 + key_dim as u64)
     }
 }
 
 /// Encodes one record (frame included).
-pub(crate) fn encode(h: &Header, source: &str, text: &str, modulation: &[f32]) -> Vec<u8> {
-    let body_len = h.body_len() as usize;
+pub(crate) fn encode(
+    h: &Header,
+    source: &str,
+    text: &str,
+    modulation: &[f32],
+    key: &[f32],
+) -> Vec<u8> {
+    let body_len = h.body_len(key.len()) as usize;
     let mut out = Vec::with_capacity(body_len + FRAME);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(body_len as u32).to_le_bytes());
@@ -77,7 +85,7 @@ pub(crate) fn encode(h: &Header, source: &str, text: &str, modulation: &[f32]) -
     out.extend_from_slice(&h.text_len.to_le_bytes());
     out.extend_from_slice(source.as_bytes());
     out.extend_from_slice(text.as_bytes());
-    for v in modulation {
+    for v in modulation.iter().chain(key) {
         out.extend_from_slice(&v.to_le_bytes());
     }
     let crc = crc32fast::hash(&out[body_start..]);

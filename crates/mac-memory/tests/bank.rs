@@ -10,6 +10,7 @@ use mac_memory::{AppendOutcome, BankError, BankShape, MemoryBank, NewEntry};
 const SHAPE: BankShape = BankShape {
     n_tokens: 3,
     d_mod: 4,
+    key_dim: 0,
 };
 
 fn modulation(seed: u64) -> Vec<f32> {
@@ -34,6 +35,7 @@ fn append_reopen_read_and_chunks() {
                     source: &format!("src{i}"),
                     text: &doc(i),
                     modulation: &m,
+                    key: &[],
                 })
                 .unwrap();
             assert_eq!(out, AppendOutcome::Stored(i));
@@ -59,6 +61,83 @@ fn append_reopen_read_and_chunks() {
 }
 
 #[test]
+fn retrieval_keys_round_trip_and_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let shape = BankShape {
+        key_dim: 2,
+        ..SHAPE
+    };
+    let key = |i: u64| vec![i as f32, -(i as f32) / 8.0];
+    {
+        let mut bank = MemoryBank::create(dir.path(), shape, "test").unwrap();
+        for i in 0..5 {
+            let (m, k) = (modulation(i), key(i));
+            bank.append(NewEntry {
+                source: "s",
+                text: &doc(i),
+                modulation: &m,
+                key: &k,
+            })
+            .unwrap();
+        }
+        let m = modulation(9);
+        let wrong = bank.append(NewEntry {
+            source: "nokey.txt",
+            text: "no key",
+            modulation: &m,
+            key: &[],
+        });
+        assert!(
+            matches!(&wrong, Err(BankError::Invalid(e)) if e.contains("nokey.txt") && e.contains("retrieval key")),
+            "{wrong:?}"
+        );
+        let nan = bank.append(NewEntry {
+            source: "nan.txt",
+            text: "nan key",
+            modulation: &m,
+            key: &[0.0, f32::NAN],
+        });
+        assert!(matches!(&nan, Err(BankError::Invalid(e)) if e.contains("nan.txt")));
+    }
+    let bank = MemoryBank::open(dir.path()).unwrap();
+    assert_eq!((bank.len(), bank.shape()), (5, shape));
+    let e = bank.read(3).unwrap();
+    assert_eq!((e.modulation, e.key), (modulation(3), key(3)));
+    let chunk = bank.modulations(1, 3).unwrap();
+    assert_eq!(chunk.data.len(), 3 * SHAPE.numel());
+    assert_eq!(&chunk.data[..SHAPE.numel()], &modulation(1)[..]);
+    assert_eq!(chunk.keys, [key(1), key(2), key(3)].concat());
+    assert_eq!(bank.verify().unwrap().entries, 5);
+}
+
+#[test]
+fn a_format_1_bank_without_keys_still_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut bank = MemoryBank::create(dir.path(), SHAPE, "test").unwrap();
+        let m = modulation(1);
+        bank.append(NewEntry {
+            source: "s",
+            text: "old",
+            modulation: &m,
+            key: &[],
+        })
+        .unwrap();
+    }
+    // What format 1 wrote: version 1 and no key width in the shape.
+    let path = dir.path().join("MANIFEST");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    manifest["version"] = 1.into();
+    manifest["shape"].as_object_mut().unwrap().remove("key_dim");
+    std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let bank = MemoryBank::open(dir.path()).unwrap();
+    assert_eq!(bank.shape(), SHAPE);
+    let e = bank.read(0).unwrap();
+    assert_eq!((e.modulation, e.key), (modulation(1), vec![]));
+}
+
+#[test]
 fn duplicates_are_not_stored_twice() {
     let dir = tempfile::tempdir().unwrap();
     let mut bank = MemoryBank::create(dir.path(), SHAPE, "").unwrap();
@@ -67,11 +146,13 @@ fn duplicates_are_not_stored_twice() {
         source: "a.txt",
         text: "same text",
         modulation: &m,
+        key: &[],
     };
     let b = NewEntry {
         source: "b.txt",
         text: "same text",
         modulation: &m,
+        key: &[],
     };
     assert_eq!(bank.append(a).unwrap(), AppendOutcome::Stored(0));
     let size = bank.size_bytes();
@@ -84,11 +165,13 @@ fn duplicates_are_not_stored_twice() {
                 source: "c",
                 text: "other",
                 modulation: &m,
+                key: &[],
             },
             NewEntry {
                 source: "d",
                 text: "other",
                 modulation: &m,
+                key: &[],
             },
         ])
         .unwrap();
@@ -111,12 +194,14 @@ fn bad_input_is_rejected_and_nothing_is_lost() {
         source: "ok",
         text: "kept",
         modulation: &good,
+        key: &[],
     })
     .unwrap();
     let empty = bank.append(NewEntry {
         source: "empty.txt",
         text: "  \n",
         modulation: &good,
+        key: &[],
     });
     assert!(
         matches!(&empty, Err(BankError::Invalid(m)) if m.contains("empty.txt") && m.contains("empty"))
@@ -125,6 +210,7 @@ fn bad_input_is_rejected_and_nothing_is_lost() {
         source: "s",
         text: "x",
         modulation: &good[..5],
+        key: &[],
     });
     assert!(matches!(&short, Err(BankError::Invalid(m)) if m.contains("5 values")));
     let mut nan = good.clone();
@@ -133,7 +219,8 @@ fn bad_input_is_rejected_and_nothing_is_lost() {
         .append(NewEntry {
             source: "n",
             text: "y",
-            modulation: &nan
+            modulation: &nan,
+            key: &[],
         })
         .is_err());
     // A batch with one bad entry writes nothing.
@@ -142,11 +229,13 @@ fn bad_input_is_rejected_and_nothing_is_lost() {
             source: "a",
             text: "fine",
             modulation: &good,
+            key: &[],
         },
         NewEntry {
             source: "b",
             text: "",
             modulation: &good,
+            key: &[],
         },
     ]);
     assert!(res.is_err());
@@ -190,6 +279,7 @@ fn flipped_byte_is_reported_as_corruption_naming_the_file() {
                 source: "s",
                 text: &doc(i),
                 modulation: &m,
+                key: &[],
             })
             .unwrap();
         }
@@ -240,6 +330,7 @@ fn crash_child_appender() {
                 source: "child",
                 text: &text,
                 modulation: &m,
+                key: &[],
             })
             .unwrap();
         if let AppendOutcome::Stored(id) = out {

@@ -22,4 +22,4 @@ mod runtime;
 pub use checkpoint::{Checkpoint, CheckpointMeta, META_FILE, MODEL_FILE};
 pub use encoder::{AmortizationEncoder, EncodedText, LmChannelSpec, LmTokenChannel, LmTokens};
 pub use model::{MacConfig, MacModel, ModelError, ParamSummary};
-pub use runtime::{generate_answers, Answer, MacRuntime, MAX_ANSWER_TOKENS};
+pub use runtime::{generate_answers, Amortized, Answer, MacRuntime, MAX_ANSWER_TOKENS};

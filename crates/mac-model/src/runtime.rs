@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use mac_encoder::EncoderTokenizer;
+use mac_aggregation::SimilarityPrior;
+use mac_encoder::{Bert, EncoderBackbone, EncoderTokenizer, Trainable};
 use mac_lm::{GenerateOptions, LoadedLm, PrefixKv};
 use mac_memory::MemoryBank;
 
@@ -34,6 +35,22 @@ pub struct MacRuntime {
     pub config: MacConfig,
     /// Where the model runs.
     pub device: Device,
+    /// The pretrained sentence-embedding model, frozen and never trained,
+    /// whose embeddings are the documents' and questions' retrieval keys
+    /// (the similarity prior compares them); `None` when the encoder is not
+    /// BERT-family.
+    pub key_encoder: Option<Bert>,
+}
+
+/// Documents amortized for the bank: one row per document.
+#[derive(Debug, Clone)]
+pub struct Amortized {
+    /// Modulations, each `[n · d_mod]` row-major.
+    pub modulations: Vec<Vec<f32>>,
+    /// Retrieval keys, each `[key_dim]` (empty rows without a key encoder).
+    pub keys: Vec<Vec<f32>>,
+    /// Per document: tokens cut off at the encoder's length limit.
+    pub truncated: Vec<usize>,
 }
 
 /// Decoding limits for answers (reference: at most 16 new tokens).
@@ -49,6 +66,10 @@ impl MacRuntime {
         device: Device,
     ) -> Result<Self, ModelError> {
         let tok = encoder_dir.join("tokenizer.json");
+        let key_encoder = match EncoderBackbone::load(encoder_dir, &device, Trainable::None)? {
+            EncoderBackbone::Bert(bert) => Some(bert),
+            EncoderBackbone::T5(_) => None,
+        };
         Ok(Self {
             document_tokenizer: EncoderTokenizer::from_file(&tok, config.max_document_tokens)?,
             question_tokenizer: EncoderTokenizer::from_file(&tok, config.max_question_tokens)?,
@@ -56,6 +77,7 @@ impl MacRuntime {
             model,
             config,
             device,
+            key_encoder,
         })
     }
 
@@ -100,6 +122,42 @@ impl MacRuntime {
             Some(&self.lm),
             &self.device,
         )
+    }
+
+    /// Documents → modulation rows, retrieval-key rows and truncation, ready
+    /// for [`MemoryBank::append_batch`].
+    pub fn amortize(&self, texts: &[&str]) -> Result<Amortized, ModelError> {
+        let enc = self.encode_documents(texts)?;
+        let keys = match &self.key_encoder {
+            Some(_) => Self::rows(self.keys(&self.document_tokenizer, texts)?.unsqueeze_dim(1))?,
+            None => vec![Vec::new(); texts.len()],
+        };
+        Ok(Amortized {
+            modulations: Self::modulation_rows(enc.tokens)?,
+            keys,
+            truncated: enc.truncated,
+        })
+    }
+
+    /// Width of the retrieval keys (0 without a key encoder): the
+    /// `key_dim` of the banks this runtime builds.
+    pub fn key_dim(&self) -> usize {
+        self.key_encoder.as_ref().map_or(0, Bert::hidden_size)
+    }
+
+    /// Texts → unit-length sentence embeddings `[B, key_dim]` of the frozen key encoder.
+    fn keys(&self, tokenizer: &EncoderTokenizer, texts: &[&str]) -> Result<Tensor<2>, ModelError> {
+        let encoder = self.key_encoder.as_ref().ok_or_else(|| {
+            ModelError::Input(
+                "retrieval keys need a BERT-family encoder (all-MiniLM-L6-v2); this one is not"
+                    .into(),
+            )
+        })?;
+        let batch = tokenizer.encode_batch(texts)?;
+        Ok(encoder.sentence_embedding(
+            batch.ids_tensor(&self.device),
+            batch.valid_tensor(&self.device),
+        ))
     }
 
     /// Questions → query tokens `[B, n, d_mod]`.
@@ -150,20 +208,36 @@ impl MacRuntime {
         let b = questions.len();
         let [n_docs, n, d] = docs.dims();
         let docs = docs.unsqueeze_dim::<4>(0).expand([b, n_docs, n, d]);
-        let agg = self.model.aggregator.aggregate_hierarchical(q, docs, chunk);
+        let agg = self
+            .model
+            .aggregator
+            .aggregate_hierarchical(q, docs, None, chunk);
         self.answer_with(questions, agg)
     }
 
     /// Answers questions from a memory bank on disk, streamed in chunks of
-    /// `chunk` documents (memory O(chunk), not O(N)).
+    /// `chunk` documents (memory O(chunk), not O(N)). With `prior_scale`,
+    /// the aggregator adds the [`SimilarityPrior`] of that scale (the bank
+    /// must hold retrieval keys).
     pub fn answer_from_bank(
         &self,
         questions: &[&str],
         bank: &MemoryBank,
         chunk: usize,
+        prior_scale: Option<f64>,
     ) -> Result<Vec<Answer>, ModelError> {
         let q = self.encode_questions(questions)?;
-        let agg = self.model.aggregator.aggregate_bank(q, bank, chunk)?;
+        let prior = match prior_scale {
+            Some(scale) => Some(SimilarityPrior {
+                question_keys: self.keys(&self.question_tokenizer, questions)?,
+                scale,
+            }),
+            None => None,
+        };
+        let agg = self
+            .model
+            .aggregator
+            .aggregate_bank(q, bank, prior.as_ref(), chunk)?;
         self.answer_with(questions, agg)
     }
 
@@ -184,10 +258,14 @@ impl MacRuntime {
 
     /// Modulations `[N, n, d]` as a flat `Vec` (row-major), for the bank.
     pub fn modulation_rows(tokens: Tensor<3>) -> Result<Vec<Vec<f32>>, ModelError> {
+        Self::rows(tokens)
+    }
+
+    fn rows(tokens: Tensor<3>) -> Result<Vec<Vec<f32>>, ModelError> {
         let [b, n, d] = tokens.dims();
         let flat: Vec<f32> = tokens
             .try_to_vec_as::<f32>()
-            .map_err(|e| ModelError::Input(format!("reading modulations: {e:?}")))?;
+            .map_err(|e| ModelError::Input(format!("reading tensor values: {e:?}")))?;
         Ok(flat.chunks(n * d).take(b).map(<[f32]>::to_vec).collect())
     }
 

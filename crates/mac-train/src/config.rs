@@ -136,7 +136,12 @@ impl TrainConfig {
             steps: 380,
             batch_documents: 8,
             questions_per_document: 3,
-            own_document_steps: 190,
+            // Every step trains the content path (each question with its own
+            // document): at this CPU budget the bank phase unlearnt the
+            // content faster than the aggregator learnt to find documents
+            // (docs/results.md, session 5); retrieval in a large bank is left
+            // to `mac+rag@k`.
+            own_document_steps: 380,
             own_document_share: 0.0,
             answer_token_loss_weight: 1.0,
             retrieval_loss_weight: 1.0,

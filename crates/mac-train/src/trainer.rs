@@ -644,6 +644,8 @@ impl Trainer {
             question_tokenizer: self.question_tokenizer.clone(),
             config: self.config.model.clone(),
             device: self.device.clone(),
+            // Validation aggregates in memory, without the similarity prior.
+            key_encoder: None,
         })
     }
 
