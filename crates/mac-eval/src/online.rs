@@ -116,6 +116,15 @@ impl MethodResult {
     }
 }
 
+impl MethodResult {
+    fn with_adapt_ms(self, adapt_ms_per_doc: f64) -> Self {
+        Self {
+            adapt_ms_per_doc,
+            ..self
+        }
+    }
+}
+
 /// Writes one JSON line per prediction to `path`.
 pub(crate) fn write_predictions(path: &Path, preds: &[Prediction]) -> Result<()> {
     let mut f =
@@ -238,6 +247,29 @@ fn answer_from_bank(
             .map(|a| a.text)
             .collect(),
     )
+}
+
+/// Answers every question from `bank` (with the similarity prior of scale
+/// `prior`, if any) and scores them as method `name`: its result (no
+/// adaptation cost set) and where its attention went.
+fn bank_method(
+    rt: &MacRuntime,
+    bank: &MemoryBank,
+    questions: &[Question<'_>],
+    opts: &EvalOptions,
+    prior: Option<f64>,
+    name: &str,
+    preds: &mut Vec<Prediction>,
+) -> Result<(MethodResult, AttentionStats)> {
+    let t0 = Instant::now();
+    let full = answers_with_weights(rt, bank, questions, opts, prior, name)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let attention = attention_stats(questions, &full, bank.len());
+    let answers: Vec<String> = full.into_iter().map(|a| a.text).collect();
+    let scores = score(name, questions, &answers, preds);
+    let storage = bank.size_bytes() as f64 / bank.len().max(1) as f64;
+    let result = MethodResult::measured(scores, questions.len(), secs, 0.0, storage);
+    Ok((result, attention))
 }
 
 fn answers_with_weights(
@@ -424,42 +456,18 @@ pub fn evaluate(
             rt.config.max_document_tokens
         );
     }
-    let t0 = Instant::now();
-    let full = answers_with_weights(rt, &bank, &questions, opts, None, "mac")?;
-    let answer_s = t0.elapsed().as_secs_f64();
-    let attention = attention_stats(&questions, &full, n_docs);
-    let answers: Vec<String> = full.into_iter().map(|a| a.text).collect();
-    let scores = score("mac", &questions, &answers, &mut preds);
-    methods.insert(
-        "mac".to_string(),
-        MethodResult::measured(
-            scores,
-            questions.len(),
-            answer_s,
-            1000.0 * adapt_seconds / n_docs as f64,
-            bank.size_bytes() as f64 / bank.len().max(1) as f64,
-        ),
-    );
-
+    let adapt_ms = 1000.0 * adapt_seconds / n_docs as f64;
+    let prior = opts.similarity_prior.filter(|&s| s > 0.0);
+    let (result, attention) = bank_method(rt, &bank, &questions, opts, None, "mac", &mut preds)?;
+    methods.insert("mac".into(), result.with_adapt_ms(adapt_ms));
     let mut prior_attention = None;
-    if let Some(scale) = opts.similarity_prior.filter(|&s| s > 0.0) {
+    if let Some(scale) = prior {
         reset_peak_rss();
-        let t0 = Instant::now();
-        let full = answers_with_weights(rt, &bank, &questions, opts, Some(scale), "mac+prior")?;
-        let secs = t0.elapsed().as_secs_f64();
-        prior_attention = Some(attention_stats(&questions, &full, n_docs));
-        let answers: Vec<String> = full.into_iter().map(|a| a.text).collect();
-        let scores = score("mac+prior", &questions, &answers, &mut preds);
-        methods.insert(
-            "mac+prior".to_string(),
-            MethodResult::measured(
-                scores,
-                questions.len(),
-                secs,
-                1000.0 * adapt_seconds / n_docs as f64,
-                bank.size_bytes() as f64 / bank.len().max(1) as f64,
-            ),
-        );
+        let name = "mac+prior";
+        let (result, attention) =
+            bank_method(rt, &bank, &questions, opts, Some(scale), name, &mut preds)?;
+        methods.insert(name.into(), result.with_adapt_ms(adapt_ms));
+        prior_attention = Some(attention);
     }
 
     if let Some(k) = opts.retrieval_k.filter(|&k| k > 0) {
@@ -515,35 +523,11 @@ pub fn evaluate(
             ingest(rt, &mut other, chunk)?;
         }
         reset_peak_rss();
-        let t0 = Instant::now();
-        let answers = answer_from_bank(rt, &other, &questions, opts, "unrelated bank")?;
-        let secs = t0.elapsed().as_secs_f64();
-        let scores = score("mac_unrelated_bank", &questions, &answers, &mut preds);
-        methods.insert(
-            "mac_unrelated_bank".to_string(),
-            MethodResult::measured(
-                scores,
-                questions.len(),
-                secs,
-                0.0,
-                other.size_bytes() as f64 / other.len().max(1) as f64,
-            ),
-        );
-        if let Some(scale) = opts.similarity_prior.filter(|&s| s > 0.0) {
-            let t0 = Instant::now();
-            let answers: Vec<String> =
-                answers_with_weights(rt, &other, &questions, opts, Some(scale), "unrelated+prior")?
-                    .into_iter()
-                    .map(|a| a.text)
-                    .collect();
-            let secs = t0.elapsed().as_secs_f64();
-            let name = "mac+prior_unrelated_bank";
-            let scores = score(name, &questions, &answers, &mut preds);
-            let storage = other.size_bytes() as f64 / other.len().max(1) as f64;
-            methods.insert(
-                name.to_string(),
-                MethodResult::measured(scores, questions.len(), secs, 0.0, storage),
-            );
+        let controls = std::iter::once(("mac_unrelated_bank", None))
+            .chain(prior.map(|scale| ("mac+prior_unrelated_bank", Some(scale))));
+        for (name, prior) in controls {
+            let (result, _) = bank_method(rt, &other, &questions, opts, prior, name, &mut preds)?;
+            methods.insert(name.into(), result);
         }
     }
 
