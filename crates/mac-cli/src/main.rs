@@ -128,8 +128,9 @@ enum Cmd {
         /// Evaluate only the first N documents.
         #[arg(long)]
         max_documents: Option<usize>,
-        /// Documents per hierarchical-aggregation chunk.
-        #[arg(long, default_value_t = 64)]
+        /// Documents per aggregation chunk: a bank up to this size is
+        /// aggregated flat, as in training; a larger one hierarchically.
+        #[arg(long, default_value_t = 256)]
         chunk: usize,
         /// Skip the no-adaptation and oracle-context references.
         #[arg(long)]
@@ -187,8 +188,9 @@ enum Cmd {
         /// How many attended documents to show.
         #[arg(long, default_value_t = 3)]
         top: usize,
-        /// Documents per hierarchical-aggregation chunk.
-        #[arg(long, default_value_t = 64)]
+        /// Documents per aggregation chunk: a bank up to this size is
+        /// aggregated flat, as in training; a larger one hierarchically.
+        #[arg(long, default_value_t = 256)]
         chunk: usize,
         /// Add the question–document similarity prior of this scale to the
         /// aggregator's attention (the bank must hold retrieval keys).

@@ -25,7 +25,8 @@ pub const DEFAULT_PRIOR_SCALE: f64 = 50.0;
 /// Knobs of an evaluation run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalOptions {
-    /// Documents per hierarchical-aggregation chunk `M`.
+    /// Documents per aggregation chunk `M`: a bank of at most `M` is
+    /// aggregated flat (as in training), a larger one hierarchically.
     pub chunk: usize,
     /// Questions answered per generation batch.
     pub question_batch: usize,
@@ -57,7 +58,7 @@ pub struct EvalOptions {
 impl Default for EvalOptions {
     fn default() -> Self {
         Self {
-            chunk: 64,
+            chunk: 256,
             question_batch: 16,
             ingest_batch: 16,
             retention_points: vec![0.1, 0.25, 0.5, 1.0],

@@ -31,6 +31,16 @@ pub fn write_markdown(report: &EvalReport, title: &str) -> String {
         a.gold_weight_mean,
         a.uniform_weight
     );
+    if let Some(a) = &report.prior_attention {
+        let _ = writeln!(
+            s,
+            "\nWith the similarity prior (`mac+prior`, scale {}), the gold document got the most \
+             attention for {:.1}% of the questions; its mean share was {:.4}.",
+            report.options.similarity_prior.unwrap_or(0.0),
+            100.0 * a.gold_top1,
+            a.gold_weight_mean
+        );
+    }
     if report.methods.contains_key("mac_unrelated_bank") {
         let _ = writeln!(
             s,

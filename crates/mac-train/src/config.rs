@@ -258,6 +258,17 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// Share of step `step`'s questions (0-based) that see their own
+    /// document alone: all of them during the curriculum, then
+    /// `own_document_share`.
+    pub fn own_document_share_at(&self, step: usize) -> f64 {
+        if step < self.own_document_steps {
+            1.0
+        } else {
+            self.own_document_share
+        }
+    }
+
     /// Learning rate at optimizer step `step` (0-based).
     pub fn lr_at(&self, step: usize) -> f64 {
         let warmup = (self.warmup_fraction * self.steps as f64).ceil() as usize;

@@ -137,6 +137,18 @@ pub struct ValidationStats {
     pub n_questions: usize,
 }
 
+impl ValidationStats {
+    /// The validation loss of what a step with `own_share` of its questions
+    /// on their own document trains: that share of the own-document loss and
+    /// the rest of the bank loss. Picks the `best` checkpoint, so a run that
+    /// trains only on single documents is not judged by an aggregation over
+    /// eight it never learnt.
+    pub fn objective(&self, own_share: f64) -> f64 {
+        let own = self.loss_own_document.unwrap_or(self.loss);
+        own_share * own + (1.0 - own_share) * self.loss
+    }
+}
+
 impl std::fmt::Display for ValidationStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "step {}: validation loss {:.3}", self.step, self.loss)?;
@@ -165,7 +177,8 @@ pub struct TrainSummary {
     pub seconds_per_step: f64,
     /// Last validation.
     pub last_validation: Option<ValidationStats>,
-    /// Lowest validation loss and its step (the `best` checkpoint).
+    /// Lowest validation loss of the trained objective
+    /// ([`ValidationStats::objective`]) and its step (the `best` checkpoint).
     pub best_loss: Option<(f64, usize)>,
 }
 
@@ -173,8 +186,9 @@ pub struct TrainSummary {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct TrainerState {
     step: usize,
-    /// Lowest validation answer NLL so far and its step (F1 at these
-    /// levels is too noisy on a small validation set to pick a checkpoint).
+    /// Lowest validation answer NLL of the trained objective so far and its
+    /// step (F1 at these levels is too noisy on a small validation set to
+    /// pick a checkpoint).
     #[serde(default)]
     best_loss: Option<(f64, usize)>,
 }
@@ -476,11 +490,7 @@ impl Trainer {
             .collect();
         // Which questions see their own document alone: all of them during
         // the curriculum, then `own_document_share` of them, spread evenly.
-        let share = if step < self.config.own_document_steps {
-            1.0
-        } else {
-            self.config.own_document_share
-        };
+        let share = self.config.own_document_share_at(step);
         let (own, whole): (Vec<usize>, Vec<usize>) =
             (0..n_q).partition(|&i| ((i + 1) as f64 * share).floor() > (i as f64 * share).floor());
         let mut parts: Vec<(f64, BatchLosses)> = Vec::new();
@@ -811,9 +821,11 @@ impl Trainer {
             "uniform_weight": v.uniform_weight, "em": v.em, "f1": v.f1,
             "n_questions": v.n_questions,
         }))?;
-        let better = self.state.best_loss.is_none_or(|(best, _)| v.loss < best);
+        let share = self.config.own_document_share_at(v.step.saturating_sub(1));
+        let loss = v.objective(share);
+        let better = self.state.best_loss.is_none_or(|(best, _)| loss < best);
         if better {
-            self.state.best_loss = Some((v.loss, v.step));
+            self.state.best_loss = Some((loss, v.step));
             self.save("best")?;
         }
         Ok(v)
@@ -915,5 +927,36 @@ mod tests {
         let loss = retrieval_loss(&[w.clone(), w], &[1, 0], 2, 2, &device).into_scalar::<f64>();
         let expected = -((0.7f64 + 1e-6).ln() + (0.5f64 + 1e-6).ln()) / 2.0;
         assert!((loss - expected).abs() < 1e-5, "{loss} vs {expected}");
+    }
+
+    /// `best` follows what the step trained: the own-document loss during
+    /// the curriculum, the bank loss after it, their mix with a share.
+    #[test]
+    fn best_checkpoint_objective_follows_the_trained_mode() {
+        let v = ValidationStats {
+            step: 10,
+            loss: 3.0,
+            loss_unrelated_bank: Some(3.1),
+            loss_own_document: Some(2.0),
+            loss_other_document: Some(2.5),
+            gold_weight: 0.2,
+            uniform_weight: 0.125,
+            em: 0.0,
+            f1: 0.0,
+            n_questions: 4,
+        };
+        assert_eq!(v.objective(1.0), 2.0);
+        assert_eq!(v.objective(0.0), 3.0);
+        assert!((v.objective(0.25) - 2.75).abs() < 1e-12);
+        let no_own = ValidationStats {
+            loss_own_document: None,
+            ..v
+        };
+        assert_eq!(no_own.objective(1.0), 3.0);
+        let mut cfg = TrainConfig::preset("tiny").unwrap();
+        cfg.own_document_steps = 5;
+        cfg.own_document_share = 0.5;
+        assert_eq!(cfg.own_document_share_at(4), 1.0);
+        assert_eq!(cfg.own_document_share_at(5), 0.5);
     }
 }
