@@ -146,6 +146,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Re-renders an evaluation's report.md and plots from its report.json
+    /// (e.g. after installing the plot fonts).
+    Report {
+        /// The evaluation's output directory (holds report.json).
+        #[arg(long)]
+        eval: PathBuf,
+    },
     /// The paper's comparison: MAC vs online fine-tuning, RAG@k and MAC+RAG@k.
     Compare {
         #[command(flatten)]
@@ -269,6 +276,7 @@ fn run(cli: Cli) -> Result<()> {
             },
             &device,
         )?,
+        Cmd::Report { eval } => run_cmds::rerender(&eval)?,
         Cmd::Eval {
             io,
             max_documents,

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 const FONT_PATHS: [&str; 2] = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -104,7 +105,9 @@ pub fn lines(
     Ok(())
 }
 
-/// Grouped bars: for every method, one bar per metric (values in 0..1).
+/// Grouped bars: for every method, one bar per metric (values in 0..1; the
+/// axis ends a little above the largest). Method names are written under
+/// their group, every other one a line lower so long names do not collide.
 pub fn bars(
     path: &Path,
     title: &str,
@@ -116,29 +119,33 @@ pub fn bars(
     root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
     let n = methods.len().max(1);
     let k = metrics.len().max(1);
+    let top = methods
+        .iter()
+        .flat_map(|m| m.1.iter().copied())
+        .fold(0.0f64, f64::max);
+    let y_max = (top * 1.25).clamp(0.05, 1.0);
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
         .margin(12)
-        .x_label_area_size(40)
+        .x_label_area_size(44)
         .y_label_area_size(48)
-        .build_cartesian_2d(0f64..n as f64, 0f64..1.0)
+        .build_cartesian_2d(0f64..n as f64, 0f64..y_max)
         .map_err(|e| anyhow!("{e:?}"))?;
-    let names: Vec<String> = methods.iter().map(|m| m.0.clone()).collect();
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(n)
-        .x_label_formatter(&|x| {
-            let i = x.floor() as usize;
-            if (x - x.floor() - 0.5).abs() < 1e-6 || x.fract() == 0.0 {
-                names.get(i).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
+        .x_labels(0)
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(|e| anyhow!("{e:?}"))?;
+    let name_style =
+        TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+    for (i, (name, _)) in methods.iter().enumerate() {
+        let (x, y) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
+        let y = y + 6 + 16 * (i as i32 % 2);
+        root.draw(&Text::new(name.clone(), (x, y), name_style.clone()))
+            .map_err(|e| anyhow!("{e:?}"))?;
+    }
     for (j, metric) in metrics.iter().enumerate() {
         let color = Palette99::pick(j).to_rgba();
         let w = 0.8 / k as f64;

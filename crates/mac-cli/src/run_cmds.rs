@@ -332,6 +332,24 @@ fn method_plots(
     }
 }
 
+/// `mac report`: report.md and the plots again, from `dir/report.json`.
+pub fn rerender(dir: &Path) -> Result<()> {
+    let path = dir.join("report.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| InputError(format!("{}: cannot read: {e}", path.display())))?;
+    let report: mac_eval::EvalReport = serde_json::from_str(&text)
+        .map_err(|e| InputError(format!("{}: not an evaluation report: {e}", path.display())))?;
+    let mut md = write_markdown(&report, &format!("Online adaptation: {}", dir.display()));
+    md.push_str(&method_plots(
+        dir,
+        &report.methods,
+        &[("MAC", &report.retention)],
+    ));
+    std::fs::write(dir.join("report.md"), &md)?;
+    println!("written: {}", dir.join("report.md").display());
+    Ok(())
+}
+
 /// `mac eval`.
 pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
     let ckpt_dir = resolve_checkpoint(&a.io.checkpoint)?;

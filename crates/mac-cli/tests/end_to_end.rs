@@ -179,6 +179,14 @@ fn train_ingest_ask_eval_and_clear_errors() {
         assert!((0.0..=1.0).contains(&em) && (0.0..=1.0).contains(&f1) && em <= f1 + 1e-9);
     }
     assert!(eval_dir.join("predictions.jsonl").is_file());
+    // The report re-renders from report.json alone; a directory without one is named.
+    std::fs::remove_file(eval_dir.join("report.md")).unwrap();
+    ok(&mac(&["report", "--eval", s(&eval_dir)]));
+    let md = std::fs::read_to_string(eval_dir.join("report.md")).unwrap();
+    assert!(md.contains("| mac+prior |"), "{md}");
+    let none = mac(&["report", "--eval", s(&tmp.path().join("noeval"))]);
+    assert_eq!(none.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("noeval"));
     // MAC over the top-1 BM25 document is reported beside them; over the
     // top 2 of a 2-document stream it is MAC itself (same answers).
     assert_eq!(r["mac+rag@1"]["n_questions"], 2, "{r}");
