@@ -199,8 +199,9 @@ enum Cmd {
         /// aggregated flat, as in training; a larger one hierarchically.
         #[arg(long, default_value_t = 256)]
         chunk: usize,
-        /// Add the question–document similarity prior of this scale to the
-        /// aggregator's attention (the bank must hold retrieval keys).
+        /// Scale of the question–document similarity prior added to the
+        /// aggregator's attention (0 = off; default: 50 when the bank holds
+        /// retrieval keys, off otherwise).
         #[arg(long)]
         similarity_prior: Option<f64>,
         /// Machine-readable output.

@@ -253,7 +253,8 @@ pub struct AskOptions {
     pub top: usize,
     /// Documents per hierarchical-aggregation chunk.
     pub chunk: usize,
-    /// Scale of the similarity prior (`None` = off).
+    /// Scale of the similarity prior (0 = off; `None` = the evaluation's
+    /// default scale when the bank holds retrieval keys, off otherwise).
     pub similarity_prior: Option<f64>,
 }
 
@@ -272,9 +273,13 @@ pub fn ask(
     let ckpt_dir = resolve_checkpoint(checkpoint)?;
     let bank = MemoryBank::open(bank_dir).map_err(|e| InputError(e.to_string()))?;
     let rt = MacRuntime::from_checkpoint(&ckpt_dir, None, None, device)?;
+    let prior = match opts.similarity_prior {
+        Some(scale) => (scale > 0.0).then_some(scale),
+        None => (bank.shape().key_dim > 0).then_some(mac_eval::DEFAULT_PRIOR_SCALE),
+    };
     let t0 = Instant::now();
     let answer = rt
-        .answer_from_bank(&[question], &bank, opts.chunk, opts.similarity_prior)
+        .answer_from_bank(&[question], &bank, opts.chunk, prior)
         .map_err(|e| InputError(e.to_string()))?
         .remove(0);
     let ms = t0.elapsed().as_secs_f64() * 1000.0;

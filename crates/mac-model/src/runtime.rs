@@ -129,7 +129,9 @@ impl MacRuntime {
     pub fn amortize(&self, texts: &[&str]) -> Result<Amortized, ModelError> {
         let enc = self.encode_documents(texts)?;
         let keys = match &self.key_encoder {
-            Some(_) => Self::rows(self.keys(&self.document_tokenizer, texts)?.unsqueeze_dim(1))?,
+            Some(_) => {
+                Self::modulation_rows(self.keys(&self.document_tokenizer, texts)?.unsqueeze_dim(1))?
+            }
             None => vec![Vec::new(); texts.len()],
         };
         Ok(Amortized {
@@ -256,12 +258,9 @@ impl MacRuntime {
             .collect())
     }
 
-    /// Modulations `[N, n, d]` as a flat `Vec` (row-major), for the bank.
+    /// Modulations `[N, n, d]` (or keys `[N, 1, k]`) as one flat row-major
+    /// `Vec` per document, for the bank.
     pub fn modulation_rows(tokens: Tensor<3>) -> Result<Vec<Vec<f32>>, ModelError> {
-        Self::rows(tokens)
-    }
-
-    fn rows(tokens: Tensor<3>) -> Result<Vec<Vec<f32>>, ModelError> {
         let [b, n, d] = tokens.dims();
         let flat: Vec<f32> = tokens
             .try_to_vec_as::<f32>()
