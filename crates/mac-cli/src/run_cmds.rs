@@ -339,15 +339,23 @@ pub fn rerender(dir: &Path) -> Result<()> {
         .map_err(|e| InputError(format!("{}: cannot read: {e}", path.display())))?;
     let report: mac_eval::EvalReport = serde_json::from_str(&text)
         .map_err(|e| InputError(format!("{}: not an evaluation report: {e}", path.display())))?;
-    let mut md = write_markdown(&report, &format!("Online adaptation: {}", dir.display()));
+    eval_markdown(&report, dir, &dir.display().to_string())?;
+    println!("written: {}", dir.join("report.md").display());
+    Ok(())
+}
+
+/// Writes `dir/report.md` (with `methods.png` and `retention.png`) for an
+/// evaluation of `what`, and returns the markdown.
+fn eval_markdown(report: &mac_eval::EvalReport, dir: &Path, what: &str) -> Result<String> {
+    let mut md = write_markdown(report, &format!("Online adaptation: {what}"));
     md.push_str(&method_plots(
         dir,
         &report.methods,
         &[("MAC", &report.retention)],
     ));
-    std::fs::write(dir.join("report.md"), &md)?;
-    println!("written: {}", dir.join("report.md").display());
-    Ok(())
+    let path = dir.join("report.md");
+    std::fs::write(&path, &md).with_context(|| format!("{}: cannot write", path.display()))?;
+    Ok(md)
 }
 
 /// `mac eval`.
@@ -384,16 +392,7 @@ pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
     let json = serde_json::to_string_pretty(&report)?;
     let path = a.io.out.join("report.json");
     std::fs::write(&path, &json).with_context(|| format!("{}: cannot write", path.display()))?;
-    let mut md = write_markdown(
-        &report,
-        &format!("Online adaptation: {}", ckpt_dir.display()),
-    );
-    md.push_str(&method_plots(
-        &a.io.out,
-        &report.methods,
-        &[("MAC", &report.retention)],
-    ));
-    std::fs::write(a.io.out.join("report.md"), &md)?;
+    let md = eval_markdown(&report, &a.io.out, &ckpt_dir.display().to_string())?;
     if a.json {
         println!("{json}");
     } else {

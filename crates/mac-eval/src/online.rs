@@ -115,9 +115,7 @@ impl MethodResult {
             storage_bytes_per_doc,
         }
     }
-}
 
-impl MethodResult {
     fn with_adapt_ms(self, adapt_ms_per_doc: f64) -> Self {
         Self {
             adapt_ms_per_doc,
@@ -478,36 +476,20 @@ pub fn evaluate(
         index.add(&texts)?;
         let index_ms = 1000.0 * t0.elapsed().as_secs_f64() / n_docs as f64;
         reset_peak_rss();
-        let t0 = Instant::now();
-        let answers = mac_rag_answers(rt, &index, &bank, &questions, k, opts.question_batch, 0)?;
-        let secs = t0.elapsed().as_secs_f64();
-        let name = format!("mac+rag@{k}");
-        let scores = score(&name, &questions, &answers, &mut preds);
         let storage = bank.size_bytes() as f64 / bank.len().max(1) as f64;
-        let adapt_ms = 1000.0 * adapt_seconds / n_docs as f64 + index_ms;
-        methods.insert(
-            name,
-            MethodResult::measured(scores, questions.len(), secs, adapt_ms, storage),
-        );
-        // The control: the same k documents' places, each moved half the
+        // Then the control: the same k documents' places, each moved half the
         // bank along, i.e. documents about other entities.
-        if n_docs >= 2 {
+        let runs = std::iter::once((format!("mac+rag@{k}"), 0, adapt_ms + index_ms))
+            .chain((n_docs >= 2).then(|| (format!("mac+rag@{k}_unrelated"), n_docs / 2, 0.0)));
+        for (name, shift, adapt_ms) in runs {
             let t0 = Instant::now();
-            let answers = mac_rag_answers(
-                rt,
-                &index,
-                &bank,
-                &questions,
-                k,
-                opts.question_batch,
-                n_docs / 2,
-            )?;
+            let batch = opts.question_batch;
+            let answers = mac_rag_answers(rt, &index, &bank, &questions, k, batch, shift)?;
             let secs = t0.elapsed().as_secs_f64();
-            let name = format!("mac+rag@{k}_unrelated");
             let scores = score(&name, &questions, &answers, &mut preds);
             methods.insert(
                 name,
-                MethodResult::measured(scores, questions.len(), secs, 0.0, storage),
+                MethodResult::measured(scores, questions.len(), secs, adapt_ms, storage),
             );
         }
     }

@@ -588,7 +588,7 @@ impl MemoryBank {
         let s0 = FIXED_BODY;
         let t0 = s0 + h.source_len as usize;
         let m0 = t0 + h.text_len as usize;
-        let k0 = m0 + 4 * self.shape().numel();
+        let (modulation, key) = self.payload(&body);
         let path = || self.dir.join(&self.manifest.segments[m.segment].file);
         let utf8 = |b: &[u8]| {
             String::from_utf8(b.to_vec()).map_err(|_| BankError::Corrupt {
@@ -601,9 +601,16 @@ impl MemoryBank {
             time_ms: h.time_ms,
             source: utf8(&body[s0..t0])?,
             text: utf8(&body[t0..m0])?,
-            modulation: floats(&body[m0..k0]),
-            key: floats(&body[k0..]),
+            modulation: floats(modulation),
+            key: floats(key),
         })
+    }
+
+    /// A record body's modulation and key bytes (they end the body).
+    fn payload<'b>(&self, body: &'b [u8]) -> (&'b [u8], &'b [u8]) {
+        let (numel, key_dim) = (self.shape().numel(), self.shape().key_dim);
+        let k0 = body.len() - 4 * key_dim;
+        (&body[k0 - 4 * numel..k0], &body[k0..])
     }
 
     /// Modulations of entries `start..start + len`, `[len, n, d]` row-major,
@@ -616,9 +623,9 @@ impl MemoryBank {
         let mut ids = Vec::with_capacity(end - start);
         for m in &self.entries[start..end] {
             let body = self.read_body(m)?;
-            let k0 = body.len() - 4 * key_dim;
-            data.extend(floats(&body[k0 - 4 * numel..k0]));
-            keys.extend(floats(&body[k0..]));
+            let (modulation, key) = self.payload(&body);
+            data.extend(floats(modulation));
+            keys.extend(floats(key));
             ids.push(m.id);
         }
         Ok(Chunk {

@@ -53,7 +53,6 @@ impl Header {
         })
     }
 
-    /// Body length these fields imply.
     /// Body length these fields imply, with a key of `key_dim` floats.
     pub fn body_len(&self, key_dim: usize) -> u64 {
         FIXED_BODY as u64
