@@ -72,7 +72,11 @@ fn main() {
         };
         mac_eval::reset_peak_rss();
         let t0 = Instant::now();
-        agg.aggregate_bank(q.clone(), &bank, None, 64)
+        let memory = mac_model::BankMemory {
+            bank: &bank,
+            device: &device,
+        };
+        agg.aggregate_hierarchical_streamed(q.clone(), &memory, None, 64)
             .expect("aggregate")
             .modulation
             .into_data();

@@ -15,7 +15,11 @@ from the GGUF); answer NLL + the auxiliary answer-token loss (mean aggregated
 token -> 576 -> the LM's output embedding, bag of answer tokens); backward;
 Adam.
 
-Usage: python train_step.py GGUF_PATH MINILM_DIR [--threads N] [--reps R]
+With --profile, each part of the step is timed (the same parts as
+mac_train's step profile; wall clock, PyTorch runs eagerly on the CPU) and
+the medians are printed instead.
+
+Usage: python train_step.py GGUF_PATH MINILM_DIR [--threads N] [--reps R] [--profile]
 """
 import argparse, json, os, statistics, time
 
@@ -30,6 +34,7 @@ ap.add_argument("minilm")
 ap.add_argument("--threads", type=int, default=os.cpu_count())
 ap.add_argument("--reps", type=int, default=10)
 ap.add_argument("--questions-per-document", type=int, default=3)
+ap.add_argument("--profile", action="store_true")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
@@ -70,6 +75,24 @@ class QueryHead(nn.Module):
         x, _ = self.att(q, states, states, key_padding_mask=pad, need_weights=False)
         y = torch.tanh(torch.einsum("bnh,nhd->bnd", self.norm(x), self.w1) + self.b1)
         return torch.einsum("bnd,nde->bne", y, self.w2) + self.b2 + x
+
+
+class Timer:
+    """Adds the wall-clock time of each call to its part (off: just calls)."""
+
+    def __init__(self, on=False):
+        self.on, self.parts = on, {}
+
+    def __call__(self, name, f):
+        if not self.on:
+            return f()
+        t = time.perf_counter()
+        out = f()
+        self.parts[name] = self.parts.get(name, 0.0) + time.perf_counter() - t
+        return out
+
+
+timer = Timer()
 
 
 class _Stop(Exception):
@@ -130,15 +153,25 @@ class Mac(nn.Module):
         self.channel = nn.Linear(lm.config.hidden_size, 384)
         self.channel_norm = nn.LayerNorm(384)
 
-    def prefix(self, docs, questions, doc_of_question):
+    def encode_documents(self, docs):
         dt = btok(docs, padding=True, truncation=True, max_length=256, return_tensors="pt")
         lt = tok(docs, padding=True, truncation=True, max_length=256, return_tensors="pt")
-        lm_states = self.channel_norm(self.channel(residual_stream(lt, CHANNEL_LAYERS)))
+        stream = timer("of which: LM-token channel", lambda: residual_stream(lt, CHANNEL_LAYERS))
+        lm_states = self.channel_norm(self.channel(stream))
         states = torch.cat([self.doc_enc(**dt).last_hidden_state, lm_states], 1)
         pad = torch.cat([dt["attention_mask"], lt["attention_mask"]], 1) == 0
-        bank = self.doc_head(states, pad)  # [8, N, D]
+        return self.doc_head(states, pad)  # [8, N, D]
+
+    def encode_questions(self, questions):
         qt = btok(questions, padding=True, truncation=True, max_length=64, return_tensors="pt")
-        x = self.q_head(self.q_enc(**qt).last_hidden_state, qt["attention_mask"] == 0)
+        return self.q_head(self.q_enc(**qt).last_hidden_state, qt["attention_mask"] == 0)
+
+    def prefix(self, docs, questions, doc_of_question):
+        bank = timer("document encoder", lambda: self.encode_documents(docs))
+        x = timer("question encoder", lambda: self.encode_questions(questions))
+        return timer("aggregation + expansion", lambda: self.aggregate(bank, x, doc_of_question))
+
+    def aggregate(self, bank, x, doc_of_question):
         b = x.shape[0]
         mem = bank[doc_of_question]  # [b, N, D]: each question's own document
         x0 = x
@@ -188,17 +221,46 @@ opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e
 def step():
     opt.zero_grad()
     cache = model.prefix(docs, qs, doc_of_question)
-    out = lm(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache, labels=labels)
-    log_p = torch.log_softmax(lm.lm_head(model.probe_hidden), -1)
-    aux = -(log_p * bag).sum() / Q
-    (out.loss + aux).backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
+    out = timer("LM forward (answer NLL)", lambda: lm(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache, labels=labels))
+    aux = timer("auxiliary losses", lambda: -(torch.log_softmax(lm.lm_head(model.probe_hidden), -1) * bag).sum() / Q)
+    timer("backward", lambda: (out.loss + aux).backward())
+
+    def update():
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    timer("optimizer", update)
     return out.loss.item()
 
 
+def lm_backward_alone():
+    """The frozen LM's backward pass to a leaf prefix of the step's shape."""
+    leaf = lambda: (torch.randn(Q, HKV, P, DH) * 0.02).requires_grad_()
+    cache = DynamicCache()
+    for l in range(L):
+        cache.update(leaf(), leaf(), l)
+    out = lm(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache, labels=labels)
+    t = time.perf_counter()
+    out.loss.backward()
+    return time.perf_counter() - t
+
+
+PARTS = ["document encoder", "of which: LM-token channel", "question encoder", "aggregation + expansion",
+         "LM forward (answer NLL)", "auxiliary losses", "backward", "of which: LM backward", "optimizer", "other"]
+
 step()
-times = []
+times, profiles = [], []
 for _ in range(a.reps):
+    timer.on, timer.parts = a.profile, {}
     t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
-print(json.dumps({"torch": torch.__version__, "threads": a.threads, "train_step_s": statistics.median(times)}))
+    if a.profile:
+        parts = dict(timer.parts)
+        parts["of which: LM backward"] = lm_backward_alone()
+        top = [p for p in PARTS if not p.startswith("of which") and p != "other"]
+        parts["other"] = max(0.0, times[-1] - sum(parts.get(p, 0.0) for p in top))
+        profiles.append(parts)
+result = {"torch": torch.__version__, "threads": a.threads, "train_step_s": statistics.median(times)}
+if a.profile:
+    result["total"] = result["train_step_s"]
+    result["parts"] = [{"name": p, "seconds": statistics.median(q.get(p, 0.0) for q in profiles)} for p in PARTS]
+print(json.dumps(result))

@@ -38,6 +38,10 @@ enum Cmd {
     Bench {
         /// Which benchmark: `lm`, `mac` or `train`.
         which: String,
+        /// `train` only: break the step into its parts on both sides and
+        /// write the table to docs/train-step-profile.md.
+        #[arg(long)]
+        profile: bool,
     },
     /// Meta-train a preset into a run directory (`mac train`).
     Train {
@@ -229,6 +233,14 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Cargo's target directory (`CARGO_TARGET_DIR`, else `target/`), where
+/// the benchmarks' JSON reports go.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
 /// A Python with torch + transformers + gguf: `MAC_PYTHON`, else a venv
 /// under MAC_HOME created on first use.
 fn torch_python() -> Result<PathBuf> {
@@ -280,9 +292,7 @@ fn torch_python() -> Result<PathBuf> {
 }
 
 fn criterion_median_s(group: &str, name: &str) -> Result<f64> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
+    let target = target_dir();
     let path = target
         .join("criterion")
         .join(group)
@@ -321,10 +331,20 @@ fn cargo_bench(target: &str) -> Result<()> {
 /// Runs a PyTorch reference script (benches/reference/NAME) and parses the
 /// JSON object on its last line.
 fn torch_reference(script: &str, args: &[PathBuf]) -> Result<serde_json::Value> {
+    torch_reference_with(script, args, &[])
+}
+
+/// [`torch_reference`] with extra flags after the paths.
+fn torch_reference_with(
+    script: &str,
+    args: &[PathBuf],
+    flags: &[&str],
+) -> Result<serde_json::Value> {
     let py = torch_python()?;
     let out = Command::new(&py)
         .arg(workspace_root().join("benches/reference").join(script))
         .args(args)
+        .args(flags)
         .output()?;
     if !out.status.success() {
         bail!(
@@ -381,7 +401,7 @@ fn bench_mac() -> Result<()> {
         );
     }
     report.insert("torch".into(), reference);
-    let path = workspace_root().join("target/bench-mac.json");
+    let path = target_dir().join("bench-mac.json");
     fs::write(&path, serde_json::to_string_pretty(&report)?)?;
     println!(
         "written {} (memory table: target/bench-mac-memory.json)",
@@ -416,7 +436,7 @@ fn bench_train() -> Result<()> {
         theirs,
         ours / theirs
     );
-    let path = workspace_root().join("target/bench-train.json");
+    let path = target_dir().join("bench-train.json");
     fs::write(
         &path,
         serde_json::to_string_pretty(
@@ -427,9 +447,104 @@ fn bench_train() -> Result<()> {
     Ok(())
 }
 
-fn bench(which: &str) -> Result<()> {
+/// `bench train --profile`: the default-preset step by part, mac-rs and
+/// PyTorch in the same run; the table goes to stdout and
+/// docs/train-step-profile.md.
+fn bench_train_profile() -> Result<()> {
+    fetch(false)?;
+    cargo_bench("train_profile")?;
+    let target = target_dir();
+    let path = target.join("bench-train-profile.json");
+    let ours: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+    )?;
+    let theirs = torch_reference_with(
+        "train_step.py",
+        &[
+            mac_assets::default_lm_path(),
+            mac_assets::default_encoder_dir(),
+        ],
+        &["--profile", "--reps", "5"],
+    )?;
+    let seconds = |v: &serde_json::Value, name: &str| -> Option<f64> {
+        v["parts"].as_array()?.iter().find(|p| p["name"] == name)?["seconds"].as_f64()
+    };
+    let names: Vec<String> = ours["parts"]
+        .as_array()
+        .context("profile JSON has no parts")?
+        .iter()
+        .filter_map(|p| p["name"].as_str().map(String::from))
+        .collect();
+    let cpu = cpu_model();
+    let mut md = format!(
+        "# Training-step profile
+
+The default preset's step by part, mac-rs ({}) and PyTorch {} ({} threads) in the same run of `cargo xtask bench train --profile` on {cpu}. Medians of {} (mac-rs) and 5 (PyTorch) steps; \"of which\" rows are measured on their own with the same inputs.
+
+| part | mac-rs (s) | PyTorch (s) | ratio |
+|---|---|---|---|
+",
+        ours["backend"].as_str().unwrap_or("?"),
+        theirs["torch"].as_str().unwrap_or("?"),
+        theirs["threads"],
+        ours["steps"],
+    );
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "–".into(),
+    };
+    let cell = |x: Option<f64>| x.map_or("–".into(), |x| format!("{x:.3}"));
+    for name in &names {
+        let (a, b) = (seconds(&ours, name), seconds(&theirs, name));
+        md.push_str(&format!(
+            "| {name} | {} | {} | {} |
+",
+            cell(a),
+            cell(b),
+            ratio(a, b)
+        ));
+    }
+    let (a, b) = (ours["total"].as_f64(), theirs["total"].as_f64());
+    md.push_str(&format!(
+        "| **step** | **{}** | **{}** | **{}** |
+",
+        cell(a),
+        cell(b),
+        ratio(a, b)
+    ));
+    println!("\n{md}");
+    let doc = workspace_root().join("docs/train-step-profile.md");
+    fs::write(&doc, &md)?;
+    println!("written {}", doc.display());
+    Ok(())
+}
+
+/// The CPU's model name and its widest x86 vector extension, for reports.
+fn cpu_model() -> String {
+    let info = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let name = info
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or("an unknown CPU".to_string(), |s| s.trim().to_string());
+    let simd = if info.contains("avx512f") {
+        "AVX-512"
+    } else if info.contains("avx2") {
+        "AVX2, no AVX-512"
+    } else {
+        "no AVX2"
+    };
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{name} ({simd}, {cores} cores)")
+}
+
+fn bench(which: &str, profile: bool) -> Result<()> {
+    if profile && which != "train" {
+        bail!("--profile is for `bench train` only");
+    }
     match which {
         "mac" => return bench_mac(),
+        "train" if profile => return bench_train_profile(),
         "train" => return bench_train(),
         "lm" => {}
         _ => bail!("unknown benchmark `{which}` (known: lm, mac, train)"),
@@ -465,7 +580,7 @@ fn bench(which: &str) -> Result<()> {
         );
     }
     report.insert("torch".into(), reference);
-    let path = workspace_root().join("target/bench-lm.json");
+    let path = target_dir().join("bench-lm.json");
     fs::write(&path, serde_json::to_string_pretty(&report)?)?;
     println!("written {}", path.display());
     Ok(())
@@ -549,9 +664,7 @@ fn mac(args: &[String]) -> Result<()> {
     if !st.success() {
         bail!("building the `mac` binary failed");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
+    let target = target_dir();
     let mut cmd = Command::new(target.join("debug/mac"));
     cmd.args(args);
     if std::env::var_os("MAC_DEVICE").is_none() {
@@ -623,7 +736,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Fetch { force } => fetch(force),
-        Cmd::Bench { which } => bench(&which),
+        Cmd::Bench { which, profile } => bench(&which, profile),
         Cmd::Train { preset, out, args } => train(&preset, &out, &args),
         Cmd::Eval {
             checkpoint,

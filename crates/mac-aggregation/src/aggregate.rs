@@ -4,10 +4,8 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, softmax};
-use burn::tensor::module::linear;
-use burn::tensor::{Device, Tensor, TensorData};
-
-use mac_memory::{BankError, MemoryBank, Result as BankResult};
+use burn::tensor::{Device, Tensor};
+use mac_lm::linear::{linear, linear_layer};
 
 /// Configuration of an [`Aggregator`] (reference: 4 blocks, 8 heads x 96).
 #[derive(Config, Debug)]
@@ -57,6 +55,53 @@ pub struct CrossAttentionBlock {
 }
 
 impl CrossAttentionBlock {
+    /// `[B, L, H·dh]` → `[B, H, L, dh]`.
+    fn heads(&self, z: Tensor<3>) -> Tensor<4> {
+        let [b, len, inner] = z.dims();
+        z.reshape([b, len, self.n_heads, inner / self.n_heads])
+            .swap_dims(1, 2)
+    }
+
+    /// Queries `[B, H, n, dh]` of the question tokens `x [B, n, d]`.
+    fn queries(&self, x: Tensor<3>) -> Tensor<4> {
+        self.heads(linear(self.norm_q.forward(x), self.w_q.val(), None))
+    }
+
+    /// Keys and values `[B, H, K, dh]` of `memory [B, K, d]`.
+    fn keys_values(&self, memory: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
+        let mn = self.norm_kv.forward(memory);
+        (
+            self.heads(linear(mn.clone(), self.w_k.val(), None)),
+            self.heads(linear(mn, self.w_v.val(), None)),
+        )
+    }
+
+    /// Attention logits `[B, H, n, K]`: scaled dot products plus the
+    /// per-token bias `[B, K]` shared by every head and query token.
+    fn scores(&self, q: Tensor<4>, k: Tensor<4>, bias: Option<Tensor<2>>) -> Tensor<4> {
+        let [b, h, n, dh] = q.dims();
+        let k_len = k.dims()[2];
+        let scores = q.matmul(k.swap_dims(2, 3)) / (dh as f64).sqrt();
+        match bias {
+            Some(bias) => scores + bias.reshape([b, 1, 1, k_len]).expand([b, h, n, k_len]),
+            None => scores,
+        }
+    }
+
+    /// The rest of the block once attention has read `context [B, H, n, dh]`:
+    /// output projection and feed-forward, each added to `x [B, n, d]`.
+    fn complete(&self, x: Tensor<3>, context: Tensor<4>) -> Tensor<3> {
+        let [b, _, n, _] = context.dims();
+        let inner = self.w_o.dims()[0];
+        let ctx = context.swap_dims(1, 2).reshape([b, n, inner]);
+        let x = x + linear(ctx, self.w_o.val(), None);
+        let ff = linear_layer(
+            &self.ff_down,
+            gelu(linear_layer(&self.ff_up, self.norm_ff.forward(x.clone()))),
+        );
+        x + ff
+    }
+
     /// `x [B, n, d]` attends over `memory [B, K, d]`, with `bias [B, K]`
     /// added to every head's logits; returns the new `x` and the attention
     /// `[B, K]` averaged over heads and query tokens.
@@ -66,28 +111,13 @@ impl CrossAttentionBlock {
         memory: Tensor<3>,
         bias: Option<Tensor<2>>,
     ) -> (Tensor<3>, Tensor<2>) {
-        let [b, n, _] = x.dims();
+        let [b, _, _] = x.dims();
         let k_len = memory.dims()[1];
-        let inner = self.w_q.dims()[1];
-        let (h, dh) = (self.n_heads, inner / self.n_heads);
-        let heads = |z: Tensor<3>, len: usize| z.reshape([b, len, h, dh]).swap_dims(1, 2);
-        let xn = self.norm_q.forward(x.clone());
-        let mn = self.norm_kv.forward(memory);
-        let q = heads(linear(xn, self.w_q.val(), None), n);
-        let k = heads(linear(mn.clone(), self.w_k.val(), None), k_len);
-        let v = heads(linear(mn, self.w_v.val(), None), k_len);
-        let mut scores = q.matmul(k.swap_dims(2, 3)) / (dh as f64).sqrt();
-        if let Some(bias) = bias {
-            scores = scores + bias.reshape([b, 1, 1, k_len]).expand([b, h, n, k_len]);
-        }
-        let attn = softmax(scores, 3);
+        let q = self.queries(x.clone());
+        let (k, v) = self.keys_values(memory);
+        let attn = softmax(self.scores(q, k, bias), 3);
         let weights = attn.clone().mean_dim(1).mean_dim(2).reshape([b, k_len]);
-        let ctx = attn.matmul(v).swap_dims(1, 2).reshape([b, n, inner]);
-        let x = x + linear(ctx, self.w_o.val(), None);
-        let ff = self
-            .ff_down
-            .forward(gelu(self.ff_up.forward(self.norm_ff.forward(x.clone()))));
-        (x + ff, weights)
+        (self.complete(x, attn.matmul(v)), weights)
     }
 }
 
@@ -228,10 +258,7 @@ impl Aggregator {
             x = y;
             token_weights.push(w);
         }
-        let modulation = match start {
-            Some(q) => self.norm_out.forward(x - q),
-            None => self.norm_out.forward(x),
-        };
+        let modulation = self.output(x, start);
         let doc_weights = token_weights
             .last()
             .map(|w| doc_weights(w.clone(), n))
@@ -240,6 +267,15 @@ impl Aggregator {
             modulation,
             doc_weights,
             token_weights,
+        }
+    }
+
+    /// The final norm over what the blocks made of the question tokens
+    /// (`start`: the question tokens when they stay off the output).
+    fn output(&self, x: Tensor<3>, start: Option<Tensor<3>>) -> Tensor<3> {
+        match start {
+            Some(q) => self.norm_out.forward(x - q),
+            None => self.norm_out.forward(x),
         }
     }
 
@@ -318,62 +354,280 @@ impl Aggregator {
         })
     }
 
-    /// Hierarchical aggregation streamed from a bank on disk: only `m`
-    /// documents' modulations are read and attended at a time, so memory is
-    /// O(m), not O(N). `question` is `[B, n, d]`. With a `prior`, the bank
-    /// must store retrieval keys as wide as the prior's question keys.
-    pub fn aggregate_bank(
+    /// Hierarchical aggregation (the paper's approximation for large banks)
+    /// over a memory read chunk by chunk: chunks of at most `m` documents are
+    /// aggregated into one modulation each, conditioned on the question, and
+    /// the results are aggregated again until at most `m` remain; memory is
+    /// O(m). [`Self::aggregate_streamed`] is exact; this is kept for
+    /// comparison with the paper.
+    pub fn aggregate_hierarchical_streamed<M: ChunkedMemory>(
         &self,
         question: Tensor<3>,
-        bank: &MemoryBank,
+        memory: &M,
         prior: Option<&SimilarityPrior>,
         m: usize,
-    ) -> BankResult<Aggregation> {
-        let device = question.device();
-        let [b, n, d] = question.dims();
-        let shape = bank.shape();
-        if (shape.n_tokens, shape.d_mod) != (n, d) {
-            return Err(BankError::Invalid(format!(
-                "{}: bank holds [{}, {}] modulations, the question tokens are [{n}, {d}]",
-                bank.dir().display(),
-                shape.n_tokens,
-                shape.d_mod
-            )));
-        }
-        if bank.is_empty() {
-            return Err(BankError::Invalid(format!(
-                "{}: the memory bank is empty: ingest documents first",
-                bank.dir().display()
-            )));
-        }
-        if let Some(p) = prior {
-            let key_dim = p.question_keys.dims()[1];
-            if shape.key_dim != key_dim {
-                return Err(BankError::Invalid(format!(
-                    "{}: the similarity prior compares keys of {key_dim} values, the bank stores {} \
-                     (a bank built before keys were stored has none: rebuild it)",
-                    bank.dir().display(),
-                    shape.key_dim
-                )));
-            }
-        }
+    ) -> Result<Aggregation, M::Error> {
         let m = m.max(2);
-        let load = |c: mac_memory::Chunk| -> (Tensor<3>, Option<Tensor<2>>) {
-            let len = c.ids.len();
-            let memory = Tensor::<3>::from_data(TensorData::new(c.data, [1, len * n, d]), &device)
-                .expand([b, len * n, d]);
-            let prior = prior.map(|p| {
-                let keys = TensorData::new(c.keys, [len, shape.key_dim]);
-                p.logits(Tensor::from_data(keys, &device))
-            });
-            (memory, prior)
-        };
-        if bank.len() <= m {
-            let (memory, prior) = load(bank.modulations(0, bank.len())?);
-            return Ok(self.aggregate_with_prior(question, memory, prior));
+        let n_docs = memory.n_documents();
+        let reader = ChunkReader::new(memory, &question, prior)?;
+        if n_docs <= m {
+            let (mem, prior) = reader.read_documents(0, n_docs)?;
+            return Ok(self.aggregate_with_prior(question, mem, prior));
         }
-        let chunks = bank.chunks(m).map(|c| c.map(load));
+        let chunks = (0..n_docs)
+            .step_by(m)
+            .map(|start| reader.read_documents(start, m.min(n_docs - start)));
         self.reduce_chunks(question, chunks, m)
+    }
+
+    /// Exact aggregation over a memory of any size, read `chunk` documents
+    /// at a time: every block's attention over all `N·n` memory tokens is
+    /// computed chunk by chunk and merged with an online (log-sum-exp)
+    /// softmax, so the result equals [`Self::aggregate_with_prior`] over the
+    /// whole memory at once while only one chunk is held. Each block reads
+    /// the memory once, and the last block once more for the per-document
+    /// attention. `question` is `[B, n, d]`; the memory is shared by every
+    /// question.
+    pub fn aggregate_streamed<M: ChunkedMemory>(
+        &self,
+        question: Tensor<3>,
+        memory: &M,
+        prior: Option<&SimilarityPrior>,
+        chunk: usize,
+    ) -> Result<Aggregation, M::Error> {
+        let chunk = chunk.max(1);
+        let n_docs = memory.n_documents();
+        let reader = ChunkReader::new(memory, &question, prior)?;
+        if n_docs <= chunk {
+            let (mem, prior) = reader.read_documents(0, n_docs)?;
+            return Ok(self.aggregate_with_prior(question, mem, prior));
+        }
+        let b = question.dims()[0];
+        let n = reader.n_tokens;
+        let starts = || {
+            (0..n_docs)
+                .step_by(chunk)
+                .map(move |s| (s, chunk.min(n_docs - s)))
+        };
+        let start = (!self.question_residual).then(|| question.clone());
+        let mut x = question;
+        let mut doc_weights = Vec::new();
+        for (i, block) in self.blocks.iter().enumerate() {
+            let q = block.queries(x.clone());
+            // Running max, normaliser and weighted values, per head and query token.
+            let mut state: Option<(Tensor<4>, Tensor<4>, Tensor<4>)> = None;
+            for (s, len) in starts() {
+                let (mem, bias) = reader.read_tokens(s, len)?;
+                let (k, v) = block.keys_values(mem);
+                let scores = block.scores(q.clone(), k, bias);
+                let chunk_max = scores.clone().max_dim(3);
+                state = Some(match state {
+                    None => {
+                        let p = (scores - chunk_max.clone()).exp();
+                        (chunk_max, p.clone().sum_dim(3), p.matmul(v))
+                    }
+                    Some((max, sum, acc)) => {
+                        let new_max = max.clone().max_pair(chunk_max);
+                        let p = (scores - new_max.clone()).exp();
+                        let decay = (max - new_max.clone()).exp();
+                        (
+                            new_max,
+                            sum * decay.clone() + p.clone().sum_dim(3),
+                            acc * decay + p.matmul(v),
+                        )
+                    }
+                });
+            }
+            let Some((max, sum, acc)) = state else {
+                unreachable!("a memory of at least one document has a first chunk")
+            };
+            if i + 1 == self.blocks.len() {
+                // The attention each document received: a second pass with
+                // the final normaliser, mean over heads and query tokens.
+                doc_weights = vec![Vec::with_capacity(n_docs); b];
+                for (s, len) in starts() {
+                    let (mem, bias) = reader.read_tokens(s, len)?;
+                    let (k, _) = block.keys_values(mem);
+                    let w = (block.scores(q.clone(), k, bias) - max.clone()).exp() / sum.clone();
+                    let w = w.mean_dim(1).mean_dim(2).reshape([b, len * n]);
+                    for (row, chunk_weights) in doc_weights.iter_mut().zip(self::doc_weights(w, n))
+                    {
+                        row.extend(chunk_weights);
+                    }
+                }
+            }
+            x = block.complete(x, acc / sum);
+        }
+        Ok(Aggregation {
+            modulation: self.output(x, start),
+            doc_weights,
+            token_weights: Vec::new(),
+        })
+    }
+}
+
+/// Why a memory cannot be aggregated: reported through the memory's own
+/// error type (see [`ChunkedMemory::Error`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AggregationError {
+    /// The memory holds no documents.
+    EmptyMemory,
+    /// A chunk's modulations are not `[len, n, d]` for the question's `n`, `d`.
+    Shape {
+        /// What the memory returned.
+        found: Vec<usize>,
+        /// What the question tokens need.
+        expected: Vec<usize>,
+    },
+    /// The similarity prior is on, but the memory stores no retrieval keys.
+    MissingKeys,
+    /// The memory's retrieval keys are not as wide as the question's.
+    KeyWidth {
+        /// Width of the question keys.
+        question: usize,
+        /// Width of the memory's keys.
+        memory: usize,
+    },
+}
+
+impl std::fmt::Display for AggregationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::EmptyMemory => write!(f, "the memory bank is empty: ingest documents first"),
+            Self::Shape { found, expected } => write!(
+                f,
+                "the memory holds modulations of shape {found:?}, the question tokens need {expected:?}"
+            ),
+            Self::MissingKeys => write!(
+                f,
+                "the similarity prior needs retrieval keys, and this memory stores none \
+                 (a bank built before keys were stored has none: rebuild it)"
+            ),
+            Self::KeyWidth { question, memory } => write!(
+                f,
+                "the similarity prior compares keys of {question} values, the memory stores {memory}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for AggregationError {}
+
+/// A memory the aggregator reads a chunk of documents at a time, as often
+/// as it needs (exact streaming reads it once per block): a bank on disk
+/// (its adapter lives with the runtime) or modulations already in memory
+/// ([`InMemory`]).
+pub trait ChunkedMemory {
+    /// What a failed read reports; [`AggregationError`]s are reported through it.
+    type Error: From<AggregationError>;
+    /// Number of documents.
+    fn n_documents(&self) -> usize;
+    /// Documents `start..start + len` (`start + len <= n_documents()`).
+    fn read(&self, start: usize, len: usize) -> Result<MemoryChunk, Self::Error>;
+}
+
+/// Some documents of a [`ChunkedMemory`].
+#[derive(Debug, Clone)]
+pub struct MemoryChunk {
+    /// Their modulations `[len, n, d]`, shared by every question.
+    pub modulations: Tensor<3>,
+    /// Their retrieval keys `[len, k]`, when the memory stores them.
+    pub keys: Option<Tensor<2>>,
+}
+
+/// Modulations (and keys) already in memory, as a [`ChunkedMemory`].
+#[derive(Debug, Clone)]
+pub struct InMemory {
+    /// `[N, n, d]`.
+    pub modulations: Tensor<3>,
+    /// `[N, k]`, or `None`.
+    pub keys: Option<Tensor<2>>,
+}
+
+impl ChunkedMemory for InMemory {
+    type Error = AggregationError;
+    fn n_documents(&self) -> usize {
+        self.modulations.dims()[0]
+    }
+    fn read(&self, start: usize, len: usize) -> Result<MemoryChunk, AggregationError> {
+        Ok(MemoryChunk {
+            modulations: self.modulations.clone().narrow(0, start, len),
+            keys: self.keys.clone().map(|k| k.narrow(0, start, len)),
+        })
+    }
+}
+
+/// Reads chunks of a [`ChunkedMemory`] as the aggregator needs them: memory
+/// tokens broadcast over the questions, and the prior's logits.
+struct ChunkReader<'a, M> {
+    memory: &'a M,
+    prior: Option<&'a SimilarityPrior>,
+    batch: usize,
+    n_tokens: usize,
+    d_mod: usize,
+}
+
+impl<'a, M: ChunkedMemory> ChunkReader<'a, M> {
+    fn new(
+        memory: &'a M,
+        question: &Tensor<3>,
+        prior: Option<&'a SimilarityPrior>,
+    ) -> Result<Self, M::Error> {
+        if memory.n_documents() == 0 {
+            return Err(AggregationError::EmptyMemory.into());
+        }
+        let [batch, n_tokens, d_mod] = question.dims();
+        Ok(Self {
+            memory,
+            prior,
+            batch,
+            n_tokens,
+            d_mod,
+        })
+    }
+
+    /// Memory `[B, len·n, d]` and per-document prior logits `[B, len]`.
+    fn read_documents(
+        &self,
+        start: usize,
+        len: usize,
+    ) -> Result<(Tensor<3>, Option<Tensor<2>>), M::Error> {
+        let chunk = self.memory.read(start, len)?;
+        let (n, d) = (self.n_tokens, self.d_mod);
+        let dims = chunk.modulations.dims();
+        if dims != [len, n, d] {
+            return Err(AggregationError::Shape {
+                found: dims.to_vec(),
+                expected: vec![len, n, d],
+            }
+            .into());
+        }
+        let prior = match self.prior {
+            None => None,
+            Some(p) => {
+                let keys = chunk.keys.ok_or(AggregationError::MissingKeys)?;
+                let (question, memory) = (p.question_keys.dims()[1], keys.dims()[1]);
+                if question != memory {
+                    return Err(AggregationError::KeyWidth { question, memory }.into());
+                }
+                Some(p.logits(keys))
+            }
+        };
+        let memory = chunk
+            .modulations
+            .reshape([1, len * n, d])
+            .expand([self.batch, len * n, d]);
+        Ok((memory, prior))
+    }
+
+    /// Memory `[B, len·n, d]` and the prior per memory token `[B, len·n]`.
+    fn read_tokens(
+        &self,
+        start: usize,
+        len: usize,
+    ) -> Result<(Tensor<3>, Option<Tensor<2>>), M::Error> {
+        let (memory, prior) = self.read_documents(start, len)?;
+        Ok((memory, prior.map(|p| per_token(p, self.n_tokens))))
     }
 }
 

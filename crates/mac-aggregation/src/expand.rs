@@ -4,8 +4,8 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig};
 use burn::tensor::activation::gelu;
-use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor};
+use mac_lm::linear::linear;
 use serde::{Deserialize, Serialize};
 
 use mac_lm::{BaseLm, KvLayout, PrefixKv};

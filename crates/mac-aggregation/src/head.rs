@@ -4,8 +4,8 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig};
 use burn::tensor::activation::{softmax, tanh};
-use burn::tensor::module::linear;
 use burn::tensor::{Bool, Device, Tensor};
+use mac_lm::linear::linear;
 
 /// Configuration of a [`QueryTokenHead`].
 #[derive(Config, Debug)]

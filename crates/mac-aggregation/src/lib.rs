@@ -5,13 +5,16 @@
 //! * [`QueryTokenHead`]: `n` learned query tokens cross-attend (padding
 //!   masked) to an encoder's output; each token then passes its own MLP
 //!   (LayerNorm → Linear(h, d) → tanh → Linear(d, d), plus a linear skip when
-//!   h ≠ d). Over a [`mac_encoder::Bert`] backbone this is the
+//!   h ≠ d). Over an encoder backbone (`mac_encoder`'s MiniLM) this is the
 //!   **amortization network** (document → modulation `[n, d_mod]`) and the
 //!   question encoder.
 //! * [`Aggregator`]: pre-LayerNorm cross-attention blocks in which the
 //!   question's `n` tokens attend over the flattened bank `[N·n, d_mod]`,
-//!   flat or **hierarchical** (chunks of `M` documents, over the bank), with
-//!   per-document attention weights for explanations.
+//!   whole, **streamed exactly** chunk by chunk from any [`ChunkedMemory`]
+//!   (online softmax: equal to the whole-bank result in O(chunk) memory),
+//!   or **hierarchically** as in the paper (chunks of `M` documents
+//!   aggregated, then their results), with per-document attention weights
+//!   for explanations.
 //! * [`PrefixExpansion`]: the aggregated tokens become per-layer prefix
 //!   keys and values for the frozen LM, sized by its KV width (GQA).
 
@@ -19,7 +22,10 @@ mod aggregate;
 mod expand;
 mod head;
 
-pub use aggregate::{Aggregation, Aggregator, AggregatorConfig, SimilarityPrior};
+pub use aggregate::{
+    Aggregation, AggregationError, Aggregator, AggregatorConfig, ChunkedMemory, InMemory,
+    MemoryChunk, SimilarityPrior,
+};
 pub use expand::{ExpansionKind, ExpansionOutput, PrefixExpansion, PrefixExpansionConfig};
 pub use head::{QueryTokenHead, QueryTokenHeadConfig};
 

@@ -1,5 +1,5 @@
 //! The MAC modules on tiny configurations: padding invariance, flat vs
-//! hierarchical aggregation, streaming from a bank, and gradients reaching
+//! hierarchical aggregation, exact streamed aggregation, and gradients reaching
 //! every trainable parameter through the frozen LM.
 #![allow(clippy::needless_range_loop)] // index arithmetic over [B][T] grids reads clearer
 
@@ -10,7 +10,6 @@ use burn::tensor::{Bool, Device, Distribution, Tensor, TensorData};
 use mac_aggregation::*;
 use mac_encoder::{Bert, Trainable};
 use mac_lm::{BaseLm, Padding, TokenBatch};
-use mac_memory::{BankShape, MemoryBank, NewEntry};
 
 fn device() -> Device {
     mac_device::select("flex").unwrap()
@@ -95,65 +94,129 @@ fn hierarchical_equals_flat_when_the_bank_fits_and_uses_every_document_otherwise
     }
 }
 
+fn max_weight_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .flat_map(|(x, y)| {
+            assert_eq!(x.len(), y.len());
+            x.iter().zip(y).map(|(p, q)| (p - q).abs())
+        })
+        .fold(0.0, f32::max)
+}
+
 #[test]
-fn streaming_from_a_bank_matches_in_memory_hierarchical() {
+fn streamed_aggregation_equals_whole_bank_aggregation() {
+    let device = device();
+    let (b, n, d, k) = (2, 2, 8, 3);
+    let agg = aggregator(d);
+    let q = Tensor::<3>::random([b, n, d], Distribution::Normal(0.0, 1.0), &device);
+    let prior = SimilarityPrior {
+        question_keys: Tensor::<2>::random([b, k], Distribution::Normal(0.0, 1.0), &device),
+        scale: 6.0,
+    };
+    for n_docs in [1, 7, 256, 1000] {
+        let docs = Tensor::<3>::random([n_docs, n, d], Distribution::Normal(0.0, 1.0), &device);
+        let keys = Tensor::<2>::random([n_docs, k], Distribution::Normal(0.0, 1.0), &device);
+        let memory = InMemory {
+            modulations: docs.clone(),
+            keys: Some(keys.clone()),
+        };
+        let whole_memory = docs.reshape([1, n_docs * n, d]).expand([b, n_docs * n, d]);
+        for with_prior in [false, true] {
+            let bias = with_prior.then(|| prior.logits(keys.clone()));
+            let whole = agg.aggregate_with_prior(q.clone(), whole_memory.clone(), bias);
+            for chunk in [1, 3, 64] {
+                let streamed = agg
+                    .aggregate_streamed(q.clone(), &memory, with_prior.then_some(&prior), chunk)
+                    .unwrap();
+                let diff = max_abs_diff(streamed.modulation, whole.modulation.clone());
+                let wdiff = max_weight_diff(&streamed.doc_weights, &whole.doc_weights);
+                assert!(
+                    diff < 1e-5 && wdiff < 1e-5,
+                    "N {n_docs}, chunk {chunk}, prior {with_prior}: modulation {diff}, weights {wdiff}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn hierarchical_streaming_matches_in_memory_hierarchical() {
     let device = device();
     let (n, d, k) = (2, 8, 3);
     let agg = aggregator(d);
-    let dir = tempfile::tempdir().unwrap();
-    let shape = BankShape {
-        n_tokens: n,
-        d_mod: d,
-        key_dim: k,
-    };
-    let mut bank = MemoryBank::create(dir.path(), shape, "test").unwrap();
-    let q0 = Tensor::<3>::random([1, n, d], Distribution::Normal(0.0, 1.0), &device);
-    let empty = agg.aggregate_bank(q0, &bank, None, 4).unwrap_err();
-    assert!(empty.to_string().contains("empty"), "{empty}");
-    let docs = Tensor::<4>::random([1, 9, n, d], Distribution::Normal(0.0, 1.0), &device);
+    let docs = Tensor::<3>::random([9, n, d], Distribution::Normal(0.0, 1.0), &device);
     let keys = Tensor::<2>::random([9, k], Distribution::Normal(0.0, 1.0), &device);
-    let values: Vec<f32> = docs.clone().try_to_vec_as::<f32>().unwrap();
-    let key_values: Vec<f32> = keys.clone().try_to_vec_as::<f32>().unwrap();
-    for (i, (m, key)) in values.chunks(n * d).zip(key_values.chunks(k)).enumerate() {
-        let text = format!("doc {i}");
-        bank.append(NewEntry {
-            source: "t",
-            text: &text,
-            modulation: m,
-            key,
-        })
-        .unwrap();
-    }
+    let memory = InMemory {
+        modulations: docs.clone(),
+        keys: Some(keys.clone()),
+    };
     let q = Tensor::<3>::random([1, n, d], Distribution::Normal(0.0, 1.0), &device);
-    let a = agg.aggregate_bank(q.clone(), &bank, None, 4).unwrap();
-    let b = agg.aggregate_hierarchical(q.clone(), docs.clone(), None, 4);
+    let per_question = docs.unsqueeze_dim::<4>(0);
+    let a = agg
+        .aggregate_hierarchical_streamed(q.clone(), &memory, None, 4)
+        .unwrap();
+    let b = agg.aggregate_hierarchical(q.clone(), per_question.clone(), None, 4);
     assert!(max_abs_diff(a.modulation, b.modulation) < 1e-5);
     assert_eq!(a.doc_weights[0].len(), 9);
-
     // With the similarity prior: the keys stream with the modulations.
     let prior = SimilarityPrior {
         question_keys: Tensor::<2>::random([1, k], Distribution::Normal(0.0, 1.0), &device),
         scale: 6.0,
     };
     let a = agg
-        .aggregate_bank(q.clone(), &bank, Some(&prior), 4)
+        .aggregate_hierarchical_streamed(q.clone(), &memory, Some(&prior), 4)
         .unwrap();
-    let b = agg.aggregate_hierarchical(q.clone(), docs, Some(prior.logits(keys)), 4);
+    let b = agg.aggregate_hierarchical(q, per_question, Some(prior.logits(keys)), 4);
     assert!(max_abs_diff(a.modulation, b.modulation) < 1e-5);
-    for (x, y) in a.doc_weights[0].iter().zip(&b.doc_weights[0]) {
-        assert!(
-            (x - y).abs() < 1e-5,
-            "{:?} vs {:?}",
-            a.doc_weights,
-            b.doc_weights
-        );
-    }
-    let wide = SimilarityPrior {
-        question_keys: Tensor::<2>::zeros([1, k + 1], &device),
+    assert!(max_weight_diff(&a.doc_weights, &b.doc_weights) < 1e-5);
+}
+
+#[test]
+fn streamed_aggregation_reports_what_the_memory_lacks() {
+    let device = device();
+    let (n, d, k) = (2, 8, 3);
+    let agg = aggregator(d);
+    let q = Tensor::<3>::random([1, n, d], Distribution::Normal(0.0, 1.0), &device);
+    let prior = |width: usize| SimilarityPrior {
+        question_keys: Tensor::<2>::ones([1, width], &device),
         scale: 1.0,
     };
-    let err = agg.aggregate_bank(q, &bank, Some(&wide), 4).unwrap_err();
+    let empty = InMemory {
+        modulations: Tensor::<3>::zeros([0, n, d], &device),
+        keys: None,
+    };
+    let err = agg
+        .aggregate_streamed(q.clone(), &empty, None, 4)
+        .unwrap_err();
+    assert_eq!(err, AggregationError::EmptyMemory);
+    assert!(err.to_string().contains("empty"), "{err}");
+    let docs = Tensor::<3>::random([5, n, d], Distribution::Normal(0.0, 1.0), &device);
+    let keyless = InMemory {
+        modulations: docs.clone(),
+        keys: None,
+    };
+    for chunk in [2, 8] {
+        let err = agg
+            .aggregate_streamed(q.clone(), &keyless, Some(&prior(k)), chunk)
+            .unwrap_err();
+        assert_eq!(err, AggregationError::MissingKeys);
+    }
+    let keyed = InMemory {
+        modulations: docs,
+        keys: Some(Tensor::<2>::ones([5, k], &device)),
+    };
+    let err = agg
+        .aggregate_streamed(q.clone(), &keyed, Some(&prior(k + 1)), 2)
+        .unwrap_err();
     assert!(err.to_string().contains("keys of 4 values"), "{err}");
+    let narrow = InMemory {
+        modulations: Tensor::<3>::zeros([5, n, d - 1], &device),
+        keys: None,
+    };
+    let err = agg.aggregate_streamed(q, &narrow, None, 2).unwrap_err();
+    assert!(matches!(err, AggregationError::Shape { .. }), "{err}");
 }
 
 #[test]

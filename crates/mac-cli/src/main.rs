@@ -128,10 +128,14 @@ enum Cmd {
         /// Evaluate only the first N documents.
         #[arg(long)]
         max_documents: Option<usize>,
-        /// Documents per aggregation chunk: a bank up to this size is
-        /// aggregated flat, as in training; a larger one hierarchically.
+        /// Documents read and attended at a time (memory grows with it;
+        /// exact aggregation answers the same for any chunk size).
         #[arg(long, default_value_t = 256)]
         chunk: usize,
+        /// Aggregate a bank larger than one chunk with the paper's
+        /// hierarchical approximation instead of exactly.
+        #[arg(long)]
+        hierarchical: bool,
         /// Skip the no-adaptation and oracle-context references.
         #[arg(long)]
         no_references: bool,
@@ -195,10 +199,14 @@ enum Cmd {
         /// How many attended documents to show.
         #[arg(long, default_value_t = 3)]
         top: usize,
-        /// Documents per aggregation chunk: a bank up to this size is
-        /// aggregated flat, as in training; a larger one hierarchically.
+        /// Documents read and attended at a time (memory grows with it;
+        /// exact aggregation answers the same for any chunk size).
         #[arg(long, default_value_t = 256)]
         chunk: usize,
+        /// Aggregate a bank larger than one chunk with the paper's
+        /// hierarchical approximation instead of exactly.
+        #[arg(long)]
+        hierarchical: bool,
         /// Scale of the question–document similarity prior added to the
         /// aggregator's attention (0 = off; default: 50 when the bank holds
         /// retrieval keys, off otherwise).
@@ -282,6 +290,7 @@ fn run(cli: Cli) -> Result<()> {
             io,
             max_documents,
             chunk,
+            hierarchical,
             no_references,
             retrieval_k,
             similarity_prior,
@@ -291,6 +300,7 @@ fn run(cli: Cli) -> Result<()> {
                 io,
                 max_documents,
                 chunk,
+                hierarchical,
                 references: !no_references,
                 retrieval_k,
                 similarity_prior,
@@ -324,6 +334,7 @@ fn run(cli: Cli) -> Result<()> {
             question,
             top,
             chunk,
+            hierarchical,
             similarity_prior,
             json,
         } => memory_cmds::ask(
@@ -333,6 +344,7 @@ fn run(cli: Cli) -> Result<()> {
             &memory_cmds::AskOptions {
                 top,
                 chunk,
+                hierarchical,
                 similarity_prior,
             },
             &device,

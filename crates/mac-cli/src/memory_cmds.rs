@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mac_memory::{AppendOutcome, BankShape, MemoryBank, NewEntry};
-use mac_model::{Checkpoint, MacRuntime};
+use mac_model::{BankReading, Checkpoint, MacRuntime};
 use serde::Serialize;
 
 use crate::{resolve_checkpoint, InputError};
@@ -251,8 +251,10 @@ pub struct Attended {
 pub struct AskOptions {
     /// Attended documents shown.
     pub top: usize,
-    /// Documents per hierarchical-aggregation chunk.
+    /// Documents read and attended at a time.
     pub chunk: usize,
+    /// The paper's hierarchical approximation instead of exact aggregation.
+    pub hierarchical: bool,
     /// Scale of the similarity prior (0 = off; `None` = the evaluation's
     /// default scale when the bank holds retrieval keys, off otherwise).
     pub similarity_prior: Option<f64>,
@@ -279,7 +281,15 @@ pub fn ask(
     };
     let t0 = Instant::now();
     let answer = rt
-        .answer_from_bank(&[question], &bank, opts.chunk, prior)
+        .answer_from_bank(
+            &[question],
+            &bank,
+            &BankReading {
+                chunk: opts.chunk,
+                hierarchical: opts.hierarchical,
+                prior_scale: prior,
+            },
+        )
         .map_err(|e| InputError(e.to_string()))?
         .remove(0);
     let ms = t0.elapsed().as_secs_f64() * 1000.0;

@@ -99,8 +99,8 @@ pub fn train(a: TrainArgs, device: &mac_device::Device) -> Result<()> {
     }
     std::fs::write(a.out.join("train-report.md"), md)?;
     println!(
-        "{} steps, {:.2} s/step; last validation: {}",
-        summary.steps,
+        "{}, {:.2} s/step; last validation: {}",
+        summary.completion(),
         summary.seconds_per_step,
         summary
             .last_validation
@@ -118,11 +118,15 @@ fn train_markdown(
 ) -> Result<String> {
     use std::fmt::Write;
     let mut s = String::new();
-    writeln!(s, "# Training run {}\n", run.display())?;
     writeln!(
         s,
-        "{} steps, {:.2} s/step, {:.1} min in this invocation.\n",
-        summary.steps,
+        "# Training run {}: {}\n",
+        run.display(),
+        summary.completion()
+    )?;
+    writeln!(
+        s,
+        "{:.2} s/step, {:.1} min in this invocation.\n",
         summary.seconds_per_step,
         summary.seconds / 60.0
     )?;
@@ -251,6 +255,7 @@ pub struct EvalArgs {
     pub io: EvalIo,
     pub max_documents: Option<usize>,
     pub chunk: usize,
+    pub hierarchical: bool,
     pub references: bool,
     pub retrieval_k: usize,
     pub similarity_prior: f64,
@@ -381,6 +386,7 @@ pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
     let rt = MacRuntime::from_checkpoint(&ckpt_dir, None, None, device)?;
     let opts = EvalOptions {
         chunk: a.chunk,
+        hierarchical: a.hierarchical,
         max_documents: a.max_documents,
         references: a.references,
         retrieval_k: (a.retrieval_k > 0).then_some(a.retrieval_k),

@@ -12,6 +12,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use mac_lm::attention::masked_attention;
+use mac_lm::linear::linear_layer;
 use mac_lm::weights::{SafetensorsSource, WeightSource};
 use mac_lm::{LmError, Result};
 
@@ -264,16 +265,19 @@ impl Bert {
         let mask = valid.bool_not().reshape([b, 1, 1, t]).expand([b, h, t, t]);
         for layer in &self.layers {
             let heads = |z: Tensor<3>| z.reshape([b, t, h, dh]).swap_dims(1, 2);
-            let q = heads(layer.query.forward(x.clone()));
-            let k = heads(layer.key.forward(x.clone()));
-            let v = heads(layer.value.forward(x.clone()));
+            let q = heads(linear_layer(&layer.query, x.clone()));
+            let k = heads(linear_layer(&layer.key, x.clone()));
+            let v = heads(linear_layer(&layer.value, x.clone()));
             let a = masked_attention(q, k, v, mask.clone())
                 .swap_dims(1, 2)
                 .reshape([b, t, h * dh]);
-            x = layer.attn_norm.forward(x + layer.attn_out.forward(a));
-            let ff = layer
-                .output
-                .forward(gelu(layer.intermediate.forward(x.clone())));
+            x = layer
+                .attn_norm
+                .forward(x + linear_layer(&layer.attn_out, a));
+            let ff = linear_layer(
+                &layer.output,
+                gelu(linear_layer(&layer.intermediate, x.clone())),
+            );
             x = layer.out_norm.forward(x + ff);
         }
         x

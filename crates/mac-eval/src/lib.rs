@@ -3,7 +3,7 @@
 //! Tack et al. (2024), §4: stream the test documents into a fresh memory
 //! bank on disk (one encoder pass each, no gradient step anywhere), then
 //! answer every test question greedily with the aggregated prefix
-//! (hierarchical, streamed from the bank in chunks). In the same run, the
+//! (exact streamed aggregation over the bank on disk, read in chunks). In the same run, the
 //! lower and upper references: **no adaptation** (the base LM alone) and
 //! **oracle context** (the gold document in the prompt). Knowledge
 //! **retention**: F1 on the questions of the first documents as the bank

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mac_data::{exact_match, f1_score, prefix_exact_match, Dataset, QaPair};
 use mac_memory::{BankShape, MemoryBank, NewEntry};
 use mac_model::prompt::{oracle_prompt, question_prompt};
-use mac_model::{MacRuntime, MAX_ANSWER_TOKENS};
+use mac_model::{BankReading, MacRuntime, MAX_ANSWER_TOKENS};
 use mac_retrieval::Bm25Index;
 use serde::{Deserialize, Serialize};
 
@@ -25,9 +25,13 @@ pub const DEFAULT_PRIOR_SCALE: f64 = 50.0;
 /// Knobs of an evaluation run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalOptions {
-    /// Documents per aggregation chunk `M`: a bank of at most `M` is
-    /// aggregated flat (as in training), a larger one hierarchically.
+    /// Documents read and attended at a time `M` (memory O(M)); a bank of
+    /// any size is aggregated exactly unless `hierarchical`.
     pub chunk: usize,
+    /// Aggregate banks larger than `chunk` with the paper's hierarchical
+    /// approximation instead of exactly.
+    #[serde(default)]
+    pub hierarchical: bool,
     /// Questions answered per generation batch.
     pub question_batch: usize,
     /// Documents encoded per ingest batch.
@@ -59,6 +63,7 @@ impl Default for EvalOptions {
     fn default() -> Self {
         Self {
             chunk: 256,
+            hierarchical: false,
             question_batch: 16,
             ingest_batch: 16,
             retention_points: vec![0.1, 0.25, 0.5, 1.0],
@@ -283,7 +288,12 @@ fn answers_with_weights(
     let mut out = Vec::with_capacity(questions.len());
     for chunk in questions.chunks(opts.question_batch.max(1)) {
         let qs: Vec<&str> = chunk.iter().map(|(_, q)| q.question.as_str()).collect();
-        out.extend(rt.answer_from_bank(&qs, bank, opts.chunk, prior)?);
+        let reading = BankReading {
+            chunk: opts.chunk,
+            hierarchical: opts.hierarchical,
+            prior_scale: prior,
+        };
+        out.extend(rt.answer_from_bank(&qs, bank, &reading)?);
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();

@@ -8,7 +8,7 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::gelu_approximate;
-use burn::tensor::module::{embedding, linear};
+use burn::tensor::module::embedding;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +16,7 @@ use crate::attention::attend;
 use crate::batch::PassContext;
 use crate::cache::KvCache;
 use crate::error::{LmError, Result};
+use crate::linear::frozen_linear;
 use crate::prefix::{KvLayout, PrefixKv};
 use crate::weights::ParamLoader;
 
@@ -83,7 +84,7 @@ pub struct Conv1D {
 
 impl Conv1D {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        linear(x, self.weight.val(), Some(self.bias.val()))
+        frozen_linear(x, &self.weight) + self.bias.val().unsqueeze::<3>()
     }
 }
 
@@ -263,7 +264,7 @@ impl Gpt2 {
 
     /// Projects hidden states to vocabulary logits.
     pub(crate) fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        linear(hidden, self.lm_head.val(), None)
+        frozen_linear(hidden, &self.lm_head)
     }
 
     /// Number of attention heads.

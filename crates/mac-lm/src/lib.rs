@@ -33,6 +33,7 @@ pub mod cache;
 pub mod error;
 pub mod gguf;
 pub mod gpt2;
+pub mod linear;
 pub mod llama;
 pub mod model;
 pub mod prefix;

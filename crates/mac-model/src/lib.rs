@@ -22,4 +22,6 @@ mod runtime;
 pub use checkpoint::{Checkpoint, CheckpointMeta, META_FILE, MODEL_FILE};
 pub use encoder::{AmortizationEncoder, EncodedText, LmChannelSpec, LmTokenChannel, LmTokens};
 pub use model::{MacConfig, MacModel, ModelError, ParamSummary};
-pub use runtime::{generate_answers, Amortized, Answer, MacRuntime, MAX_ANSWER_TOKENS};
+pub use runtime::{
+    generate_answers, Amortized, Answer, BankMemory, BankReading, MacRuntime, MAX_ANSWER_TOKENS,
+};

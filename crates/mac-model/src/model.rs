@@ -24,6 +24,9 @@ pub enum ModelError {
     /// The memory bank failed.
     #[error(transparent)]
     Bank(#[from] mac_memory::BankError),
+    /// A memory cannot be aggregated (empty, wrong shape, no keys).
+    #[error(transparent)]
+    Aggregation(#[from] mac_aggregation::AggregationError),
     /// A checkpoint is missing, unreadable or does not fit.
     #[error("{path}: {reason}")]
     Checkpoint {

@@ -4,10 +4,11 @@
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use mac_aggregation::SimilarityPrior;
+use mac_aggregation::{ChunkedMemory, MemoryChunk, SimilarityPrior};
 use mac_encoder::{Bert, EncoderBackbone, EncoderTokenizer, Trainable};
 use mac_lm::{GenerateOptions, LoadedLm, PrefixKv};
 use mac_memory::MemoryBank;
+use serde::{Deserialize, Serialize};
 
 use crate::prompt::{prompt_ids, question_prompt};
 use crate::{Checkpoint, EncodedText, MacConfig, MacModel, ModelError};
@@ -51,6 +52,61 @@ pub struct Amortized {
     pub keys: Vec<Vec<f32>>,
     /// Per document: tokens cut off at the encoder's length limit.
     pub truncated: Vec<usize>,
+}
+
+/// How the aggregator reads a memory bank.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BankReading {
+    /// Documents read and attended at a time (memory O(chunk)); exact
+    /// aggregation gives the same answer for any chunk size.
+    pub chunk: usize,
+    /// The paper's hierarchical approximation (each chunk aggregated into
+    /// one modulation, then those) instead of exact streamed aggregation.
+    pub hierarchical: bool,
+    /// Scale of the question–document similarity prior (`None` = off).
+    pub prior_scale: Option<f64>,
+}
+
+impl Default for BankReading {
+    fn default() -> Self {
+        Self {
+            chunk: 256,
+            hierarchical: false,
+            prior_scale: None,
+        }
+    }
+}
+
+/// A bank on disk as the aggregator's [`ChunkedMemory`]: each read decodes
+/// the entries' modulations and retrieval keys onto `device`.
+pub struct BankMemory<'a> {
+    /// The bank.
+    pub bank: &'a MemoryBank,
+    /// Where the decoded tensors go.
+    pub device: &'a Device,
+}
+
+impl ChunkedMemory for BankMemory<'_> {
+    type Error = ModelError;
+    fn n_documents(&self) -> usize {
+        self.bank.len()
+    }
+    fn read(&self, start: usize, len: usize) -> Result<MemoryChunk, ModelError> {
+        let shape = self.bank.shape();
+        let chunk = self.bank.modulations(start, len)?;
+        let len = chunk.ids.len();
+        let modulations = Tensor::from_data(
+            TensorData::new(chunk.data, [len, shape.n_tokens, shape.d_mod]),
+            self.device,
+        );
+        let keys = (shape.key_dim > 0).then(|| {
+            Tensor::from_data(
+                TensorData::new(chunk.keys, [len, shape.key_dim]),
+                self.device,
+            )
+        });
+        Ok(MemoryChunk { modulations, keys })
+    }
 }
 
 /// Decoding limits for answers (reference: at most 16 new tokens).
@@ -217,29 +273,41 @@ impl MacRuntime {
         self.answer_with(questions, agg)
     }
 
-    /// Answers questions from a memory bank on disk, streamed in chunks of
-    /// `chunk` documents (memory O(chunk), not O(N)). With `prior_scale`,
-    /// the aggregator adds the [`SimilarityPrior`] of that scale (the bank
-    /// must hold retrieval keys).
+    /// Answers questions from a memory bank on disk, read `reading.chunk`
+    /// documents at a time (memory O(chunk), not O(N)): exact streamed
+    /// aggregation, or the paper's hierarchical approximation. With a prior
+    /// scale, the aggregator adds the [`SimilarityPrior`] of that scale (the
+    /// bank must hold retrieval keys).
     pub fn answer_from_bank(
         &self,
         questions: &[&str],
         bank: &MemoryBank,
-        chunk: usize,
-        prior_scale: Option<f64>,
+        reading: &BankReading,
     ) -> Result<Vec<Answer>, ModelError> {
         let q = self.encode_questions(questions)?;
-        let prior = match prior_scale {
+        let prior = match reading.prior_scale {
             Some(scale) => Some(SimilarityPrior {
                 question_keys: self.keys(&self.question_tokenizer, questions)?,
                 scale,
             }),
             None => None,
         };
-        let agg = self
-            .model
-            .aggregator
-            .aggregate_bank(q, bank, prior.as_ref(), chunk)?;
+        let memory = BankMemory {
+            bank,
+            device: &self.device,
+        };
+        let aggregator = &self.model.aggregator;
+        let agg = if reading.hierarchical {
+            aggregator.aggregate_hierarchical_streamed(q, &memory, prior.as_ref(), reading.chunk)
+        } else {
+            aggregator.aggregate_streamed(q, &memory, prior.as_ref(), reading.chunk)
+        }
+        .map_err(|e| match e {
+            ModelError::Aggregation(e) => {
+                ModelError::Input(format!("{}: {e}", bank.dir().display()))
+            }
+            other => other,
+        })?;
         self.answer_with(questions, agg)
     }
 

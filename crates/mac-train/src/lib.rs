@@ -14,9 +14,12 @@
 //! the same batches as an uninterrupted one.
 
 mod config;
+mod profile;
 mod trainer;
 
 pub use config::{DataSource, Schedule, TrainConfig};
+pub use profile::{part, StepPart, StepProfile};
 pub use trainer::{
-    load_splits, BatchLosses, Splits, StepStats, TrainBatch, TrainSummary, Trainer, ValidationStats,
+    load_splits, BatchLosses, CutShort, Splits, StepStats, TrainBatch, TrainSummary, Trainer,
+    ValidationStats,
 };

@@ -23,6 +23,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{DataSource, TrainConfig};
+use crate::profile::{part, PartTimer};
 
 /// The three splits a run uses.
 #[derive(Debug, Clone)]
@@ -171,6 +172,12 @@ impl std::fmt::Display for ValidationStats {
 pub struct TrainSummary {
     /// Steps completed.
     pub steps: usize,
+    /// Steps the configuration plans.
+    #[serde(default)]
+    pub planned_steps: usize,
+    /// Why the run stopped before the planned steps (`None`: it did not).
+    #[serde(default)]
+    pub cut_short: Option<CutShort>,
     /// Wall-clock seconds of this invocation.
     pub seconds: f64,
     /// Mean seconds per step.
@@ -180,6 +187,40 @@ pub struct TrainSummary {
     /// Lowest validation loss of the trained objective
     /// ([`ValidationStats::objective`]) and its step (the `best` checkpoint).
     pub best_loss: Option<(f64, usize)>,
+}
+
+/// Why a run stopped before its planned steps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "by")]
+pub enum CutShort {
+    /// The configuration's time budget (`max_minutes`) ran out.
+    TimeBudget {
+        /// The budget in minutes.
+        minutes: f64,
+    },
+    /// The invocation was asked to stop after some steps (`--stop-after`);
+    /// the run can be resumed.
+    StopAfter {
+        /// Steps this invocation was allowed.
+        steps: usize,
+    },
+}
+
+impl TrainSummary {
+    /// One line that says whether the run trained all its planned steps,
+    /// and if not, why not.
+    pub fn completion(&self) -> String {
+        let (done, planned) = (self.steps, self.planned_steps);
+        match self.cut_short {
+            None => format!("{done} of {planned} planned steps"),
+            Some(CutShort::TimeBudget { minutes }) => format!(
+                "CUT SHORT by the {minutes}-minute time budget: {done} of {planned} planned steps"
+            ),
+            Some(CutShort::StopAfter { steps }) => format!(
+                "stopped after {steps} steps of this invocation (--stop-after): {done} of {planned} planned steps; resume to continue"
+            ),
+        }
+    }
 }
 
 /// Progress persisted beside each checkpoint.
@@ -422,6 +463,43 @@ impl Trainer {
     /// The losses of one micro-batch: the answer NLL of the frozen LM and,
     /// when configured, the auxiliary answer-token loss.
     pub fn batch_losses(&self, step: usize, micro: usize) -> Result<BatchLosses> {
+        self.batch_losses_timed(step, micro, &mut PartTimer::off())
+    }
+
+    /// The device gradients are recorded on.
+    pub(crate) fn autodiff_device(&self) -> Device {
+        self.ad.clone()
+    }
+
+    /// The texts of the documents of `step`'s first micro-batch.
+    pub(crate) fn document_texts(&self, step: usize) -> Vec<String> {
+        let train = &self.splits.train.documents;
+        self.batch(step, 0)
+            .documents
+            .iter()
+            .map(|&d| train[d].text.clone())
+            .collect()
+    }
+
+    /// The teacher-forced answer batch of every question of `step`'s first micro-batch.
+    pub(crate) fn step_answer_batch(&self, step: usize) -> Result<AnswerBatch> {
+        let batch = self.batch(step, 0);
+        let train = &self.splits.train.documents;
+        let qas: Vec<&QaPair> = batch
+            .questions
+            .iter()
+            .map(|&(pos, qi)| &train[batch.documents[pos]].qas[qi])
+            .collect();
+        self.answer_batch(&qas)
+    }
+
+    /// [`Self::batch_losses`] with each part's time recorded in `timer`.
+    fn batch_losses_timed(
+        &self,
+        step: usize,
+        micro: usize,
+        timer: &mut PartTimer,
+    ) -> Result<BatchLosses> {
         let batch = self.batch(step, micro);
         let train = &self.splits.train.documents;
         // Bank rows: the documents that keep gradients first, then the rest.
@@ -441,27 +519,30 @@ impl Trainer {
             .map(text)
             .collect();
         let mut parts = vec![
-            self.model
-                .amortizer
-                .encode_texts(
-                    &self.document_tokenizer,
-                    &texts_kept,
-                    Some(&self.lm),
-                    &self.ad,
-                )?
+            timer
+                .time(part::DOCUMENT_ENCODER, || {
+                    self.model.amortizer.encode_texts(
+                        &self.document_tokenizer,
+                        &texts_kept,
+                        Some(&self.lm),
+                        &self.ad,
+                    )
+                })?
                 .tokens,
         ];
         if !texts_dropped.is_empty() {
             // Backprop dropout: these documents are encoded without a graph
             // and still serve as distractors in the bank.
             let frozen = self.model.amortizer.valid();
-            let t = frozen
-                .encode_texts(
-                    &self.document_tokenizer,
-                    &texts_dropped,
-                    Some(&self.lm),
-                    &self.device,
-                )?
+            let t = timer
+                .time(part::DOCUMENT_ENCODER, || {
+                    frozen.encode_texts(
+                        &self.document_tokenizer,
+                        &texts_dropped,
+                        Some(&self.lm),
+                        &self.device,
+                    )
+                })?
                 .tokens;
             let dims = t.dims();
             let data: Vec<f32> = t
@@ -478,10 +559,15 @@ impl Trainer {
             .map(|&(pos, qi)| &train[batch.documents[pos]].qas[qi])
             .collect();
         let questions: Vec<&str> = qas.iter().map(|q| q.question.as_str()).collect();
-        let q_tokens = self
-            .model
-            .question_encoder
-            .encode_texts(&self.question_tokenizer, &questions, None, &self.ad)?
+        let q_tokens = timer
+            .time(part::QUESTION_ENCODER, || {
+                self.model.question_encoder.encode_texts(
+                    &self.question_tokenizer,
+                    &questions,
+                    None,
+                    &self.ad,
+                )
+            })?
             .tokens;
         let gold: Vec<usize> = batch
             .questions
@@ -505,23 +591,29 @@ impl Trainer {
                 shared(&bank, idx.len())
             };
             let group_qas: Vec<&QaPair> = idx.iter().map(|&i| qas[i]).collect();
-            let (prefix, agg) = self.model.prefix_from_memory(
-                &self.lm.model,
-                q_tokens.clone().select(0, index_tensor(&idx, &self.ad)),
-                memory,
-            )?;
+            let (prefix, agg) = timer.time(part::AGGREGATION, || {
+                self.model.prefix_from_memory(
+                    &self.lm.model,
+                    q_tokens.clone().select(0, index_tensor(&idx, &self.ad)),
+                    memory,
+                )
+            })?;
             let ab = self.answer_batch(&group_qas)?;
-            let answer_nll =
+            let answer_nll = timer.time(part::LM_FORWARD, || {
                 self.lm
                     .model
-                    .weighted_nll(&ab.batch, &ab.targets, &ab.weights, Some(&prefix))?;
-            let retrieval = (self.config.retrieval_loss_weight > 0.0 && !alone && b > 1)
-                .then(|| retrieval_loss(&agg.token_weights, &group_gold, n, b, &self.ad));
-            let answer_tokens = if self.config.answer_token_loss_weight > 0.0 {
-                self.answer_token_loss(agg.modulation, &group_qas)?
-            } else {
-                None
-            };
+                    .weighted_nll(&ab.batch, &ab.targets, &ab.weights, Some(&prefix))
+            })?;
+            let (retrieval, answer_tokens) = timer.time(part::AUX_LOSSES, || {
+                let retrieval = (self.config.retrieval_loss_weight > 0.0 && !alone && b > 1)
+                    .then(|| retrieval_loss(&agg.token_weights, &group_gold, n, b, &self.ad));
+                let answer_tokens = if self.config.answer_token_loss_weight > 0.0 {
+                    self.answer_token_loss(agg.modulation, &group_qas)
+                } else {
+                    Ok(None)
+                };
+                answer_tokens.map(|a| (retrieval, a))
+            })?;
             parts.push((
                 idx.len() as f64,
                 BatchLosses {
@@ -600,13 +692,18 @@ impl Trainer {
 
     /// One optimizer step (all micro-batches); advances the step counter.
     pub fn train_step(&mut self) -> Result<StepStats> {
+        self.train_step_timed(&mut PartTimer::off())
+    }
+
+    /// [`Self::train_step`] with each part's time recorded in `timer`.
+    pub(crate) fn train_step_timed(&mut self, timer: &mut PartTimer) -> Result<StepStats> {
         let t0 = Instant::now();
         let step = self.state.step;
         let mut acc = GradientsAccumulator::new();
         let (mut total, mut total_aux, mut total_retrieval) = (0.0, None::<f64>, None::<f64>);
         let micro = self.config.grad_accumulation;
         for u in 0..micro {
-            let losses = self.batch_losses(step, u)?;
+            let losses = self.batch_losses_timed(step, u, timer)?;
             let nll = losses.answer_nll / micro as f64;
             total += nll.clone().into_scalar::<f64>();
             let mut loss = nll;
@@ -629,11 +726,15 @@ impl Trainer {
                     loss = loss + aux * weight;
                 }
             }
-            let grads = loss.backward();
-            acc.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
+            let grads = timer.time(part::BACKWARD, || {
+                GradientsParams::from_grads(loss.backward(), &self.model)
+            });
+            timer.time(part::OPTIMIZER, || acc.accumulate(&self.model, grads));
         }
         let lr = self.config.lr_at(step);
-        self.model = self.optim.step(lr, self.model.clone(), acc.grads());
+        self.model = timer.time(part::OPTIMIZER, || {
+            self.optim.step(lr, self.model.clone(), acc.grads())
+        });
         self.state.step += 1;
         Ok(StepStats {
             step: self.state.step,
@@ -853,20 +954,22 @@ impl Trainer {
         let start_step = self.state.step;
         let mut last_validation = None;
         let mut ema: Option<f64> = None;
+        let mut cut_short = None;
         while self.state.step < total {
-            if stop_after.is_some_and(|k| self.state.step - start_step >= k) {
+            if let Some(k) = stop_after.filter(|&k| self.state.step - start_step >= k) {
+                cut_short = Some(CutShort::StopAfter { steps: k });
                 break;
             }
-            if self
+            if let Some(m) = self
                 .config
                 .max_minutes
-                .is_some_and(|m| t0.elapsed().as_secs_f64() > m * 60.0)
+                .filter(|&m| t0.elapsed().as_secs_f64() > m * 60.0)
             {
                 bar.println(format!(
-                    "time budget of {} min reached at step {}",
-                    self.config.max_minutes.unwrap_or_default(),
+                    "time budget of {m} min reached at step {} of {total}",
                     self.state.step
                 ));
+                cut_short = Some(CutShort::TimeBudget { minutes: m });
                 break;
             }
             let s = self.train_step()?;
@@ -903,6 +1006,8 @@ impl Trainer {
         let seconds = t0.elapsed().as_secs_f64();
         Ok(TrainSummary {
             steps: self.state.step,
+            planned_steps: total,
+            cut_short,
             seconds,
             seconds_per_step: seconds / done.max(1) as f64,
             last_validation,

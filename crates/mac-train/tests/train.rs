@@ -2,7 +2,7 @@
 //! loss on a fixed batch drops, and a resumed run continues exactly.
 
 use mac_data::FactStreamConfig;
-use mac_train::{DataSource, TrainConfig, Trainer};
+use mac_train::{CutShort, DataSource, TrainConfig, Trainer};
 
 fn device() -> burn::tensor::Device {
     mac_device::select("flex").unwrap()
@@ -48,6 +48,34 @@ fn smoke_training_lowers_the_loss_on_a_fixed_batch() {
         "the first step sees the fixed batch"
     );
     assert!(after < 0.6 * before, "loss {before:.3} -> {after:.3}");
+}
+
+#[test]
+fn a_run_cut_short_by_its_time_budget_says_so() {
+    if !models_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = TrainConfig::preset("tiny").unwrap();
+    cfg.steps = 4;
+    cfg.max_minutes = Some(0.0);
+    let mut t = Trainer::new(cfg, dir.path(), &device()).unwrap();
+    let s = t.run(false, None).unwrap();
+    assert_eq!((s.steps, s.planned_steps), (0, 4));
+    assert_eq!(s.cut_short, Some(CutShort::TimeBudget { minutes: 0.0 }));
+    assert!(
+        s.completion().starts_with("CUT SHORT") && s.completion().contains("0 of 4"),
+        "{}",
+        s.completion()
+    );
+    // Resumed without a budget, it finishes and says so.
+    let mut t = Trainer::resume(dir.path(), &device()).unwrap();
+    t.config.max_minutes = None;
+    let s = t.run(false, Some(1)).unwrap();
+    assert_eq!(s.cut_short, Some(CutShort::StopAfter { steps: 1 }));
+    let s = t.run(false, None).unwrap();
+    assert_eq!((s.steps, s.cut_short), (4, None));
+    assert_eq!(s.completion(), "4 of 4 planned steps");
 }
 
 #[test]
