@@ -354,6 +354,26 @@ impl Aggregator {
         })
     }
 
+    /// A memory of at most `limit` documents read at once and aggregated
+    /// flat (both streamed forms reduce to this); `None` for a larger one.
+    fn aggregate_whole<M: ChunkedMemory>(
+        &self,
+        question: &Tensor<3>,
+        reader: &ChunkReader<'_, M>,
+        limit: usize,
+    ) -> Result<Option<Aggregation>, M::Error> {
+        let n_docs = reader.memory.n_documents();
+        if n_docs > limit {
+            return Ok(None);
+        }
+        let (memory, prior) = reader.read_documents(0, n_docs)?;
+        Ok(Some(self.aggregate_with_prior(
+            question.clone(),
+            memory,
+            prior,
+        )))
+    }
+
     /// Hierarchical aggregation (the paper's approximation for large banks)
     /// over a memory read chunk by chunk: chunks of at most `m` documents are
     /// aggregated into one modulation each, conditioned on the question, and
@@ -370,9 +390,8 @@ impl Aggregator {
         let m = m.max(2);
         let n_docs = memory.n_documents();
         let reader = ChunkReader::new(memory, &question, prior)?;
-        if n_docs <= m {
-            let (mem, prior) = reader.read_documents(0, n_docs)?;
-            return Ok(self.aggregate_with_prior(question, mem, prior));
+        if let Some(whole) = self.aggregate_whole(&question, &reader, m)? {
+            return Ok(whole);
         }
         let chunks = (0..n_docs)
             .step_by(m)
@@ -398,9 +417,8 @@ impl Aggregator {
         let chunk = chunk.max(1);
         let n_docs = memory.n_documents();
         let reader = ChunkReader::new(memory, &question, prior)?;
-        if n_docs <= chunk {
-            let (mem, prior) = reader.read_documents(0, n_docs)?;
-            return Ok(self.aggregate_with_prior(question, mem, prior));
+        if let Some(whole) = self.aggregate_whole(&question, &reader, chunk)? {
+            return Ok(whole);
         }
         let b = question.dims()[0];
         let n = reader.n_tokens;

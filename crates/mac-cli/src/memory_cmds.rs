@@ -273,7 +273,7 @@ pub fn ask(
         return Err(InputError("the question is empty".into()).into());
     }
     let ckpt_dir = resolve_checkpoint(checkpoint)?;
-    let bank = MemoryBank::open(bank_dir).map_err(|e| InputError(e.to_string()))?;
+    let bank = MemoryBank::open_read_only(bank_dir).map_err(|e| InputError(e.to_string()))?;
     let rt = MacRuntime::from_checkpoint(&ckpt_dir, None, None, device)?;
     let prior = match opts.similarity_prior {
         Some(scale) => (scale > 0.0).then_some(scale),
@@ -335,7 +335,7 @@ pub fn ask(
 
 /// `mac bank info`.
 pub fn info(bank_dir: &Path, json: bool) -> Result<()> {
-    let bank = MemoryBank::open(bank_dir).map_err(|e| InputError(e.to_string()))?;
+    let bank = MemoryBank::open_read_only(bank_dir).map_err(|e| InputError(e.to_string()))?;
     let shape = bank.shape();
     let v = serde_json::json!({
         "bank": bank_dir.display().to_string(),
@@ -362,7 +362,7 @@ pub fn info(bank_dir: &Path, json: bool) -> Result<()> {
 
 /// `mac bank verify`: every record's checksum; exit code 3 on corruption.
 pub fn verify(bank_dir: &Path, json: bool) -> Result<()> {
-    let bank = MemoryBank::open(bank_dir).map_err(|e| InputError(e.to_string()))?;
+    let bank = MemoryBank::open_read_only(bank_dir).map_err(|e| InputError(e.to_string()))?;
     let r = bank.verify().map_err(|e| InputError(e.to_string()))?;
     if json {
         println!(

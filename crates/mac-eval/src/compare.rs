@@ -269,7 +269,7 @@ pub fn compare(
     }
     let batch = opts.eval.question_batch;
     let mut preds: Vec<Prediction> = Vec::new();
-    let bank = MemoryBank::open(&base.bank)?;
+    let bank = MemoryBank::open_read_only(&base.bank)?;
 
     // --- Retrieval: the index grows with the stream; retention at each point.
     let mut index = Bm25Index::new()?;

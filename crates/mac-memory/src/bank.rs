@@ -142,14 +142,25 @@ pub struct VerifyReport {
     pub bytes: u64,
 }
 
-/// A memory bank directory, opened by one writer.
+/// A memory bank directory, opened by its one writer ([`MemoryBank::open`],
+/// holding the bank's lock) or by a reader ([`MemoryBank::open_read_only`],
+/// which takes no lock, never writes, and sees the entries committed when it
+/// opened).
 pub struct MemoryBank {
     dir: PathBuf,
     manifest: Manifest,
     entries: Vec<EntryMeta>,
     by_hash: HashMap<[u8; 32], u64>,
     files: Vec<File>,
-    _lock: File,
+    /// The held LOCK file of the writer; `None` for a reader.
+    writer_lock: Option<File>,
+}
+
+/// A manifest write that failed, and whether the new manifest had already
+/// replaced the old one (then the disk holds the commit, and so must memory).
+enum ManifestWrite {
+    NotReplaced(BankError),
+    ReplacedNotSynced(BankError),
 }
 
 impl std::fmt::Debug for MemoryBank {
@@ -179,6 +190,65 @@ fn segment_name(i: usize) -> String {
     format!("seg-{i:06}.bin")
 }
 
+impl Manifest {
+    /// Everything a manifest says, checked before any file it names is
+    /// touched: the format, a shape whose records fit the format, and
+    /// segments named as the bank names them (so no name can lead outside
+    /// the bank's directory).
+    fn validate(&self, path: &Path) -> Result<()> {
+        let corrupt = |reason: String| BankError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if self.format != FORMAT_NAME {
+            return Err(corrupt(format!(
+                "format is `{}`, not `{FORMAT_NAME}`",
+                self.format
+            )));
+        }
+        if self.version > FORMAT_VERSION {
+            return Err(BankError::Version {
+                path: path.to_path_buf(),
+                found: self.version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let shape = self.shape;
+        let numel = shape.n_tokens.checked_mul(shape.d_mod);
+        if shape.n_tokens == 0
+            || shape.d_mod == 0
+            || numel
+                .and_then(|n| record::body_len(0, 0, n, shape.key_dim))
+                .is_none()
+        {
+            return Err(corrupt(format!(
+                "shape {shape:?} is empty or makes records over the format's 4 GiB limit"
+            )));
+        }
+        if self.segments.is_empty() {
+            return Err(corrupt("lists no segment (a bank always has one)".into()));
+        }
+        let mut total = 0u64;
+        for (i, seg) in self.segments.iter().enumerate() {
+            if seg.file != segment_name(i) {
+                return Err(corrupt(format!(
+                    "segment {i} is named `{}`; the bank names it `{}`",
+                    seg.file,
+                    segment_name(i)
+                )));
+            }
+            total = total.saturating_add(seg.entries);
+        }
+        if total > self.next_id {
+            return Err(corrupt(format!(
+                "{total} entries but the next id is {}",
+                self.next_id
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl MemoryBank {
     /// Creates an empty bank in `dir` (created if needed; must not hold a bank).
     pub fn create(dir: impl AsRef<Path>, shape: BankShape, producer: &str) -> Result<Self> {
@@ -189,10 +259,11 @@ impl MemoryBank {
             )));
         }
         fs::create_dir_all(&dir).map_err(io(&dir, "create directory"))?;
+        // The lock first: a second creator waits for nothing and truncates nothing.
+        let lock = Self::lock(&dir)?;
         if dir.join(MANIFEST).exists() {
             return Err(BankError::AlreadyExists { path: dir });
         }
-        let lock = Self::lock(&dir)?;
         let manifest = Manifest {
             format: FORMAT_NAME.into(),
             version: FORMAT_VERSION,
@@ -207,7 +278,7 @@ impl MemoryBank {
             entries: Vec::new(),
             by_hash: HashMap::new(),
             files: Vec::new(),
-            _lock: lock,
+            writer_lock: Some(lock),
         };
         // The first segment, and the first manifest commit.
         bank.start_segment()?;
@@ -250,41 +321,52 @@ impl MemoryBank {
         }
     }
 
-    /// Opens a bank: reads the manifest, scans record headers up to the
-    /// committed lengths, and drops any uncommitted tail.
+    /// Opens a bank as its one writer: takes the lock, reads and checks the
+    /// manifest, scans record headers up to the committed lengths, and drops
+    /// any uncommitted tail.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
-        let dir = dir.as_ref().to_path_buf();
+        Self::open_as(dir.as_ref(), true)
+    }
+
+    /// Opens a bank to read it beside a writer (or none): no lock, nothing
+    /// written or truncated, the files opened read-only; it sees every entry
+    /// committed before it opened. Appending through it is an error.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_as(dir.as_ref(), false)
+    }
+
+    /// Whether this handle may append (it holds the writer's lock).
+    pub fn is_writer(&self) -> bool {
+        self.writer_lock.is_some()
+    }
+
+    fn open_as(dir: &Path, writer: bool) -> Result<Self> {
+        let dir = dir.to_path_buf();
         let manifest_path = dir.join(MANIFEST);
         if !manifest_path.exists() {
             return Err(BankError::NotABank { path: dir });
         }
-        let lock = Self::lock(&dir)?;
+        let lock = if writer {
+            Some(Self::lock(&dir)?)
+        } else {
+            None
+        };
         let text = fs::read_to_string(&manifest_path).map_err(io(&manifest_path, "read"))?;
         let manifest: Manifest = serde_json::from_str(&text).map_err(|e| BankError::Corrupt {
             path: manifest_path.clone(),
             reason: format!("not a valid manifest: {e}"),
         })?;
-        if manifest.format != FORMAT_NAME {
-            return Err(BankError::Corrupt {
-                path: manifest_path,
-                reason: format!("format is `{}`, not `{FORMAT_NAME}`", manifest.format),
-            });
-        }
-        if manifest.version > FORMAT_VERSION {
-            return Err(BankError::Version {
-                path: manifest_path,
-                found: manifest.version,
-                supported: FORMAT_VERSION,
-            });
-        }
-        let mut entries = Vec::new();
+        manifest.validate(&manifest_path)?;
+        let mut entries: Vec<EntryMeta> = Vec::new();
         let mut by_hash = HashMap::new();
         let mut files = Vec::new();
         for (si, seg) in manifest.segments.iter().enumerate() {
+            // Checked by `validate`: the bank's own name for segment `si`,
+            // never a path that leaves the directory.
             let path = dir.join(&seg.file);
             let file = OpenOptions::new()
                 .read(true)
-                .write(true)
+                .write(writer)
                 .open(&path)
                 .map_err(io(&path, "open segment"))?;
             let len = file.metadata().map_err(io(&path, "stat segment"))?.len();
@@ -297,8 +379,9 @@ impl MemoryBank {
                     ),
                 });
             }
-            if len > seg.committed_bytes {
-                // An append that never returned: drop it.
+            if len > seg.committed_bytes && writer {
+                // An append that never returned: drop it. (A reader leaves
+                // it to the writer: it may be an append in progress.)
                 file.set_len(seg.committed_bytes)
                     .map_err(io(&path, "truncate uncommitted tail"))?;
                 file.sync_all().map_err(io(&path, "fsync segment"))?;
@@ -334,6 +417,13 @@ impl MemoryBank {
                 if offset + rec_len > seg.committed_bytes {
                     return Err(corrupt("runs past the committed length".into()));
                 }
+                let previous = entries.last().map(|e| e.id);
+                if previous.is_some_and(|p| h.id <= p) || h.id >= manifest.next_id {
+                    return Err(corrupt(format!(
+                        "entry id {} out of order (after {previous:?}; next id {})",
+                        h.id, manifest.next_id
+                    )));
+                }
                 by_hash.insert(h.hash, h.id);
                 entries.push(EntryMeta {
                     id: h.id,
@@ -360,20 +450,36 @@ impl MemoryBank {
             entries,
             by_hash,
             files,
-            _lock: lock,
+            writer_lock: lock,
         })
     }
 
-    fn write_manifest(&mut self) -> Result<()> {
+    /// Writes the manifest to a temporary file, fsyncs it, renames it over
+    /// MANIFEST and fsyncs the directory; says whether a failure came before
+    /// or after the rename.
+    fn commit_manifest(&self) -> std::result::Result<(), ManifestWrite> {
+        let not_replaced = ManifestWrite::NotReplaced;
         let tmp = self.dir.join(MANIFEST_TMP);
         let json = serde_json::to_vec_pretty(&self.manifest).expect("manifest serialises");
-        let mut f = File::create(&tmp).map_err(io(&tmp, "create"))?;
-        f.write_all(&json).map_err(io(&tmp, "write"))?;
-        f.sync_all().map_err(io(&tmp, "fsync"))?;
+        let mut f = File::create(&tmp).map_err(|e| not_replaced(io(&tmp, "create")(e)))?;
+        f.write_all(&json)
+            .map_err(|e| not_replaced(io(&tmp, "write")(e)))?;
+        f.sync_all()
+            .map_err(|e| not_replaced(io(&tmp, "fsync")(e)))?;
         drop(f);
         let dst = self.dir.join(MANIFEST);
-        fs::rename(&tmp, &dst).map_err(io(&dst, "rename manifest"))?;
-        sync_dir(&self.dir)
+        fs::rename(&tmp, &dst).map_err(|e| not_replaced(io(&dst, "rename manifest")(e)))?;
+        sync_dir(&self.dir).map_err(ManifestWrite::ReplacedNotSynced)
+    }
+
+    fn writable(&self) -> Result<()> {
+        match self.writer_lock {
+            Some(_) => Ok(()),
+            None => Err(BankError::Invalid(format!(
+                "{}: the bank was opened read-only",
+                self.dir.display()
+            ))),
+        }
     }
 
     /// Directory of the bank.
@@ -449,8 +555,12 @@ impl MemoryBank {
                 e.source
             )));
         }
-        if e.text.len() > u32::MAX as usize || e.source.len() > u32::MAX as usize {
-            return Err(BankError::Invalid("document larger than 4 GiB".into()));
+        let shape = self.shape();
+        if record::body_len(e.source.len(), e.text.len(), shape.numel(), shape.key_dim).is_none() {
+            return Err(BankError::Invalid(format!(
+                "document from `{}` makes a record over the format's 4 GiB limit",
+                e.source
+            )));
         }
         Ok(())
     }
@@ -463,6 +573,7 @@ impl MemoryBank {
     /// Appends several entries with one fsync and one manifest commit. All are
     /// validated first: on a validation error nothing is written.
     pub fn append_batch(&mut self, batch: &[NewEntry<'_>]) -> Result<Vec<AppendOutcome>> {
+        self.writable()?;
         for e in batch {
             self.check(e)?;
         }
@@ -475,6 +586,8 @@ impl MemoryBank {
         }
         let si = self.manifest.segments.len() - 1;
         let base = self.active().committed_bytes;
+        // Ids are taken from here and reach the manifest only with the commit.
+        let mut next_id = self.manifest.next_id;
         for e in batch {
             let hash = record::content_hash(e.text);
             if let Some(&id) = self.by_hash.get(&hash).or_else(|| pending.get(&hash)) {
@@ -483,7 +596,7 @@ impl MemoryBank {
             }
             let shape = self.shape();
             let h = Header {
-                id: self.manifest.next_id,
+                id: next_id,
                 time_ms: now_ms(),
                 hash,
                 n: shape.n_tokens as u32,
@@ -503,7 +616,7 @@ impl MemoryBank {
             bytes.extend_from_slice(&rec);
             pending.insert(hash, h.id);
             outcomes.push(AppendOutcome::Stored(h.id));
-            self.manifest.next_id += 1;
+            next_id += 1;
         }
         if new_meta.is_empty() {
             return Ok(outcomes);
@@ -513,26 +626,36 @@ impl MemoryBank {
         file.write_all_at(&bytes, base)
             .map_err(io(&path, "append record"))?;
         file.sync_data().map_err(io(&path, "fsync segment"))?;
+        let before = self.manifest.clone();
         let seg = &mut self.manifest.segments[si];
         seg.committed_bytes += bytes.len() as u64;
         seg.entries += new_meta.len() as u64;
-        if let Err(e) = self.write_manifest() {
-            // Not committed: forget it in memory too (the tail is dropped on reopen).
-            let seg = &mut self.manifest.segments[si];
-            seg.committed_bytes -= bytes.len() as u64;
-            seg.entries -= new_meta.len() as u64;
-            self.manifest.next_id -= new_meta.len() as u64;
-            return Err(e);
-        }
+        self.manifest.next_id = next_id;
+        let outcome = match self.commit_manifest() {
+            Ok(()) => Ok(outcomes),
+            Err(ManifestWrite::NotReplaced(e)) => {
+                // Not committed: memory forgets it as the disk does (the
+                // tail is dropped on the next writer's open).
+                self.manifest = before;
+                return Err(e);
+            }
+            // The new manifest is in place: the entries are committed as far
+            // as the disk says, so memory keeps them; the caller learns that
+            // they may not survive a power loss.
+            Err(ManifestWrite::ReplacedNotSynced(e)) => Err(e),
+        };
         for m in new_meta {
             self.by_hash.insert(m.hash, m.id);
             self.entries.push(m);
         }
-        Ok(outcomes)
+        outcome
     }
 
     fn active(&self) -> &SegmentInfo {
-        self.manifest.segments.last().expect("a bank has a segment")
+        self.manifest
+            .segments
+            .last()
+            .expect("a validated manifest has a segment")
     }
 
     fn start_segment(&mut self) -> Result<()> {
@@ -552,7 +675,16 @@ impl MemoryBank {
             committed_bytes: 0,
             entries: 0,
         });
-        self.write_manifest()
+        match self.commit_manifest() {
+            Ok(()) => Ok(()),
+            Err(ManifestWrite::NotReplaced(e)) => {
+                // The disk still lists the old segments: so does memory.
+                self.files.pop();
+                self.manifest.segments.pop();
+                Err(e)
+            }
+            Err(ManifestWrite::ReplacedNotSynced(e)) => Err(e),
+        }
     }
 
     fn read_body(&self, m: &EntryMeta) -> Result<Vec<u8>> {

@@ -62,6 +62,22 @@ impl Header {
     }
 }
 
+/// Body length of a record with these field sizes, if it fits the format's
+/// u32 length field (checked arithmetic: sizes come from files and inputs).
+pub(crate) fn body_len(
+    source_len: usize,
+    text_len: usize,
+    numel: usize,
+    key_dim: usize,
+) -> Option<u32> {
+    let floats = numel.checked_add(key_dim)?.checked_mul(4)?;
+    let total = FIXED_BODY
+        .checked_add(source_len)?
+        .checked_add(text_len)?
+        .checked_add(floats)?;
+    u32::try_from(total).ok()
+}
+
 /// Encodes one record (frame included).
 pub(crate) fn encode(
     h: &Header,
@@ -90,4 +106,20 @@ pub(crate) fn encode(
     let crc = crc32fast::hash(&out[body_start..]);
     out.extend_from_slice(&crc.to_le_bytes());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_lengths_are_checked_against_the_u32_frame() {
+        assert_eq!(body_len(3, 5, 2, 1), Some((FIXED_BODY + 8 + 12) as u32));
+        let limit = u32::MAX as usize;
+        assert_eq!(body_len(limit - FIXED_BODY, 0, 0, 0), Some(u32::MAX));
+        assert_eq!(body_len(limit - FIXED_BODY + 1, 0, 0, 0), None);
+        assert_eq!(body_len(0, 0, 1 << 30, 0), None, "4 GiB of floats");
+        assert_eq!(body_len(0, 0, usize::MAX, 1), None, "overflowing counts");
+        assert_eq!(body_len(usize::MAX, usize::MAX, 0, 0), None);
+    }
 }
