@@ -69,9 +69,12 @@ fn a_manifest_naming_a_file_outside_the_bank_touches_nothing() {
     }
 }
 
+/// A named edit of a manifest.
+type ManifestEdit = (&'static str, Box<dyn Fn(&mut Value)>);
+
 #[test]
 fn impossible_manifests_are_errors_not_panics() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let cases: Vec<ManifestEdit> = vec![
         (
             "no segment",
             Box::new(|v| v["segments"] = Value::Array(vec![])),
