@@ -34,11 +34,20 @@ fn smoke_training_lowers_the_loss_on_a_fixed_batch() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = fixed_batch_config();
-    cfg.steps = 15;
+    // Well inside the stable region on any CPU's kernels: a prefix that
+    // starts at zero (the LM starts as itself), a short warm-up and a
+    // learning rate a third of the tiny preset's. (With the preset's
+    // random prefix and 3e-3 the loss swung from 3.5 to 5.2 and back, and
+    // where it ended after 15 steps depended on the CPU.)
+    let steps = 20;
+    cfg.steps = steps;
+    cfg.learning_rate = 1e-3;
+    cfg.warmup_fraction = 0.1;
+    cfg.model.zero_init_prefix = true;
     let mut t = Trainer::new(cfg, dir.path(), &device()).unwrap();
     let before = t.batch_loss(0, 0).unwrap().into_scalar::<f64>();
     let mut losses = Vec::new();
-    for _ in 0..15 {
+    for _ in 0..steps {
         losses.push(t.train_step().unwrap().loss);
     }
     let after = t.batch_loss(0, 0).unwrap().into_scalar::<f64>();
@@ -47,7 +56,13 @@ fn smoke_training_lowers_the_loss_on_a_fixed_batch() {
         (losses[0] - before).abs() < 1e-3 * before.max(1.0),
         "the first step sees the fixed batch"
     );
-    assert!(after < 0.6 * before, "loss {before:.3} -> {after:.3}");
+    // Measured here: 3.345 -> 1.895, never above the first loss.
+    assert!(after < 0.75 * before, "loss {before:.3} -> {after:.3}");
+    let worst = losses.iter().copied().fold(f64::MIN, f64::max);
+    assert!(
+        worst < 1.1 * before,
+        "unstable: a step's loss reached {worst:.3} from {before:.3}"
+    );
 }
 
 #[test]
