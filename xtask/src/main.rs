@@ -87,6 +87,9 @@ enum Cmd {
         /// The run directory.
         #[arg(long, default_value = "runs/default")]
         out: PathBuf,
+        /// Start over in --out if it already holds a run (it is replaced).
+        #[arg(long)]
+        force: bool,
     },
     /// Fetch the models, then run the whole test suite (what CI runs).
     Test {
@@ -719,9 +722,14 @@ fn mac_on_checkpoint(
     mac(&args)
 }
 
-fn demo(preset: &str, out: &Path) -> Result<()> {
+fn demo(preset: &str, out: &Path, force: bool) -> Result<()> {
     let t0 = std::time::Instant::now();
-    train(preset, out, &[])?;
+    let extra = if force {
+        vec!["--force".to_string()]
+    } else {
+        vec![]
+    };
+    train(preset, out, &extra)?;
     eval(out, None, &[])?;
     println!(
         "done in {:.1} min: {}/train-report.md, {}/eval/report.md",
@@ -748,7 +756,7 @@ fn main() -> Result<()> {
             out,
             args,
         } => mac_on_checkpoint("compare", &checkpoint, out, &args),
-        Cmd::Demo { preset, out } => demo(&preset, &out),
+        Cmd::Demo { preset, out, force } => demo(&preset, &out, force),
         Cmd::Test { args } => test(&args),
     }
 }

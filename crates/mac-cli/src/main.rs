@@ -17,6 +17,7 @@
 //! Exit codes: 0 success; 1 failure while running; 2 bad command line;
 //! 3 bad input (missing or corrupt bank, checkpoint or data file).
 
+mod display;
 mod memory_cmds;
 mod plots;
 mod run_cmds;
@@ -111,6 +112,10 @@ enum Cmd {
         /// Continue the run in --out from its last checkpoint.
         #[arg(long)]
         resume: bool,
+        /// Start a new run in --out even if it holds one (its configuration,
+        /// metrics and checkpoints are replaced).
+        #[arg(long, conflicts_with = "resume")]
+        force: bool,
         /// Override the number of steps.
         #[arg(long)]
         steps: Option<usize>,
@@ -270,6 +275,7 @@ fn run(cli: Cli) -> Result<()> {
             config,
             out,
             resume,
+            force,
             steps,
             max_minutes,
             stop_after,
@@ -279,6 +285,7 @@ fn run(cli: Cli) -> Result<()> {
                 config,
                 out,
                 resume,
+                force,
                 steps,
                 max_minutes,
                 stop_after,

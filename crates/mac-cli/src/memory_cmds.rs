@@ -9,6 +9,7 @@ use mac_memory::{AppendOutcome, BankShape, MemoryBank, NewEntry};
 use mac_model::{BankReading, Checkpoint, MacRuntime};
 use serde::Serialize;
 
+use crate::display::terminal_safe;
 use crate::{resolve_checkpoint, InputError};
 
 /// A document read from the inputs.
@@ -222,12 +223,17 @@ pub fn ingest(
             summary.stored, summary.duplicates, secs, summary.docs_per_second, summary.bank_entries
         );
         for s in &summary.skipped {
-            println!("skipped {}: {}", s.source, s.reason);
+            println!(
+                "skipped {}: {}",
+                terminal_safe(&s.source),
+                terminal_safe(&s.reason)
+            );
         }
         for t in &summary.truncated {
             println!(
-                "warning: truncated at the encoder's {} tokens: {t}",
-                rt.config.max_document_tokens
+                "warning: truncated at the encoder's {} tokens: {}",
+                rt.config.max_document_tokens,
+                terminal_safe(t)
             );
         }
     }
@@ -318,15 +324,15 @@ pub fn ask(
             }))?
         );
     } else {
-        println!("{}", answer.text);
+        println!("{}", terminal_safe(&answer.text));
         println!("\ndocuments attended ({} in the bank):", bank.len());
         for a in &attended {
             println!(
                 "  {:5.1}%  #{} {}  {}",
                 100.0 * a.weight,
                 a.id,
-                a.source,
-                a.snippet.replace('\n', " ")
+                terminal_safe(&a.source),
+                terminal_safe(&a.snippet)
             );
         }
     }
@@ -355,7 +361,7 @@ pub fn info(bank_dir: &Path, json: bool) -> Result<()> {
             shape.n_tokens, shape.d_mod
         );
         println!("size      {} bytes", bank.size_bytes());
-        println!("producer  {}", bank.producer());
+        println!("producer  {}", terminal_safe(bank.producer()));
     }
     Ok(())
 }

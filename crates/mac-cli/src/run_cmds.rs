@@ -16,6 +16,7 @@ pub struct TrainArgs {
     pub config: Option<PathBuf>,
     pub out: PathBuf,
     pub resume: bool,
+    pub force: bool,
     pub steps: Option<usize>,
     pub max_minutes: Option<f64>,
     pub stop_after: Option<usize>,
@@ -45,6 +46,21 @@ pub fn train(a: TrainArgs, device: &mac_device::Device) -> Result<()> {
         Trainer::resume(&a.out, device)
             .with_context(|| format!("resuming the run in {}", a.out.display()))?
     } else {
+        if !a.force {
+            if let Some(found) = ["config.json", "metrics.jsonl", "checkpoints"]
+                .iter()
+                .map(|f| a.out.join(f))
+                .find(|p| p.exists())
+            {
+                return Err(InputError(format!(
+                    "{} already holds a training run ({} exists): pass --resume to continue it \
+                     or --force to start over in it",
+                    a.out.display(),
+                    found.display()
+                ))
+                .into());
+            }
+        }
         let mut cfg = match &a.config {
             Some(p) => TrainConfig::from_file(p).map_err(|e| InputError(e.to_string()))?,
             None => TrainConfig::preset(&a.preset).map_err(InputError)?,

@@ -95,3 +95,35 @@ fn generate_with_the_real_model_says_paris() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with(" Paris"), "{text:?}");
 }
+
+#[test]
+fn train_refuses_to_overwrite_a_run_without_resume_or_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, "{\"kept\": true}").unwrap();
+    let out = mac()
+        .args(["train", "--preset", "tiny", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "bad input");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already holds a training run") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        "{\"kept\": true}"
+    );
+    let both = mac()
+        .args(["train", "--resume", "--force", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        both.status.code(),
+        Some(2),
+        "--resume with --force is a usage error"
+    );
+}

@@ -238,6 +238,26 @@ pub(crate) fn score(
     (em / n, f1 / n, pem / n)
 }
 
+/// The producer an evaluation writes into its bank, and into its control bank.
+const EVAL_BANK: &str = "mac-eval";
+const CONTROL_BANK: &str = "mac-eval control";
+
+/// Removes `dir` when it holds a bank an evaluation made (its producer is
+/// `producer`), so a rerun starts fresh; anything else there is an error
+/// and is left as it is.
+fn clear_eval_bank(dir: &Path, producer: &str) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let ours = MemoryBank::open_read_only(dir).is_ok_and(|b| b.producer() == producer);
+    anyhow::ensure!(
+        ours,
+        "{} exists and is not a bank an evaluation made: remove it or choose another --out",
+        dir.display()
+    );
+    std::fs::remove_dir_all(dir).with_context(|| format!("{}: cannot clear", dir.display()))
+}
+
 fn answer_from_bank(
     rt: &MacRuntime,
     bank: &MemoryBank,
@@ -415,16 +435,13 @@ pub fn evaluate(
     checkpoints.dedup_by_key(|c| c.1);
 
     let bank_dir = out_dir.join("bank");
-    if bank_dir.exists() {
-        std::fs::remove_dir_all(&bank_dir)
-            .with_context(|| format!("{}: cannot clear", bank_dir.display()))?;
-    }
+    clear_eval_bank(&bank_dir, EVAL_BANK)?;
     let shape = BankShape {
         n_tokens: rt.config.n_tokens,
         d_mod: rt.config.d_mod,
         key_dim: rt.key_dim(),
     };
-    let mut bank = MemoryBank::create(&bank_dir, shape, "mac-eval")?;
+    let mut bank = MemoryBank::create(&bank_dir, shape, EVAL_BANK)?;
     let mut preds = Vec::new();
     let mut methods = BTreeMap::new();
     let mut retention = Vec::new();
@@ -506,11 +523,8 @@ pub fn evaluate(
 
     if let Some(control) = control.filter(|c| !c.documents.is_empty()) {
         let dir = out_dir.join("bank-unrelated");
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .with_context(|| format!("{}: cannot clear", dir.display()))?;
-        }
-        let mut other = MemoryBank::create(&dir, shape, "mac-eval control")?;
+        clear_eval_bank(&dir, CONTROL_BANK)?;
+        let mut other = MemoryBank::create(&dir, shape, CONTROL_BANK)?;
         let docs_c = &control.documents[..n_docs.min(control.documents.len())];
         for chunk in docs_c.chunks(opts.ingest_batch.max(1)) {
             ingest(rt, &mut other, chunk)?;
@@ -558,4 +572,40 @@ pub fn evaluate(
         predictions: pred_path,
         options: opts.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_bank_an_evaluation_made_is_cleared() {
+        let root = tempfile::tempdir().unwrap();
+        let shape = BankShape {
+            n_tokens: 1,
+            d_mod: 2,
+            key_dim: 0,
+        };
+        // A user's directory: refused, kept.
+        let user = root.path().join("bank");
+        std::fs::create_dir(&user).unwrap();
+        std::fs::write(user.join("notes.txt"), "mine").unwrap();
+        let err = clear_eval_bank(&user, EVAL_BANK).unwrap_err();
+        assert!(
+            err.to_string().contains("not a bank an evaluation made"),
+            "{err}"
+        );
+        assert!(user.join("notes.txt").is_file());
+        // A bank someone else made: refused, kept.
+        let other = root.path().join("other");
+        drop(MemoryBank::create(&other, shape, "my ingest").unwrap());
+        assert!(clear_eval_bank(&other, EVAL_BANK).is_err());
+        assert!(other.join("MANIFEST").is_file());
+        // The evaluation's own bank: cleared; a missing one is fine.
+        let ours = root.path().join("ours");
+        drop(MemoryBank::create(&ours, shape, EVAL_BANK).unwrap());
+        clear_eval_bank(&ours, EVAL_BANK).unwrap();
+        assert!(!ours.exists());
+        clear_eval_bank(&ours, EVAL_BANK).unwrap();
+    }
 }
