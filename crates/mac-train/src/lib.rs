@@ -20,6 +20,6 @@ mod trainer;
 pub use config::{DataSource, Schedule, TrainConfig};
 pub use profile::{part, StepPart, StepProfile};
 pub use trainer::{
-    load_splits, BatchLosses, CutShort, Splits, StepStats, TrainBatch, TrainSummary, Trainer,
-    ValidationStats,
+    load_splits, resumable_checkpoint, BatchLosses, CutShort, Splits, StepStats, TrainBatch,
+    TrainSummary, Trainer, ValidationStats,
 };

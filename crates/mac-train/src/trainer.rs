@@ -256,6 +256,45 @@ pub struct Trainer {
     state: TrainerState,
 }
 
+/// The checkpoint a resumed run continues from: `checkpoints/last`, or,
+/// when a save was interrupted between its two renames, the complete
+/// previous one it had moved aside (`last.old`); never a `.partial` one.
+pub fn resumable_checkpoint(run_dir: &Path) -> Result<PathBuf> {
+    let checkpoints = run_dir.join("checkpoints");
+    ["last", "last.old"]
+        .iter()
+        .map(|name| checkpoints.join(name))
+        .find(|dir| dir.join(mac_model::META_FILE).is_file())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: no complete checkpoint to resume from (checkpoints/last)",
+                run_dir.display()
+            )
+        })
+}
+
+/// fsyncs every file of a directory, then the directory.
+fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in
+        std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?
+    {
+        let path = entry?.path();
+        if path.is_file() {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("{}: cannot fsync", path.display()))?;
+        }
+    }
+    sync_dir(dir)
+}
+
+/// fsyncs a directory, so the names in it survive a power loss.
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("{}: cannot fsync the directory", dir.display()))
+}
+
 fn resolve_lm(cfg: &TrainConfig) -> PathBuf {
     cfg.lm.clone().unwrap_or_else(mac_assets::default_lm_path)
 }
@@ -340,7 +379,7 @@ impl Trainer {
     /// optimizer state and step).
     pub fn resume(run_dir: &Path, device: &Device) -> Result<Self> {
         let config = TrainConfig::from_file(&run_dir.join("config.json"))?;
-        let last = run_dir.join("checkpoints").join("last");
+        let last = resumable_checkpoint(run_dir)?;
         Self::build(config, run_dir, device, Some(&last))
     }
 
@@ -890,13 +929,17 @@ impl Trainer {
             tmp.join("trainer.json"),
             serde_json::to_string(&self.state)?,
         )?;
-        // Swap the finished directory into place.
-        let old = self.run_dir.join("checkpoints").join(format!("{name}.old"));
+        sync_tree(&tmp)?;
+        // Swap the finished directory into place. Between the two renames
+        // only `NAME.old` exists: `resumable_checkpoint` falls back to it.
+        let checkpoints = self.run_dir.join("checkpoints");
+        let old = checkpoints.join(format!("{name}.old"));
         let _ = std::fs::remove_dir_all(&old);
         if dir.exists() {
             std::fs::rename(&dir, &old)?;
         }
         std::fs::rename(&tmp, &dir)?;
+        sync_dir(&checkpoints)?;
         let _ = std::fs::remove_dir_all(&old);
         Ok(dir)
     }

@@ -94,6 +94,36 @@ fn a_run_cut_short_by_its_time_budget_says_so() {
 }
 
 #[test]
+fn a_save_interrupted_between_its_renames_still_resumes() {
+    if !models_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = TrainConfig::preset("tiny").unwrap();
+    cfg.steps = 4;
+    let mut t = Trainer::new(cfg, dir.path(), &device()).unwrap();
+    t.run(false, Some(2)).unwrap();
+    let next = t.train_step().unwrap().loss;
+    // The crash window of a save: `last` moved aside, the new one not yet in place.
+    let checkpoints = dir.path().join("checkpoints");
+    std::fs::rename(checkpoints.join("last"), checkpoints.join("last.old")).unwrap();
+    std::fs::create_dir(checkpoints.join("last.partial")).unwrap();
+    let resumed = mac_train::resumable_checkpoint(dir.path()).unwrap();
+    assert!(resumed.ends_with("last.old"), "{}", resumed.display());
+    let mut r = Trainer::resume(dir.path(), &device()).unwrap();
+    assert_eq!(r.step(), 2);
+    let again = r.train_step().unwrap().loss;
+    assert!(
+        (next - again).abs() <= 1e-5 * next.abs().max(1.0),
+        "{next} vs {again}"
+    );
+    // Nothing complete at all: a clear error, not a panic.
+    std::fs::remove_dir_all(checkpoints.join("last.old")).unwrap();
+    let err = Trainer::resume(dir.path(), &device()).err().unwrap();
+    assert!(err.to_string().contains("no complete checkpoint"), "{err}");
+}
+
+#[test]
 fn resume_gives_the_same_next_loss_as_an_uninterrupted_run() {
     if !models_present() {
         return;
