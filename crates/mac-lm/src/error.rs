@@ -77,6 +77,25 @@ pub enum LmError {
     Input(String),
 }
 
+/// Most decoder layers a configuration may declare (the largest public
+/// models have a few hundred); a file claiming more is refused before
+/// anything is allocated for them.
+pub const MAX_LAYERS: usize = 1024;
+
+/// Checks a model configuration's numbers before anything is built from
+/// them: each `(key, ok, reason)` that is not `ok` becomes a
+/// [`LmError::Config`] naming `path` and `key`.
+pub(crate) fn check_config(path: &std::path::Path, checks: &[(&str, bool, &str)]) -> Result<()> {
+    match checks.iter().find(|(_, ok, _)| !ok) {
+        None => Ok(()),
+        Some((key, _, reason)) => Err(LmError::Config {
+            path: path.to_path_buf(),
+            key: (*key).to_string(),
+            reason: (*reason).to_string(),
+        }),
+    }
+}
+
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, LmError>;
 

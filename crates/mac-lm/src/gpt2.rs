@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::attention::attend;
 use crate::batch::PassContext;
 use crate::cache::KvCache;
-use crate::error::{LmError, Result};
+use crate::error::{check_config, LmError, Result, MAX_LAYERS};
 use crate::linear::frozen_linear;
 use crate::prefix::{KvLayout, PrefixKv};
 use crate::weights::ParamLoader;
@@ -88,6 +88,38 @@ impl Conv1D {
     }
 }
 
+impl Gpt2Config {
+    /// Every number the model is built from, checked: an error names the
+    /// file and the field, before anything is allocated.
+    pub fn validate(&self, path: &std::path::Path) -> Result<()> {
+        let c = self;
+        check_config(
+            path,
+            &[
+                ("vocab_size", c.vocab_size > 0, "must be positive"),
+                ("n_embd", c.n_embd > 0, "must be positive"),
+                (
+                    "n_layer",
+                    (1..=MAX_LAYERS).contains(&c.n_layer),
+                    "must be between 1 and 1024",
+                ),
+                (
+                    "n_head",
+                    c.n_head > 0 && c.n_embd.is_multiple_of(c.n_head.max(1)),
+                    "must be positive and divide n_embd",
+                ),
+                ("n_positions", c.n_positions >= 2, "must be at least 2"),
+                ("n_inner", c.n_inner != Some(0), "must be positive"),
+                (
+                    "layer_norm_epsilon",
+                    c.layer_norm_epsilon.is_finite() && c.layer_norm_epsilon >= 0.0,
+                    "must be a finite non-negative number",
+                ),
+            ],
+        )
+    }
+}
+
 /// One GPT-2 block.
 #[derive(Module, Debug)]
 pub struct Gpt2Block {
@@ -125,6 +157,7 @@ pub struct Gpt2 {
 impl Gpt2 {
     /// Builds the model from checkpoint tensors named as in Hugging Face.
     pub fn load(config: Gpt2Config, w: &ParamLoader<'_>) -> Result<Self> {
+        config.validate(w.source().path())?;
         if config.activation_function != "gelu_new"
             && config.activation_function != "gelu_pytorch_tanh"
         {

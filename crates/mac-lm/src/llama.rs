@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::attention::attend;
 use crate::batch::PassContext;
 use crate::cache::KvCache;
-use crate::error::Result;
+use crate::error::{check_config, Result, MAX_LAYERS};
 use crate::linear::frozen_linear;
 use crate::prefix::{KvLayout, PrefixKv};
 use crate::weights::ParamLoader;
@@ -88,7 +88,61 @@ impl LlamaConfig {
     /// Size of one attention head.
     pub fn head_size(&self) -> usize {
         self.head_dim
-            .unwrap_or(self.hidden_size / self.num_attention_heads)
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    /// Every number the model is built from, checked: an error names the
+    /// file and the field, before anything is allocated.
+    pub fn validate(&self, path: &std::path::Path) -> Result<()> {
+        let (h, hkv) = (self.num_attention_heads, self.kv_heads());
+        check_config(
+            path,
+            &[
+                ("vocab_size", self.vocab_size > 0, "must be positive"),
+                ("hidden_size", self.hidden_size > 0, "must be positive"),
+                (
+                    "intermediate_size",
+                    self.intermediate_size > 0,
+                    "must be positive",
+                ),
+                (
+                    "num_hidden_layers",
+                    (1..=MAX_LAYERS).contains(&self.num_hidden_layers),
+                    "must be between 1 and 1024",
+                ),
+                ("num_attention_heads", h > 0, "must be positive"),
+                (
+                    "num_key_value_heads",
+                    hkv > 0 && h.is_multiple_of(hkv),
+                    "must be positive and divide the attention heads",
+                ),
+                (
+                    "head_dim",
+                    self.head_dim.is_some() || self.hidden_size.is_multiple_of(h.max(1)),
+                    "absent, and hidden_size is not a multiple of the attention heads",
+                ),
+                (
+                    "head_dim",
+                    self.head_size() > 0 && self.head_size().is_multiple_of(2),
+                    "must be positive and even (rotary halves)",
+                ),
+                (
+                    "max_position_embeddings",
+                    self.max_position_embeddings >= 2,
+                    "must be at least 2",
+                ),
+                (
+                    "rms_norm_eps",
+                    self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0,
+                    "must be a finite non-negative number",
+                ),
+                (
+                    "rope_theta",
+                    self.theta().is_finite() && self.theta() > 0.0,
+                    "must be a finite positive number",
+                ),
+            ],
+        )
     }
 }
 
@@ -215,6 +269,7 @@ pub struct Llama {
 impl Llama {
     /// Builds the model from checkpoint tensors named as in Hugging Face.
     pub fn load(config: LlamaConfig, w: &ParamLoader<'_>) -> Result<Self> {
+        config.validate(w.source().path())?;
         if let Some(kind) = config
             .rope_parameters
             .as_ref()

@@ -303,14 +303,16 @@ impl BaseLm {
         let source = SafetensorsSource::open(dir)?;
         let loader = ParamLoader::new(&source, device);
         let model = match model_type.as_str() {
-            "llama" | "mistral" => BaseLm::Llama(Llama::load(
-                config_from_json::<LlamaConfig>(&config_path, json.clone())?,
-                &loader,
-            )?),
-            "gpt2" => BaseLm::Gpt2(Gpt2::load(
-                config_from_json::<Gpt2Config>(&config_path, json.clone())?,
-                &loader,
-            )?),
+            "llama" | "mistral" => {
+                let config = config_from_json::<LlamaConfig>(&config_path, json.clone())?;
+                config.validate(&config_path)?;
+                BaseLm::Llama(Llama::load(config, &loader)?)
+            }
+            "gpt2" => {
+                let config = config_from_json::<Gpt2Config>(&config_path, json.clone())?;
+                config.validate(&config_path)?;
+                BaseLm::Gpt2(Gpt2::load(config, &loader)?)
+            }
             other => {
                 return Err(LmError::Config {
                     path: config_path,

@@ -163,3 +163,33 @@ fn over_long_input_is_an_error_not_a_panic() {
         .unwrap_err();
     assert!(err.to_string().contains("empty prompt"));
 }
+
+#[test]
+fn impossible_config_numbers_are_named_before_anything_is_built() {
+    let cases: [(&str, &str, serde_json::Value); 7] = [
+        ("tiny-llama", "num_attention_heads", 0.into()),
+        ("tiny-llama", "num_key_value_heads", 3.into()),
+        ("tiny-llama", "num_hidden_layers", (1u64 << 40).into()),
+        ("tiny-llama", "max_position_embeddings", 1.into()),
+        ("tiny-llama", "vocab_size", 0.into()),
+        ("tiny-gpt2", "n_head", 0.into()),
+        ("tiny-gpt2", "n_layer", 0.into()),
+    ];
+    for (fixture, key, value) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let model_dir = dir.path().join("bad");
+        copy_dir(&fixtures().join(fixture), &model_dir);
+        let cfg_path = model_dir.join("config.json");
+        let mut cfg: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&cfg_path).unwrap()).unwrap();
+        cfg[key] = value;
+        fs::write(&cfg_path, cfg.to_string()).unwrap();
+        let err = BaseLm::load(&model_dir, &device()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, LmError::Config { key: ref k, .. } if k == key),
+            "{fixture} {key}: {msg}"
+        );
+        assert!(msg.contains("config.json"), "{msg}");
+    }
+}
