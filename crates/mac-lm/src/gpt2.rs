@@ -16,7 +16,7 @@ use crate::attention::attend;
 use crate::batch::PassContext;
 use crate::cache::KvCache;
 use crate::error::{check_config, LmError, Result, MAX_LAYERS};
-use crate::linear::frozen_linear;
+use crate::linear::linear;
 use crate::prefix::{KvLayout, PrefixKv};
 use crate::weights::ParamLoader;
 
@@ -84,7 +84,7 @@ pub struct Conv1D {
 
 impl Conv1D {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        frozen_linear(x, &self.weight) + self.bias.val().unsqueeze::<3>()
+        linear(x, self.weight.val(), Some(self.bias.val()))
     }
 }
 
@@ -297,7 +297,7 @@ impl Gpt2 {
 
     /// Projects hidden states to vocabulary logits.
     pub(crate) fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        frozen_linear(hidden, &self.lm_head)
+        linear(hidden, self.lm_head.val(), None)
     }
 
     /// Number of attention heads.

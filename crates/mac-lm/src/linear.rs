@@ -6,23 +6,11 @@
 //! products call the system's OpenBLAS `sgemm` instead, through a Burn
 //! backend extension with its own backward pass: `∂a = ∂y · bᵀ` and
 //! `∂b = aᵀ · ∂y`, each one more `sgemm`, and only for operands that need
-//! a gradient ([`frozen_linear`] never computes one for its weights). Every
-//! other device (and a build without `blas`) uses Burn's own matmul.
+//! a gradient (a frozen weight, such as the base LM's, gets none, and its
+//! input is not kept for one). Every other device (and a build without
+//! `blas`) uses Burn's own matmul.
 
-use burn::module::Param;
 use burn::tensor::Tensor;
-
-/// `x [B, T, K] · w [K, N]` → `[B, T, N]` for a weight of the LM: no
-/// gradient is computed for a frozen `w`; a weight that requires one (an
-/// unfrozen LM, as in the fine-tuning baselines) gets it through [`linear`].
-pub fn frozen_linear(x: Tensor<3>, w: &Param<Tensor<2>>) -> Tensor<3> {
-    if w.is_require_grad() {
-        return linear(x, w.val(), None);
-    }
-    let [b, t, k] = x.dims();
-    let n = w.dims()[1];
-    frozen_matmul(x.reshape([b * t, k]), w.val()).reshape([b, t, n])
-}
 
 /// `x [.., K] · w [K, N] + bias` → `[.., N]`, with gradients for every
 /// operand that requires one (Burn's `linear`, on BLAS where it can).
@@ -45,7 +33,7 @@ pub fn linear_layer<const D: usize>(layer: &burn::nn::Linear, x: Tensor<D>) -> T
     linear(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()))
 }
 
-/// `a [M, K] · b [K, N]` → `[M, N]`, with gradients for both operands.
+/// `a [M, K] · b [K, N]` → `[M, N]`, with a gradient for each operand that requires one.
 pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
     #[cfg(feature = "blas")]
     if blas::serves(&a) && blas::serves(&b) {
@@ -67,21 +55,12 @@ pub fn accelerated(device: &burn::tensor::Device) -> bool {
     }
 }
 
-/// `x [M, K] · w [K, N]` → `[M, N]` with `w` a constant.
-pub fn frozen_matmul(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
-    #[cfg(feature = "blas")]
-    if blas::serves(&x) && blas::serves(&w) {
-        return blas::frozen_matmul(x, w);
-    }
-    x.matmul(w)
-}
-
 #[cfg(feature = "blas")]
 mod blas {
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
     use burn::backend::autodiff::grads::Gradients;
-    use burn::backend::autodiff::ops::{binary, unary, Backward, Ops, OpsKind};
+    use burn::backend::autodiff::ops::{binary, Backward, Ops, OpsKind};
     use burn::backend::flex::{FlexTensor, Layout};
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{backend_extension, Autodiff, Backend, DispatchDevice, Flex};
@@ -100,14 +79,6 @@ mod blas {
         x.dtype() == DType::F32 && serves_device(&x.device())
     }
 
-    pub(super) fn frozen_matmul(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
-        let out = <burn::backend::Dispatch as BlasMatmul>::frozen_matmul(
-            x.into_dispatch(),
-            w.into_dispatch(),
-        );
-        Tensor::from_dispatch(out)
-    }
-
     pub(super) fn matmul(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
         let out = <burn::backend::Dispatch as BlasMatmul>::blas_matmul(
             a.into_dispatch(),
@@ -116,19 +87,14 @@ mod blas {
         Tensor::from_dispatch(out)
     }
 
-    /// Matrix products on BLAS as backend operations.
+    /// The matrix product on BLAS as a backend operation.
     #[backend_extension(Flex, Autodiff)]
     pub trait BlasMatmul: Backend {
-        /// `x [M, K] · w [K, N]`; `w` receives no gradient.
-        fn frozen_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
-        /// `a [M, K] · b [K, N]`, gradients for both.
+        /// `a [M, K] · b [K, N]`, a gradient for each operand that is tracked.
         fn blas_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
     }
 
     impl BlasMatmul for Flex {
-        fn frozen_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
-            sgemm(&x, &w)
-        }
         fn blas_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
             sgemm(&a, &b)
         }
@@ -140,8 +106,12 @@ mod blas {
             struct Product;
 
             impl<B: Backend + BlasMatmul> Backward<B, 2> for Product {
-                /// Both operands.
-                type State = (B::FloatTensorPrimitive, B::FloatTensorPrimitive);
+                /// What the gradients need: `a` when `b` is tracked, `b`
+                /// when `a` is (a frozen weight keeps no input alive).
+                type State = (
+                    Option<B::FloatTensorPrimitive>,
+                    Option<B::FloatTensorPrimitive>,
+                );
 
                 fn backward(
                     self,
@@ -150,16 +120,18 @@ mod blas {
                     _checkpointer: &mut Checkpointer,
                 ) {
                     let (a, b) = ops.state;
+                    let kept = "kept for the tracked operand";
                     binary::<B, _, _>(
                         ops.parents,
                         ops.node,
                         grads,
-                        |grad| B::blas_matmul(grad, B::float_transpose(b)),
-                        |grad| B::blas_matmul(B::float_transpose(a), grad),
+                        |grad| B::blas_matmul(grad, B::float_transpose(b.expect(kept))),
+                        |grad| B::blas_matmul(B::float_transpose(a.expect(kept)), grad),
                     );
                 }
             }
 
+            let (a_tracked, b_tracked) = (a.is_tracked(), b.is_tracked());
             let (a, a_node) = a.into_parts();
             let (b, b_node) = b.into_parts();
             match Product
@@ -169,41 +141,10 @@ mod blas {
             {
                 OpsKind::Tracked(prep) => {
                     let out = B::blas_matmul(a.clone(), b.clone());
-                    prep.finish((a, b), out)
+                    let state = (b_tracked.then_some(a), a_tracked.then_some(b));
+                    prep.finish(state, out)
                 }
                 OpsKind::UnTracked(prep) => prep.finish(B::blas_matmul(a, b)),
-            }
-        }
-
-        fn frozen_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
-            #[derive(Debug)]
-            struct Product;
-
-            impl<B: Backend + BlasMatmul> Backward<B, 1> for Product {
-                /// The constant `w`.
-                type State = B::FloatTensorPrimitive;
-
-                fn backward(
-                    self,
-                    ops: Ops<Self::State, 1>,
-                    grads: &mut Gradients,
-                    _checkpointer: &mut Checkpointer,
-                ) {
-                    let w = ops.state;
-                    unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-                        B::frozen_matmul(grad, B::float_transpose(w))
-                    });
-                }
-            }
-
-            let w = w.into_primitive();
-            let (x, node) = x.into_parts();
-            match Product.prepare::<C>([node]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => {
-                    let out = B::frozen_matmul(x, w.clone());
-                    prep.finish(w, out)
-                }
-                OpsKind::UnTracked(prep) => prep.finish(B::frozen_matmul(x, w)),
             }
         }
     }
@@ -293,7 +234,7 @@ mod blas {
         assert_eq!(
             w.layout().shape()[0],
             k,
-            "frozen_matmul: inner dimensions differ"
+            "blas_matmul: inner dimensions differ"
         );
         let mut out = FlexTensor::empty(Shape::from(vec![m, n]), DType::F32);
         if m == 0 || n == 0 {

@@ -15,7 +15,7 @@ use crate::attention::attend;
 use crate::batch::PassContext;
 use crate::cache::KvCache;
 use crate::error::{check_config, Result, MAX_LAYERS};
-use crate::linear::frozen_linear;
+use crate::linear::linear;
 use crate::prefix::{KvLayout, PrefixKv};
 use crate::weights::ParamLoader;
 
@@ -200,9 +200,9 @@ pub struct LlamaMlp {
 impl LlamaMlp {
     /// `down(silu(gate(x)) * up(x))` over normalised hidden states `[B, T, d]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(frozen_linear(x.clone(), &self.gate_proj));
-        let up = frozen_linear(x, &self.up_proj);
-        frozen_linear(gate * up, &self.down_proj)
+        let gate = silu(linear(x.clone(), self.gate_proj.val(), None));
+        let up = linear(x, self.up_proj.val(), None);
+        linear(gate * up, self.down_proj.val(), None)
     }
 }
 
@@ -231,9 +231,9 @@ impl LlamaLayer {
         let [b, t, _] = x.dims();
         let a = &self.self_attn;
         let hn = self.input_layernorm.forward(x);
-        let q = frozen_linear(hn.clone(), &a.q_proj);
-        let k = frozen_linear(hn.clone(), &a.k_proj);
-        let v = frozen_linear(hn, &a.v_proj);
+        let q = linear(hn.clone(), a.q_proj.val(), None);
+        let k = linear(hn.clone(), a.k_proj.val(), None);
+        let v = linear(hn, a.v_proj.val(), None);
         (
             rope(q.reshape([b, t, h, dh]).swap_dims(1, 2)),
             rope(k.reshape([b, t, hkv, dh]).swap_dims(1, 2)),
@@ -244,7 +244,7 @@ impl LlamaLayer {
     /// The rest of the layer after attention: output projection and the
     /// MLP, each added to the residual stream `x`.
     fn complete(&self, x: Tensor<3>, attn: Tensor<3>) -> Tensor<3> {
-        let x = x + frozen_linear(attn, &self.self_attn.o_proj);
+        let x = x + linear(attn, self.self_attn.o_proj.val(), None);
         x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
     }
 }
@@ -436,12 +436,12 @@ impl Llama {
             .map(|layer| {
                 let a = &layer.self_attn;
                 let hn = layer.input_layernorm.forward(hidden.clone());
-                let split = |w: &Param<Tensor<2>>| {
-                    frozen_linear(hn.clone(), w)
+                let split = |w: Tensor<2>| {
+                    linear(hn.clone(), w, None)
                         .reshape([b, p, hkv, dh])
                         .swap_dims(1, 2)
                 };
-                (split(&a.k_proj), split(&a.v_proj))
+                (split(a.k_proj.val()), split(a.v_proj.val()))
             })
             .collect();
         PrefixKv { layers }
@@ -486,7 +486,7 @@ impl Llama {
 
     /// Projects hidden states to vocabulary logits.
     pub(crate) fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        frozen_linear(hidden, &self.lm_head)
+        linear(hidden, self.lm_head.val(), None)
     }
 
     /// Number of attention (query) heads.

@@ -1,9 +1,9 @@
-//! Products with frozen weights (OpenBLAS on the CPU backend) against
-//! Burn's own matmul: values for row-major, transposed, sliced and
-//! broadcast operands, and the gradient with respect to the input.
+//! Matrix products and linear layers (OpenBLAS on the CPU backend) against
+//! Burn's own: values for row-major, transposed, sliced and broadcast
+//! operands, and gradients for exactly the operands that require them.
 
 use burn::tensor::{Device, Distribution, Tensor};
-use mac_lm::linear::{frozen_matmul, linear, matmul};
+use mac_lm::linear::{linear, matmul};
 
 fn device() -> Device {
     mac_device::select(&std::env::var("MAC_TEST_DEVICE").unwrap_or_else(|_| "flex".into())).unwrap()
@@ -14,7 +14,7 @@ fn max_abs_diff(a: Tensor<2>, b: Tensor<2>) -> f32 {
 }
 
 #[test]
-fn frozen_matmul_equals_matmul_for_every_layout() {
+fn matmul_equals_burns_for_every_layout() {
     let device = device();
     if cfg!(feature = "blas") && device == mac_device::select("flex").unwrap() {
         assert!(
@@ -52,13 +52,12 @@ fn frozen_matmul_equals_matmul_for_every_layout() {
     ];
     for (name, x, w) in cases {
         let want = x.clone().matmul(w.clone());
-        for got in [frozen_matmul(x.clone(), w.clone()), matmul(x, w)] {
-            assert_eq!(got.dims(), want.dims(), "{name}");
-            let diff = max_abs_diff(got, want.clone());
-            assert!(diff < 1e-4, "{name}: {diff}");
-        }
+        let got = matmul(x, w);
+        assert_eq!(got.dims(), want.dims(), "{name}");
+        let diff = max_abs_diff(got, want);
+        assert!(diff < 1e-4, "{name}: {diff}");
     }
-    let empty = frozen_matmul(
+    let empty = matmul(
         Tensor::<2>::zeros([3, 0], &device),
         Tensor::zeros([0, 4], &device),
     );
@@ -67,13 +66,17 @@ fn frozen_matmul_equals_matmul_for_every_layout() {
 }
 
 #[test]
-fn frozen_matmul_gradient_reaches_the_input_only() {
+fn a_constant_weight_gives_the_input_its_gradient_and_gets_none() {
     let device = device().autodiff();
     let x = Tensor::<2>::random([9, 7], Distribution::Normal(0.0, 1.0), &device).require_grad();
     let w = Tensor::<2>::random([7, 5], Distribution::Normal(0.0, 1.0), &device);
     let target = Tensor::<2>::random([9, 5], Distribution::Normal(0.0, 1.0), &device);
     let loss = |y: Tensor<2>| (y - target.clone()).powi_scalar(2).sum();
-    let grads = loss(frozen_matmul(x.clone(), w.clone())).backward();
+    let grads = loss(matmul(x.clone(), w.clone())).backward();
+    assert!(
+        w.grad(&grads).is_none(),
+        "a constant weight gets no gradient"
+    );
     let g_frozen = x.grad(&grads).unwrap();
     let grads = loss(x.clone().matmul(w.clone())).backward();
     let g_burn = x.grad(&grads).unwrap();
@@ -116,20 +119,23 @@ fn linear_gradients_match_burns_for_input_weight_and_bias() {
 }
 
 #[test]
-fn frozen_linear_trains_a_weight_that_requires_a_gradient() {
+fn an_lm_weight_trains_only_when_unfrozen() {
     use burn::module::Param;
     let device = device().autodiff();
-    let x = Tensor::<3>::random([2, 3, 6], Distribution::Normal(0.0, 1.0), &device);
+    let x = Tensor::<3>::random([2, 3, 6], Distribution::Normal(0.0, 1.0), &device).require_grad();
     let w = Tensor::<2>::random([6, 4], Distribution::Normal(0.0, 1.0), &device);
     let frozen = mac_lm::weights::frozen(w.clone());
     let trainable = Param::from_tensor(w.clone());
     assert!(trainable.is_require_grad());
-    let y = mac_lm::linear::frozen_linear(x.clone(), &frozen);
+    let y = linear(x.clone(), frozen.val(), None);
     let want = burn::tensor::module::linear(x.clone(), w, None);
-    assert!((y - want).abs().max().into_scalar::<f32>() < 1e-4);
-    let grads = mac_lm::linear::frozen_linear(x, &trainable)
-        .sum()
-        .backward();
+    assert!((y.clone() - want).abs().max().into_scalar::<f32>() < 1e-4);
+    let grads = y.sum().backward();
+    assert!(
+        frozen.val().grad(&grads).is_none(),
+        "a frozen weight gets no gradient"
+    );
+    let grads = linear(x, trainable.val(), None).sum().backward();
     let g = trainable
         .val()
         .grad(&grads)

@@ -522,14 +522,17 @@ impl Trainer {
 
     /// The teacher-forced answer batch of every question of `step`'s first micro-batch.
     pub(crate) fn step_answer_batch(&self, step: usize) -> Result<AnswerBatch> {
-        let batch = self.batch(step, 0);
+        self.answer_batch(&self.batch_qas(&self.batch(step, 0)))
+    }
+
+    /// The question–answer pairs a batch asks, in its question order.
+    fn batch_qas(&self, batch: &TrainBatch) -> Vec<&QaPair> {
         let train = &self.splits.train.documents;
-        let qas: Vec<&QaPair> = batch
+        batch
             .questions
             .iter()
             .map(|&(pos, qi)| &train[batch.documents[pos]].qas[qi])
-            .collect();
-        self.answer_batch(&qas)
+            .collect()
     }
 
     /// [`Self::batch_losses`] with each part's time recorded in `timer`.
@@ -592,11 +595,7 @@ impl Trainer {
         let bank = Tensor::cat(parts, 0);
         let [b, n, _] = bank.dims();
         let n_q = batch.questions.len();
-        let qas: Vec<&QaPair> = batch
-            .questions
-            .iter()
-            .map(|&(pos, qi)| &train[batch.documents[pos]].qas[qi])
-            .collect();
+        let qas = self.batch_qas(&batch);
         let questions: Vec<&str> = qas.iter().map(|q| q.question.as_str()).collect();
         let q_tokens = timer
             .time(part::QUESTION_ENCODER, || {
