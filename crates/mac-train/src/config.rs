@@ -139,7 +139,8 @@ impl TrainConfig {
             // Every step trains the content path (each question with its own
             // document): at this CPU budget the bank phase unlearnt the
             // content faster than the aggregator learnt to find documents
-            // (docs/results.md, session 5); retrieval in a large bank is left
+            // (docs/results.md, the bank-phase run in the history of the
+            // meta-training section); retrieval in a large bank is left
             // to `mac+rag@k`.
             own_document_steps: 380,
             own_document_share: 0.0,
