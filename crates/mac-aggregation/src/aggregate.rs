@@ -7,6 +7,8 @@ use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Tensor};
 use mac_lm::linear::{linear, linear_layer};
 
+mod shared;
+
 /// Configuration of an [`Aggregator`] (reference: 4 blocks, 8 heads x 96).
 #[derive(Config, Debug)]
 pub struct AggregatorConfig {
@@ -366,12 +368,8 @@ impl Aggregator {
         if n_docs > limit {
             return Ok(None);
         }
-        let (memory, prior) = reader.read_documents(0, n_docs)?;
-        Ok(Some(self.aggregate_with_prior(
-            question.clone(),
-            memory,
-            prior,
-        )))
+        let (memory, prior) = reader.read_shared(0, n_docs)?;
+        Ok(Some(self.aggregate_shared(question.clone(), memory, prior)))
     }
 
     /// Hierarchical aggregation (the paper's approximation for large banks)
@@ -604,12 +602,28 @@ impl<'a, M: ChunkedMemory> ChunkReader<'a, M> {
         })
     }
 
-    /// Memory `[B, len·n, d]` and per-document prior logits `[B, len]`.
+    /// Memory `[B, len·n, d]` (one copy per question) and per-document
+    /// prior logits `[B, len]`.
     fn read_documents(
         &self,
         start: usize,
         len: usize,
     ) -> Result<(Tensor<3>, Option<Tensor<2>>), M::Error> {
+        let (memory, prior) = self.read_shared(start, len)?;
+        let (n, d) = (self.n_tokens, self.d_mod);
+        let memory = memory
+            .reshape([1, len * n, d])
+            .expand([self.batch, len * n, d]);
+        Ok((memory, prior))
+    }
+
+    /// Memory `[len·n, d]` shared by every question and per-document prior
+    /// logits `[B, len]`.
+    fn read_shared(
+        &self,
+        start: usize,
+        len: usize,
+    ) -> Result<(Tensor<2>, Option<Tensor<2>>), M::Error> {
         let chunk = self.memory.read(start, len)?;
         let (n, d) = (self.n_tokens, self.d_mod);
         let dims = chunk.modulations.dims();
@@ -631,11 +645,7 @@ impl<'a, M: ChunkedMemory> ChunkReader<'a, M> {
                 Some(p.logits(keys))
             }
         };
-        let memory = chunk
-            .modulations
-            .reshape([1, len * n, d])
-            .expand([self.batch, len * n, d]);
-        Ok((memory, prior))
+        Ok((chunk.modulations.reshape([len * n, d]), prior))
     }
 
     /// Memory `[B, len·n, d]` and the prior per memory token `[B, len·n]`.

@@ -142,6 +142,43 @@ fn streamed_aggregation_equals_whole_bank_aggregation() {
 }
 
 #[test]
+fn shared_memory_aggregation_equals_aggregation_over_copies() {
+    let device = device();
+    let (b, n, d, k) = (3, 2, 8, 3);
+    let agg = aggregator(d);
+    let q = Tensor::<3>::random([b, n, d], Distribution::Normal(0.0, 1.0), &device);
+    let prior = SimilarityPrior {
+        question_keys: Tensor::<2>::random([b, k], Distribution::Normal(0.0, 1.0), &device),
+        scale: 6.0,
+    };
+    for n_docs in [1, 7, 64] {
+        let docs = Tensor::<3>::random([n_docs, n, d], Distribution::Normal(0.0, 1.0), &device);
+        let keys = Tensor::<2>::random([n_docs, k], Distribution::Normal(0.0, 1.0), &device);
+        let copies = docs
+            .clone()
+            .reshape([1, n_docs * n, d])
+            .expand([b, n_docs * n, d]);
+        for with_prior in [false, true] {
+            let bias = || with_prior.then(|| prior.logits(keys.clone()));
+            let each = agg.aggregate_with_prior(q.clone(), copies.clone(), bias());
+            let shared =
+                agg.aggregate_shared(q.clone(), docs.clone().reshape([n_docs * n, d]), bias());
+            let diff = max_abs_diff(shared.modulation, each.modulation);
+            let wdiff = max_weight_diff(&shared.doc_weights, &each.doc_weights);
+            assert!(
+                diff < 1e-5 && wdiff < 1e-5,
+                "N {n_docs}, prior {with_prior}: modulation {diff}, weights {wdiff}"
+            );
+            assert_eq!(shared.token_weights.len(), each.token_weights.len());
+            for (s, e) in shared.token_weights.into_iter().zip(each.token_weights) {
+                let tdiff = (s - e).abs().max().into_scalar::<f32>();
+                assert!(tdiff < 1e-5, "N {n_docs}: token weights {tdiff}");
+            }
+        }
+    }
+}
+
+#[test]
 fn hierarchical_streaming_matches_in_memory_hierarchical() {
     let device = device();
     let (n, d, k) = (2, 8, 3);

@@ -124,7 +124,26 @@ pub fn train(a: TrainArgs, device: &mac_device::Device) -> Result<()> {
             .map(ToString::to_string)
             .unwrap_or_else(|| "none".into())
     );
+    if let Some(line) = selection_line(&summary) {
+        println!("{line}");
+    }
     Ok(())
+}
+
+/// One line on the run's selection phase, if it has one.
+fn selection_line(summary: &mac_train::TrainSummary) -> Option<String> {
+    let sel = summary.selection.as_ref()?;
+    let before = sel
+        .top1_before
+        .map(|b| format!("{b:.3} -> "))
+        .unwrap_or_default();
+    Some(format!(
+        "selection: {} steps in {:.1} min; top-1 on the validation bank (at most {} documents, no prior) {before}{:.3}",
+        sel.steps,
+        sel.seconds / 60.0,
+        mac_train::SELECTION_VALIDATION_DOCUMENTS,
+        sel.top1_after
+    ))
 }
 
 fn train_markdown(
@@ -146,6 +165,9 @@ fn train_markdown(
         summary.seconds_per_step,
         summary.seconds / 60.0
     )?;
+    if let Some(line) = selection_line(summary) {
+        writeln!(s, "{line}\n")?;
+    }
     writeln!(s, "| module | parameters | trainable |\n|---|---|---|")?;
     for p in params {
         writeln!(s, "| {} | {} | {} |", p.name, p.total, p.trainable)?;

@@ -16,7 +16,7 @@ pub mod metrics;
 
 use serde::{Deserialize, Serialize};
 
-pub use facts::{FactStream, FactStreamConfig};
+pub use facts::{FactStream, FactStreamConfig, ValueVocabulary};
 pub use formats::{load, DataError, Format, LoadOptions, Loaded};
 pub use metrics::{exact_match, f1_score, normalize_answer, prefix_exact_match};
 

@@ -6,7 +6,7 @@ use std::io::Write;
 use mac_data::facts::{held_out_templates, matches_template};
 use mac_data::{
     exact_match, f1_score, load, normalize_answer, prefix_exact_match, DataError, FactStream,
-    FactStreamConfig, Format, LoadOptions,
+    FactStreamConfig, Format, LoadOptions, ValueVocabulary,
 };
 
 fn refs(xs: &[&str]) -> Vec<String> {
@@ -55,12 +55,20 @@ fn squad_metrics_match_hand_checked_cases() {
 
 #[test]
 fn fact_stream_is_deterministic_and_split_by_entity() {
+    for values in [ValueVocabulary::Closed, ValueVocabulary::Open] {
+        check_split_by_entity(values);
+    }
+}
+
+fn check_split_by_entity(values: ValueVocabulary) {
     let cfg = FactStreamConfig {
         seed: 7,
         n_train: 300,
         n_validation: 40,
         n_test: 60,
         facts_per_document: 3,
+        values,
+        filler_sentences: 2,
     };
     let a = FactStream::generate(&cfg);
     let b = FactStream::generate(&cfg);
@@ -130,6 +138,71 @@ fn fact_stream_is_deterministic_and_split_by_entity() {
         "held-out templates used in test: {seen_in_test}/{}",
         held.len()
     );
+}
+
+/// Every answer of a split, with how many questions ask for it.
+fn answer_counts(d: &mac_data::Dataset) -> std::collections::HashMap<String, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for q in d.documents.iter().flat_map(|d| &d.qas) {
+        *counts.entry(q.answers[0].clone()).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[test]
+fn open_values_are_rare_and_never_cross_splits() {
+    let s = FactStream::generate(&FactStreamConfig {
+        seed: 11,
+        n_train: 3000,
+        n_validation: 200,
+        n_test: 300,
+        facts_per_document: 4,
+        values: ValueVocabulary::Open,
+        filler_sentences: 3,
+    });
+    let (train, val, test) = (
+        answer_counts(&s.train),
+        answer_counts(&s.validation),
+        answer_counts(&s.test),
+    );
+    let keys =
+        |m: &std::collections::HashMap<String, usize>| m.keys().cloned().collect::<HashSet<_>>();
+    let (tr, va, te) = (keys(&train), keys(&val), keys(&test));
+    assert!(tr.is_disjoint(&va), "{:?}", tr.intersection(&va).next());
+    assert!(tr.is_disjoint(&te), "{:?}", tr.intersection(&te).next());
+    assert!(va.is_disjoint(&te), "{:?}", va.intersection(&te).next());
+    // Rare: no training value answers more than 1% of the training
+    // questions (the closed pools put one value in ~3% of an attribute's).
+    let questions = s.train.n_questions();
+    let (top, count) = train.iter().max_by_key(|(_, c)| **c).unwrap();
+    assert!(
+        count * 100 < questions,
+        "{top:?} answers {count} of {questions}"
+    );
+    // Seven attribute kinds, and documents of varied length.
+    assert!(tr
+        .iter()
+        .any(|v| v.ends_with("Lane") || v.ends_with("Road")));
+    assert!(tr.iter().any(|v| v.parse::<u32>().is_ok()));
+    let lengths: HashSet<usize> = s
+        .train
+        .documents
+        .iter()
+        .map(|d| d.text.matches(". ").count())
+        .collect();
+    assert!(lengths.len() >= 4, "sentence counts {lengths:?}");
+
+    // The closed pools, by contrast, share values between splits.
+    let closed = FactStream::generate(&FactStreamConfig {
+        values: ValueVocabulary::Closed,
+        seed: 11,
+        n_train: 3000,
+        n_validation: 200,
+        n_test: 300,
+        facts_per_document: 4,
+        filler_sentences: 0,
+    });
+    assert!(!keys(&answer_counts(&closed.train)).is_disjoint(&keys(&answer_counts(&closed.test))));
 }
 
 fn write(dir: &tempfile::TempDir, name: &str, content: &[u8]) -> std::path::PathBuf {
@@ -270,6 +343,7 @@ fn jsonl_round_trip() {
         n_validation: 1,
         n_test: 3,
         facts_per_document: 2,
+        ..FactStreamConfig::default()
     });
     let dir = tempfile::tempdir().unwrap();
     let p = write(&dir, "t.jsonl", s.test.to_jsonl().as_bytes());

@@ -3,10 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use mac_aggregation::ExpansionKind;
-use mac_data::FactStreamConfig;
+use mac_data::{FactStreamConfig, ValueVocabulary};
 use mac_encoder::Trainable;
 use mac_model::MacConfig;
 use serde::{Deserialize, Serialize};
+
+use crate::selection::SelectionConfig;
 
 /// Learning-rate schedule after warm-up.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -109,8 +111,14 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Longest question + answer in LM tokens.
     pub max_qa_tokens: usize,
-    /// Stop early after this many minutes (the checkpoint is still written).
+    /// Stop the content steps early after this many minutes (the
+    /// checkpoint is still written; a selection phase still runs).
     pub max_minutes: Option<f64>,
+    /// Selection steps after the content steps: the aggregator learns to
+    /// find documents in large banks by the retrieval loss alone (`null` =
+    /// none, the reference).
+    #[serde(default)]
+    pub selection: Option<SelectionConfig>,
 }
 
 impl TrainConfig {
@@ -157,6 +165,7 @@ impl TrainConfig {
             checkpoint_every: 50,
             max_qa_tokens: 64,
             max_minutes: Some(56.0),
+            selection: None,
         }
     }
 
@@ -189,6 +198,8 @@ impl TrainConfig {
                 n_validation: 4,
                 n_test: 6,
                 facts_per_document: 2,
+                values: ValueVocabulary::Closed,
+                filler_sentences: 0,
             }),
             lm: None,
             encoder: None,
@@ -211,6 +222,7 @@ impl TrainConfig {
             checkpoint_every: 0,
             max_qa_tokens: 48,
             max_minutes: None,
+            selection: None,
         }
     }
 
@@ -252,6 +264,9 @@ impl TrainConfig {
             "own_document_share must be in [0, 1]"
         );
         anyhow::ensure!(self.learning_rate > 0.0, "learning_rate must be positive");
+        if let Some(selection) = &self.selection {
+            selection.validate()?;
+        }
         anyhow::ensure!(
             (0.0..1.0).contains(&self.warmup_fraction),
             "warmup_fraction must be in [0, 1)"

@@ -15,11 +15,13 @@
 
 mod config;
 mod profile;
+mod selection;
 mod trainer;
 
 pub use config::{DataSource, Schedule, TrainConfig};
 pub use profile::{part, StepPart, StepProfile};
+pub use selection::{SelectionConfig, SelectionStats, SELECTION_VALIDATION_DOCUMENTS};
 pub use trainer::{
-    load_splits, resumable_checkpoint, BatchLosses, CutShort, Splits, StepStats, TrainBatch,
-    TrainSummary, Trainer, ValidationStats,
+    load_splits, resumable_checkpoint, BatchLosses, CutShort, SelectionSummary, Splits, StepStats,
+    TrainBatch, TrainSummary, Trainer, ValidationStats,
 };

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{DataSource, TrainConfig};
 use crate::profile::{part, PartTimer};
+use crate::selection::{SelectionConfig, SelectionPool};
 
 /// The three splits a run uses.
 #[derive(Debug, Clone)]
@@ -187,6 +188,25 @@ pub struct TrainSummary {
     /// Lowest validation loss of the trained objective
     /// ([`ValidationStats::objective`]) and its step (the `best` checkpoint).
     pub best_loss: Option<(f64, usize)>,
+    /// The selection phase, when the run has one and reached it (`steps`
+    /// says whether it finished).
+    #[serde(default)]
+    pub selection: Option<SelectionSummary>,
+}
+
+/// The outcome of a run's selection phase.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SelectionSummary {
+    /// Selection steps done.
+    pub steps: usize,
+    /// Wall-clock seconds of the phase in this invocation (pool included).
+    pub seconds: f64,
+    /// Top-1 rate on the validation bank before the phase (`None` when the
+    /// phase started in an earlier invocation).
+    pub top1_before: Option<f64>,
+    /// Top-1 rate on the validation bank after it
+    /// ([`Trainer::validate_selection`]).
+    pub top1_after: f64,
 }
 
 /// Why a run stopped before its planned steps.
@@ -225,8 +245,12 @@ impl TrainSummary {
 
 /// Progress persisted beside each checkpoint.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct TrainerState {
-    step: usize,
+pub(crate) struct TrainerState {
+    /// Content steps done.
+    pub(crate) step: usize,
+    /// Selection steps done (after the content steps).
+    #[serde(default)]
+    pub(crate) selection_step: usize,
     /// Lowest validation answer NLL of the trained objective so far and its
     /// step (F1 at these levels is too noisy on a small validation set to
     /// pick a checkpoint).
@@ -246,14 +270,16 @@ pub struct Trainer {
     pub lm: LoadedLm,
     /// The MAC model (on the autodiff device).
     pub model: MacModel,
-    optim: ModuleOptimizer,
-    document_tokenizer: EncoderTokenizer,
-    question_tokenizer: EncoderTokenizer,
+    pub(crate) optim: ModuleOptimizer,
+    pub(crate) document_tokenizer: EncoderTokenizer,
+    pub(crate) question_tokenizer: EncoderTokenizer,
     lm_path: PathBuf,
     encoder_dir: PathBuf,
-    device: Device,
-    ad: Device,
-    state: TrainerState,
+    pub(crate) device: Device,
+    pub(crate) ad: Device,
+    pub(crate) state: TrainerState,
+    /// The selection phase's document modulations, once computed.
+    pub(crate) selection_pool: Option<SelectionPool>,
 }
 
 /// The checkpoint a resumed run continues from: `checkpoints/last`, or,
@@ -314,7 +340,7 @@ fn optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
 /// Minus the log of the attention share on each question's own document,
 /// averaged over questions and aggregator blocks. `token_weights[k]` is
 /// `[Q, B·n]` (block `k`), `gold[q]` the bank row of question `q`'s document.
-fn retrieval_loss(
+pub(crate) fn retrieval_loss(
     token_weights: &[Tensor<2>],
     gold: &[usize],
     n: usize,
@@ -349,12 +375,12 @@ fn shared(bank: &Tensor<3>, questions: usize) -> Tensor<3> {
 }
 
 /// A 1-D index tensor of `rows` on `device`.
-fn index_tensor(rows: &[usize], device: &Device) -> Tensor<1, Int> {
+pub(crate) fn index_tensor(rows: &[usize], device: &Device) -> Tensor<1, Int> {
     let ids: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
     Tensor::from_data(TensorData::new(ids, [rows.len()]), device)
 }
 
-fn step_rng(seed: u64, step: usize, micro: usize) -> ChaCha8Rng {
+pub(crate) fn step_rng(seed: u64, step: usize, micro: usize) -> ChaCha8Rng {
     let mix = seed
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .wrapping_add((step as u64) << 16)
@@ -455,6 +481,7 @@ impl Trainer {
             device: device.clone(),
             ad,
             state,
+            selection_pool: None,
         })
     }
 
@@ -1040,9 +1067,22 @@ impl Trainer {
         }
         bar.finish_and_clear();
         let done = self.state.step - start_step;
-        if stop_after.is_none() || self.state.step >= total {
-            let v = self.validate_and_keep_best()?;
-            last_validation = Some(v);
+        let content_seconds = t0.elapsed().as_secs_f64();
+        let finished = stop_after.is_none() || self.state.step >= total;
+        if finished && self.state.selection_step == 0 {
+            last_validation = Some(self.validate_and_keep_best()?);
+        }
+        let mut selection = None;
+        if let Some(cfg) = self.config.selection.clone().filter(|_| finished) {
+            let budget = stop_after.map(|k| k.saturating_sub(done));
+            let (summary, v) = self.run_selection(&cfg, show_progress, budget)?;
+            if summary.steps < cfg.steps {
+                cut_short = budget.map(|_| CutShort::StopAfter {
+                    steps: stop_after.unwrap_or_default(),
+                });
+            }
+            last_validation = v.or(last_validation);
+            selection = Some(summary);
         }
         self.save("last")?;
         let seconds = t0.elapsed().as_secs_f64();
@@ -1051,10 +1091,89 @@ impl Trainer {
             planned_steps: total,
             cut_short,
             seconds,
-            seconds_per_step: seconds / done.max(1) as f64,
+            seconds_per_step: content_seconds / done.max(1) as f64,
             last_validation,
             best_loss: self.state.best_loss,
+            selection,
         })
+    }
+
+    /// The selection phase: selection steps until the configured number
+    /// (at most `budget` in this invocation), checkpointing as configured;
+    /// when the phase completes, validates and makes the result `best` (the
+    /// content phase's objective does not measure selection).
+    fn run_selection(
+        &mut self,
+        cfg: &SelectionConfig,
+        show_progress: bool,
+        budget: Option<usize>,
+    ) -> Result<(SelectionSummary, Option<ValidationStats>)> {
+        let t0 = Instant::now();
+        let top1_before = (self.state.selection_step == 0)
+            .then(|| self.validate_selection())
+            .transpose()?;
+        let bar = if show_progress {
+            let bar = ProgressBar::new(cfg.steps as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30}] {pos}/{len} selection steps  {per_sec}  {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.set_position(self.state.selection_step as u64);
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        let mut done = 0;
+        let mut ema: Option<f64> = None;
+        while self.state.selection_step < cfg.steps && budget.is_none_or(|b| done < b) {
+            let s = self.selection_step()?;
+            done += 1;
+            ema = Some(ema.map_or(s.top1, |e| 0.95 * e + 0.05 * s.top1));
+            self.log(&serde_json::json!({
+                "kind": "selection", "step": s.step, "loss": s.loss,
+                "top1": s.top1, "seconds": s.seconds,
+            }))?;
+            bar.set_position(s.step as u64);
+            bar.set_message(format!(
+                "loss {:.3}, top-1 {:.2}",
+                s.loss,
+                ema.unwrap_or(s.top1)
+            ));
+            let ck = self.config.checkpoint_every;
+            if ck > 0 && s.step % ck == 0 {
+                self.save("last")?;
+            }
+        }
+        bar.finish_and_clear();
+        let top1_after = self.validate_selection()?;
+        let mut validation = None;
+        if self.state.selection_step >= cfg.steps {
+            let v = self.validate()?;
+            self.log(&serde_json::json!({
+                "kind": "validation", "step": v.step, "loss": v.loss,
+                "loss_unrelated_bank": v.loss_unrelated_bank,
+                "loss_own_document": v.loss_own_document,
+                "loss_other_document": v.loss_other_document, "gold_weight": v.gold_weight,
+                "uniform_weight": v.uniform_weight, "em": v.em, "f1": v.f1,
+                "n_questions": v.n_questions, "after_selection": true,
+                "selection_top1": top1_after,
+            }))?;
+            let share = self.config.own_document_share_at(v.step.saturating_sub(1));
+            self.state.best_loss = Some((v.objective(share), v.step));
+            self.save("best")?;
+            validation = Some(v);
+        }
+        Ok((
+            SelectionSummary {
+                steps: self.state.selection_step,
+                seconds: t0.elapsed().as_secs_f64(),
+                top1_before,
+                top1_after,
+            },
+            validation,
+        ))
     }
 }
 

@@ -1,8 +1,8 @@
 //! Meta-training on the real SmolLM2 + MiniLM with the `tiny` preset: the QA
 //! loss on a fixed batch drops, and a resumed run continues exactly.
 
-use mac_data::FactStreamConfig;
-use mac_train::{CutShort, DataSource, TrainConfig, Trainer};
+use mac_data::{FactStreamConfig, ValueVocabulary};
+use mac_train::{CutShort, DataSource, SelectionConfig, TrainConfig, Trainer};
 
 fn device() -> burn::tensor::Device {
     mac_device::select("flex").unwrap()
@@ -22,6 +22,8 @@ fn fixed_batch_config() -> TrainConfig {
         n_validation: 2,
         n_test: 2,
         facts_per_document: 1,
+        values: ValueVocabulary::Closed,
+        filler_sentences: 0,
     });
     cfg.batch_documents = 4;
     cfg
@@ -162,6 +164,62 @@ fn resume_gives_the_same_next_loss_as_an_uninterrupted_run() {
     assert!(metrics.lines().count() >= 3);
 }
 
+/// The tiny preset with a short selection phase after two content steps.
+fn selection_config() -> TrainConfig {
+    let mut cfg = TrainConfig::preset("tiny").unwrap();
+    cfg.steps = 2;
+    cfg.selection = Some(SelectionConfig {
+        steps: 4,
+        pool_documents: 12,
+        bank_documents: 8,
+        questions: 4,
+        learning_rate: 1e-3,
+    });
+    cfg
+}
+
+#[test]
+fn selection_phase_runs_after_the_content_steps_and_resumes_exactly() {
+    if !models_present() {
+        return;
+    }
+    let device = device();
+    let whole = tempfile::tempdir().unwrap();
+    let mut a = Trainer::new(selection_config(), whole.path(), &device).unwrap();
+    let s = a.run(false, None).unwrap();
+    assert_eq!(s.steps, 2);
+    let sel = s.selection.expect("the run has a selection phase");
+    assert_eq!(sel.steps, 4);
+    assert!(sel.top1_before.is_some());
+    assert!((0.0..=1.0).contains(&sel.top1_after));
+    let metrics = std::fs::read_to_string(whole.path().join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.matches("\"kind\":\"selection\"").count(), 4);
+    assert!(metrics.contains("\"after_selection\":true"));
+
+    // Stopped inside the phase (2 content + 1 selection step), resumed,
+    // the next selection steps are those of the uninterrupted run.
+    let cut = tempfile::tempdir().unwrap();
+    let mut b = Trainer::new(selection_config(), cut.path(), &device).unwrap();
+    let s = b.run(false, Some(3)).unwrap();
+    assert!(s.cut_short.is_some());
+    assert_eq!(b.selection_steps_done(), 1);
+    let mut c = Trainer::resume(cut.path(), &device).unwrap();
+    assert_eq!(c.selection_steps_done(), 1);
+    let other = tempfile::tempdir().unwrap();
+    let mut d = Trainer::new(selection_config(), other.path(), &device).unwrap();
+    d.run(false, Some(3)).unwrap();
+    for _ in 0..2 {
+        let (x, y) = (c.selection_step().unwrap(), d.selection_step().unwrap());
+        assert_eq!(x.step, y.step);
+        assert!(
+            (x.loss - y.loss).abs() <= 1e-5 * x.loss.abs().max(1.0),
+            "resumed {} vs uninterrupted {}",
+            x.loss,
+            y.loss
+        );
+    }
+}
+
 #[test]
 fn presets_and_config_errors() {
     assert!(TrainConfig::preset("nope")
@@ -177,6 +235,13 @@ fn presets_and_config_errors() {
     // A preset survives a round trip through its file form.
     std::fs::write(&p, serde_json::to_string(&d).unwrap()).unwrap();
     assert_eq!(TrainConfig::from_file(&p).unwrap(), d);
+    // A selection phase whose bank is larger than its pool is refused.
+    let mut bad = selection_config();
+    if let Some(s) = bad.selection.as_mut() {
+        s.bank_documents = 20;
+    }
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(e.contains("selection.bank_documents"), "{e}");
 }
 
 #[test]
@@ -192,6 +257,8 @@ fn batches_ask_several_questions_and_the_curriculum_restricts_the_bank() {
         n_validation: 4,
         n_test: 2,
         facts_per_document: 3,
+        values: ValueVocabulary::Closed,
+        filler_sentences: 0,
     });
     cfg.batch_documents = 3;
     cfg.questions_per_document = 2;

@@ -1,0 +1,246 @@
+//! Selection training: the question encoder and the aggregator learn to
+//! find each question's own document in a large bank, by the retrieval loss
+//! alone (minus the log of the attention share, every block, on the gold
+//! document).
+//!
+//! Content steps teach the modulations to carry a document's facts; at a
+//! CPU budget they afford banks of a few documents. Selection needs banks of
+//! hundreds, and no pass of the frozen LM: the phase runs after the content
+//! steps, computes the modulations of a pool of training documents once
+//! (without a graph; the amortizer does not change in this phase, so a
+//! resumed run computes the same pool), and each step draws a bank from the
+//! pool and questions about the bank's documents. A step costs one
+//! question-encoder pass and one aggregation over a memory shared by every
+//! question.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::{Tensor, TensorData};
+use rand::seq::IndexedRandom;
+use rand::Rng;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::trainer::{index_tensor, retrieval_loss, step_rng, Trainer};
+
+/// The selection phase of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectionConfig {
+    /// Selection steps, run after the content steps.
+    pub steps: usize,
+    /// Training documents whose modulations are computed for the phase.
+    pub pool_documents: usize,
+    /// Documents in each step's bank, drawn from the pool.
+    pub bank_documents: usize,
+    /// Questions per step, each about a different document of the bank.
+    pub questions: usize,
+    /// Learning rate (constant; Adam, the run's optimizer).
+    pub learning_rate: f64,
+}
+
+impl SelectionConfig {
+    /// Checks the numbers make sense.
+    pub fn validate(&self) -> Result<()> {
+        anyhow::ensure!(
+            self.bank_documents >= 2 && self.bank_documents <= self.pool_documents,
+            "selection.bank_documents must be at least 2 and at most selection.pool_documents"
+        );
+        anyhow::ensure!(
+            self.questions >= 1 && self.questions <= self.bank_documents,
+            "selection.questions must be between 1 and selection.bank_documents"
+        );
+        anyhow::ensure!(
+            self.learning_rate > 0.0,
+            "selection.learning_rate must be positive"
+        );
+        Ok(())
+    }
+}
+
+/// What one selection step did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SelectionStats {
+    /// Selection steps done, this one included.
+    pub step: usize,
+    /// The retrieval loss.
+    pub loss: f64,
+    /// Share of the step's questions whose own document drew the most
+    /// attention (last block).
+    pub top1: f64,
+    /// Wall time of the step.
+    pub seconds: f64,
+}
+
+/// The modulations of the phase's documents.
+pub(crate) struct SelectionPool {
+    /// Training documents (indices into the training split).
+    documents: Vec<usize>,
+    /// Their modulations `[P, n, d]`, without a graph, on the autodiff device.
+    modulations: Tensor<3>,
+}
+
+/// Mixed into the run's seed for the pool and the selection steps.
+const SELECTION_SEED: u64 = 0x5E1E_C7ED;
+
+/// Most validation documents in the bank [`Trainer::validate_selection`] uses.
+pub const SELECTION_VALIDATION_DOCUMENTS: usize = 256;
+
+/// Documents amortized at once while the pool is built.
+const POOL_CHUNK: usize = 16;
+
+impl Trainer {
+    /// Computes the phase's pool: `pool_documents` training documents
+    /// (a function of the seed) through the current amortizer.
+    fn build_selection_pool(&self, cfg: &SelectionConfig) -> Result<SelectionPool> {
+        let train = &self.splits.train.documents;
+        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed ^ SELECTION_SEED);
+        let documents =
+            rand::seq::index::sample(&mut rng, train.len(), cfg.pool_documents.min(train.len()))
+                .into_vec();
+        let amortizer = self.model.amortizer.valid();
+        let mut parts = Vec::new();
+        for chunk in documents.chunks(POOL_CHUNK) {
+            let texts: Vec<&str> = chunk.iter().map(|&d| train[d].text.as_str()).collect();
+            let tokens = amortizer
+                .encode_texts(
+                    &self.document_tokenizer,
+                    &texts,
+                    Some(&self.lm),
+                    &self.device,
+                )?
+                .tokens;
+            let dims = tokens.dims();
+            let data: Vec<f32> = tokens
+                .try_to_vec_as::<f32>()
+                .map_err(|e| anyhow::anyhow!("reading modulations: {e:?}"))?;
+            parts.push(Tensor::<3>::from_data(
+                TensorData::new(data, dims),
+                &self.ad,
+            ));
+        }
+        Ok(SelectionPool {
+            documents,
+            modulations: Tensor::cat(parts, 0),
+        })
+    }
+
+    /// One selection step (builds the pool first if this run has none yet);
+    /// advances the selection step counter.
+    pub fn selection_step(&mut self) -> Result<SelectionStats> {
+        let t0 = Instant::now();
+        let cfg = self
+            .config
+            .selection
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("this run has no selection phase"))?;
+        if self.selection_pool.is_none() {
+            self.selection_pool = Some(self.build_selection_pool(&cfg)?);
+        }
+        let Some(pool) = self.selection_pool.as_ref() else {
+            unreachable!("the pool was just built")
+        };
+        let k = self.state.selection_step;
+        let mut rng = step_rng(self.config.seed ^ SELECTION_SEED, k, 0);
+        let pool_len = pool.documents.len();
+        let bank: Vec<usize> =
+            rand::seq::index::sample(&mut rng, pool_len, cfg.bank_documents.min(pool_len))
+                .into_vec();
+        let gold: Vec<usize> =
+            rand::seq::index::sample(&mut rng, bank.len(), cfg.questions.min(bank.len()))
+                .into_vec();
+        let train = &self.splits.train.documents;
+        let mut questions = Vec::with_capacity(gold.len());
+        for &row in &gold {
+            let qas = &train[pool.documents[bank[row]]].qas;
+            let qa = qas
+                .choose(&mut rng)
+                .ok_or_else(|| anyhow::anyhow!("a training document without questions"))?;
+            questions.push(qa.question.as_str());
+        }
+        let [_, n, d] = pool.modulations.dims();
+        let memory = pool
+            .modulations
+            .clone()
+            .select(0, index_tensor(&bank, &self.ad))
+            .reshape([bank.len() * n, d]);
+        let q_tokens = self
+            .model
+            .question_encoder
+            .encode_texts(&self.question_tokenizer, &questions, None, &self.ad)?
+            .tokens;
+        let agg = self
+            .model
+            .aggregator
+            .aggregate_shared(q_tokens, memory, None);
+        let loss = retrieval_loss(&agg.token_weights, &gold, n, bank.len(), &self.ad);
+        let top1 = gold
+            .iter()
+            .zip(&agg.doc_weights)
+            .filter(|(&g, w)| w.iter().all(|&x| x <= w[g]))
+            .count() as f64
+            / gold.len() as f64;
+        let loss_value = loss.clone().into_scalar::<f64>();
+        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        self.model = self
+            .optim
+            .step(cfg.learning_rate, self.model.clone(), grads);
+        self.state.selection_step += 1;
+        Ok(SelectionStats {
+            step: self.state.selection_step,
+            loss: loss_value,
+            top1,
+            seconds: t0.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Selection steps done so far.
+    pub fn selection_steps_done(&self) -> usize {
+        self.state.selection_step
+    }
+
+    /// Top-1 rate of the aggregator on a bank of the validation documents
+    /// (at most [`SELECTION_VALIDATION_DOCUMENTS`]): for one question per
+    /// document (drawn by the seed), whether its own document draws the most
+    /// attention (last block), without the similarity prior.
+    pub fn validate_selection(&self) -> Result<f64> {
+        let rt = self.runtime()?;
+        let docs: Vec<_> = self
+            .splits
+            .validation
+            .documents
+            .iter()
+            .take(SELECTION_VALIDATION_DOCUMENTS)
+            .filter(|d| !d.qas.is_empty())
+            .collect();
+        anyhow::ensure!(!docs.is_empty(), "no validation documents with questions");
+        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed ^ SELECTION_SEED);
+        let questions: Vec<&str> = docs
+            .iter()
+            .map(|d| d.qas[rng.random_range(0..d.qas.len())].question.as_str())
+            .collect();
+        let mut banks = Vec::new();
+        for chunk in docs.chunks(POOL_CHUNK) {
+            let texts: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
+            banks.push(rt.encode_documents(&texts)?.tokens);
+        }
+        let bank = Tensor::cat(banks, 0);
+        let [p, n, d] = bank.dims();
+        let q_tokens = rt.encode_questions(&questions)?;
+        let agg = rt
+            .model
+            .aggregator
+            .aggregate_shared(q_tokens, bank.reshape([p * n, d]), None);
+        let hits = agg
+            .doc_weights
+            .iter()
+            .enumerate()
+            .filter(|(g, w)| w.iter().all(|&x| x <= w[*g]))
+            .count();
+        Ok(hits as f64 / docs.len() as f64)
+    }
+}
