@@ -45,7 +45,7 @@ enum Cmd {
     },
     /// Meta-train a preset into a run directory (`mac train`).
     Train {
-        /// Preset: default or tiny.
+        /// Preset: default, open (test answers never seen in training) or tiny.
         #[arg(long, default_value = "default")]
         preset: String,
         /// The run directory.

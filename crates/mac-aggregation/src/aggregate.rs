@@ -7,7 +7,10 @@ use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Tensor};
 use mac_lm::linear::{linear, linear_layer};
 
+mod selector;
 mod shared;
+
+pub use selector::DocumentSelector;
 
 /// Configuration of an [`Aggregator`] (reference: 4 blocks, 8 heads x 96).
 #[derive(Config, Debug)]
@@ -29,6 +32,10 @@ pub struct AggregatorConfig {
     /// the prefix on its own and the memory's share of it is not drowned.
     #[config(default = true)]
     pub question_residual: bool,
+    /// Key width of a learnt [`DocumentSelector`] (`None`: no selector, the
+    /// reference).
+    #[config(default = "None")]
+    pub selector_dim: Option<usize>,
 }
 
 /// One pre-LayerNorm cross-attention block with a GELU feed-forward.
@@ -131,6 +138,8 @@ pub struct Aggregator {
     pub blocks: Vec<CrossAttentionBlock>,
     /// Final norm.
     pub norm_out: LayerNorm,
+    /// Learnt per-document scores added to the attention logits.
+    pub selector: Option<DocumentSelector>,
     #[module(skip)]
     question_residual: bool,
 }
@@ -158,6 +167,14 @@ impl SimilarityPrior {
 fn unit(x: Tensor<2>) -> Tensor<2> {
     let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
     x / norm
+}
+
+/// `a + b` where both exist, else `b`.
+fn add(a: Option<Tensor<2>>, b: Tensor<2>) -> Tensor<2> {
+    match a {
+        Some(a) => a + b,
+        None => b,
+    }
 }
 
 /// `log Σ exp` over dim 1, `[B, N]` → `[B, 1]`: a chunk's prior as the
@@ -219,6 +236,9 @@ impl AggregatorConfig {
         Aggregator {
             blocks,
             norm_out: LayerNormConfig::new(d).init(device),
+            selector: self
+                .selector_dim
+                .map(|k| DocumentSelector::init(d, k, device)),
             question_residual: self.question_residual,
         }
     }
@@ -251,6 +271,7 @@ impl Aggregator {
         prior: Option<Tensor<2>>,
     ) -> Aggregation {
         let n = question.dims()[1];
+        let prior = self.with_selector_each(&question, &memory, prior);
         let bias = prior.map(|p| per_token(p, n));
         let start = (!self.question_residual).then(|| question.clone());
         let mut x = question;
@@ -270,6 +291,37 @@ impl Aggregator {
             doc_weights,
             token_weights,
         }
+    }
+
+    /// Per-document logits `[B, N]`: `prior` plus the selector's scores of
+    /// each question's memory `[B, N·n, d]` (just `prior` without a selector).
+    fn with_selector_each(
+        &self,
+        question: &Tensor<3>,
+        memory: &Tensor<3>,
+        prior: Option<Tensor<2>>,
+    ) -> Option<Tensor<2>> {
+        let Some(selector) = &self.selector else {
+            return prior;
+        };
+        let keys = selector.question_keys(question.clone());
+        Some(add(
+            prior,
+            self.selector_scores_each(selector, keys, memory, question.dims()[1]),
+        ))
+    }
+
+    /// The selector's scores `[B, N]` of question keys `[B, k]` against each
+    /// question's memory `[B, N·n, d]` of `n`-token documents.
+    fn selector_scores_each(
+        &self,
+        selector: &DocumentSelector,
+        question_keys: Tensor<2>,
+        memory: &Tensor<3>,
+        n: usize,
+    ) -> Tensor<2> {
+        let [b, k_len, d] = memory.dims();
+        selector.scores_each(question_keys, memory.clone().reshape([b, k_len / n, n, d]))
     }
 
     /// The final norm over what the blocks made of the question tokens
@@ -425,6 +477,23 @@ impl Aggregator {
                 .step_by(chunk)
                 .map(move |s| (s, chunk.min(n_docs - s)))
         };
+        let selector = self
+            .selector
+            .as_ref()
+            .map(|s| (s, s.question_keys(question.clone())));
+        // Memory `[B, len·n, d]` of a chunk and its attention bias per token
+        // (the prior and the selector's scores).
+        let read = |s: usize, len: usize| -> Result<(Tensor<3>, Option<Tensor<2>>), M::Error> {
+            let (mem, prior) = reader.read_documents(s, len)?;
+            let prior = match &selector {
+                Some((sel, keys)) => Some(add(
+                    prior,
+                    self.selector_scores_each(sel, keys.clone(), &mem, n),
+                )),
+                None => prior,
+            };
+            Ok((mem, prior.map(|p| per_token(p, n))))
+        };
         let start = (!self.question_residual).then(|| question.clone());
         let mut x = question;
         let mut doc_weights = Vec::new();
@@ -433,7 +502,7 @@ impl Aggregator {
             // Running max, normaliser and weighted values, per head and query token.
             let mut state: Option<(Tensor<4>, Tensor<4>, Tensor<4>)> = None;
             for (s, len) in starts() {
-                let (mem, bias) = reader.read_tokens(s, len)?;
+                let (mem, bias) = read(s, len)?;
                 let (k, v) = block.keys_values(mem);
                 let scores = block.scores(q.clone(), k, bias);
                 let chunk_max = scores.clone().max_dim(3);
@@ -462,7 +531,7 @@ impl Aggregator {
                 // the final normaliser, mean over heads and query tokens.
                 doc_weights = vec![Vec::with_capacity(n_docs); b];
                 for (s, len) in starts() {
-                    let (mem, bias) = reader.read_tokens(s, len)?;
+                    let (mem, bias) = read(s, len)?;
                     let (k, _) = block.keys_values(mem);
                     let w = (block.scores(q.clone(), k, bias) - max.clone()).exp() / sum.clone();
                     let w = w.mean_dim(1).mean_dim(2).reshape([b, len * n]);
@@ -646,16 +715,6 @@ impl<'a, M: ChunkedMemory> ChunkReader<'a, M> {
             }
         };
         Ok((chunk.modulations.reshape([len * n, d]), prior))
-    }
-
-    /// Memory `[B, len·n, d]` and the prior per memory token `[B, len·n]`.
-    fn read_tokens(
-        &self,
-        start: usize,
-        len: usize,
-    ) -> Result<(Tensor<3>, Option<Tensor<2>>), M::Error> {
-        let (memory, prior) = self.read_documents(start, len)?;
-        Ok((memory, prior.map(|p| per_token(p, self.n_tokens))))
     }
 }
 

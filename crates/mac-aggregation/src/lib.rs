@@ -23,8 +23,8 @@ mod expand;
 mod head;
 
 pub use aggregate::{
-    Aggregation, AggregationError, Aggregator, AggregatorConfig, ChunkedMemory, InMemory,
-    MemoryChunk, SimilarityPrior,
+    Aggregation, AggregationError, Aggregator, AggregatorConfig, ChunkedMemory, DocumentSelector,
+    InMemory, MemoryChunk, SimilarityPrior,
 };
 pub use expand::{ExpansionKind, ExpansionOutput, PrefixExpansion, PrefixExpansionConfig};
 pub use head::{QueryTokenHead, QueryTokenHeadConfig};

@@ -31,6 +31,19 @@ fn aggregator(d: usize) -> Aggregator {
         .init(&device())
 }
 
+/// Both kinds of aggregator: without and with a learnt document selector.
+fn aggregators(d: usize) -> [Aggregator; 2] {
+    [
+        aggregator(d),
+        AggregatorConfig::new(d)
+            .with_n_blocks(2)
+            .with_n_heads(2)
+            .with_d_head(8)
+            .with_selector_dim(Some(4))
+            .init(&device()),
+    ]
+}
+
 #[test]
 fn query_head_ignores_padding() {
     let device = device();
@@ -107,9 +120,14 @@ fn max_weight_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 
 #[test]
 fn streamed_aggregation_equals_whole_bank_aggregation() {
+    for agg in aggregators(8) {
+        streamed_equals_whole(&agg);
+    }
+}
+
+fn streamed_equals_whole(agg: &Aggregator) {
     let device = device();
     let (b, n, d, k) = (2, 2, 8, 3);
-    let agg = aggregator(d);
     let q = Tensor::<3>::random([b, n, d], Distribution::Normal(0.0, 1.0), &device);
     let prior = SimilarityPrior {
         question_keys: Tensor::<2>::random([b, k], Distribution::Normal(0.0, 1.0), &device),
@@ -143,9 +161,14 @@ fn streamed_aggregation_equals_whole_bank_aggregation() {
 
 #[test]
 fn shared_memory_aggregation_equals_aggregation_over_copies() {
+    for agg in aggregators(8) {
+        shared_equals_copies(&agg);
+    }
+}
+
+fn shared_equals_copies(agg: &Aggregator) {
     let device = device();
     let (b, n, d, k) = (3, 2, 8, 3);
-    let agg = aggregator(d);
     let q = Tensor::<3>::random([b, n, d], Distribution::Normal(0.0, 1.0), &device);
     let prior = SimilarityPrior {
         question_keys: Tensor::<2>::random([b, k], Distribution::Normal(0.0, 1.0), &device),

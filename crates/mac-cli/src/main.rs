@@ -100,7 +100,7 @@ enum BankCmd {
 enum Cmd {
     /// Meta-trains MAC into a run directory (config, metrics, checkpoints, report).
     Train {
-        /// Preset: default or tiny.
+        /// Preset: default, open (test answers never seen in training) or tiny.
         #[arg(long, default_value = "default")]
         preset: String,
         /// A JSON configuration file instead of a preset.

@@ -146,12 +146,25 @@ impl Checkpoint {
     }
 
     /// Loads the stored parameters into an already built model of the same shape.
+    ///
+    /// A checkpoint saved without a document selector loads into a model
+    /// with one (a content-trained run given a selection phase): the
+    /// selector keeps its fresh weights. Anything else missing is an error.
     pub fn load_into(&self, model: &mut MacModel) -> Result<(), ModelError> {
         let path = self.dir.join(MODEL_FILE);
-        let mut store = BurnpackStore::from_file(&path).auto_extension(false);
-        let result = model
+        let adds_selector = self.meta.config.aggregator_selector_dim.is_none()
+            && model.aggregator.selector.is_some();
+        let mut store = BurnpackStore::from_file(&path)
+            .auto_extension(false)
+            .allow_partial(adds_selector);
+        let mut result = model
             .load_from(&mut store)
             .map_err(|e| err(&path, format!("unreadable parameters: {e}")))?;
+        if adds_selector {
+            result
+                .missing
+                .retain(|m| !m.0.starts_with("aggregator.selector."));
+        }
         if !result.errors.is_empty() || !result.missing.is_empty() {
             let first = result
                 .errors

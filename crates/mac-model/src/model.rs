@@ -64,6 +64,11 @@ pub struct MacConfig {
     /// output (the reference) or output only what was read from memory.
     #[serde(default = "yes")]
     pub aggregator_question_residual: bool,
+    /// Key width of the aggregator's learnt document selector (`null` = no
+    /// selector, the reference): per-document scores added to its attention
+    /// logits, trained by the selection phase.
+    #[serde(default)]
+    pub aggregator_selector_dim: Option<usize>,
     /// Prefix length per layer `p` (reference: 2).
     pub prefix_len: usize,
     /// Hidden width of the expansion MLPs (reference: 768).
@@ -108,6 +113,7 @@ impl Default for MacConfig {
             aggregator_heads: 6,
             aggregator_head_dim: 64,
             aggregator_question_residual: false,
+            aggregator_selector_dim: None,
             prefix_len: 2,
             expansion_hidden: 768,
             expansion_kind: ExpansionKind::SharedWithSlotEmbeddings,
@@ -186,6 +192,7 @@ impl MacModel {
                 .with_n_heads(config.aggregator_heads)
                 .with_d_head(config.aggregator_head_dim)
                 .with_question_residual(config.aggregator_question_residual)
+                .with_selector_dim(config.aggregator_selector_dim)
                 .init(device),
             expansion: PrefixExpansionConfig::new(config.d_mod, config.n_tokens)
                 .with_prefix_len(config.prefix_len)

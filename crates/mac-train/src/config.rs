@@ -123,13 +123,17 @@ pub struct TrainConfig {
 
 impl TrainConfig {
     /// A named preset: `default` (SmolLM2-135M + MiniLM on the fact stream,
-    /// sized for about an hour on a 2-core CPU) or `tiny` (a few minutes; for
-    /// tests and smoke runs, quality not expected).
+    /// sized for about an hour on a 2-core CPU), `open` (the same on a
+    /// stream whose test answers training never shows) or `tiny` (a few
+    /// minutes; for tests and smoke runs, quality not expected).
     pub fn preset(name: &str) -> Result<Self, String> {
         match name {
             "default" => Ok(Self::default_preset()),
+            "open" => Ok(Self::open()),
             "tiny" => Ok(Self::tiny()),
-            other => Err(format!("unknown preset `{other}` (known: default, tiny)")),
+            other => Err(format!(
+                "unknown preset `{other}` (known: default, open, tiny)"
+            )),
         }
     }
 
@@ -169,6 +173,17 @@ impl TrainConfig {
         }
     }
 
+    /// The default preset on a fact stream with open values: every
+    /// validation and test answer is a value training never showed, so only
+    /// the memory can supply it.
+    fn open() -> Self {
+        Self {
+            preset: "open".into(),
+            data: DataSource::FactStream(FactStreamConfig::open()),
+            ..Self::default_preset()
+        }
+    }
+
     fn tiny() -> Self {
         Self {
             preset: "tiny".into(),
@@ -182,6 +197,7 @@ impl TrainConfig {
                 aggregator_heads: 2,
                 aggregator_head_dim: 16,
                 aggregator_question_residual: true,
+                aggregator_selector_dim: None,
                 prefix_len: 1,
                 expansion_hidden: 64,
                 expansion_kind: ExpansionKind::SharedWithSlotEmbeddings,

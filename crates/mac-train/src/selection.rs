@@ -18,6 +18,7 @@ use std::time::Instant;
 use anyhow::Result;
 use burn::module::Module;
 use burn::optim::GradientsParams;
+use burn::tensor::activation::log_softmax;
 use burn::tensor::{Tensor, TensorData};
 use rand::seq::IndexedRandom;
 use rand::Rng;
@@ -41,6 +42,15 @@ pub struct SelectionConfig {
     pub questions: usize,
     /// Learning rate (constant; Adam, the run's optimizer).
     pub learning_rate: f64,
+    /// Weight of the attention's retrieval loss (the gold document's
+    /// attention share, every block); the selector's contrastive loss, when
+    /// the model has a selector, has weight 1.
+    #[serde(default = "one")]
+    pub attention_loss_weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl SelectionConfig {
@@ -58,6 +68,10 @@ impl SelectionConfig {
             self.learning_rate > 0.0,
             "selection.learning_rate must be positive"
         );
+        anyhow::ensure!(
+            self.attention_loss_weight >= 0.0,
+            "selection.attention_loss_weight must not be negative"
+        );
         Ok(())
     }
 }
@@ -67,7 +81,8 @@ impl SelectionConfig {
 pub struct SelectionStats {
     /// Selection steps done, this one included.
     pub step: usize,
-    /// The retrieval loss.
+    /// The step's loss (the selector's contrastive loss plus the weighted
+    /// attention retrieval loss).
     pub loss: f64,
     /// Share of the step's questions whose own document drew the most
     /// attention (last block).
@@ -173,11 +188,30 @@ impl Trainer {
             .question_encoder
             .encode_texts(&self.question_tokenizer, &questions, None, &self.ad)?
             .tokens;
+        // The selector's contrastive loss: its scores over the bank, a
+        // softmax, minus the log-probability of each question's document.
+        let selector_loss = self.model.aggregator.selector.as_ref().map(|selector| {
+            let scores = selector.scores(
+                selector.question_keys(q_tokens.clone()),
+                selector.document_keys(memory.clone().reshape([bank.len(), n, d])),
+            );
+            let mut mask = vec![0f32; gold.len() * bank.len()];
+            for (i, &g) in gold.iter().enumerate() {
+                mask[i * bank.len() + g] = 1.0;
+            }
+            let mask =
+                Tensor::<2>::from_data(TensorData::new(mask, [gold.len(), bank.len()]), &self.ad);
+            (log_softmax(scores, 1) * mask).sum().neg() / gold.len() as f64
+        });
         let agg = self
             .model
             .aggregator
             .aggregate_shared(q_tokens, memory, None);
-        let loss = retrieval_loss(&agg.token_weights, &gold, n, bank.len(), &self.ad);
+        let mut loss = retrieval_loss(&agg.token_weights, &gold, n, bank.len(), &self.ad)
+            * cfg.attention_loss_weight;
+        if let Some(s) = selector_loss {
+            loss = loss + s;
+        }
         let top1 = gold
             .iter()
             .zip(&agg.doc_weights)

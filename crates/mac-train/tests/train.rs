@@ -174,7 +174,9 @@ fn selection_config() -> TrainConfig {
         bank_documents: 8,
         questions: 4,
         learning_rate: 1e-3,
+        attention_loss_weight: 1.0,
     });
+    cfg.model.aggregator_selector_dim = Some(16);
     cfg
 }
 
@@ -218,6 +220,37 @@ fn selection_phase_runs_after_the_content_steps_and_resumes_exactly() {
             y.loss
         );
     }
+}
+
+/// A content-trained run without a selector is given a selection phase and
+/// a selector afterwards: its checkpoint loads (the selector starts fresh)
+/// and the phase runs.
+#[test]
+fn a_finished_run_can_be_given_a_selector_and_a_selection_phase() {
+    if !models_present() {
+        return;
+    }
+    let device = device();
+    let dir = tempfile::tempdir().unwrap();
+    let mut plain = selection_config();
+    plain.selection = None;
+    plain.model.aggregator_selector_dim = None;
+    Trainer::new(plain, dir.path(), &device)
+        .unwrap()
+        .run(false, None)
+        .unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::to_string(&selection_config()).unwrap(),
+    )
+    .unwrap();
+    let mut resumed = Trainer::resume(dir.path(), &device).unwrap();
+    assert!(resumed.model.aggregator.selector.is_some());
+    let s = resumed.run(false, None).unwrap();
+    assert_eq!(s.selection.map(|s| s.steps), Some(4));
+    // The new checkpoint has the selector and loads as it is.
+    let again = Trainer::resume(dir.path(), &device).unwrap();
+    assert_eq!(again.selection_steps_done(), 4);
 }
 
 #[test]

@@ -71,6 +71,20 @@ impl Aggregator {
         prior: Option<Tensor<2>>,
     ) -> Aggregation {
         let n = question.dims()[1];
+        let prior = match &self.selector {
+            Some(selector) => {
+                let [k_len, d] = memory.dims();
+                let scores = selector.scores(
+                    selector.question_keys(question.clone()),
+                    selector.document_keys(memory.clone().reshape([k_len / n, n, d])),
+                );
+                Some(match prior {
+                    Some(p) => p + scores,
+                    None => scores,
+                })
+            }
+            None => prior,
+        };
         let bias = prior.map(|p| per_token(p, n));
         let start = (!self.question_residual).then(|| question.clone());
         let mut x = question;

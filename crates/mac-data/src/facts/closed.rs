@@ -130,8 +130,7 @@ const AWARDS: [&str; 24] = [
     "the Quill of Ardent",
 ];
 
-/// Document sentence templates per attribute (`{n}` name, `{v}` value). The
-
+/// A value of attribute `a` from its closed pool.
 pub(super) fn value(a: Attribute, rng: &mut ChaCha8Rng) -> String {
     match a {
         Attribute::BirthDate => {

@@ -71,8 +71,7 @@ pub struct FactStreamConfig {
 }
 
 impl Default for FactStreamConfig {
-    /// 4000 training entities, open values, three facts and up to three
-    /// filler sentences per document.
+    /// 4000 training entities, closed value pools, three facts per document.
     fn default() -> Self {
         Self {
             seed: 2024,
@@ -80,8 +79,20 @@ impl Default for FactStreamConfig {
             n_validation: 64,
             n_test: 200,
             facts_per_document: 3,
+            values: ValueVocabulary::Closed,
+            filler_sentences: 0,
+        }
+    }
+}
+
+impl FactStreamConfig {
+    /// The default sizes with open values (test answers never seen in
+    /// training) and up to three filler sentences per document.
+    pub fn open() -> Self {
+        Self {
             values: ValueVocabulary::Open,
             filler_sentences: 3,
+            ..Self::default()
         }
     }
 }

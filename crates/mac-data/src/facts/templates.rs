@@ -3,7 +3,7 @@
 
 use super::Attribute;
 
-/// last one of each list is held out of training.
+/// Document sentence templates per attribute (`{n}` name, `{v}` value).
 pub(super) fn document_templates(a: Attribute) -> &'static [&'static str] {
     match a {
         Attribute::BirthDate => &[
