@@ -156,9 +156,10 @@ impl Trainer {
         if self.selection_pool.is_none() {
             self.selection_pool = Some(self.build_selection_pool(&cfg)?);
         }
-        let Some(pool) = self.selection_pool.as_ref() else {
-            unreachable!("the pool was just built")
-        };
+        let pool = self
+            .selection_pool
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the selection pool could not be built"))?;
         let k = self.state.selection_step;
         let mut rng = step_rng(self.config.seed ^ SELECTION_SEED, k, 0);
         let pool_len = pool.documents.len();
