@@ -404,7 +404,7 @@ fn eval_markdown(report: &mac_eval::EvalReport, dir: &Path, what: &str) -> Resul
 /// `mac eval`.
 pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
     let ckpt_dir = resolve_checkpoint(&a.io.checkpoint)?;
-    let mut control = None;
+    let mut training = None;
     let dataset = match &a.io.data {
         Some(path) => load_data_file(path, a.io.format.as_deref(), a.io.skip_malformed)?,
         None => {
@@ -416,8 +416,8 @@ pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
             })?;
             let splits = load_splits(&cfg.data)?;
             // Training documents (other entities; as many as the test stream)
-            // make the unrelated-bank control.
-            control = Some(splits.train);
+            // make the unrelated-bank control, and fit the question-only baseline.
+            training = Some(splits.train);
             splits.test
         }
     };
@@ -432,7 +432,14 @@ pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
         progress: !a.json,
         ..EvalOptions::default()
     };
-    let report = evaluate(&rt, &dataset, control.as_ref(), &a.io.out, &opts)?;
+    let report = evaluate(
+        &rt,
+        &dataset,
+        training.as_ref(),
+        training.as_ref(),
+        &a.io.out,
+        &opts,
+    )?;
     let json = serde_json::to_string_pretty(&report)?;
     let path = a.io.out.join("report.json");
     std::fs::write(&path, &json).with_context(|| format!("{}: cannot write", path.display()))?;

@@ -243,7 +243,7 @@ pub fn compare(
         retrieval_k: None,
         ..opts.eval.clone()
     };
-    let base = evaluate(rt, test, None, out_dir, &base_opts)?;
+    let base = evaluate(rt, test, None, None, out_dir, &base_opts)?;
     let mut methods = base.methods.clone();
     let mut retention = BTreeMap::new();
     retention.insert("mac".to_string(), base.retention.clone());

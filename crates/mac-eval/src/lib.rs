@@ -11,11 +11,14 @@
 //! prefix match, named `prefix_em`). Beside MAC: `mac+prior` (the
 //! aggregator with the question–document similarity prior), `mac+rag@k`
 //! (MAC over the top-k BM25 documents), and controls that swap the right
-//! documents for unrelated ones (`*_unrelated*`).
+//! documents for unrelated ones (`*_unrelated*`), and, given the training
+//! split, the question-only baseline (the best fixed answer per question
+//! form: what a model scores without reading anything).
 
 mod compare;
 mod memory;
 mod online;
+mod question_only;
 mod report;
 
 pub use compare::{compare, compare_markdown, retrieve, CompareOptions, CompareReport, SweepRow};
@@ -24,4 +27,5 @@ pub use online::{
     evaluate, AttentionStats, EvalOptions, EvalReport, MethodResult, Prediction, RetentionPoint,
     DEFAULT_PRIOR_SCALE,
 };
+pub use question_only::{question_form, QuestionOnly};
 pub use report::write_markdown;

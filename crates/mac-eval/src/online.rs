@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compare::mac_rag_answers;
 use crate::memory::{peak_rss_mb, reset_peak_rss};
+use crate::question_only::QuestionOnly;
 
 /// The similarity prior's default scale in evaluations: with the frozen
 /// all-MiniLM-L6-v2 keys, a question's own fact document gets about 0.94 of
@@ -396,10 +397,13 @@ fn answer_plain(
 /// With `control` documents, a second bank of those (unrelated) documents
 /// answers the same questions (`mac_unrelated_bank`): what MAC scores
 /// without the right documents in memory, i.e. from the question alone.
+/// With the `training` split, the references include the question-only
+/// baseline (`question_only`, see [`crate::QuestionOnly`]).
 pub fn evaluate(
     rt: &MacRuntime,
     test: &Dataset,
     control: Option<&Dataset>,
+    training: Option<&Dataset>,
     out_dir: &Path,
     opts: &EvalOptions,
 ) -> Result<EvalReport> {
@@ -558,6 +562,22 @@ pub fn evaluate(
                 MethodResult::measured(scores, questions.len(), secs, 0.0, 0.0),
             );
         }
+    }
+
+    if let Some(training) = training.filter(|_| opts.references) {
+        let t0 = Instant::now();
+        let baseline = QuestionOnly::fit(training)?;
+        let answers = questions
+            .iter()
+            .map(|(_, q)| baseline.answer(&q.question))
+            .collect::<Result<Vec<_>>>()?;
+        let secs = t0.elapsed().as_secs_f64();
+        let name = "question_only";
+        let scores = score(name, &questions, &answers, &mut preds);
+        methods.insert(
+            name.to_string(),
+            MethodResult::measured(scores, questions.len(), secs, 0.0, 0.0),
+        );
     }
 
     let pred_path = out_dir.join("predictions.jsonl");

@@ -48,6 +48,14 @@ pub fn write_markdown(report: &EvalReport, title: &str) -> String {
              what MAC gets from the question alone. The gap between `mac` and it is what the memory contributes."
         );
     }
+    if report.methods.contains_key("question_only") {
+        let _ = writeln!(
+            s,
+            "\n`question_only` answers each question with the most frequent training answer of \
+             its form (the question without its names): what memorising the training values \
+             scores without reading anything."
+        );
+    }
     if let Some(name) = report.methods.keys().find(|m| m.ends_with("_unrelated")) {
         let _ = writeln!(
             s,
