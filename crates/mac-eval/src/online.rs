@@ -52,7 +52,7 @@ pub struct EvalOptions {
     pub retrieval_k: Option<usize>,
     /// Also answer with MAC whose aggregator adds the question–document
     /// similarity prior of this scale (`mac+prior`; see
-    /// [`mac_aggregation::SimilarityPrior`]): the frozen sentence embeddings
+    /// `mac_aggregation::SimilarityPrior`): the frozen sentence embeddings
     /// point the attention at the documents that resemble the question.
     #[serde(default)]
     pub similarity_prior: Option<f64>,

@@ -3,7 +3,7 @@
 //! Foundation Language Models" (Touvron et al., 2023). SmolLM2 is one.
 //!
 //! Parameter names follow Hugging Face `LlamaForCausalLM`; GGUF files are read
-//! through [`crate::loader`]'s key remapping (and Q/K un-permutation).
+//! through [`crate::model`]'s key remapping (and Q/K un-permutation).
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::silu;

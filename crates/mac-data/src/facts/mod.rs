@@ -13,9 +13,9 @@
 //! unseen entities.
 //!
 //! Where the answer values come from is [`ValueVocabulary`]: small closed
-//! pools shared by every split ([`closed`]), or open vocabularies whose
-//! values are rare and belong to one split each ([`open`]), so that only
-//! the memory can supply a test answer.
+//! pools shared by every split, or open vocabularies whose values are rare
+//! and belong to one split each, so that only the memory can supply a test
+//! answer.
 
 mod closed;
 mod open;
