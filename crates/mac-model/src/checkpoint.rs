@@ -113,6 +113,9 @@ impl Checkpoint {
         })?;
         let meta: CheckpointMeta = serde_json::from_str(&text)
             .map_err(|e| err(&meta_path, format!("malformed checkpoint metadata: {e}")))?;
+        meta.config
+            .validate()
+            .map_err(|e| err(&meta_path, format!("invalid model configuration: {e}")))?;
         if meta.format_version != FORMAT_VERSION {
             return Err(err(
                 &meta_path,

@@ -127,6 +127,46 @@ impl Default for MacConfig {
     }
 }
 
+/// Largest value a size field of [`MacConfig`] may take: a configuration
+/// read from a file cannot ask for an absurd allocation.
+pub const MAX_CONFIG_SIZE: usize = 1 << 16;
+
+impl MacConfig {
+    /// Checks that every size is positive and bounded, so that building the
+    /// model neither divides by zero nor allocates without bound; the error
+    /// names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let sizes = [
+            ("n_tokens", self.n_tokens),
+            ("d_mod", self.d_mod),
+            ("head_heads", self.head_heads),
+            ("aggregator_blocks", self.aggregator_blocks),
+            ("aggregator_heads", self.aggregator_heads),
+            ("aggregator_head_dim", self.aggregator_head_dim),
+            ("prefix_len", self.prefix_len),
+            ("expansion_hidden", self.expansion_hidden),
+            ("max_document_tokens", self.max_document_tokens),
+            ("max_question_tokens", self.max_question_tokens),
+        ];
+        let optional = [
+            ("aggregator_selector_dim", self.aggregator_selector_dim),
+            ("answer_probe_width", self.answer_probe_width),
+            ("lm_token_channel_width", self.lm_token_channel_width),
+        ];
+        let all = sizes
+            .into_iter()
+            .chain(optional.into_iter().filter_map(|(f, v)| v.map(|v| (f, v))));
+        for (field, value) in all {
+            if value == 0 || value > MAX_CONFIG_SIZE {
+                return Err(format!(
+                    "{field} is {value}: it must be between 1 and {MAX_CONFIG_SIZE}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Parameter counts of one module.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ParamSummary {
@@ -162,11 +202,7 @@ impl MacModel {
         kv_layout: KvLayout,
         device: &Device,
     ) -> Result<Self, ModelError> {
-        if config.n_tokens == 0 || config.d_mod == 0 || config.prefix_len == 0 {
-            return Err(ModelError::Input(
-                "n_tokens, d_mod and prefix_len must be positive".into(),
-            ));
-        }
+        config.validate().map_err(ModelError::Input)?;
         let encoder = |trainable, lm_channel| {
             AmortizationEncoder::load(
                 encoder_dir,

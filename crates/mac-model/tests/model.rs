@@ -118,6 +118,17 @@ fn amortization_is_padding_invariant_and_checkpoints_round_trip() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("mac.json") && e.contains("malformed"), "{e}");
+    // A configuration that would divide by zero or allocate without bound
+    // is refused, naming the file and the field.
+    for (field, value) in [("aggregator_heads", 0u64), ("n_tokens", 1 << 40)] {
+        let mut bad = serde_json::to_value(&meta).unwrap();
+        bad["config"][field] = value.into();
+        std::fs::write(dir.path().join("ck/mac.json"), bad.to_string()).unwrap();
+        let e = Checkpoint::open(&dir.path().join("ck"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mac.json") && e.contains(field), "{e}");
+    }
 
     // Parameters of another shape do not load silently.
     let other = MacConfig {
