@@ -273,11 +273,25 @@ impl Aggregator {
         let n = question.dims()[1];
         let prior = self.with_selector_each(&question, &memory, prior);
         let bias = prior.map(|p| per_token(p, n));
+        self.run_blocks(question, |block, x| {
+            block.forward(x, memory.clone(), bias.clone())
+        })
+    }
+
+    /// The blocks over `question [B, n, d]`, each reading the memory through
+    /// `forward` (new tokens and the attention per memory token `[B, K]`),
+    /// then the output norm and the per-document attention of the last block.
+    fn run_blocks(
+        &self,
+        question: Tensor<3>,
+        forward: impl Fn(&CrossAttentionBlock, Tensor<3>) -> (Tensor<3>, Tensor<2>),
+    ) -> Aggregation {
+        let n = question.dims()[1];
         let start = (!self.question_residual).then(|| question.clone());
         let mut x = question;
         let mut token_weights = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {
-            let (y, w) = block.forward(x, memory.clone(), bias.clone());
+            let (y, w) = forward(block, x);
             x = y;
             token_weights.push(w);
         }

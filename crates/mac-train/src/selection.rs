@@ -16,17 +16,17 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Tensor, TensorData};
+use mac_model::MacRuntime;
 use rand::seq::IndexedRandom;
 use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::trainer::{index_tensor, retrieval_loss, step_rng, Trainer};
+use crate::trainer::{detached, index_tensor, retrieval_loss, step_rng, Trainer};
 
 /// The selection phase of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,30 +117,11 @@ impl Trainer {
         let documents =
             rand::seq::index::sample(&mut rng, train.len(), cfg.pool_documents.min(train.len()))
                 .into_vec();
-        let amortizer = self.model.amortizer.valid();
-        let mut parts = Vec::new();
-        for chunk in documents.chunks(POOL_CHUNK) {
-            let texts: Vec<&str> = chunk.iter().map(|&d| train[d].text.as_str()).collect();
-            let tokens = amortizer
-                .encode_texts(
-                    &self.document_tokenizer,
-                    &texts,
-                    Some(&self.lm),
-                    &self.device,
-                )?
-                .tokens;
-            let dims = tokens.dims();
-            let data: Vec<f32> = tokens
-                .try_to_vec_as::<f32>()
-                .map_err(|e| anyhow::anyhow!("reading modulations: {e:?}"))?;
-            parts.push(Tensor::<3>::from_data(
-                TensorData::new(data, dims),
-                &self.ad,
-            ));
-        }
+        let texts: Vec<&str> = documents.iter().map(|&d| train[d].text.as_str()).collect();
+        let modulations = amortize_in_chunks(&self.runtime()?, &texts)?;
         Ok(SelectionPool {
             documents,
-            modulations: Tensor::cat(parts, 0),
+            modulations: detached(modulations, &self.ad)?,
         })
     }
 
@@ -213,12 +194,7 @@ impl Trainer {
         if let Some(s) = selector_loss {
             loss = loss + s;
         }
-        let top1 = gold
-            .iter()
-            .zip(&agg.doc_weights)
-            .filter(|(&g, w)| w.iter().all(|&x| x <= w[g]))
-            .count() as f64
-            / gold.len() as f64;
+        let top1 = top1_rate(&gold, &agg.doc_weights);
         let loss_value = loss.clone().into_scalar::<f64>();
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
         self.model = self
@@ -258,24 +234,36 @@ impl Trainer {
             .iter()
             .map(|d| d.qas[rng.random_range(0..d.qas.len())].question.as_str())
             .collect();
-        let mut banks = Vec::new();
-        for chunk in docs.chunks(POOL_CHUNK) {
-            let texts: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
-            banks.push(rt.encode_documents(&texts)?.tokens);
-        }
-        let bank = Tensor::cat(banks, 0);
+        let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+        let bank = amortize_in_chunks(&rt, &texts)?;
         let [p, n, d] = bank.dims();
         let q_tokens = rt.encode_questions(&questions)?;
         let agg = rt
             .model
             .aggregator
             .aggregate_shared(q_tokens, bank.reshape([p * n, d]), None);
-        let hits = agg
-            .doc_weights
-            .iter()
-            .enumerate()
-            .filter(|(g, w)| w.iter().all(|&x| x <= w[*g]))
-            .count();
-        Ok(hits as f64 / docs.len() as f64)
+        let gold: Vec<usize> = (0..docs.len()).collect();
+        Ok(top1_rate(&gold, &agg.doc_weights))
     }
+}
+
+/// Modulations `[P, n, d]` of `texts` on the runtime's device, amortized
+/// [`POOL_CHUNK`] at a time.
+fn amortize_in_chunks(rt: &MacRuntime, texts: &[&str]) -> Result<Tensor<3>> {
+    let parts = texts
+        .chunks(POOL_CHUNK)
+        .map(|chunk| Ok(rt.encode_documents(chunk)?.tokens))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::cat(parts, 0))
+}
+
+/// Share of questions whose gold document (`gold[i]`, a row of
+/// `weights[i]`) drew the most attention.
+fn top1_rate(gold: &[usize], weights: &[Vec<f32>]) -> f64 {
+    let hits = gold
+        .iter()
+        .zip(weights)
+        .filter(|(&g, w)| w.iter().all(|&x| x <= w[g]))
+        .count();
+    hits as f64 / gold.len().max(1) as f64
 }

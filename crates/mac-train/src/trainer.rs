@@ -374,6 +374,42 @@ fn shared(bank: &Tensor<3>, questions: usize) -> Tensor<3> {
         .expand([questions, docs * n, d])
 }
 
+/// `t` (from the plain device) as a leaf without a graph on the autodiff
+/// device `ad`.
+pub(crate) fn detached(t: Tensor<3>, ad: &Device) -> Result<Tensor<3>> {
+    let dims = t.dims();
+    let data: Vec<f32> = t
+        .try_to_vec_as::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading modulations: {e:?}"))?;
+    Ok(Tensor::from_data(TensorData::new(data, dims), ad))
+}
+
+/// A progress bar at `position` of `len` in `template`'s style (hidden
+/// unless `show`).
+fn progress_bar(show: bool, len: usize, position: usize, template: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(position as u64);
+    bar
+}
+
+/// The metrics line of a validation.
+fn validation_line(v: &ValidationStats) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "validation", "step": v.step, "loss": v.loss,
+        "loss_unrelated_bank": v.loss_unrelated_bank,
+        "loss_own_document": v.loss_own_document,
+        "loss_other_document": v.loss_other_document, "gold_weight": v.gold_weight,
+        "uniform_weight": v.uniform_weight, "em": v.em, "f1": v.f1,
+        "n_questions": v.n_questions,
+    })
+}
+
 /// A 1-D index tensor of `rows` on `device`.
 pub(crate) fn index_tensor(rows: &[usize], device: &Device) -> Tensor<1, Int> {
     let ids: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
@@ -613,11 +649,7 @@ impl Trainer {
                     )
                 })?
                 .tokens;
-            let dims = t.dims();
-            let data: Vec<f32> = t
-                .try_to_vec_as::<f32>()
-                .map_err(|e| anyhow::anyhow!("reading modulations: {e:?}"))?;
-            parts.push(Tensor::from_data(TensorData::new(data, dims), &self.ad));
+            parts.push(detached(t, &self.ad)?);
         }
         let bank = Tensor::cat(parts, 0);
         let [b, n, _] = bank.dims();
@@ -970,6 +1002,16 @@ impl Trainer {
         Ok(dir)
     }
 
+    /// Writes the `last` checkpoint when `step` is a multiple of
+    /// `checkpoint_every`.
+    fn checkpoint_if_due(&self, step: usize) -> Result<()> {
+        let every = self.config.checkpoint_every;
+        if every > 0 && step.is_multiple_of(every) {
+            self.save("last")?;
+        }
+        Ok(())
+    }
+
     fn log(&self, value: &serde_json::Value) -> Result<()> {
         let path = self.run_dir.join("metrics.jsonl");
         let mut f = OpenOptions::new()
@@ -983,14 +1025,7 @@ impl Trainer {
 
     fn validate_and_keep_best(&mut self) -> Result<ValidationStats> {
         let v = self.validate()?;
-        self.log(&serde_json::json!({
-            "kind": "validation", "step": v.step, "loss": v.loss,
-            "loss_unrelated_bank": v.loss_unrelated_bank,
-            "loss_own_document": v.loss_own_document,
-            "loss_other_document": v.loss_other_document, "gold_weight": v.gold_weight,
-            "uniform_weight": v.uniform_weight, "em": v.em, "f1": v.f1,
-            "n_questions": v.n_questions,
-        }))?;
+        self.log(&validation_line(&v))?;
         let share = self.config.own_document_share_at(v.step.saturating_sub(1));
         let loss = v.objective(share);
         let better = self.state.best_loss.is_none_or(|(best, _)| loss < best);
@@ -1007,19 +1042,12 @@ impl Trainer {
     pub fn run(&mut self, show_progress: bool, stop_after: Option<usize>) -> Result<TrainSummary> {
         let t0 = Instant::now();
         let total = self.config.steps;
-        let bar = if show_progress {
-            let bar = ProgressBar::new(total as u64);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{elapsed_precise} [{bar:30}] {pos}/{len} steps  {per_sec}  eta {eta}  {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar.set_position(self.state.step as u64);
-            bar
-        } else {
-            ProgressBar::hidden()
-        };
+        let bar = progress_bar(
+            show_progress,
+            total,
+            self.state.step,
+            "{elapsed_precise} [{bar:30}] {pos}/{len} steps  {per_sec}  eta {eta}  {msg}",
+        );
         let start_step = self.state.step;
         let mut last_validation = None;
         let mut ema: Option<f64> = None;
@@ -1060,10 +1088,7 @@ impl Trainer {
                 bar.println(v.to_string());
                 last_validation = Some(v);
             }
-            let ck = self.config.checkpoint_every;
-            if ck > 0 && s.step % ck == 0 {
-                self.save("last")?;
-            }
+            self.checkpoint_if_due(s.step)?;
         }
         bar.finish_and_clear();
         let done = self.state.step - start_step;
@@ -1077,9 +1102,8 @@ impl Trainer {
             let budget = stop_after.map(|k| k.saturating_sub(done));
             let (summary, v) = self.run_selection(&cfg, show_progress, budget)?;
             if summary.steps < cfg.steps {
-                cut_short = budget.map(|_| CutShort::StopAfter {
-                    steps: stop_after.unwrap_or_default(),
-                });
+                // Only a stop-after budget ends the phase early.
+                cut_short = stop_after.map(|steps| CutShort::StopAfter { steps });
             }
             last_validation = v.or(last_validation);
             selection = Some(summary);
@@ -1112,19 +1136,12 @@ impl Trainer {
         let top1_before = (self.state.selection_step == 0)
             .then(|| self.validate_selection())
             .transpose()?;
-        let bar = if show_progress {
-            let bar = ProgressBar::new(cfg.steps as u64);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{elapsed_precise} [{bar:30}] {pos}/{len} selection steps  {per_sec}  {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar.set_position(self.state.selection_step as u64);
-            bar
-        } else {
-            ProgressBar::hidden()
-        };
+        let bar = progress_bar(
+            show_progress,
+            cfg.steps,
+            self.state.selection_step,
+            "{elapsed_precise} [{bar:30}] {pos}/{len} selection steps  {per_sec}  {msg}",
+        );
         let mut done = 0;
         let mut ema: Option<f64> = None;
         while self.state.selection_step < cfg.steps && budget.is_none_or(|b| done < b) {
@@ -1141,25 +1158,17 @@ impl Trainer {
                 s.loss,
                 ema.unwrap_or(s.top1)
             ));
-            let ck = self.config.checkpoint_every;
-            if ck > 0 && s.step % ck == 0 {
-                self.save("last")?;
-            }
+            self.checkpoint_if_due(s.step)?;
         }
         bar.finish_and_clear();
         let top1_after = self.validate_selection()?;
         let mut validation = None;
         if self.state.selection_step >= cfg.steps {
             let v = self.validate()?;
-            self.log(&serde_json::json!({
-                "kind": "validation", "step": v.step, "loss": v.loss,
-                "loss_unrelated_bank": v.loss_unrelated_bank,
-                "loss_own_document": v.loss_own_document,
-                "loss_other_document": v.loss_other_document, "gold_weight": v.gold_weight,
-                "uniform_weight": v.uniform_weight, "em": v.em, "f1": v.f1,
-                "n_questions": v.n_questions, "after_selection": true,
-                "selection_top1": top1_after,
-            }))?;
+            let mut line = validation_line(&v);
+            line["after_selection"] = true.into();
+            line["selection_top1"] = top1_after.into();
+            self.log(&line)?;
             let share = self.config.own_document_share_at(v.step.saturating_sub(1));
             self.state.best_loss = Some((v.objective(share), v.step));
             self.save("best")?;

@@ -12,6 +12,8 @@ use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor};
 
+use super::unit;
+
 /// Learnt question and document keys and the scale of their cosine.
 #[derive(Module, Debug)]
 pub struct DocumentSelector {
@@ -72,15 +74,7 @@ impl DocumentSelector {
     /// Scores `[B, N]` of unit question keys `[B, k]` against unit document
     /// keys `[N, k]`.
     pub fn scores(&self, question_keys: Tensor<2>, document_keys: Tensor<2>) -> Tensor<2> {
-        let [b, _] = question_keys.dims();
-        let n_docs = document_keys.dims()[0];
-        question_keys.matmul(document_keys.transpose())
-            * self
-                .log_scale
-                .val()
-                .exp()
-                .reshape([1, 1])
-                .expand([b, n_docs])
+        self.scaled(question_keys.matmul(document_keys.transpose()))
     }
 
     /// Scores `[B, N]` of unit question keys `[B, k]` against each
@@ -94,16 +88,12 @@ impl DocumentSelector {
         let cos = (keys * question_keys.reshape([b, 1, k]).expand([b, n_docs, k]))
             .sum_dim(2)
             .reshape([b, n_docs]);
-        cos * self
-            .log_scale
-            .val()
-            .exp()
-            .reshape([1, 1])
-            .expand([b, n_docs])
+        self.scaled(cos)
     }
-}
 
-fn unit(x: Tensor<2>) -> Tensor<2> {
-    let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
-    x / norm
+    /// Cosines `[B, N]` times the learnt scale.
+    fn scaled(&self, cos: Tensor<2>) -> Tensor<2> {
+        let dims = cos.dims();
+        cos * self.log_scale.val().exp().reshape([1, 1]).expand(dims)
+    }
 }

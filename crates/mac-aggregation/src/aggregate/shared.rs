@@ -7,7 +7,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::Tensor;
 use mac_lm::linear::linear;
 
-use super::{doc_weights, per_token, Aggregation, Aggregator, CrossAttentionBlock};
+use super::{add, per_token, Aggregation, Aggregator, CrossAttentionBlock};
 
 impl CrossAttentionBlock {
     /// Keys or values `[H, K, dh]` of normalised memory tokens `[K, d]`.
@@ -71,38 +71,30 @@ impl Aggregator {
         prior: Option<Tensor<2>>,
     ) -> Aggregation {
         let n = question.dims()[1];
-        let prior = match &self.selector {
-            Some(selector) => {
-                let [k_len, d] = memory.dims();
-                let scores = selector.scores(
-                    selector.question_keys(question.clone()),
-                    selector.document_keys(memory.clone().reshape([k_len / n, n, d])),
-                );
-                Some(match prior {
-                    Some(p) => p + scores,
-                    None => scores,
-                })
-            }
-            None => prior,
-        };
+        let prior = self.with_selector_shared(&question, &memory, prior);
         let bias = prior.map(|p| per_token(p, n));
-        let start = (!self.question_residual).then(|| question.clone());
-        let mut x = question;
-        let mut token_weights = Vec::with_capacity(self.blocks.len());
-        for block in &self.blocks {
-            let (y, w) = block.forward_shared(x, memory.clone(), bias.clone());
-            x = y;
-            token_weights.push(w);
-        }
-        let modulation = self.output(x, start);
-        let doc_weights = token_weights
-            .last()
-            .map(|w| doc_weights(w.clone(), n))
-            .unwrap_or_default();
-        Aggregation {
-            modulation,
-            doc_weights,
-            token_weights,
-        }
+        self.run_blocks(question, |block, x| {
+            block.forward_shared(x, memory.clone(), bias.clone())
+        })
+    }
+
+    /// Per-document logits `[B, N]`: `prior` plus the selector's scores of
+    /// the shared memory `[N·n, d]` (just `prior` without a selector).
+    fn with_selector_shared(
+        &self,
+        question: &Tensor<3>,
+        memory: &Tensor<2>,
+        prior: Option<Tensor<2>>,
+    ) -> Option<Tensor<2>> {
+        let Some(selector) = &self.selector else {
+            return prior;
+        };
+        let n = question.dims()[1];
+        let [k_len, d] = memory.dims();
+        let scores = selector.scores(
+            selector.question_keys(question.clone()),
+            selector.document_keys(memory.clone().reshape([k_len / n, n, d])),
+        );
+        Some(add(prior, scores))
     }
 }

@@ -214,13 +214,16 @@ fn pick_template(
 /// How one split's documents are made.
 struct SplitRules<'a> {
     config: &'a FactStreamConfig,
-    /// The split's values (open vocabularies only).
+    /// The split the documents are for.
     split: Split,
-    /// Whether held-out templates may be used.
-    held_out_too: bool,
 }
 
 impl SplitRules<'_> {
+    /// Whether held-out templates may be used: everywhere but in training.
+    fn held_out_too(&self) -> bool {
+        self.split != Split::Train
+    }
+
     fn attributes(&self) -> &'static [Attribute] {
         match self.config.values {
             ValueVocabulary::Closed => &CLOSED_ATTRIBUTES,
@@ -244,12 +247,12 @@ impl SplitRules<'_> {
         for a in attributes {
             let v = self.value(a, rng);
             sentences.push(fill(
-                pick_template(document_templates(a), self.held_out_too, rng),
+                pick_template(document_templates(a), self.held_out_too(), rng),
                 name,
                 &v,
             ));
             let q = fill(
-                pick_template(question_templates(a), self.held_out_too, rng),
+                pick_template(question_templates(a), self.held_out_too(), rng),
                 name,
                 "",
             );
@@ -294,11 +297,7 @@ impl FactStream {
             }
         }
         let make = |names: &[String], split: Split, rng: &mut ChaCha8Rng| {
-            let rules = SplitRules {
-                config,
-                split,
-                held_out_too: split != Split::Train,
-            };
+            let rules = SplitRules { config, split };
             Dataset {
                 documents: names.iter().map(|n| rules.document(n, rng)).collect(),
             }
