@@ -207,12 +207,11 @@ fn selection_phase_runs_after_the_content_steps_and_resumes_exactly() {
     assert_eq!(b.selection_steps_done(), 1);
     let mut c = Trainer::resume(cut.path(), &device).unwrap();
     assert_eq!(c.selection_steps_done(), 1);
-    // `b` goes on in memory (its pool and optimizer never left it): the
-    // uninterrupted run. (A second trainer built beside it would draw its
-    // initial weights from the backend's process-wide generator, which
-    // tests running in parallel also draw from.)
+    let other = tempfile::tempdir().unwrap();
+    let mut d = Trainer::new(selection_config(), other.path(), &device).unwrap();
+    d.run(false, Some(3)).unwrap();
     for _ in 0..2 {
-        let (x, y) = (c.selection_step().unwrap(), b.selection_step().unwrap());
+        let (x, y) = (c.selection_step().unwrap(), d.selection_step().unwrap());
         assert_eq!(x.step, y.step);
         assert!(
             (x.loss - y.loss).abs() <= 1e-5 * x.loss.abs().max(1.0),
