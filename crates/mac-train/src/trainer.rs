@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use burn::grad_clipping::GradientClippingConfig;
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -374,6 +374,21 @@ fn shared(bank: &Tensor<3>, questions: usize) -> Tensor<3> {
         .expand([questions, docs * n, d])
 }
 
+/// Draws every parameter's initial value now: Burn initialises parameters
+/// lazily, on first use, which would put the draws outside the lock.
+fn draw_initial_weights<M: Module>(model: &M) {
+    struct Draw;
+    impl ModuleVisitor for Draw {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let _ = param.val();
+        }
+    }
+    model.visit(&mut Draw);
+}
+
+/// Held while a trainer seeds the backend's generator and initialises its model.
+static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// `t` (from the plain device) as a leaf without a graph on the autodiff
 /// device `ad`.
 pub(crate) fn detached(t: Tensor<3>, ad: &Device) -> Result<Tensor<3>> {
@@ -478,8 +493,19 @@ impl Trainer {
             }
         }
         let ad = device.clone().autodiff();
-        ad.seed(config.seed);
-        let mut model = MacModel::init(&config.model, &encoder_dir, lm.model.kv_layout(), &ad)?;
+        let mut model = {
+            // The backend's generator is process-wide: seeding it and drawing
+            // the initial weights happen under one lock, so trainers built
+            // at once (threads, parallel tests) get the weights their seed
+            // gives instead of interleaved draws.
+            let _draws = SEEDED_INIT
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            ad.seed(config.seed);
+            let model = MacModel::init(&config.model, &encoder_dir, lm.model.kv_layout(), &ad)?;
+            draw_initial_weights(&model);
+            model
+        };
         let mut optim = optimizer(&config);
         let mut state = TrainerState::default();
         if let Some(dir) = from {
