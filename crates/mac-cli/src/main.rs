@@ -60,8 +60,9 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
     if path.join(mac_model::META_FILE).is_file() {
         return Ok(path.to_path_buf());
     }
+    let run = mac_train::RunDir::new(path);
     for name in ["best", "last"] {
-        let p = path.join("checkpoints").join(name);
+        let p = run.checkpoint(name);
         if p.join(mac_model::META_FILE).is_file() {
             return Ok(p);
         }

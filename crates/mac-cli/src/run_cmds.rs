@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use mac_data::{load, Format, LoadOptions};
 use mac_eval::{evaluate, write_markdown, EvalOptions};
 use mac_model::MacRuntime;
-use mac_train::{load_splits, TrainConfig, Trainer};
+use mac_train::{load_splits, MetricsLine, RunDir, TrainConfig, Trainer};
 
 use crate::{resolve_checkpoint, InputError};
 
@@ -20,6 +20,19 @@ pub struct TrainArgs {
     pub steps: Option<usize>,
     pub max_minutes: Option<f64>,
     pub stop_after: Option<usize>,
+}
+
+impl TrainArgs {
+    /// Applies `--steps` and `--max-minutes` to `cfg`; whether any was given.
+    fn apply_overrides(&self, cfg: &mut TrainConfig) -> bool {
+        if let Some(s) = self.steps {
+            cfg.steps = s;
+        }
+        if let Some(m) = self.max_minutes {
+            cfg.max_minutes = Some(m);
+        }
+        self.steps.is_some() || self.max_minutes.is_some()
+    }
 }
 
 fn require_models(cfg: &TrainConfig) -> Result<()> {
@@ -47,11 +60,7 @@ pub fn train(a: TrainArgs, device: &mac_device::Device) -> Result<()> {
             .with_context(|| format!("resuming the run in {}", a.out.display()))?
     } else {
         if !a.force {
-            if let Some(found) = ["config.json", "metrics.jsonl", "checkpoints"]
-                .iter()
-                .map(|f| a.out.join(f))
-                .find(|p| p.exists())
-            {
+            if let Some(found) = RunDir::new(&a.out).existing_run_file() {
                 return Err(InputError(format!(
                     "{} already holds a training run ({} exists): pass --resume to continue it \
                      or --force to start over in it",
@@ -65,22 +74,14 @@ pub fn train(a: TrainArgs, device: &mac_device::Device) -> Result<()> {
             Some(p) => TrainConfig::from_file(p).map_err(|e| InputError(e.to_string()))?,
             None => TrainConfig::preset(&a.preset).map_err(InputError)?,
         };
-        if let Some(s) = a.steps {
-            cfg.steps = s;
-        }
-        if let Some(m) = a.max_minutes {
-            cfg.max_minutes = Some(m);
-        }
+        a.apply_overrides(&mut cfg);
         require_models(&cfg)?;
         Trainer::new(cfg, &a.out, device)?
     };
-    if a.resume {
-        if let Some(s) = a.steps {
-            trainer.config.steps = s;
-        }
-        if let Some(m) = a.max_minutes {
-            trainer.config.max_minutes = Some(m);
-        }
+    if a.resume && a.apply_overrides(&mut trainer.config) {
+        // The run's config.json says what it was trained with.
+        trainer.config.validate()?;
+        trainer.run_dir.write_config(&trainer.config)?;
     }
     let params = trainer.model.param_summary();
     eprintln!("{:<48} {:>12} {:>12}", "module", "parameters", "trainable");
@@ -103,17 +104,19 @@ pub fn train(a: TrainArgs, device: &mac_device::Device) -> Result<()> {
         "parameters": params,
         "config": trainer.config,
     });
-    let path = a.out.join("train-report.json");
+    let run = &trainer.run_dir;
+    let path = run.report_file("train-report.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("{}: cannot write", path.display()))?;
-    let mut md = train_markdown(&a.out, &summary, &params)?;
-    match train_plots(&a.out) {
+    let mut md = train_markdown(run, &summary, &params)?;
+    match train_plots(run) {
         Ok(()) => {
             md.push_str("\n![loss](learning_curve.png)\n\n![validation F1](validation_f1.png)\n")
         }
         Err(e) => eprintln!("warning: {e:#}"),
     }
-    std::fs::write(a.out.join("train-report.md"), md)?;
+    let path = run.report_file("train-report.md");
+    std::fs::write(&path, md).with_context(|| format!("{}: cannot write", path.display()))?;
     println!(
         "{}, {:.2} s/step; last validation: {}",
         summary.completion(),
@@ -147,7 +150,7 @@ fn selection_line(summary: &mac_train::TrainSummary) -> Option<String> {
 }
 
 fn train_markdown(
-    run: &Path,
+    run: &RunDir,
     summary: &mac_train::TrainSummary,
     params: &[mac_model::ParamSummary],
 ) -> Result<String> {
@@ -156,7 +159,7 @@ fn train_markdown(
     writeln!(
         s,
         "# Training run {}: {}\n",
-        run.display(),
+        run.root().display(),
         summary.completion()
     )?;
     writeln!(
@@ -172,94 +175,104 @@ fn train_markdown(
     for p in params {
         writeln!(s, "| {} | {} | {} |", p.name, p.total, p.trainable)?;
     }
-    writeln!(s, "\n## Learning curve\n\n| step | train loss (mean of the last 25) | validation loss | … with an unrelated bank | own document alone | another document alone | gold-document attention (uniform) | EM | F1 |\n|---|---|---|---|---|---|---|---|---|")?;
-    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
-    let mut window: Vec<f64> = Vec::new();
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        match v["kind"].as_str() {
-            Some("train") => {
-                window.push(v["loss"].as_f64().unwrap_or(f64::NAN));
-                if window.len() > 25 {
-                    window.remove(0);
-                }
-            }
-            Some("validation") => {
-                let mean = window.iter().sum::<f64>() / window.len().max(1) as f64;
-                let num = |k: &str| {
-                    v[k].as_f64()
-                        .map_or_else(|| "–".to_string(), |x| format!("{x:.3}"))
+    writeln!(s, "\n## Learning curve\n\n| step | train loss (mean of the last 25) | validation loss | … with an unrelated bank | own document alone | another document alone | answer probe: own document (another) | gold-document attention (uniform) | EM | F1 |\n|---|---|---|---|---|---|---|---|---|---|")?;
+    let mut window = LossWindow::default();
+    for line in run.read_metrics()? {
+        match line {
+            MetricsLine::Train(st) => window.push(st.loss),
+            MetricsLine::Validation { stats: v, .. } => {
+                let num = |x: Option<f64>| x.map_or_else(|| "–".to_string(), |x| format!("{x:.3}"));
+                let probe = match (v.probe_loss_own_document, v.probe_loss_other_document) {
+                    (Some(o), Some(x)) => format!("{o:.3} ({x:.3})"),
+                    _ => "–".into(),
                 };
                 writeln!(
                     s,
-                    "| {} | {:.3} | {} | {} | {} | {} | {} ({}) | {:.3} | {:.3} |",
-                    v["step"],
-                    mean,
-                    num("loss"),
-                    num("loss_unrelated_bank"),
-                    num("loss_own_document"),
-                    num("loss_other_document"),
-                    num("gold_weight"),
-                    num("uniform_weight"),
-                    v["em"].as_f64().unwrap_or(0.0),
-                    v["f1"].as_f64().unwrap_or(0.0)
+                    "| {} | {} | {:.3} | {} | {} | {} | {probe} | {:.3} ({:.3}) | {:.3} | {:.3} |",
+                    v.step,
+                    num(window.mean()),
+                    v.loss,
+                    num(v.loss_unrelated_bank),
+                    num(v.loss_own_document),
+                    num(v.loss_other_document),
+                    v.gold_weight,
+                    v.uniform_weight,
+                    v.em,
+                    v.f1
                 )?;
             }
-            _ => {}
+            MetricsLine::Reading(_) | MetricsLine::Selection(_) => {}
         }
     }
     Ok(s)
 }
 
+/// The mean of the last 25 training losses.
+#[derive(Default)]
+struct LossWindow(std::collections::VecDeque<f64>);
+
+impl LossWindow {
+    fn push(&mut self, loss: f64) {
+        self.0.push_back(loss);
+        if self.0.len() > 25 {
+            self.0.pop_front();
+        }
+    }
+
+    fn mean(&self) -> Option<f64> {
+        (!self.0.is_empty()).then(|| self.0.iter().sum::<f64>() / self.0.len() as f64)
+    }
+}
+
 /// `learning_curve.png` and `validation_f1.png` from `metrics.jsonl`.
-fn train_plots(run: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
-    let (mut train, mut val_loss, mut val_f1, mut window) =
+fn train_plots(run: &RunDir) -> Result<()> {
+    let (mut train, mut reading, mut val_loss, mut val_f1) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut val_own, mut val_other) = (Vec::new(), Vec::new());
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let step = v["step"].as_f64().unwrap_or(0.0);
-        match v["kind"].as_str() {
-            Some("train") => {
-                window.push(v["loss"].as_f64().unwrap_or(f64::NAN));
-                if window.len() > 25 {
-                    window.remove(0);
-                }
-                train.push((step, window.iter().sum::<f64>() / window.len() as f64));
+    let (mut window, mut reading_window) = (LossWindow::default(), LossWindow::default());
+    for line in run.read_metrics()? {
+        match line {
+            MetricsLine::Train(st) => {
+                window.push(st.loss);
+                train.extend(window.mean().map(|m| (st.step as f64, m)));
             }
-            Some("validation") => {
-                val_loss.push((step, v["loss"].as_f64().unwrap_or(f64::NAN)));
-                val_f1.push((step, v["f1"].as_f64().unwrap_or(f64::NAN)));
-                if let (Some(o), Some(x)) = (
-                    v["loss_own_document"].as_f64(),
-                    v["loss_other_document"].as_f64(),
-                ) {
+            MetricsLine::Reading(st) => {
+                reading_window.push(st.loss);
+                reading.extend(reading_window.mean().map(|m| (st.step as f64, m)));
+            }
+            MetricsLine::Validation { stats: v, .. } => {
+                let step = v.step as f64;
+                val_loss.push((step, v.loss));
+                val_f1.push((step, v.f1));
+                if let (Some(o), Some(x)) = (v.loss_own_document, v.loss_other_document) {
                     val_own.push((step, o));
                     val_other.push((step, x));
                 }
             }
-            _ => {}
+            MetricsLine::Selection(_) => {}
         }
     }
+    let mut curves = vec![
+        ("train (mean of last 25 steps)", train),
+        ("validation", val_loss),
+        ("validation, own document alone", val_own),
+        ("validation, another document alone", val_other),
+    ];
+    if !reading.is_empty() {
+        curves.push((
+            "reading steps: answer-token loss (mean of last 25)",
+            reading,
+        ));
+    }
     crate::plots::lines(
-        &run.join("learning_curve.png"),
+        &run.report_file("learning_curve.png"),
         "Answer NLL",
         "step",
         "loss",
-        &[
-            ("train (mean of last 25 steps)", train),
-            ("validation", val_loss),
-            ("validation, own document alone", val_own),
-            ("validation, another document alone", val_other),
-        ],
+        &curves,
     )?;
     crate::plots::lines(
-        &run.join("validation_f1.png"),
+        &run.report_file("validation_f1.png"),
         "Validation F1",
         "step",
         "F1",
@@ -302,14 +315,14 @@ pub struct EvalArgs {
 
 /// The run configuration next to a checkpoint (`RUN/checkpoints/NAME`) or in a run directory.
 fn run_config(checkpoint_arg: &Path, ckpt_dir: &Path) -> Option<TrainConfig> {
-    let candidates = [
-        checkpoint_arg.join("config.json"),
-        ckpt_dir.join("../../config.json"),
-    ];
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .and_then(|p| TrainConfig::from_file(p).ok())
+    [
+        Some(RunDir::new(checkpoint_arg)),
+        RunDir::of_checkpoint(ckpt_dir),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|run| run.config().is_file())
+    .and_then(|run| run.read_config().ok())
 }
 
 /// Loads a dataset file; the format comes from `--format` or the extension.

@@ -2,64 +2,21 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{io, BankError, Result};
-use crate::record::{self, Header, FIXED_BODY, FRAME, MAGIC};
+use crate::manifest::{
+    segment_name, BankShape, Manifest, ManifestWrite, SegmentInfo, FORMAT_NAME, MANIFEST,
+};
+use crate::record::{self, Header, FIXED_BODY};
+use crate::segment;
 use crate::FORMAT_VERSION;
 
-const MANIFEST: &str = "MANIFEST";
-const MANIFEST_TMP: &str = "MANIFEST.tmp";
 const LOCK: &str = "LOCK";
-const FORMAT_NAME: &str = "mac-memory-bank";
 /// A new segment is started once the active one passes this size.
 const SEGMENT_BYTES: u64 = 256 << 20;
-
-/// Shape of every entry in a bank: a modulation of `n` tokens of width `d`,
-/// and a retrieval key of `key_dim` floats (none when 0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BankShape {
-    /// Virtual tokens per document.
-    pub n_tokens: usize,
-    /// Modulation width.
-    pub d_mod: usize,
-    /// Width of each document's retrieval key (a frozen sentence embedding
-    /// the aggregator's similarity prior compares questions with); 0 = the
-    /// bank stores no keys (every format-1 bank).
-    #[serde(default)]
-    pub key_dim: usize,
-}
-
-impl BankShape {
-    /// Floats per modulation.
-    pub fn numel(&self) -> usize {
-        self.n_tokens * self.d_mod
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct SegmentInfo {
-    file: String,
-    committed_bytes: u64,
-    entries: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Manifest {
-    format: String,
-    version: u32,
-    shape: BankShape,
-    next_id: u64,
-    segments: Vec<SegmentInfo>,
-    /// Free-form description of what produced the modulations (checkpoint, encoder).
-    #[serde(default)]
-    producer: String,
-}
 
 /// What the bank knows about an entry without reading its payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,13 +113,6 @@ pub struct MemoryBank {
     writer_lock: Option<File>,
 }
 
-/// A manifest write that failed, and whether the new manifest had already
-/// replaced the old one (then the disk holds the commit, and so must memory).
-enum ManifestWrite {
-    NotReplaced(BankError),
-    ReplacedNotSynced(BankError),
-}
-
 impl std::fmt::Debug for MemoryBank {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryBank")
@@ -178,75 +128,6 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir, "fsync directory"))
-}
-
-fn segment_name(i: usize) -> String {
-    format!("seg-{i:06}.bin")
-}
-
-impl Manifest {
-    /// Everything a manifest says, checked before any file it names is
-    /// touched: the format, a shape whose records fit the format, and
-    /// segments named as the bank names them (so no name can lead outside
-    /// the bank's directory).
-    fn validate(&self, path: &Path) -> Result<()> {
-        let corrupt = |reason: String| BankError::Corrupt {
-            path: path.to_path_buf(),
-            reason,
-        };
-        if self.format != FORMAT_NAME {
-            return Err(corrupt(format!(
-                "format is `{}`, not `{FORMAT_NAME}`",
-                self.format
-            )));
-        }
-        if self.version > FORMAT_VERSION {
-            return Err(BankError::Version {
-                path: path.to_path_buf(),
-                found: self.version,
-                supported: FORMAT_VERSION,
-            });
-        }
-        let shape = self.shape;
-        let numel = shape.n_tokens.checked_mul(shape.d_mod);
-        if shape.n_tokens == 0
-            || shape.d_mod == 0
-            || numel
-                .and_then(|n| record::body_len(0, 0, n, shape.key_dim))
-                .is_none()
-        {
-            return Err(corrupt(format!(
-                "shape {shape:?} is empty or makes records over the format's 4 GiB limit"
-            )));
-        }
-        if self.segments.is_empty() {
-            return Err(corrupt("lists no segment (a bank always has one)".into()));
-        }
-        let mut total = 0u64;
-        for (i, seg) in self.segments.iter().enumerate() {
-            if seg.file != segment_name(i) {
-                return Err(corrupt(format!(
-                    "segment {i} is named `{}`; the bank names it `{}`",
-                    seg.file,
-                    segment_name(i)
-                )));
-            }
-            total = total.saturating_add(seg.entries);
-        }
-        if total > self.next_id {
-            return Err(corrupt(format!(
-                "{total} entries but the next id is {}",
-                self.next_id
-            )));
-        }
-        Ok(())
-    }
 }
 
 impl MemoryBank {
@@ -351,12 +232,7 @@ impl MemoryBank {
         } else {
             None
         };
-        let text = fs::read_to_string(&manifest_path).map_err(io(&manifest_path, "read"))?;
-        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| BankError::Corrupt {
-            path: manifest_path.clone(),
-            reason: format!("not a valid manifest: {e}"),
-        })?;
-        manifest.validate(&manifest_path)?;
+        let manifest = Manifest::read(&manifest_path)?;
         let mut entries: Vec<EntryMeta> = Vec::new();
         let mut by_hash = HashMap::new();
         let mut files = Vec::new();
@@ -386,55 +262,19 @@ impl MemoryBank {
                     .map_err(io(&path, "truncate uncommitted tail"))?;
                 file.sync_all().map_err(io(&path, "fsync segment"))?;
             }
-            let mut offset = 0u64;
-            let mut count = 0u64;
-            while offset < seg.committed_bytes {
-                let corrupt = |reason: String| BankError::Corrupt {
-                    path: path.clone(),
-                    reason: format!("record at byte {offset}: {reason}"),
-                };
-                if seg.committed_bytes - offset < (FRAME + FIXED_BODY) as u64 {
-                    return Err(corrupt("shorter than a record header".into()));
-                }
-                let mut head = vec![0u8; 8 + FIXED_BODY];
-                file.read_exact_at(&mut head, offset)
-                    .map_err(io(&path, "read record header"))?;
-                if &head[..4] != MAGIC {
-                    return Err(corrupt("bad magic".into()));
-                }
-                let body_len = u32::from_le_bytes(head[4..8].try_into().unwrap()) as u64;
-                let h = Header::parse(&head[8..]).ok_or_else(|| corrupt("short header".into()))?;
-                if h.body_len(manifest.shape.key_dim) != body_len
-                    || h.n as usize != manifest.shape.n_tokens
-                    || h.d as usize != manifest.shape.d_mod
-                {
-                    return Err(corrupt(format!(
-                        "header lengths are inconsistent (body {body_len}, n {}, d {})",
-                        h.n, h.d
-                    )));
-                }
-                let rec_len = body_len + FRAME as u64;
-                if offset + rec_len > seg.committed_bytes {
-                    return Err(corrupt("runs past the committed length".into()));
-                }
-                let previous = entries.last().map(|e| e.id);
-                if previous.is_some_and(|p| h.id <= p) || h.id >= manifest.next_id {
-                    return Err(corrupt(format!(
-                        "entry id {} out of order (after {previous:?}; next id {})",
-                        h.id, manifest.next_id
-                    )));
-                }
-                by_hash.insert(h.hash, h.id);
+            let previous = entries.last().map(|e: &EntryMeta| e.id);
+            let records = segment::scan(&file, &path, seg.committed_bytes, &manifest, previous)?;
+            let count = records.len() as u64;
+            for r in records {
+                by_hash.insert(r.hash, r.id);
                 entries.push(EntryMeta {
-                    id: h.id,
-                    time_ms: h.time_ms,
-                    hash: h.hash,
+                    id: r.id,
+                    time_ms: r.time_ms,
+                    hash: r.hash,
                     segment: si,
-                    offset,
-                    len: rec_len,
+                    offset: r.offset,
+                    len: r.len,
                 });
-                offset += rec_len;
-                count += 1;
             }
             if count != seg.entries {
                 return Err(BankError::Corrupt {
@@ -454,24 +294,6 @@ impl MemoryBank {
         })
     }
 
-    /// Writes the manifest to a temporary file, fsyncs it, renames it over
-    /// MANIFEST and fsyncs the directory; says whether a failure came before
-    /// or after the rename.
-    fn commit_manifest(&self) -> std::result::Result<(), ManifestWrite> {
-        let not_replaced = ManifestWrite::NotReplaced;
-        let tmp = self.dir.join(MANIFEST_TMP);
-        let json = serde_json::to_vec_pretty(&self.manifest).expect("manifest serialises");
-        let mut f = File::create(&tmp).map_err(|e| not_replaced(io(&tmp, "create")(e)))?;
-        f.write_all(&json)
-            .map_err(|e| not_replaced(io(&tmp, "write")(e)))?;
-        f.sync_all()
-            .map_err(|e| not_replaced(io(&tmp, "fsync")(e)))?;
-        drop(f);
-        let dst = self.dir.join(MANIFEST);
-        fs::rename(&tmp, &dst).map_err(|e| not_replaced(io(&dst, "rename manifest")(e)))?;
-        sync_dir(&self.dir).map_err(ManifestWrite::ReplacedNotSynced)
-    }
-
     fn writable(&self) -> Result<()> {
         match self.writer_lock {
             Some(_) => Ok(()),
@@ -480,6 +302,11 @@ impl MemoryBank {
                 self.dir.display()
             ))),
         }
+    }
+
+    /// Commits the in-memory manifest ([`Manifest::commit`]).
+    fn commit_manifest(&self) -> std::result::Result<(), ManifestWrite> {
+        self.manifest.commit(&self.dir)
     }
 
     /// Directory of the bank.

@@ -31,12 +31,13 @@
 
 mod bank;
 mod error;
+mod manifest;
 mod record;
+mod segment;
 
-pub use bank::{
-    AppendOutcome, BankShape, Chunk, EntryMeta, MemoryBank, NewEntry, StoredEntry, VerifyReport,
-};
+pub use bank::{AppendOutcome, Chunk, EntryMeta, MemoryBank, NewEntry, StoredEntry, VerifyReport};
 pub use error::{BankError, Result};
+pub use manifest::BankShape;
 pub use record::content_hash;
 
 /// Version of the on-disk format written by this crate (2: entries may carry

@@ -84,6 +84,14 @@ pub struct TrainConfig {
     /// aggregator to carry the facts early (0 = off, the reference).
     #[serde(default)]
     pub answer_token_loss_weight: f64,
+    /// Reading steps: the first this many steps train by the answer-token
+    /// loss alone, without the frozen LM's pass over the questions — the
+    /// encoders and the aggregator learn to read each question's answer
+    /// into the modulation at a fraction of a full step's cost, before the
+    /// prefix has to carry it to the LM (0 = off, the reference). Counted
+    /// within `steps`.
+    #[serde(default)]
+    pub reading_steps: usize,
     /// Weight of the auxiliary retrieval loss: minus the log of the share of
     /// the aggregator's attention (every block, mean over heads) that lands
     /// on each question's own document, when the bank holds several. The
@@ -157,6 +165,7 @@ impl TrainConfig {
             own_document_steps: 380,
             own_document_share: 0.0,
             answer_token_loss_weight: 1.0,
+            reading_steps: 0,
             retrieval_loss_weight: 1.0,
             grad_accumulation: 1,
             learning_rate: 5e-4,
@@ -226,6 +235,7 @@ impl TrainConfig {
             own_document_steps: 0,
             own_document_share: 0.0,
             answer_token_loss_weight: 0.0,
+            reading_steps: 0,
             retrieval_loss_weight: 0.0,
             grad_accumulation: 1,
             learning_rate: 3e-3,
@@ -270,6 +280,10 @@ impl TrainConfig {
         anyhow::ensure!(
             self.answer_token_loss_weight == 0.0 || self.model.answer_probe_width.is_some(),
             "answer_token_loss_weight > 0 needs model.answer_probe_width (the LM's hidden width)"
+        );
+        anyhow::ensure!(
+            self.reading_steps == 0 || self.answer_token_loss_weight > 0.0,
+            "reading_steps > 0 needs answer_token_loss_weight > 0 (reading steps train by that loss alone)"
         );
         anyhow::ensure!(
             self.retrieval_loss_weight >= 0.0 && self.answer_token_loss_weight >= 0.0,

@@ -14,14 +14,20 @@
 //! the same batches as an uninterrupted one.
 
 mod config;
+mod data;
+mod losses;
 mod profile;
+mod run_dir;
 mod selection;
+mod stats;
 mod trainer;
+mod validation;
 
 pub use config::{DataSource, Schedule, TrainConfig};
+pub use data::{load_splits, Splits, TrainBatch};
+pub use losses::BatchLosses;
 pub use profile::{part, StepPart, StepProfile};
+pub use run_dir::{resumable_checkpoint, MetricsLine, RunDir};
 pub use selection::{SelectionConfig, SelectionStats, SELECTION_VALIDATION_DOCUMENTS};
-pub use trainer::{
-    load_splits, resumable_checkpoint, BatchLosses, CutShort, SelectionSummary, Splits, StepStats,
-    TrainBatch, TrainSummary, Trainer, ValidationStats,
-};
+pub use stats::{CutShort, SelectionSummary, StepStats, TrainSummary, ValidationStats};
+pub use trainer::Trainer;

@@ -26,7 +26,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::trainer::{detached, index_tensor, retrieval_loss, step_rng, Trainer};
+use crate::data::step_rng;
+use crate::losses::retrieval_loss;
+use crate::trainer::{detached, index_tensor, Trainer};
 
 /// The selection phase of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,7 +79,7 @@ impl SelectionConfig {
 }
 
 /// What one selection step did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SelectionStats {
     /// Selection steps done, this one included.
     pub step: usize,

@@ -275,6 +275,66 @@ fn presets_and_config_errors() {
     }
     let e = bad.validate().unwrap_err().to_string();
     assert!(e.contains("selection.bank_documents"), "{e}");
+    // Reading steps train by the answer-token loss: without it they are refused.
+    let mut bad = fixed_batch_config();
+    bad.reading_steps = 2;
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(e.contains("reading_steps"), "{e}");
+}
+
+/// Reading steps train the encoders, the aggregator and the probe by the
+/// answer-token loss alone: the LM-facing expansion gets no gradient, the
+/// steps are logged as `reading`, and validation reports the probe's loss
+/// with each question's own document and with another one.
+#[test]
+fn reading_steps_train_the_reader_without_the_lm() {
+    if !models_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = fixed_batch_config();
+    cfg.model.answer_probe_width = Some(576);
+    cfg.answer_token_loss_weight = 1.0;
+    cfg.reading_steps = 2;
+    cfg.steps = 3;
+    let mut t = Trainer::new(cfg, dir.path(), &device()).unwrap();
+    let values = |p: &burn::module::Param<burn::tensor::Tensor<3>>| -> Vec<f32> {
+        p.val().try_to_vec_as::<f32>().unwrap()
+    };
+    let probe = |t: &Trainer| -> Vec<f32> {
+        let p = t.model.answer_probe.as_ref().unwrap();
+        p.val().try_to_vec_as::<f32>().unwrap()
+    };
+    let (expansion0, probe0) = (values(&t.model.expansion.w2), probe(&t));
+    let e = t.batch_loss(0, 0).unwrap_err().to_string();
+    assert!(e.contains("reading step"), "{e}");
+    t.run(false, Some(2)).unwrap();
+    assert_eq!(t.step(), 2);
+    assert_eq!(
+        values(&t.model.expansion.w2),
+        expansion0,
+        "reading steps leave the expansion as it was"
+    );
+    assert_ne!(probe(&t), probe0, "reading steps train the probe");
+    let s = t.train_step().unwrap();
+    assert!(!s.reading && s.step == 3);
+    assert_ne!(
+        values(&t.model.expansion.w2),
+        expansion0,
+        "an LM step trains the expansion"
+    );
+    let v = t.validate().unwrap();
+    let (own, other) = (
+        v.probe_loss_own_document.unwrap(),
+        v.probe_loss_other_document.unwrap(),
+    );
+    assert!(own.is_finite() && other.is_finite() && own > 0.0);
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    let kinds: Vec<String> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].to_string())
+        .collect();
+    assert_eq!(kinds, ["\"reading\"", "\"reading\""], "{metrics}");
 }
 
 #[test]
@@ -347,14 +407,14 @@ fn batches_ask_several_questions_and_the_curriculum_restricts_the_bank() {
     };
     let all_own = with_share(1.0);
     assert!(all_own.retrieval.is_none());
-    let all_own = all_own.answer_nll.into_scalar::<f64>();
+    let all_own = all_own.answer_nll.unwrap().into_scalar::<f64>();
     assert!(
         (all_own - own).abs() < 1e-5,
         "share 1: {all_own} vs own {own}"
     );
     let half = with_share(0.5);
     assert!(half.retrieval.is_some());
-    let half = half.answer_nll.into_scalar::<f64>();
+    let half = half.answer_nll.unwrap().into_scalar::<f64>();
     assert!(half.is_finite() && (half - own).abs() > 1e-6 && (half - bank).abs() > 1e-6);
     let mut bad = t_bank.config.clone();
     bad.own_document_share = 1.5;
