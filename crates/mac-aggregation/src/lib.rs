@@ -19,6 +19,7 @@
 //!   keys and values for the frozen LM, sized by its KV width (GQA).
 
 mod aggregate;
+mod copy;
 mod expand;
 mod head;
 
@@ -26,6 +27,7 @@ pub use aggregate::{
     Aggregation, AggregationError, Aggregator, AggregatorConfig, ChunkedMemory, DocumentSelector,
     InMemory, MemoryChunk, SimilarityPrior,
 };
+pub use copy::{CopyHead, CopyHeadConfig, CopyReader, CopyReaderConfig};
 pub use expand::{ExpansionKind, ExpansionOutput, PrefixExpansion, PrefixExpansionConfig};
 pub use head::{QueryTokenHead, QueryTokenHeadConfig};
 

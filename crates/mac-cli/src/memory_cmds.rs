@@ -147,9 +147,10 @@ pub fn ingest(
     let mut skipped = Vec::new();
     collect_inputs(inputs, &mut docs, &mut skipped)?;
     let rt = MacRuntime::from_checkpoint(&ckpt_dir, None, None, device)?;
+    let (n_tokens, d_mod) = ckpt.meta.config.memory_shape();
     let shape = BankShape {
-        n_tokens: ckpt.meta.config.n_tokens,
-        d_mod: ckpt.meta.config.d_mod,
+        n_tokens,
+        d_mod,
         key_dim: rt.key_dim(),
     };
     let producer = producer(&ckpt);

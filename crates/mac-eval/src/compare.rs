@@ -157,7 +157,7 @@ pub(crate) fn mac_rag_answers(
     batch: usize,
     shift: usize,
 ) -> Result<Vec<String>> {
-    let (n, d) = (rt.config.n_tokens, rt.config.d_mod);
+    let (n, d) = rt.config.memory_shape();
     let mut out = Vec::with_capacity(qs.len());
     for chunk in qs.chunks(batch.max(1)) {
         let texts: Vec<&str> = chunk.iter().map(|(_, q)| q.question.as_str()).collect();

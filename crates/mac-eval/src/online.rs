@@ -440,9 +440,10 @@ pub fn evaluate(
 
     let bank_dir = out_dir.join("bank");
     clear_eval_bank(&bank_dir, EVAL_BANK)?;
+    let (n_tokens, d_mod) = rt.config.memory_shape();
     let shape = BankShape {
-        n_tokens: rt.config.n_tokens,
-        d_mod: rt.config.d_mod,
+        n_tokens,
+        d_mod,
         key_dim: rt.key_dim(),
     };
     let mut bank = MemoryBank::create(&bank_dir, shape, EVAL_BANK)?;

@@ -58,6 +58,8 @@ pub struct LmTokens {
     pub embeddings: Tensor<3>,
     /// `[B, T]`: true at real tokens, false at padding.
     pub valid: Tensor<2, Bool>,
+    /// Per text: LM tokens cut off at the length limit.
+    pub truncated: Vec<usize>,
 }
 
 impl LmTokens {
@@ -72,8 +74,10 @@ impl LmTokens {
         device: &Device,
     ) -> Result<Self, ModelError> {
         let mut rows = Vec::with_capacity(texts.len());
+        let mut truncated = Vec::with_capacity(texts.len());
         for (i, text) in texts.iter().enumerate() {
             let mut ids = lm.tokenizer.encode(text)?;
+            truncated.push(ids.len().saturating_sub(max_tokens));
             ids.truncate(max_tokens);
             if ids.is_empty() {
                 return Err(ModelError::Input(format!(
@@ -97,6 +101,7 @@ impl LmTokens {
         Ok(Self {
             embeddings: Tensor::from_data(TensorData::new(data, dims), device),
             valid: Tensor::from_data(TensorData::new(valid, [dims[0], dims[1]]), device),
+            truncated,
         })
     }
 }

@@ -14,12 +14,14 @@
 //!   base LM and encoder weights came from) and `model.bpk` (burnpack).
 
 mod checkpoint;
+mod copy_mode;
 mod encoder;
 mod model;
 pub mod prompt;
 mod runtime;
 
 pub use checkpoint::{Checkpoint, CheckpointMeta, META_FILE, MODEL_FILE};
+pub use copy_mode::{CopyConfig, CopyPath};
 pub use encoder::{AmortizationEncoder, EncodedText, LmChannelSpec, LmTokenChannel, LmTokens};
 pub use model::{MacConfig, MacModel, ModelError, ParamSummary};
 pub use runtime::{

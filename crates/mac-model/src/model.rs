@@ -13,6 +13,7 @@ use mac_encoder::Trainable;
 use mac_lm::{BaseLm, KvLayout, PrefixKv};
 use serde::{Deserialize, Serialize};
 
+use crate::copy_mode::{CopyConfig, CopyPath};
 use crate::{AmortizationEncoder, LmChannelSpec};
 
 /// Anything that can go wrong building, running or restoring a [`MacModel`].
@@ -93,6 +94,13 @@ pub struct MacConfig {
     /// or its residual stream after this many layers.
     #[serde(default)]
     pub lm_token_channel_layer: Option<usize>,
+    /// Copy mode (`null` = off, the reference): documents are amortized by
+    /// a [`CopyHead`](mac_aggregation::CopyHead) over the base LM's own
+    /// tokens and questions read them with a
+    /// [`CopyReader`](mac_aggregation::CopyReader) into soft-prompt tokens,
+    /// instead of the encoder head, the aggregator and the expansion.
+    #[serde(default)]
+    pub copy: Option<CopyConfig>,
     /// Encoder token limit for documents (longer ones are truncated, with a warning).
     pub max_document_tokens: usize,
     /// Encoder token limit for questions.
@@ -121,6 +129,7 @@ impl Default for MacConfig {
             answer_probe_width: Some(576),
             lm_token_channel_width: Some(576),
             lm_token_channel_layer: Some(12),
+            copy: None,
             max_document_tokens: 256,
             max_question_tokens: 64,
         }
@@ -152,6 +161,13 @@ impl MacConfig {
             ("aggregator_selector_dim", self.aggregator_selector_dim),
             ("answer_probe_width", self.answer_probe_width),
             ("lm_token_channel_width", self.lm_token_channel_width),
+            ("copy.slots", self.copy.as_ref().map(|c| c.slots)),
+            ("copy.key_dim", self.copy.as_ref().map(|c| c.key_dim)),
+            (
+                "copy.prefix_tokens",
+                self.copy.as_ref().map(|c| c.prefix_tokens),
+            ),
+            ("copy.lm_width", self.copy.as_ref().map(|c| c.lm_width)),
         ];
         let all = sizes
             .into_iter()
@@ -189,6 +205,8 @@ pub struct MacModel {
     pub aggregator: Aggregator,
     /// Aggregated tokens → per-layer prefix key/values.
     pub expansion: PrefixExpansion,
+    /// Copy mode's document head and question reader, when configured.
+    pub copy: Option<CopyPath>,
     /// Mean aggregated token → LM hidden width `[d_mod, d_lm]` (training aid).
     pub answer_probe: Option<Param<Tensor<2>>>,
 }
@@ -244,6 +262,10 @@ impl MacModel {
                 }
                 .init([config.d_mod, w], device)
             }),
+            copy: config
+                .copy
+                .as_ref()
+                .map(|c| CopyPath::init(c, config, device)),
         })
     }
 
@@ -255,24 +277,55 @@ impl MacModel {
         question_tokens: Tensor<3>,
         memory: Tensor<3>,
     ) -> Result<(PrefixKv, Aggregation), ModelError> {
-        let agg = self.aggregator.aggregate(question_tokens, memory);
+        let agg = self.aggregate(question_tokens, memory, None);
         Ok((self.prefix(lm, agg.modulation.clone())?, agg))
+    }
+
+    /// Question tokens `[B, n, d]` over a flat memory `[B, K, d]` (with
+    /// optional prior logits `[B, N]` per document): the aggregator, or in
+    /// copy mode the copy reader.
+    pub fn aggregate(
+        &self,
+        question_tokens: Tensor<3>,
+        memory: Tensor<3>,
+        prior: Option<Tensor<2>>,
+    ) -> Aggregation {
+        match &self.copy {
+            Some(c) => c.reader.read(question_tokens, memory, c.slots, prior),
+            None => self
+                .aggregator
+                .aggregate_with_prior(question_tokens, memory, prior),
+        }
     }
 
     /// Aggregated tokens `[B, n, d_mod]` → the frozen LM's prefix key/values
     /// (through `lm`'s own projections when the expansion makes virtual tokens).
     pub fn prefix(&self, lm: &BaseLm, modulation: Tensor<3>) -> Result<PrefixKv, ModelError> {
+        if self.copy.is_some() {
+            // Copy mode: the read tokens are soft-prompt embeddings already.
+            return Ok(lm.soft_prompt_prefix(modulation)?);
+        }
         Ok(self.expansion.forward(modulation).into_prefix(lm)?)
     }
 
     /// The answer probe's hidden states `[B, 1, d_lm]` for aggregated tokens
     /// `[B, n, d_mod]` (their mean, projected); `None` without a probe.
     pub fn answer_probe_hidden(&self, modulation: Tensor<3>) -> Option<Tensor<3>> {
-        let w = self.answer_probe.as_ref()?;
         let [b, n, d] = modulation.dims();
         let mean = modulation.sum_dim(1).reshape([b, d]) / n as f64;
+        if self.copy.is_some() {
+            // Copy mode reads LM embeddings: the probe is their mean itself.
+            return Some(mean.reshape([b, 1, d]));
+        }
+        let w = self.answer_probe.as_ref()?;
         let width = w.dims()[1];
         Some(mean.matmul(w.val()).reshape([b, 1, width]))
+    }
+
+    /// Whether the model has an answer probe (always in copy mode, where it
+    /// has no weights).
+    pub fn has_answer_probe(&self) -> bool {
+        self.answer_probe.is_some() || self.copy.is_some()
     }
 
     /// Parameter counts per module, and the total.
@@ -322,6 +375,11 @@ impl MacModel {
                 "answer probe (training aid)",
                 self.answer_probe.num_params(),
                 trainable_params(&self.answer_probe),
+            ),
+            row(
+                "copy mode (document head + question reader)",
+                self.copy.num_params(),
+                trainable_params(&self.copy),
             ),
         ];
         let total = row(

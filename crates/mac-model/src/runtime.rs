@@ -172,12 +172,8 @@ impl MacRuntime {
 
     /// Documents → modulations `[B, n, d_mod]` (one forward pass).
     pub fn encode_documents(&self, texts: &[&str]) -> Result<EncodedText, ModelError> {
-        self.model.amortizer.encode_texts(
-            &self.document_tokenizer,
-            texts,
-            Some(&self.lm),
-            &self.device,
-        )
+        self.model
+            .encode_documents(&self.document_tokenizer, texts, &self.lm, &self.device)
     }
 
     /// Documents → modulation rows, retrieval-key rows and truncation, ready
@@ -240,7 +236,7 @@ impl MacRuntime {
     /// Question tokens `[B, n, d]` and one document set per question
     /// (`docs[i]`: `[k_i, n, d]`) → `[B, n, d]`; see [`mac_aggregation::Aggregator::aggregate_each`].
     pub fn aggregate_per_question(&self, questions: Tensor<3>, docs: Vec<Tensor<3>>) -> Tensor<3> {
-        self.model.aggregator.aggregate_each(questions, docs)
+        self.model.aggregate_each(questions, docs)
     }
 
     /// Greedy answers with an already aggregated modulation `[B, n, d]`.
@@ -265,6 +261,12 @@ impl MacRuntime {
         let q = self.encode_questions(questions)?;
         let b = questions.len();
         let [n_docs, n, d] = docs.dims();
+        if self.model.copy.is_some() {
+            // Copy mode reads every slot of the memory at once.
+            let memory = docs.reshape([1, n_docs * n, d]).expand([b, n_docs * n, d]);
+            let agg = self.model.aggregate(q, memory, None);
+            return self.answer_with(questions, agg);
+        }
         let docs = docs.unsqueeze_dim::<4>(0).expand([b, n_docs, n, d]);
         let agg = self
             .model
@@ -296,6 +298,10 @@ impl MacRuntime {
             bank,
             device: &self.device,
         };
+        if self.model.copy.is_some() {
+            let agg = self.read_whole_bank(q, &memory, prior.as_ref())?;
+            return self.answer_with(questions, agg);
+        }
         let aggregator = &self.model.aggregator;
         let agg = if reading.hierarchical {
             aggregator.aggregate_hierarchical_streamed(q, &memory, prior.as_ref(), reading.chunk)
@@ -309,6 +315,34 @@ impl MacRuntime {
             other => other,
         })?;
         self.answer_with(questions, agg)
+    }
+
+    /// Copy mode over a whole bank: every entry read (memory O(N)), the
+    /// prior's logits from the stored keys when asked for.
+    fn read_whole_bank(
+        &self,
+        q: Tensor<3>,
+        memory: &BankMemory<'_>,
+        prior: Option<&SimilarityPrior>,
+    ) -> Result<mac_aggregation::Aggregation, ModelError> {
+        let chunk = memory.read(0, memory.n_documents())?;
+        let [n_docs, n, d] = chunk.modulations.dims();
+        let b = q.dims()[0];
+        let flat = chunk
+            .modulations
+            .reshape([1, n_docs * n, d])
+            .expand([b, n_docs * n, d]);
+        let prior_logits = match (prior, chunk.keys) {
+            (Some(p), Some(keys)) => Some(p.logits(keys)),
+            (Some(_), None) => {
+                return Err(ModelError::Input(format!(
+                    "{}: the similarity prior needs retrieval keys; this bank stores none",
+                    memory.bank.dir().display()
+                )))
+            }
+            (None, _) => None,
+        };
+        Ok(self.model.aggregate(q, flat, prior_logits))
     }
 
     fn answer_with(
@@ -338,7 +372,7 @@ impl MacRuntime {
 
     /// Rebuilds `[N, n, d]` from rows.
     pub fn modulations_tensor(&self, rows: &[Vec<f32>]) -> Tensor<3> {
-        let (n, d) = (self.config.n_tokens, self.config.d_mod);
+        let (n, d) = self.config.memory_shape();
         let flat: Vec<f32> = rows.iter().flatten().copied().collect();
         Tensor::from_data(TensorData::new(flat, [rows.len(), n, d]), &self.device)
     }

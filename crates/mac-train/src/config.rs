@@ -214,6 +214,7 @@ impl TrainConfig {
                 answer_probe_width: None,
                 lm_token_channel_width: None,
                 lm_token_channel_layer: None,
+                copy: None,
                 max_document_tokens: 96,
                 max_question_tokens: 32,
             },
@@ -278,8 +279,10 @@ impl TrainConfig {
             "backprop_keep must be in (0, 1]"
         );
         anyhow::ensure!(
-            self.answer_token_loss_weight == 0.0 || self.model.answer_probe_width.is_some(),
-            "answer_token_loss_weight > 0 needs model.answer_probe_width (the LM's hidden width)"
+            self.answer_token_loss_weight == 0.0
+                || self.model.answer_probe_width.is_some()
+                || self.model.copy.is_some(),
+            "answer_token_loss_weight > 0 needs model.answer_probe_width (the LM's hidden width) or copy mode"
         );
         anyhow::ensure!(
             self.reading_steps == 0 || self.answer_token_loss_weight > 0.0,
@@ -296,6 +299,10 @@ impl TrainConfig {
         anyhow::ensure!(self.learning_rate > 0.0, "learning_rate must be positive");
         if let Some(selection) = &self.selection {
             selection.validate()?;
+            anyhow::ensure!(
+                self.model.copy.is_none(),
+                "a selection phase trains the aggregator, which copy mode does not use"
+            );
         }
         anyhow::ensure!(
             (0.0..1.0).contains(&self.warmup_fraction),

@@ -103,10 +103,10 @@ impl Trainer {
         let mut parts = vec![
             timer
                 .time(part::DOCUMENT_ENCODER, || {
-                    self.model.amortizer.encode_texts(
+                    self.model.encode_documents(
                         &self.document_tokenizer,
                         &texts_kept,
-                        Some(&self.lm),
+                        &self.lm,
                         &self.ad,
                     )
                 })?
@@ -115,13 +115,13 @@ impl Trainer {
         if !texts_dropped.is_empty() {
             // Backprop dropout: these documents are encoded without a graph
             // and still serve as distractors in the bank.
-            let frozen = self.model.amortizer.valid();
+            let frozen = self.model.valid();
             let t = timer
                 .time(part::DOCUMENT_ENCODER, || {
-                    frozen.encode_texts(
+                    frozen.encode_documents(
                         &self.document_tokenizer,
                         &texts_dropped,
-                        Some(&self.lm),
+                        &self.lm,
                         &self.device,
                     )
                 })?
@@ -168,7 +168,7 @@ impl Trainer {
             let group_questions = q_tokens.clone().select(0, index_tensor(&idx, &self.ad));
             let (agg, answer_nll) = if reading {
                 let agg = timer.time(part::AGGREGATION, || {
-                    self.model.aggregator.aggregate(group_questions, memory)
+                    self.model.aggregate(group_questions, memory, None)
                 });
                 (agg, None)
             } else {

@@ -146,6 +146,10 @@ impl Trainer {
                 "lm_token_channel_width",
                 config.model.lm_token_channel_width,
             ),
+            (
+                "copy.lm_width",
+                config.model.copy.as_ref().map(|c| c.lm_width),
+            ),
         ] {
             if let Some(w) = width {
                 anyhow::ensure!(

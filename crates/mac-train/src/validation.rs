@@ -40,7 +40,7 @@ impl Trainer {
         let (mut loss, mut loss_unrelated, mut gold_weight, mut uniform) = (0.0, 0.0, 0.0, 0.0);
         let (mut loss_own, mut loss_other, mut n_single) = (0.0, 0.0, 0usize);
         let (mut probe_own, mut probe_other) = (0.0, 0.0);
-        let has_probe = self.model.answer_probe.is_some();
+        let has_probe = self.model.has_answer_probe();
         for (i, chunk) in chunks.iter().enumerate() {
             let bank = banks[i].clone();
             let asked: Vec<(usize, &QaPair)> = chunk
@@ -122,7 +122,7 @@ impl Trainer {
         memory: Tensor<3>,
         qas: &[&QaPair],
     ) -> Result<Option<f64>> {
-        let agg = rt.model.aggregator.aggregate(q_tokens, memory);
+        let agg = rt.model.aggregate(q_tokens, memory, None);
         Ok(self
             .answer_token_loss(agg.modulation, qas, &self.device)?
             .map(|l| l.into_scalar::<f64>()))

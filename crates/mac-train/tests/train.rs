@@ -435,3 +435,89 @@ fn batches_ask_several_questions_and_the_curriculum_restricts_the_bank() {
     // 9 questions over a bank of 3, 3 questions over a bank of 1.
     assert!((v.uniform_weight - (9.0 / 3.0 + 3.0) / 12.0).abs() < 1e-9);
 }
+
+/// Copy mode end to end: reading and LM steps train the copy head, a
+/// resumed run continues from the same weights, validation reports the
+/// probe, and a checkpoint amortizes documents into a bank of the copy
+/// shape and answers from it, with and without the similarity prior.
+#[test]
+fn copy_mode_trains_resumes_and_answers_from_a_bank() {
+    if !models_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = fixed_batch_config();
+    cfg.model.copy = Some(mac_model::CopyConfig {
+        slots: 4,
+        key_dim: 8,
+        context_layer: 2,
+        prefix_tokens: 2,
+        lm_width: 576,
+    });
+    cfg.answer_token_loss_weight = 1.0;
+    cfg.reading_steps = 1;
+    cfg.steps = 3;
+    let queries = |t: &Trainer| -> Vec<f32> {
+        let c = t.model.copy.as_ref().unwrap();
+        c.head.queries.val().try_to_vec_as::<f32>().unwrap()
+    };
+    let mut t = Trainer::new(cfg, dir.path(), &device()).unwrap();
+    let before = queries(&t);
+    t.run(false, Some(2)).unwrap();
+    assert_ne!(queries(&t), before, "the steps train the copy head");
+    let mut resumed = Trainer::resume(dir.path(), &device()).unwrap();
+    assert_eq!(resumed.step(), 2);
+    assert_eq!(queries(&resumed), queries(&t));
+    let summary = resumed.run(false, None).unwrap();
+    let v = summary.last_validation.unwrap();
+    assert!(v.loss.is_finite() && v.probe_loss_own_document.unwrap().is_finite());
+
+    let rt = mac_model::MacRuntime::from_checkpoint(
+        &dir.path().join("checkpoints").join("last"),
+        None,
+        None,
+        &device(),
+    )
+    .unwrap();
+    let (n, d) = rt.config.memory_shape();
+    assert_eq!((n, d), (4, 8 + 576));
+    let docs = [
+        "Velra Quellington was born in Port Vessa.",
+        "Morrion Thrimsen works for Orvane Dynamics.",
+    ];
+    let am = rt.amortize(&docs).unwrap();
+    assert!(am.modulations.iter().all(|m| m.len() == n * d));
+    let bank_dir = dir.path().join("bank");
+    let shape = mac_memory::BankShape {
+        n_tokens: n,
+        d_mod: d,
+        key_dim: rt.key_dim(),
+    };
+    let mut bank = mac_memory::MemoryBank::create(&bank_dir, shape, "copy-mode test").unwrap();
+    let entries: Vec<mac_memory::NewEntry> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, text)| mac_memory::NewEntry {
+            source: "test",
+            text,
+            modulation: &am.modulations[i],
+            key: &am.keys[i],
+        })
+        .collect();
+    bank.append_batch(&entries).unwrap();
+    for prior_scale in [None, Some(5.0)] {
+        let reading = mac_model::BankReading {
+            prior_scale,
+            ..Default::default()
+        };
+        let answers = rt
+            .answer_from_bank(&["Where was Velra Quellington born?"], &bank, &reading)
+            .unwrap();
+        let shares = &answers[0].doc_weights;
+        assert_eq!(shares.len(), 2);
+        assert!(
+            (shares.iter().sum::<f32>() - 1.0).abs() < 1e-4,
+            "{shares:?}"
+        );
+    }
+}
