@@ -49,7 +49,7 @@ enum Cmd {
     },
     /// Meta-train a preset into a run directory (`mac train`).
     Train {
-        /// Preset: default, open (test answers never seen in training) or tiny.
+        /// Preset: default, open (test answers never seen in training), copy (open in copy mode; experimental) or tiny.
         #[arg(long, default_value = "default")]
         preset: String,
         /// The run directory.

@@ -27,7 +27,7 @@ pub use aggregate::{
     Aggregation, AggregationError, Aggregator, AggregatorConfig, ChunkedMemory, DocumentSelector,
     InMemory, MemoryChunk, SimilarityPrior,
 };
-pub use copy::{CopyHead, CopyHeadConfig, CopyReader, CopyReaderConfig};
+pub use copy::{sharpen, CopyHead, CopyHeadConfig, CopyReader, CopyReaderConfig};
 pub use expand::{ExpansionKind, ExpansionOutput, PrefixExpansion, PrefixExpansionConfig};
 pub use head::{QueryTokenHead, QueryTokenHeadConfig};
 

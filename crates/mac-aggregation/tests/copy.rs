@@ -147,3 +147,64 @@ fn gradients_reach_every_copy_parameter() {
         assert!(g > 0.0 && g.is_finite(), "{name}: gradient {g}");
     }
 }
+
+/// Hard attention: every slot is exactly one token's embedding and every
+/// read token exactly one slot, whatever the (random) weights; gradients
+/// still reach the parameters through the soft weights.
+#[test]
+fn hard_attention_copies_exactly_and_still_trains() {
+    let device = device().autodiff();
+    let (d, t, k, dq, p, dk) = (8, 5, 3, 6, 2, 4);
+    let head = CopyHeadConfig::new(d, k, dk).with_hard(true).init(&device);
+    let reader = CopyReaderConfig::new(dq, dk, d, p)
+        .with_hard(true)
+        .with_format_tokens(1)
+        .init(&device);
+    let context = Tensor::<3>::random([1, t, d], Distribution::Normal(0.0, 1.0), &device);
+    let embeddings = Tensor::<3>::random([1, t, d], Distribution::Normal(0.0, 1.0), &device);
+    let valid = Tensor::<2, Bool>::from_data(TensorData::new(vec![true; t], [1, t]), &device);
+    let slots = head.forward(context, embeddings.clone(), valid);
+    let emb: Vec<f32> = embeddings.clone().try_to_vec_as::<f32>().unwrap();
+    let is_a_row = |v: &[f32], rows: &[f32]| {
+        rows.chunks(v.len())
+            .any(|r| r.iter().zip(v).all(|(a, b)| (a - b).abs() < 1e-5))
+    };
+    let stored: Vec<f32> = slots
+        .clone()
+        .narrow(2, dk, d)
+        .try_to_vec_as::<f32>()
+        .unwrap();
+    for slot in stored.chunks(d) {
+        assert!(
+            is_a_row(slot, &emb),
+            "a slot is not one token's embedding: {slot:?}"
+        );
+    }
+    let question = Tensor::<3>::random([1, 3, dq], Distribution::Normal(0.0, 1.0), &device);
+    let out = reader.read(question, slots, k, None).modulation;
+    assert_eq!(
+        out.dims(),
+        [1, 1 + p, d],
+        "one format token, then the read ones"
+    );
+    let read: Vec<f32> = out.clone().narrow(1, 1, p).try_to_vec_as::<f32>().unwrap();
+    for token in read.chunks(d) {
+        assert!(
+            is_a_row(token, &emb),
+            "a read token is not a document token"
+        );
+    }
+    let target = Tensor::<3>::random([1, 1 + p, d], Distribution::Normal(0.0, 1.0), &device);
+    let grads = (out - target).powi_scalar(2).sum().backward();
+    for (name, param) in [
+        ("head.queries", head.queries.val()),
+        ("reader.positions", reader.positions.val()),
+        ("reader.w_format", reader.w_format.as_ref().unwrap().val()),
+    ] {
+        let g = param
+            .grad(&grads)
+            .map(|g| g.abs().sum().into_scalar::<f32>())
+            .unwrap_or(0.0);
+        assert!(g > 0.0 && g.is_finite(), "{name}: gradient {g}");
+    }
+}

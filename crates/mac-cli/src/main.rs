@@ -101,7 +101,7 @@ enum BankCmd {
 enum Cmd {
     /// Meta-trains MAC into a run directory (config, metrics, checkpoints, report).
     Train {
-        /// Preset: default, open (test answers never seen in training) or tiny.
+        /// Preset: default, open (test answers never seen in training), copy (open in copy mode; experimental) or tiny.
         #[arg(long, default_value = "default")]
         preset: String,
         /// A JSON configuration file instead of a preset.

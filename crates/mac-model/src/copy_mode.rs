@@ -28,6 +28,13 @@ pub struct CopyConfig {
     pub prefix_tokens: usize,
     /// The base LM's embedding width.
     pub lm_width: usize,
+    /// Hard (straight-through) attention in the head and the reader: the
+    /// LM is given document tokens' embeddings exactly, not mixtures.
+    #[serde(default)]
+    pub hard: bool,
+    /// Learnt format tokens (from the question) before the read ones.
+    #[serde(default)]
+    pub format_tokens: usize,
 }
 
 /// Copy mode's modules.
@@ -50,13 +57,17 @@ impl CopyPath {
     /// Fresh modules for `copy` within the model `config`.
     pub(crate) fn init(copy: &CopyConfig, config: &MacConfig, device: &Device) -> Self {
         Self {
-            head: CopyHeadConfig::new(copy.lm_width, copy.slots, copy.key_dim).init(device),
+            head: CopyHeadConfig::new(copy.lm_width, copy.slots, copy.key_dim)
+                .with_hard(copy.hard)
+                .init(device),
             reader: CopyReaderConfig::new(
                 config.d_mod,
                 copy.key_dim,
                 copy.lm_width,
                 copy.prefix_tokens,
             )
+            .with_hard(copy.hard)
+            .with_format_tokens(copy.format_tokens)
             .init(device),
             slots: copy.slots,
             context_layer: copy.context_layer,

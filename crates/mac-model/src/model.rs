@@ -311,12 +311,16 @@ impl MacModel {
     /// The answer probe's hidden states `[B, 1, d_lm]` for aggregated tokens
     /// `[B, n, d_mod]` (their mean, projected); `None` without a probe.
     pub fn answer_probe_hidden(&self, modulation: Tensor<3>) -> Option<Tensor<3>> {
-        let [b, n, d] = modulation.dims();
-        let mean = modulation.sum_dim(1).reshape([b, d]) / n as f64;
-        if self.copy.is_some() {
-            // Copy mode reads LM embeddings: the probe is their mean itself.
+        if let Some(copy) = &self.copy {
+            // Copy mode reads LM embeddings: the probe is the mean of the
+            // read tokens itself (the format tokens before them left out).
+            let [b, n, d] = modulation.dims();
+            let read = copy.reader.positions.dims()[0].min(n);
+            let mean = modulation.narrow(1, n - read, read).sum_dim(1) / read as f64;
             return Some(mean.reshape([b, 1, d]));
         }
+        let [b, n, d] = modulation.dims();
+        let mean = modulation.sum_dim(1).reshape([b, d]) / n as f64;
         let w = self.answer_probe.as_ref()?;
         let width = w.dims()[1];
         Some(mean.matmul(w.val()).reshape([b, 1, width]))

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use mac_aggregation::ExpansionKind;
 use mac_data::{FactStreamConfig, ValueVocabulary};
 use mac_encoder::Trainable;
-use mac_model::MacConfig;
+use mac_model::{CopyConfig, MacConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::selection::SelectionConfig;
@@ -132,15 +132,17 @@ pub struct TrainConfig {
 impl TrainConfig {
     /// A named preset: `default` (SmolLM2-135M + MiniLM on the fact stream,
     /// sized for about an hour on a 2-core CPU), `open` (the same on a
-    /// stream whose test answers training never shows) or `tiny` (a few
-    /// minutes; for tests and smoke runs, quality not expected).
+    /// stream whose test answers training never shows), `copy` (the open
+    /// stream in copy mode; experimental) or `tiny` (a few minutes; for
+    /// tests and smoke runs, quality not expected).
     pub fn preset(name: &str) -> Result<Self, String> {
         match name {
             "default" => Ok(Self::default_preset()),
             "open" => Ok(Self::open()),
+            "copy" => Ok(Self::copy()),
             "tiny" => Ok(Self::tiny()),
             other => Err(format!(
-                "unknown preset `{other}` (known: default, open, tiny)"
+                "unknown preset `{other}` (known: default, open, copy, tiny)"
             )),
         }
     }
@@ -190,6 +192,40 @@ impl TrainConfig {
             preset: "open".into(),
             data: DataSource::FactStream(FactStreamConfig::open()),
             ..Self::default_preset()
+        }
+    }
+
+    /// The `open` stream in copy mode (experimental): documents stored as
+    /// slots of their own LM token embeddings, read hard into soft-prompt
+    /// tokens after four learnt format tokens; 100 reading steps, then 300
+    /// LM steps (docs/results.md, `runs/copy3`).
+    fn copy() -> Self {
+        let open = Self::open();
+        Self {
+            preset: "copy".into(),
+            model: MacConfig {
+                document_trainable: Trainable::None,
+                question_trainable: Trainable::None,
+                answer_probe_width: None,
+                lm_token_channel_width: None,
+                lm_token_channel_layer: None,
+                copy: Some(CopyConfig {
+                    slots: 16,
+                    key_dim: 64,
+                    context_layer: 12,
+                    prefix_tokens: 6,
+                    lm_width: 576,
+                    hard: true,
+                    format_tokens: 4,
+                }),
+                ..open.model.clone()
+            },
+            steps: 400,
+            reading_steps: 100,
+            learning_rate: 2e-3,
+            validate_every: 100,
+            checkpoint_every: 100,
+            ..open
         }
     }
 

@@ -132,7 +132,7 @@ pub struct SelectionSummary {
     /// phase started in an earlier invocation).
     pub top1_before: Option<f64>,
     /// Top-1 rate on the validation bank after it
-    /// ([`Trainer::validate_selection`]).
+    /// ([`Trainer::validate_selection`](crate::Trainer::validate_selection)).
     pub top1_after: f64,
 }
 

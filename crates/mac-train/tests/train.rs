@@ -258,6 +258,13 @@ fn presets_and_config_errors() {
     assert!(TrainConfig::preset("nope")
         .unwrap_err()
         .contains("unknown preset"));
+    for name in ["default", "open", "copy", "tiny"] {
+        let p = TrainConfig::preset(name).unwrap();
+        p.validate().unwrap();
+        p.model.validate().unwrap();
+    }
+    let copy = TrainConfig::preset("copy").unwrap();
+    assert_eq!(copy.model.memory_shape(), (16, 64 + 576));
     let d = TrainConfig::preset("default").unwrap();
     assert!(d.lr_at(0) < d.learning_rate && (d.lr_at(d.steps - 1) - d.learning_rate).abs() < 1e-12);
     let dir = tempfile::tempdir().unwrap();
@@ -453,6 +460,8 @@ fn copy_mode_trains_resumes_and_answers_from_a_bank() {
         context_layer: 2,
         prefix_tokens: 2,
         lm_width: 576,
+        hard: true,
+        format_tokens: 1,
     });
     cfg.answer_token_loss_weight = 1.0;
     cfg.reading_steps = 1;
