@@ -35,6 +35,7 @@ pub mod gguf;
 pub mod gpt2;
 pub mod linear;
 pub mod llama;
+mod load;
 pub mod model;
 pub mod prefix;
 pub mod tokenizer;

@@ -1,0 +1,288 @@
+//! Loading a [`BaseLm`] (and its tokenizer, as a [`LoadedLm`]) from a GGUF
+//! file or a Hugging Face directory: configurations from the file's
+//! metadata or `config.json`, weights by name through a [`WeightSource`]
+//! (GGUF names mapped to Hugging Face's, llama.cpp's query/key permutation
+//! undone).
+
+use std::path::Path;
+
+use burn::tensor::Device;
+
+use crate::error::{LmError, Result};
+use crate::gguf::GgufFile;
+use crate::gpt2::{Gpt2, Gpt2Config};
+use crate::llama::{Llama, LlamaConfig};
+use crate::model::{BaseLm, LoadedLm};
+use crate::tokenizer::TextTokenizer;
+use crate::weights::{ParamLoader, SafetensorsSource, WeightSource};
+
+/// Maps Hugging Face Llama tensor names to GGUF names and undoes llama.cpp's
+/// permutation of the query/key rows.
+struct GgufLlamaNames<'a> {
+    gguf: &'a GgufFile,
+    n_heads: usize,
+    n_kv_heads: usize,
+}
+
+impl GgufLlamaNames<'_> {
+    fn to_gguf(name: &str) -> Option<String> {
+        let fixed = match name {
+            "model.embed_tokens.weight" => Some("token_embd.weight"),
+            "model.norm.weight" => Some("output_norm.weight"),
+            "lm_head.weight" => Some("output.weight"),
+            _ => None,
+        };
+        if let Some(f) = fixed {
+            return Some(f.to_string());
+        }
+        let rest = name.strip_prefix("model.layers.")?;
+        let (layer, tail) = rest.split_once('.')?;
+        let mapped = match tail {
+            "input_layernorm.weight" => "attn_norm.weight",
+            "self_attn.q_proj.weight" => "attn_q.weight",
+            "self_attn.k_proj.weight" => "attn_k.weight",
+            "self_attn.v_proj.weight" => "attn_v.weight",
+            "self_attn.o_proj.weight" => "attn_output.weight",
+            "post_attention_layernorm.weight" => "ffn_norm.weight",
+            "mlp.gate_proj.weight" => "ffn_gate.weight",
+            "mlp.up_proj.weight" => "ffn_up.weight",
+            "mlp.down_proj.weight" => "ffn_down.weight",
+            _ => return None,
+        };
+        Some(format!("blk.{layer}.{mapped}"))
+    }
+}
+
+/// Undoes llama.cpp's rotary permutation of `[n_heads * head_dim, cols]` rows.
+fn unpermute_rows(data: &[f32], n_heads: usize, rows: usize, cols: usize) -> Vec<f32> {
+    let hd = rows / n_heads;
+    let half = hd / 2;
+    let mut out = vec![0f32; data.len()];
+    for h in 0..n_heads {
+        for j in 0..2 {
+            for i in 0..half {
+                let hf = h * hd + j * half + i;
+                let gg = h * hd + 2 * i + j;
+                out[hf * cols..(hf + 1) * cols].copy_from_slice(&data[gg * cols..(gg + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+impl WeightSource for GgufLlamaNames<'_> {
+    fn path(&self) -> &Path {
+        self.gguf.path()
+    }
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        Self::to_gguf(name).and_then(|n| WeightSource::shape(self.gguf, &n))
+    }
+    fn load(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        let gguf_name = Self::to_gguf(name).ok_or_else(|| LmError::MissingTensor {
+            path: self.gguf.path().to_path_buf(),
+            name: name.to_string(),
+        })?;
+        let (shape, data) = self.gguf.dequantize(&gguf_name)?;
+        let heads = if name.ends_with("q_proj.weight") {
+            Some(self.n_heads)
+        } else if name.ends_with("k_proj.weight") {
+            Some(self.n_kv_heads)
+        } else {
+            None
+        };
+        match (heads, shape.as_slice()) {
+            (Some(n), &[rows, cols]) if rows % (2 * n) == 0 => {
+                Ok((shape.clone(), unpermute_rows(&data, n, rows, cols)))
+            }
+            (Some(_), _) => Err(LmError::ShapeMismatch {
+                path: self.gguf.path().to_path_buf(),
+                name: gguf_name,
+                expected: vec![],
+                found: shape,
+            }),
+            (None, _) => Ok((shape, data)),
+        }
+    }
+    fn names(&self) -> Vec<String> {
+        self.gguf.names()
+    }
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| LmError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| LmError::malformed(path, "config.json", e.to_string()))
+}
+
+fn config_from_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    v: serde_json::Value,
+) -> Result<T> {
+    serde_json::from_value(v).map_err(|e| {
+        let msg = e.to_string();
+        // serde says "missing field `x`": surface the key itself.
+        let key = msg.split('`').nth(1).unwrap_or("(see reason)").to_string();
+        LmError::Config {
+            path: path.to_path_buf(),
+            key,
+            reason: msg,
+        }
+    })
+}
+
+fn first_id(v: Option<&serde_json::Value>) -> Option<u32> {
+    match v? {
+        serde_json::Value::Number(n) => n.as_u64().map(|x| x as u32),
+        serde_json::Value::Array(a) => a.first().and_then(|x| x.as_u64()).map(|x| x as u32),
+        _ => None,
+    }
+}
+
+impl LoadedLm {
+    /// Loads a GGUF file or a Hugging Face model directory
+    /// (`config.json` + `*.safetensors` + `tokenizer.json`) onto `device`.
+    pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            Self::load_hf_dir(path, device)
+        } else {
+            Self::load_gguf(path, device)
+        }
+    }
+
+    /// Loads a Llama-architecture GGUF file (model and tokenizer).
+    pub fn load_gguf(path: &Path, device: &Device) -> Result<Self> {
+        let gguf = GgufFile::open(path)?;
+        let model = BaseLm::from_gguf(&gguf, device)?;
+        let tokenizer = TextTokenizer::from_gguf(&gguf)?;
+        Ok(Self { model, tokenizer })
+    }
+
+    /// Loads a Hugging Face directory: `config.json`, `*.safetensors`, `tokenizer.json`.
+    pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<Self> {
+        let (model, json) = BaseLm::from_hf_dir(dir, device)?;
+        let config_path = dir.join("config.json");
+        let eos = first_id(json.get("eos_token_id")).ok_or_else(|| LmError::Config {
+            path: config_path.clone(),
+            key: "eos_token_id".into(),
+            reason: "absent".into(),
+        })?;
+        let bos = first_id(json.get("bos_token_id"));
+        let add_bos = matches!(model, BaseLm::Llama(_))
+            && read_json(&dir.join("tokenizer_config.json"))
+                .ok()
+                .and_then(|v| v.get("add_bos_token").and_then(|b| b.as_bool()))
+                .unwrap_or(false);
+        let tokenizer = TextTokenizer::from_file(dir.join("tokenizer.json"), eos, bos, add_bos)?;
+        Ok(Self { model, tokenizer })
+    }
+}
+
+impl BaseLm {
+    /// Loads only the model from a GGUF file or a Hugging Face directory.
+    pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            Ok(Self::from_hf_dir(path, device)?.0)
+        } else {
+            Self::from_gguf(&GgufFile::open(path)?, device)
+        }
+    }
+
+    /// Builds a Llama model from an opened GGUF file.
+    pub fn from_gguf(gguf: &GgufFile, device: &Device) -> Result<Self> {
+        let path = gguf.path();
+        let arch = gguf.require_str("general.architecture")?.to_string();
+        if arch != "llama" {
+            return Err(LmError::Config {
+                path: path.to_path_buf(),
+                key: "general.architecture".into(),
+                reason: format!("`{arch}` is not supported in GGUF (llama is)"),
+            });
+        }
+        let key = |k: &str| format!("{arch}.{k}");
+        let n_heads = gguf.require_u64(&key("attention.head_count"))? as usize;
+        let hidden = gguf.require_u64(&key("embedding_length"))? as usize;
+        let vocab = match gguf.get(&key("vocab_size")).and_then(|v| v.as_u64()) {
+            Some(v) => v as usize,
+            None => gguf
+                .get("tokenizer.ggml.tokens")
+                .and_then(|v| v.as_array())
+                .map(|a| a.len())
+                .ok_or_else(|| LmError::Config {
+                    path: path.to_path_buf(),
+                    key: key("vocab_size"),
+                    reason: "absent, and no tokenizer.ggml.tokens to count".into(),
+                })?,
+        };
+        let config = LlamaConfig {
+            vocab_size: vocab,
+            hidden_size: hidden,
+            intermediate_size: gguf.require_u64(&key("feed_forward_length"))? as usize,
+            num_hidden_layers: gguf.require_u64(&key("block_count"))? as usize,
+            num_attention_heads: n_heads,
+            num_key_value_heads: Some(
+                gguf.get(&key("attention.head_count_kv"))
+                    .and_then(|v| v.as_u64())
+                    .map(|v| v as usize)
+                    .unwrap_or(n_heads),
+            ),
+            head_dim: gguf
+                .get(&key("rope.dimension_count"))
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize),
+            rms_norm_eps: gguf.require_f64(&key("attention.layer_norm_rms_epsilon"))?,
+            rope_theta: gguf.get(&key("rope.freq_base")).and_then(|v| v.as_f64()),
+            rope_parameters: None,
+            max_position_embeddings: gguf
+                .get(&key("context_length"))
+                .and_then(|v| v.as_u64())
+                .unwrap_or(2048) as usize,
+            tie_word_embeddings: !gguf.tensors.contains_key("output.weight"),
+        };
+        let source = GgufLlamaNames {
+            gguf,
+            n_heads,
+            n_kv_heads: config.kv_heads(),
+        };
+        let model = Llama::load(config, &ParamLoader::new(&source, device))?;
+        Ok(BaseLm::Llama(model))
+    }
+
+    /// Builds a model from a Hugging Face directory (`config.json` + `*.safetensors`);
+    /// also returns the parsed `config.json`.
+    pub fn from_hf_dir(dir: &Path, device: &Device) -> Result<(Self, serde_json::Value)> {
+        let config_path = dir.join("config.json");
+        let json = read_json(&config_path)?;
+        let model_type = json
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| LmError::Config {
+                path: config_path.clone(),
+                key: "model_type".into(),
+                reason: "absent or not a string".into(),
+            })?
+            .to_string();
+        let source = SafetensorsSource::open(dir)?;
+        let loader = ParamLoader::new(&source, device);
+        let model = match model_type.as_str() {
+            "llama" | "mistral" => {
+                let config = config_from_json::<LlamaConfig>(&config_path, json.clone())?;
+                config.validate(&config_path)?;
+                BaseLm::Llama(Llama::load(config, &loader)?)
+            }
+            "gpt2" => {
+                let config = config_from_json::<Gpt2Config>(&config_path, json.clone())?;
+                config.validate(&config_path)?;
+                BaseLm::Gpt2(Gpt2::load(config, &loader)?)
+            }
+            other => {
+                return Err(LmError::Config {
+                    path: config_path,
+                    key: "model_type".into(),
+                    reason: format!("`{other}` is not supported (llama, gpt2 are)"),
+                })
+            }
+        };
+        Ok((model, json))
+    }
+}
