@@ -5,7 +5,8 @@ mod common;
 use std::fs;
 
 use common::*;
-use mac_lm::gguf::{writer, GgufFile, GgufValue};
+use common::gguf_writer as writer;
+use mac_lm::gguf::{GgufFile, GgufValue};
 use mac_lm::{BaseLm, LmError};
 
 fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {

@@ -2,6 +2,8 @@
 #![allow(clippy::needless_range_loop)] // index arithmetic over [B][T] grids reads clearer
 #![allow(dead_code)]
 
+pub mod gguf_writer;
+
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Tensor, TensorData};
