@@ -279,7 +279,9 @@ impl MacRuntime {
     /// documents at a time (memory O(chunk), not O(N)): exact streamed
     /// aggregation, or the paper's hierarchical approximation. With a prior
     /// scale, the aggregator adds the [`SimilarityPrior`] of that scale (the
-    /// bank must hold retrieval keys).
+    /// bank must hold retrieval keys). In copy mode the reader reads the
+    /// whole bank at once (exact; memory O(N)): `chunk` and `hierarchical`
+    /// do not apply.
     pub fn answer_from_bank(
         &self,
         questions: &[&str],
