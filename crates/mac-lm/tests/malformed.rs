@@ -4,8 +4,8 @@ mod common;
 
 use std::fs;
 
-use common::*;
 use common::gguf_writer as writer;
+use common::*;
 use mac_lm::gguf::{GgufFile, GgufValue};
 use mac_lm::{BaseLm, LmError};
 
