@@ -247,7 +247,9 @@ impl AggregatorConfig {
     }
 }
 
-fn doc_weights(token_weights: Tensor<2>, n: usize) -> Vec<Vec<f32>> {
+/// Per question, the attention share of each document of `n` tokens, from
+/// the attention each memory token received `[B, N·n]`.
+pub(crate) fn doc_weights(token_weights: Tensor<2>, n: usize) -> Vec<Vec<f32>> {
     let [b, k] = token_weights.dims();
     let flat: Vec<f32> = token_weights
         .reshape([b, k / n, n])

@@ -33,6 +33,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Device, Tensor};
 use mac_lm::linear::linear;
 
+use crate::aggregate::doc_weights;
 use crate::Aggregation;
 
 /// Shape of a [`CopyHead`].
@@ -245,7 +246,7 @@ impl CopyReader {
             None => read,
         };
         let token_weights = attention.sum_dim(1).reshape([b, n_slots]) / p as f64;
-        let doc_weights = doc_shares(&token_weights, slots);
+        let doc_weights = doc_weights(token_weights.clone(), slots);
         Aggregation {
             modulation,
             doc_weights,
@@ -272,17 +273,4 @@ pub fn sharpen(weights: Tensor<3>, hard: bool) -> Tensor<3> {
     // Ties (equal largest weights) share the row evenly.
     let one_hot = one_hot.clone() / one_hot.sum_dim(2).expand(dims);
     weights.clone() + (one_hot - weights.detach())
-}
-
-/// Per question, the attention share of each document of `slots` slots.
-fn doc_shares(token_weights: &Tensor<2>, slots: usize) -> Vec<Vec<f32>> {
-    let [b, n_slots] = token_weights.dims();
-    let values: Vec<f32> = token_weights
-        .clone()
-        .try_to_vec_as::<f32>()
-        .unwrap_or_else(|_| vec![0.0; b * n_slots]);
-    values
-        .chunks(n_slots.max(1))
-        .map(|row| row.chunks(slots.max(1)).map(|d| d.iter().sum()).collect())
-        .collect()
 }

@@ -319,9 +319,9 @@ impl MacModel {
             let mean = modulation.narrow(1, n - read, read).sum_dim(1) / read as f64;
             return Some(mean.reshape([b, 1, d]));
         }
+        let w = self.answer_probe.as_ref()?;
         let [b, n, d] = modulation.dims();
         let mean = modulation.sum_dim(1).reshape([b, d]) / n as f64;
-        let w = self.answer_probe.as_ref()?;
         let width = w.dims()[1];
         Some(mean.matmul(w.val()).reshape([b, 1, width]))
     }

@@ -358,6 +358,11 @@ impl TrainConfig {
         }
     }
 
+    /// Whether step `step` (0-based) is a reading step.
+    pub fn is_reading_step(&self, step: usize) -> bool {
+        step < self.reading_steps
+    }
+
     /// Learning rate at optimizer step `step` (0-based).
     pub fn lr_at(&self, step: usize) -> f64 {
         let warmup = (self.warmup_fraction * self.steps as f64).ceil() as usize;

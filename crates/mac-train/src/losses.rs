@@ -82,7 +82,7 @@ impl Trainer {
         timer: &mut PartTimer,
     ) -> Result<BatchLosses> {
         let batch = self.batch(step, micro);
-        let reading = step < self.config.reading_steps;
+        let reading = self.config.is_reading_step(step);
         let train = &self.splits.train.documents;
         // Bank rows: the documents that keep gradients first, then the rest.
         let order: Vec<usize> = (0..batch.documents.len())

@@ -237,7 +237,7 @@ impl Trainer {
         let mut acc = GradientsAccumulator::new();
         let (mut total, mut total_aux, mut total_retrieval) = (0.0, None::<f64>, None::<f64>);
         let micro = self.config.grad_accumulation;
-        let reading = step < self.config.reading_steps;
+        let reading = self.config.is_reading_step(step);
         for u in 0..micro {
             let losses = self.batch_losses_timed(step, u, timer)?;
             let mut loss = losses.answer_nll.map(|nll| {

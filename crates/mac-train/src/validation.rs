@@ -4,6 +4,7 @@
 
 use anyhow::Result;
 use burn::tensor::Tensor;
+use mac_aggregation::Aggregation;
 use mac_data::{exact_match, f1_score, QaPair};
 use mac_model::prompt::AnswerBatch;
 use mac_model::MacRuntime;
@@ -59,10 +60,10 @@ impl Trainer {
             // The questions are encoded and tokenized once for both banks.
             let q_tokens = rt.encode_questions(&questions)?;
             let ab = self.answer_batch(&qas)?;
-            let (l, weights) =
+            let (l, agg) =
                 Self::teacher_forced_loss(&rt, q_tokens.clone(), &ab, shared(&bank, qas.len()))?;
             loss += l * qas.len() as f64;
-            for ((pos, _), w) in asked.iter().zip(&weights) {
+            for ((pos, _), w) in asked.iter().zip(&agg.doc_weights) {
                 gold_weight += f64::from(w[*pos]);
                 uniform += 1.0 / chunk.len() as f64;
             }
@@ -75,9 +76,8 @@ impl Trainer {
                         .map(|(pos, _)| (pos + shift) % chunk.len())
                         .collect();
                     let memory = bank.clone().select(0, index_tensor(&rows, &self.device));
-                    let probe = self.probe_loss(&rt, q_tokens.clone(), memory.clone(), &qas)?;
-                    let nll = Self::teacher_forced_loss(&rt, q_tokens.clone(), &ab, memory)?.0;
-                    Ok((nll, probe))
+                    let (nll, agg) = Self::teacher_forced_loss(&rt, q_tokens.clone(), &ab, memory)?;
+                    Ok((nll, self.probe_loss(agg.modulation, &qas)?))
                 };
                 let nqa = qas.len() as f64;
                 n_single += qas.len();
@@ -112,31 +112,23 @@ impl Trainer {
         })
     }
 
-    /// The answer probe's answer-token loss of `qas` (encoded as
-    /// `q_tokens [Q, n, d]`), question `i` aggregating over `memory[i]`;
-    /// `None` without a probe.
-    fn probe_loss(
-        &self,
-        rt: &MacRuntime,
-        q_tokens: Tensor<3>,
-        memory: Tensor<3>,
-        qas: &[&QaPair],
-    ) -> Result<Option<f64>> {
-        let agg = rt.model.aggregate(q_tokens, memory, None);
+    /// The answer probe's answer-token loss of `qas` from their aggregated
+    /// modulation `[Q, n, d]`; `None` without a probe.
+    fn probe_loss(&self, modulation: Tensor<3>, qas: &[&QaPair]) -> Result<Option<f64>> {
         Ok(self
-            .answer_token_loss(agg.modulation, qas, &self.device)?
+            .answer_token_loss(modulation, qas, &self.device)?
             .map(|l| l.into_scalar::<f64>()))
     }
 
     /// Teacher-forced answer NLL of the questions (`q_tokens [Q, n, d]`,
     /// their prompt + answer batch `ab`), question `i` aggregating over
-    /// `memory[i]` (`[Q, m, d]`), and each question's attention per document.
+    /// `memory[i]` (`[Q, m, d]`), and the aggregation that made the prefix.
     fn teacher_forced_loss(
         rt: &MacRuntime,
         q_tokens: Tensor<3>,
         ab: &AnswerBatch,
         memory: Tensor<3>,
-    ) -> Result<(f64, Vec<Vec<f32>>)> {
+    ) -> Result<(f64, Aggregation)> {
         let (prefix, agg) = rt
             .model
             .prefix_from_memory(&rt.lm.model, q_tokens, memory)?;
@@ -145,7 +137,7 @@ impl Trainer {
             .model
             .weighted_nll(&ab.batch, &ab.targets, &ab.weights, Some(&prefix))?
             .into_scalar::<f64>();
-        Ok((loss, agg.doc_weights))
+        Ok((loss, agg))
     }
 
     pub(crate) fn validate_and_keep_best(&mut self) -> Result<ValidationStats> {
