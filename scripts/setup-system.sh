@@ -2,9 +2,11 @@
 # Installs the Debian packages the build and the backend checks need: OpenBLAS
 # (the CPU backend's matrix products, mac-lm's default `blas` feature), Mesa's lavapipe
 # (software Vulkan, for wgpu) and LLVM 22 (for the cuda build, see
-# scripts/build-cuda.sh) and DejaVu fonts (text in the report plots). Idempotent; needs root (or sudo) and apt.
+# scripts/build-cuda.sh) DejaVu fonts (text in the report plots), and curl and
+# python3-venv (the `mac serve` test talks to the server with curl and with the
+# `openai` package in a venv). Idempotent; needs root (or sudo) and apt.
 set -euo pipefail
-pkgs=(libopenblas-dev mesa-vulkan-drivers llvm-22-dev libpolly-22-dev libzstd-dev libz3-dev fonts-dejavu-core)
+pkgs=(libopenblas-dev mesa-vulkan-drivers llvm-22-dev libpolly-22-dev libzstd-dev libz3-dev fonts-dejavu-core curl python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -5,6 +5,7 @@
 //! * `test`: `fetch` and `layering`, then the whole test suite with the real
 //!   models required.
 //! * `layering`: the crates' dependencies against docs/architecture.md's layers.
+//! * `serve-load`: a bounded load test of `mac serve` on localhost.
 //! * `train`, `eval`: `fetch`, then `mac train` / `mac eval` on the CPU backend.
 //! * `demo`: the whole job on the embedded defaults: fetch, train the default
 //!   preset, evaluate online adaptation, write the reports.
@@ -17,6 +18,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod fetch;
 mod layering;
+mod load;
 mod run;
 
 #[derive(Parser)]
@@ -95,6 +97,23 @@ enum Cmd {
     },
     /// Check the crates' dependencies against the layers docs/architecture.md declares.
     Layering,
+    /// Load-test `mac serve` on localhost: concurrent askers and one
+    /// ingester for a fixed time, then the bank checked (every acknowledged
+    /// document stored once). Fails on any error or loss.
+    ServeLoad {
+        /// A trained run or checkpoint (default: the tiny preset, trained for 3 steps).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// How long the load runs.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Concurrent askers.
+        #[arg(long, default_value_t = 8)]
+        askers: usize,
+        /// Also write the JSON report here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Fetch the models and check the layering, then run the whole test
     /// suite (what CI runs).
     Test {
@@ -141,6 +160,17 @@ fn main() -> Result<()> {
         } => run::mac_on_checkpoint("compare", &checkpoint, out, &args),
         Cmd::Demo { preset, out, force } => run::demo(&preset, &out, force),
         Cmd::Layering => layering::check(&workspace_root(), &cargo()),
+        Cmd::ServeLoad {
+            checkpoint,
+            seconds,
+            askers,
+            out,
+        } => load::serve_load(load::LoadArgs {
+            checkpoint,
+            seconds,
+            askers,
+            out,
+        }),
         Cmd::Test { args } => run::test(&args),
     }
 }

@@ -75,6 +75,24 @@ pub(crate) fn test(args: &[String]) -> Result<()> {
 /// instead of compiling Burn a second time; the CPU backend is used unless
 /// `MAC_DEVICE` says otherwise.
 pub(crate) fn mac(args: &[String]) -> Result<()> {
+    build_mac()?;
+    let target = target_dir();
+    let mut cmd = Command::new(target.join("debug/mac"));
+    cmd.args(args);
+    if std::env::var_os("MAC_DEVICE").is_none() {
+        cmd.env("MAC_DEVICE", "flex");
+    }
+    if !cmd.status()?.success() {
+        bail!(
+            "mac {} failed",
+            args.first().map(String::as_str).unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// Builds `target/debug/mac` with the test suite's feature set.
+pub(crate) fn build_mac() -> Result<()> {
     let st = Command::new(cargo())
         .args([
             "test",
@@ -88,18 +106,6 @@ pub(crate) fn mac(args: &[String]) -> Result<()> {
         .status()?;
     if !st.success() {
         bail!("building the `mac` binary failed");
-    }
-    let target = target_dir();
-    let mut cmd = Command::new(target.join("debug/mac"));
-    cmd.args(args);
-    if std::env::var_os("MAC_DEVICE").is_none() {
-        cmd.env("MAC_DEVICE", "flex");
-    }
-    if !cmd.status()?.success() {
-        bail!(
-            "mac {} failed",
-            args.first().map(String::as_str).unwrap_or("")
-        );
     }
     Ok(())
 }

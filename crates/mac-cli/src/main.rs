@@ -6,6 +6,7 @@
 //! mac compare --checkpoint RUN_DIR [--data FILE] --out DIR   (vs fine-tuning, RAG@k, MAC+RAG@k)
 //! mac ingest --bank DIR --checkpoint RUN_DIR FILES|DIRS|JSONL...
 //! mac ask --bank DIR --checkpoint RUN_DIR "question"
+//! mac serve --bank DIR --checkpoint RUN_DIR [--addr 127.0.0.1:8080] [--read-only]
 //! mac bank info|verify --bank DIR
 //! mac generate --model PATH --prompt TEXT [--max-new-tokens N]
 //! mac perplexity --model PATH --file TEXT_FILE
@@ -222,6 +223,42 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Serves the memory over HTTP: OpenAI-compatible answers and a
+    /// document-ingest endpoint (docs/serving.md). Stops on SIGINT/SIGTERM
+    /// after finishing the requests in flight.
+    Serve {
+        /// The bank directory (created when absent, unless --read-only).
+        #[arg(long)]
+        bank: PathBuf,
+        /// A checkpoint or run directory.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Address to listen on (port 0: any free port, printed at start).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// Serve the bank without ingest (no lock taken; another process may write it).
+        #[arg(long)]
+        read_only: bool,
+        /// The model id clients name.
+        #[arg(long, default_value = "mac")]
+        model_name: String,
+        /// Attended documents returned with each answer.
+        #[arg(long, default_value_t = 3)]
+        top: usize,
+        /// Documents read and attended at a time.
+        #[arg(long, default_value_t = 256)]
+        chunk: usize,
+        /// The paper's hierarchical approximation instead of exact aggregation.
+        #[arg(long)]
+        hierarchical: bool,
+        /// Scale of the similarity prior (0 = off; default: 50 when the bank
+        /// holds retrieval keys).
+        #[arg(long)]
+        similarity_prior: Option<f64>,
+        /// Most questions answered in one LM batch.
+        #[arg(long, default_value_t = 8)]
+        max_batch: usize,
+    },
     /// Inspects a memory bank.
     Bank {
         #[command(subcommand)]
@@ -357,6 +394,37 @@ fn run(cli: Cli) -> Result<()> {
             },
             &device,
             json,
+        )?,
+        Cmd::Serve {
+            bank,
+            checkpoint,
+            addr,
+            read_only,
+            model_name,
+            top,
+            chunk,
+            hierarchical,
+            similarity_prior,
+            max_batch,
+        } => memory_cmds::serve(
+            &bank,
+            &checkpoint,
+            addr,
+            mac_serve::ServeOptions {
+                read_only,
+                model_name,
+                answers: mac_serve::AnswerSettings {
+                    reading: mac_model::BankReading {
+                        chunk,
+                        hierarchical,
+                        prior_scale: None,
+                    },
+                    similarity_prior,
+                    top,
+                    max_batch,
+                },
+            },
+            &device,
         )?,
         Cmd::Bank { cmd } => match cmd {
             BankCmd::Info { bank, json } => memory_cmds::info(&bank, json)?,

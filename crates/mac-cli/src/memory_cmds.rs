@@ -5,18 +5,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use mac_memory::{AppendOutcome, BankShape, MemoryBank, NewEntry};
-use mac_model::{BankReading, Checkpoint, MacRuntime};
+use mac_memory::{AppendOutcome, MemoryBank};
+use mac_model::{prior_for, BankReading, Checkpoint, MacRuntime, NewDocument};
 use serde::Serialize;
 
 use crate::display::terminal_safe;
 use crate::{resolve_checkpoint, InputError};
-
-/// A document read from the inputs.
-struct InputDoc {
-    source: String,
-    text: String,
-}
 
 /// Why an input was not stored.
 #[derive(Debug, Serialize)]
@@ -29,7 +23,7 @@ pub struct Skipped {
 
 fn collect_inputs(
     inputs: &[PathBuf],
-    docs: &mut Vec<InputDoc>,
+    docs: &mut Vec<NewDocument>,
     skipped: &mut Vec<Skipped>,
 ) -> Result<()> {
     for input in inputs {
@@ -76,7 +70,7 @@ fn collect_inputs(
                             .and_then(|t| t.as_str().map(str::to_string))
                     });
                 match text {
-                    Some(t) if !t.trim().is_empty() => docs.push(InputDoc { source, text: t }),
+                    Some(t) if !t.trim().is_empty() => docs.push(NewDocument { source, text: t }),
                     Some(_) => skipped.push(Skipped {
                         source,
                         reason: "empty document".into(),
@@ -94,7 +88,7 @@ fn collect_inputs(
                 source: name,
                 reason: "empty document".into(),
             }),
-            Ok(t) => docs.push(InputDoc {
+            Ok(t) => docs.push(NewDocument {
                 source: name,
                 text: t,
             }),
@@ -108,12 +102,6 @@ fn collect_inputs(
         }
     }
     Ok(())
-}
-
-/// Identifies the model that produced a bank's modulations.
-fn producer(ckpt: &Checkpoint) -> String {
-    let dir = ckpt.dir.canonicalize().unwrap_or_else(|_| ckpt.dir.clone());
-    format!("mac-checkpoint {} step {}", dir.display(), ckpt.meta.step)
 }
 
 /// Summary of an ingest.
@@ -142,30 +130,14 @@ pub fn ingest(
     json: bool,
 ) -> Result<()> {
     let ckpt_dir = resolve_checkpoint(checkpoint)?;
-    let ckpt = Checkpoint::open(&ckpt_dir).map_err(|e| InputError(e.to_string()))?;
+    Checkpoint::open(&ckpt_dir).map_err(|e| InputError(e.to_string()))?;
     let mut docs = Vec::new();
     let mut skipped = Vec::new();
     collect_inputs(inputs, &mut docs, &mut skipped)?;
     let rt = MacRuntime::from_checkpoint(&ckpt_dir, None, None, device)?;
-    let (n_tokens, d_mod) = ckpt.meta.config.memory_shape();
-    let shape = BankShape {
-        n_tokens,
-        d_mod,
-        key_dim: rt.key_dim(),
-    };
-    let producer = producer(&ckpt);
-    let mut bank = MemoryBank::open_or_create(bank_dir, shape, &producer)
+    let mut bank = rt
+        .open_bank_writer(bank_dir)
         .map_err(|e| InputError(e.to_string()))?;
-    if bank.producer() != producer {
-        return Err(InputError(format!(
-            "{}: the bank was built by `{}`, not by {} — its modulations would not match; use a new --bank",
-            bank_dir.display(),
-            bank.producer(),
-            ckpt_dir.display()
-        ))
-        .into());
-    }
-    let with_keys = bank.shape().key_dim > 0;
     let bar = if json {
         ProgressBar::hidden()
     } else {
@@ -179,43 +151,29 @@ pub fn ingest(
         b
     };
     let t0 = Instant::now();
-    let (mut stored, mut duplicates, mut truncated) = (0, 0, Vec::new());
-    for chunk in docs.chunks(8) {
-        let texts: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
-        let am = rt.amortize(&texts)?;
-        for (d, &t) in chunk.iter().zip(&am.truncated) {
-            if t > 0 {
-                truncated.push(format!("{} ({t} tokens cut)", d.source));
-            }
-        }
-        let entries: Vec<NewEntry<'_>> = chunk
-            .iter()
-            .zip(am.modulations.iter().zip(&am.keys))
-            .map(|(d, (m, k))| NewEntry {
-                source: &d.source,
-                text: &d.text,
-                modulation: m,
-                key: if with_keys { k } else { &[] },
-            })
-            .collect();
-        for outcome in bank.append_batch(&entries)? {
-            match outcome {
-                AppendOutcome::Stored(_) => stored += 1,
-                AppendOutcome::Duplicate(_) => duplicates += 1,
-            }
-        }
-        bar.inc(chunk.len() as u64);
-    }
+    let done = rt.ingest(&mut bank, &docs, |n| bar.set_position(n as u64))?;
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
-    let summary = IngestSummary {
-        stored,
-        duplicates,
+    let mut summary = IngestSummary {
+        stored: 0,
+        duplicates: 0,
         skipped,
-        truncated,
+        truncated: Vec::new(),
         bank_entries: bank.len(),
         docs_per_second: docs.len() as f64 / secs.max(1e-9),
     };
+    for (doc, ingested) in docs.iter().zip(&done) {
+        match ingested.outcome {
+            AppendOutcome::Stored(_) => summary.stored += 1,
+            AppendOutcome::Duplicate(_) => summary.duplicates += 1,
+        }
+        if ingested.truncated_tokens > 0 {
+            summary.truncated.push(format!(
+                "{} ({} tokens cut)",
+                doc.source, ingested.truncated_tokens
+            ));
+        }
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -239,19 +197,6 @@ pub fn ingest(
         }
     }
     Ok(())
-}
-
-/// One document the answer drew on.
-#[derive(Debug, Serialize)]
-pub struct Attended {
-    /// Bank entry id.
-    pub id: u64,
-    /// Its source.
-    pub source: String,
-    /// Share of the aggregator's attention.
-    pub weight: f32,
-    /// The start of its text.
-    pub snippet: String,
 }
 
 /// How `mac ask` aggregates and what it shows.
@@ -282,52 +227,35 @@ pub fn ask(
     let ckpt_dir = resolve_checkpoint(checkpoint)?;
     let bank = MemoryBank::open_read_only(bank_dir).map_err(|e| InputError(e.to_string()))?;
     let rt = MacRuntime::from_checkpoint(&ckpt_dir, None, None, device)?;
-    let prior = match opts.similarity_prior {
-        Some(scale) => (scale > 0.0).then_some(scale),
-        None => (bank.shape().key_dim > 0).then_some(mac_eval::DEFAULT_PRIOR_SCALE),
+    let reading = BankReading {
+        chunk: opts.chunk,
+        hierarchical: opts.hierarchical,
+        prior_scale: prior_for(&bank, opts.similarity_prior),
     };
     let t0 = Instant::now();
     let answer = rt
-        .answer_from_bank(
-            &[question],
-            &bank,
-            &BankReading {
-                chunk: opts.chunk,
-                hierarchical: opts.hierarchical,
-                prior_scale: prior,
-            },
-        )
+        .ask(&bank, &[question], &reading, opts.top)
         .map_err(|e| InputError(e.to_string()))?
         .remove(0);
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
-    let mut order: Vec<usize> = (0..answer.doc_weights.len()).collect();
-    order.sort_by(|&a, &b| answer.doc_weights[b].total_cmp(&answer.doc_weights[a]));
-    let mut attended = Vec::new();
-    for &i in order.iter().take(opts.top) {
-        let e = bank.read(i)?;
-        let snippet: String = e.text.chars().take(100).collect();
-        attended.push(Attended {
-            id: e.id,
-            source: e.source,
-            weight: answer.doc_weights[i],
-            snippet,
-        });
-    }
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "question": question,
                 "answer": answer.text,
-                "documents": attended,
-                "bank_entries": bank.len(),
+                "documents": answer.documents,
+                "bank_entries": answer.bank_entries,
                 "latency_ms": ms,
             }))?
         );
     } else {
         println!("{}", terminal_safe(&answer.text));
-        println!("\ndocuments attended ({} in the bank):", bank.len());
-        for a in &attended {
+        println!(
+            "\ndocuments attended ({} in the bank):",
+            answer.bank_entries
+        );
+        for a in &answer.documents {
             println!(
                 "  {:5.1}%  #{} {}  {}",
                 100.0 * a.weight,
@@ -337,6 +265,38 @@ pub fn ask(
             );
         }
     }
+    Ok(())
+}
+
+/// `mac serve`.
+pub fn serve(
+    bank_dir: &Path,
+    checkpoint: &Path,
+    addr: std::net::SocketAddr,
+    opts: mac_serve::ServeOptions,
+    device: &mac_device::Device,
+) -> Result<()> {
+    if opts.answers.max_batch == 0 || opts.answers.reading.chunk == 0 {
+        return Err(InputError("--max-batch and --chunk must be at least 1".into()).into());
+    }
+    let ckpt_dir = resolve_checkpoint(checkpoint)?;
+    let rt = MacRuntime::from_checkpoint(&ckpt_dir, None, None, device)?;
+    let read_only = opts.read_only;
+    let server = mac_serve::Server::start(rt, bank_dir, opts).map_err(|e| match e {
+        mac_serve::ServeError::Bank(e) => anyhow::Error::from(InputError(e.to_string())),
+        other => other.into(),
+    })?;
+    let entries = server.bank_entries();
+    server.run_until_signal(addr, |bound| {
+        use std::io::Write;
+        println!(
+            "mac serve: listening on http://{bound} (bank {}, {entries} documents{})",
+            bank_dir.display(),
+            if read_only { ", read-only" } else { "" }
+        );
+        let _ = std::io::stdout().flush();
+    })?;
+    eprintln!("mac serve: stopped");
     Ok(())
 }
 

@@ -8,9 +8,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mac_data::{exact_match, f1_score, prefix_exact_match, Dataset, QaPair};
-use mac_memory::{BankShape, MemoryBank, NewEntry};
+use mac_memory::MemoryBank;
 use mac_model::prompt::{oracle_prompt, question_prompt};
-use mac_model::{BankReading, MacRuntime, MAX_ANSWER_TOKENS};
+use mac_model::{BankReading, MacRuntime, NewDocument, MAX_ANSWER_TOKENS};
 use mac_retrieval::Bm25Index;
 use serde::{Deserialize, Serialize};
 
@@ -18,10 +18,8 @@ use crate::compare::mac_rag_answers;
 use crate::memory::{peak_rss_mb, reset_peak_rss};
 use crate::question_only::QuestionOnly;
 
-/// The similarity prior's default scale in evaluations: with the frozen
-/// all-MiniLM-L6-v2 keys, a question's own fact document gets about 0.94 of
-/// the prior's mass among 200 (docs/results.md).
-pub const DEFAULT_PRIOR_SCALE: f64 = 50.0;
+/// The similarity prior's default scale in evaluations (mac-model's).
+pub use mac_model::DEFAULT_PRIOR_SCALE;
 
 /// Knobs of an evaluation run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -321,24 +319,18 @@ fn answers_with_weights(
     Ok(out)
 }
 
-/// Amortizes `docs` in one encoder batch and appends them to `bank`;
+/// Amortizes `docs` and appends them to `bank` ([`MacRuntime::ingest`]);
 /// returns how many were truncated at the encoder's token limit.
 fn ingest(rt: &MacRuntime, bank: &mut MemoryBank, docs: &[mac_data::Document]) -> Result<usize> {
-    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
-    let am = rt.amortize(&texts)?;
-    let truncated = am.truncated.iter().filter(|&&t| t > 0).count();
-    let entries: Vec<NewEntry<'_>> = docs
+    let docs: Vec<NewDocument> = docs
         .iter()
-        .zip(am.modulations.iter().zip(&am.keys))
-        .map(|(d, (m, k))| NewEntry {
-            source: &d.id,
-            text: &d.text,
-            modulation: m,
-            key: k,
+        .map(|d| NewDocument {
+            source: d.id.clone(),
+            text: d.text.clone(),
         })
         .collect();
-    bank.append_batch(&entries)?;
-    Ok(truncated)
+    let done = rt.ingest(bank, &docs, |_| {})?;
+    Ok(done.iter().filter(|d| d.truncated_tokens > 0).count())
 }
 
 /// Where the aggregator's attention went, relative to each question's gold document.
@@ -440,13 +432,7 @@ pub fn evaluate(
 
     let bank_dir = out_dir.join("bank");
     clear_eval_bank(&bank_dir, EVAL_BANK)?;
-    let (n_tokens, d_mod) = rt.config.memory_shape();
-    let shape = BankShape {
-        n_tokens,
-        d_mod,
-        key_dim: rt.key_dim(),
-    };
-    let mut bank = MemoryBank::create(&bank_dir, shape, EVAL_BANK)?;
+    let mut bank = MemoryBank::create(&bank_dir, rt.bank_shape(), EVAL_BANK)?;
     let mut preds = Vec::new();
     let mut methods = BTreeMap::new();
     let mut retention = Vec::new();
@@ -529,7 +515,7 @@ pub fn evaluate(
     if let Some(control) = control.filter(|c| !c.documents.is_empty()) {
         let dir = out_dir.join("bank-unrelated");
         clear_eval_bank(&dir, CONTROL_BANK)?;
-        let mut other = MemoryBank::create(&dir, shape, CONTROL_BANK)?;
+        let mut other = MemoryBank::create(&dir, rt.bank_shape(), CONTROL_BANK)?;
         let docs_c = &control.documents[..n_docs.min(control.documents.len())];
         for chunk in docs_c.chunks(opts.ingest_batch.max(1)) {
             ingest(rt, &mut other, chunk)?;
@@ -598,6 +584,7 @@ pub fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mac_memory::BankShape;
 
     #[test]
     fn only_a_bank_an_evaluation_made_is_cleared() {

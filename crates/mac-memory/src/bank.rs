@@ -294,6 +294,35 @@ impl MemoryBank {
         })
     }
 
+    /// A read-only handle on the entries this handle holds, without reading
+    /// the bank again: the index is copied and the segment files reopened
+    /// read-only. A writer hands one to its readers after each commit (no
+    /// lock, never writes; it does not see later appends).
+    pub fn reader(&self) -> Result<Self> {
+        let files = self
+            .manifest
+            .segments
+            .iter()
+            .map(|seg| {
+                let path = self.dir.join(&seg.file);
+                File::open(&path).map_err(io(&path, "open segment"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            dir: self.dir.clone(),
+            manifest: self.manifest.clone(),
+            entries: self.entries.clone(),
+            by_hash: self.by_hash.clone(),
+            files,
+            writer_lock: None,
+        })
+    }
+
+    /// Position in the bank of the entry with this id.
+    pub fn position_of(&self, id: u64) -> Option<usize> {
+        self.entries.binary_search_by_key(&id, |e| e.id).ok()
+    }
+
     fn writable(&self) -> Result<()> {
         match self.writer_lock {
             Some(_) => Ok(()),

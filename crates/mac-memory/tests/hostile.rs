@@ -165,6 +165,27 @@ fn readers_open_beside_the_writer_and_never_write() {
 }
 
 #[test]
+fn a_writer_hands_out_readers_that_keep_their_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = MemoryBank::create(dir.path(), SHAPE, "test").unwrap();
+    writer.append(entry("one")).unwrap();
+    let reader = writer.reader().unwrap();
+    assert!(!reader.is_writer());
+    writer.append(entry("two")).unwrap();
+    // The reader sees what was committed when it was made, read from disk.
+    assert_eq!(reader.len(), 1);
+    assert_eq!(reader.read(0).unwrap().text, "one");
+    assert_eq!(reader.find_text("two"), None);
+    let fresh = writer.reader().unwrap();
+    assert_eq!(fresh.read(1).unwrap().text, "two");
+    assert_eq!(fresh.position_of(1), Some(1));
+    assert_eq!(fresh.position_of(7), None);
+    let mut reader = reader;
+    assert!(reader.append(entry("three")).is_err());
+    assert_eq!(MemoryBank::open_read_only(dir.path()).unwrap().len(), 2);
+}
+
+#[test]
 fn a_reader_leaves_an_uncommitted_tail_to_the_writer() {
     let dir = tempfile::tempdir().unwrap();
     bank_of_two(dir.path());

@@ -10,9 +10,12 @@
 //!   for documents (the amortization network) and for questions.
 //! * [`MacModel`]: both encoders, the [`mac_aggregation::Aggregator`] and the
 //!   [`mac_aggregation::PrefixExpansion`] to the frozen LM's prefix key/values.
+//! * [`MacRuntime`]: everything loaded to ingest documents into a memory
+//!   bank and answer from it, with the documents drawn on.
 //! * [`Checkpoint`]: a directory with `mac.json` (configuration and where the
 //!   base LM and encoder weights came from) and `model.bpk` (burnpack).
 
+mod bank_service;
 mod checkpoint;
 mod copy_mode;
 mod encoder;
@@ -20,6 +23,9 @@ mod model;
 pub mod prompt;
 mod runtime;
 
+pub use bank_service::{
+    prior_for, Attended, Ingested, NewDocument, SourcedAnswer, DEFAULT_PRIOR_SCALE,
+};
 pub use checkpoint::{Checkpoint, CheckpointMeta, META_FILE, MODEL_FILE};
 pub use copy_mode::{CopyConfig, CopyPath};
 pub use encoder::{AmortizationEncoder, EncodedText, LmChannelSpec, LmTokenChannel, LmTokens};

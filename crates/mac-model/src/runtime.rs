@@ -41,6 +41,9 @@ pub struct MacRuntime {
     /// (the similarity prior compares them); `None` when the encoder is not
     /// BERT-family.
     pub key_encoder: Option<Bert>,
+    /// Names the model whose modulations this runtime produces (checkpoint
+    /// and step); recorded in every bank it creates, which only it fills.
+    pub producer: String,
 }
 
 /// Documents amortized for the bank: one row per document.
@@ -113,13 +116,15 @@ impl ChunkedMemory for BankMemory<'_> {
 pub const MAX_ANSWER_TOKENS: usize = 16;
 
 impl MacRuntime {
-    /// Assembles a runtime from parts already loaded.
+    /// Assembles a runtime from parts already loaded; `producer` names the
+    /// model (see [`Self::producer`]).
     pub fn new(
         lm: LoadedLm,
         model: MacModel,
         encoder_dir: &Path,
         config: MacConfig,
         device: Device,
+        producer: String,
     ) -> Result<Self, ModelError> {
         let tok = encoder_dir.join("tokenizer.json");
         let key_encoder = match EncoderBackbone::load(encoder_dir, &device, Trainable::None)? {
@@ -134,6 +139,7 @@ impl MacRuntime {
             config,
             device,
             key_encoder,
+            producer,
         })
     }
 
@@ -161,12 +167,19 @@ impl MacRuntime {
         }
         let encoder = encoder_override.unwrap_or(&ckpt.meta.encoder).to_path_buf();
         let model = ckpt.load_model(Some(&encoder), device)?;
+        let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        let producer = format!(
+            "mac-checkpoint {} step {}",
+            canonical.display(),
+            ckpt.meta.step
+        );
         Self::new(
             lm,
             model,
             &encoder,
             ckpt.meta.config.clone(),
             device.clone(),
+            producer,
         )
     }
 

@@ -305,6 +305,7 @@ impl Trainer {
             device: self.device.clone(),
             // Validation aggregates in memory, without the similarity prior.
             key_encoder: None,
+            producer: format!("mac-train step {}", self.step()),
         })
     }
 

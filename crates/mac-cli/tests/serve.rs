@@ -1,0 +1,599 @@
+//! `mac serve` end to end with the real SmolLM2 + MiniLM on a tiny
+//! checkpoint: documents in with curl, questions asked with the official
+//! `openai` Python package (installed into a venv under MAC_HOME by this
+//! test), the answers against `mac ask` on the same bank, every bad input
+//! answered with a 4xx that changes nothing, and a SIGKILL during ingest
+//! that loses no acknowledged document.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// The `openai` package the compatibility test speaks with.
+const OPENAI_PACKAGE: &str = "openai==3.57.0";
+
+fn mac(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mac"))
+        .args(["--device", "flex"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn models_fetched() -> bool {
+    mac_assets::fetched_or_skip(&mac_assets::default_lm_path())
+        && mac_assets::fetched_or_skip(&mac_assets::default_encoder_dir())
+}
+
+/// A tiny checkpoint, trained once for every test of this file.
+fn checkpoint() -> &'static Path {
+    static RUN: OnceLock<PathBuf> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let run = dir.join("run");
+        ok(&mac(&[
+            "train",
+            "--preset",
+            "tiny",
+            "--steps",
+            "3",
+            "--out",
+            s(&run),
+        ]));
+        run
+    })
+}
+
+/// A running `mac serve`, killed when dropped.
+struct Served {
+    child: Child,
+    url: String,
+}
+
+impl Served {
+    fn start(bank: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mac"))
+            .args(["--device", "flex", "serve", "--bank", s(bank)])
+            .args(["--checkpoint", s(checkpoint()), "--addr", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in `{line}`"))
+            .to_string();
+        Self { child, url }
+    }
+
+    /// SIGTERM, and the exit status once it has finished what it held.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let t0 = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "no exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `curl` a route: (status, body).
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_string())
+}
+
+/// A request from Rust: (status, JSON body).
+fn request(method: &str, url: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
+    let resp = match ureq::request(method, url)
+        .set("Content-Type", content_type)
+        .send_bytes(body)
+    {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = resp.status();
+    let text = resp.into_string().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// A Python with the `openai` package, in a venv under MAC_HOME.
+fn openai_python() -> PathBuf {
+    let venv = mac_assets::mac_home().join("openai-venv");
+    let python = venv.join("bin/python");
+    let has = |p: &Path| {
+        Command::new(p)
+            .args([
+                "-c",
+                "import openai, sys; sys.exit(openai.__version__ != sys.argv[1])",
+            ])
+            .arg(OPENAI_PACKAGE.trim_start_matches("openai=="))
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !has(&python) {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status();
+        assert!(
+            made.is_ok_and(|s| s.success()),
+            "python3 -m venv {}",
+            venv.display()
+        );
+        let pip = Command::new(&python)
+            .args(["-m", "pip", "install", "-q", OPENAI_PACKAGE])
+            .status();
+        assert!(
+            pip.is_ok_and(|s| s.success()),
+            "pip install {OPENAI_PACKAGE} failed"
+        );
+    }
+    python
+}
+
+/// A bad request: method, path, content type, body, expected status, and
+/// what the error message must say.
+type BadCase<'a> = (&'a str, &'a str, &'a str, Vec<u8>, u16, &'a str);
+
+const FACTS: [&str; 3] = [
+    "Velra Quellington was born in Port Vessa. Velra Quellington works for Orvane Dynamics.",
+    "Morrion Thrimsen specializes in glaciology. Morrion Thrimsen won the Ember Prize.",
+    "Sabta Kessova was born on 3 May 1961. Sabta Kessova is a native of Zarnow.",
+];
+
+#[test]
+fn serves_documents_and_answers_like_ask_with_the_openai_client() {
+    if !models_fetched() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let bank = tmp.path().join("bank");
+    let server = Served::start(&bank, &[]);
+    let url = server.url.clone();
+
+    // Documents in with curl: a JSON list, a duplicate as text/plain.
+    let list: Vec<Value> = FACTS
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"text": t, "source": format!("fact-{i}")}))
+        .collect();
+    let (code, body) = curl(&[
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &Value::from(list).to_string(),
+        &format!("{url}/v1/documents"),
+    ]);
+    assert_eq!(code, 201, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<u64> = v["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [0, 1, 2], "{body}");
+    assert_eq!(v["bank_entries"], 3);
+    let (code, body) = curl(&[
+        "-H",
+        "Content-Type: text/plain",
+        "--data-binary",
+        FACTS[1],
+        &format!("{url}/v1/documents"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["documents"][0],
+        json!({"id": 1, "status": "duplicate", "truncated_tokens": 0})
+    );
+    let (code, body) = curl(&[&format!("{url}/v1/documents/2")]);
+    assert_eq!(code, 200);
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (doc["text"].as_str(), doc["source"].as_str()),
+        (Some(FACTS[2]), Some("fact-2"))
+    );
+    let (_, body) = curl(&[&format!("{url}/v1/bank")]);
+    let info: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["entries"], 3, "{body}");
+    assert_eq!(info["read_only"], false);
+    let (code, body) = curl(&[&format!("{url}/health")]);
+    assert_eq!(
+        (
+            code,
+            serde_json::from_str::<Value>(&body).unwrap()["status"].clone()
+        ),
+        (200, json!("ok"))
+    );
+
+    // Questions with the official client.
+    let question = "Who won the Ember Prize?";
+    let out = Command::new(openai_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client.py"))
+        .args([&url, question])
+        .output()
+        .unwrap();
+    let client: Value = serde_json::from_str(&ok(&out)).unwrap();
+    let answer = client["chat"].as_str().unwrap().to_string();
+    assert_eq!(client["streamed"], client["chat"], "{client}");
+    assert_eq!(client["completion"], client["chat"], "{client}");
+    assert_eq!(client["finish_reason"], "stop");
+    assert_eq!(client["models"], json!(["mac"]));
+    assert_eq!(client["unknown_model_status"], 404);
+    assert!(client["usage_total"].as_u64().unwrap() > 0);
+    let documents = client["documents"].as_array().unwrap().clone();
+    assert_eq!(documents.len(), 3, "{client}");
+    assert_eq!(client["stream_documents"], client["documents"]);
+
+    // Bad input: a 4xx naming the problem, and the bank unchanged.
+    let docs_url = "/v1/documents";
+    let chat_url = "/v1/chat/completions";
+    let json_ct = "application/json";
+    let big_doc = json!({"text": "x".repeat(mac_serve::api::MAX_DOCUMENT_BYTES + 1)}).to_string();
+    let long_q = json!({"messages": [{"role": "user", "content": "q".repeat(5000)}]}).to_string();
+    let too_many =
+        json!({"messages": vec![json!({"role": "user", "content": "q"}); 65]}).to_string();
+    let cases: Vec<BadCase> = vec![
+        (
+            "POST",
+            docs_url,
+            json_ct,
+            b"{\"text\": ".to_vec(),
+            400,
+            "malformed JSON",
+        ),
+        (
+            "POST",
+            docs_url,
+            json_ct,
+            br#"{"text": 5}"#.to_vec(),
+            400,
+            "invalid type",
+        ),
+        (
+            "POST",
+            docs_url,
+            json_ct,
+            br#"{"text": "  "}"#.to_vec(),
+            400,
+            "empty",
+        ),
+        (
+            "POST",
+            docs_url,
+            json_ct,
+            br#"[{"text": "fine"}, {"txt": "typo"}]"#.to_vec(),
+            400,
+            "documents[1]",
+        ),
+        (
+            "POST",
+            docs_url,
+            json_ct,
+            big_doc.into_bytes(),
+            413,
+            "limit",
+        ),
+        (
+            "POST",
+            docs_url,
+            "application/xml",
+            b"<doc/>".to_vec(),
+            415,
+            "content type",
+        ),
+        (
+            "POST",
+            docs_url,
+            "text/plain",
+            b"caf\xe9".to_vec(),
+            400,
+            "UTF-8",
+        ),
+        (
+            "POST",
+            chat_url,
+            json_ct,
+            b"not json".to_vec(),
+            400,
+            "malformed JSON",
+        ),
+        (
+            "POST",
+            chat_url,
+            json_ct,
+            br#"{"messages": "hi"}"#.to_vec(),
+            400,
+            "invalid type",
+        ),
+        (
+            "POST",
+            chat_url,
+            json_ct,
+            br#"{"model": "gpt-4o", "messages": [{"role": "user", "content": "q"}]}"#.to_vec(),
+            404,
+            "does not exist",
+        ),
+        (
+            "POST",
+            chat_url,
+            json_ct,
+            br#"{"messages": [{"role": "user", "content": ""}]}"#.to_vec(),
+            400,
+            "empty",
+        ),
+        ("POST", chat_url, json_ct, long_q.into_bytes(), 413, "limit"),
+        (
+            "POST",
+            chat_url,
+            json_ct,
+            too_many.into_bytes(),
+            400,
+            "at most 64",
+        ),
+        (
+            "POST",
+            chat_url,
+            json_ct,
+            br#"{"n": 3, "messages": [{"role": "user", "content": "q"}]}"#.to_vec(),
+            400,
+            "n = 3",
+        ),
+        (
+            "GET",
+            "/v1/documents/99",
+            json_ct,
+            Vec::new(),
+            404,
+            "no document 99",
+        ),
+        (
+            "GET",
+            "/v1/documents/abc",
+            json_ct,
+            Vec::new(),
+            400,
+            "not a number",
+        ),
+        (
+            "DELETE",
+            "/v1/bank",
+            json_ct,
+            Vec::new(),
+            405,
+            "not allowed",
+        ),
+        ("GET", "/v2/anything", json_ct, Vec::new(), 404, "no route"),
+    ];
+    for (method, path, ct, body, status, needle) in cases {
+        let target = format!("{url}{path}");
+        let (got, v) = request(method, &target, ct, &body);
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert_eq!(got, status, "{method} {target}: {v}");
+        assert!(
+            message.contains(needle),
+            "{method} {target}: `{message}` lacks `{needle}`"
+        );
+    }
+    let (code, body) = curl(&[
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &format!("[{}]", vec![r#"{"text": "t"}"#; 300].join(",")),
+        &format!("{url}{docs_url}"),
+    ]);
+    assert_eq!(code, 413, "{body}");
+    let (_, body) = curl(&[&format!("{url}/v1/bank")]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["entries"],
+        3,
+        "{body}"
+    );
+
+    let (_, metrics) = curl(&[&format!("{url}/metrics")]);
+    assert!(metrics.contains("mac_bank_entries 3"), "{metrics}");
+    assert!(
+        metrics.contains("mac_documents_ingested_total{outcome=\"stored\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mac_documents_ingested_total{outcome=\"duplicate\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("mac_http_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 2"),
+        "{metrics}"
+    );
+
+    // A graceful stop, then `mac ask` on the same bank answers the same.
+    assert!(server.terminate().success());
+    let out = ok(&mac(&[
+        "ask",
+        "--bank",
+        s(&bank),
+        "--checkpoint",
+        s(checkpoint()),
+        question,
+        "--json",
+    ]));
+    let asked: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(asked["answer"].as_str(), Some(answer.as_str()), "{out}");
+    let by_cli = asked["documents"].as_array().unwrap();
+    for (a, b) in documents.iter().zip(by_cli) {
+        assert_eq!(
+            (&a["id"], &a["source"]),
+            (&b["id"], &b["source"]),
+            "{a} vs {b}"
+        );
+        let (wa, wb) = (a["weight"].as_f64().unwrap(), b["weight"].as_f64().unwrap());
+        assert!((wa - wb).abs() < 1e-5, "{a} vs {b}");
+    }
+
+    // Read-only: answers, refuses ingest, takes no lock (an ingest runs beside it).
+    let server = Served::start(&bank, &["--read-only"]);
+    let (code, v) = request(
+        "POST",
+        &format!("{}/v1/documents", server.url),
+        json_ct,
+        br#"{"text": "new"}"#,
+    );
+    assert_eq!(code, 403, "{v}");
+    let doc = tmp.path().join("more.txt");
+    std::fs::write(&doc, "Ilsa Marrow lives in Quent.").unwrap();
+    ok(&mac(&[
+        "ingest",
+        "--bank",
+        s(&bank),
+        "--checkpoint",
+        s(checkpoint()),
+        s(&doc),
+        "--json",
+    ]));
+    let (_, v) = request("GET", &format!("{}/v1/bank", server.url), json_ct, b"");
+    assert_eq!(
+        v["entries"], 4,
+        "a read-only server sees another process's appends: {v}"
+    );
+}
+
+#[test]
+fn sigkill_during_ingest_loses_no_acknowledged_document() {
+    if !models_fetched() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let bank = tmp.path().join("bank");
+    let mut server = Served::start(&bank, &[]);
+    let url = format!("{}/v1/documents", server.url);
+    // A client posts batches of documents, one request after the other, and
+    // records what was acknowledged; the server is killed mid-stream.
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u64, String)>::new()));
+    let client = {
+        let acknowledged = acknowledged.clone();
+        std::thread::spawn(move || {
+            for round in 0.. {
+                let docs: Vec<String> = (0..4)
+                    .map(|i| format!("Entity {round}-{i} was born in City {round}{i}. It works for Firm {i}{round}."))
+                    .collect();
+                let body = Value::from(docs.iter().map(|t| json!({"text": t})).collect::<Vec<_>>())
+                    .to_string();
+                match ureq::post(&url)
+                    .set("Content-Type", "application/json")
+                    .send_string(&body)
+                {
+                    Ok(resp) => {
+                        let v: Value = resp.into_json().unwrap();
+                        let mut acked = acknowledged.lock().unwrap();
+                        for (d, t) in v["documents"].as_array().unwrap().iter().zip(docs) {
+                            assert_eq!(d["status"], "stored");
+                            acked.push((d["id"].as_u64().unwrap(), t));
+                        }
+                    }
+                    Err(_) => return round,
+                }
+            }
+            unreachable!()
+        })
+    };
+    let t0 = Instant::now();
+    while acknowledged.lock().unwrap().len() < 12 {
+        assert!(t0.elapsed() < Duration::from_secs(120), "ingest too slow");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(40));
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    let rounds = client.join().unwrap();
+    let acked = acknowledged.lock().unwrap().clone();
+    assert!(rounds >= 3 && acked.len() >= 12);
+
+    let verified: Value =
+        serde_json::from_str(&ok(&mac(&["bank", "verify", "--bank", s(&bank), "--json"]))).unwrap();
+    assert_eq!(verified["ok"], true);
+    let stored = mac_memory::MemoryBank::open_read_only(&bank).unwrap();
+    assert!(stored.len() >= acked.len());
+    for (id, text) in &acked {
+        assert_eq!(
+            stored.find_text(text),
+            Some(*id),
+            "acknowledged document {id} lost"
+        );
+        let entry = stored.read(stored.position_of(*id).unwrap()).unwrap();
+        assert_eq!(&entry.text, text);
+    }
+    // The server comes back on the same bank (the dead writer's lock is gone)
+    // and knows every acknowledged document.
+    let server = Served::start(&bank, &[]);
+    let (code, v) = request(
+        "POST",
+        &format!("{}/v1/documents", server.url),
+        "application/json",
+        json!({"text": acked[0].1}).to_string().as_bytes(),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        v["documents"][0],
+        json!({"id": acked[0].0, "status": "duplicate", "truncated_tokens": 0})
+    );
+}

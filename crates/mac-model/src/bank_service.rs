@@ -1,0 +1,177 @@
+//! Ingest into a memory bank and answer from it: the one sequence the CLI
+//! and the server share (amortize → build entries → durable append; answer →
+//! the documents drawn on, with their share of the attention).
+
+use std::path::Path;
+
+use mac_memory::{AppendOutcome, BankShape, MemoryBank, NewEntry};
+use serde::Serialize;
+
+use crate::{BankReading, MacRuntime, ModelError};
+
+/// Scale of the similarity prior when a bank stores retrieval keys and the
+/// caller does not say otherwise (the evaluation's `mac+prior`): with the
+/// frozen all-MiniLM-L6-v2 keys, a question's own fact document gets about
+/// 0.94 of the prior's mass among 200 (docs/results.md).
+pub const DEFAULT_PRIOR_SCALE: f64 = 50.0;
+
+/// Documents amortized and appended at a time.
+const INGEST_BATCH: usize = 8;
+
+/// Characters of a document's text shown with an answer.
+const SNIPPET_CHARS: usize = 100;
+
+/// A document to store.
+#[derive(Debug, Clone)]
+pub struct NewDocument {
+    /// Where it came from (file, URL, request).
+    pub source: String,
+    /// Its text.
+    pub text: String,
+}
+
+/// What happened to one ingested document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ingested {
+    /// Stored under a new id, or already stored under an id.
+    pub outcome: AppendOutcome,
+    /// Tokens cut off at the encoder's length limit (stored truncated).
+    pub truncated_tokens: usize,
+}
+
+/// One document an answer drew on.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Attended {
+    /// Bank entry id.
+    pub id: u64,
+    /// Its source.
+    pub source: String,
+    /// Share of the aggregator's attention.
+    pub weight: f32,
+    /// The start of its text.
+    pub snippet: String,
+}
+
+/// An answer and the documents it drew on most.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourcedAnswer {
+    /// The generated answer.
+    pub text: String,
+    /// The most attended documents, highest share first.
+    pub documents: Vec<Attended>,
+    /// Entries in the bank the answer was read from.
+    pub bank_entries: usize,
+}
+
+/// The prior scale a bank is read with: `requested` (0 = off), or
+/// [`DEFAULT_PRIOR_SCALE`] when the bank stores retrieval keys.
+pub fn prior_for(bank: &MemoryBank, requested: Option<f64>) -> Option<f64> {
+    match requested {
+        Some(scale) => (scale > 0.0).then_some(scale),
+        None => (bank.shape().key_dim > 0).then_some(DEFAULT_PRIOR_SCALE),
+    }
+}
+
+impl MacRuntime {
+    /// The shape of the banks this runtime fills.
+    pub fn bank_shape(&self) -> BankShape {
+        let (n_tokens, d_mod) = self.config.memory_shape();
+        BankShape {
+            n_tokens,
+            d_mod,
+            key_dim: self.key_dim(),
+        }
+    }
+
+    /// Opens the bank in `dir` as its writer, creating it when absent; a
+    /// bank another model filled is refused (its modulations would not fit).
+    pub fn open_bank_writer(&self, dir: &Path) -> Result<MemoryBank, ModelError> {
+        let bank = MemoryBank::open_or_create(dir, self.bank_shape(), &self.producer)?;
+        if bank.producer() != self.producer {
+            return Err(ModelError::Input(format!(
+                "{}: the bank was built by `{}`, not by `{}` — its modulations would not match; use a new bank",
+                dir.display(),
+                bank.producer(),
+                self.producer
+            )));
+        }
+        Ok(bank)
+    }
+
+    /// Amortizes `docs` and appends them to `bank`, [`INGEST_BATCH`] at a
+    /// time, each batch durable (fsynced and committed) before the next;
+    /// `progress` is called with the documents done so far. Duplicates (same
+    /// text) are reported, not stored again.
+    pub fn ingest(
+        &self,
+        bank: &mut MemoryBank,
+        docs: &[NewDocument],
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<Ingested>, ModelError> {
+        let with_keys = bank.shape().key_dim > 0;
+        let mut done = Vec::with_capacity(docs.len());
+        for chunk in docs.chunks(INGEST_BATCH) {
+            let texts: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
+            let amortized = self.amortize(&texts)?;
+            let entries: Vec<NewEntry<'_>> = chunk
+                .iter()
+                .zip(amortized.modulations.iter().zip(&amortized.keys))
+                .map(|(d, (m, k))| NewEntry {
+                    source: &d.source,
+                    text: &d.text,
+                    modulation: m,
+                    key: if with_keys { k } else { &[] },
+                })
+                .collect();
+            let outcomes = bank.append_batch(&entries)?;
+            done.extend(outcomes.into_iter().zip(&amortized.truncated).map(
+                |(outcome, &truncated_tokens)| Ingested {
+                    outcome,
+                    truncated_tokens,
+                },
+            ));
+            progress(done.len());
+        }
+        Ok(done)
+    }
+
+    /// Answers `questions` from `bank` ([`Self::answer_from_bank`]), each
+    /// with the `top` documents it attended to most.
+    pub fn ask(
+        &self,
+        bank: &MemoryBank,
+        questions: &[&str],
+        reading: &BankReading,
+        top: usize,
+    ) -> Result<Vec<SourcedAnswer>, ModelError> {
+        if let Some(i) = questions.iter().position(|q| q.trim().is_empty()) {
+            return Err(ModelError::Input(format!("question {i} is empty")));
+        }
+        let answers = self.answer_from_bank(questions, bank, reading)?;
+        answers
+            .into_iter()
+            .map(|answer| {
+                let mut order: Vec<usize> = (0..answer.doc_weights.len()).collect();
+                order.sort_by(|&a, &b| answer.doc_weights[b].total_cmp(&answer.doc_weights[a]));
+                let documents = order
+                    .into_iter()
+                    .take(top)
+                    .map(|i| {
+                        let entry = bank.read(i)?;
+                        Ok(Attended {
+                            id: entry.id,
+                            source: entry.source,
+                            weight: answer.doc_weights[i],
+                            snippet: entry.text.chars().take(SNIPPET_CHARS).collect(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, ModelError>>()?;
+                Ok(SourcedAnswer {
+                    text: answer.text,
+                    documents,
+                    bank_entries: bank.len(),
+                })
+            })
+            .collect()
+    }
+}
