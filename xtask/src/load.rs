@@ -113,6 +113,21 @@ fn post(url: &str, body: &Value) -> std::result::Result<Value, String> {
     }
 }
 
+/// Trains the tiny preset for 3 steps into `dir/run` (enough to time and
+/// stress the serving path, not to answer well).
+pub(crate) fn tiny_checkpoint(mac: &Path, dir: &Path) -> Result<PathBuf> {
+    let run_dir = dir.join("run");
+    let st = Command::new(mac)
+        .args([
+            "--device", "flex", "train", "--preset", "tiny", "--steps", "3", "--out",
+        ])
+        .arg(&run_dir)
+        .stdout(Stdio::null())
+        .status()?;
+    ensure!(st.success(), "training the tiny preset failed");
+    Ok(run_dir)
+}
+
 pub(crate) fn serve_load(args: LoadArgs) -> Result<()> {
     ensure!(
         args.askers > 0 && args.seconds > 0,
@@ -124,18 +139,7 @@ pub(crate) fn serve_load(args: LoadArgs) -> Result<()> {
     let work = tempfile::tempdir()?;
     let checkpoint = match &args.checkpoint {
         Some(c) => c.clone(),
-        None => {
-            let run_dir = work.path().join("run");
-            let st = Command::new(&mac)
-                .args([
-                    "--device", "flex", "train", "--preset", "tiny", "--steps", "3", "--out",
-                ])
-                .arg(&run_dir)
-                .stdout(Stdio::null())
-                .status()?;
-            ensure!(st.success(), "training the tiny preset failed");
-            run_dir
-        }
+        None => tiny_checkpoint(&mac, work.path())?,
     };
     let bank = work.path().join("bank");
     let mut server = start_server(&mac, &bank, &checkpoint)?;

@@ -6,6 +6,7 @@
 //!   models required.
 //! * `layering`: the crates' dependencies against docs/architecture.md's layers.
 //! * `serve-load`: a bounded load test of `mac serve` on localhost.
+//! * `soak`: the bank beside readers while its writer is SIGKILLed.
 //! * `train`, `eval`: `fetch`, then `mac train` / `mac eval` on the CPU backend.
 //! * `demo`: the whole job on the embedded defaults: fetch, train the default
 //!   preset, evaluate online adaptation, write the reports.
@@ -20,6 +21,7 @@ mod fetch;
 mod layering;
 mod load;
 mod run;
+mod soak;
 
 #[derive(Parser)]
 #[command(about = "mac-rs project tasks")]
@@ -97,6 +99,21 @@ enum Cmd {
     },
     /// Check the crates' dependencies against the layers docs/architecture.md declares.
     Layering,
+    /// The bank under a writer that gets SIGKILLed: rounds of `mac ingest`,
+    /// every other one killed at a random moment, beside reader processes
+    /// (`mac bank verify`, `mac ask`); fails unless the bank verifies, holds
+    /// every acknowledged document once and no reader failed.
+    Soak {
+        /// How long the rounds go on.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Reader processes running at a time.
+        #[arg(long, default_value_t = 3)]
+        readers: usize,
+        /// Seed of the kill moments (default: from the clock; printed).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Load-test `mac serve` on localhost: concurrent askers and one
     /// ingester for a fixed time, then the bank checked (every acknowledged
     /// document stored once). Fails on any error or loss.
@@ -160,6 +177,11 @@ fn main() -> Result<()> {
         } => run::mac_on_checkpoint("compare", &checkpoint, out, &args),
         Cmd::Demo { preset, out, force } => run::demo(&preset, &out, force),
         Cmd::Layering => layering::check(&workspace_root(), &cargo()),
+        Cmd::Soak {
+            seconds,
+            readers,
+            seed,
+        } => soak::soak(seconds, readers, seed),
         Cmd::ServeLoad {
             checkpoint,
             seconds,
