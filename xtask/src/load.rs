@@ -128,6 +128,21 @@ pub(crate) fn tiny_checkpoint(mac: &Path, dir: &Path) -> Result<PathBuf> {
     Ok(run_dir)
 }
 
+/// `mac bank verify` on `bank` (every record's checksum), then the bank
+/// opened read-only for the caller's checks.
+pub(crate) fn verified_bank(mac: &Path, bank: &Path) -> Result<mac_memory::MemoryBank> {
+    let verify = Command::new(mac)
+        .args(["bank", "verify", "--json", "--bank"])
+        .arg(bank)
+        .output()?;
+    ensure!(
+        verify.status.success(),
+        "the bank does not verify: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    Ok(mac_memory::MemoryBank::open_read_only(bank)?)
+}
+
 pub(crate) fn serve_load(args: LoadArgs) -> Result<()> {
     ensure!(
         args.askers > 0 && args.seconds > 0,
@@ -247,16 +262,7 @@ pub(crate) fn serve_load(args: LoadArgs) -> Result<()> {
     let exit = server.child.wait()?;
     ensure!(exit.success(), "mac serve exited with {exit} after SIGTERM");
 
-    let verify = Command::new(&mac)
-        .args(["bank", "verify", "--json", "--bank"])
-        .arg(&bank)
-        .output()?;
-    ensure!(
-        verify.status.success(),
-        "bank verify failed: {}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
-    let stored = mac_memory::MemoryBank::open_read_only(&bank)?;
+    let stored = verified_bank(&mac, &bank)?;
     let acked = acknowledged.lock().unwrap().clone();
     let lost: Vec<u64> = acked
         .iter()

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
 
-use crate::load::tiny_checkpoint;
+use crate::load::{tiny_checkpoint, verified_bank};
 use crate::{run, target_dir};
 
 /// Documents per ingest round (several encoder batches, so a kill can land
@@ -186,16 +186,7 @@ pub(crate) fn soak(seconds: u64, readers: usize, seed: Option<u64>) -> Result<()
             .map_err(|_| anyhow::anyhow!("a reader thread panicked"))?;
     }
 
-    let verify = Command::new(&mac)
-        .args(["bank", "verify", "--json", "--bank"])
-        .arg(&bank)
-        .output()?;
-    ensure!(
-        verify.status.success(),
-        "the bank does not verify: {}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
-    let stored = mac_memory::MemoryBank::open_read_only(&bank)?;
+    let stored = verified_bank(&mac, &bank)?;
     let mut texts = std::collections::HashMap::<String, usize>::new();
     for i in 0..stored.len() {
         *texts.entry(stored.read(i)?.text).or_default() += 1;

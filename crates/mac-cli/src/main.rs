@@ -76,6 +76,28 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
     .into())
 }
 
+/// How a question reads the bank and what comes back with the answer
+/// (`ask` and `serve`).
+#[derive(clap::Args)]
+struct ReadingArgs {
+    /// How many attended documents to show with an answer.
+    #[arg(long, default_value_t = 3)]
+    top: usize,
+    /// Documents read and attended at a time (memory grows with it;
+    /// exact aggregation answers the same for any chunk size).
+    #[arg(long, default_value_t = 256)]
+    chunk: usize,
+    /// Aggregate a bank larger than one chunk with the paper's
+    /// hierarchical approximation instead of exactly.
+    #[arg(long)]
+    hierarchical: bool,
+    /// Scale of the question–document similarity prior added to the
+    /// aggregator's attention (0 = off; default: 50 when the bank holds
+    /// retrieval keys, off otherwise).
+    #[arg(long)]
+    similarity_prior: Option<f64>,
+}
+
 #[derive(Subcommand)]
 enum BankCmd {
     /// Entries, shape, size and producer of a bank.
@@ -203,22 +225,8 @@ enum Cmd {
         checkpoint: PathBuf,
         /// The question.
         question: String,
-        /// How many attended documents to show.
-        #[arg(long, default_value_t = 3)]
-        top: usize,
-        /// Documents read and attended at a time (memory grows with it;
-        /// exact aggregation answers the same for any chunk size).
-        #[arg(long, default_value_t = 256)]
-        chunk: usize,
-        /// Aggregate a bank larger than one chunk with the paper's
-        /// hierarchical approximation instead of exactly.
-        #[arg(long)]
-        hierarchical: bool,
-        /// Scale of the question–document similarity prior added to the
-        /// aggregator's attention (0 = off; default: 50 when the bank holds
-        /// retrieval keys, off otherwise).
-        #[arg(long)]
-        similarity_prior: Option<f64>,
+        #[command(flatten)]
+        reading: ReadingArgs,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -242,19 +250,8 @@ enum Cmd {
         /// The model id clients name.
         #[arg(long, default_value = "mac")]
         model_name: String,
-        /// Attended documents returned with each answer.
-        #[arg(long, default_value_t = 3)]
-        top: usize,
-        /// Documents read and attended at a time.
-        #[arg(long, default_value_t = 256)]
-        chunk: usize,
-        /// The paper's hierarchical approximation instead of exact aggregation.
-        #[arg(long)]
-        hierarchical: bool,
-        /// Scale of the similarity prior (0 = off; default: 50 when the bank
-        /// holds retrieval keys).
-        #[arg(long)]
-        similarity_prior: Option<f64>,
+        #[command(flatten)]
+        reading: ReadingArgs,
         /// Most questions answered in one LM batch.
         #[arg(long, default_value_t = 8)]
         max_batch: usize,
@@ -377,20 +374,17 @@ fn run(cli: Cli) -> Result<()> {
             bank,
             checkpoint,
             question,
-            top,
-            chunk,
-            hierarchical,
-            similarity_prior,
+            reading,
             json,
         } => memory_cmds::ask(
             &bank,
             &checkpoint,
             &question,
             &memory_cmds::AskOptions {
-                top,
-                chunk,
-                hierarchical,
-                similarity_prior,
+                top: reading.top,
+                chunk: reading.chunk,
+                hierarchical: reading.hierarchical,
+                similarity_prior: reading.similarity_prior,
             },
             &device,
             json,
@@ -401,10 +395,7 @@ fn run(cli: Cli) -> Result<()> {
             addr,
             read_only,
             model_name,
-            top,
-            chunk,
-            hierarchical,
-            similarity_prior,
+            reading,
             max_batch,
         } => memory_cmds::serve(
             &bank,
@@ -415,12 +406,12 @@ fn run(cli: Cli) -> Result<()> {
                 model_name,
                 answers: mac_serve::AnswerSettings {
                     reading: mac_model::BankReading {
-                        chunk,
-                        hierarchical,
+                        chunk: reading.chunk,
+                        hierarchical: reading.hierarchical,
                         prior_scale: None,
                     },
-                    similarity_prior,
-                    top,
+                    similarity_prior: reading.similarity_prior,
+                    top: reading.top,
                     max_batch,
                 },
             },

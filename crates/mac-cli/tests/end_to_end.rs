@@ -2,50 +2,18 @@
 //! a tiny checkpoint, ingest documents into a fresh bank, ask, evaluate, and
 //! the errors (exit code 3) for corrupt or missing banks and checkpoints.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn mac(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mac"))
-        .args(["--device", "flex"])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{mac, ok, s, train_tiny};
 
 #[test]
 fn train_ingest_ask_eval_and_clear_errors() {
-    if !mac_assets::fetched_or_skip(&mac_assets::default_lm_path())
-        || !mac_assets::fetched_or_skip(&mac_assets::default_encoder_dir())
-    {
+    if !common::models_fetched() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    ok(&mac(&[
-        "train",
-        "--preset",
-        "tiny",
-        "--steps",
-        "3",
-        "--out",
-        s(&run),
-    ]));
+    train_tiny(&run);
     assert!(run.join("checkpoints/last/mac.json").is_file());
     assert!(run.join("train-report.md").is_file());
     let report: serde_json::Value =

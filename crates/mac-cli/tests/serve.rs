@@ -7,42 +7,17 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::{mac, models_fetched, ok, s, train_tiny};
 use serde_json::{json, Value};
+
+mod common;
 
 /// The `openai` package the compatibility test speaks with.
 const OPENAI_PACKAGE: &str = "openai==3.57.0";
-
-fn mac(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mac"))
-        .args(["--device", "flex"])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn models_fetched() -> bool {
-    mac_assets::fetched_or_skip(&mac_assets::default_lm_path())
-        && mac_assets::fetched_or_skip(&mac_assets::default_encoder_dir())
-}
 
 /// A tiny checkpoint, trained once for every test of this file.
 fn checkpoint() -> &'static Path {
@@ -50,15 +25,7 @@ fn checkpoint() -> &'static Path {
     RUN.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap().keep();
         let run = dir.join("run");
-        ok(&mac(&[
-            "train",
-            "--preset",
-            "tiny",
-            "--steps",
-            "3",
-            "--out",
-            s(&run),
-        ]));
+        train_tiny(&run);
         run
     })
 }
