@@ -7,8 +7,8 @@ use std::path::Path;
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use mac_lm::activation::gelu;
 use serde::{Deserialize, Serialize};
 
 use mac_lm::attention::masked_attention;

@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod activation;
 pub mod attention;
 pub mod batch;
 pub mod cache;
