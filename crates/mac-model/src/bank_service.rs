@@ -98,7 +98,7 @@ impl MacRuntime {
         Ok(bank)
     }
 
-    /// Amortizes `docs` and appends them to `bank`, [`INGEST_BATCH`] at a
+    /// Amortizes `docs` and appends them to `bank`, eight at a
     /// time, each batch durable (fsynced and committed) before the next;
     /// `progress` is called with the documents done so far. Duplicates (same
     /// text) are reported, not stored again.
