@@ -98,6 +98,17 @@ struct ReadingArgs {
     similarity_prior: Option<f64>,
 }
 
+impl ReadingArgs {
+    fn options(&self) -> mac_model::AskOptions {
+        mac_model::AskOptions {
+            top: self.top,
+            chunk: self.chunk,
+            hierarchical: self.hierarchical,
+            similarity_prior: self.similarity_prior,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum BankCmd {
     /// Entries, shape, size and producer of a bank.
@@ -380,12 +391,7 @@ fn run(cli: Cli) -> Result<()> {
             &bank,
             &checkpoint,
             &question,
-            &memory_cmds::AskOptions {
-                top: reading.top,
-                chunk: reading.chunk,
-                hierarchical: reading.hierarchical,
-                similarity_prior: reading.similarity_prior,
-            },
+            &reading.options(),
             &device,
             json,
         )?,
@@ -404,16 +410,8 @@ fn run(cli: Cli) -> Result<()> {
             mac_serve::ServeOptions {
                 read_only,
                 model_name,
-                answers: mac_serve::AnswerSettings {
-                    reading: mac_model::BankReading {
-                        chunk: reading.chunk,
-                        hierarchical: reading.hierarchical,
-                        prior_scale: None,
-                    },
-                    similarity_prior: reading.similarity_prior,
-                    top: reading.top,
-                    max_batch,
-                },
+                ask: reading.options(),
+                max_batch,
             },
             &device,
         )?,

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mac_memory::{AppendOutcome, MemoryBank};
-use mac_model::{prior_for, BankReading, Checkpoint, MacRuntime, NewDocument};
+use mac_model::{AskOptions, MacRuntime, NewDocument};
 use serde::Serialize;
 
 use crate::display::terminal_safe;
@@ -130,7 +130,6 @@ pub fn ingest(
     json: bool,
 ) -> Result<()> {
     let ckpt_dir = resolve_checkpoint(checkpoint)?;
-    Checkpoint::open(&ckpt_dir).map_err(|e| InputError(e.to_string()))?;
     let mut docs = Vec::new();
     let mut skipped = Vec::new();
     collect_inputs(inputs, &mut docs, &mut skipped)?;
@@ -199,19 +198,6 @@ pub fn ingest(
     Ok(())
 }
 
-/// How `mac ask` aggregates and what it shows.
-pub struct AskOptions {
-    /// Attended documents shown.
-    pub top: usize,
-    /// Documents read and attended at a time.
-    pub chunk: usize,
-    /// The paper's hierarchical approximation instead of exact aggregation.
-    pub hierarchical: bool,
-    /// Scale of the similarity prior (0 = off; `None` = the evaluation's
-    /// default scale when the bank holds retrieval keys, off otherwise).
-    pub similarity_prior: Option<f64>,
-}
-
 /// `mac ask`.
 pub fn ask(
     bank_dir: &Path,
@@ -227,14 +213,9 @@ pub fn ask(
     let ckpt_dir = resolve_checkpoint(checkpoint)?;
     let bank = MemoryBank::open_read_only(bank_dir).map_err(|e| InputError(e.to_string()))?;
     let rt = MacRuntime::from_checkpoint(&ckpt_dir, None, None, device)?;
-    let reading = BankReading {
-        chunk: opts.chunk,
-        hierarchical: opts.hierarchical,
-        prior_scale: prior_for(&bank, opts.similarity_prior),
-    };
     let t0 = Instant::now();
     let answer = rt
-        .ask(&bank, &[question], &reading, opts.top)
+        .ask(&bank, &[question], opts)
         .map_err(|e| InputError(e.to_string()))?
         .remove(0);
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
@@ -276,7 +257,7 @@ pub fn serve(
     opts: mac_serve::ServeOptions,
     device: &mac_device::Device,
 ) -> Result<()> {
-    if opts.answers.max_batch == 0 || opts.answers.reading.chunk == 0 {
+    if opts.max_batch == 0 || opts.ask.chunk == 0 {
         return Err(InputError("--max-batch and --chunk must be at least 1".into()).into());
     }
     let ckpt_dir = resolve_checkpoint(checkpoint)?;

@@ -173,18 +173,24 @@ impl MemoryBank {
         let dir = dir.as_ref();
         if dir.join(MANIFEST).exists() {
             let bank = Self::open(dir)?;
-            let found = bank.shape();
-            if (found.n_tokens, found.d_mod) != (shape.n_tokens, shape.d_mod) {
-                return Err(BankError::Invalid(format!(
-                    "{}: bank holds modulations of shape {:?}, the encoder produces {shape:?}",
-                    dir.display(),
-                    bank.shape()
-                )));
-            }
+            bank.check_modulation_shape(shape)?;
             Ok(bank)
         } else {
             Self::create(dir, shape, producer)
         }
+    }
+
+    /// Whether the bank's modulations have `shape`'s `[n_tokens, d_mod]`
+    /// (the model that would fill or read it); the key width may differ.
+    pub fn check_modulation_shape(&self, shape: BankShape) -> Result<()> {
+        let found = self.shape();
+        if (found.n_tokens, found.d_mod) != (shape.n_tokens, shape.d_mod) {
+            return Err(BankError::Invalid(format!(
+                "{}: bank holds modulations of shape {found:?}, the encoder produces {shape:?}",
+                self.dir.display(),
+            )));
+        }
+        Ok(())
     }
 
     fn lock(dir: &Path) -> Result<File> {

@@ -63,12 +63,44 @@ pub struct SourcedAnswer {
     pub bank_entries: usize,
 }
 
-/// The prior scale a bank is read with: `requested` (0 = off), or
-/// [`DEFAULT_PRIOR_SCALE`] when the bank stores retrieval keys.
-pub fn prior_for(bank: &MemoryBank, requested: Option<f64>) -> Option<f64> {
-    match requested {
-        Some(scale) => (scale > 0.0).then_some(scale),
-        None => (bank.shape().key_dim > 0).then_some(DEFAULT_PRIOR_SCALE),
+/// How a question reads a bank and what comes back with its answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AskOptions {
+    /// Attended documents returned with each answer.
+    pub top: usize,
+    /// Documents read and attended at a time ([`BankReading::chunk`]).
+    pub chunk: usize,
+    /// The paper's hierarchical approximation instead of exact aggregation.
+    pub hierarchical: bool,
+    /// Scale of the similarity prior: `Some(0.0)` turns it off; `None`
+    /// means [`DEFAULT_PRIOR_SCALE`] when the bank stores retrieval keys,
+    /// off otherwise.
+    pub similarity_prior: Option<f64>,
+}
+
+impl Default for AskOptions {
+    fn default() -> Self {
+        Self {
+            top: 3,
+            chunk: BankReading::default().chunk,
+            hierarchical: false,
+            similarity_prior: None,
+        }
+    }
+}
+
+impl AskOptions {
+    /// How `bank` is read with these options.
+    pub fn reading(&self, bank: &MemoryBank) -> BankReading {
+        let prior_scale = match self.similarity_prior {
+            Some(scale) => (scale > 0.0).then_some(scale),
+            None => (bank.shape().key_dim > 0).then_some(DEFAULT_PRIOR_SCALE),
+        };
+        BankReading {
+            chunk: self.chunk,
+            hierarchical: self.hierarchical,
+            prior_scale,
+        }
     }
 }
 
@@ -135,19 +167,19 @@ impl MacRuntime {
         Ok(done)
     }
 
-    /// Answers `questions` from `bank` ([`Self::answer_from_bank`]), each
-    /// with the `top` documents it attended to most.
+    /// Answers `questions` from `bank` ([`Self::answer_from_bank`], read
+    /// as [`AskOptions::reading`] says), each with the `opts.top` documents
+    /// it attended to most.
     pub fn ask(
         &self,
         bank: &MemoryBank,
         questions: &[&str],
-        reading: &BankReading,
-        top: usize,
+        opts: &AskOptions,
     ) -> Result<Vec<SourcedAnswer>, ModelError> {
         if let Some(i) = questions.iter().position(|q| q.trim().is_empty()) {
             return Err(ModelError::Input(format!("question {i} is empty")));
         }
-        let answers = self.answer_from_bank(questions, bank, reading)?;
+        let answers = self.answer_from_bank(questions, bank, &opts.reading(bank))?;
         answers
             .into_iter()
             .map(|answer| {
@@ -155,7 +187,7 @@ impl MacRuntime {
                 order.sort_by(|&a, &b| answer.doc_weights[b].total_cmp(&answer.doc_weights[a]));
                 let documents = order
                     .into_iter()
-                    .take(top)
+                    .take(opts.top)
                     .map(|i| {
                         let entry = bank.read(i)?;
                         Ok(Attended {

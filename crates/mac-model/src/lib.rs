@@ -24,7 +24,7 @@ pub mod prompt;
 mod runtime;
 
 pub use bank_service::{
-    prior_for, Attended, Ingested, NewDocument, SourcedAnswer, DEFAULT_PRIOR_SCALE,
+    AskOptions, Attended, Ingested, NewDocument, SourcedAnswer, DEFAULT_PRIOR_SCALE,
 };
 pub use checkpoint::{Checkpoint, CheckpointMeta, META_FILE, MODEL_FILE};
 pub use copy_mode::{CopyConfig, CopyPath};

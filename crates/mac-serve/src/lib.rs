@@ -36,12 +36,11 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use mac_memory::MemoryBank;
-use mac_model::{BankReading, MacRuntime, ModelError};
+use mac_model::{AskOptions, MacRuntime, ModelError};
 
 pub use error::ApiError;
 pub use metrics::Metrics;
 use routes::AppState;
-pub use workers::AnswerSettings;
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -70,8 +69,10 @@ pub struct ServeOptions {
     pub read_only: bool,
     /// The model id clients name (`model` in requests, `/v1/models`).
     pub model_name: String,
-    /// How questions are answered.
-    pub answers: AnswerSettings,
+    /// How questions read the bank and what comes back with an answer.
+    pub ask: AskOptions,
+    /// Most questions answered in one LM batch.
+    pub max_batch: usize,
 }
 
 impl Default for ServeOptions {
@@ -79,12 +80,8 @@ impl Default for ServeOptions {
         Self {
             read_only: false,
             model_name: "mac".into(),
-            answers: AnswerSettings {
-                reading: BankReading::default(),
-                similarity_prior: None,
-                top: 3,
-                max_batch: 8,
-            },
+            ask: AskOptions::default(),
+            max_batch: 8,
         }
     }
 }
@@ -108,18 +105,8 @@ impl Server {
         let mut workers = Vec::new();
         let (view, ingest) = if opts.read_only {
             let bank = MemoryBank::open_read_only(bank_dir).map_err(ModelError::from)?;
-            let (found, ours) = (bank.shape(), runtime.bank_shape());
-            if (found.n_tokens, found.d_mod) != (ours.n_tokens, ours.d_mod) {
-                return Err(ModelError::Input(format!(
-                    "{}: the bank holds modulations of shape [{}, {}], this model makes [{}, {}]",
-                    bank_dir.display(),
-                    found.n_tokens,
-                    found.d_mod,
-                    ours.n_tokens,
-                    ours.d_mod
-                ))
-                .into());
-            }
+            bank.check_modulation_shape(runtime.bank_shape())
+                .map_err(ModelError::from)?;
             metrics.bank_entries(bank.len() as u64);
             (
                 Arc::new(workers::BankView::Reopened(bank_dir.to_path_buf())),
@@ -138,9 +125,10 @@ impl Server {
             (view, Some(tx))
         };
         let (ask, rx) = mpsc::channel();
-        let (rt, v, m, settings) = (runtime.clone(), view.clone(), metrics.clone(), opts.answers);
+        let (rt, v, m) = (runtime.clone(), view.clone(), metrics.clone());
+        let (ask_opts, max_batch) = (opts.ask, opts.max_batch);
         workers.push(spawn("mac-answer", move || {
-            workers::run_answerer(rt, v, settings, m, rx)
+            workers::run_answerer(rt, v, ask_opts, max_batch, m, rx)
         })?);
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

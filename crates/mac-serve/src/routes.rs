@@ -162,9 +162,36 @@ impl AppState {
     }
 }
 
-/// The documents an answer drew on: the `mac` extension field.
-fn sources(answer: &SourcedAnswer) -> Value {
-    json!({"documents": answer.documents, "bank_entries": answer.bank_entries})
+/// An answered question, with what every completion response carries.
+struct Completion {
+    id: String,
+    created: u64,
+    answer: SourcedAnswer,
+    usage: Value,
+}
+
+impl Completion {
+    /// `v` with the token counts and the `mac` extension field (the
+    /// documents the answer drew on).
+    fn with_usage_and_sources(&self, mut v: Value) -> Value {
+        v["usage"] = self.usage.clone();
+        v["mac"] =
+            json!({"documents": self.answer.documents, "bank_entries": self.answer.bank_entries});
+        v
+    }
+}
+
+impl AppState {
+    /// Answers `question` and names the response (`id_prefix-…`).
+    async fn complete(&self, question: String, id_prefix: &str) -> Result<Completion, ApiError> {
+        let answer = self.answer(question.clone()).await?;
+        Ok(Completion {
+            id: self.id(id_prefix),
+            created: now_secs(),
+            usage: self.usage(&question, &answer.text),
+            answer,
+        })
+    }
 }
 
 fn sse(events: Vec<Value>) -> Response {
@@ -179,65 +206,51 @@ fn sse(events: Vec<Value>) -> Response {
 async fn chat_completions(State(st): State<Shared>, body: Body) -> Result<Response, ApiError> {
     let req: ChatRequest = api::parse_json(&body?)?;
     req.common.check(&st.model_name)?;
-    let question = req.question()?;
-    let answer = st.answer(question.clone()).await?;
-    let (id, created) = (st.id("chatcmpl"), now_secs());
-    let usage = st.usage(&question, &answer.text);
+    let c = st.complete(req.question()?, "chatcmpl").await?;
+    let text = &c.answer.text;
     if req.common.stream {
         // The answer (at most 16 tokens) is generated whole, then sent as
         // one content delta between the role chunk and the finishing chunk.
         let chunk = |delta: Value, finish: Value| {
-            json!({"id": id, "object": "chat.completion.chunk", "created": created,
+            json!({"id": c.id, "object": "chat.completion.chunk", "created": c.created,
                    "model": st.model_name,
                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}]})
         };
-        let mut last = chunk(json!({}), json!("stop"));
-        last["usage"] = usage;
-        last["mac"] = sources(&answer);
         return Ok(sse(vec![
             chunk(json!({"role": "assistant", "content": ""}), Value::Null),
-            chunk(json!({"content": answer.text}), Value::Null),
-            last,
+            chunk(json!({"content": text}), Value::Null),
+            c.with_usage_and_sources(chunk(json!({}), json!("stop"))),
         ]));
     }
-    Ok(Json(json!({
-        "id": id,
+    let full = json!({
+        "id": c.id,
         "object": "chat.completion",
-        "created": created,
+        "created": c.created,
         "model": st.model_name,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": answer.text},
+            "message": {"role": "assistant", "content": text},
             "finish_reason": "stop",
             "logprobs": null,
         }],
-        "usage": usage,
-        "mac": sources(&answer),
-    }))
-    .into_response())
+    });
+    Ok(Json(c.with_usage_and_sources(full)).into_response())
 }
 
 async fn completions(State(st): State<Shared>, body: Body) -> Result<Response, ApiError> {
     let req: CompletionRequest = api::parse_json(&body?)?;
     req.common.check(&st.model_name)?;
-    let question = req.question()?;
-    let answer = st.answer(question.clone()).await?;
-    let (id, created) = (st.id("cmpl"), now_secs());
-    let usage = st.usage(&question, &answer.text);
+    let c = st.complete(req.question()?, "cmpl").await?;
     let body = |text: &str, finish: Value| {
-        json!({"id": id, "object": "text_completion", "created": created, "model": st.model_name,
+        json!({"id": c.id, "object": "text_completion", "created": c.created, "model": st.model_name,
                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": null}]})
     };
+    let text = &c.answer.text;
     if req.common.stream {
-        let mut last = body("", json!("stop"));
-        last["usage"] = usage;
-        last["mac"] = sources(&answer);
-        return Ok(sse(vec![body(&answer.text, Value::Null), last]));
+        let last = c.with_usage_and_sources(body("", json!("stop")));
+        return Ok(sse(vec![body(text, Value::Null), last]));
     }
-    let mut full = body(&answer.text, json!("stop"));
-    full["usage"] = usage;
-    full["mac"] = sources(&answer);
-    Ok(Json(full).into_response())
+    Ok(Json(c.with_usage_and_sources(body(text, json!("stop")))).into_response())
 }
 
 async fn add_documents(

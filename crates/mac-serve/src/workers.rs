@@ -10,7 +10,7 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, RwLock};
 
 use mac_memory::{AppendOutcome, MemoryBank};
-use mac_model::{prior_for, BankReading, Ingested, MacRuntime, NewDocument, SourcedAnswer};
+use mac_model::{AskOptions, Ingested, MacRuntime, NewDocument, SourcedAnswer};
 use tokio::sync::oneshot;
 
 use crate::error::ApiError;
@@ -59,19 +59,6 @@ impl BankView {
     }
 }
 
-/// How questions are answered: the bank reading and the documents shown.
-#[derive(Debug, Clone, Copy)]
-pub struct AnswerSettings {
-    /// Chunking and aggregation; `prior_scale` `None` = [`prior_for`]'s default.
-    pub reading: BankReading,
-    /// Scale of the similarity prior asked for (0 = off; `None` = default).
-    pub similarity_prior: Option<f64>,
-    /// Attended documents returned with each answer.
-    pub top: usize,
-    /// Most questions answered in one LM batch.
-    pub max_batch: usize,
-}
-
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -79,19 +66,20 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-/// Answers questions until every sender is gone. Each round takes the first
-/// waiting question and every other one already waiting (up to
-/// `max_batch`) and answers them as one batch.
+/// Answers questions with `opts` until every sender is gone. Each round
+/// takes the first waiting question and every other one already waiting (up
+/// to `max_batch`) and answers them as one batch.
 pub fn run_answerer(
     rt: Arc<MacRuntime>,
     view: Arc<BankView>,
-    settings: AnswerSettings,
+    opts: AskOptions,
+    max_batch: usize,
     metrics: Arc<Metrics>,
     jobs: Receiver<AskJob>,
 ) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
-        while batch.len() < settings.max_batch.max(1) {
+        while batch.len() < max_batch.max(1) {
             match jobs.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
@@ -101,16 +89,12 @@ pub fn run_answerer(
             if bank.is_empty() {
                 return Err(ApiError::empty_bank());
             }
-            let reading = BankReading {
-                prior_scale: prior_for(&bank, settings.similarity_prior),
-                ..settings.reading
-            };
             let questions: Vec<&str> = batch.iter().map(|j| j.question.as_str()).collect();
-            catch_unwind(AssertUnwindSafe(|| {
-                rt.ask(&bank, &questions, &reading, settings.top)
-            }))
-            .map_err(|p| ApiError::internal(format!("answering failed: {}", panic_message(&*p))))?
-            .map_err(ApiError::from)
+            catch_unwind(AssertUnwindSafe(|| rt.ask(&bank, &questions, &opts)))
+                .map_err(|p| {
+                    ApiError::internal(format!("answering failed: {}", panic_message(&*p)))
+                })?
+                .map_err(ApiError::from)
         });
         match result {
             Ok(answers) => {
