@@ -7,6 +7,7 @@
 //! * `layering`: the crates' dependencies against docs/architecture.md's layers.
 //! * `serve-load`: a bounded load test of `mac serve` on localhost.
 //! * `soak`: the bank beside readers while its writer is SIGKILLed.
+//! * `fuzz`: the parsers' mutation tests, given minutes of random cases.
 //! * `train`, `eval`: `fetch`, then `mac train` / `mac eval` on the CPU backend.
 //! * `demo`: the whole job on the embedded defaults: fetch, train the default
 //!   preset, evaluate online adaptation, write the reports.
@@ -18,6 +19,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod fetch;
+mod fuzz;
 mod layering;
 mod load;
 mod run;
@@ -114,6 +116,18 @@ enum Cmd {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// The parsers' mutation tests (GGUF, safetensors, tokenizer.json,
+    /// config.json, bank MANIFEST and segments, datasets, checkpoint
+    /// metadata) with random cases for a given time; fails on any panic,
+    /// oversized allocation or error that does not name its file.
+    Fuzz {
+        /// Minutes of random cases, shared among the targets.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Also write the per-target counts (Markdown) here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Load-test `mac serve` on localhost: concurrent askers and one
     /// ingester for a fixed time, then the bank checked (every acknowledged
     /// document stored once). Fails on any error or loss.
@@ -193,6 +207,7 @@ fn main() -> Result<()> {
             askers,
             out,
         }),
+        Cmd::Fuzz { minutes, out } => fuzz::fuzz(minutes, out.as_deref()),
         Cmd::Test { args } => run::test(&args),
     }
 }

@@ -8,6 +8,7 @@
 //! mac ask --bank DIR --checkpoint RUN_DIR "question"
 //! mac serve --bank DIR --checkpoint RUN_DIR [--addr 127.0.0.1:8080] [--read-only]
 //! mac bank info|verify --bank DIR
+//! mac bank repair --bank DIR --out NEW
 //! mac generate --model PATH --prompt TEXT [--max-new-tokens N]
 //! mac perplexity --model PATH --file TEXT_FILE
 //! ```
@@ -120,11 +121,26 @@ enum BankCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Checks every record's checksum (exit code 3 on corruption).
+    /// Checks every record's checksum (exit code 3 on corruption, listing
+    /// every damaged entry).
     Verify {
         /// The bank directory.
         #[arg(long)]
         bank: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copies every intact committed entry of a damaged bank into a new
+    /// bank and reports what it left behind (the damaged bank is only read;
+    /// entries are renumbered from 0).
+    Repair {
+        /// The damaged bank directory.
+        #[arg(long)]
+        bank: PathBuf,
+        /// Where the new bank is created (must not hold one).
+        #[arg(long)]
+        out: PathBuf,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -418,6 +434,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bank { cmd } => match cmd {
             BankCmd::Info { bank, json } => memory_cmds::info(&bank, json)?,
             BankCmd::Verify { bank, json } => memory_cmds::verify(&bank, json)?,
+            BankCmd::Repair { bank, out, json } => memory_cmds::repair(&bank, &out, json)?,
         },
         Cmd::Generate {
             model,

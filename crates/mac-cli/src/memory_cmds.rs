@@ -1,4 +1,4 @@
-//! `mac ingest`, `mac ask`, `mac bank info|verify`.
+//! `mac ingest`, `mac ask`, `mac bank info|verify|repair`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -322,6 +322,50 @@ pub fn verify(bank_dir: &Path, json: bool) -> Result<()> {
             "ok: {} entries in {} segments, {} bytes verified",
             r.entries, r.segments, r.bytes
         );
+    }
+    Ok(())
+}
+
+/// `mac bank repair`: every intact committed entry of a damaged bank copied
+/// into a new bank; what was left behind is listed.
+pub fn repair(bank_dir: &Path, out: &Path, json: bool) -> Result<()> {
+    let report = mac_memory::repair(bank_dir, out).map_err(|e| InputError(e.to_string()))?;
+    if json {
+        let dropped: Vec<serde_json::Value> = report
+            .dropped
+            .iter()
+            .map(|d| serde_json::json!({"file": d.file, "offset": d.offset, "bytes": d.bytes, "reason": d.reason}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "copied": report.copied.len(),
+                "ids": report.copied,
+                "dropped": dropped,
+                "manifest_used": report.manifest_used,
+                "out": out,
+            })
+        );
+    } else {
+        println!(
+            "copied {} entries into {}{}",
+            report.copied.len(),
+            out.display(),
+            if report.manifest_used {
+                ""
+            } else {
+                " (the MANIFEST was unusable: shape taken from the records)"
+            }
+        );
+        for d in &report.dropped {
+            println!(
+                "dropped {} bytes at {}:{}: {}",
+                d.bytes,
+                d.file,
+                d.offset,
+                terminal_safe(&d.reason)
+            );
+        }
     }
     Ok(())
 }

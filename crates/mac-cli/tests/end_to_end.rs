@@ -260,4 +260,32 @@ fn train_ingest_ask_eval_and_clear_errors() {
         err.contains(seg.file_name().unwrap().to_str().unwrap()),
         "{err}"
     );
+    // `bank repair` copies every intact entry into a new bank that verifies.
+    let entries = |dir: &std::path::Path| -> u64 {
+        let info: serde_json::Value =
+            serde_json::from_str(&ok(&mac(&["bank", "info", "--json", "--bank", s(dir)]))).unwrap();
+        info["entries"].as_u64().unwrap()
+    };
+    let before = entries(&bank);
+    let repaired = tmp.path().join("repaired");
+    let r: serde_json::Value = serde_json::from_str(&ok(&mac(&[
+        "bank",
+        "repair",
+        "--bank",
+        s(&bank),
+        "--out",
+        s(&repaired),
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(r["copied"].as_u64(), Some(before - 1), "{r}");
+    assert!(
+        r["dropped"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("checksum"),
+        "{r}"
+    );
+    ok(&mac(&["bank", "verify", "--bank", s(&repaired)]));
+    assert_eq!(entries(&repaired), before - 1);
 }

@@ -54,6 +54,51 @@ fn act() -> String {
     "gelu".into()
 }
 
+impl BertConfig {
+    /// Checks the numbers before anything is sized by them; errors name
+    /// `path` and the key.
+    pub fn check(&self, path: &Path) -> Result<()> {
+        let h = self.num_attention_heads;
+        mac_lm::check_config(
+            path,
+            &[
+                ("vocab_size", self.vocab_size > 0, "must be positive"),
+                (
+                    "hidden_size",
+                    self.hidden_size > 0 && h > 0 && self.hidden_size.is_multiple_of(h),
+                    "must be a positive multiple of num_attention_heads",
+                ),
+                (
+                    "num_hidden_layers",
+                    (1..=mac_lm::MAX_LAYERS).contains(&self.num_hidden_layers),
+                    "must be between 1 and 1024",
+                ),
+                ("num_attention_heads", h > 0, "must be positive"),
+                (
+                    "intermediate_size",
+                    self.intermediate_size > 0,
+                    "must be positive",
+                ),
+                (
+                    "max_position_embeddings",
+                    self.max_position_embeddings >= 2,
+                    "must be at least 2",
+                ),
+                (
+                    "type_vocab_size",
+                    self.type_vocab_size > 0,
+                    "must be positive",
+                ),
+                (
+                    "layer_norm_eps",
+                    self.layer_norm_eps.is_finite() && self.layer_norm_eps >= 0.0,
+                    "must be a finite non-negative number",
+                ),
+            ],
+        )
+    }
+}
+
 /// One encoder layer.
 #[derive(Module, Debug)]
 pub struct BertLayer {
@@ -161,6 +206,7 @@ impl Bert {
                 reason: format!("`{}` is not supported (gelu is)", config.hidden_act),
             });
         }
+        config.check(&cfg_path)?;
         let src = SafetensorsSource::open(dir)?;
         Self::from_source(config, &src, device, trainable)
     }
@@ -197,7 +243,7 @@ impl Bert {
             Trainable::None => false,
         };
         let emb_train = trainable == Trainable::All;
-        let mut layers = Vec::with_capacity(n);
+        let mut layers = Vec::new();
         for i in 0..n {
             let p = format!("encoder.layer.{i}");
             let t = layer_trains(i);

@@ -99,6 +99,47 @@ pub struct T5Encoder {
     config: T5Config,
 }
 
+impl T5Config {
+    /// Checks the numbers before anything is sized by them; errors name
+    /// `path` and the key.
+    pub fn check(&self, path: &Path) -> Result<()> {
+        mac_lm::check_config(
+            path,
+            &[
+                ("vocab_size", self.vocab_size > 0, "must be positive"),
+                ("d_model", self.d_model > 0, "must be positive"),
+                (
+                    "d_kv",
+                    self.d_kv > 0 && self.num_heads.checked_mul(self.d_kv).is_some(),
+                    "must be positive (and num_heads x d_kv must fit)",
+                ),
+                ("d_ff", self.d_ff > 0, "must be positive"),
+                (
+                    "num_layers",
+                    (1..=mac_lm::MAX_LAYERS).contains(&self.num_layers),
+                    "must be between 1 and 1024",
+                ),
+                ("num_heads", self.num_heads > 0, "must be positive"),
+                (
+                    "relative_attention_num_buckets",
+                    self.relative_attention_num_buckets >= 4,
+                    "must be at least 4",
+                ),
+                (
+                    "relative_attention_max_distance",
+                    self.relative_attention_max_distance >= 2,
+                    "must be at least 2",
+                ),
+                (
+                    "layer_norm_epsilon",
+                    self.layer_norm_epsilon.is_finite() && self.layer_norm_epsilon >= 0.0,
+                    "must be a finite non-negative number",
+                ),
+            ],
+        )
+    }
+}
+
 /// Hugging Face's bidirectional relative-position bucket (f32 arithmetic, as in PyTorch).
 fn bucket(relative: i64, num_buckets: usize, max_distance: usize) -> usize {
     let half = (num_buckets / 2) as i64;
@@ -145,6 +186,7 @@ impl T5Encoder {
                 ),
             });
         }
+        config.check(&cfg_path)?;
         let src = SafetensorsSource::open(dir)?;
         Self::from_source(config, &src, device, trainable)
     }
@@ -198,7 +240,7 @@ impl T5Encoder {
         };
         let all = trainable == Trainable::All;
         let gated = config.feed_forward_proj == "gated-gelu";
-        let mut blocks = Vec::with_capacity(n);
+        let mut blocks = Vec::new();
         for i in 0..n {
             let p = format!("encoder.block.{i}.layer");
             let t = layer_trains(i);

@@ -76,7 +76,7 @@ impl EncoderTokenizer {
             path: path.clone(),
             reason,
         };
-        let mut inner = Tokenizer::from_file(&path).map_err(|e| err(e.to_string()))?;
+        let mut inner = mac_lm::tokenizer::read_tokenizer_json(&path)?;
         inner.with_padding(None);
         inner
             .with_truncation(None)

@@ -85,7 +85,7 @@ pub const MAX_LAYERS: usize = 1024;
 /// Checks a model configuration's numbers before anything is built from
 /// them: each `(key, ok, reason)` that is not `ok` becomes a
 /// [`LmError::Config`] naming `path` and `key`.
-pub(crate) fn check_config(path: &std::path::Path, checks: &[(&str, bool, &str)]) -> Result<()> {
+pub fn check_config(path: &std::path::Path, checks: &[(&str, bool, &str)]) -> Result<()> {
     match checks.iter().find(|(_, ok, _)| !ok) {
         None => Ok(()),
         Some((key, _, reason)) => Err(LmError::Config {

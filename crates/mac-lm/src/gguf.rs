@@ -343,23 +343,27 @@ impl GgufFile {
                             format!("tensor `{name}`: {numel} elements is not a multiple of the {block}-element block of {dtype:?}"),
                         ));
                     }
-                    numel / block * bytes
+                    (numel / block).checked_mul(bytes).ok_or_else(|| {
+                        LmError::malformed(path, "GGUF", format!("tensor `{name}` is too large"))
+                    })?
                 }
                 None => 0,
             };
-            let start = data_start + offset;
-            let end = start.checked_add(byte_len as u64);
-            if end.is_none_or(|e| e > data.len() as u64) {
+            let in_file = data_start.checked_add(offset).filter(|start| {
+                start
+                    .checked_add(byte_len as u64)
+                    .is_some_and(|end| end <= data.len() as u64)
+            });
+            let Some(start) = in_file else {
                 return Err(LmError::malformed(
                     path,
                     "GGUF",
                     format!(
-                        "file is truncated: tensor `{name}` needs bytes {start}..{} but the file has {}",
-                        start + byte_len as u64,
+                        "file is truncated or corrupt: tensor `{name}` at offset {offset} needs {byte_len} bytes after the data start {data_start}, but the file has {}",
                         data.len()
                     ),
                 ));
-            }
+            };
             let shape: Vec<usize> = dims.iter().rev().copied().collect();
             tensors.insert(
                 name,

@@ -44,7 +44,7 @@ pub mod weights;
 
 pub use batch::{Padding, TokenBatch};
 pub use cache::KvCache;
-pub use error::{LmError, Result};
+pub use error::{check_config, LmError, Result, MAX_LAYERS};
 pub use model::{BaseLm, GenerateOptions, LoadedLm};
 pub use prefix::{KvLayout, PrefixKv};
 pub use tokenizer::TextTokenizer;

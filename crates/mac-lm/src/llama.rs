@@ -95,6 +95,18 @@ impl LlamaConfig {
     /// file and the field, before anything is allocated.
     pub fn validate(&self, path: &std::path::Path) -> Result<()> {
         let (h, hkv) = (self.num_attention_heads, self.kv_heads());
+        let rope_type = self
+            .rope_parameters
+            .as_ref()
+            .and_then(|r| r.rope_type.as_deref())
+            .unwrap_or("default");
+        if rope_type != "default" {
+            return Err(crate::error::LmError::Config {
+                path: path.to_path_buf(),
+                key: "rope_parameters.rope_type".into(),
+                reason: format!("rotary scaling `{rope_type}` is not supported (default is)"),
+            });
+        }
         check_config(
             path,
             &[
@@ -270,19 +282,6 @@ impl Llama {
     /// Builds the model from checkpoint tensors named as in Hugging Face.
     pub fn load(config: LlamaConfig, w: &ParamLoader<'_>) -> Result<Self> {
         config.validate(w.source().path())?;
-        if let Some(kind) = config
-            .rope_parameters
-            .as_ref()
-            .and_then(|r| r.rope_type.as_deref())
-        {
-            if kind != "default" {
-                return Err(crate::error::LmError::Config {
-                    path: w.source().path().to_path_buf(),
-                    key: "rope_parameters.rope_type".into(),
-                    reason: format!("rotary scaling `{kind}` is not supported (default is)"),
-                });
-            }
-        }
         let d = config.hidden_size;
         let (h, hkv, dh) = (
             config.num_attention_heads,

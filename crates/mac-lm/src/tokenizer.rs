@@ -43,6 +43,28 @@ impl std::fmt::Debug for TextTokenizer {
     }
 }
 
+/// Reads a Hugging Face `tokenizer.json`.
+///
+/// The file is parsed as JSON first, so that a truncated or malformed file
+/// is an error naming it (the `tokenizers` library panics on some malformed
+/// input); a panic of the library on a well-formed file is turned into an
+/// error too.
+pub fn read_tokenizer_json(path: &Path) -> Result<Tokenizer> {
+    let err = |reason: String| LmError::Tokenizer {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| LmError::io(path, e))?;
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .map_err(|e| err(format!("not valid JSON: {e}")))?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| err(format!("not UTF-8: {e}")))?;
+    let parsed = std::panic::catch_unwind(|| text.parse::<Tokenizer>());
+    match parsed {
+        Ok(result) => result.map_err(|e| err(e.to_string())),
+        Err(_) => Err(err("the tokenizers library could not read this file".into())),
+    }
+}
+
 impl TextTokenizer {
     /// Loads `tokenizer.json`; special ids come from the caller (config.json).
     pub fn from_file(
@@ -52,10 +74,7 @@ impl TextTokenizer {
         add_bos: bool,
     ) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let mut inner = Tokenizer::from_file(&path).map_err(|e| LmError::Tokenizer {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let mut inner = read_tokenizer_json(&path)?;
         inner.with_padding(None);
         inner
             .with_truncation(None)
@@ -169,16 +188,31 @@ impl TextTokenizer {
             .add_special_tokens(special)
             .map_err(|e| err(e.to_string()))?;
         inner.add_tokens(user).map_err(|e| err(e.to_string()))?;
-        let eos_id = gguf.require_u64("tokenizer.ggml.eos_token_id")? as u32;
-        let bos_id = gguf
-            .get("tokenizer.ggml.bos_token_id")
-            .and_then(GgufValue::as_u64)
-            .map(|v| v as u32);
-        let pad_id = gguf
-            .get("tokenizer.ggml.padding_token_id")
-            .and_then(GgufValue::as_u64)
-            .map(|v| v as u32)
-            .unwrap_or(eos_id);
+        let token_id = |key: &str, id: u64| -> Result<u32> {
+            u32::try_from(id)
+                .ok()
+                .filter(|&id| (id as usize) < tokens.len())
+                .ok_or_else(|| LmError::Config {
+                    path: path.clone(),
+                    key: key.into(),
+                    reason: format!(
+                        "token id {id} is outside the {}-token vocabulary",
+                        tokens.len()
+                    ),
+                })
+        };
+        let optional_id = |key: &str| -> Result<Option<u32>> {
+            gguf.get(key)
+                .and_then(GgufValue::as_u64)
+                .map(|id| token_id(key, id))
+                .transpose()
+        };
+        let eos_id = token_id(
+            "tokenizer.ggml.eos_token_id",
+            gguf.require_u64("tokenizer.ggml.eos_token_id")?,
+        )?;
+        let bos_id = optional_id("tokenizer.ggml.bos_token_id")?;
+        let pad_id = optional_id("tokenizer.ggml.padding_token_id")?.unwrap_or(eos_id);
         let add_bos = matches!(
             gguf.get("tokenizer.ggml.add_bos_token"),
             Some(GgufValue::Bool(true))

@@ -7,6 +7,7 @@ use std::fs;
 use common::gguf_writer as writer;
 use common::*;
 use mac_lm::gguf::{GgufFile, GgufValue};
+use mac_lm::tokenizer::TextTokenizer;
 use mac_lm::{BaseLm, LmError};
 
 fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {
@@ -192,5 +193,34 @@ fn impossible_config_numbers_are_named_before_anything_is_built() {
             "{fixture} {key}: {msg}"
         );
         assert!(msg.contains("config.json"), "{msg}");
+    }
+}
+
+#[test]
+fn special_token_ids_outside_the_vocabulary_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = GgufValue::Array(vec![GgufValue::Str("a".into()), GgufValue::Str("b".into())]);
+    for (key, id) in [
+        ("tokenizer.ggml.eos_token_id", 2u64),
+        ("tokenizer.ggml.bos_token_id", 7),
+        ("tokenizer.ggml.padding_token_id", 1 << 33),
+    ] {
+        let mut metadata = vec![
+            (
+                "tokenizer.ggml.model".to_string(),
+                GgufValue::Str("gpt2".into()),
+            ),
+            ("tokenizer.ggml.tokens".to_string(), tokens.clone()),
+            ("tokenizer.ggml.eos_token_id".to_string(), GgufValue::U64(1)),
+        ];
+        metadata.retain(|(k, _)| k != key);
+        metadata.push((key.to_string(), GgufValue::U64(id)));
+        let path = dir.path().join("ids.gguf");
+        fs::write(&path, writer::encode(&metadata, &[])).unwrap();
+        let err = TextTokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, LmError::Config { .. }), "{msg}");
+        assert!(msg.contains("ids.gguf") && msg.contains(key), "{msg}");
+        assert!(msg.contains("outside the 2-token vocabulary"), "{msg}");
     }
 }

@@ -639,10 +639,30 @@ impl MemoryBank {
             .map(move |s| self.modulations(s, size))
     }
 
-    /// Checks every committed record's checksum.
+    /// Checks every committed record's checksum. A damaged bank is an error
+    /// that lists every damaged entry (naming the first one's segment);
+    /// `mac bank repair` copies the intact ones into a new bank.
     pub fn verify(&self) -> Result<VerifyReport> {
-        for m in &self.entries {
-            self.read_body(m)?;
+        let problems: Vec<BankError> = self
+            .entries
+            .iter()
+            .filter_map(|m| self.read_body(m).err())
+            .collect();
+        if let Some(first) = problems.first() {
+            let listed: Vec<String> = problems.iter().map(|e| e.to_string()).collect();
+            let path = match first {
+                BankError::Corrupt { path, .. } | BankError::Io { path, .. } => path.clone(),
+                _ => self.dir.clone(),
+            };
+            return Err(BankError::Corrupt {
+                path,
+                reason: format!(
+                    "{} of {} entries are damaged: {}",
+                    problems.len(),
+                    self.len(),
+                    listed.join("; ")
+                ),
+            });
         }
         Ok(VerifyReport {
             entries: self.len(),

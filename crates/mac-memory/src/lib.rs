@@ -33,12 +33,14 @@ mod bank;
 mod error;
 mod manifest;
 mod record;
+mod repair;
 mod segment;
 
 pub use bank::{AppendOutcome, Chunk, EntryMeta, MemoryBank, NewEntry, StoredEntry, VerifyReport};
 pub use error::{BankError, Result};
 pub use manifest::BankShape;
 pub use record::content_hash;
+pub use repair::{repair, Dropped, RepairReport};
 
 /// Version of the on-disk format written by this crate (2: entries may carry
 /// a retrieval key; format-1 banks, which have none, are read unchanged).

@@ -53,12 +53,13 @@ impl Header {
         })
     }
 
-    /// Body length these fields imply, with a key of `key_dim` floats.
-    pub fn body_len(&self, key_dim: usize) -> u64 {
-        FIXED_BODY as u64
-            + self.source_len as u64
-            + self.text_len as u64
-            + 4 * (self.n as u64 * self.d as u64 + key_dim as u64)
+    /// Body length these fields imply, with a key of `key_dim` floats
+    /// (`None` when it overflows: the fields come from a file).
+    pub fn body_len(&self, key_dim: usize) -> Option<u64> {
+        let floats = (self.n as u64 * self.d as u64)
+            .checked_add(key_dim as u64)?
+            .checked_mul(4)?;
+        (FIXED_BODY as u64 + self.source_len as u64 + self.text_len as u64).checked_add(floats)
     }
 }
 
@@ -86,7 +87,10 @@ pub(crate) fn encode(
     modulation: &[f32],
     key: &[f32],
 ) -> Vec<u8> {
-    let body_len = h.body_len(key.len()) as usize;
+    let body_len = h
+        .body_len(key.len())
+        .expect("record sizes are checked against the u32 frame before encoding")
+        as usize;
     let mut out = Vec::with_capacity(body_len + FRAME);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(body_len as u32).to_le_bytes());

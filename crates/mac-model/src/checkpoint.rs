@@ -116,6 +116,20 @@ impl Checkpoint {
         meta.config
             .validate()
             .map_err(|e| err(&meta_path, format!("invalid model configuration: {e}")))?;
+        if let Some(bad) = meta
+            .kv_layout
+            .iter()
+            .find(|&&n| n == 0 || n > crate::model::MAX_CONFIG_SIZE)
+        {
+            return Err(err(
+                &meta_path,
+                format!(
+                    "invalid kv_layout {:?}: {bad} is not between 1 and {}",
+                    meta.kv_layout,
+                    crate::model::MAX_CONFIG_SIZE
+                ),
+            ));
+        }
         if meta.format_version != FORMAT_VERSION {
             return Err(err(
                 &meta_path,

@@ -1,0 +1,305 @@
+//! Salvaging a damaged bank: every intact committed record copied into a
+//! new bank, and a report of everything left behind.
+//!
+//! The damaged bank is only read. Its MANIFEST, when it is valid, gives the
+//! shape, the producer and each segment's committed length (bytes past it
+//! were never acknowledged and are not copied); when it is not, the shape
+//! is taken from the first record whose checksum holds, and every segment
+//! file named as the bank names them (`seg-NNNNNN.bin`) is scanned to its
+//! end. A record is copied when its frame, its header's lengths against
+//! the shape and its checksum all hold; after a damaged stretch the scan
+//! resynchronises at the next record magic that starts an intact record.
+//! The new bank numbers its entries from 0 (the report maps old ids to new).
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::bank::{AppendOutcome, MemoryBank, NewEntry};
+use crate::error::{io, BankError, Result};
+use crate::manifest::{segment_name, BankShape, Manifest, MANIFEST};
+use crate::record::{Header, FIXED_BODY, FRAME, MAGIC};
+
+/// A stretch of a damaged bank that was not copied, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    /// The segment file (or MANIFEST).
+    pub file: String,
+    /// Where the stretch starts, in bytes.
+    pub offset: u64,
+    /// Its length in bytes.
+    pub bytes: u64,
+    /// What was wrong with it.
+    pub reason: String,
+}
+
+/// What [`repair`] copied and what it left behind.
+#[derive(Debug, Clone)]
+pub struct RepairReport {
+    /// The shape of both banks.
+    pub shape: BankShape,
+    /// Whether the damaged bank's MANIFEST could be used.
+    pub manifest_used: bool,
+    /// `(id in the damaged bank, id in the new bank)` of every copied entry.
+    pub copied: Vec<(u64, u64)>,
+    /// Everything not copied.
+    pub dropped: Vec<Dropped>,
+}
+
+/// One intact record found in a segment.
+struct Found {
+    id: u64,
+    source: String,
+    text: String,
+    modulation: Vec<f32>,
+    key: Vec<f32>,
+}
+
+/// Parses the record at the start of `bytes`: its length and content, or
+/// why it is not an intact record. With no `shape`, the record's own
+/// header decides it.
+fn record_at(
+    bytes: &[u8],
+    shape: Option<BankShape>,
+) -> std::result::Result<(Found, BankShape, usize), String> {
+    if bytes.len() < FRAME + FIXED_BODY {
+        return Err("shorter than a record header".into());
+    }
+    if &bytes[..4] != MAGIC {
+        return Err("no record magic".into());
+    }
+    let body_len = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+    let h = Header::parse(&bytes[8..]).ok_or("short header")?;
+    let total = body_len
+        .checked_add(FRAME)
+        .filter(|&t| t <= bytes.len())
+        .ok_or("runs past the end of the file")?;
+    let floats = body_len
+        .checked_sub(FIXED_BODY + h.source_len as usize + h.text_len as usize)
+        .filter(|f| f % 4 == 0)
+        .ok_or("header lengths are inconsistent")?
+        / 4;
+    let numel = (h.n as usize)
+        .checked_mul(h.d as usize)
+        .filter(|&n| n <= floats)
+        .ok_or("header lengths are inconsistent")?;
+    let shape_here = BankShape {
+        n_tokens: h.n as usize,
+        d_mod: h.d as usize,
+        key_dim: floats - numel,
+    };
+    if shape.is_some_and(|s| s != shape_here) || shape_here.n_tokens == 0 || shape_here.d_mod == 0 {
+        return Err(format!(
+            "header lengths do not match the bank's shape (n {}, d {}, key {})",
+            h.n, h.d, shape_here.key_dim
+        ));
+    }
+    let body = &bytes[8..8 + body_len];
+    let crc = u32::from_le_bytes(bytes[8 + body_len..total].try_into().unwrap());
+    if crc32fast::hash(body) != crc {
+        return Err(format!("checksum mismatch (entry {})", h.id));
+    }
+    let t0 = FIXED_BODY + h.source_len as usize;
+    let m0 = t0 + h.text_len as usize;
+    let text = |b: &[u8]| {
+        String::from_utf8(b.to_vec()).map_err(|_| format!("entry {} holds invalid UTF-8", h.id))
+    };
+    let to_floats = |b: &[u8]| -> Vec<f32> {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let k0 = m0 + 4 * numel;
+    Ok((
+        Found {
+            id: h.id,
+            source: text(&body[FIXED_BODY..t0])?,
+            text: text(&body[t0..m0])?,
+            modulation: to_floats(&body[m0..k0]),
+            key: to_floats(&body[k0..]),
+        },
+        shape_here,
+        total,
+    ))
+}
+
+/// Scans `bytes` (one segment, up to what is to be copied): the intact
+/// records, and the damaged stretches between them.
+fn scan_tolerant(
+    file: &str,
+    bytes: &[u8],
+    shape: &mut Option<BankShape>,
+) -> (Vec<Found>, Vec<Dropped>) {
+    let (mut found, mut dropped) = (Vec::new(), Vec::new());
+    let mut offset = 0usize;
+    while offset < bytes.len() {
+        match record_at(&bytes[offset..], *shape) {
+            Ok((record, record_shape, len)) => {
+                shape.get_or_insert(record_shape);
+                found.push(record);
+                offset += len;
+            }
+            Err(reason) => {
+                // Resynchronise at the next magic that starts an intact record.
+                let next = (offset + 1..bytes.len().saturating_sub(3))
+                    .filter(|&p| &bytes[p..p + 4] == MAGIC)
+                    .find(|&p| record_at(&bytes[p..], *shape).is_ok())
+                    .unwrap_or(bytes.len());
+                dropped.push(Dropped {
+                    file: file.to_string(),
+                    offset: offset as u64,
+                    bytes: (next - offset) as u64,
+                    reason,
+                });
+                offset = next;
+            }
+        }
+    }
+    (found, dropped)
+}
+
+/// The segment files of `dir` named as the bank names them, in order.
+fn segment_files(dir: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map_err(io(dir, "read directory"))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| {
+            n.strip_prefix("seg-")
+                .and_then(|r| r.strip_suffix(".bin"))
+                .is_some_and(|d| d.len() == 6 && d.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Copies every intact committed record of the bank in `damaged` into a
+/// new bank in `out` (which must not hold one) and reports what it left
+/// behind. `damaged` is only read.
+pub fn repair(damaged: &Path, out: &Path) -> Result<RepairReport> {
+    if !damaged.is_dir() {
+        return Err(BankError::NotABank {
+            path: damaged.to_path_buf(),
+        });
+    }
+    let mut dropped = Vec::new();
+    let manifest_path = damaged.join(MANIFEST);
+    let manifest = match Manifest::read(&manifest_path) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            dropped.push(Dropped {
+                file: MANIFEST.into(),
+                offset: 0,
+                bytes: fs::metadata(&manifest_path).map(|m| m.len()).unwrap_or(0),
+                reason: format!("unusable ({e}); the shape is taken from the records and every segment is scanned to its end"),
+            });
+            None
+        }
+    };
+    // (file name, bytes to scan) per segment.
+    let mut segments: Vec<(String, u64)> = Vec::new();
+    match &manifest {
+        Some(m) => {
+            for (i, seg) in m.segments.iter().enumerate() {
+                segments.push((segment_name(i), seg.committed_bytes));
+            }
+        }
+        None => {
+            for name in segment_files(damaged)? {
+                segments.push((name, u64::MAX));
+            }
+        }
+    }
+    let mut shape = manifest.as_ref().map(|m| m.shape);
+    let mut found = Vec::new();
+    for (name, committed) in &segments {
+        let path: PathBuf = damaged.join(name);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                dropped.push(Dropped {
+                    file: name.clone(),
+                    offset: 0,
+                    bytes: 0,
+                    reason: format!("cannot be read: {e}"),
+                });
+                continue;
+            }
+        };
+        let end = (*committed).min(bytes.len() as u64) as usize;
+        if (end as u64) < *committed && *committed != u64::MAX {
+            dropped.push(Dropped {
+                file: name.clone(),
+                offset: end as u64,
+                bytes: committed - end as u64,
+                reason: "the file is shorter than its committed length".into(),
+            });
+        }
+        let (records, damage) = scan_tolerant(name, &bytes[..end], &mut shape);
+        found.extend(records);
+        dropped.extend(damage);
+        if bytes.len() > end {
+            dropped.push(Dropped {
+                file: name.clone(),
+                offset: end as u64,
+                bytes: (bytes.len() - end) as u64,
+                reason: "past the committed length: never acknowledged".into(),
+            });
+        }
+    }
+    let shape = shape.ok_or_else(|| BankError::Corrupt {
+        path: damaged.to_path_buf(),
+        reason: "neither the MANIFEST nor any intact record gives the bank's shape".into(),
+    })?;
+    let producer = manifest
+        .as_ref()
+        .map(|m| m.producer.clone())
+        .unwrap_or_default();
+    let mut bank = MemoryBank::create(out, shape, &producer)?;
+    let mut copied = Vec::new();
+    let mut seen_ids = HashSet::new();
+    for chunk in found.chunks(64) {
+        let (fresh, repeated): (Vec<&Found>, Vec<&Found>) =
+            chunk.iter().partition(|f| !seen_ids.contains(&f.id));
+        for f in repeated {
+            dropped.push(Dropped {
+                file: "(records)".into(),
+                offset: 0,
+                bytes: 0,
+                reason: format!("entry {} appears twice; the first copy was kept", f.id),
+            });
+        }
+        let batch: Vec<NewEntry<'_>> = fresh
+            .iter()
+            .map(|f| NewEntry {
+                source: &f.source,
+                text: &f.text,
+                modulation: &f.modulation,
+                key: &f.key,
+            })
+            .collect();
+        let outcomes = bank.append_batch(&batch)?;
+        for (f, outcome) in fresh.iter().zip(outcomes) {
+            seen_ids.insert(f.id);
+            match outcome {
+                AppendOutcome::Stored(new_id) => copied.push((f.id, new_id)),
+                AppendOutcome::Duplicate(kept) => dropped.push(Dropped {
+                    file: "(records)".into(),
+                    offset: 0,
+                    bytes: 0,
+                    reason: format!(
+                        "entry {} has the same text as the copied entry {kept}",
+                        f.id
+                    ),
+                }),
+            }
+        }
+    }
+    Ok(RepairReport {
+        shape,
+        manifest_used: manifest.is_some(),
+        copied,
+        dropped,
+    })
+}

@@ -1,0 +1,49 @@
+//! Mutation tests of a checkpoint's metadata (issue 15, item 5): `mac.json`
+//! cut at every byte, flipped, with numbers made huge, zero or negative and
+//! random edits (`MAC_FUZZ_SECONDS` runs them longer: `cargo xtask fuzz`).
+//! Opening the checkpoint returns an error naming `mac.json`, or metadata
+//! that passed validation (no zero-sized module, no zero KV layout) —
+//! never a panic or an allocation beyond a bound proportional to its size.
+
+use std::fs;
+
+use mac_fuzz::{Campaign, Kind};
+use mac_lm::KvLayout;
+use mac_model::{Checkpoint, CheckpointMeta, MacConfig, META_FILE, MODEL_FILE};
+
+#[global_allocator]
+static ALLOC: mac_fuzz::TrackingAllocator = mac_fuzz::TrackingAllocator;
+
+#[test]
+fn checkpoint_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = MacConfig {
+        aggregator_selector_dim: Some(16),
+        ..MacConfig::default()
+    };
+    let layout = KvLayout {
+        n_layers: 2,
+        n_kv_heads: 2,
+        head_dim: 8,
+    };
+    let meta = CheckpointMeta::new(config, "lm.gguf".into(), "encoder".into(), layout);
+    let seed = serde_json::to_vec_pretty(&meta).unwrap();
+    fs::write(dir.path().join(MODEL_FILE), b"parameters").unwrap();
+    let path = dir.path().join(META_FILE);
+    Campaign::new("checkpoint mac.json", &seed, Kind::Text)
+        .header_len(0)
+        .run(&[META_FILE], |bytes| {
+            fs::write(&path, bytes).unwrap();
+            let checkpoint = Checkpoint::open(dir.path()).map_err(|e| e.to_string())?;
+            let layout = checkpoint.meta.layout();
+            if layout.n_layers == 0 || layout.n_kv_heads == 0 || layout.head_dim == 0 {
+                return Err("accepted an empty KV layout".into());
+            }
+            checkpoint
+                .meta
+                .config
+                .validate()
+                .map_err(|e| format!("{META_FILE} accepted but invalid: {e}"))
+        })
+        .assert_passed();
+}
