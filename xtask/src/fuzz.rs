@@ -44,7 +44,7 @@ fn count_targets() -> Result<usize> {
 }
 
 /// Runs every fuzz target for its share of `minutes`.
-pub(crate) fn fuzz(minutes: f64, out: Option<&Path>) -> Result<()> {
+pub(crate) fn fuzz(minutes: f64, seed: Option<u64>, out: Option<&Path>) -> Result<()> {
     let targets = count_targets()?;
     if targets == 0 {
         bail!("no fuzz targets found");
@@ -59,6 +59,7 @@ pub(crate) fn fuzz(minutes: f64, out: Option<&Path>) -> Result<()> {
     let output = cmd
         .args(["--", "--nocapture", "--test-threads", "1"])
         .env("MAC_FUZZ_SECONDS", format!("{per_target}"))
+        .envs(seed.map(|s| ("MAC_FUZZ_SEED", s.to_string())))
         .current_dir(workspace_root())
         .output()
         .context("running the fuzz targets")?;
@@ -75,7 +76,8 @@ pub(crate) fn fuzz(minutes: f64, out: Option<&Path>) -> Result<()> {
     }
     if let Some(path) = out {
         let text = format!(
-            "`cargo xtask fuzz --minutes {minutes}` ({targets} targets, {per_target:.0} s of random cases each):\n\n{}\n",
+            "`cargo xtask fuzz --minutes {minutes}{}` ({targets} targets, {per_target:.0} s of random cases each):\n\n{}\n",
+            seed.map(|s| format!(" --seed {s}")).unwrap_or_default(),
             summary
                 .iter()
                 .map(|l| format!("- {l}"))

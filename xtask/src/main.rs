@@ -124,6 +124,10 @@ enum Cmd {
         /// Minutes of random cases, shared among the targets.
         #[arg(long, default_value_t = 10.0)]
         minutes: f64,
+        /// Seed of the random cases (default: a fixed one, so a run is
+        /// reproducible).
+        #[arg(long)]
+        seed: Option<u64>,
         /// Also write the per-target counts (Markdown) here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -207,7 +211,7 @@ fn main() -> Result<()> {
             askers,
             out,
         }),
-        Cmd::Fuzz { minutes, out } => fuzz::fuzz(minutes, out.as_deref()),
+        Cmd::Fuzz { minutes, seed, out } => fuzz::fuzz(minutes, seed, out.as_deref()),
         Cmd::Test { args } => run::test(&args),
     }
 }

@@ -18,7 +18,8 @@
 //!
 //! The number of random cases comes from [`Budget::from_env`]:
 //! `MAC_FUZZ_SECONDS` runs random cases for that long per target
-//! (`cargo xtask fuzz --minutes N`), otherwise a fixed count keeps CI quick.
+//! (`cargo xtask fuzz --minutes N`), otherwise a fixed count keeps CI quick;
+//! `MAC_FUZZ_SEED` changes the random cases (the same seed, the same cases).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -227,6 +228,9 @@ pub struct Campaign<'a> {
     allocation_factor: usize,
 }
 
+/// The random cases' seed unless `MAC_FUZZ_SEED` gives another.
+pub const DEFAULT_RNG_SEED: u64 = 0x6d61_632d_7273;
+
 /// Extreme values written over length and count fields.
 const EXTREMES: [u64; 7] = [
     0,
@@ -246,7 +250,10 @@ impl<'a> Campaign<'a> {
             seed,
             kind,
             budget: Budget::from_env(400),
-            rng_seed: 0x6d61_632d_7273,
+            rng_seed: std::env::var("MAC_FUZZ_SEED")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(DEFAULT_RNG_SEED),
             header_len: 256,
             max_per_family: 4096,
             allocation_slack: 32 << 20,
