@@ -156,6 +156,19 @@ impl Checkpoint {
         encoder_dir: Option<&Path>,
         device: &Device,
     ) -> Result<MacModel, ModelError> {
+        let params = self.dir.join(MODEL_FILE);
+        let file_bytes = std::fs::metadata(&params)
+            .map_err(|e| err(&params, format!("cannot read the parameters file: {e}")))?
+            .len();
+        let least = self.meta.config.least_parameter_count();
+        if least.saturating_mul(2) > file_bytes as u128 {
+            return Err(err(
+                &params,
+                format!(
+                    "{META_FILE} describes a model of at least {least} parameters, more than the {file_bytes} bytes of this file can hold"
+                ),
+            ));
+        }
         let encoder = encoder_dir.unwrap_or(&self.meta.encoder);
         let mut model = MacModel::init(&self.meta.config, encoder, self.meta.layout(), device)?;
         self.load_into(&mut model)?;

@@ -141,6 +141,19 @@ impl Default for MacConfig {
 pub const MAX_CONFIG_SIZE: usize = 1 << 16;
 
 impl MacConfig {
+    /// A lower bound on the parameters of the model this configuration
+    /// builds: the aggregator blocks' projections (`4 · d_mod · heads ·
+    /// head_dim`) and feed-forward layers (`8 · d_mod²`) alone. A checkpoint
+    /// whose parameter file is smaller than this many half-precision values
+    /// cannot hold the model, and is refused before anything is allocated.
+    pub fn least_parameter_count(&self) -> u128 {
+        let (d, inner) = (
+            self.d_mod as u128,
+            self.aggregator_heads as u128 * self.aggregator_head_dim as u128,
+        );
+        self.aggregator_blocks as u128 * (4 * d * inner + 8 * d * d)
+    }
+
     /// Checks that every size is positive and bounded, so that building the
     /// model neither divides by zero nor allocates without bound; the error
     /// names the field.

@@ -47,3 +47,37 @@ fn checkpoint_metadata() {
         })
         .assert_passed();
 }
+
+#[test]
+fn a_checkpoint_claiming_more_parameters_than_its_file_holds_is_refused_before_building() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = MacConfig {
+        d_mod: 1 << 16,
+        aggregator_heads: 1 << 10,
+        aggregator_head_dim: 1 << 10,
+        ..MacConfig::default()
+    };
+    config.validate().unwrap();
+    let layout = KvLayout {
+        n_layers: 2,
+        n_kv_heads: 2,
+        head_dim: 8,
+    };
+    let meta = CheckpointMeta::new(config, "lm.gguf".into(), "no-encoder".into(), layout);
+    fs::write(
+        dir.path().join(META_FILE),
+        serde_json::to_vec(&meta).unwrap(),
+    )
+    .unwrap();
+    fs::write(dir.path().join(MODEL_FILE), vec![0u8; 1 << 20]).unwrap();
+    let checkpoint = Checkpoint::open(dir.path()).unwrap();
+    let device = mac_device::select("flex").unwrap();
+    let err = checkpoint
+        .load_model(None, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(MODEL_FILE) && err.contains("at least") && err.contains("parameters"),
+        "{err}"
+    );
+}
