@@ -17,6 +17,24 @@
 //!   for explanations.
 //! * [`PrefixExpansion`]: the aggregated tokens become per-layer prefix
 //!   keys and values for the frozen LM, sized by its KV width (GQA).
+//!
+//! ```
+//! use burn::tensor::{Distribution, Tensor};
+//! use mac_aggregation::{AggregatorConfig, InMemory};
+//!
+//! let device = mac_device::select("flex").unwrap();
+//! let aggregator = AggregatorConfig::new(16).with_n_heads(2).with_d_head(8).init(&device);
+//! let normal = Distribution::Normal(0.0, 1.0);
+//! let question = Tensor::<3>::random([1, 4, 16], normal, &device); // [B, n, d_mod]
+//! let bank = InMemory { modulations: Tensor::<3>::random([7, 4, 16], normal, &device), keys: None };
+//! // Exact at any chunk size: 3 documents at a time equals all 7 at once.
+//! let chunked = aggregator.aggregate_streamed(question.clone(), &bank, None, 3).unwrap();
+//! let whole = aggregator.aggregate_streamed(question, &bank, None, 7).unwrap();
+//! let gap: f32 = (chunked.modulation - whole.modulation).abs().max().into_scalar();
+//! assert!(gap < 1e-5);
+//! let weights = &whole.doc_weights[0]; // how much each document was attended to
+//! assert!((weights.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+//! ```
 
 mod aggregate;
 mod copy;

@@ -9,6 +9,18 @@
 //!   prefix match, named as such).
 //!
 //! Every dataset is a list of [`Document`]s, each with the questions it answers.
+//!
+//! ```
+//! use mac_data::{f1_score, FactStream, FactStreamConfig};
+//!
+//! let config = FactStreamConfig { n_train: 20, n_validation: 4, n_test: 4, ..FactStreamConfig::open() };
+//! let stream = FactStream::generate(&config);
+//! let document = &stream.test.documents[0];
+//! let qa = &document.qas[0];
+//! assert!(document.text.contains(&qa.answers[0])); // the memory can supply every answer
+//! assert_eq!(f1_score(&qa.answers[0], &qa.answers), 1.0);
+//! assert_eq!(f1_score("something else entirely", &["Porto".to_string()]), 0.0);
+//! ```
 
 pub mod facts;
 pub mod formats;

@@ -20,17 +20,47 @@
 //! `MAC_FUZZ_SECONDS` runs random cases for that long per target
 //! (`cargo xtask fuzz --minutes N`), otherwise a fixed count keeps CI quick;
 //! `MAC_FUZZ_SEED` changes the random cases (the same seed, the same cases).
+//!
+//! ```
+//! use mac_fuzz::{Budget, Campaign, Kind};
+//!
+//! #[global_allocator]
+//! static ALLOC: mac_fuzz::TrackingAllocator = mac_fuzz::TrackingAllocator;
+//!
+//! /// `LEN:PAYLOAD` files, read carefully.
+//! fn parse(bytes: &[u8]) -> Result<(), String> {
+//!     let text = std::str::from_utf8(bytes).map_err(|e| format!("toy.txt: {e}"))?;
+//!     let (len, payload) = text.split_once(':').ok_or("toy.txt: no `:`")?;
+//!     let len: usize = len.parse().map_err(|e| format!("toy.txt: length: {e}"))?;
+//!     match payload.len() == len {
+//!         true => Ok(()),
+//!         false => Err(format!("toy.txt: {} bytes, not {len}", payload.len())),
+//!     }
+//! }
+//!
+//! fn main() {
+//!     let report = Campaign::new("toy", b"5:hello", Kind::Text)
+//!         .budget(Budget::Cases(200))
+//!         .run(&["toy.txt"], parse);
+//!     report.assert_passed(); // no panic, no oversized allocation, every error names toy.txt
+//!     assert!(report.deterministic + report.random > 200);
+//! }
+//! ```
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod alloc;
+mod mutate;
+
 use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use alloc::take_largest;
+pub use alloc::{tracking_installed, TrackingAllocator};
+
 thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
     /// Whether this thread is running a case (its panics are expected and
     /// counted, not printed).
     static IN_CASE: Cell<bool> = const { Cell::new(false) };
@@ -56,53 +86,6 @@ fn quiet_panics_in_cases() {
             }
         }));
     });
-}
-
-fn note(size: usize) {
-    let _ = LARGEST.try_with(|c| {
-        if size > c.get() {
-            c.set(size)
-        }
-    });
-}
-
-/// The system allocator, recording the largest single request of each
-/// thread. Install it in a fuzz test binary:
-/// `#[global_allocator] static ALLOC: mac_fuzz::TrackingAllocator = mac_fuzz::TrackingAllocator;`
-pub struct TrackingAllocator;
-
-// SAFETY: every call is forwarded unchanged to `System`; the bookkeeping
-// touches only a const-initialised thread-local `Cell` (no allocation).
-unsafe impl GlobalAlloc for TrackingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        System.realloc(ptr, layout, new_size)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-}
-
-/// Resets this thread's record and returns the largest request since the
-/// last reset.
-fn take_largest() -> usize {
-    LARGEST.with(|c| c.replace(0))
-}
-
-/// Whether [`TrackingAllocator`] is this binary's global allocator.
-pub fn tracking_installed() -> bool {
-    take_largest();
-    let probe = std::hint::black_box(vec![0u8; 3 << 20]);
-    drop(probe);
-    take_largest() >= 3 << 20
 }
 
 /// How many random cases each target runs.
@@ -231,17 +214,6 @@ pub struct Campaign<'a> {
 /// The random cases' seed unless `MAC_FUZZ_SEED` gives another.
 pub const DEFAULT_RNG_SEED: u64 = 0x6d61_632d_7273;
 
-/// Extreme values written over length and count fields.
-const EXTREMES: [u64; 7] = [
-    0,
-    1,
-    0x7fff_ffff,
-    0xffff_ffff,
-    1 << 40,
-    0x7fff_ffff_ffff_ffff,
-    u64::MAX,
-];
-
 impl<'a> Campaign<'a> {
     /// A campaign over mutations of `seed`, a small valid input of `target`.
     pub fn new(target: impl Into<String>, seed: &'a [u8], kind: Kind) -> Self {
@@ -290,48 +262,6 @@ impl<'a> Campaign<'a> {
         self.allocation_slack = slack;
         self.allocation_factor = factor;
         self
-    }
-
-    /// The deterministic cases: truncations, byte flips, extreme fields.
-    fn deterministic_cases(&self) -> Vec<(String, Vec<u8>)> {
-        let n = self.seed.len();
-        let mut cases = Vec::new();
-        for cut in sample(n, self.max_per_family) {
-            cases.push((
-                format!("truncated to {cut} bytes"),
-                self.seed[..cut].to_vec(),
-            ));
-        }
-        for at in sample(n, self.max_per_family) {
-            let mut b = self.seed.to_vec();
-            b[at] ^= 0xff;
-            cases.push((format!("byte {at} inverted"), b));
-        }
-        let header = self.header_len.min(n);
-        for at in 0..header {
-            for &v in &EXTREMES {
-                for width in [4usize, 8] {
-                    if at + width <= n && (width == 8 || v <= u32::MAX as u64) {
-                        let mut b = self.seed.to_vec();
-                        b[at..at + width].copy_from_slice(&v.to_le_bytes()[..width]);
-                        if b != self.seed {
-                            cases.push((format!("u{} {v:#x} written at byte {at}", width * 8), b));
-                        }
-                    }
-                }
-            }
-        }
-        cases
-    }
-
-    /// One random case: 1–4 stacked edits of the seed.
-    fn random_case(&self, rng: &mut ChaCha8Rng) -> (String, Vec<u8>) {
-        let mut b = self.seed.to_vec();
-        let mut what = Vec::new();
-        for _ in 0..rng.random_range(1..=4) {
-            what.push(edit(&mut b, rng, self.kind));
-        }
-        (what.join(", "), b)
     }
 
     /// Runs every case through `parse`, which writes the bytes where the
@@ -425,130 +355,5 @@ impl<'a> Campaign<'a> {
             report.random += 1;
         }
         report
-    }
-}
-
-/// `0..n` when it has at most `max` values, else `max` values spread evenly
-/// over it (the first and last included).
-fn sample(n: usize, max: usize) -> Vec<usize> {
-    if n <= max {
-        return (0..n).collect();
-    }
-    (0..max).map(|i| i * (n - 1) / (max - 1).max(1)).collect()
-}
-
-/// One random edit of `b`, described.
-fn edit(b: &mut Vec<u8>, rng: &mut ChaCha8Rng, kind: Kind) -> String {
-    let n = b.len();
-    if n == 0 {
-        b.push(rng.random());
-        return "a byte inserted".into();
-    }
-    let at = rng.random_range(0..n);
-    let choices = if kind == Kind::Text { 9 } else { 7 };
-    match rng.random_range(0..choices) {
-        0 => {
-            let bit = rng.random_range(0..8);
-            b[at] ^= 1 << bit;
-            format!("bit {bit} of byte {at} flipped")
-        }
-        1 => {
-            let v: u8 = rng.random();
-            b[at] = v;
-            format!("byte {at} set to {v:#x}")
-        }
-        2 => {
-            let len = rng.random_range(1..=16usize);
-            let bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
-            b.splice(at..at, bytes);
-            format!("{len} random bytes inserted at {at}")
-        }
-        3 => {
-            let len = rng.random_range(1..=64usize).min(n - at);
-            b.drain(at..at + len);
-            format!("bytes {at}..{} deleted", at + len)
-        }
-        4 => {
-            let len = rng.random_range(1..=64usize).min(n - at);
-            let copy = b[at..at + len].to_vec();
-            let to = rng.random_range(0..=b.len());
-            b.splice(to..to, copy);
-            format!("bytes {at}..{} copied to {to}", at + len)
-        }
-        5 | 6 => {
-            let width = if rng.random() { 4 } else { 8 };
-            let v = EXTREMES[rng.random_range(0..EXTREMES.len())];
-            let at = at.min(n.saturating_sub(width));
-            let end = (at + width).min(n);
-            b[at..end].copy_from_slice(&v.to_le_bytes()[..end - at]);
-            format!("u{} {v:#x} written at byte {at}", width * 8)
-        }
-        7 => {
-            // A run of digits made huge (or negative, or fractional).
-            let Some(start) = (at..n).chain(0..at).find(|&i| b[i].is_ascii_digit()) else {
-                return "no digits to edit".into();
-            };
-            let end = (start..n).find(|&i| !b[i].is_ascii_digit()).unwrap_or(n);
-            let replacement: &[u8] = [
-                &b"99999999999999999999999"[..],
-                b"18446744073709551616",
-                b"-1",
-                b"0",
-                b"1e308",
-                b"4294967296",
-                b"0.5",
-            ][rng.random_range(0..7)];
-            b.splice(start..end, replacement.iter().copied());
-            format!(
-                "number at {start} replaced by {}",
-                String::from_utf8_lossy(replacement)
-            )
-        }
-        _ => {
-            let v = [b'"', b'{', b'}', b'[', b']', b',', b':', b'\n', b'\\', 0]
-                [rng.random_range(0..10)];
-            b.insert(at, v);
-            format!("{:?} inserted at {at}", v as char)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sampling_spreads_over_the_whole_range() {
-        assert_eq!(sample(3, 10), vec![0, 1, 2]);
-        let s = sample(1000, 5);
-        assert_eq!(s.first(), Some(&0));
-        assert_eq!(s.last(), Some(&999));
-        assert_eq!(s.len(), 5);
-    }
-
-    #[test]
-    fn deterministic_cases_cover_every_cut_and_flip_of_a_small_seed() {
-        let seed = [1u8, 2, 3, 4, 5, 6, 7, 8, 9];
-        let c = Campaign::new("t", &seed, Kind::Binary);
-        let cases = c.deterministic_cases();
-        for cut in 0..seed.len() {
-            assert!(cases.iter().any(|(_, b)| b.as_slice() == &seed[..cut]));
-        }
-        let flips = cases.iter().filter(|(m, _)| m.contains("inverted")).count();
-        assert_eq!(flips, seed.len());
-        assert!(cases
-            .iter()
-            .any(|(_, b)| b.len() == seed.len() && b[..8] == u64::MAX.to_le_bytes()[..]));
-    }
-
-    #[test]
-    fn random_cases_are_reproducible_from_the_rng_seed() {
-        let seed = b"{\"a\": [1, 2, 3], \"b\": \"text\"}";
-        let c = Campaign::new("t", seed, Kind::Text);
-        let mut r1 = ChaCha8Rng::seed_from_u64(7);
-        let mut r2 = ChaCha8Rng::seed_from_u64(7);
-        for _ in 0..50 {
-            assert_eq!(c.random_case(&mut r1), c.random_case(&mut r2));
-        }
     }
 }

@@ -26,6 +26,20 @@
 //! println!("{}", lm.tokenizer.decode(&out[0])?);
 //! # Ok(()) }
 //! ```
+//!
+//! The same with the tiny random Llama the parity tests use (runs as a doctest):
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let device = burn::tensor::Device::default();
+//! let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-llama.gguf");
+//! let lm = mac_lm::LoadedLm::load(path, &device)?;
+//! let prompt = lm.tokenizer.encode("hello")?;
+//! let options = mac_lm::GenerateOptions { max_new_tokens: 4, ..Default::default() };
+//! let out = lm.model.generate(&[prompt], None, lm.tokenizer.pad_id, lm.tokenizer.eos_id, options)?;
+//! assert!(out[0].len() <= 4);
+//! # Ok(()) }
+//! ```
 
 pub mod activation;
 pub mod attention;

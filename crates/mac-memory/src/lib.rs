@@ -28,6 +28,28 @@
 //! **Deduplication.** A document whose content hash (sha256 of its text) is
 //! already stored is not stored again; [`AppendOutcome::Duplicate`] names the
 //! existing entry.
+//!
+//! ```
+//! use mac_memory::{AppendOutcome, BankShape, MemoryBank, NewEntry};
+//!
+//! # fn main() -> mac_memory::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let shape = BankShape { n_tokens: 2, d_mod: 3, key_dim: 0 };
+//! let mut bank = MemoryBank::create(dir.path().join("bank"), shape, "example")?;
+//! let doc = NewEntry { source: "notes.txt", text: "Ada was born in Porto.", modulation: &[0.5; 6], key: &[] };
+//! assert_eq!(bank.append(doc)?, AppendOutcome::Stored(0));
+//! assert_eq!(bank.append(doc)?, AppendOutcome::Duplicate(0)); // same text: not stored again
+//! drop(bank);
+//!
+//! // A reader takes no lock: it runs beside the writer.
+//! let reader = MemoryBank::open_read_only(dir.path().join("bank"))?;
+//! assert_eq!(reader.read(0)?.text, "Ada was born in Porto.");
+//! for chunk in reader.chunks(256) {
+//!     assert_eq!(chunk?.data.len(), 6); // [entries, n_tokens, d_mod], row-major
+//! }
+//! reader.verify()?;
+//! # Ok(()) }
+//! ```
 
 mod bank;
 mod error;

@@ -5,6 +5,16 @@
 //! crate is the retriever: an in-memory [tantivy](https://docs.rs/tantivy)
 //! index (BM25, tantivy's default tokenizer: lower-cased words) over
 //! documents identified by their position in the stream.
+//!
+//! ```
+//! let index = mac_retrieval::Bm25Index::build(&[
+//!     "Ada Lovelace was born in London.",
+//!     "Porto lies on the Douro river.",
+//! ])?;
+//! let hits = index.search("Where was Ada born?", 1)?;
+//! assert_eq!(hits[0].document, 0);
+//! # Ok::<(), mac_retrieval::RetrievalError>(())
+//! ```
 
 use tantivy::collector::TopDocs;
 use tantivy::query::QueryParser;

@@ -1,0 +1,134 @@
+//! Reading committed entries: one at a time, in chunks, and verifying
+//! every checksum.
+
+use super::*;
+
+impl MemoryBank {
+    fn read_body(&self, m: &EntryMeta) -> Result<Vec<u8>> {
+        let path = self.dir.join(&self.manifest.segments[m.segment].file);
+        let mut rec = vec![0u8; m.len as usize];
+        self.files[m.segment]
+            .read_exact_at(&mut rec, m.offset)
+            .map_err(io(&path, "read record"))?;
+        let body = &rec[8..rec.len() - 4];
+        let crc = u32::from_le_bytes(rec[rec.len() - 4..].try_into().unwrap());
+        if crc32fast::hash(body) != crc {
+            return Err(BankError::Corrupt {
+                path,
+                reason: format!(
+                    "checksum mismatch in entry {} (record at byte {})",
+                    m.id, m.offset
+                ),
+            });
+        }
+        Ok(body.to_vec())
+    }
+
+    /// Reads one entry (by position in the bank), checking its checksum.
+    pub fn read(&self, index: usize) -> Result<StoredEntry> {
+        let m = self.entries.get(index).ok_or_else(|| {
+            BankError::Invalid(format!(
+                "entry {index} out of range (bank has {})",
+                self.len()
+            ))
+        })?;
+        let body = self.read_body(m)?;
+        let h = Header::parse(&body).expect("checked at open");
+        let s0 = FIXED_BODY;
+        let t0 = s0 + h.source_len as usize;
+        let m0 = t0 + h.text_len as usize;
+        let (modulation, key) = self.payload(&body);
+        let path = || self.dir.join(&self.manifest.segments[m.segment].file);
+        let utf8 = |b: &[u8]| {
+            String::from_utf8(b.to_vec()).map_err(|_| BankError::Corrupt {
+                path: path(),
+                reason: format!("entry {} holds invalid UTF-8", m.id),
+            })
+        };
+        Ok(StoredEntry {
+            id: h.id,
+            time_ms: h.time_ms,
+            source: utf8(&body[s0..t0])?,
+            text: utf8(&body[t0..m0])?,
+            modulation: floats(modulation),
+            key: floats(key),
+        })
+    }
+
+    /// A record body's modulation and key bytes (they end the body).
+    fn payload<'b>(&self, body: &'b [u8]) -> (&'b [u8], &'b [u8]) {
+        let (numel, key_dim) = (self.shape().numel(), self.shape().key_dim);
+        let k0 = body.len() - 4 * key_dim;
+        (&body[k0 - 4 * numel..k0], &body[k0..])
+    }
+
+    /// Modulations of entries `start..start + len`, `[len, n, d]` row-major,
+    /// and their keys.
+    pub fn modulations(&self, start: usize, len: usize) -> Result<Chunk> {
+        let end = (start + len).min(self.len());
+        let (numel, key_dim) = (self.shape().numel(), self.shape().key_dim);
+        let mut data = Vec::with_capacity((end - start) * numel);
+        let mut keys = Vec::with_capacity((end - start) * key_dim);
+        let mut ids = Vec::with_capacity(end - start);
+        for m in &self.entries[start..end] {
+            let body = self.read_body(m)?;
+            let (modulation, key) = self.payload(&body);
+            data.extend(floats(modulation));
+            keys.extend(floats(key));
+            ids.push(m.id);
+        }
+        Ok(Chunk {
+            start,
+            ids,
+            data,
+            keys,
+        })
+    }
+
+    /// Streams the bank in chunks of at most `size` entries; only one chunk is
+    /// in memory at a time.
+    pub fn chunks(&self, size: usize) -> impl Iterator<Item = Result<Chunk>> + '_ {
+        let size = size.max(1);
+        (0..self.len())
+            .step_by(size)
+            .map(move |s| self.modulations(s, size))
+    }
+
+    /// Checks every committed record's checksum. A damaged bank is an error
+    /// that lists every damaged entry (naming the first one's segment);
+    /// `mac bank repair` copies the intact ones into a new bank.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let problems: Vec<BankError> = self
+            .entries
+            .iter()
+            .filter_map(|m| self.read_body(m).err())
+            .collect();
+        if let Some(first) = problems.first() {
+            let listed: Vec<String> = problems.iter().map(|e| e.to_string()).collect();
+            let path = match first {
+                BankError::Corrupt { path, .. } | BankError::Io { path, .. } => path.clone(),
+                _ => self.dir.clone(),
+            };
+            return Err(BankError::Corrupt {
+                path,
+                reason: format!(
+                    "{} of {} entries are damaged: {}",
+                    problems.len(),
+                    self.len(),
+                    listed.join("; ")
+                ),
+            });
+        }
+        Ok(VerifyReport {
+            entries: self.len(),
+            segments: self.manifest.segments.len(),
+            bytes: self.size_bytes(),
+        })
+    }
+}
+
+fn floats(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
