@@ -1,6 +1,7 @@
 //! `cargo xtask test`, `train`, `eval`, `demo`: the suite, and the `mac`
 //! binary run on the CPU backend.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,6 +44,7 @@ pub(crate) fn test(args: &[String]) -> Result<()> {
         Ok(())
     };
     run(&[], &[])?;
+    run_examples()?;
     if vulkan_available() {
         println!("== parity tests again on wgpu ==");
         let xdg = std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp/mac-rs-xdg".into());
@@ -68,6 +70,47 @@ pub(crate) fn test(args: &[String]) -> Result<()> {
         println!("no Vulkan driver found: skipping the wgpu run (install mesa-vulkan-drivers)");
     }
     Ok(())
+}
+
+/// Builds the examples with the test suite's feature set and runs them:
+/// `train_tiny` into a temporary run directory, then `ingest_and_ask` on
+/// its checkpoint.
+fn run_examples() -> Result<()> {
+    println!("== examples ==");
+    let st = Command::new(cargo())
+        .args([
+            "build",
+            "--workspace",
+            "--features",
+            "mac-device/wgpu",
+            "--examples",
+        ])
+        .current_dir(workspace_root())
+        .status()?;
+    if !st.success() {
+        bail!("building the examples failed");
+    }
+    let examples = target_dir().join("debug/examples");
+    let tmp = tempfile::tempdir()?;
+    let run_dir = tmp.path().join("run");
+    let example = |name: &str, args: &[&OsStr]| -> Result<()> {
+        let st = Command::new(examples.join(name)).args(args).status()?;
+        if !st.success() {
+            bail!("the example {name} failed");
+        }
+        Ok(())
+    };
+    let (checkpoint, bank) = (run_dir.join("checkpoints/last"), tmp.path().join("bank"));
+    example("train_tiny", &[run_dir.as_os_str()])?;
+    example(
+        "ingest_and_ask",
+        &[
+            checkpoint.as_os_str(),
+            bank.as_os_str(),
+            OsStr::new("Where was Ada born?"),
+            OsStr::new("Ada Lovelace was born in London."),
+        ],
+    )
 }
 
 /// Builds and runs the `mac` binary. It is built by `cargo test --no-run`
