@@ -1,12 +1,14 @@
 //! One type for either backbone, chosen by the checkpoint's `config.json`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use burn::module::Module;
 use burn::tensor::{Bool, Device, Int, Tensor};
+use mac_lm::weights::SafetensorsSource;
 use mac_lm::{LmError, Result};
 
-use crate::{Bert, T5Encoder, Trainable};
+use crate::{Bert, BertConfig, EncoderTokenizer, T5Config, T5Encoder, Trainable};
 
 /// A pretrained text encoder: BERT family or T5 encoder.
 #[derive(Module, Debug)]
@@ -17,24 +19,120 @@ pub enum EncoderBackbone {
     T5(T5Encoder),
 }
 
-impl EncoderBackbone {
-    /// Loads a Hugging Face directory; `model_type` in `config.json` picks
-    /// the architecture (`bert` or `t5`).
-    pub fn load(dir: impl AsRef<Path>, device: &Device, trainable: Trainable) -> Result<Self> {
-        let dir = dir.as_ref();
+/// A Hugging Face encoder directory read once — its `config.json` parsed,
+/// its safetensors memory-mapped, its `tokenizer.json` parsed — from which
+/// several backbones and tokenizers are built (the runtime's document,
+/// question and key encoders) without reading the files again.
+pub struct EncoderFiles {
+    dir: PathBuf,
+    config: serde_json::Value,
+    weights: OnceLock<SafetensorsSource>,
+    tokenizer: Option<EncoderTokenizer>,
+}
+
+impl std::fmt::Debug for EncoderFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EncoderFiles({})", self.dir.display())
+    }
+}
+
+impl EncoderFiles {
+    /// Reads `dir/config.json` and `dir/tokenizer.json` (when there is
+    /// one); `dir/*.safetensors` are mapped when first needed, so that a
+    /// configuration error comes first.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| LmError::Io {
             path: cfg_path.clone(),
             source: e,
         })?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| LmError::Config {
-            path: cfg_path.clone(),
-            key: "(json)".into(),
-            reason: e.to_string(),
-        })?;
-        match v.get("model_type").and_then(|m| m.as_str()) {
-            Some("t5") | Some("mt5") => Ok(Self::T5(T5Encoder::load(dir, device, trainable)?)),
-            Some("bert") | None => Ok(Self::Bert(Bert::load(dir, device, trainable)?)),
+        let config: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| LmError::Config {
+                path: cfg_path.clone(),
+                key: "(json)".into(),
+                reason: e.to_string(),
+            })?;
+        let tok = dir.join("tokenizer.json");
+        let tokenizer = if tok.is_file() {
+            Some(EncoderTokenizer::from_file(&tok, usize::MAX)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            dir,
+            config,
+            weights: OnceLock::new(),
+            tokenizer,
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `config.json`'s path (errors name it).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+
+    /// The parsed `config.json`.
+    pub fn config(&self) -> &serde_json::Value {
+        &self.config
+    }
+
+    /// The weights (mapped on the first call).
+    pub fn weights(&self) -> Result<&SafetensorsSource> {
+        if let Some(w) = self.weights.get() {
+            return Ok(w);
+        }
+        let opened = SafetensorsSource::open(&self.dir)?;
+        Ok(self.weights.get_or_init(|| opened))
+    }
+
+    /// The tokenizer, cutting sequences to `max_len` tokens (specials included).
+    pub fn tokenizer(&self, max_len: usize) -> Result<EncoderTokenizer> {
+        match &self.tokenizer {
+            Some(t) => Ok(t.with_max_len(max_len)),
+            None => Err(LmError::Io {
+                path: self.dir.join("tokenizer.json"),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            }),
+        }
+    }
+}
+
+impl EncoderBackbone {
+    /// Loads a Hugging Face directory; `model_type` in `config.json` picks
+    /// the architecture (`bert` or `t5`).
+    pub fn load(dir: impl AsRef<Path>, device: &Device, trainable: Trainable) -> Result<Self> {
+        Self::from_files(&EncoderFiles::open(dir)?, device, trainable)
+    }
+
+    /// Builds a backbone from a directory already read.
+    pub fn from_files(files: &EncoderFiles, device: &Device, trainable: Trainable) -> Result<Self> {
+        let cfg_path = files.config_path();
+        let json = files.config();
+        match json.get("model_type").and_then(|m| m.as_str()) {
+            Some("t5") | Some("mt5") => {
+                let config = T5Config::from_json(&cfg_path, json)?;
+                Ok(Self::T5(T5Encoder::from_source(
+                    config,
+                    files.weights()?,
+                    device,
+                    trainable,
+                )?))
+            }
+            Some("bert") | None => {
+                let config = BertConfig::from_json(&cfg_path, json)?;
+                Ok(Self::Bert(Bert::from_source(
+                    config,
+                    files.weights()?,
+                    device,
+                    trainable,
+                )?))
+            }
             Some(other) => Err(LmError::Config {
                 path: cfg_path,
                 key: "model_type".into(),

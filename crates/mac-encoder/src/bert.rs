@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use mac_lm::attention::masked_attention;
 use mac_lm::linear::linear_layer;
-use mac_lm::weights::{SafetensorsSource, WeightSource};
+use mac_lm::weights::WeightSource;
 use mac_lm::{LmError, Result};
 
 use crate::Trainable;
@@ -55,6 +55,26 @@ fn act() -> String {
 }
 
 impl BertConfig {
+    /// The configuration in a parsed `config.json` (read from `cfg_path`,
+    /// which errors name), checked.
+    pub fn from_json(cfg_path: &Path, json: &serde_json::Value) -> Result<Self> {
+        let config: BertConfig =
+            serde_json::from_value(json.clone()).map_err(|e| LmError::Config {
+                path: cfg_path.to_path_buf(),
+                key: e.to_string().split('`').nth(1).unwrap_or("?").to_string(),
+                reason: e.to_string(),
+            })?;
+        if config.hidden_act != "gelu" {
+            return Err(LmError::Config {
+                path: cfg_path.to_path_buf(),
+                key: "hidden_act".into(),
+                reason: format!("`{}` is not supported (gelu is)", config.hidden_act),
+            });
+        }
+        config.check(cfg_path)?;
+        Ok(config)
+    }
+
     /// Checks the numbers before anything is sized by them; errors name
     /// `path` and the key.
     pub fn check(&self, path: &Path) -> Result<()> {
@@ -188,27 +208,9 @@ impl Loader<'_> {
 impl Bert {
     /// Loads `config.json` + `*.safetensors` from a Hugging Face directory.
     pub fn load(dir: impl AsRef<Path>, device: &Device, trainable: Trainable) -> Result<Self> {
-        let dir = dir.as_ref();
-        let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| LmError::Io {
-            path: cfg_path.clone(),
-            source: e,
-        })?;
-        let config: BertConfig = serde_json::from_str(&text).map_err(|e| LmError::Config {
-            path: cfg_path.clone(),
-            key: e.to_string().split('`').nth(1).unwrap_or("?").to_string(),
-            reason: e.to_string(),
-        })?;
-        if config.hidden_act != "gelu" {
-            return Err(LmError::Config {
-                path: cfg_path,
-                key: "hidden_act".into(),
-                reason: format!("`{}` is not supported (gelu is)", config.hidden_act),
-            });
-        }
-        config.check(&cfg_path)?;
-        let src = SafetensorsSource::open(dir)?;
-        Self::from_source(config, &src, device, trainable)
+        let files = crate::EncoderFiles::open(dir)?;
+        let config = BertConfig::from_json(&files.config_path(), files.config())?;
+        Self::from_source(config, files.weights()?, device, trainable)
     }
 
     /// Builds the encoder from checkpoint tensors.

@@ -13,7 +13,7 @@ pub mod bert;
 pub mod t5;
 pub mod text;
 
-pub use backbone::EncoderBackbone;
+pub use backbone::{EncoderBackbone, EncoderFiles};
 pub use bert::{Bert, BertConfig};
 pub use t5::{T5Config, T5Encoder};
 pub use text::{EncodedBatch, EncoderTokenizer};

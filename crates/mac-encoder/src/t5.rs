@@ -14,7 +14,7 @@ use burn::tensor::module::linear;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use mac_lm::weights::{SafetensorsSource, WeightSource};
+use mac_lm::weights::WeightSource;
 use mac_lm::{LmError, Result};
 
 use crate::Trainable;
@@ -100,6 +100,29 @@ pub struct T5Encoder {
 }
 
 impl T5Config {
+    /// The configuration in a parsed `config.json` (read from `cfg_path`,
+    /// which errors name), checked.
+    pub fn from_json(cfg_path: &Path, json: &serde_json::Value) -> Result<Self> {
+        let config: T5Config =
+            serde_json::from_value(json.clone()).map_err(|e| LmError::Config {
+                path: cfg_path.to_path_buf(),
+                key: e.to_string().split('`').nth(1).unwrap_or("?").to_string(),
+                reason: e.to_string(),
+            })?;
+        if !matches!(config.feed_forward_proj.as_str(), "relu" | "gated-gelu") {
+            return Err(LmError::Config {
+                path: cfg_path.to_path_buf(),
+                key: "feed_forward_proj".into(),
+                reason: format!(
+                    "`{}` is not supported (relu and gated-gelu are)",
+                    config.feed_forward_proj
+                ),
+            });
+        }
+        config.check(cfg_path)?;
+        Ok(config)
+    }
+
     /// Checks the numbers before anything is sized by them; errors name
     /// `path` and the key.
     pub fn check(&self, path: &Path) -> Result<()> {
@@ -165,30 +188,9 @@ fn rms_norm(x: Tensor<3>, w: &Param<Tensor<1>>, eps: f64) -> Tensor<3> {
 impl T5Encoder {
     /// Loads `config.json` + `*.safetensors` from a Hugging Face directory.
     pub fn load(dir: impl AsRef<Path>, device: &Device, trainable: Trainable) -> Result<Self> {
-        let dir = dir.as_ref();
-        let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| LmError::Io {
-            path: cfg_path.clone(),
-            source: e,
-        })?;
-        let config: T5Config = serde_json::from_str(&text).map_err(|e| LmError::Config {
-            path: cfg_path.clone(),
-            key: e.to_string().split('`').nth(1).unwrap_or("?").to_string(),
-            reason: e.to_string(),
-        })?;
-        if !matches!(config.feed_forward_proj.as_str(), "relu" | "gated-gelu") {
-            return Err(LmError::Config {
-                path: cfg_path,
-                key: "feed_forward_proj".into(),
-                reason: format!(
-                    "`{}` is not supported (relu and gated-gelu are)",
-                    config.feed_forward_proj
-                ),
-            });
-        }
-        config.check(&cfg_path)?;
-        let src = SafetensorsSource::open(dir)?;
-        Self::from_source(config, &src, device, trainable)
+        let files = crate::EncoderFiles::open(dir)?;
+        let config = T5Config::from_json(&files.config_path(), files.config())?;
+        Self::from_source(config, files.weights()?, device, trainable)
     }
 
     /// Builds the encoder from checkpoint tensors.

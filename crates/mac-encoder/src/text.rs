@@ -96,6 +96,16 @@ impl EncoderTokenizer {
         })
     }
 
+    /// The same tokenizer cutting sequences to `max_len` tokens instead.
+    pub fn with_max_len(&self, max_len: usize) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            path: self.path.clone(),
+            max_len: max_len.max(3),
+            ..*self
+        }
+    }
+
     /// Longest sequence produced, specials included.
     pub fn max_len(&self) -> usize {
         self.max_len

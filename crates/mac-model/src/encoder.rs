@@ -1,13 +1,11 @@
 //! The amortization encoder: backbone → learned query tokens → per-token MLPs,
 //! optionally also reading the document's tokens as the base LM embeds them.
 
-use std::path::Path;
-
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use mac_aggregation::{QueryTokenHead, QueryTokenHeadConfig};
-use mac_encoder::{EncoderBackbone, EncoderTokenizer, Trainable};
+use mac_encoder::{EncoderBackbone, EncoderFiles, EncoderTokenizer, Trainable};
 use mac_lm::{LoadedLm, Padding, TokenBatch};
 
 use crate::model::ModelError;
@@ -107,10 +105,10 @@ impl LmTokens {
 }
 
 impl AmortizationEncoder {
-    /// Loads the backbone from `backbone_dir` and initialises a fresh head
-    /// (and an LM-token channel, when given).
+    /// Builds the backbone from an encoder directory already read and
+    /// initialises a fresh head (and an LM-token channel, when given).
     pub fn load(
-        backbone_dir: &Path,
+        backbone: &EncoderFiles,
         n_tokens: usize,
         d_mod: usize,
         n_heads: usize,
@@ -118,7 +116,7 @@ impl AmortizationEncoder {
         lm_channel: Option<LmChannelSpec>,
         device: &Device,
     ) -> Result<Self, ModelError> {
-        let backbone = EncoderBackbone::load(backbone_dir, device, trainable)?;
+        let backbone = EncoderBackbone::from_files(backbone, device, trainable)?;
         let h = backbone.hidden_size();
         let head = QueryTokenHeadConfig::new(h, n_tokens, d_mod)
             .with_n_heads(n_heads)

@@ -9,7 +9,7 @@ use mac_aggregation::{
     trainable_params, Aggregation, Aggregator, AggregatorConfig, ExpansionKind, PrefixExpansion,
     PrefixExpansionConfig,
 };
-use mac_encoder::Trainable;
+use mac_encoder::{EncoderFiles, Trainable};
 use mac_lm::{BaseLm, KvLayout, PrefixKv};
 use serde::{Deserialize, Serialize};
 
@@ -234,9 +234,21 @@ impl MacModel {
         device: &Device,
     ) -> Result<Self, ModelError> {
         config.validate().map_err(ModelError::Input)?;
+        Self::init_from_files(config, &EncoderFiles::open(encoder_dir)?, kv_layout, device)
+    }
+
+    /// [`Self::init`] from an encoder directory already read (the runtime
+    /// reads it once for the model, the key encoder and the tokenizers).
+    pub fn init_from_files(
+        config: &MacConfig,
+        encoder_files: &EncoderFiles,
+        kv_layout: KvLayout,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        config.validate().map_err(ModelError::Input)?;
         let encoder = |trainable, lm_channel| {
             AmortizationEncoder::load(
-                encoder_dir,
+                encoder_files,
                 config.n_tokens,
                 config.d_mod,
                 config.head_heads,

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use mac_aggregation::{ChunkedMemory, MemoryChunk, SimilarityPrior};
-use mac_encoder::{Bert, EncoderBackbone, EncoderTokenizer, Trainable};
+use mac_encoder::{Bert, EncoderBackbone, EncoderFiles, EncoderTokenizer, Trainable};
 use mac_lm::{GenerateOptions, LoadedLm, PrefixKv};
 use mac_memory::MemoryBank;
 use serde::{Deserialize, Serialize};
@@ -126,14 +126,27 @@ impl MacRuntime {
         device: Device,
         producer: String,
     ) -> Result<Self, ModelError> {
-        let tok = encoder_dir.join("tokenizer.json");
-        let key_encoder = match EncoderBackbone::load(encoder_dir, &device, Trainable::None)? {
+        let files = EncoderFiles::open(encoder_dir)?;
+        Self::with_encoder_files(lm, model, &files, config, device, producer)
+    }
+
+    /// [`Self::new`] with the encoder directory already read: the frozen
+    /// key encoder and both tokenizers come from it without reading it again.
+    pub fn with_encoder_files(
+        lm: LoadedLm,
+        model: MacModel,
+        files: &EncoderFiles,
+        config: MacConfig,
+        device: Device,
+        producer: String,
+    ) -> Result<Self, ModelError> {
+        let key_encoder = match EncoderBackbone::from_files(files, &device, Trainable::None)? {
             EncoderBackbone::Bert(bert) => Some(bert),
             EncoderBackbone::T5(_) => None,
         };
         Ok(Self {
-            document_tokenizer: EncoderTokenizer::from_file(&tok, config.max_document_tokens)?,
-            question_tokenizer: EncoderTokenizer::from_file(&tok, config.max_question_tokens)?,
+            document_tokenizer: files.tokenizer(config.max_document_tokens)?,
+            question_tokenizer: files.tokenizer(config.max_question_tokens)?,
             lm,
             model,
             config,
@@ -166,17 +179,20 @@ impl MacRuntime {
             });
         }
         let encoder = encoder_override.unwrap_or(&ckpt.meta.encoder).to_path_buf();
-        let model = ckpt.load_model(Some(&encoder), device)?;
+        // The encoder directory is read once: the model's two encoders, the
+        // key encoder and the tokenizers are all built from it.
+        let files = EncoderFiles::open(&encoder)?;
+        let model = ckpt.load_model_from(&files, device)?;
         let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         let producer = format!(
             "mac-checkpoint {} step {}",
             canonical.display(),
             ckpt.meta.step
         );
-        Self::new(
+        Self::with_encoder_files(
             lm,
             model,
-            &encoder,
+            &files,
             ckpt.meta.config.clone(),
             device.clone(),
             producer,
