@@ -8,7 +8,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
-use burn::tensor::{Tensor, TensorData};
 use mac_data::Dataset;
 use mac_finetune::{FinetuneConfig, FinetuneKind, OnlineFinetuner};
 use mac_memory::MemoryBank;
@@ -18,7 +17,9 @@ use mac_retrieval::Bm25Index;
 use serde::{Deserialize, Serialize};
 
 use crate::memory::{peak_rss_mb, reset_peak_rss};
-use crate::online::{bar, score, write_predictions, Question};
+use crate::methods::{
+    bar, mac_rag_answers, rag_prompt, retrieve, score, write_predictions, Question,
+};
 use crate::report::method_table;
 use crate::{evaluate, EvalOptions, MethodResult, Prediction, RetentionPoint};
 
@@ -89,42 +90,6 @@ fn plain_answers(lm: &mac_lm::LoadedLm, prompts: &[String], batch: usize) -> Res
     Ok(out)
 }
 
-/// The top-`k` documents for `question` among the first `n` indexed, best
-/// first; documents no query word matches follow in stream order, so `k ≥ n`
-/// returns every document (MAC+RAG@N is MAC).
-pub fn retrieve(index: &Bm25Index, question: &str, k: usize, n: usize) -> Result<Vec<usize>> {
-    let k = k.min(n);
-    let mut hits: Vec<usize> = index
-        .search(question, k)?
-        .iter()
-        .map(|h| h.document)
-        .filter(|&d| d < n)
-        .collect();
-    let mut next = 0;
-    while hits.len() < k {
-        if !hits.contains(&next) {
-            hits.push(next);
-        }
-        next += 1;
-    }
-    Ok(hits)
-}
-
-fn rag_prompt(docs: &[mac_data::Document], hits: &[usize], question: &str) -> String {
-    let mut s = String::new();
-    for &h in hits {
-        s.push_str(docs[h].text.trim());
-        s.push('\n');
-    }
-    s.push_str(&question_prompt(question));
-    s
-}
-
-/// Each document index moved `shift` places along a bank of `n` (wrapping).
-fn shifted(hits: &[usize], shift: usize, n: usize) -> Vec<usize> {
-    hits.iter().map(|&h| (h + shift) % n.max(1)).collect()
-}
-
 /// RAG@k answers: the top-k documents of `index` in the prompt.
 fn rag_answers(
     rt: &MacRuntime,
@@ -140,48 +105,6 @@ fn rag_answers(
         prompts.push(rag_prompt(docs, &hits, &q.question));
     }
     plain_answers(&rt.lm, &prompts, batch)
-}
-
-/// MAC+RAG@k answers: aggregate only the top-k documents' modulations.
-///
-/// With `shift > 0` each retrieved document `h` is replaced by document
-/// `(h + shift) mod N` of the bank: the control that keeps everything but
-/// the documents' content (same pipeline, same number of documents, about
-/// another entity whenever retrieval found the right one).
-pub(crate) fn mac_rag_answers(
-    rt: &MacRuntime,
-    index: &Bm25Index,
-    bank: &MemoryBank,
-    qs: &[Question<'_>],
-    k: usize,
-    batch: usize,
-    shift: usize,
-) -> Result<Vec<String>> {
-    let (n, d) = rt.config.memory_shape();
-    let mut out = Vec::with_capacity(qs.len());
-    for chunk in qs.chunks(batch.max(1)) {
-        let texts: Vec<&str> = chunk.iter().map(|(_, q)| q.question.as_str()).collect();
-        let q_tokens = rt.encode_questions(&texts)?;
-        let mut per_q = Vec::with_capacity(chunk.len());
-        for (_, q) in chunk {
-            let hits = shifted(
-                &retrieve(index, &q.question, k, index.len())?,
-                shift,
-                bank.len(),
-            );
-            let mut data = Vec::with_capacity(hits.len() * n * d);
-            for &h in &hits {
-                data.extend(bank.modulations(h, 1)?.data);
-            }
-            per_q.push(Tensor::<3>::from_data(
-                TensorData::new(data, [hits.len(), n, d]),
-                &rt.device,
-            ));
-        }
-        let modulation = rt.aggregate_per_question(q_tokens, per_q);
-        out.extend(rt.answer_with_modulation(&texts, modulation)?);
-    }
-    Ok(out)
 }
 
 fn finetune_stream(
@@ -471,18 +394,4 @@ pub fn compare_markdown(r: &CompareReport) -> String {
         );
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::shifted;
-
-    #[test]
-    fn shifted_documents_wrap_around_the_bank_and_never_stay_put() {
-        assert_eq!(shifted(&[0, 3, 4], 2, 5), vec![2, 0, 1]);
-        assert_eq!(shifted(&[1], 0, 5), vec![1]);
-        for h in 0..7 {
-            assert_ne!(shifted(&[h], 7 / 2, 7), vec![h]);
-        }
-    }
 }

@@ -17,15 +17,16 @@
 
 mod compare;
 mod memory;
+mod methods;
 mod online;
 mod question_only;
 mod report;
 
-pub use compare::{compare, compare_markdown, retrieve, CompareOptions, CompareReport, SweepRow};
+pub use compare::{compare, compare_markdown, CompareOptions, CompareReport, SweepRow};
 pub use memory::{peak_rss_mb, reset_peak_rss};
+pub use methods::{retrieve, MethodResult, Prediction};
 pub use online::{
-    evaluate, AttentionStats, EvalOptions, EvalReport, MethodResult, Prediction, RetentionPoint,
-    DEFAULT_PRIOR_SCALE,
+    evaluate, AttentionStats, EvalOptions, EvalReport, RetentionPoint, DEFAULT_PRIOR_SCALE,
 };
 pub use question_only::{question_form, QuestionOnly};
 pub use report::write_markdown;

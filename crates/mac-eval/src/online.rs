@@ -1,21 +1,21 @@
 //! The online-adaptation evaluation.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
-use mac_data::{exact_match, f1_score, prefix_exact_match, Dataset, QaPair};
+use mac_data::Dataset;
 use mac_memory::MemoryBank;
 use mac_model::prompt::{oracle_prompt, question_prompt};
 use mac_model::{BankReading, MacRuntime, NewDocument, MAX_ANSWER_TOKENS};
 use mac_retrieval::Bm25Index;
 use serde::{Deserialize, Serialize};
 
-use crate::compare::mac_rag_answers;
-use crate::memory::{peak_rss_mb, reset_peak_rss};
+use crate::memory::reset_peak_rss;
+use crate::methods::{
+    bar, mac_rag_answers, score, write_predictions, MethodResult, Prediction, Question,
+};
 use crate::question_only::QuestionOnly;
 
 /// The similarity prior's default scale in evaluations (mac-model's).
@@ -76,68 +76,6 @@ impl Default for EvalOptions {
     }
 }
 
-/// The scores and costs of one method.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MethodResult {
-    /// SQuAD exact match (0..1).
-    pub em: f64,
-    /// SQuAD token F1 (0..1).
-    pub f1: f64,
-    /// The reference code's prefix match (0..1), for comparison only.
-    pub prefix_em: f64,
-    /// Questions scored.
-    pub n_questions: usize,
-    /// Adaptation time per document, ms (encoder pass + durable append for MAC; 0 otherwise).
-    pub adapt_ms_per_doc: f64,
-    /// Answer latency per question, ms (batched generation).
-    pub answer_ms_per_question: f64,
-    /// Peak resident memory during the method, MiB.
-    pub peak_rss_mb: Option<f64>,
-    /// Bytes stored per document (bank on disk for MAC; 0 otherwise).
-    pub storage_bytes_per_doc: f64,
-}
-
-impl MethodResult {
-    /// A method's result from its scores (as [`score`] returns them) and its
-    /// timings; peak memory is read now.
-    pub(crate) fn measured(
-        scores: (f64, f64, f64),
-        n_questions: usize,
-        answer_seconds: f64,
-        adapt_ms_per_doc: f64,
-        storage_bytes_per_doc: f64,
-    ) -> Self {
-        let (em, f1, prefix_em) = scores;
-        Self {
-            em,
-            f1,
-            prefix_em,
-            n_questions,
-            adapt_ms_per_doc,
-            answer_ms_per_question: 1000.0 * answer_seconds / n_questions.max(1) as f64,
-            peak_rss_mb: peak_rss_mb(),
-            storage_bytes_per_doc,
-        }
-    }
-
-    fn with_adapt_ms(self, adapt_ms_per_doc: f64) -> Self {
-        Self {
-            adapt_ms_per_doc,
-            ..self
-        }
-    }
-}
-
-/// Writes one JSON line per prediction to `path`.
-pub(crate) fn write_predictions(path: &Path, preds: &[Prediction]) -> Result<()> {
-    let mut f =
-        std::fs::File::create(path).with_context(|| format!("{}: cannot write", path.display()))?;
-    for p in preds {
-        writeln!(f, "{}", serde_json::to_string(p)?)?;
-    }
-    Ok(())
-}
-
 /// F1 on the first documents' questions after part of the stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RetentionPoint {
@@ -148,25 +86,6 @@ pub struct RetentionPoint {
     /// EM on the retention questions.
     pub em: f64,
     /// F1 on the retention questions.
-    pub f1: f64,
-}
-
-/// One answered question.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Prediction {
-    /// Method name.
-    pub method: String,
-    /// Index of the document in the stream.
-    pub document: usize,
-    /// The question.
-    pub question: String,
-    /// The generated answer.
-    pub prediction: String,
-    /// The accepted answers.
-    pub answers: Vec<String>,
-    /// Exact match.
-    pub em: f64,
-    /// Token F1.
     pub f1: f64,
 }
 
@@ -191,50 +110,6 @@ pub struct EvalReport {
     pub predictions: PathBuf,
     /// The options used.
     pub options: EvalOptions,
-}
-
-pub(crate) fn bar(show: bool, len: usize, what: &str) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let b = ProgressBar::new(len as u64);
-    b.set_style(
-        ProgressStyle::with_template(&format!(
-            "{what:>14} [{{bar:30}}] {{pos}}/{{len}} {{per_sec}} eta {{eta}}"
-        ))
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    b
-}
-
-pub(crate) type Question<'a> = (usize, &'a QaPair);
-
-/// Scores answers; appends predictions.
-pub(crate) fn score(
-    method: &str,
-    questions: &[Question<'_>],
-    answers: &[String],
-    preds: &mut Vec<Prediction>,
-) -> (f64, f64, f64) {
-    let (mut em, mut f1, mut pem) = (0.0, 0.0, 0.0);
-    for ((doc, qa), a) in questions.iter().zip(answers) {
-        let e = exact_match(a, &qa.answers);
-        let f = f1_score(a, &qa.answers);
-        em += e;
-        f1 += f;
-        pem += prefix_exact_match(a, &qa.answers);
-        preds.push(Prediction {
-            method: method.into(),
-            document: *doc,
-            question: qa.question.clone(),
-            prediction: a.clone(),
-            answers: qa.answers.clone(),
-            em: e,
-            f1: f,
-        });
-    }
-    let n = questions.len().max(1) as f64;
-    (em / n, f1 / n, pem / n)
 }
 
 /// The producer an evaluation writes into its bank, and into its control bank.
