@@ -1,0 +1,251 @@
+//! `mac eval`, `mac compare` and `mac report`: evaluations, their
+//! reports and plots.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use mac_data::{load, Format, LoadOptions};
+use mac_eval::{evaluate, write_markdown, EvalOptions};
+use mac_model::MacRuntime;
+use mac_train::{load_splits, RunDir, TrainConfig};
+
+use crate::{resolve_checkpoint, InputError};
+
+/// The checkpoint, dataset and output directory of `mac eval` and `mac compare`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalIo {
+    /// A checkpoint or run directory (`compare` needs the run directory).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// A dataset file (default: the run's own test split).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Its format: jsonl, squad, streamingqa, archivalqa (default: from the extension).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Skip malformed records (counted) instead of failing.
+    #[arg(long)]
+    pub skip_malformed: bool,
+    /// Output directory (report.json, report.md, plots, predictions).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Arguments of `mac eval`.
+pub struct EvalArgs {
+    /// Checkpoint, data and output directory.
+    pub io: EvalIo,
+    pub max_documents: Option<usize>,
+    pub chunk: usize,
+    pub hierarchical: bool,
+    pub references: bool,
+    pub retrieval_k: usize,
+    pub similarity_prior: f64,
+    pub json: bool,
+}
+
+/// The run configuration next to a checkpoint (`RUN/checkpoints/NAME`) or in a run directory.
+fn run_config(checkpoint_arg: &Path, ckpt_dir: &Path) -> Option<TrainConfig> {
+    [
+        Some(RunDir::new(checkpoint_arg)),
+        RunDir::of_checkpoint(ckpt_dir),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|run| run.config().is_file())
+    .and_then(|run| run.read_config().ok())
+}
+
+/// Loads a dataset file; the format comes from `--format` or the extension.
+/// Skipped records (with `skip_malformed`) are listed on stderr.
+fn load_data_file(
+    path: &Path,
+    format: Option<&str>,
+    skip_malformed: bool,
+) -> Result<mac_data::Dataset> {
+    let format = match format {
+        Some(f) => f.parse::<Format>().map_err(InputError)?,
+        None => Format::from_path(path).ok_or_else(|| {
+            InputError(format!(
+                "{}: cannot tell the format from the extension; pass --format",
+                path.display()
+            ))
+        })?,
+    };
+    let loaded = load(path, format, LoadOptions { skip_malformed })?;
+    for (line, reason) in &loaded.skipped {
+        eprintln!("skipped {}:{line}: {reason}", path.display());
+    }
+    Ok(loaded.dataset)
+}
+
+/// `methods.png` (EM and F1 per method) and `retention.png` (F1 as the
+/// stream grows, one line per method); returns the markdown that embeds
+/// them, or nothing (with a warning) when they could not be drawn.
+fn method_plots(
+    out: &Path,
+    methods: &std::collections::BTreeMap<String, mac_eval::MethodResult>,
+    retention: &[(&str, &[mac_eval::RetentionPoint])],
+) -> String {
+    let bars: Vec<(String, Vec<f64>)> = methods
+        .iter()
+        .map(|(k, m)| (k.clone(), vec![m.em, m.f1]))
+        .collect();
+    let series: Vec<(&str, Vec<(f64, f64)>)> = retention
+        .iter()
+        .map(|(k, pts)| (*k, pts.iter().map(|p| (100.0 * p.fraction, p.f1)).collect()))
+        .collect();
+    let plotted = crate::plots::bars(
+        &out.join("methods.png"),
+        "EM and F1 per method",
+        &bars,
+        &["EM", "F1"],
+    )
+    .and_then(|()| {
+        crate::plots::lines(
+            &out.join("retention.png"),
+            "Retention: F1 on the first documents' questions",
+            "% of the stream ingested",
+            "F1",
+            &series,
+        )
+    });
+    match plotted {
+        Ok(()) => "\n![methods](methods.png)\n\n![retention](retention.png)\n".to_string(),
+        Err(e) => {
+            eprintln!("warning: {e:#}");
+            String::new()
+        }
+    }
+}
+
+/// `mac report`: report.md and the plots again, from `dir/report.json`.
+pub fn rerender(dir: &Path) -> Result<()> {
+    let path = dir.join("report.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| InputError(format!("{}: cannot read: {e}", path.display())))?;
+    let report: mac_eval::EvalReport = serde_json::from_str(&text)
+        .map_err(|e| InputError(format!("{}: not an evaluation report: {e}", path.display())))?;
+    eval_markdown(&report, dir, &dir.display().to_string())?;
+    println!("written: {}", dir.join("report.md").display());
+    Ok(())
+}
+
+/// Writes `dir/report.md` (with `methods.png` and `retention.png`) for an
+/// evaluation of `what`, and returns the markdown.
+fn eval_markdown(report: &mac_eval::EvalReport, dir: &Path, what: &str) -> Result<String> {
+    let mut md = write_markdown(report, &format!("Online adaptation: {what}"));
+    md.push_str(&method_plots(
+        dir,
+        &report.methods,
+        &[("MAC", &report.retention)],
+    ));
+    let path = dir.join("report.md");
+    std::fs::write(&path, &md).with_context(|| format!("{}: cannot write", path.display()))?;
+    Ok(md)
+}
+
+/// `mac eval`.
+pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
+    let ckpt_dir = resolve_checkpoint(&a.io.checkpoint)?;
+    let mut training = None;
+    let dataset = match &a.io.data {
+        Some(path) => load_data_file(path, a.io.format.as_deref(), a.io.skip_malformed)?,
+        None => {
+            let cfg = run_config(&a.io.checkpoint, &ckpt_dir).ok_or_else(|| {
+                InputError(format!(
+                    "{}: no run configuration found to take the test split from; pass --data",
+                    a.io.checkpoint.display()
+                ))
+            })?;
+            let splits = load_splits(&cfg.data)?;
+            // Training documents (other entities; as many as the test stream)
+            // make the unrelated-bank control, and fit the question-only baseline.
+            training = Some(splits.train);
+            splits.test
+        }
+    };
+    let rt = MacRuntime::from_checkpoint(&ckpt_dir, None, None, device)?;
+    let opts = EvalOptions {
+        chunk: a.chunk,
+        hierarchical: a.hierarchical,
+        max_documents: a.max_documents,
+        references: a.references,
+        retrieval_k: (a.retrieval_k > 0).then_some(a.retrieval_k),
+        similarity_prior: (a.similarity_prior > 0.0).then_some(a.similarity_prior),
+        progress: !a.json,
+        ..EvalOptions::default()
+    };
+    let report = evaluate(
+        &rt,
+        &dataset,
+        training.as_ref(),
+        training.as_ref(),
+        &a.io.out,
+        &opts,
+    )?;
+    let json = serde_json::to_string_pretty(&report)?;
+    let path = a.io.out.join("report.json");
+    std::fs::write(&path, &json).with_context(|| format!("{}: cannot write", path.display()))?;
+    let md = eval_markdown(&report, &a.io.out, &ckpt_dir.display().to_string())?;
+    if a.json {
+        println!("{json}");
+    } else {
+        println!("{md}");
+        println!("written: {}", a.io.out.display());
+    }
+    Ok(())
+}
+
+/// Arguments of `mac compare`.
+pub struct CompareArgs {
+    /// Checkpoint, data and output directory.
+    pub io: EvalIo,
+    pub max_documents: usize,
+    pub ks: Vec<usize>,
+    pub json: bool,
+}
+
+/// `mac compare`: MAC against fine-tuning and retrieval on one stream.
+pub fn compare(a: CompareArgs, device: &mac_device::Device) -> Result<()> {
+    let ckpt_dir = resolve_checkpoint(&a.io.checkpoint)?;
+    let cfg = run_config(&a.io.checkpoint, &ckpt_dir).ok_or_else(|| {
+        InputError(format!(
+            "{}: compare needs the run directory (its config gives the validation stream for the learning-rate sweep)",
+            a.io.checkpoint.display()
+        ))
+    })?;
+    let splits = load_splits(&cfg.data)?;
+    let test = match &a.io.data {
+        Some(path) => load_data_file(path, a.io.format.as_deref(), a.io.skip_malformed)?,
+        None => splits.test,
+    };
+    let rt = MacRuntime::from_checkpoint(&ckpt_dir, None, None, device)?;
+    let lm_path = mac_model::Checkpoint::open(&ckpt_dir)?.meta.lm;
+    let opts = mac_eval::CompareOptions {
+        eval: EvalOptions {
+            max_documents: Some(a.max_documents),
+            progress: !a.json,
+            ..EvalOptions::default()
+        },
+        ks: a.ks.clone(),
+        ..mac_eval::CompareOptions::default()
+    };
+    let report = mac_eval::compare(&rt, &lm_path, &test, &splits.validation, &a.io.out, &opts)?;
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(a.io.out.join("report.json"), &json)?;
+    let mut md = mac_eval::compare_markdown(&report);
+    let retention: Vec<(&str, &[mac_eval::RetentionPoint])> = report
+        .retention
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    md.push_str(&method_plots(&a.io.out, &report.methods, &retention));
+    std::fs::write(a.io.out.join("report.md"), &md)?;
+    if a.json {
+        println!("{json}");
+    } else {
+        println!("{md}");
+    }
+    Ok(())
+}
