@@ -103,6 +103,19 @@ impl EncoderFiles {
     }
 }
 
+/// Deserialises a parsed `config.json` into `T`; an error names `cfg_path`
+/// and the offending key.
+pub(crate) fn config_from_json<T: serde::de::DeserializeOwned>(
+    cfg_path: &Path,
+    json: &serde_json::Value,
+) -> Result<T> {
+    serde_json::from_value(json.clone()).map_err(|e| LmError::Config {
+        path: cfg_path.to_path_buf(),
+        key: e.to_string().split('`').nth(1).unwrap_or("?").to_string(),
+        reason: e.to_string(),
+    })
+}
+
 impl EncoderBackbone {
     /// Loads a Hugging Face directory; `model_type` in `config.json` picks
     /// the architecture (`bert` or `t5`).

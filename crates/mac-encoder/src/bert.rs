@@ -58,12 +58,7 @@ impl BertConfig {
     /// The configuration in a parsed `config.json` (read from `cfg_path`,
     /// which errors name), checked.
     pub fn from_json(cfg_path: &Path, json: &serde_json::Value) -> Result<Self> {
-        let config: BertConfig =
-            serde_json::from_value(json.clone()).map_err(|e| LmError::Config {
-                path: cfg_path.to_path_buf(),
-                key: e.to_string().split('`').nth(1).unwrap_or("?").to_string(),
-                reason: e.to_string(),
-            })?;
+        let config: BertConfig = crate::backbone::config_from_json(cfg_path, json)?;
         if config.hidden_act != "gelu" {
             return Err(LmError::Config {
                 path: cfg_path.to_path_buf(),

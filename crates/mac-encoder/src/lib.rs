@@ -7,6 +7,21 @@
 //! (the paper's backbone), behind [`EncoderBackbone`], with padding masked in
 //! every attention. Weights are ordinary trainable Burn parameters; which
 //! layers train is chosen with [`Trainable`].
+//!
+//! ```
+//! use burn::tensor::{Bool, Int, Tensor, TensorData};
+//! use mac_encoder::{EncoderBackbone, Trainable};
+//!
+//! let device = mac_device::select("flex").unwrap();
+//! // The tiny random BERT the parity tests use (MiniLM loads the same way).
+//! let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-bert");
+//! let encoder = EncoderBackbone::load(dir, &device, Trainable::None)?;
+//! let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 5, 7, 2], [1, 4]), &device);
+//! let valid = Tensor::<2, Bool>::from_data(TensorData::new(vec![true, true, true, false], [1, 4]), &device);
+//! let hidden = encoder.forward(ids, valid); // [B, T, d]; the padding is masked
+//! assert_eq!(hidden.dims(), [1, 4, encoder.hidden_size()]);
+//! # Ok::<(), mac_lm::LmError>(())
+//! ```
 
 pub mod backbone;
 pub mod bert;

@@ -103,12 +103,7 @@ impl T5Config {
     /// The configuration in a parsed `config.json` (read from `cfg_path`,
     /// which errors name), checked.
     pub fn from_json(cfg_path: &Path, json: &serde_json::Value) -> Result<Self> {
-        let config: T5Config =
-            serde_json::from_value(json.clone()).map_err(|e| LmError::Config {
-                path: cfg_path.to_path_buf(),
-                key: e.to_string().split('`').nth(1).unwrap_or("?").to_string(),
-                reason: e.to_string(),
-            })?;
+        let config: T5Config = crate::backbone::config_from_json(cfg_path, json)?;
         if !matches!(config.feed_forward_proj.as_str(), "relu" | "gated-gelu") {
             return Err(LmError::Config {
                 path: cfg_path.to_path_buf(),
