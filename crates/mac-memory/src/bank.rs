@@ -10,7 +10,7 @@ use crate::error::{io, BankError, Result};
 use crate::manifest::{
     segment_name, BankShape, Manifest, ManifestWrite, SegmentInfo, FORMAT_NAME, MANIFEST,
 };
-use crate::record::{self, Header, FIXED_BODY};
+use crate::record::{self, Header};
 use crate::segment;
 use crate::FORMAT_VERSION;
 

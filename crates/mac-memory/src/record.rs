@@ -63,6 +63,38 @@ impl Header {
     }
 }
 
+/// The variable-length fields of a record body.
+pub(crate) struct Fields<'b> {
+    pub source: &'b [u8],
+    pub text: &'b [u8],
+    pub modulation: &'b [u8],
+    pub key: &'b [u8],
+}
+
+impl Header {
+    /// The fields of `body` (this header's record) with modulations of
+    /// `numel` floats; the key is the rest. The lengths must already have
+    /// been checked against the body ([`Self::body_len`]).
+    pub fn fields<'b>(&self, body: &'b [u8], numel: usize) -> Fields<'b> {
+        let t0 = FIXED_BODY + self.source_len as usize;
+        let m0 = t0 + self.text_len as usize;
+        let k0 = m0 + 4 * numel;
+        Fields {
+            source: &body[FIXED_BODY..t0],
+            text: &body[t0..m0],
+            modulation: &body[m0..k0],
+            key: &body[k0..],
+        }
+    }
+}
+
+/// Little-endian f32s.
+pub(crate) fn floats(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
 /// Body length of a record with these field sizes, if it fits the format's
 /// u32 length field (checked arithmetic: sizes come from files and inputs).
 pub(crate) fn body_len(

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use crate::bank::{AppendOutcome, MemoryBank, NewEntry};
 use crate::error::{io, BankError, Result};
 use crate::manifest::{segment_name, BankShape, Manifest, MANIFEST};
-use crate::record::{Header, FIXED_BODY, FRAME, MAGIC};
+use crate::record::{floats, Header, FIXED_BODY, FRAME, MAGIC};
 
 /// A stretch of a damaged bank that was not copied, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,19 +74,19 @@ fn record_at(
         .checked_add(FRAME)
         .filter(|&t| t <= bytes.len())
         .ok_or("runs past the end of the file")?;
-    let floats = body_len
+    let n_floats = body_len
         .checked_sub(FIXED_BODY + h.source_len as usize + h.text_len as usize)
         .filter(|f| f % 4 == 0)
         .ok_or("header lengths are inconsistent")?
         / 4;
     let numel = (h.n as usize)
         .checked_mul(h.d as usize)
-        .filter(|&n| n <= floats)
+        .filter(|&n| n <= n_floats)
         .ok_or("header lengths are inconsistent")?;
     let shape_here = BankShape {
         n_tokens: h.n as usize,
         d_mod: h.d as usize,
-        key_dim: floats - numel,
+        key_dim: n_floats - numel,
     };
     if shape.is_some_and(|s| s != shape_here) || shape_here.n_tokens == 0 || shape_here.d_mod == 0 {
         return Err(format!(
@@ -99,24 +99,17 @@ fn record_at(
     if crc32fast::hash(body) != crc {
         return Err(format!("checksum mismatch (entry {})", h.id));
     }
-    let t0 = FIXED_BODY + h.source_len as usize;
-    let m0 = t0 + h.text_len as usize;
     let text = |b: &[u8]| {
         String::from_utf8(b.to_vec()).map_err(|_| format!("entry {} holds invalid UTF-8", h.id))
     };
-    let to_floats = |b: &[u8]| -> Vec<f32> {
-        b.chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect()
-    };
-    let k0 = m0 + 4 * numel;
+    let f = h.fields(body, numel);
     Ok((
         Found {
             id: h.id,
-            source: text(&body[FIXED_BODY..t0])?,
-            text: text(&body[t0..m0])?,
-            modulation: to_floats(&body[m0..k0]),
-            key: to_floats(&body[k0..]),
+            source: text(f.source)?,
+            text: text(f.text)?,
+            modulation: floats(f.modulation),
+            key: floats(f.key),
         },
         shape_here,
         total,
@@ -257,20 +250,20 @@ pub fn repair(damaged: &Path, out: &Path) -> Result<RepairReport> {
         .map(|m| m.producer.clone())
         .unwrap_or_default();
     let mut bank = MemoryBank::create(out, shape, &producer)?;
-    let mut copied = Vec::new();
     let mut seen_ids = HashSet::new();
-    for chunk in found.chunks(64) {
-        let (fresh, repeated): (Vec<&Found>, Vec<&Found>) =
-            chunk.iter().partition(|f| !seen_ids.contains(&f.id));
-        for f in repeated {
-            dropped.push(Dropped {
-                file: "(records)".into(),
-                offset: 0,
-                bytes: 0,
-                reason: format!("entry {} appears twice; the first copy was kept", f.id),
-            });
-        }
-        let batch: Vec<NewEntry<'_>> = fresh
+    let (fresh, repeated): (Vec<Found>, Vec<Found>) =
+        found.into_iter().partition(|f| seen_ids.insert(f.id));
+    for f in repeated {
+        dropped.push(Dropped {
+            file: "(records)".into(),
+            offset: 0,
+            bytes: 0,
+            reason: format!("entry {} appears twice; the first copy was kept", f.id),
+        });
+    }
+    let mut copied = Vec::new();
+    for chunk in fresh.chunks(64) {
+        let batch: Vec<NewEntry<'_>> = chunk
             .iter()
             .map(|f| NewEntry {
                 source: &f.source,
@@ -280,8 +273,7 @@ pub fn repair(damaged: &Path, out: &Path) -> Result<RepairReport> {
             })
             .collect();
         let outcomes = bank.append_batch(&batch)?;
-        for (f, outcome) in fresh.iter().zip(outcomes) {
-            seen_ids.insert(f.id);
+        for (f, outcome) in chunk.iter().zip(outcomes) {
             match outcome {
                 AppendOutcome::Stored(new_id) => copied.push((f.id, new_id)),
                 AppendOutcome::Duplicate(kept) => dropped.push(Dropped {

@@ -2,6 +2,7 @@
 //! every checksum.
 
 use super::*;
+use crate::record::floats;
 
 impl MemoryBank {
     fn read_body(&self, m: &EntryMeta) -> Result<Vec<u8>> {
@@ -34,10 +35,7 @@ impl MemoryBank {
         })?;
         let body = self.read_body(m)?;
         let h = Header::parse(&body).expect("checked at open");
-        let s0 = FIXED_BODY;
-        let t0 = s0 + h.source_len as usize;
-        let m0 = t0 + h.text_len as usize;
-        let (modulation, key) = self.payload(&body);
+        let f = h.fields(&body, self.shape().numel());
         let path = || self.dir.join(&self.manifest.segments[m.segment].file);
         let utf8 = |b: &[u8]| {
             String::from_utf8(b.to_vec()).map_err(|_| BankError::Corrupt {
@@ -48,18 +46,11 @@ impl MemoryBank {
         Ok(StoredEntry {
             id: h.id,
             time_ms: h.time_ms,
-            source: utf8(&body[s0..t0])?,
-            text: utf8(&body[t0..m0])?,
-            modulation: floats(modulation),
-            key: floats(key),
+            source: utf8(f.source)?,
+            text: utf8(f.text)?,
+            modulation: floats(f.modulation),
+            key: floats(f.key),
         })
-    }
-
-    /// A record body's modulation and key bytes (they end the body).
-    fn payload<'b>(&self, body: &'b [u8]) -> (&'b [u8], &'b [u8]) {
-        let (numel, key_dim) = (self.shape().numel(), self.shape().key_dim);
-        let k0 = body.len() - 4 * key_dim;
-        (&body[k0 - 4 * numel..k0], &body[k0..])
     }
 
     /// Modulations of entries `start..start + len`, `[len, n, d]` row-major,
@@ -72,9 +63,11 @@ impl MemoryBank {
         let mut ids = Vec::with_capacity(end - start);
         for m in &self.entries[start..end] {
             let body = self.read_body(m)?;
-            let (modulation, key) = self.payload(&body);
-            data.extend(floats(modulation));
-            keys.extend(floats(key));
+            let f = Header::parse(&body)
+                .expect("checked at open")
+                .fields(&body, numel);
+            data.extend(floats(f.modulation));
+            keys.extend(floats(f.key));
             ids.push(m.id);
         }
         Ok(Chunk {
@@ -125,10 +118,4 @@ impl MemoryBank {
             bytes: self.size_bytes(),
         })
     }
-}
-
-fn floats(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
 }
