@@ -20,14 +20,25 @@ pub enum EncoderBackbone {
 }
 
 /// A Hugging Face encoder directory read once — its `config.json` parsed,
-/// its safetensors memory-mapped, its `tokenizer.json` parsed — from which
-/// several backbones and tokenizers are built (the runtime's document,
-/// question and key encoders) without reading the files again.
+/// its safetensors memory-mapped and its `tokenizer.json` parsed, each when
+/// first needed — from which several backbones and tokenizers are built
+/// (the runtime's document, question and key encoders, the trainer's
+/// encoders and tokenizers) without reading the files again.
 pub struct EncoderFiles {
     dir: PathBuf,
     config: serde_json::Value,
     weights: OnceLock<SafetensorsSource>,
-    tokenizer: Option<EncoderTokenizer>,
+    tokenizer: OnceLock<EncoderTokenizer>,
+}
+
+/// The value in `cell`, made by `make` on the first call (an error is not
+/// kept: the next call tries again).
+fn get_or_try_init<T>(cell: &OnceLock<T>, make: impl FnOnce() -> Result<T>) -> Result<&T> {
+    if let Some(v) = cell.get() {
+        return Ok(v);
+    }
+    let made = make()?;
+    Ok(cell.get_or_init(|| made))
 }
 
 impl std::fmt::Debug for EncoderFiles {
@@ -37,9 +48,9 @@ impl std::fmt::Debug for EncoderFiles {
 }
 
 impl EncoderFiles {
-    /// Reads `dir/config.json` and `dir/tokenizer.json` (when there is
-    /// one); `dir/*.safetensors` are mapped when first needed, so that a
-    /// configuration error comes first.
+    /// Reads `dir/config.json`; `dir/*.safetensors` and `dir/tokenizer.json`
+    /// are read when first needed, so that a configuration error comes
+    /// first and a backbone alone needs no tokenizer.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let cfg_path = dir.join("config.json");
@@ -53,17 +64,11 @@ impl EncoderFiles {
                 key: "(json)".into(),
                 reason: e.to_string(),
             })?;
-        let tok = dir.join("tokenizer.json");
-        let tokenizer = if tok.is_file() {
-            Some(EncoderTokenizer::from_file(&tok, usize::MAX)?)
-        } else {
-            None
-        };
         Ok(Self {
             dir,
             config,
             weights: OnceLock::new(),
-            tokenizer,
+            tokenizer: OnceLock::new(),
         })
     }
 
@@ -84,22 +89,17 @@ impl EncoderFiles {
 
     /// The weights (mapped on the first call).
     pub fn weights(&self) -> Result<&SafetensorsSource> {
-        if let Some(w) = self.weights.get() {
-            return Ok(w);
-        }
-        let opened = SafetensorsSource::open(&self.dir)?;
-        Ok(self.weights.get_or_init(|| opened))
+        get_or_try_init(&self.weights, || SafetensorsSource::open(&self.dir))
     }
 
-    /// The tokenizer, cutting sequences to `max_len` tokens (specials included).
+    /// The tokenizer (read on the first call), cutting sequences to
+    /// `max_len` tokens (specials included).
     pub fn tokenizer(&self, max_len: usize) -> Result<EncoderTokenizer> {
-        match &self.tokenizer {
-            Some(t) => Ok(t.with_max_len(max_len)),
-            None => Err(LmError::Io {
-                path: self.dir.join("tokenizer.json"),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            }),
-        }
+        let path = self.dir.join("tokenizer.json");
+        let t = get_or_try_init(&self.tokenizer, || {
+            EncoderTokenizer::from_file(&path, max_len)
+        })?;
+        Ok(t.with_max_len(max_len))
     }
 }
 

@@ -55,10 +55,9 @@ pub fn read_tokenizer_json(path: &Path) -> Result<Tokenizer> {
         reason,
     };
     let bytes = std::fs::read(path).map_err(|e| LmError::io(path, e))?;
-    serde_json::from_slice::<serde_json::Value>(&bytes)
+    let json = serde_json::from_slice::<serde_json::Value>(&bytes)
         .map_err(|e| err(format!("not valid JSON: {e}")))?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| err(format!("not UTF-8: {e}")))?;
-    let parsed = std::panic::catch_unwind(|| text.parse::<Tokenizer>());
+    let parsed = std::panic::catch_unwind(|| serde_json::from_value::<Tokenizer>(json));
     match parsed {
         Ok(result) => result.map_err(|e| err(e.to_string())),
         Err(_) => Err(err("the tokenizers library could not read this file".into())),

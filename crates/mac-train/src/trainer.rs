@@ -9,7 +9,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
-use mac_encoder::EncoderTokenizer;
+use mac_encoder::{EncoderFiles, EncoderTokenizer};
 use mac_lm::LoadedLm;
 use mac_model::{Checkpoint, MacModel, MacRuntime};
 
@@ -161,6 +161,8 @@ impl Trainer {
             }
         }
         let ad = device.clone().autodiff();
+        // Read once: both encoders and both tokenizers come from it.
+        let encoder_files = EncoderFiles::open(&encoder_dir)?;
         let mut model = {
             // The backend's generator is process-wide: seeding it and drawing
             // the initial weights happen under one lock, so trainers built
@@ -170,7 +172,12 @@ impl Trainer {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             ad.seed(config.seed);
-            let model = MacModel::init(&config.model, &encoder_dir, lm.model.kv_layout(), &ad)?;
+            let model = MacModel::init_from_files(
+                &config.model,
+                &encoder_files,
+                lm.model.kv_layout(),
+                &ad,
+            )?;
             draw_initial_weights(&model);
             model
         };
@@ -190,16 +197,9 @@ impl Trainer {
             )
             .with_context(|| format!("{}: malformed", st.display()))?;
         }
-        let tok = encoder_dir.join("tokenizer.json");
         Ok(Self {
-            document_tokenizer: EncoderTokenizer::from_file(
-                &tok,
-                config.model.max_document_tokens,
-            )?,
-            question_tokenizer: EncoderTokenizer::from_file(
-                &tok,
-                config.model.max_question_tokens,
-            )?,
+            document_tokenizer: encoder_files.tokenizer(config.model.max_document_tokens)?,
+            question_tokenizer: encoder_files.tokenizer(config.model.max_question_tokens)?,
             config,
             run_dir,
             splits,
