@@ -19,16 +19,21 @@ const FUZZED: [&str; 5] = [
     "mac-encoder",
 ];
 
-/// How many fuzz targets (tests) the `fuzz` binaries hold.
-fn count_targets() -> Result<usize> {
+/// `cargo test --test fuzz -p CRATE...` in the workspace root.
+fn fuzz_tests() -> Command {
     let mut cmd = Command::new(cargo());
-    cmd.args(["test", "--test", "fuzz"]);
+    cmd.args(["test", "--test", "fuzz"])
+        .current_dir(workspace_root());
     for krate in FUZZED {
         cmd.args(["-p", krate]);
     }
-    let out = cmd
+    cmd
+}
+
+/// How many fuzz targets (tests) the `fuzz` binaries hold.
+fn count_targets() -> Result<usize> {
+    let out = fuzz_tests()
         .args(["--", "--list"])
-        .current_dir(workspace_root())
         .output()
         .context("listing the fuzz targets")?;
     if !out.status.success() {
@@ -51,16 +56,10 @@ pub(crate) fn fuzz(minutes: f64, seed: Option<u64>, out: Option<&Path>) -> Resul
     }
     let per_target = minutes * 60.0 / targets as f64;
     println!("fuzz: {targets} targets, {per_target:.0} s of random cases each");
-    let mut cmd = Command::new(cargo());
-    cmd.args(["test", "--test", "fuzz"]);
-    for krate in FUZZED {
-        cmd.args(["-p", krate]);
-    }
-    let output = cmd
+    let output = fuzz_tests()
         .args(["--", "--nocapture", "--test-threads", "1"])
         .env("MAC_FUZZ_SECONDS", format!("{per_target}"))
         .envs(seed.map(|s| ("MAC_FUZZ_SEED", s.to_string())))
-        .current_dir(workspace_root())
         .output()
         .context("running the fuzz targets")?;
     let stdout = String::from_utf8_lossy(&output.stdout);

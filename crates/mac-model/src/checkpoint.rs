@@ -158,9 +158,11 @@ impl Checkpoint {
         encoder_dir: Option<&Path>,
         device: &Device,
     ) -> Result<MacModel, ModelError> {
+        // Checked before the encoder directory is read: the parameter file
+        // is the checkpoint's own.
         self.check_parameter_file()?;
         let encoder = encoder_dir.unwrap_or(&self.meta.encoder);
-        self.load_model_from(&EncoderFiles::open(encoder)?, device)
+        self.build_and_load(&EncoderFiles::open(encoder)?, device)
     }
 
     /// [`Self::load_model`] over an encoder directory already read.
@@ -170,6 +172,14 @@ impl Checkpoint {
         device: &Device,
     ) -> Result<MacModel, ModelError> {
         self.check_parameter_file()?;
+        self.build_and_load(encoder, device)
+    }
+
+    fn build_and_load(
+        &self,
+        encoder: &EncoderFiles,
+        device: &Device,
+    ) -> Result<MacModel, ModelError> {
         let mut model =
             MacModel::init_from_files(&self.meta.config, encoder, self.meta.layout(), device)?;
         self.load_into(&mut model)?;
