@@ -9,6 +9,8 @@ use mac_lm::{KvCache, LoadedLm, TokenBatch};
 const PROMPT_TOKENS: usize = 128;
 
 fn bench(c: &mut Criterion) {
+    // As the `mac` binary does.
+    mac_device::keep_freed_memory();
     let path = mac_assets::default_lm_path();
     if !path.exists() {
         eprintln!("{} missing: run `cargo xtask fetch`", path.display());

@@ -23,6 +23,8 @@ const LAYOUT: KvLayout = KvLayout {
 };
 
 fn bench(c: &mut Criterion) {
+    // As the `mac` binary does.
+    mac_device::keep_freed_memory();
     let enc = mac_assets::default_encoder_dir();
     if !enc.exists() {
         eprintln!("{} missing: run `cargo xtask fetch`", enc.display());
@@ -59,7 +61,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("aggregate");
     g.sample_size(10);
     let q = Tensor::<3>::random([1, n, d], Distribution::Normal(0.0, 1.0), &device);
-    for n_docs in [100usize, 1000, 10000] {
+    for n_docs in [100usize, 200, 1000, 10000] {
         let docs = Tensor::<4>::random([1, n_docs, n, d], Distribution::Normal(0.0, 1.0), &device);
         g.bench_function(format!("flat_{n_docs}"), |bench| {
             bench.iter(|| {

@@ -14,6 +14,8 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    // As the `mac` binary does.
+    mac_device::keep_freed_memory();
     if !mac_assets::default_lm_path().exists() || !mac_assets::default_encoder_dir().exists() {
         eprintln!("models missing: run `cargo xtask fetch`");
         std::process::exit(1);

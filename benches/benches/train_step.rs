@@ -11,6 +11,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use mac_train::{TrainConfig, Trainer};
 
 fn bench(c: &mut Criterion) {
+    // As the `mac` binary does.
+    mac_device::keep_freed_memory();
     if !mac_assets::default_lm_path().exists() || !mac_assets::default_encoder_dir().exists() {
         eprintln!("models missing: run `cargo xtask fetch`");
         return;

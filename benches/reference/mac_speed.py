@@ -6,7 +6,7 @@
   Linear, 384 -> 384), as mac-model's AmortizationEncoder;
 * aggregate: one question (12 tokens x 384) over N*12 memory tokens through 4
   pre-LayerNorm cross-attention blocks (6 heads x 64, GELU feed-forward 4x),
-  flat, N = 100, 1k, 10k.
+  flat, N = 100, 200, 1k, 10k.
 
 Prints one JSON line with median seconds. Usage:
   python mac_speed.py MINILM_DIR [--threads N] [--reps R]
@@ -84,7 +84,7 @@ with torch.inference_mode():
     blocks = nn.ModuleList([Block(D, 6, 64) for _ in range(4)]).eval()
     norm = nn.LayerNorm(D)
     q = torch.randn(1, N_TOK, D)
-    for n_docs in (100, 1000, 10000):
+    for n_docs in (100, 200, 1000, 10000):
         mem = torch.randn(1, n_docs * N_TOK, D)
 
         def agg():

@@ -19,7 +19,11 @@ With --profile, each part of the step is timed (the same parts as
 mac_train's step profile; wall clock, PyTorch runs eagerly on the CPU) and
 the medians are printed instead.
 
-Usage: python train_step.py GGUF_PATH MINILM_DIR [--threads N] [--reps R] [--profile]
+The LM is a GGUF file or a Hugging Face directory (scripts/device-check.sh
+passes random-weight models of the same shapes); --device cuda runs the step
+on the GPU (timers synchronise it).
+
+Usage: python train_step.py LM MINILM_DIR [--threads N] [--reps R] [--profile] [--device cpu|cuda]
 """
 import argparse, json, os, statistics, time
 
@@ -29,23 +33,37 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BertModel
 from transformers.cache_utils import DynamicCache
 
 ap = argparse.ArgumentParser()
-ap.add_argument("gguf")
+ap.add_argument("lm", help="a GGUF file or a Hugging Face model directory")
 ap.add_argument("minilm")
 ap.add_argument("--threads", type=int, default=os.cpu_count())
 ap.add_argument("--reps", type=int, default=10)
 ap.add_argument("--questions-per-document", type=int, default=3)
 ap.add_argument("--profile", action="store_true")
+ap.add_argument("--device", default="cpu")
 a = ap.parse_args()
+dev = torch.device(a.device)
+
+
+def sync():
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
 N, D, P = 12, 384, 2
 CHANNEL_LAYERS = 12
 
-d, name = os.path.split(os.path.abspath(a.gguf))
-tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
+if os.path.isdir(a.lm):
+    tok = AutoTokenizer.from_pretrained(a.lm)
+    lm = AutoModelForCausalLM.from_pretrained(a.lm, dtype=torch.float32)
+else:
+    d, name = os.path.split(os.path.abspath(a.lm))
+    tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
+    lm = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype=torch.float32)
+lm = lm.to(dev).eval()
 tok.pad_token = tok.pad_token or tok.eos_token
 tok.padding_side = "right"
-lm = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype=torch.float32).eval()
 for p in lm.parameters():
     p.requires_grad_(False)
 L, HKV, DH = lm.config.num_hidden_layers, lm.config.num_key_value_heads, lm.config.hidden_size // lm.config.num_attention_heads
@@ -86,8 +104,10 @@ class Timer:
     def __call__(self, name, f):
         if not self.on:
             return f()
+        sync()
         t = time.perf_counter()
         out = f()
+        sync()
         self.parts[name] = self.parts.get(name, 0.0) + time.perf_counter() - t
         return out
 
@@ -154,8 +174,8 @@ class Mac(nn.Module):
         self.channel_norm = nn.LayerNorm(384)
 
     def encode_documents(self, docs):
-        dt = btok(docs, padding=True, truncation=True, max_length=256, return_tensors="pt")
-        lt = tok(docs, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        dt = btok(docs, padding=True, truncation=True, max_length=256, return_tensors="pt").to(dev)
+        lt = tok(docs, padding=True, truncation=True, max_length=256, return_tensors="pt").to(dev)
         stream = timer("of which: LM-token channel", lambda: residual_stream(lt, CHANNEL_LAYERS))
         lm_states = self.channel_norm(self.channel(stream))
         states = torch.cat([self.doc_enc(**dt).last_hidden_state, lm_states], 1)
@@ -163,7 +183,7 @@ class Mac(nn.Module):
         return self.doc_head(states, pad)  # [8, N, D]
 
     def encode_questions(self, questions):
-        qt = btok(questions, padding=True, truncation=True, max_length=64, return_tensors="pt")
+        qt = btok(questions, padding=True, truncation=True, max_length=64, return_tensors="pt").to(dev)
         return self.q_head(self.q_enc(**qt).last_hidden_state, qt["attention_mask"] == 0)
 
     def prefix(self, docs, questions, doc_of_question):
@@ -214,7 +234,9 @@ for r, ans in enumerate(answers):
     for i in t:
         bag[r, i] += 1.0 / len(t)
 
-model = Mac()
+ids, valid, labels, attn, pos, bag, doc_of_question = (
+    t.to(dev) for t in (ids, valid, labels, attn, pos, bag, doc_of_question))
+model = Mac().to(dev)
 opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-4)
 
 
@@ -235,13 +257,15 @@ def step():
 
 def lm_backward_alone():
     """The frozen LM's backward pass to a leaf prefix of the step's shape."""
-    leaf = lambda: (torch.randn(Q, HKV, P, DH) * 0.02).requires_grad_()
+    leaf = lambda: (torch.randn(Q, HKV, P, DH, device=dev) * 0.02).requires_grad_()
     cache = DynamicCache()
     for l in range(L):
         cache.update(leaf(), leaf(), l)
     out = lm(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache, labels=labels)
+    sync()
     t = time.perf_counter()
     out.loss.backward()
+    sync()
     return time.perf_counter() - t
 
 
@@ -252,14 +276,15 @@ step()
 times, profiles = [], []
 for _ in range(a.reps):
     timer.on, timer.parts = a.profile, {}
-    t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
+    sync()
+    t = time.perf_counter(); step(); sync(); times.append(time.perf_counter() - t)
     if a.profile:
         parts = dict(timer.parts)
         parts["of which: LM backward"] = lm_backward_alone()
         top = [p for p in PARTS if not p.startswith("of which") and p != "other"]
         parts["other"] = max(0.0, times[-1] - sum(parts.get(p, 0.0) for p in top))
         profiles.append(parts)
-result = {"torch": torch.__version__, "threads": a.threads, "train_step_s": statistics.median(times)}
+result = {"torch": torch.__version__, "threads": a.threads, "device": a.device, "train_step_s": statistics.median(times)}
 if a.profile:
     result["total"] = result["train_step_s"]
     result["parts"] = [{"name": p, "seconds": statistics.median(q.get(p, 0.0) for q in profiles)} for p in PARTS]

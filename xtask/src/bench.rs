@@ -151,7 +151,7 @@ pub(crate) fn bench_mac() -> Result<()> {
         ours / theirs
     );
     report.insert("ingest".into(), serde_json::json!({"mac_s": ours, "torch_s": theirs, "docs_per_s": 8.0 / ours, "torch_docs_per_s": 8.0 / theirs}));
-    for n in [100, 1000, 10000] {
+    for n in [100, 200, 1000, 10000] {
         let flat = criterion_median_s("aggregate", &format!("flat_{n}"))?;
         let hier = criterion_median_s("aggregate", &format!("hier_{n}"))?;
         let t = reference[format!("flat_{n}_s")]

@@ -5,7 +5,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Tensor};
-use mac_lm::linear::{linear, linear_layer};
+use mac_lm::linear::{batched_matmul, linear, linear_layer};
 
 mod memory;
 mod selector;
@@ -93,7 +93,7 @@ impl CrossAttentionBlock {
     fn scores(&self, q: Tensor<4>, k: Tensor<4>, bias: Option<Tensor<2>>) -> Tensor<4> {
         let [b, h, n, dh] = q.dims();
         let k_len = k.dims()[2];
-        let scores = q.matmul(k.swap_dims(2, 3)) / (dh as f64).sqrt();
+        let scores = batched_matmul(q, k.swap_dims(2, 3)) / (dh as f64).sqrt();
         match bias {
             Some(bias) => scores + bias.reshape([b, 1, 1, k_len]).expand([b, h, n, k_len]),
             None => scores,
@@ -129,7 +129,7 @@ impl CrossAttentionBlock {
         let (k, v) = self.keys_values(memory);
         let attn = softmax(self.scores(q, k, bias), 3);
         let weights = attn.clone().mean_dim(1).mean_dim(2).reshape([b, k_len]);
-        (self.complete(x, attn.matmul(v)), weights)
+        (self.complete(x, batched_matmul(attn, v)), weights)
     }
 }
 

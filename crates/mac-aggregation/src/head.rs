@@ -5,7 +5,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig};
 use burn::tensor::activation::{softmax, tanh};
 use burn::tensor::{Bool, Device, Tensor};
-use mac_lm::linear::linear;
+use mac_lm::linear::{batched_matmul, linear};
 
 /// Configuration of a [`QueryTokenHead`].
 #[derive(Config, Debug)]
@@ -109,10 +109,10 @@ impl QueryTokenHead {
         let heads = |z: Tensor<3>| z.reshape([b, t, nh, dh]).swap_dims(1, 2);
         let k = heads(linear(states.clone(), self.w_k.val(), None));
         let v = heads(linear(states, self.w_v.val(), None));
-        let scores = q.matmul(k.swap_dims(2, 3)) / (dh as f64).sqrt();
+        let scores = batched_matmul(q, k.swap_dims(2, 3)) / (dh as f64).sqrt();
         let mask = valid.bool_not().reshape([b, 1, 1, t]).expand([b, nh, n, t]);
         let attn = softmax(scores.mask_fill(mask, -1e9), 3);
-        let x = attn.matmul(v).swap_dims(1, 2).reshape([b, n, h]);
+        let x = batched_matmul(attn, v).swap_dims(1, 2).reshape([b, n, h]);
         self.token_mlps(x)
     }
 
@@ -121,10 +121,10 @@ impl QueryTokenHead {
     fn token_mlps(&self, x: Tensor<3>) -> Tensor<3> {
         let xs = x.swap_dims(0, 1); // [n, B, h]
         let hn = self.norm.forward(xs.clone());
-        let y = tanh(hn.matmul(self.w1.val()) + self.b1.val());
-        let y = y.matmul(self.w2.val()) + self.b2.val();
+        let y = tanh(batched_matmul(hn, self.w1.val()) + self.b1.val());
+        let y = batched_matmul(y, self.w2.val()) + self.b2.val();
         let skip = match &self.skip {
-            Some(s) => xs.matmul(s.val()),
+            Some(s) => batched_matmul(xs, s.val()),
             None => xs,
         };
         (y + skip).swap_dims(0, 1)

@@ -245,6 +245,7 @@ fn is_input_error(e: &anyhow::Error) -> bool {
 }
 
 fn main() -> ExitCode {
+    mac_device::keep_freed_memory();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -56,6 +56,27 @@ pub fn default_device() -> Result<Device, String> {
     }
 }
 
+/// Tells the C allocator (glibc's, where it is the one in use) to keep
+/// freed memory for reuse instead of handing it back to the kernel, so that
+/// the CPU backend's tensors, allocated and freed by the thousand, do not
+/// pay a page fault for every new page: the amortization encoder ran about
+/// 20% faster with it and the training step no slower (docs/results.md;
+/// mimalloc, tried instead, made the training step 39% slower). The
+/// process's memory then stays near its peak. Call it once, early in
+/// `main`; elsewhere than glibc it does nothing.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes the allocator's thresholds; glibc
+    // refuses values out of range (and then returns 0, which changes nothing).
+    unsafe {
+        // Blocks up to 32 MiB (glibc's maximum) come from the heap, not mmap.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        // Never trim the heap's top; grow it 256 MiB at a time.
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+    }
+}
+
 /// A short name of the backend a device runs on, for logs and reports.
 pub fn backend_name(device: &Device) -> String {
     let dbg = format!("{device:?}");

@@ -14,6 +14,7 @@ use burn::tensor::module::linear;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use mac_lm::linear::batched_matmul;
 use mac_lm::weights::WeightSource;
 use mac_lm::{LmError, Result};
 
@@ -347,9 +348,11 @@ impl T5Encoder {
             let k = heads(linear(xn.clone(), blk.k.val(), None));
             let v = heads(linear(xn, blk.v.val(), None));
             // T5 does not scale the scores by 1/sqrt(d_kv).
-            let scores = q.matmul(k.swap_dims(2, 3)) + bias.clone();
+            let scores = batched_matmul(q, k.swap_dims(2, 3)) + bias.clone();
             let attn = softmax(scores.mask_fill(mask.clone(), -1e9), 3);
-            let a = attn.matmul(v).swap_dims(1, 2).reshape([b, t, h * dk]);
+            let a = batched_matmul(attn, v)
+                .swap_dims(1, 2)
+                .reshape([b, t, h * dk]);
             x = x + linear(a, blk.o.val(), None);
             let xn = rms_norm(x.clone(), &blk.ff_norm, eps);
             let hidden = match &blk.wi_1 {

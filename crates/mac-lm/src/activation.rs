@@ -41,7 +41,7 @@ pub fn erf(x: f32) -> f32 {
 /// + r` with `|r| ≤ ln2/2`, `e^r` by its Taylor polynomial to degree 7
 /// (relative error below 2e-7), `2^n` written into the exponent bits.
 #[inline]
-fn exp_non_positive(x: f32) -> f32 {
+pub(crate) fn exp_non_positive(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
@@ -55,8 +55,14 @@ fn exp_non_positive(x: f32) -> f32 {
             + r * (0.5
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
-    // Wrapping: no overflow check (n is in [-126, 0]) to keep the loop vectorizable.
-    p * f32::from_bits(((n as i32).wrapping_add(127) as u32).wrapping_shl(23))
+    // 2^n through the same rounding trick: n + 127 (an integer in [1, 127])
+    // sits in the low mantissa bits of ROUND + n + 127, and moves into the
+    // exponent field. No float-to-int conversion (Rust's saturating `as`
+    // compiles to scalar code), so a loop over this function vectorizes.
+    let biased = (n + (127.0 + ROUND))
+        .to_bits()
+        .wrapping_sub(ROUND.to_bits());
+    p * f32::from_bits(biased.wrapping_shl(23))
 }
 
 #[cfg(feature = "blas")]

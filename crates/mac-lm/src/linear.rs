@@ -42,6 +42,43 @@ pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
     a.matmul(b)
 }
 
+/// `a [.., M, K] · b [.., K, N]` → `[.., M, N]` over equal leading
+/// dimensions (attention's `q·kᵀ` and `p·v`), with a gradient for each
+/// operand that requires one. On BLAS, for rank 3 and 4: one `sgemm` per
+/// matrix of the batch, each read in place wherever the batch axes' strides
+/// put it (heads split off a projection, transposed keys, a broadcast
+/// operand), the batch spread over the CPU backend's threads; otherwise
+/// Burn's matmul (which also broadcasts unequal batch axes).
+pub fn batched_matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "blas")]
+    if (3..=4).contains(&D) && blas::serves(&a) && blas::serves(&b) {
+        let (da, db) = (a.dims(), b.dims());
+        if da[..D - 2] == db[..D - 2] && da[D - 1] == db[D - 2] {
+            return blas::matmul(a, b);
+        }
+    }
+    a.matmul(b)
+}
+
+/// One single-threaded `sgemm` on contiguous row-major memory:
+/// `c[m×n] (leading dimension ldc) = alpha · a[m×k] · b[k×n]`, where `a` is
+/// stored transposed (`k × m`) when `ta`, and `b` (`n × k`) when `tb`.
+///
+/// # Panics
+/// When a slice is too short for the matrix it holds.
+#[cfg(feature = "blas")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_slices(
+    (a, ta): (&[f32], bool),
+    (b, tb): (&[f32], bool),
+    c: &mut [f32],
+    ldc: usize,
+    (m, n, k): (usize, usize, usize),
+    alpha: f32,
+) {
+    blas::sgemm_slices((a, ta), (b, tb), c, ldc, (m, n, k), alpha)
+}
+
 /// Whether products on `device` take the BLAS path.
 pub fn accelerated(device: &burn::tensor::Device) -> bool {
     #[cfg(feature = "blas")]
@@ -61,7 +98,7 @@ mod blas {
     use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{binary, Backward, Ops, OpsKind};
-    use burn::backend::flex::{FlexTensor, Layout};
+    use burn::backend::flex::FlexTensor;
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{backend_extension, Autodiff, Backend, DispatchDevice, Flex};
     use burn::tensor::{DType, Device, Shape, Tensor};
@@ -75,11 +112,13 @@ mod blas {
     }
 
     /// Whether `x` is an f32 tensor on the CPU backend.
-    pub(super) fn serves(x: &Tensor<2>) -> bool {
+    pub(super) fn serves<const D: usize>(x: &Tensor<D>) -> bool {
         x.dtype() == DType::F32 && serves_device(&x.device())
     }
 
-    pub(super) fn matmul(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+    /// The product of matrices `[M, K]·[K, N]`, or of batches of them
+    /// (one or two batch axes, equal in both).
+    pub(super) fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
         let out = <burn::backend::Dispatch as BlasMatmul>::blas_matmul(
             a.into_dispatch(),
             b.into_dispatch(),
@@ -90,7 +129,8 @@ mod blas {
     /// The matrix product on BLAS as a backend operation.
     #[backend_extension(Flex, Autodiff)]
     pub trait BlasMatmul: Backend {
-        /// `a [M, K] · b [K, N]`, a gradient for each operand that is tracked.
+        /// `a [M, K] · b [K, N]` (or batches of them over one or two equal
+        /// batch axes), a gradient for each operand that is tracked.
         fn blas_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
     }
 
@@ -158,16 +198,46 @@ mod blas {
     /// Below this many rows (or columns) per thread a product is not split.
     const MIN_PART: usize = 16;
 
-    /// The operands' and the output's memory, shared by the parts of a
-    /// split product (each writes its own rows or columns of `c`).
-    struct Shared {
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
+    /// See [`super::sgemm_slices`].
+    pub(super) fn sgemm_slices(
+        (a, ta): (&[f32], bool),
+        (b, tb): (&[f32], bool),
+        c: &mut [f32],
+        ldc: usize,
+        (m, n, k): (usize, usize, usize),
+        alpha: f32,
+    ) {
+        if m == 0 || n == 0 {
+            return;
+        }
+        assert!(
+            a.len() >= m * k && b.len() >= k * n && ldc >= n && c.len() >= (m - 1) * ldc + n,
+            "sgemm_slices: a slice is shorter than its matrix"
+        );
+        single_threaded_blas();
+        let dim = |d: usize| blasint::try_from(d).expect("matrix dimension fits BLAS");
+        let (lda, ldb) = (if ta { m } else { k }, if tb { k } else { n });
+        // SAFETY: the slices hold the matrices their (transpose, leading
+        // dimension) describe (checked above), and `c` is borrowed mutably.
+        unsafe {
+            cblas_sgemm(
+                ROW_MAJOR,
+                if ta { TRANS } else { NO_TRANS },
+                if tb { TRANS } else { NO_TRANS },
+                dim(m),
+                dim(n),
+                dim(k),
+                alpha,
+                a.as_ptr(),
+                dim(lda.max(1)),
+                b.as_ptr(),
+                dim(ldb.max(1)),
+                0.0,
+                c.as_mut_ptr(),
+                dim(ldc),
+            );
+        }
     }
-    // SAFETY: the parts only read `a` and `b` and write disjoint parts of
-    // `c`, all of which outlive the rayon scope that uses them.
-    unsafe impl Sync for Shared {}
 
     /// Keeps OpenBLAS to the calling thread (set once per process).
     fn single_threaded_blas() {
@@ -197,11 +267,11 @@ mod blas {
         );
     }
 
-    /// How BLAS reads a 2-D operand in place: transposed or not, and its
-    /// leading dimension; `None` when its strides do not describe a
-    /// row- or column-major matrix (broadcast, flipped, or gapped in both).
-    fn operand(layout: &Layout) -> Option<(i32, blasint)> {
-        let (shape, strides) = (layout.shape(), layout.strides());
+    /// How BLAS reads a matrix of `shape` and `strides` (its last two axes)
+    /// in place: transposed or not, and its leading dimension; `None` when
+    /// its strides do not describe a row- or column-major matrix
+    /// (broadcast, flipped, or gapped in both).
+    fn operand(shape: &[usize], strides: &[isize]) -> Option<(i32, blasint)> {
         let (rows, cols) = (shape[0], shape[1]);
         let lead = |stride: isize, inner: usize, outer: usize| -> Option<blasint> {
             let ld = if outer == 1 {
@@ -226,89 +296,203 @@ mod blas {
         None
     }
 
-    /// `x · w` by OpenBLAS `sgemm` on the CPU tensors' memory (strided
-    /// operands read in place, others made contiguous first).
-    fn sgemm(x: &FlexTensor, w: &FlexTensor) -> FlexTensor {
-        let (m, k) = (x.layout().shape()[0], x.layout().shape()[1]);
-        let n = w.layout().shape()[1];
-        assert_eq!(
-            w.layout().shape()[0],
-            k,
-            "blas_matmul: inner dimensions differ"
-        );
-        let mut out = FlexTensor::empty(Shape::from(vec![m, n]), DType::F32);
-        if m == 0 || n == 0 {
-            return out;
-        }
-        if k == 0 {
-            return FlexTensor::zeros(Shape::from(vec![m, n]), DType::F32);
-        }
-        let readable = |t: &FlexTensor| match operand(t.layout()) {
-            Some(op) => (t.clone(), op),
+    /// A matrix operand as BLAS reads it: the tensor (made contiguous when
+    /// its layout is not readable in place), (transpose, leading
+    /// dimension), and the strides of its up to two batch axes (0 for an
+    /// axis it does not have, or broadcasts).
+    fn readable(t: &FlexTensor) -> (FlexTensor, (i32, blasint), [usize; 2]) {
+        let read = |t: &FlexTensor| {
+            let (shape, strides) = (t.layout().shape(), t.layout().strides());
+            let r = shape.len();
+            let op = operand(&shape[r - 2..], &strides[r - 2..])?;
+            let mut batch = [0usize; 2];
+            for (slot, axis) in (0..r - 2).rev().enumerate() {
+                batch[1 - slot] = usize::try_from(strides[axis]).ok()?;
+            }
+            Some((op, batch))
+        };
+        match read(t) {
+            Some((op, batch)) => (t.clone(), op, batch),
             None => {
                 let c = t.to_contiguous();
-                let op = operand(c.layout()).expect("a contiguous matrix has a unit stride");
-                (c, op)
+                let (op, batch) = read(&c).expect("a contiguous tensor is readable");
+                (c, op, batch)
             }
-        };
-        let (x, (ta, lda)) = readable(x);
-        let (w, (tb, ldb)) = readable(w);
+        }
+    }
+
+    /// One matrix product `c = a · b` (`m × k` by `k × n`, `c` contiguous).
+    #[derive(Clone, Copy)]
+    struct Product {
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ta: i32,
+        lda: usize,
+        tb: i32,
+        ldb: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+    }
+    // SAFETY: a product only reads `a` and `b` and writes its own `c`; the
+    // callers keep all three alive, and the `c`s of concurrent products
+    // (or parts of one) are disjoint.
+    unsafe impl Sync for Product {}
+    unsafe impl Send for Product {}
+
+    impl Product {
+        /// Product `i` of a batch: its operands start `a_off` and `b_off`
+        /// elements in, its output `i · m · n`.
+        ///
+        /// # Safety
+        /// Matrix `i` exists at those offsets in all three buffers.
+        unsafe fn nth(&self, i: usize, a_off: usize, b_off: usize) -> Product {
+            Product {
+                a: self.a.add(a_off),
+                b: self.b.add(b_off),
+                c: self.c.add(i * self.m * self.n),
+                ..*self
+            }
+        }
+
+        /// Rows `r0..r0 + rows` and columns `c0..c0 + cols` of `c`, by one
+        /// single-threaded `sgemm`.
+        ///
+        /// # Safety
+        /// The pointers describe the operands (per `ta`, `lda`, `tb`, `ldb`)
+        /// and a contiguous `m × n` output, all alive, and no other thread
+        /// writes this part of `c`.
+        unsafe fn part(&self, r0: usize, rows: usize, c0: usize, cols: usize) {
+            let dim = |d: usize| blasint::try_from(d).expect("matrix dimension fits BLAS");
+            let a_off = if self.ta == NO_TRANS {
+                r0 * self.lda
+            } else {
+                r0
+            };
+            let b_off = if self.tb == NO_TRANS {
+                c0
+            } else {
+                c0 * self.ldb
+            };
+            cblas_sgemm(
+                ROW_MAJOR,
+                self.ta,
+                self.tb,
+                dim(rows),
+                dim(cols),
+                dim(self.k),
+                1.0,
+                self.a.add(a_off),
+                dim(self.lda),
+                self.b.add(b_off),
+                dim(self.ldb),
+                0.0,
+                self.c.add(r0 * self.n + c0),
+                dim(self.n),
+            );
+        }
+
+        /// The whole product, split over the rayon pool (the CPU backend's
+        /// own threads) by rows, or by columns when it has few rows, each
+        /// part one single-threaded `sgemm`: OpenBLAS's own thread pool
+        /// would spin beside rayon's.
+        ///
+        /// # Safety
+        /// As for [`Product::part`], for the whole of `c`.
+        unsafe fn run_split(&self) {
+            let threads = rayon::current_num_threads();
+            let by_rows = self.m >= threads * MIN_PART;
+            let along = if by_rows { self.m } else { self.n };
+            let parts = threads.min(along / MIN_PART).max(1);
+            let per_part = along.div_ceil(parts);
+            rayon::scope(|scope| {
+                for start in (0..along).step_by(per_part) {
+                    let len = per_part.min(along - start);
+                    // SAFETY: the parts cover disjoint rows (or columns) of `c`.
+                    scope.spawn(move |_| unsafe {
+                        if by_rows {
+                            self.part(start, len, 0, self.n)
+                        } else {
+                            self.part(0, self.m, start, len)
+                        }
+                    });
+                }
+            });
+        }
+    }
+
+    /// `x · w` by OpenBLAS `sgemm` on the CPU tensors' memory (strided
+    /// operands read in place, others made contiguous first): `[M, K]·[K,
+    /// N]`, or batches `[G, M, K]·[G, K, N]` and `[G1, G2, M, K]·[G1, G2, K,
+    /// N]` (each batch axis with its own stride, so the heads of an
+    /// attention are read where they lie), whose matrices are spread over
+    /// the threads (each product split on its own when the batch is smaller
+    /// than the pool).
+    fn sgemm(x: &FlexTensor, w: &FlexTensor) -> FlexTensor {
+        let (xs, ws) = (x.layout().shape(), w.layout().shape());
+        let rank = xs.len();
+        assert!(
+            (2..=4).contains(&rank) && ws.len() == rank,
+            "blas_matmul: operands of rank 2 to 4"
+        );
+        let (m, k, n) = (xs[rank - 2], xs[rank - 1], ws[rank - 1]);
+        assert!(
+            ws[rank - 2] == k && xs[..rank - 2] == ws[..rank - 2],
+            "blas_matmul: inner or batch dimensions differ"
+        );
+        // Batch axes as [outer, inner], 1 where absent.
+        let mut dims = [1usize; 2];
+        for (slot, axis) in (0..rank - 2).rev().enumerate() {
+            dims[1 - slot] = xs[axis];
+        }
+        let g = dims[0] * dims[1];
+        let mut out_shape = xs[..rank - 2].to_vec();
+        out_shape.extend([m, n]);
+        if g == 0 || m == 0 || n == 0 {
+            return FlexTensor::empty(Shape::from(out_shape), DType::F32);
+        }
+        if k == 0 {
+            return FlexTensor::zeros(Shape::from(out_shape), DType::F32);
+        }
+        let mut out = FlexTensor::empty(Shape::from(out_shape), DType::F32);
+        let (x, (ta, lda), x_batch) = readable(x);
+        let (w, (tb, ldb), w_batch) = readable(w);
         let a = x.storage::<f32>()[x.layout().start_offset()..].as_ptr();
         let b = w.storage::<f32>()[w.layout().start_offset()..].as_ptr();
         let c = out.storage_mut::<f32>().as_mut_ptr();
-        // The output is split over the rayon pool (the CPU backend's own
-        // threads) by rows, or by columns when it has few rows, each part
-        // one single-threaded `sgemm`: OpenBLAS's own thread pool would spin
-        // beside rayon's.
         single_threaded_blas();
-        let threads = rayon::current_num_threads();
-        let by_rows = m >= threads * MIN_PART;
-        let along = if by_rows { m } else { n };
-        let parts = threads.min(along / MIN_PART).max(1);
-        let per_part = along.div_ceil(parts);
-        let (lda, ldb) = (lda as usize, ldb as usize);
-        // Element offsets of row `i` of `x` and column `j` of `w` in their storage.
-        let x_row = |i: usize| if ta == NO_TRANS { i * lda } else { i };
-        let w_col = |j: usize| if tb == NO_TRANS { j } else { j * ldb };
-        let shared = Shared { a, b, c };
-        rayon::scope(|scope| {
-            for start in (0..along).step_by(per_part) {
-                let len = per_part.min(along - start);
-                let (rows, cols, a_off, b_off, c_off) = if by_rows {
-                    (len, n, x_row(start), 0, start * n)
-                } else {
-                    (m, len, 0, w_col(start), start)
-                };
-                let shared = &shared;
-                scope.spawn(move |_| {
-                    let dim = |d: usize| blasint::try_from(d).expect("matrix dimension fits BLAS");
-                    // SAFETY: the offsets select rows `start..start + len` of
-                    // the `m × k` left operand (or columns of the `k × n`
-                    // right one) within their storage, as described by
-                    // (transpose, leading dimension) from their layouts; the
-                    // parts write disjoint rows (or columns) of the fresh
-                    // contiguous `m × n` output, which outlives the scope.
-                    unsafe {
-                        cblas_sgemm(
-                            ROW_MAJOR,
-                            ta,
-                            tb,
-                            dim(rows),
-                            dim(cols),
-                            dim(k),
-                            1.0,
-                            shared.a.add(a_off),
-                            dim(lda),
-                            shared.b.add(b_off),
-                            dim(ldb),
-                            0.0,
-                            shared.c.add(c_off),
-                            dim(n),
-                        );
-                    }
-                });
+        let first = Product {
+            a,
+            b,
+            c,
+            ta,
+            lda: lda as usize,
+            tb,
+            ldb: ldb as usize,
+            m,
+            n,
+            k,
+        };
+        let offset =
+            |i: usize, strides: [usize; 2]| (i / dims[1]) * strides[0] + (i % dims[1]) * strides[1];
+        // SAFETY: matrix `i` of the batch starts where its operands'
+        // layouts put it (batch indices times batch strides) and `i · m ·
+        // n` into the fresh contiguous output; the products write disjoint
+        // outputs, and every buffer outlives them.
+        let nth = |i: usize| unsafe { first.nth(i, offset(i, x_batch), offset(i, w_batch)) };
+        if g < rayon::current_num_threads() {
+            for i in 0..g {
+                // SAFETY: see `nth`; one product at a time, split over the threads.
+                unsafe { nth(i).run_split() };
             }
-        });
+        } else {
+            use rayon::prelude::*;
+            (0..g).into_par_iter().for_each(|i| {
+                // SAFETY: see `nth`; each thread writes its own matrices.
+                unsafe { nth(i).part(0, m, 0, n) };
+            });
+        }
         out
     }
 }

@@ -137,6 +137,56 @@ fn first_id(v: Option<&serde_json::Value>) -> Option<u32> {
     }
 }
 
+impl LlamaConfig {
+    /// The configuration a Llama-architecture GGUF file's metadata gives
+    /// (`{arch}.block_count`, `.embedding_length`, ...), without reading any
+    /// tensor.
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
+        let path = gguf.path();
+        let arch = gguf.require_str("general.architecture")?;
+        let key = |k: &str| format!("{arch}.{k}");
+        let n_heads = gguf.require_u64(&key("attention.head_count"))? as usize;
+        let hidden = gguf.require_u64(&key("embedding_length"))? as usize;
+        let vocab = match gguf.get(&key("vocab_size")).and_then(|v| v.as_u64()) {
+            Some(v) => v as usize,
+            None => gguf
+                .get("tokenizer.ggml.tokens")
+                .and_then(|v| v.as_array())
+                .map(|a| a.len())
+                .ok_or_else(|| LmError::Config {
+                    path: path.to_path_buf(),
+                    key: key("vocab_size"),
+                    reason: "absent, and no tokenizer.ggml.tokens to count".into(),
+                })?,
+        };
+        Ok(LlamaConfig {
+            vocab_size: vocab,
+            hidden_size: hidden,
+            intermediate_size: gguf.require_u64(&key("feed_forward_length"))? as usize,
+            num_hidden_layers: gguf.require_u64(&key("block_count"))? as usize,
+            num_attention_heads: n_heads,
+            num_key_value_heads: Some(
+                gguf.get(&key("attention.head_count_kv"))
+                    .and_then(|v| v.as_u64())
+                    .map(|v| v as usize)
+                    .unwrap_or(n_heads),
+            ),
+            head_dim: gguf
+                .get(&key("rope.dimension_count"))
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize),
+            rms_norm_eps: gguf.require_f64(&key("attention.layer_norm_rms_epsilon"))?,
+            rope_theta: gguf.get(&key("rope.freq_base")).and_then(|v| v.as_f64()),
+            rope_parameters: None,
+            max_position_embeddings: gguf
+                .get(&key("context_length"))
+                .and_then(|v| v.as_u64())
+                .unwrap_or(2048) as usize,
+            tie_word_embeddings: !gguf.tensors.contains_key("output.weight"),
+        })
+    }
+}
+
 impl LoadedLm {
     /// Loads a GGUF file or a Hugging Face model directory
     /// (`config.json` + `*.safetensors` + `tokenizer.json`) onto `device`.
@@ -199,46 +249,8 @@ impl BaseLm {
                 reason: format!("`{arch}` is not supported in GGUF (llama is)"),
             });
         }
-        let key = |k: &str| format!("{arch}.{k}");
-        let n_heads = gguf.require_u64(&key("attention.head_count"))? as usize;
-        let hidden = gguf.require_u64(&key("embedding_length"))? as usize;
-        let vocab = match gguf.get(&key("vocab_size")).and_then(|v| v.as_u64()) {
-            Some(v) => v as usize,
-            None => gguf
-                .get("tokenizer.ggml.tokens")
-                .and_then(|v| v.as_array())
-                .map(|a| a.len())
-                .ok_or_else(|| LmError::Config {
-                    path: path.to_path_buf(),
-                    key: key("vocab_size"),
-                    reason: "absent, and no tokenizer.ggml.tokens to count".into(),
-                })?,
-        };
-        let config = LlamaConfig {
-            vocab_size: vocab,
-            hidden_size: hidden,
-            intermediate_size: gguf.require_u64(&key("feed_forward_length"))? as usize,
-            num_hidden_layers: gguf.require_u64(&key("block_count"))? as usize,
-            num_attention_heads: n_heads,
-            num_key_value_heads: Some(
-                gguf.get(&key("attention.head_count_kv"))
-                    .and_then(|v| v.as_u64())
-                    .map(|v| v as usize)
-                    .unwrap_or(n_heads),
-            ),
-            head_dim: gguf
-                .get(&key("rope.dimension_count"))
-                .and_then(|v| v.as_u64())
-                .map(|v| v as usize),
-            rms_norm_eps: gguf.require_f64(&key("attention.layer_norm_rms_epsilon"))?,
-            rope_theta: gguf.get(&key("rope.freq_base")).and_then(|v| v.as_f64()),
-            rope_parameters: None,
-            max_position_embeddings: gguf
-                .get(&key("context_length"))
-                .and_then(|v| v.as_u64())
-                .unwrap_or(2048) as usize,
-            tie_word_embeddings: !gguf.tensors.contains_key("output.weight"),
-        };
+        let config = LlamaConfig::from_gguf(gguf)?;
+        let n_heads = config.num_attention_heads;
         let source = GgufLlamaNames {
             gguf,
             n_heads,

@@ -5,7 +5,7 @@
 
 use burn::tensor::activation::softmax;
 use burn::tensor::Tensor;
-use mac_lm::linear::linear;
+use mac_lm::linear::{batched_matmul, linear};
 
 use super::{add, per_token, Aggregation, Aggregator, CrossAttentionBlock};
 
@@ -38,7 +38,7 @@ impl CrossAttentionBlock {
         let mn = self.norm_kv.forward(memory);
         let k = self.shared_heads(mn.clone(), self.w_k.val());
         let v = self.shared_heads(mn, self.w_v.val());
-        let mut scores = q.matmul(k.swap_dims(1, 2)) / (dh as f64).sqrt();
+        let mut scores = batched_matmul(q, k.swap_dims(1, 2)) / (dh as f64).sqrt();
         if let Some(bias) = bias {
             scores = scores
                 + bias
@@ -53,7 +53,9 @@ impl CrossAttentionBlock {
             .mean_dim(0)
             .mean_dim(2)
             .reshape([b, k_len]);
-        let context = attn.matmul(v).reshape([h, b, n, dh]).swap_dims(0, 1);
+        let context = batched_matmul(attn, v)
+            .reshape([h, b, n, dh])
+            .swap_dims(0, 1);
         (self.complete(x, context), weights)
     }
 }

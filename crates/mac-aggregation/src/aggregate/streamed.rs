@@ -4,6 +4,7 @@
 //! (each chunk aggregated into one modulation, then those).
 
 use burn::tensor::Tensor;
+use mac_lm::linear::batched_matmul;
 
 use super::memory::{combine, ChunkReader};
 use super::{add, log_sum_exp, per_token, Aggregation, Aggregator, ChunkedMemory, SimilarityPrior};
@@ -169,7 +170,7 @@ impl Aggregator {
                 state = Some(match state {
                     None => {
                         let p = (scores - chunk_max.clone()).exp();
-                        (chunk_max, p.clone().sum_dim(3), p.matmul(v))
+                        (chunk_max, p.clone().sum_dim(3), batched_matmul(p, v))
                     }
                     Some((max, sum, acc)) => {
                         let new_max = max.clone().max_pair(chunk_max);
@@ -178,7 +179,7 @@ impl Aggregator {
                         (
                             new_max,
                             sum * decay.clone() + p.clone().sum_dim(3),
-                            acc * decay + p.matmul(v),
+                            acc * decay + batched_matmul(p, v),
                         )
                     }
                 });

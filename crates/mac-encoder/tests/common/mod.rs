@@ -7,7 +7,13 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 /// The committed fixtures.
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    // Found from the workspace root, so that benches/tests/device_parity.rs,
+    // which runs these tests in one binary for the GPU check, finds them too.
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("crates/mac-encoder/tests/fixtures"))
+        .find(|dir| dir.is_dir())
+        .expect("the mac-encoder fixtures under an ancestor of this crate")
 }
 
 /// `MAC_TEST_DEVICE` (flex by default).

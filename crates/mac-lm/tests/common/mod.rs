@@ -11,7 +11,13 @@ use mac_lm::weights::{SafetensorsSource, WeightSource};
 
 /// Directory of the committed fixtures.
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    // Found from the workspace root, so that benches/tests/device_parity.rs,
+    // which runs these tests in one binary for the GPU check, finds them too.
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("crates/mac-lm/tests/fixtures"))
+        .find(|dir| dir.is_dir())
+        .expect("the mac-lm fixtures under an ancestor of this crate")
 }
 
 /// The device tests run on: `MAC_TEST_DEVICE` (flex, wgpu, cuda), default flex.
