@@ -8,11 +8,6 @@ use std::path::PathBuf;
 
 use mac_train::{StepProfile, TrainConfig, Trainer};
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
 fn main() {
     // As the `mac` binary does.
     mac_device::keep_freed_memory();
@@ -34,18 +29,9 @@ fn main() {
     let profiles: Vec<StepProfile> = (0..steps)
         .map(|_| trainer.profile_step().expect("profiled step"))
         .collect();
-    let parts: Vec<serde_json::Value> = profiles[0]
-        .parts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let s = median(profiles.iter().map(|q| q.parts[i].seconds).collect());
-            serde_json::json!({"name": p.name, "seconds": s})
-        })
-        .collect();
-    let total = median(profiles.iter().map(|p| p.total).collect());
-    let report =
-        serde_json::json!({"backend": backend, "steps": steps, "total": total, "parts": parts});
+    let profile = StepProfile::median(&profiles).expect("at least one profiled step");
+    let report = serde_json::json!({"backend": backend, "steps": steps, "total": profile.total,
+        "parts": profile.parts});
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));

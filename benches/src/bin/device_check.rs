@@ -101,23 +101,15 @@ fn time_training(
     let profiles: Vec<StepProfile> = (0..profile_steps)
         .map(|_| trainer.profile_step())
         .collect::<std::result::Result<_, _>>()?;
-    let parts: Vec<serde_json::Value> = match profiles.first() {
-        Some(first) => first
-            .parts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let s = median(profiles.iter().map(|q| q.parts[i].seconds).collect());
-                serde_json::json!({"name": p.name, "seconds": s})
-            })
-            .collect(),
-        None => Vec::new(),
-    };
-    let total = median(profiles.iter().map(|p| p.total).collect());
+    let profile = StepProfile::median(&profiles);
     Ok(serde_json::json!({
         "load_s": load_s,
         "train_step_s": step_s,
-        "profile": {"steps": profile_steps, "total": total, "parts": parts},
+        "profile": {
+            "steps": profile_steps,
+            "total": profile.as_ref().map(|p| p.total),
+            "parts": profile.map(|p| p.parts).unwrap_or_default(),
+        },
     }))
 }
 

@@ -155,31 +155,45 @@ fn gradients_reach_every_copy_parameter() {
 fn hard_attention_copies_exactly_and_still_trains() {
     let device = device().autodiff();
     let (d, t, k, dq, p, dk) = (8, 5, 3, 6, 2, 4);
-    let head = CopyHeadConfig::new(d, k, dk).with_hard(true).init(&device);
     let reader = CopyReaderConfig::new(dq, dk, d, p)
         .with_hard(true)
         .with_format_tokens(1)
         .init(&device);
-    let context = Tensor::<3>::random([1, t, d], Distribution::Normal(0.0, 1.0), &device);
-    let embeddings = Tensor::<3>::random([1, t, d], Distribution::Normal(0.0, 1.0), &device);
-    let valid = Tensor::<2, Bool>::from_data(TensorData::new(vec![true; t], [1, t]), &device);
-    let slots = head.forward(context, embeddings.clone(), valid);
-    let emb: Vec<f32> = embeddings.clone().try_to_vec_as::<f32>().unwrap();
     let is_a_row = |v: &[f32], rows: &[f32]| {
         rows.chunks(v.len())
             .any(|r| r.iter().zip(v).all(|(a, b)| (a - b).abs() < 1e-5))
     };
-    let stored: Vec<f32> = slots
-        .clone()
-        .narrow(2, dk, d)
-        .try_to_vec_as::<f32>()
-        .unwrap();
-    for slot in stored.chunks(d) {
-        assert!(
-            is_a_row(slot, &emb),
-            "a slot is not one token's embedding: {slot:?}"
-        );
-    }
+    // A random head can copy the same token into every slot (about one draw
+    // in twenty here); the reader's attention then cannot matter and its
+    // queries rightly get no gradient. Draw until two slots differ.
+    let (head, slots, emb) = (0..100)
+        .find_map(|_| {
+            let head = CopyHeadConfig::new(d, k, dk).with_hard(true).init(&device);
+            let context = Tensor::<3>::random([1, t, d], Distribution::Normal(0.0, 1.0), &device);
+            let embeddings =
+                Tensor::<3>::random([1, t, d], Distribution::Normal(0.0, 1.0), &device);
+            let valid =
+                Tensor::<2, Bool>::from_data(TensorData::new(vec![true; t], [1, t]), &device);
+            let slots = head.forward(context, embeddings.clone(), valid);
+            let emb: Vec<f32> = embeddings.try_to_vec_as::<f32>().unwrap();
+            let stored: Vec<f32> = slots
+                .clone()
+                .narrow(2, dk, d)
+                .try_to_vec_as::<f32>()
+                .unwrap();
+            for slot in stored.chunks(d) {
+                assert!(
+                    is_a_row(slot, &emb),
+                    "a slot is not one token's embedding: {slot:?}"
+                );
+            }
+            let first = &stored[..d];
+            stored
+                .chunks(d)
+                .any(|s| s != first)
+                .then_some((head, slots, emb))
+        })
+        .expect("a random head that stores two different tokens");
     let question = Tensor::<3>::random([1, 3, dq], Distribution::Normal(0.0, 1.0), &device);
     let out = reader.read(question, slots, k, None).modulation;
     assert_eq!(

@@ -60,24 +60,8 @@ pub fn batched_matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
     a.matmul(b)
 }
 
-/// One single-threaded `sgemm` on contiguous row-major memory:
-/// `c[m×n] (leading dimension ldc) = alpha · a[m×k] · b[k×n]`, where `a` is
-/// stored transposed (`k × m`) when `ta`, and `b` (`n × k`) when `tb`.
-///
-/// # Panics
-/// When a slice is too short for the matrix it holds.
 #[cfg(feature = "blas")]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn sgemm_slices(
-    (a, ta): (&[f32], bool),
-    (b, tb): (&[f32], bool),
-    c: &mut [f32],
-    ldc: usize,
-    (m, n, k): (usize, usize, usize),
-    alpha: f32,
-) {
-    blas::sgemm_slices((a, ta), (b, tb), c, ldc, (m, n, k), alpha)
-}
+pub(crate) use blas::sgemm_slices;
 
 /// Whether products on `device` take the BLAS path.
 pub fn accelerated(device: &burn::tensor::Device) -> bool {
@@ -198,8 +182,14 @@ mod blas {
     /// Below this many rows (or columns) per thread a product is not split.
     const MIN_PART: usize = 16;
 
-    /// See [`super::sgemm_slices`].
-    pub(super) fn sgemm_slices(
+    /// One single-threaded `sgemm` on contiguous row-major memory:
+    /// `c[m×n] (leading dimension ldc) = alpha · a[m×k] · b[k×n]`, where
+    /// `a` is stored transposed (`k × m`) when `ta`, and `b` (`n × k`)
+    /// when `tb`.
+    ///
+    /// # Panics
+    /// When a slice is too short for the matrix it holds.
+    pub(crate) fn sgemm_slices(
         (a, ta): (&[f32], bool),
         (b, tb): (&[f32], bool),
         c: &mut [f32],

@@ -104,6 +104,36 @@ pub struct StepProfile {
     pub parts: Vec<StepPart>,
 }
 
+impl StepProfile {
+    /// The median of several profiles of the same step, total and part by
+    /// part (the parts as the first profile names them); `None` for none.
+    pub fn median(profiles: &[StepProfile]) -> Option<StepProfile> {
+        let median = |mut xs: Vec<f64>| {
+            xs.sort_by(f64::total_cmp);
+            xs[xs.len() / 2]
+        };
+        let first = profiles.first()?;
+        let parts = first
+            .parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| StepPart {
+                name: p.name.clone(),
+                seconds: median(
+                    profiles
+                        .iter()
+                        .filter_map(|q| q.parts.get(i).map(|r| r.seconds))
+                        .collect(),
+                ),
+            })
+            .collect();
+        Some(StepProfile {
+            total: median(profiles.iter().map(|p| p.total).collect()),
+            parts,
+        })
+    }
+}
+
 impl Trainer {
     /// Runs one optimizer step (advancing the run, as [`Trainer::train_step`])
     /// with every part timed, then times the LM-token channel and the LM's
