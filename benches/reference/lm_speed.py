@@ -10,7 +10,8 @@ Usage: python lm_speed.py LM [--threads N] [--device cpu|cuda]
 """
 import argparse, json, os, statistics, time
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from load_lm import load_lm, synchronizer
 
 ap = argparse.ArgumentParser()
 ap.add_argument("lm", help="a GGUF file or a Hugging Face model directory")
@@ -20,21 +21,10 @@ ap.add_argument("--device", default="cpu")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 dev = torch.device(a.device)
-if os.path.isdir(a.lm):
-    tok = AutoTokenizer.from_pretrained(a.lm)
-    model = AutoModelForCausalLM.from_pretrained(a.lm, dtype=torch.float32)
-else:
-    d, name = os.path.split(os.path.abspath(a.lm))
-    tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype=torch.float32)
-model = model.to(dev).eval()
+sync = synchronizer(dev)
+tok, model = load_lm(a.lm, dev)
 ids = tok.encode("The history of the printing press begins in Mainz. " * 20, add_special_tokens=False)[:128]
 x = torch.tensor([ids], device=dev)
-
-
-def sync():
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def timed(fn):

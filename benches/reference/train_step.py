@@ -29,8 +29,10 @@ import argparse, json, os, statistics, time
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, BertModel
+from transformers import AutoTokenizer, BertModel
 from transformers.cache_utils import DynamicCache
+
+from load_lm import load_lm, synchronizer
 
 ap = argparse.ArgumentParser()
 ap.add_argument("lm", help="a GGUF file or a Hugging Face model directory")
@@ -42,26 +44,14 @@ ap.add_argument("--profile", action="store_true")
 ap.add_argument("--device", default="cpu")
 a = ap.parse_args()
 dev = torch.device(a.device)
-
-
-def sync():
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-
+sync = synchronizer(dev)
 
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
 N, D, P = 12, 384, 2
 CHANNEL_LAYERS = 12
 
-if os.path.isdir(a.lm):
-    tok = AutoTokenizer.from_pretrained(a.lm)
-    lm = AutoModelForCausalLM.from_pretrained(a.lm, dtype=torch.float32)
-else:
-    d, name = os.path.split(os.path.abspath(a.lm))
-    tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
-    lm = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype=torch.float32)
-lm = lm.to(dev).eval()
+tok, lm = load_lm(a.lm, dev)
 tok.pad_token = tok.pad_token or tok.eos_token
 tok.padding_side = "right"
 for p in lm.parameters():

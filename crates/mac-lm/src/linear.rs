@@ -205,28 +205,23 @@ mod blas {
             "sgemm_slices: a slice is shorter than its matrix"
         );
         single_threaded_blas();
-        let dim = |d: usize| blasint::try_from(d).expect("matrix dimension fits BLAS");
-        let (lda, ldb) = (if ta { m } else { k }, if tb { k } else { n });
+        let product = Product {
+            a: a.as_ptr(),
+            b: b.as_ptr(),
+            c: c.as_mut_ptr(),
+            ta: if ta { TRANS } else { NO_TRANS },
+            lda: if ta { m } else { k }.max(1),
+            tb: if tb { TRANS } else { NO_TRANS },
+            ldb: if tb { k } else { n }.max(1),
+            ldc,
+            m,
+            n,
+            k,
+            alpha,
+        };
         // SAFETY: the slices hold the matrices their (transpose, leading
         // dimension) describe (checked above), and `c` is borrowed mutably.
-        unsafe {
-            cblas_sgemm(
-                ROW_MAJOR,
-                if ta { TRANS } else { NO_TRANS },
-                if tb { TRANS } else { NO_TRANS },
-                dim(m),
-                dim(n),
-                dim(k),
-                alpha,
-                a.as_ptr(),
-                dim(lda.max(1)),
-                b.as_ptr(),
-                dim(ldb.max(1)),
-                0.0,
-                c.as_mut_ptr(),
-                dim(ldc),
-            );
-        }
+        unsafe { product.part(0, m, 0, n) }
     }
 
     /// Keeps OpenBLAS to the calling thread (set once per process).
@@ -286,6 +281,17 @@ mod blas {
         None
     }
 
+    /// The sizes (or strides) of up to two batch axes as `[outer, inner]`,
+    /// `absent` for an axis the tensor does not have.
+    fn batch_axes<T: Copy>(axes: &[T], absent: T) -> [T; 2] {
+        match *axes {
+            [] => [absent, absent],
+            [inner] => [absent, inner],
+            [outer, inner] => [outer, inner],
+            _ => panic!("blas_matmul: at most two batch axes"),
+        }
+    }
+
     /// A matrix operand as BLAS reads it: the tensor (made contiguous when
     /// its layout is not readable in place), (transpose, leading
     /// dimension), and the strides of its up to two batch axes (0 for an
@@ -295,11 +301,11 @@ mod blas {
             let (shape, strides) = (t.layout().shape(), t.layout().strides());
             let r = shape.len();
             let op = operand(&shape[r - 2..], &strides[r - 2..])?;
-            let mut batch = [0usize; 2];
-            for (slot, axis) in (0..r - 2).rev().enumerate() {
-                batch[1 - slot] = usize::try_from(strides[axis]).ok()?;
-            }
-            Some((op, batch))
+            let [outer, inner] = batch_axes(&strides[..r - 2], 0);
+            Some((
+                op,
+                [usize::try_from(outer).ok()?, usize::try_from(inner).ok()?],
+            ))
         };
         match read(t) {
             Some((op, batch)) => (t.clone(), op, batch),
@@ -321,9 +327,12 @@ mod blas {
         lda: usize,
         tb: i32,
         ldb: usize,
+        /// Leading dimension of `c` (`n` for a contiguous output).
+        ldc: usize,
         m: usize,
         n: usize,
         k: usize,
+        alpha: f32,
     }
     // SAFETY: a product only reads `a` and `b` and writes its own `c`; the
     // callers keep all three alive, and the `c`s of concurrent products
@@ -351,8 +360,8 @@ mod blas {
         ///
         /// # Safety
         /// The pointers describe the operands (per `ta`, `lda`, `tb`, `ldb`)
-        /// and a contiguous `m × n` output, all alive, and no other thread
-        /// writes this part of `c`.
+        /// and an `m × n` output of leading dimension `ldc`, all alive, and
+        /// no other thread writes this part of `c`.
         unsafe fn part(&self, r0: usize, rows: usize, c0: usize, cols: usize) {
             let dim = |d: usize| blasint::try_from(d).expect("matrix dimension fits BLAS");
             let a_off = if self.ta == NO_TRANS {
@@ -372,14 +381,14 @@ mod blas {
                 dim(rows),
                 dim(cols),
                 dim(self.k),
-                1.0,
+                self.alpha,
                 self.a.add(a_off),
                 dim(self.lda),
                 self.b.add(b_off),
                 dim(self.ldb),
                 0.0,
-                self.c.add(r0 * self.n + c0),
-                dim(self.n),
+                self.c.add(r0 * self.ldc + c0),
+                dim(self.ldc),
             );
         }
 
@@ -431,11 +440,7 @@ mod blas {
             ws[rank - 2] == k && xs[..rank - 2] == ws[..rank - 2],
             "blas_matmul: inner or batch dimensions differ"
         );
-        // Batch axes as [outer, inner], 1 where absent.
-        let mut dims = [1usize; 2];
-        for (slot, axis) in (0..rank - 2).rev().enumerate() {
-            dims[1 - slot] = xs[axis];
-        }
+        let dims = batch_axes(&xs[..rank - 2], 1);
         let g = dims[0] * dims[1];
         let mut out_shape = xs[..rank - 2].to_vec();
         out_shape.extend([m, n]);
@@ -460,9 +465,11 @@ mod blas {
             lda: lda as usize,
             tb,
             ldb: ldb as usize,
+            ldc: n,
             m,
             n,
             k,
+            alpha: 1.0,
         };
         let offset =
             |i: usize, strides: [usize; 2]| (i / dims[1]) * strides[0] + (i % dims[1]) * strides[1];
