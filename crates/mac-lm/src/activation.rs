@@ -21,7 +21,7 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 
 /// `erf(x)` by Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7),
 /// branch-free so that a loop over it vectorizes.
-#[inline]
+#[inline(always)]
 pub fn erf(x: f32) -> f32 {
     const P: f32 = 0.327_591_1;
     const A: [f32; 5] = [
@@ -40,7 +40,7 @@ pub fn erf(x: f32) -> f32 {
 /// `e^x` for `x ≤ 0` (inputs below -87 give e^-87), branch-free: `x = n·ln2
 /// + r` with `|r| ≤ ln2/2`, `e^r` by its Taylor polynomial to degree 7
 /// (relative error below 2e-7), `2^n` written into the exponent bits.
-#[inline]
+#[inline(always)]
 pub(crate) fn exp_non_positive(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
@@ -70,6 +70,18 @@ mod cpu {
     use burn::tensor::{DType, Tensor, TensorData};
     use rayon::prelude::*;
 
+    crate::simd::widest! {
+        /// The exact GELU of every value, in place.
+        fn gelu_in_place(values: &mut [f32]) = gelu_in_place_body;
+    }
+
+    #[inline(always)]
+    fn gelu_in_place_body(values: &mut [f32]) {
+        for v in values {
+            *v *= 0.5 * (1.0 + super::erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    }
+
     /// An f32 tensor on the CPU backend that is in no gradient graph.
     pub(super) fn serves<const D: usize>(x: &Tensor<D>) -> bool {
         x.dtype() == DType::F32 && !x.is_tracked() && crate::linear::accelerated(&x.device())
@@ -81,11 +93,7 @@ mod cpu {
             Ok(v) => v,
             Err(_) => return burn::tensor::activation::gelu(x),
         };
-        values.par_chunks_mut(1 << 14).for_each(|chunk| {
-            for v in chunk {
-                *v *= 0.5 * (1.0 + super::erf(*v * std::f32::consts::FRAC_1_SQRT_2));
-            }
-        });
+        values.par_chunks_mut(1 << 14).for_each(gelu_in_place);
         Tensor::from_data(TensorData::new(values, shape), &device)
     }
 }

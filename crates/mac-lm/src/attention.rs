@@ -179,6 +179,7 @@ mod cpu {
     const LANES: usize = 16;
 
     /// The largest value of `xs`.
+    #[inline(always)]
     fn max_of(xs: &[f32]) -> f32 {
         let mut acc = [f32::MIN; LANES];
         let chunks = xs.chunks_exact(LANES);
@@ -194,6 +195,7 @@ mod cpu {
     }
 
     /// The sum of `xs`.
+    #[inline(always)]
     fn sum_of(xs: &[f32]) -> f32 {
         let mut acc = [0.0f32; LANES];
         let chunks = xs.chunks_exact(LANES);
@@ -206,9 +208,14 @@ mod cpu {
         rest.iter().chain(&acc).sum()
     }
 
-    /// The masked softmax of one row of scores, in place: masked entries
-    /// get exactly 0; a row with every entry masked gets uniform weights.
-    fn softmax_row(row: &mut [f32], masked: &[bool]) {
+    crate::simd::widest! {
+        /// The masked softmax of one row of scores, in place: masked entries
+        /// get exactly 0; a row with every entry masked gets uniform weights.
+        fn softmax_row(row: &mut [f32], masked: &[bool]) = softmax_row_body;
+    }
+
+    #[inline(always)]
+    fn softmax_row_body(row: &mut [f32], masked: &[bool]) {
         if masked.iter().all(|&m| m) {
             let uniform = 1.0 / row.len() as f32;
             row.iter_mut().for_each(|x| *x = uniform);

@@ -47,6 +47,26 @@ fn matmul_equals_burns_for_every_layout() {
         ("row slice", r([m + 6, k]).narrow(0, 4, m), r([k, n])),
         ("broadcast rows", r([1, k]).expand([m, k]), r([k, n])),
         ("one row", r([1, k]), r([k, n])),
+        (
+            "one row, transposed weight",
+            r([1, k]),
+            r([n, k]).transpose(),
+        ),
+        (
+            "one row stored as a column",
+            r([k, 1]).transpose(),
+            r([k, n]),
+        ),
+        (
+            "one row, wide sliced weight split by columns",
+            r([1, k]),
+            r([k, 205]).narrow(1, 2, 200),
+        ),
+        (
+            "one row, wide transposed weight split by columns",
+            r([1, k + 3]).narrow(1, 1, k),
+            r([200, k]).transpose(),
+        ),
         ("one column", r([m, k]), r([k, 1])),
         ("few rows, split by columns", r([3, k]), r([k, 101])),
         (
