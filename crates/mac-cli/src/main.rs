@@ -205,6 +205,7 @@ fn run(cli: Cli) -> Result<()> {
                 GenerateOptions {
                     max_new_tokens,
                     stop_at_eos: true,
+                    ..Default::default()
                 },
             )?;
             println!("{}", lm.tokenizer.decode(&out[0])?);

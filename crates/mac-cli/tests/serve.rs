@@ -244,7 +244,23 @@ fn serves_documents_and_answers_like_ask_with_the_openai_client() {
     let answer = client["chat"].as_str().unwrap().to_string();
     assert_eq!(client["streamed"], client["chat"], "{client}");
     assert_eq!(client["completion"], client["chat"], "{client}");
-    assert_eq!(client["finish_reason"], "stop");
+    assert_eq!(client["streamed_completion"], client["chat"], "{client}");
+    // Streamed as it is generated: an answer of several words in pieces.
+    if answer.contains(' ') {
+        assert!(client["stream_pieces"].as_u64().unwrap() >= 2, "{client}");
+    }
+    // `length` when the 16 tokens ran out before the line ended.
+    let finish = client["finish_reason"].as_str().unwrap();
+    assert!(finish == "stop" || finish == "length", "{client}");
+    // max_tokens is honoured: one token, the first of the greedy answer.
+    let one = client["one_token"].as_str().unwrap();
+    assert!(client["one_token_usage"].as_u64().unwrap() <= 1, "{client}");
+    assert!(answer.starts_with(one), "{client}");
+    if !one.is_empty() {
+        assert_eq!(client["one_token_finish_reason"], "length", "{client}");
+    }
+    // Sampling with a seed is reproducible.
+    assert_eq!(client["sampled"][0], client["sampled"][1], "{client}");
     assert_eq!(client["models"], json!(["mac"]));
     assert_eq!(client["unknown_model_status"], 404);
     assert!(client["usage_total"].as_u64().unwrap() > 0);
@@ -367,6 +383,22 @@ fn serves_documents_and_answers_like_ask_with_the_openai_client() {
             "n = 3",
         ),
         (
+            "POST",
+            chat_url,
+            json_ct,
+            br#"{"max_tokens": 0, "messages": [{"role": "user", "content": "q"}]}"#.to_vec(),
+            400,
+            "max_tokens = 0",
+        ),
+        (
+            "POST",
+            "/v1/completions",
+            json_ct,
+            br#"{"temperature": 3, "prompt": "q", "stream": true}"#.to_vec(),
+            400,
+            "temperature = 3",
+        ),
+        (
             "GET",
             "/v1/documents/99",
             json_ct,
@@ -429,7 +461,7 @@ fn serves_documents_and_answers_like_ask_with_the_openai_client() {
     );
     assert!(
         metrics
-            .contains("mac_http_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 2"),
+            .contains("mac_http_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 5"),
         "{metrics}"
     );
 

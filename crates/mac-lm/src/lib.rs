@@ -53,6 +53,8 @@ pub mod llama;
 mod load;
 pub mod model;
 pub mod prefix;
+pub mod sampling;
+mod simd;
 pub mod tokenizer;
 pub mod weights;
 
@@ -61,4 +63,5 @@ pub use cache::KvCache;
 pub use error::{check_config, LmError, Result, MAX_LAYERS};
 pub use model::{BaseLm, GenerateOptions, LoadedLm};
 pub use prefix::{KvLayout, PrefixKv};
+pub use sampling::Sampling;
 pub use tokenizer::TextTokenizer;

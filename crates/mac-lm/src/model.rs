@@ -1,6 +1,6 @@
 //! [`BaseLm`]: one frozen causal LM of either architecture (loaded from a
 //! GGUF file or a Hugging Face directory by the `load` module), with
-//! forward, loss, greedy generation and perplexity.
+//! forward, loss, generation (greedy or sampled) and perplexity.
 
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
@@ -12,6 +12,7 @@ use crate::error::{LmError, Result};
 use crate::gpt2::Gpt2;
 use crate::llama::Llama;
 use crate::prefix::{KvLayout, PrefixKv};
+use crate::sampling::{pick, Sampling};
 use crate::tokenizer::TextTokenizer;
 
 /// A frozen decoder of one of the supported architectures.
@@ -32,13 +33,15 @@ pub struct LoadedLm {
     pub tokenizer: TextTokenizer,
 }
 
-/// Options of greedy decoding.
+/// Options of decoding.
 #[derive(Debug, Clone, Copy)]
 pub struct GenerateOptions {
     /// Most tokens to generate per row.
     pub max_new_tokens: usize,
     /// Stop a row when it produces EOS (the EOS id is not returned).
     pub stop_at_eos: bool,
+    /// How each token is picked (greedy unless set).
+    pub sampling: Sampling,
 }
 
 impl Default for GenerateOptions {
@@ -46,6 +49,7 @@ impl Default for GenerateOptions {
         Self {
             max_new_tokens: 16,
             stop_at_eos: true,
+            sampling: Sampling::GREEDY,
         }
     }
 }
@@ -270,8 +274,9 @@ impl BaseLm {
         Ok((picked * w).sum().neg() / total)
     }
 
-    /// Greedy decoding with a KV cache; returns the new tokens of every prompt
-    /// (without the EOS that stopped it).
+    /// Decoding with a KV cache, every prompt with the same options;
+    /// returns the new tokens of every prompt (without the EOS that
+    /// stopped it).
     pub fn generate(
         &self,
         prompts: &[Vec<u32>],
@@ -280,16 +285,41 @@ impl BaseLm {
         eos_id: u32,
         opts: GenerateOptions,
     ) -> Result<Vec<Vec<u32>>> {
+        let each = vec![opts; prompts.len()];
+        self.generate_each(prompts, &each, prefix, pad_id, eos_id, &mut |_, _| true)
+    }
+
+    /// Decoding with a KV cache, prompt `i` with `opts[i]`, all in one
+    /// batch. `on_token(i, token)` sees every token row `i` keeps, as it
+    /// is generated, and returns whether the row goes on (`false` ends it
+    /// there, as EOS would). Returns the new tokens of every prompt
+    /// (without the EOS that stopped it).
+    pub fn generate_each(
+        &self,
+        prompts: &[Vec<u32>],
+        opts: &[GenerateOptions],
+        prefix: Option<&PrefixKv>,
+        pad_id: u32,
+        eos_id: u32,
+        on_token: &mut dyn FnMut(usize, u32) -> bool,
+    ) -> Result<Vec<Vec<u32>>> {
         if prompts.iter().any(Vec::is_empty) {
             return Err(LmError::Input(
                 "cannot generate from an empty prompt".into(),
             ));
         }
-        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        if longest + opts.max_new_tokens > self.max_positions() {
+        if opts.len() != prompts.len() {
             return Err(LmError::Input(format!(
-                "prompt of {longest} tokens + {} new tokens exceeds the model's {} positions",
-                opts.max_new_tokens,
+                "{} prompts but {} sets of generation options",
+                prompts.len(),
+                opts.len()
+            )));
+        }
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let most_new = opts.iter().map(|o| o.max_new_tokens).max().unwrap_or(0);
+        if longest + most_new > self.max_positions() {
+            return Err(LmError::Input(format!(
+                "prompt of {longest} tokens + {most_new} new tokens exceeds the model's {} positions",
                 self.max_positions()
             )));
         }
@@ -297,20 +327,17 @@ impl BaseLm {
         let mut batch = TokenBatch::padded(prompts, pad_id, Padding::Left)?;
         let b = prompts.len();
         let mut out = vec![Vec::new(); b];
-        let mut done = vec![false; b];
-        for _ in 0..opts.max_new_tokens {
+        let mut done: Vec<bool> = opts.iter().map(|o| o.max_new_tokens == 0).collect();
+        let mut rngs: Vec<_> = opts.iter().map(|o| o.sampling.rng()).collect();
+        while !done.iter().all(|&d| d) {
             let hidden = self.forward_hidden(&batch, prefix, Some(&mut cache))?;
             let t = hidden.dims()[1];
-            let last = hidden.narrow(1, t - 1, 1);
-            let next = self.logits(last).argmax(2).reshape([b]);
-            let next: Vec<i64> = next
-                .try_to_vec_as::<i64>()
-                .map_err(|e| LmError::Input(format!("reading logits: {e:?}")))?;
+            let logits = self.logits(hidden.narrow(1, t - 1, 1));
+            let next = self.pick_tokens(logits, opts, &done, &mut rngs)?;
             let mut ids = Vec::with_capacity(b);
             let mut valid = Vec::with_capacity(b);
             for (row, &tok) in next.iter().enumerate() {
-                let tok = tok as u32;
-                if !done[row] && opts.stop_at_eos && tok == eos_id {
+                if !done[row] && opts[row].stop_at_eos && tok == eos_id {
                     done[row] = true;
                 }
                 if done[row] {
@@ -320,14 +347,51 @@ impl BaseLm {
                     out[row].push(tok);
                     ids.push(vec![tok]);
                     valid.push(vec![true]);
+                    let go_on = on_token(row, tok);
+                    done[row] = !go_on || out[row].len() >= opts[row].max_new_tokens;
                 }
-            }
-            if done.iter().all(|&d| d) {
-                break;
             }
             batch = TokenBatch { ids, valid };
         }
         Ok(out)
+    }
+
+    /// The next token of every row from its last logits `[B, 1, V]`: argmax
+    /// on the device when no live row samples, else each row as its
+    /// [`Sampling`] says (finished rows get token 0, unread).
+    fn pick_tokens(
+        &self,
+        logits: Tensor<3>,
+        opts: &[GenerateOptions],
+        done: &[bool],
+        rngs: &mut [rand_chacha::ChaCha8Rng],
+    ) -> Result<Vec<u32>> {
+        let [b, _, v] = logits.dims();
+        let read = |e| LmError::Input(format!("reading logits: {e:?}"));
+        let sampled = opts
+            .iter()
+            .zip(done)
+            .any(|(o, &d)| !d && !o.sampling.is_greedy());
+        if !sampled {
+            let next = logits
+                .argmax(2)
+                .reshape([b])
+                .try_to_vec_as::<i64>()
+                .map_err(read)?;
+            return Ok(next.into_iter().map(|t| t as u32).collect());
+        }
+        let values = logits.try_to_vec_as::<f32>().map_err(read)?;
+        Ok(values
+            .chunks(v)
+            .zip(opts.iter().zip(done).zip(rngs))
+            .map(|(row, ((o, &d), rng))| {
+                if d {
+                    0
+                } else {
+                    pick(row, &o.sampling, rng) as u32
+                }
+            })
+            .collect())
     }
 
     /// Perplexity of a token sequence, evaluated in non-overlapping windows of

@@ -78,6 +78,7 @@ fn cached_generation_matches_full_forward() {
     let opts = mac_lm::GenerateOptions {
         max_new_tokens: 6,
         stop_at_eos: false,
+        ..Default::default()
     };
     let out = model.generate(&prompts, None, 0, 0, opts).unwrap();
     for (prompt, gen) in prompts.iter().zip(&out) {

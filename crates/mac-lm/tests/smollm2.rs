@@ -75,6 +75,7 @@ fn greedy_paris_and_perplexity_within_two_percent() {
             GenerateOptions {
                 max_new_tokens: 3,
                 stop_at_eos: true,
+                ..Default::default()
             },
         )
         .unwrap();

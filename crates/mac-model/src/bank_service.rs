@@ -7,7 +7,7 @@ use std::path::Path;
 use mac_memory::{AppendOutcome, BankShape, MemoryBank, NewEntry};
 use serde::Serialize;
 
-use crate::{BankReading, MacRuntime, ModelError};
+use crate::{AnswerGeneration, BankReading, MacRuntime, ModelError};
 
 /// Scale of the similarity prior when a bank stores retrieval keys and the
 /// caller does not say otherwise (the evaluation's `mac+prior`): with the
@@ -61,6 +61,10 @@ pub struct SourcedAnswer {
     pub documents: Vec<Attended>,
     /// Entries in the bank the answer was read from.
     pub bank_entries: usize,
+    /// Generation reached its token limit before the first line ended.
+    pub hit_token_limit: bool,
+    /// Tokens generated.
+    pub generated_tokens: usize,
 }
 
 /// How a question reads a bank and what comes back with its answer.
@@ -176,10 +180,26 @@ impl MacRuntime {
         questions: &[&str],
         opts: &AskOptions,
     ) -> Result<Vec<SourcedAnswer>, ModelError> {
+        let generation = vec![AnswerGeneration::default(); questions.len()];
+        self.ask_with(bank, questions, &generation, opts, &mut |_, _| {})
+    }
+
+    /// [`Self::ask`], answer `i` generated as `generation[i]`;
+    /// `on_text(i, so_far)` watches each answer grow (see
+    /// [`crate::generate_answers_each`]).
+    pub fn ask_with(
+        &self,
+        bank: &MemoryBank,
+        questions: &[&str],
+        generation: &[AnswerGeneration],
+        opts: &AskOptions,
+        on_text: &mut dyn FnMut(usize, &str),
+    ) -> Result<Vec<SourcedAnswer>, ModelError> {
         if let Some(i) = questions.iter().position(|q| q.trim().is_empty()) {
             return Err(ModelError::Input(format!("question {i} is empty")));
         }
-        let answers = self.answer_from_bank(questions, bank, &opts.reading(bank))?;
+        let answers =
+            self.answer_from_bank_with(questions, generation, bank, &opts.reading(bank), on_text)?;
         answers
             .into_iter()
             .map(|answer| {
@@ -202,6 +222,8 @@ impl MacRuntime {
                     text: answer.text,
                     documents,
                     bank_entries: bank.len(),
+                    hit_token_limit: answer.hit_token_limit,
+                    generated_tokens: answer.generated_tokens,
                 })
             })
             .collect()

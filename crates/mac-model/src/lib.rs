@@ -14,7 +14,45 @@
 //!   bank and answer from it, with the documents drawn on.
 //! * [`Checkpoint`]: a directory with `mac.json` (configuration and where the
 //!   base LM and encoder weights came from) and `model.bpk` (burnpack).
+//!
+//! ## Ingest, then ask
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::path::Path;
+//! use mac_model::{AnswerGeneration, AskOptions, MacRuntime, NewDocument, Sampling};
+//!
+//! let device = mac_device::select("flex")?;
+//! let checkpoint = Path::new("runs/default/checkpoints/best");
+//! // The LM, both encoders and the trained parameters, each read once.
+//! let runtime = MacRuntime::from_checkpoint(checkpoint, None, None, &device)?;
+//! let mut bank = runtime.open_bank_writer(Path::new("my-bank"))?;
+//! let note = NewDocument {
+//!     source: "note".into(),
+//!     text: "Velra Quellington was born in Port Vessa.".into(),
+//! };
+//! runtime.ingest(&mut bank, &[note], |_| {})?;
+//!
+//! let question = ["Where was Velra Quellington born?"];
+//! // As `mac ask`: greedy, the first line of at most 16 tokens.
+//! let answer = runtime.ask(&bank, &question, &AskOptions::default())?.remove(0);
+//! println!("{} (drew on #{})", answer.text, answer.documents[0].id);
+//!
+//! // Sampled, up to 32 tokens, watching the answer grow (as `mac serve`
+//! // streams it).
+//! let sampled = AnswerGeneration {
+//!     max_tokens: 32,
+//!     sampling: Sampling { temperature: 0.7, top_p: 0.9, seed: 1 },
+//! };
+//! let opts = AskOptions::default();
+//! runtime.ask_with(&bank, &question, &[sampled], &opts, &mut |_, so_far| {
+//!     eprintln!("{so_far}")
+//! })?;
+//! # Ok(())
+//! # }
+//! ```
 
+mod answer;
 mod bank_service;
 mod checkpoint;
 mod copy_mode;
@@ -23,13 +61,15 @@ mod model;
 pub mod prompt;
 mod runtime;
 
+pub use answer::{
+    generate_answers, generate_answers_each, AnswerGeneration, GeneratedAnswer, MAX_ANSWER_TOKENS,
+};
 pub use bank_service::{
     AskOptions, Attended, Ingested, NewDocument, SourcedAnswer, DEFAULT_PRIOR_SCALE,
 };
 pub use checkpoint::{Checkpoint, CheckpointMeta, META_FILE, MODEL_FILE};
 pub use copy_mode::{CopyConfig, CopyPath};
 pub use encoder::{AmortizationEncoder, EncodedText, LmChannelSpec, LmTokenChannel, LmTokens};
+pub use mac_lm::Sampling;
 pub use model::{MacConfig, MacModel, ModelError, ParamSummary};
-pub use runtime::{
-    generate_answers, Amortized, Answer, BankMemory, BankReading, MacRuntime, MAX_ANSWER_TOKENS,
-};
+pub use runtime::{Amortized, Answer, BankMemory, BankReading, MacRuntime};

@@ -6,11 +6,12 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor, TensorData};
 use mac_aggregation::{ChunkedMemory, MemoryChunk, SimilarityPrior};
 use mac_encoder::{Bert, EncoderBackbone, EncoderFiles, EncoderTokenizer, Trainable};
-use mac_lm::{GenerateOptions, LoadedLm, PrefixKv};
+use mac_lm::{LoadedLm, PrefixKv};
 use mac_memory::MemoryBank;
 use serde::{Deserialize, Serialize};
 
-use crate::prompt::{prompt_ids, question_prompt};
+use crate::answer::{generate_answers, generate_answers_each, AnswerGeneration, MAX_ANSWER_TOKENS};
+use crate::prompt::question_prompt;
 use crate::{Checkpoint, EncodedText, MacConfig, MacModel, ModelError};
 
 /// One generated answer.
@@ -20,6 +21,10 @@ pub struct Answer {
     pub text: String,
     /// Attention each document of the bank received (empty without a bank).
     pub doc_weights: Vec<f32>,
+    /// Generation reached its token limit before the first line ended.
+    pub hit_token_limit: bool,
+    /// Tokens generated.
+    pub generated_tokens: usize,
 }
 
 /// The LM, the MAC model and the tokenizers, on one device.
@@ -111,9 +116,6 @@ impl ChunkedMemory for BankMemory<'_> {
         Ok(MemoryChunk { modulations, keys })
     }
 }
-
-/// Decoding limits for answers (reference: at most 16 new tokens).
-pub const MAX_ANSWER_TOKENS: usize = 16;
 
 impl MacRuntime {
     /// Assembles a runtime from parts already loaded; `producer` names the
@@ -294,14 +296,14 @@ impl MacRuntime {
             // Copy mode reads every slot of the memory at once.
             let memory = docs.reshape([1, n_docs * n, d]).expand([b, n_docs * n, d]);
             let agg = self.model.aggregate(q, memory, None);
-            return self.answer_with(questions, agg);
+            return self.answer_with_defaults(questions, agg);
         }
         let docs = docs.unsqueeze_dim::<4>(0).expand([b, n_docs, n, d]);
         let agg = self
             .model
             .aggregator
             .aggregate_hierarchical(q, docs, None, chunk);
-        self.answer_with(questions, agg)
+        self.answer_with_defaults(questions, agg)
     }
 
     /// Answers questions from a memory bank on disk, read `reading.chunk`
@@ -317,6 +319,28 @@ impl MacRuntime {
         bank: &MemoryBank,
         reading: &BankReading,
     ) -> Result<Vec<Answer>, ModelError> {
+        let generation = vec![AnswerGeneration::default(); questions.len()];
+        self.answer_from_bank_with(questions, &generation, bank, reading, &mut |_, _| {})
+    }
+
+    /// [`Self::answer_from_bank`], answer `i` generated as `generation[i]`;
+    /// `on_text(i, so_far)` watches each answer grow (see
+    /// [`generate_answers_each`]).
+    pub fn answer_from_bank_with(
+        &self,
+        questions: &[&str],
+        generation: &[AnswerGeneration],
+        bank: &MemoryBank,
+        reading: &BankReading,
+        on_text: &mut dyn FnMut(usize, &str),
+    ) -> Result<Vec<Answer>, ModelError> {
+        if generation.len() != questions.len() {
+            return Err(ModelError::Input(format!(
+                "{} questions but {} generation settings",
+                questions.len(),
+                generation.len()
+            )));
+        }
         let q = self.encode_questions(questions)?;
         let prior = match reading.prior_scale {
             Some(scale) => Some(SimilarityPrior {
@@ -331,7 +355,7 @@ impl MacRuntime {
         };
         if self.model.copy.is_some() {
             let agg = self.read_whole_bank(q, &memory, prior.as_ref())?;
-            return self.answer_with(questions, agg);
+            return self.answer_with(questions, generation, agg, on_text);
         }
         let aggregator = &self.model.aggregator;
         let agg = if reading.hierarchical {
@@ -345,7 +369,7 @@ impl MacRuntime {
             }
             other => other,
         })?;
-        self.answer_with(questions, agg)
+        self.answer_with(questions, generation, agg, on_text)
     }
 
     /// Copy mode over a whole bank: every entry read (memory O(N)), the
@@ -376,18 +400,36 @@ impl MacRuntime {
         Ok(self.model.aggregate(q, flat, prior_logits))
     }
 
-    fn answer_with(
+    /// [`Self::answer_with`] with the default generation and nobody watching.
+    fn answer_with_defaults(
         &self,
         questions: &[&str],
         agg: mac_aggregation::Aggregation,
     ) -> Result<Vec<Answer>, ModelError> {
+        let generation = vec![AnswerGeneration::default(); questions.len()];
+        self.answer_with(questions, &generation, agg, &mut |_, _| {})
+    }
+
+    fn answer_with(
+        &self,
+        questions: &[&str],
+        generation: &[AnswerGeneration],
+        agg: mac_aggregation::Aggregation,
+        on_text: &mut dyn FnMut(usize, &str),
+    ) -> Result<Vec<Answer>, ModelError> {
         let prefix = self.model.prefix(&self.lm.model, agg.modulation)?;
         let prompts: Vec<String> = questions.iter().map(|q| question_prompt(q)).collect();
-        let texts = self.generate(&prompts, Some(&prefix), MAX_ANSWER_TOKENS)?;
-        Ok(texts
+        let answers =
+            generate_answers_each(&self.lm, &prompts, generation, Some(&prefix), on_text)?;
+        Ok(answers
             .into_iter()
             .zip(agg.doc_weights)
-            .map(|(text, doc_weights)| Answer { text, doc_weights })
+            .map(|(a, doc_weights)| Answer {
+                text: a.text,
+                doc_weights,
+                hit_token_limit: a.hit_token_limit,
+                generated_tokens: a.generated_tokens,
+            })
             .collect())
     }
 
@@ -407,36 +449,4 @@ impl MacRuntime {
         let flat: Vec<f32> = rows.iter().flatten().copied().collect();
         Tensor::from_data(TensorData::new(flat, [rows.len(), n, d]), &self.device)
     }
-}
-
-/// Greedy answers from any loaded LM (first line of each continuation).
-pub fn generate_answers(
-    lm: &LoadedLm,
-    prompts: &[String],
-    prefix: Option<&PrefixKv>,
-    max_new_tokens: usize,
-) -> Result<Vec<String>, ModelError> {
-    let tok = &lm.tokenizer;
-    let ids = prompts
-        .iter()
-        .map(|p| prompt_ids(tok, p))
-        .collect::<Result<Vec<_>, _>>()?;
-    let out = lm.model.generate(
-        &ids,
-        prefix,
-        tok.pad_id,
-        tok.eos_id,
-        GenerateOptions {
-            max_new_tokens,
-            stop_at_eos: true,
-        },
-    )?;
-    out.iter()
-        .map(|o| Ok(first_line(&tok.decode(o)?)))
-        .collect()
-}
-
-/// The answer is the first line of the continuation, trimmed.
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").trim().to_string()
 }

@@ -2,7 +2,7 @@
 //! (chat and text completions) and documents to ingest, with the documented
 //! limits. A request that fails here changes nothing.
 
-use mac_model::NewDocument;
+use mac_model::{AnswerGeneration, NewDocument, Sampling, MAX_ANSWER_TOKENS};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
@@ -22,6 +22,12 @@ pub const MAX_SOURCE_BYTES: usize = 1024;
 pub const MAX_QUESTION_BYTES: usize = 4096;
 /// Most messages in one chat request; above it: 400.
 pub const MAX_MESSAGES: usize = 64;
+/// Most tokens a completion may ask for (`max_tokens`); above it: 400.
+/// Without `max_tokens` an answer has at most
+/// [`mac_model::MAX_ANSWER_TOKENS`].
+pub const MAX_COMPLETION_TOKENS: u64 = 256;
+/// Highest `temperature` accepted (as OpenAI's API).
+pub const MAX_TEMPERATURE: f64 = 2.0;
 
 /// The source recorded for a document sent without one.
 pub const DEFAULT_SOURCE: &str = "http";
@@ -45,9 +51,13 @@ pub fn check_model(requested: Option<&str>, served: &str) -> Result<(), ApiError
     }
 }
 
-/// Fields both completion routes share. Sampling parameters
-/// (`temperature`, `top_p`, ...) are accepted and ignored: answers are
-/// greedy, at most [`mac_model::MAX_ANSWER_TOKENS`] tokens, first line.
+/// Fields both completion routes share. The answer is the first line of
+/// at most `max_tokens` generated tokens ([`mac_model::MAX_ANSWER_TOKENS`]
+/// without it). Unlike OpenAI's API, a request without `temperature` is
+/// answered greedily (temperature 0), so that it equals `mac ask`; with a
+/// temperature above 0, tokens are drawn from the `top_p` nucleus,
+/// reproducibly for a given `seed`. Other sampling parameters
+/// (`presence_penalty`, `stop`, ...) are accepted and ignored.
 #[derive(Debug, Deserialize)]
 pub struct Common {
     /// The model asked for.
@@ -59,6 +69,21 @@ pub struct Common {
     /// Choices asked for: only 1.
     #[serde(default)]
     pub n: Option<u64>,
+    /// Most tokens to generate.
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    /// The chat API's newer name for `max_tokens` (wins when both are given).
+    #[serde(default)]
+    pub max_completion_tokens: Option<u64>,
+    /// 0 (the default here): greedy; up to [`MAX_TEMPERATURE`].
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling's probability mass, in (0, 1]; 1 by default.
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    /// Seed of the draws (a fresh one per request without it).
+    #[serde(default)]
+    pub seed: Option<u64>,
 }
 
 impl Common {
@@ -71,6 +96,40 @@ impl Common {
             ))),
             _ => Ok(()),
         }
+    }
+
+    /// How the answer is generated, checked; `fresh_seed` is the seed of a
+    /// request that names none.
+    pub fn generation(&self, fresh_seed: u64) -> Result<AnswerGeneration, ApiError> {
+        let max_tokens = match self.max_completion_tokens.or(self.max_tokens) {
+            None => MAX_ANSWER_TOKENS,
+            Some(n @ 1..=MAX_COMPLETION_TOKENS) => n as usize,
+            Some(n) => {
+                return Err(ApiError::bad_request(format!(
+                    "max_tokens = {n}: it must be between 1 and {MAX_COMPLETION_TOKENS}"
+                )))
+            }
+        };
+        let temperature = self.temperature.unwrap_or(0.0);
+        if !(0.0..=MAX_TEMPERATURE).contains(&temperature) {
+            return Err(ApiError::bad_request(format!(
+                "temperature = {temperature}: it must be between 0 and {MAX_TEMPERATURE}"
+            )));
+        }
+        let top_p = self.top_p.unwrap_or(1.0);
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return Err(ApiError::bad_request(format!(
+                "top_p = {top_p}: it must be above 0 and at most 1"
+            )));
+        }
+        Ok(AnswerGeneration {
+            max_tokens,
+            sampling: Sampling {
+                temperature: temperature as f32,
+                top_p: top_p as f32,
+                seed: self.seed.unwrap_or(fresh_seed),
+            },
+        })
     }
 }
 
@@ -294,186 +353,4 @@ fn checked(text: String, source: Option<String>, what: &str) -> Result<NewDocume
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::StatusCode;
-
-    fn chat(body: &str) -> Result<String, ApiError> {
-        parse_json::<ChatRequest>(body.as_bytes())?.question()
-    }
-
-    #[test]
-    fn the_last_user_message_is_the_question() {
-        let q = chat(
-            r#"{"model": "mac", "messages": [
-                {"role": "system", "content": "Be brief."},
-                {"role": "user", "content": "first?"},
-                {"role": "assistant", "content": "an answer"},
-                {"role": "user", "content": [{"type": "text", "text": "Where was"}, {"type": "text", "text": "X born?"}]}
-            ], "temperature": 0.2}"#,
-        )
-        .unwrap();
-        assert_eq!(q, "Where was\nX born?");
-    }
-
-    #[test]
-    fn bad_chat_requests_name_the_problem() {
-        let cases = [
-            ("{", StatusCode::BAD_REQUEST, "malformed JSON"),
-            (
-                r#"{"messages": "hi"}"#,
-                StatusCode::BAD_REQUEST,
-                "invalid type",
-            ),
-            (
-                r#"{"model": "m"}"#,
-                StatusCode::BAD_REQUEST,
-                "missing field `messages`",
-            ),
-            (r#"{"messages": []}"#, StatusCode::BAD_REQUEST, "empty"),
-            (
-                r#"{"messages": [{"role": "system", "content": "x"}]}"#,
-                StatusCode::BAD_REQUEST,
-                "no message with role `user`",
-            ),
-            (
-                r#"{"messages": [{"role": "wizard", "content": "x"}]}"#,
-                StatusCode::BAD_REQUEST,
-                "messages[0].role",
-            ),
-            (
-                r#"{"messages": [{"role": "user", "content": 7}]}"#,
-                StatusCode::BAD_REQUEST,
-                "must be a string",
-            ),
-            (
-                r#"{"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}"#,
-                StatusCode::BAD_REQUEST,
-                "only text parts",
-            ),
-            (
-                r#"{"messages": [{"role": "user", "content": "  "}]}"#,
-                StatusCode::BAD_REQUEST,
-                "the question is empty",
-            ),
-        ];
-        for (body, status, needle) in cases {
-            let e = chat(body).unwrap_err();
-            assert_eq!(e.status, status, "{body}: {e:?}");
-            assert!(e.message.contains(needle), "{body}: {}", e.message);
-        }
-        let long = format!(
-            r#"{{"messages": [{{"role": "user", "content": "{}"}}]}}"#,
-            "x".repeat(MAX_QUESTION_BYTES + 1)
-        );
-        assert_eq!(
-            chat(&long).unwrap_err().status,
-            StatusCode::PAYLOAD_TOO_LARGE
-        );
-        let many = format!(
-            r#"{{"messages": [{}]}}"#,
-            vec![r#"{"role": "user", "content": "q"}"#; MAX_MESSAGES + 1].join(",")
-        );
-        assert!(chat(&many).unwrap_err().message.contains("at most"));
-    }
-
-    #[test]
-    fn model_and_n_are_checked() {
-        let req: ChatRequest =
-            parse_json(br#"{"model": "gpt-4", "messages": [{"role": "user", "content": "q"}]}"#)
-                .unwrap();
-        let e = req.common.check("mac").unwrap_err();
-        assert_eq!(
-            (e.status, e.code),
-            (StatusCode::NOT_FOUND, "model_not_found")
-        );
-        let req: ChatRequest =
-            parse_json(br#"{"n": 2, "messages": [{"role": "user", "content": "q"}]}"#).unwrap();
-        assert_eq!(
-            req.common.check("mac").unwrap_err().status,
-            StatusCode::BAD_REQUEST
-        );
-        let req: ChatRequest = parse_json(
-            br#"{"model": "mac", "n": 1, "messages": [{"role": "user", "content": "q"}]}"#,
-        )
-        .unwrap();
-        req.common.check("mac").unwrap();
-    }
-
-    #[test]
-    fn completion_prompts() {
-        let q = |b: &str| parse_json::<CompletionRequest>(b.as_bytes()).and_then(|r| r.question());
-        assert_eq!(q(r#"{"prompt": "Who?"}"#).unwrap(), "Who?");
-        assert_eq!(q(r#"{"prompt": ["Who?"]}"#).unwrap(), "Who?");
-        assert!(q(r#"{"prompt": ["a", "b"]}"#)
-            .unwrap_err()
-            .message
-            .contains("exactly one"));
-        assert!(q(r#"{"prompt": 3}"#).is_err());
-        assert!(q(r#"{}"#).unwrap_err().message.contains("missing"));
-    }
-
-    #[test]
-    fn documents_as_json_text_or_refused() {
-        let docs = parse_documents(
-            Some("application/json; charset=utf-8"),
-            br#"[{"text": "A was born in B.", "source": "feed:1"}, {"text": "C works for D."}]"#,
-        )
-        .unwrap();
-        assert_eq!(docs.len(), 2);
-        assert_eq!(
-            (docs[0].source.as_str(), docs[1].source.as_str()),
-            ("feed:1", DEFAULT_SOURCE)
-        );
-        let one = parse_documents(None, br#"{"text": "E won F."}"#).unwrap();
-        assert_eq!(one[0].text, "E won F.");
-        let plain = parse_documents(Some("text/plain"), "G lives in H.".as_bytes()).unwrap();
-        assert_eq!(plain[0].text, "G lives in H.");
-
-        let bad = |ct: &str, body: &[u8]| parse_documents(Some(ct), body).unwrap_err();
-        let json = "application/json";
-        assert!(bad(json, b"[{\"text\": 1}]")
-            .message
-            .contains("documents[0]"));
-        assert!(bad(json, br#"{"txt": "typo"}"#)
-            .message
-            .contains("unknown field"));
-        assert!(bad(json, br#"[{"text": "ok"}, {"text": " "}]"#)
-            .message
-            .contains("documents[1]: the text is empty"));
-        assert!(bad(json, b"[]").message.contains("empty"));
-        assert!(bad(json, b"\"just a string\"")
-            .message
-            .contains("must be a document"));
-        assert!(bad(json, b"{not json").message.contains("malformed JSON"));
-        assert_eq!(
-            bad("text/plain", b"caf\xe9").status,
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            bad("application/xml", b"<d/>").status,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE
-        );
-        let big = format!(r#"{{"text": "{}"}}"#, "x".repeat(MAX_DOCUMENT_BYTES + 1));
-        assert_eq!(
-            bad(json, big.as_bytes()).status,
-            StatusCode::PAYLOAD_TOO_LARGE
-        );
-        let many = format!(
-            "[{}]",
-            vec![r#"{"text": "t"}"#; MAX_DOCUMENTS_PER_REQUEST + 1].join(",")
-        );
-        assert_eq!(
-            bad(json, many.as_bytes()).status,
-            StatusCode::PAYLOAD_TOO_LARGE
-        );
-        let source = format!(
-            r#"{{"text": "t", "source": "{}"}}"#,
-            "s".repeat(MAX_SOURCE_BYTES + 1)
-        );
-        assert_eq!(
-            bad(json, source.as_bytes()).status,
-            StatusCode::PAYLOAD_TOO_LARGE
-        );
-    }
-}
+mod tests;

@@ -19,6 +19,23 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// The JSON body OpenAI's clients read: `{"error": {message, type, code, param}}`.
+    pub fn body(&self) -> serde_json::Value {
+        let kind = if self.status.is_server_error() {
+            "server_error"
+        } else {
+            "invalid_request_error"
+        };
+        serde_json::json!({
+            "error": {
+                "message": self.message,
+                "type": kind,
+                "code": self.code,
+                "param": null,
+            }
+        })
+    }
+
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
@@ -129,19 +146,6 @@ impl From<BytesRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let kind = if self.status.is_server_error() {
-            "server_error"
-        } else {
-            "invalid_request_error"
-        };
-        let body = serde_json::json!({
-            "error": {
-                "message": self.message,
-                "type": kind,
-                "code": self.code,
-                "param": null,
-            }
-        });
-        (self.status, Json(body)).into_response()
+        (self.status, Json(self.body())).into_response()
     }
 }

@@ -22,6 +22,7 @@
 //! accepting connections and finishes the requests in flight.
 
 pub mod api;
+mod completion;
 mod error;
 mod metrics;
 mod routes;

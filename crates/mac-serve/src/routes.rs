@@ -1,27 +1,25 @@
 //! The HTTP routes and their responses.
 
-use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{MatchedPath, Path as UrlPath, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use mac_memory::AppendOutcome;
-use mac_model::prompt::{continuation_ids, prompt_ids, question_prompt};
-use mac_model::{MacRuntime, SourcedAnswer};
+use mac_model::MacRuntime;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use crate::api::{self, ChatRequest, CompletionRequest, MAX_BODY_BYTES};
+use crate::completion::StreamFormat;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::workers::{AskJob, BankView, IngestJob};
@@ -80,12 +78,6 @@ async fn track(State(st): State<Shared>, req: Request, next: Next) -> Response {
     resp
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 async fn not_found(req: Request) -> ApiError {
     ApiError::not_found(format!(
         "no route {} {}: see /v1/models, /v1/chat/completions, /v1/completions, /v1/documents, /v1/bank, /health, /metrics",
@@ -138,90 +130,34 @@ async fn model(
     Ok(Json(model_object(&st)))
 }
 
-impl AppState {
-    async fn answer(&self, question: String) -> Result<SourcedAnswer, ApiError> {
-        let (reply, answer) = oneshot::channel();
-        self.ask
-            .send(AskJob { question, reply })
-            .map_err(|_| ApiError::unavailable())?;
-        answer
-            .await
-            .map_err(|_| ApiError::internal("the answering worker stopped"))?
-    }
-
-    fn usage(&self, question: &str, answer: &str) -> Value {
-        let tok = &self.runtime.lm.tokenizer;
-        let prompt = prompt_ids(tok, &question_prompt(question)).map_or(0, |t| t.len());
-        let completion = continuation_ids(tok, answer).map_or(0, |t| t.len());
-        json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
-    }
-
-    fn id(&self, prefix: &str) -> String {
-        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        format!("{prefix}-{}-{n}", self.created)
-    }
-}
-
-/// An answered question, with what every completion response carries.
-struct Completion {
-    id: String,
-    created: u64,
-    answer: SourcedAnswer,
-    usage: Value,
-}
-
-impl Completion {
-    /// `v` with the token counts and the `mac` extension field (the
-    /// documents the answer drew on).
-    fn with_usage_and_sources(&self, mut v: Value) -> Value {
-        v["usage"] = self.usage.clone();
-        v["mac"] =
-            json!({"documents": self.answer.documents, "bank_entries": self.answer.bank_entries});
-        v
-    }
-}
-
-impl AppState {
-    /// Answers `question` and names the response (`id_prefix-…`).
-    async fn complete(&self, question: String, id_prefix: &str) -> Result<Completion, ApiError> {
-        let answer = self.answer(question.clone()).await?;
-        Ok(Completion {
-            id: self.id(id_prefix),
-            created: now_secs(),
-            usage: self.usage(&question, &answer.text),
-            answer,
-        })
-    }
-}
-
-fn sse(events: Vec<Value>) -> Response {
-    let events = events
-        .into_iter()
-        .map(|v| Event::default().data(v.to_string()))
-        .chain(std::iter::once(Event::default().data("[DONE]")))
-        .map(Ok::<_, Infallible>);
-    Sse::new(futures_util::stream::iter(events)).into_response()
-}
-
 async fn chat_completions(State(st): State<Shared>, body: Body) -> Result<Response, ApiError> {
     let req: ChatRequest = api::parse_json(&body?)?;
     req.common.check(&st.model_name)?;
-    let c = st.complete(req.question()?, "chatcmpl").await?;
-    let text = &c.answer.text;
-    if req.common.stream {
-        // The answer (at most 16 tokens) is generated whole, then sent as
-        // one content delta between the role chunk and the finishing chunk.
-        let chunk = |delta: Value, finish: Value| {
-            json!({"id": c.id, "object": "chat.completion.chunk", "created": c.created,
-                   "model": st.model_name,
+    let asked = st.request(req.question()?, "chatcmpl");
+    let chunk = {
+        let (id, created, model) = (asked.id.clone(), asked.created, st.model_name.clone());
+        move |delta: Value, finish: Value| {
+            json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}]})
+        }
+    };
+    if req.common.stream {
+        let opening = chunk(json!({"role": "assistant", "content": ""}), Value::Null);
+        let format = StreamFormat {
+            opening: Some(opening),
+            piece: Box::new(move |text, finish| {
+                // The finishing chunk's delta is empty, as OpenAI's.
+                let delta = if text.is_empty() {
+                    json!({})
+                } else {
+                    json!({"content": text})
+                };
+                chunk(delta, finish)
+            }),
         };
-        return Ok(sse(vec![
-            chunk(json!({"role": "assistant", "content": ""}), Value::Null),
-            chunk(json!({"content": text}), Value::Null),
-            c.with_usage_and_sources(chunk(json!({}), json!("stop"))),
-        ]));
+        return st.clone().stream(asked, &req.common, format).await;
     }
+    let c = st.complete(asked, &req.common).await?;
     let full = json!({
         "id": c.id,
         "object": "chat.completion",
@@ -229,8 +165,8 @@ async fn chat_completions(State(st): State<Shared>, body: Body) -> Result<Respon
         "model": st.model_name,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "finish_reason": "stop",
+            "message": {"role": "assistant", "content": c.answer.text},
+            "finish_reason": c.finish_reason(),
             "logprobs": null,
         }],
     });
@@ -240,17 +176,23 @@ async fn chat_completions(State(st): State<Shared>, body: Body) -> Result<Respon
 async fn completions(State(st): State<Shared>, body: Body) -> Result<Response, ApiError> {
     let req: CompletionRequest = api::parse_json(&body?)?;
     req.common.check(&st.model_name)?;
-    let c = st.complete(req.question()?, "cmpl").await?;
-    let body = |text: &str, finish: Value| {
-        json!({"id": c.id, "object": "text_completion", "created": c.created, "model": st.model_name,
-               "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": null}]})
+    let asked = st.request(req.question()?, "cmpl");
+    let body = {
+        let (id, created, model) = (asked.id.clone(), asked.created, st.model_name.clone());
+        move |text: &str, finish: Value| {
+            json!({"id": id, "object": "text_completion", "created": created, "model": model,
+                   "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": null}]})
+        }
     };
-    let text = &c.answer.text;
     if req.common.stream {
-        let last = c.with_usage_and_sources(body("", json!("stop")));
-        return Ok(sse(vec![body(text, Value::Null), last]));
+        let format = StreamFormat {
+            opening: None,
+            piece: Box::new(body),
+        };
+        return st.clone().stream(asked, &req.common, format).await;
     }
-    Ok(Json(c.with_usage_and_sources(body(text, json!("stop")))).into_response())
+    let c = st.complete(asked, &req.common).await?;
+    Ok(Json(c.with_usage_and_sources(body(&c.answer.text, c.finish_reason()))).into_response())
 }
 
 async fn add_documents(

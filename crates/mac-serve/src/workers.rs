@@ -10,7 +10,7 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, RwLock};
 
 use mac_memory::{AppendOutcome, MemoryBank};
-use mac_model::{AskOptions, Ingested, MacRuntime, NewDocument, SourcedAnswer};
+use mac_model::{AnswerGeneration, AskOptions, Ingested, MacRuntime, NewDocument, SourcedAnswer};
 use tokio::sync::oneshot;
 
 use crate::error::ApiError;
@@ -20,6 +20,11 @@ use crate::metrics::Metrics;
 pub struct AskJob {
     /// The question.
     pub question: String,
+    /// How its answer is generated.
+    pub generation: AnswerGeneration,
+    /// Receives the settled answer as it grows (streamed requests); dropped
+    /// once the answer is sent.
+    pub progress: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     /// Where its answer goes.
     pub reply: oneshot::Sender<Result<SourcedAnswer, ApiError>>,
 }
@@ -90,7 +95,15 @@ pub fn run_answerer(
                 return Err(ApiError::empty_bank());
             }
             let questions: Vec<&str> = batch.iter().map(|j| j.question.as_str()).collect();
-            catch_unwind(AssertUnwindSafe(|| rt.ask(&bank, &questions, &opts)))
+            let generation: Vec<AnswerGeneration> = batch.iter().map(|j| j.generation).collect();
+            let mut watch = |i: usize, so_far: &str| {
+                if let Some(progress) = &batch[i].progress {
+                    // A client that left is no reason to stop the others.
+                    let _ = progress.send(so_far.to_string());
+                }
+            };
+            let ask = || rt.ask_with(&bank, &questions, &generation, &opts, &mut watch);
+            catch_unwind(AssertUnwindSafe(ask))
                 .map_err(|p| {
                     ApiError::internal(format!("answering failed: {}", panic_message(&*p)))
                 })?

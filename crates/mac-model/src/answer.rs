@@ -1,0 +1,173 @@
+//! Answers from the frozen LM: a continuation of the question prompt, of at
+//! most so many tokens, greedy or sampled; the answer is its first line,
+//! trimmed. A row stops as soon as its first line is complete, and the
+//! answer so far can be watched as it grows (for streaming).
+
+use mac_lm::{GenerateOptions, LoadedLm, PrefixKv, Sampling};
+
+use crate::prompt::prompt_ids;
+use crate::ModelError;
+
+/// Most tokens of an answer unless a caller asks otherwise (the reference
+/// code's limit).
+pub const MAX_ANSWER_TOKENS: usize = 16;
+
+/// How one answer is generated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AnswerGeneration {
+    /// Most tokens generated; the answer is the first line of them.
+    pub max_tokens: usize,
+    /// How each token is picked (greedy unless set).
+    pub sampling: Sampling,
+}
+
+impl Default for AnswerGeneration {
+    fn default() -> Self {
+        Self {
+            max_tokens: MAX_ANSWER_TOKENS,
+            sampling: Sampling::GREEDY,
+        }
+    }
+}
+
+/// One generated answer and how its generation ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratedAnswer {
+    /// The first line of the continuation, trimmed.
+    pub text: String,
+    /// The continuation reached its token limit before its first line ended
+    /// (or EOS came): the answer may be cut short.
+    pub hit_token_limit: bool,
+    /// Tokens generated (up to the first line's end, without EOS).
+    pub generated_tokens: usize,
+}
+
+/// Greedy answers of at most `max_new_tokens` tokens from any loaded LM
+/// (first line of each continuation).
+pub fn generate_answers(
+    lm: &LoadedLm,
+    prompts: &[String],
+    prefix: Option<&PrefixKv>,
+    max_new_tokens: usize,
+) -> Result<Vec<String>, ModelError> {
+    let generation = vec![
+        AnswerGeneration {
+            max_tokens: max_new_tokens,
+            sampling: Sampling::GREEDY,
+        };
+        prompts.len()
+    ];
+    Ok(
+        generate_answers_each(lm, prompts, &generation, prefix, &mut |_, _| {})?
+            .into_iter()
+            .map(|a| a.text)
+            .collect(),
+    )
+}
+
+/// Answers to `prompts`, prompt `i` generated as `generation[i]`, in one
+/// batch. `on_text(i, so_far)` is called as answer `i` grows, with the part
+/// of it that is settled (always a prefix of the final answer).
+pub fn generate_answers_each(
+    lm: &LoadedLm,
+    prompts: &[String],
+    generation: &[AnswerGeneration],
+    prefix: Option<&PrefixKv>,
+    on_text: &mut dyn FnMut(usize, &str),
+) -> Result<Vec<GeneratedAnswer>, ModelError> {
+    let tok = &lm.tokenizer;
+    let ids = prompts
+        .iter()
+        .map(|p| prompt_ids(tok, p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let opts: Vec<GenerateOptions> = generation
+        .iter()
+        .map(|g| GenerateOptions {
+            max_new_tokens: g.max_tokens,
+            stop_at_eos: true,
+            sampling: g.sampling,
+        })
+        .collect();
+    let mut so_far: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
+    let mut line_ended = vec![false; prompts.len()];
+    let mut decode_error = None;
+    let out = lm.model.generate_each(
+        &ids,
+        &opts,
+        prefix,
+        tok.pad_id,
+        tok.eos_id,
+        &mut |row, token| {
+            so_far[row].push(token);
+            match tok.decode(&so_far[row]) {
+                Ok(text) => {
+                    let (settled, ended) = settled_answer(&text);
+                    on_text(row, settled);
+                    line_ended[row] = ended;
+                    !ended
+                }
+                Err(e) => {
+                    decode_error.get_or_insert(e);
+                    false
+                }
+            }
+        },
+    )?;
+    if let Some(e) = decode_error {
+        return Err(e.into());
+    }
+    out.iter()
+        .zip(generation)
+        .zip(&line_ended)
+        .map(|((tokens, g), &ended)| {
+            Ok(GeneratedAnswer {
+                text: first_line(&tok.decode(tokens)?),
+                hit_token_limit: !ended && tokens.len() >= g.max_tokens,
+                generated_tokens: tokens.len(),
+            })
+        })
+        .collect()
+}
+
+/// The answer is the first line of the continuation, trimmed.
+pub(crate) fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_string()
+}
+
+/// The part of the answer that more tokens cannot change, and whether the
+/// first line is complete: the whole first line once a newline came;
+/// before, the text without the whitespace the final trim may remove and
+/// without a character still being decoded (U+FFFD).
+fn settled_answer(decoded: &str) -> (&str, bool) {
+    if let Some(end) = decoded.find('\n') {
+        return (decoded[..end].trim(), true);
+    }
+    let text = decoded.trim_start();
+    let text = text.trim_end_matches(|c: char| c.is_whitespace() || c == '\u{FFFD}');
+    (text, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_settled_answer_is_a_prefix_of_the_final_one() {
+        let continuation = "  Port Vessa, in the north\nand more";
+        let final_answer = first_line(continuation);
+        assert_eq!(final_answer, "Port Vessa, in the north");
+        for end in 0..=continuation.len() {
+            if !continuation.is_char_boundary(end) {
+                continue;
+            }
+            let (settled, ended) = settled_answer(&continuation[..end]);
+            assert!(final_answer.starts_with(settled), "{end}: {settled:?}");
+            assert_eq!(ended, continuation[..end].contains('\n'));
+        }
+        assert_eq!(settled_answer(continuation), (final_answer.as_str(), true));
+        // A character still being decoded is held back.
+        assert_eq!(settled_answer(" caf\u{FFFD}"), ("caf", false));
+        // A first line that is empty ends the answer at once.
+        assert_eq!(settled_answer("\nlater"), ("", true));
+    }
+}
