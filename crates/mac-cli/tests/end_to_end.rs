@@ -145,6 +145,10 @@ fn train_ingest_ask_eval_and_clear_errors() {
         assert_eq!(r[m]["n_questions"], 2, "{m}: {r}");
         let (em, f1) = (r[m]["em"].as_f64().unwrap(), r[m]["f1"].as_f64().unwrap());
         assert!((0.0..=1.0).contains(&em) && (0.0..=1.0).contains(&f1) && em <= f1 + 1e-9);
+        // The bootstrap interval holds the F1.
+        let ci = &r[m]["f1_ci95"];
+        let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+        assert!(lo <= f1 + 1e-9 && f1 <= hi + 1e-9, "{m}: {ci} vs {f1}");
     }
     assert!(eval_dir.join("predictions.jsonl").is_file());
     // The report re-renders from report.json alone; a directory without one is named.

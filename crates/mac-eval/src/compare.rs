@@ -355,6 +355,7 @@ pub fn compare(
         );
     }
 
+    crate::bootstrap::add_intervals(&mut methods, &preds);
     let path = out_dir.join("predictions-compare.jsonl");
     write_predictions(&path, &preds)?;
     Ok(CompareReport {

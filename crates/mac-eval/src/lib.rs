@@ -15,6 +15,7 @@
 //! split, the question-only baseline (the best fixed answer per question
 //! form: what a model scores without reading anything).
 
+pub mod bootstrap;
 mod compare;
 mod memory;
 mod methods;

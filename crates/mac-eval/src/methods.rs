@@ -24,6 +24,10 @@ pub struct MethodResult {
     pub em: f64,
     /// SQuAD token F1 (0..1).
     pub f1: f64,
+    /// 95% interval of the F1, by the bootstrap over documents
+    /// ([`crate::bootstrap`]); absent in reports written before it.
+    #[serde(default)]
+    pub f1_ci95: Option<[f64; 2]>,
     /// The reference code's prefix match (0..1), for comparison only.
     pub prefix_em: f64,
     /// Questions scored.
@@ -52,6 +56,7 @@ impl MethodResult {
         Self {
             em,
             f1,
+            f1_ci95: None,
             prefix_em,
             n_questions,
             adapt_ms_per_doc,

@@ -442,6 +442,7 @@ pub fn evaluate(
         );
     }
 
+    crate::bootstrap::add_intervals(&mut methods, &preds);
     let pred_path = out_dir.join("predictions.jsonl");
     write_predictions(&pred_path, &preds)?;
     Ok(EvalReport {

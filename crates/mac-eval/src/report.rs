@@ -100,7 +100,7 @@ pub(crate) fn method_table(
     };
     let _ = writeln!(
         s,
-        "| method | EM | F1 |{prefix_head} adapt ms/doc | answer ms/question | peak RSS MiB | storage B/doc |"
+        "| method | EM | F1 [95% interval, bootstrap over documents] |{prefix_head} adapt ms/doc | answer ms/question | peak RSS MiB | storage B/doc |"
     );
     let _ = writeln!(s, "|---|---|---|{prefix_rule}---|---|---|---|");
     for (name, m) in methods {
@@ -109,11 +109,14 @@ pub(crate) fn method_table(
         } else {
             String::new()
         };
+        let f1 = match m.f1_ci95 {
+            Some([lo, hi]) => format!("{:.3} [{lo:.3}, {hi:.3}]", m.f1),
+            None => format!("{:.3}", m.f1),
+        };
         let _ = writeln!(
             s,
-            "| {name} | {:.3} | {:.3} |{prefix} {:.1} | {:.1} | {} | {:.0} |",
+            "| {name} | {:.3} | {f1} |{prefix} {:.1} | {:.1} | {} | {:.0} |",
             m.em,
-            m.f1,
             m.adapt_ms_per_doc,
             m.answer_ms_per_question,
             m.peak_rss_mb
