@@ -54,6 +54,7 @@ mod load;
 pub mod model;
 pub mod prefix;
 pub mod sampling;
+#[cfg(feature = "blas")]
 mod simd;
 pub mod tokenizer;
 pub mod weights;
