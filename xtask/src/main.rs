@@ -163,10 +163,13 @@ pub(crate) fn cargo() -> String {
 }
 
 pub(crate) fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    // `cargo run` (the `cargo xtask` alias) names the checkout it runs in;
+    // the path compiled in is the fallback. Two checkouts sharing one
+    // target directory share this binary, so the run-time one must win.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    Path::new(&manifest_dir).parent().unwrap().to_path_buf()
 }
 
 /// Cargo's target directory (`CARGO_TARGET_DIR`, else `target/`), where
