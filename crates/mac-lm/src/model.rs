@@ -290,10 +290,11 @@ impl BaseLm {
     }
 
     /// Decoding with a KV cache, prompt `i` with `opts[i]`, all in one
-    /// batch. `on_token(i, token)` sees every token row `i` keeps, as it
-    /// is generated, and returns whether the row goes on (`false` ends it
-    /// there, as EOS would). Returns the new tokens of every prompt
-    /// (without the EOS that stopped it).
+    /// batch. `on_token(i, tokens)` is called each time row `i` keeps a
+    /// token, with the row's new tokens so far (that one last), and returns
+    /// whether the row goes on (`false` ends it there, as EOS would).
+    /// Returns the new tokens of every prompt (without the EOS that stopped
+    /// it).
     pub fn generate_each(
         &self,
         prompts: &[Vec<u32>],
@@ -301,7 +302,7 @@ impl BaseLm {
         prefix: Option<&PrefixKv>,
         pad_id: u32,
         eos_id: u32,
-        on_token: &mut dyn FnMut(usize, u32) -> bool,
+        on_token: &mut dyn FnMut(usize, &[u32]) -> bool,
     ) -> Result<Vec<Vec<u32>>> {
         if prompts.iter().any(Vec::is_empty) {
             return Err(LmError::Input(
@@ -347,7 +348,7 @@ impl BaseLm {
                     out[row].push(tok);
                     ids.push(vec![tok]);
                     valid.push(vec![true]);
-                    let go_on = on_token(row, tok);
+                    let go_on = on_token(row, &out[row]);
                     done[row] = !go_on || out[row].len() >= opts[row].max_new_tokens;
                 }
             }

@@ -36,8 +36,10 @@ fn each_row_keeps_its_own_limit_and_early_stop() {
     let opts = [greedy(6), greedy(2), greedy(6)];
     let mut seen: Vec<Vec<u32>> = vec![Vec::new(); 3];
     let out = model
-        .generate_each(&prompts, &opts, None, 0, 0, &mut |row, tok| {
-            seen[row].push(tok);
+        .generate_each(&prompts, &opts, None, 0, 0, &mut |row, tokens| {
+            // The row's tokens so far: what it had, and one more.
+            assert_eq!(tokens[..tokens.len() - 1], seen[row][..], "row {row}");
+            seen[row].push(tokens[tokens.len() - 1]);
             !(row == 2 && seen[row].len() == 3)
         })
         .unwrap();

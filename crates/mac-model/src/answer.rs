@@ -88,8 +88,6 @@ pub fn generate_answers_each(
             sampling: g.sampling,
         })
         .collect();
-    let mut so_far: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
-    let mut line_ended = vec![false; prompts.len()];
     let mut decode_error = None;
     let out = lm.model.generate_each(
         &ids,
@@ -97,19 +95,15 @@ pub fn generate_answers_each(
         prefix,
         tok.pad_id,
         tok.eos_id,
-        &mut |row, token| {
-            so_far[row].push(token);
-            match tok.decode(&so_far[row]) {
-                Ok(text) => {
-                    let (settled, ended) = settled_answer(&text);
-                    on_text(row, settled);
-                    line_ended[row] = ended;
-                    !ended
-                }
-                Err(e) => {
-                    decode_error.get_or_insert(e);
-                    false
-                }
+        &mut |row, tokens| match tok.decode(tokens) {
+            Ok(text) => {
+                let (settled, ended) = settled_answer(&text);
+                on_text(row, settled);
+                !ended
+            }
+            Err(e) => {
+                decode_error.get_or_insert(e);
+                false
             }
         },
     )?;
@@ -118,11 +112,12 @@ pub fn generate_answers_each(
     }
     out.iter()
         .zip(generation)
-        .zip(&line_ended)
-        .map(|((tokens, g), &ended)| {
+        .map(|(tokens, g)| {
+            let text = tok.decode(tokens)?;
             Ok(GeneratedAnswer {
-                text: first_line(&tok.decode(tokens)?),
-                hit_token_limit: !ended && tokens.len() >= g.max_tokens,
+                // Cut by the limit: neither a line's end nor EOS came first.
+                hit_token_limit: !text.contains('\n') && tokens.len() >= g.max_tokens,
+                text: first_line(&text),
                 generated_tokens: tokens.len(),
             })
         })

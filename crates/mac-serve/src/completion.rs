@@ -29,6 +29,8 @@ pub(crate) struct Request {
     /// When it was asked (Unix seconds).
     pub created: u64,
     question: String,
+    /// The seed of its draws when it names none: its own.
+    fresh_seed: u64,
 }
 
 /// An answered question, with what every completion response carries.
@@ -90,6 +92,7 @@ impl AppState {
             id: format!("{id_prefix}-{}-{n}", self.created),
             created: now_secs(),
             question,
+            fresh_seed: (self.created << 20) ^ n,
         }
     }
 
@@ -101,9 +104,7 @@ impl AppState {
         common: &Common,
         progress: Option<mpsc::UnboundedSender<String>>,
     ) -> Result<Reply, ApiError> {
-        // A request without a seed draws from one of its own.
-        let fresh_seed = (self.created << 20) ^ self.next_id.load(Ordering::Relaxed);
-        let generation = common.generation(fresh_seed)?;
+        let generation = common.generation(req.fresh_seed)?;
         let (reply, answer) = oneshot::channel();
         self.ask
             .send(AskJob {
@@ -124,15 +125,15 @@ impl AppState {
     ) -> Result<Completion, ApiError> {
         let reply = self.send(&req, common, None)?;
         let answer = received(reply.await)?;
-        Ok(self.completion(req, answer))
+        Ok(self.completion(&req, answer))
     }
 
-    fn completion(&self, req: Request, answer: SourcedAnswer) -> Completion {
+    fn completion(&self, req: &Request, answer: SourcedAnswer) -> Completion {
         let tok = &self.runtime.lm.tokenizer;
         let prompt = prompt_ids(tok, &question_prompt(&req.question)).map_or(0, |t| t.len());
         let completion = answer.generated_tokens;
         Completion {
-            id: req.id,
+            id: req.id.clone(),
             created: req.created,
             usage: json!({"prompt_tokens": prompt, "completion_tokens": completion,
                           "total_tokens": prompt + completion}),
@@ -161,7 +162,7 @@ impl AppState {
         };
         let state = Streaming {
             app: self,
-            req: Some(req),
+            req,
             format,
             pending,
             settled,
@@ -191,7 +192,7 @@ enum Stage {
 /// A streamed answer between events.
 struct Streaming {
     app: Arc<AppState>,
-    req: Option<Request>,
+    req: Request,
     format: StreamFormat,
     /// A settled text received and not yet sent.
     pending: Option<String>,
@@ -219,9 +220,10 @@ impl Streaming {
                     }
                 }
                 Stage::Pieces => {
+                    // Closed once the answer is sent (at once when it came
+                    // before any piece).
                     let text = match self.pending.take() {
                         Some(t) => Some(t),
-                        None if self.answer.is_some() => None,
                         None => self.settled.recv().await,
                     };
                     match text {
@@ -241,19 +243,18 @@ impl Streaming {
                         (None, Some(reply)) => received(reply.await),
                         (None, None) => Err(ApiError::internal("the answer went missing")),
                     };
-                    let events = match (answer, self.req.take()) {
-                        (Ok(a), Some(req)) => {
+                    let events = match answer {
+                        Ok(a) => {
                             let mut out = Vec::new();
                             if let Some(piece) = self.advance(&a.text) {
                                 out.push(event(&(self.format.piece)(&piece, Value::Null)));
                             }
-                            let c = self.app.completion(req, a);
+                            let c = self.app.completion(&self.req, a);
                             let last = (self.format.piece)("", c.finish_reason());
                             out.push(event(&c.with_usage_and_sources(last)));
                             out
                         }
-                        (Err(e), _) => vec![event(&e.body())],
-                        (Ok(_), None) => Vec::new(),
+                        Err(e) => vec![event(&e.body())],
                     };
                     return Some((events, self));
                 }
