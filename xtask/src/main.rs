@@ -11,6 +11,7 @@
 //! * `train`, `eval`: `fetch`, then `mac train` / `mac eval` on the CPU backend.
 //! * `demo`: the whole job on the embedded defaults: fetch, train the default
 //!   preset, evaluate online adaptation, write the reports.
+//! * `span`: span memory trained and evaluated on the `open` stream.
 
 use std::path::{Path, PathBuf};
 
@@ -98,6 +99,23 @@ enum Cmd {
         /// Start over in --out if it already holds a run (it is replaced).
         #[arg(long)]
         force: bool,
+    },
+    /// Span memory on the `open` stream (test answers never seen in
+    /// training): train its selector, answer the test split from a bank of
+    /// its documents, with controls and references (docs/results.md).
+    Span {
+        /// Training documents whose LM states the selector trains on.
+        #[arg(long, default_value_t = 2000)]
+        train_documents: usize,
+        /// Test documents in the bank (3 questions each).
+        #[arg(long, default_value_t = 200)]
+        test_documents: usize,
+        /// Selector training steps.
+        #[arg(long, default_value_t = 1000)]
+        steps: usize,
+        /// The JSON report (and OUT.predictions.jsonl beside it).
+        #[arg(long, default_value = "runs/span/report.json")]
+        out: PathBuf,
     },
     /// Check the crates' dependencies against the layers docs/architecture.md declares.
     Layering,
@@ -197,6 +215,12 @@ fn main() -> Result<()> {
             args,
         } => run::mac_on_checkpoint("compare", &checkpoint, out, &args),
         Cmd::Demo { preset, out, force } => run::demo(&preset, &out, force),
+        Cmd::Span {
+            train_documents,
+            test_documents,
+            steps,
+            out,
+        } => run::span(train_documents, test_documents, steps, &out),
         Cmd::Layering => layering::check(&workspace_root(), &cargo()),
         Cmd::Soak {
             seconds,

@@ -113,6 +113,44 @@ fn run_examples() -> Result<()> {
     )
 }
 
+/// `fetch`, then the `span_memory` example (built with the test suite's
+/// feature set) writing its report to `out`.
+pub(crate) fn span(
+    train_documents: usize,
+    test_documents: usize,
+    steps: usize,
+    out: &Path,
+) -> Result<()> {
+    fetch(false)?;
+    let st = Command::new(cargo())
+        .args([
+            "build",
+            "--workspace",
+            "--features",
+            "mac-device/wgpu",
+            "--example",
+            "span_memory",
+        ])
+        .current_dir(workspace_root())
+        .status()?;
+    if !st.success() {
+        bail!("building the span_memory example failed");
+    }
+    if let Some(dir) = out.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let st = Command::new(target_dir().join("debug/examples/span_memory"))
+        .args([train_documents, test_documents, steps].map(|n| n.to_string()))
+        .arg(out)
+        .env("MAC_DEVICE", "flex")
+        .status()?;
+    if !st.success() {
+        bail!("the span_memory example failed");
+    }
+    println!("report: {}", out.display());
+    Ok(())
+}
+
 /// Builds and runs the `mac` binary. It is built by `cargo test --no-run`
 /// with the test suite's feature set, so the pipelines share the test build
 /// instead of compiling Burn a second time; the CPU backend is used unless

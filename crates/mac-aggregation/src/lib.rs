@@ -17,6 +17,9 @@
 //!   for explanations.
 //! * [`PrefixExpansion`]: the aggregated tokens become per-layer prefix
 //!   keys and values for the frozen LM, sized by its KV width (GQA).
+//! * [`SpanSelector`] (span memory): start and end logits of a question over
+//!   every token of every document in memory — which span of which
+//!   document's own LM key/values to hand the LM.
 //!
 //! ```
 //! use burn::tensor::{Distribution, Tensor};
@@ -40,6 +43,7 @@ mod aggregate;
 mod copy;
 mod expand;
 mod head;
+mod span;
 
 pub use aggregate::{
     Aggregation, AggregationError, Aggregator, AggregatorConfig, ChunkedMemory, DocumentSelector,
@@ -48,6 +52,9 @@ pub use aggregate::{
 pub use copy::{sharpen, CopyHead, CopyHeadConfig, CopyReader, CopyReaderConfig};
 pub use expand::{ExpansionKind, ExpansionOutput, PrefixExpansion, PrefixExpansionConfig};
 pub use head::{QueryTokenHead, QueryTokenHeadConfig};
+pub use span::{
+    best_span, document_shares, per_token, ChosenSpan, SpanLogits, SpanSelector, SpanSelectorConfig,
+};
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;

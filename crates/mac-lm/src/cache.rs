@@ -1,6 +1,8 @@
 //! Key/value cache for incremental decoding.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::error::{LmError, Result};
 
 /// Cached keys and values of the real (non-prefix) tokens seen so far, per layer,
 /// with the padding mask and the next position of every row.
@@ -28,6 +30,130 @@ impl KvCache {
     /// Whether nothing has been cached yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Number of rows (0 before the first pass).
+    pub fn rows(&self) -> usize {
+        self.valid.len()
+    }
+
+    /// A one-row cache holding only `positions` (ascending, each a real
+    /// token) of row `row`, with the row's next position unchanged: tokens
+    /// that follow keep the positions they would have after the whole row,
+    /// and attend only to the kept keys and values (which keep the
+    /// positions they were computed at). A memory of a few of a document's
+    /// key/values is this.
+    pub fn keep(&self, row: usize, positions: &[usize]) -> Result<KvCache> {
+        let rows = self.rows();
+        if row >= rows {
+            return Err(LmError::Input(format!(
+                "row {row} of a cache of {rows} rows"
+            )));
+        }
+        if positions.is_empty() {
+            return Err(LmError::Input("no cached position to keep".into()));
+        }
+        let valid = &self.valid[row];
+        for pair in positions.windows(2) {
+            if pair[0] >= pair[1] {
+                return Err(LmError::Input(format!(
+                    "cached positions to keep must ascend; {} then {}",
+                    pair[0], pair[1]
+                )));
+            }
+        }
+        if let Some(&bad) = positions
+            .iter()
+            .find(|&&p| !valid.get(p).copied().unwrap_or(false))
+        {
+            return Err(LmError::Input(format!(
+                "cached position {bad} of row {row} is padding or beyond the {} cached",
+                valid.len()
+            )));
+        }
+        let layers = self
+            .layers
+            .iter()
+            .map(|(k, v)| {
+                let device = k.device();
+                let idx = Tensor::<1, Int>::from_data(
+                    TensorData::new(
+                        positions.iter().map(|&p| p as i64).collect::<Vec<_>>(),
+                        [positions.len()],
+                    ),
+                    &device,
+                );
+                let pick = |t: &Tensor<4>| t.clone().narrow(0, row, 1).select(2, idx.clone());
+                (pick(k), pick(v))
+            })
+            .collect();
+        Ok(KvCache {
+            layers,
+            valid: vec![vec![true; positions.len()]],
+            next_pos: vec![self.next_pos[row]],
+        })
+    }
+
+    /// One-row caches stacked into one batch: shorter rows are padded in
+    /// front with masked, zero keys and values; every row keeps its next
+    /// position.
+    pub fn stack(rows: &[KvCache]) -> Result<KvCache> {
+        if rows.is_empty() {
+            return Err(LmError::Input("no cache to stack".into()));
+        }
+        if let Some(bad) = rows
+            .iter()
+            .position(|c| c.rows() != 1 || c.layers.is_empty())
+        {
+            return Err(LmError::Input(format!(
+                "cache {bad} to stack is not one row with cached layers"
+            )));
+        }
+        let n_layers = rows[0].layers.len();
+        if rows.iter().any(|c| c.layers.len() != n_layers) {
+            return Err(LmError::Input(
+                "caches to stack have different numbers of layers".into(),
+            ));
+        }
+        let longest = rows.iter().map(KvCache::len).max().unwrap_or(0);
+        let mut layers = Vec::with_capacity(n_layers);
+        for layer in 0..n_layers {
+            let (mut ks, mut vs) = (
+                Vec::with_capacity(rows.len()),
+                Vec::with_capacity(rows.len()),
+            );
+            for c in rows {
+                let (k, v) = &c.layers[layer];
+                let [_, h, s, d] = k.dims();
+                let pad = longest - s;
+                let padded = |t: &Tensor<4>| {
+                    if pad == 0 {
+                        t.clone()
+                    } else {
+                        Tensor::cat(
+                            vec![Tensor::zeros([1, h, pad, d], &t.device()), t.clone()],
+                            2,
+                        )
+                    }
+                };
+                ks.push(padded(k));
+                vs.push(padded(v));
+            }
+            layers.push((Tensor::cat(ks, 0), Tensor::cat(vs, 0)));
+        }
+        let valid = rows
+            .iter()
+            .map(|c| {
+                let mut v = vec![false; longest - c.len()];
+                v.extend_from_slice(&c.valid[0]);
+                v
+            })
+            .collect();
+        Ok(KvCache {
+            layers,
+            valid,
+            next_pos: rows.iter().map(|c| c.next_pos[0]).collect(),
+        })
     }
 
     /// Appends one layer's new keys/values (called by the model, layer by layer).

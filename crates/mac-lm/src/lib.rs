@@ -62,7 +62,7 @@ pub mod weights;
 pub use batch::{Padding, TokenBatch};
 pub use cache::KvCache;
 pub use error::{check_config, LmError, Result, MAX_LAYERS};
-pub use model::{BaseLm, GenerateOptions, LoadedLm};
+pub use model::{BaseLm, GenerateOptions, Generation, LoadedLm};
 pub use prefix::{KvLayout, PrefixKv};
 pub use sampling::Sampling;
 pub use tokenizer::TextTokenizer;

@@ -24,6 +24,15 @@ pub enum BaseLm {
     Gpt2(Gpt2),
 }
 
+/// What a generation starts from besides its prompts.
+#[derive(Debug, Clone, Default)]
+pub struct Generation<'a> {
+    /// Per-layer prefix key/values in front of everything.
+    pub prefix: Option<&'a PrefixKv>,
+    /// Keys and values of earlier tokens (empty, or one row per prompt).
+    pub cache: KvCache,
+}
+
 /// A loaded model with its tokenizer.
 #[derive(Debug, Clone)]
 pub struct LoadedLm {
@@ -206,6 +215,19 @@ impl BaseLm {
         })
     }
 
+    /// The keys and values of every layer over one row of tokens (positions
+    /// `0..T`): what a generation that continues those tokens starts from.
+    pub fn cache_of(&self, ids: &[u32]) -> Result<KvCache> {
+        let mut cache = KvCache::new();
+        self.run_layers(
+            &TokenBatch::single(ids.to_vec())?,
+            None,
+            Some(&mut cache),
+            self.kv_layout().n_layers,
+        )?;
+        Ok(cache)
+    }
+
     /// Vocabulary logits for hidden states.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match self {
@@ -304,6 +326,33 @@ impl BaseLm {
         eos_id: u32,
         on_token: &mut dyn FnMut(usize, &[u32]) -> bool,
     ) -> Result<Vec<Vec<u32>>> {
+        let start = Generation {
+            prefix,
+            cache: KvCache::new(),
+        };
+        self.generate_after(start, prompts, opts, pad_id, eos_id, on_token)
+    }
+
+    /// [`Self::generate_each`] after what `start` holds: a prefix, and a
+    /// cache of earlier tokens' keys and values (one row per prompt, or
+    /// empty) that the prompts continue, at the positions after the cache's.
+    pub fn generate_after(
+        &self,
+        start: Generation<'_>,
+        prompts: &[Vec<u32>],
+        opts: &[GenerateOptions],
+        pad_id: u32,
+        eos_id: u32,
+        on_token: &mut dyn FnMut(usize, &[u32]) -> bool,
+    ) -> Result<Vec<Vec<u32>>> {
+        let Generation { prefix, mut cache } = start;
+        if !cache.is_empty() && cache.rows() != prompts.len() {
+            return Err(LmError::Input(format!(
+                "{} prompts continue a cache of {} rows",
+                prompts.len(),
+                cache.rows()
+            )));
+        }
         if prompts.iter().any(Vec::is_empty) {
             return Err(LmError::Input(
                 "cannot generate from an empty prompt".into(),
@@ -318,13 +367,20 @@ impl BaseLm {
         }
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
         let most_new = opts.iter().map(|o| o.max_new_tokens).max().unwrap_or(0);
-        if longest + most_new > self.max_positions() {
+        let before = cache
+            .next_pos
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(cache.len());
+        if before + longest + most_new > self.max_positions() {
             return Err(LmError::Input(format!(
-                "prompt of {longest} tokens + {most_new} new tokens exceeds the model's {} positions",
+                "{before} cached positions + a prompt of {longest} tokens + {most_new} new tokens \
+                 exceed the model's {} positions",
                 self.max_positions()
             )));
         }
-        let mut cache = KvCache::new();
         let mut batch = TokenBatch::padded(prompts, pad_id, Padding::Left)?;
         let b = prompts.len();
         let mut out = vec![Vec::new(); b];

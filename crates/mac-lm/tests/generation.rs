@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use mac_lm::{BaseLm, GenerateOptions, Sampling};
+use mac_lm::{BaseLm, GenerateOptions, Generation, KvCache, Sampling};
 
 fn model() -> BaseLm {
     BaseLm::load(fixtures().join("tiny-llama"), &device()).unwrap()
@@ -99,4 +99,94 @@ fn mismatched_options_are_an_error() {
         .generate_each(&[vec![1u32, 2]], &[], None, 0, 0, &mut |_, _| true)
         .unwrap_err();
     assert!(err.to_string().contains("1 prompts but 0"), "{err}");
+}
+
+/// Greedy tokens of `prompts` continuing `cache` (one row per prompt).
+fn continue_cache(model: &BaseLm, cache: KvCache, prompts: &[Vec<u32>], n: usize) -> Vec<Vec<u32>> {
+    let start = Generation {
+        prefix: None,
+        cache,
+    };
+    let opts = vec![greedy(n); prompts.len()];
+    model
+        .generate_after(start, prompts, &opts, 0, 0, &mut |_, _| true)
+        .unwrap()
+}
+
+#[test]
+fn a_prompt_continuing_a_cache_equals_the_whole_sequence() {
+    let model = model();
+    let document = vec![5u32, 17, 99, 3, 64, 12, 7];
+    let prompt = vec![42u32, 7, 8];
+    let whole: Vec<u32> = document.iter().chain(&prompt).copied().collect();
+    let expected = model.generate(&[whole], None, 0, 0, greedy(6)).unwrap();
+    let cache = model.cache_of(&document).unwrap();
+    assert_eq!(cache.next_pos, vec![document.len()]);
+    assert_eq!(
+        continue_cache(&model, cache.clone(), std::slice::from_ref(&prompt), 6),
+        expected
+    );
+    // Keeping every position changes nothing.
+    let all: Vec<usize> = (0..document.len()).collect();
+    let kept = cache.keep(0, &all).unwrap();
+    assert_eq!(continue_cache(&model, kept, &[prompt], 6), expected);
+}
+
+#[test]
+fn kept_positions_are_a_memory_of_those_tokens_at_their_positions() {
+    let model = model();
+    let (doc_a, doc_b) = (vec![5u32, 17, 99, 3, 64, 12, 7], vec![8u32, 8, 1, 90, 33]);
+    let (keep_a, keep_b) = (vec![0usize, 3, 4], vec![0usize, 1, 2, 3, 4]);
+    let prompts = vec![vec![42u32, 7, 8], vec![11u32, 2]];
+    let cache_a = model.cache_of(&doc_a).unwrap().keep(0, &keep_a).unwrap();
+    let cache_b = model.cache_of(&doc_b).unwrap().keep(0, &keep_b).unwrap();
+    assert_eq!(cache_a.len(), 3);
+    assert_eq!(
+        cache_a.next_pos,
+        vec![doc_a.len()],
+        "later tokens keep their positions"
+    );
+    let alone_a = continue_cache(&model, cache_a.clone(), &prompts[..1], 5);
+    let alone_b = continue_cache(&model, cache_b.clone(), &prompts[1..], 5);
+    // Rows of different lengths in one batch: each as it was alone.
+    let both = KvCache::stack(&[cache_a.clone(), cache_b]).unwrap();
+    assert_eq!(both.valid[0], vec![false, false, true, true, true]);
+    let together = continue_cache(&model, both, &prompts, 5);
+    assert_eq!(together, vec![alone_a[0].clone(), alone_b[0].clone()]);
+    // Dropping tokens is not a no-op: the full document answers otherwise
+    // for at least one of a few prompts.
+    let full_a = model.cache_of(&doc_a).unwrap();
+    let differs = (0..6u32).any(|p| {
+        let prompt = vec![vec![p * 13 + 1, 7, 8]];
+        continue_cache(&model, full_a.clone(), &prompt, 5)
+            != continue_cache(&model, cache_a.clone(), &prompt, 5)
+    });
+    assert!(
+        differs,
+        "keeping 3 of 7 tokens should change some continuation"
+    );
+}
+
+#[test]
+fn kept_positions_and_continued_caches_are_checked() {
+    let model = model();
+    let cache = model.cache_of(&[5, 17, 99]).unwrap();
+    assert!(cache.keep(0, &[2, 1]).is_err(), "descending");
+    assert!(cache.keep(0, &[0, 3]).is_err(), "beyond the cache");
+    assert!(cache.keep(1, &[0]).is_err(), "no such row");
+    assert!(cache.keep(0, &[]).is_err(), "nothing kept");
+    assert!(KvCache::stack(&[]).is_err());
+    let start = Generation {
+        prefix: None,
+        cache,
+    };
+    let two = vec![vec![1u32], vec![2u32]];
+    let err = model
+        .generate_after(start, &two, &[greedy(2), greedy(2)], 0, 0, &mut |_, _| true)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("2 prompts continue a cache of 1 rows"),
+        "{err}"
+    );
 }

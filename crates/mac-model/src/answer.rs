@@ -3,7 +3,7 @@
 //! trimmed. A row stops as soon as its first line is complete, and the
 //! answer so far can be watched as it grows (for streaming).
 
-use mac_lm::{GenerateOptions, LoadedLm, PrefixKv, Sampling};
+use mac_lm::{GenerateOptions, Generation, KvCache, LoadedLm, PrefixKv, Sampling};
 
 use crate::prompt::prompt_ids;
 use crate::ModelError;
@@ -75,11 +75,27 @@ pub fn generate_answers_each(
     prefix: Option<&PrefixKv>,
     on_text: &mut dyn FnMut(usize, &str),
 ) -> Result<Vec<GeneratedAnswer>, ModelError> {
-    let tok = &lm.tokenizer;
     let ids = prompts
         .iter()
-        .map(|p| prompt_ids(tok, p))
+        .map(|p| prompt_ids(&lm.tokenizer, p))
         .collect::<Result<Vec<_>, _>>()?;
+    let start = Generation {
+        prefix,
+        cache: KvCache::new(),
+    };
+    generate_answers_after(lm, start, &ids, generation, on_text)
+}
+
+/// [`generate_answers_each`] from token ids that continue what `start`
+/// holds (a prefix, and a cache of earlier tokens with one row per prompt).
+pub fn generate_answers_after(
+    lm: &LoadedLm,
+    start: Generation<'_>,
+    ids: &[Vec<u32>],
+    generation: &[AnswerGeneration],
+    on_text: &mut dyn FnMut(usize, &str),
+) -> Result<Vec<GeneratedAnswer>, ModelError> {
+    let tok = &lm.tokenizer;
     let opts: Vec<GenerateOptions> = generation
         .iter()
         .map(|g| GenerateOptions {
@@ -89,10 +105,10 @@ pub fn generate_answers_each(
         })
         .collect();
     let mut decode_error = None;
-    let out = lm.model.generate_each(
-        &ids,
+    let out = lm.model.generate_after(
+        start,
+        ids,
         &opts,
-        prefix,
         tok.pad_id,
         tok.eos_id,
         &mut |row, tokens| match tok.decode(tokens) {

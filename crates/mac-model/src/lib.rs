@@ -60,9 +60,11 @@ mod encoder;
 mod model;
 pub mod prompt;
 mod runtime;
+mod span_memory;
 
 pub use answer::{
-    generate_answers, generate_answers_each, AnswerGeneration, GeneratedAnswer, MAX_ANSWER_TOKENS,
+    generate_answers, generate_answers_after, generate_answers_each, AnswerGeneration,
+    GeneratedAnswer, MAX_ANSWER_TOKENS,
 };
 pub use bank_service::{
     AskOptions, Attended, Ingested, NewDocument, SourcedAnswer, DEFAULT_PRIOR_SCALE,
@@ -73,3 +75,4 @@ pub use encoder::{AmortizationEncoder, EncodedText, LmChannelSpec, LmTokenChanne
 pub use mac_lm::Sampling;
 pub use model::{MacConfig, MacModel, ModelError, ParamSummary};
 pub use runtime::{Amortized, Answer, BankMemory, BankReading, MacRuntime};
+pub use span_memory::{answer_span, SpanRead, SpanReader, QUESTION_ROOM};

@@ -19,6 +19,7 @@ mod losses;
 mod profile;
 mod run_dir;
 mod selection;
+pub mod span;
 mod stats;
 mod trainer;
 mod validation;

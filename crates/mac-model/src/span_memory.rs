@@ -1,0 +1,200 @@
+//! Span memory's side of the frozen LM: the residual states a
+//! [`mac_aggregation::SpanSelector`] reads, and answers from a few of a
+//! document's own key/values.
+//!
+//! A document is read once by the LM (positions `0..T`, as if it were the
+//! context); its memory is its tokens and one selection key per token. A
+//! question is answered from the key/values of the document's first
+//! `sink_tokens` tokens (an attention sink) and of the chosen span, at the
+//! positions they were computed at; the question prompt continues after
+//! the document's last position. A document's key/values are a
+//! deterministic function of its tokens, so they are recomputed for the
+//! chosen document at answer time rather than stored (46 KB per token for
+//! SmolLM2-135M in f32, against 2 bytes for its id).
+
+use burn::tensor::Tensor;
+use mac_lm::{Generation, KvCache, LoadedLm, Padding, TokenBatch};
+
+use crate::answer::{generate_answers_after, AnswerGeneration, GeneratedAnswer};
+use crate::prompt::{continuation_ids, prompt_ids, question_prompt};
+use crate::ModelError;
+
+/// Positions of the LM left after a document for the question prompt and
+/// its answer.
+pub const QUESTION_ROOM: usize = 64;
+
+/// Where span memory reads the LM, and how much of a document it hands back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanReader {
+    /// Selection keys come from the residual stream after this many layers.
+    pub layer: usize,
+    /// The document's first tokens kept beside the span (attention sink).
+    pub sink_tokens: usize,
+}
+
+/// One question's span: a document's tokens and the span's first and last
+/// token (inclusive).
+#[derive(Debug, Clone, Copy)]
+pub struct SpanRead<'a> {
+    /// The document's token ids (from [`SpanReader::document_ids`]).
+    pub document: &'a [u32],
+    /// First token of the span.
+    pub start: usize,
+    /// Last token of the span (inclusive).
+    pub end: usize,
+}
+
+impl SpanReader {
+    /// A document's token ids as the LM reads it: its trimmed text and a
+    /// line break (with BOS where the tokenizer adds one), cut to leave
+    /// [`QUESTION_ROOM`] of the LM's positions for the question and answer.
+    pub fn document_ids(lm: &LoadedLm, text: &str) -> Result<Vec<u32>, ModelError> {
+        let mut ids = prompt_ids(&lm.tokenizer, &format!("{}\n", text.trim()))?;
+        ids.truncate(
+            lm.model
+                .max_positions()
+                .saturating_sub(QUESTION_ROOM)
+                .max(1),
+        );
+        Ok(ids)
+    }
+
+    /// The residual stream after [`Self::layer`] layers over each document.
+    ///
+    /// # Shapes
+    /// - returns one `[T_i, d_lm]` per document
+    pub fn token_states(
+        &self,
+        lm: &LoadedLm,
+        documents: &[Vec<u32>],
+    ) -> Result<Vec<Tensor<2>>, ModelError> {
+        let batch = TokenBatch::padded(documents, lm.tokenizer.pad_id, Padding::Right)?;
+        let states = lm.model.residual_stream(&batch, self.layer)?;
+        let [b, t, d] = states.dims();
+        let states = states.reshape([b * t, d]);
+        Ok(documents
+            .iter()
+            .enumerate()
+            .map(|(i, ids)| states.clone().narrow(0, i * t, ids.len()))
+            .collect())
+    }
+
+    /// The residual stream after [`Self::layer`] layers over each question
+    /// prompt.
+    ///
+    /// # Shapes
+    /// - returns one `[Tq_i, d_lm]` per question
+    pub fn question_states(
+        &self,
+        lm: &LoadedLm,
+        questions: &[&str],
+    ) -> Result<Vec<Tensor<2>>, ModelError> {
+        let ids = questions
+            .iter()
+            .map(|q| prompt_ids(&lm.tokenizer, &question_prompt(q)))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.token_states(lm, &ids)
+    }
+
+    /// A question's summary from its prompt's states `[Tq, d_lm]`: the last
+    /// state, then the mean state, `[1, 2·d_lm]`.
+    pub fn summary(states: Tensor<2>) -> Tensor<2> {
+        let t = states.dims()[0];
+        let last = states.clone().narrow(0, t - 1, 1);
+        Tensor::cat(vec![last, states.mean_dim(0)], 1)
+    }
+
+    /// Each question prompt's last residual state and the mean of its states.
+    ///
+    /// # Shapes
+    /// - returns `[Q, 2·d_lm]`
+    pub fn question_summaries(
+        &self,
+        lm: &LoadedLm,
+        questions: &[&str],
+    ) -> Result<Tensor<2>, ModelError> {
+        let rows = self
+            .question_states(lm, questions)?
+            .into_iter()
+            .map(Self::summary)
+            .collect();
+        Ok(Tensor::cat(rows, 0))
+    }
+
+    /// The cached positions kept for a span of a document of `len` tokens:
+    /// the first [`Self::sink_tokens`] and the span, ascending.
+    pub fn kept_positions(&self, start: usize, end: usize, len: usize) -> Vec<usize> {
+        let mut kept: Vec<usize> = (0..self.sink_tokens.min(len)).collect();
+        kept.extend((start..=end.min(len.saturating_sub(1))).filter(|&p| p >= self.sink_tokens));
+        kept
+    }
+
+    /// Answers to `questions`, each from the key/values of its span only.
+    pub fn answer(
+        &self,
+        lm: &LoadedLm,
+        reads: &[SpanRead<'_>],
+        questions: &[&str],
+        generation: &[AnswerGeneration],
+    ) -> Result<Vec<GeneratedAnswer>, ModelError> {
+        if reads.len() != questions.len() {
+            return Err(ModelError::Input(format!(
+                "{} spans for {} questions",
+                reads.len(),
+                questions.len()
+            )));
+        }
+        // Questions about one document share its pass.
+        let mut full: Vec<(&[u32], KvCache)> = Vec::new();
+        let caches = reads
+            .iter()
+            .map(|r| {
+                if r.start > r.end || r.end >= r.document.len() {
+                    return Err(ModelError::Input(format!(
+                        "span {}..={} of a document of {} tokens",
+                        r.start,
+                        r.end,
+                        r.document.len()
+                    )));
+                }
+                let kept = self.kept_positions(r.start, r.end, r.document.len());
+                let cached = match full.iter().position(|(d, _)| *d == r.document) {
+                    Some(i) => &full[i].1,
+                    None => {
+                        full.push((r.document, lm.model.cache_of(r.document)?));
+                        &full[full.len() - 1].1
+                    }
+                };
+                Ok(cached.keep(0, &kept)?)
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let prompts = questions
+            .iter()
+            .map(|q| continuation_ids(&lm.tokenizer, &question_prompt(q)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let start = Generation {
+            prefix: None,
+            cache: KvCache::stack(&caches)?,
+        };
+        generate_answers_after(lm, start, &prompts, generation, &mut |_, _| {})
+    }
+}
+
+/// Where `answer` lies in a document's tokens: the first and last token of
+/// its first occurrence (as a word after a space, else as it is), or `None`.
+pub fn answer_span(
+    lm: &LoadedLm,
+    document: &[u32],
+    answer: &str,
+) -> Result<Option<(usize, usize)>, ModelError> {
+    for text in [format!(" {}", answer.trim()), answer.trim().to_string()] {
+        let a = continuation_ids(&lm.tokenizer, &text)?;
+        if a.is_empty() || a.len() > document.len() {
+            continue;
+        }
+        if let Some(s) = document.windows(a.len()).position(|w| w == a.as_slice()) {
+            return Ok(Some((s, s + a.len() - 1)));
+        }
+    }
+    Ok(None)
+}

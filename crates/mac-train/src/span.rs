@@ -1,0 +1,523 @@
+//! Span memory's training: a [`SpanSelector`] learns where each question's
+//! answer lies among the tokens of a bank of documents.
+//!
+//! The LM's residual states of every document and question prompt are
+//! read once, up front ([`SpanFeatures::read`]); a step draws a bank of
+//! training documents and questions about some of them, and the loss is the
+//! cross-entropy of the gold start and the gold end over **every token of
+//! the bank** — choosing the document and the span is one softmax. No pass
+//! of the LM per step, so thousands of steps cost minutes.
+
+use anyhow::Result;
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use mac_aggregation::{
+    best_span, document_shares, per_token, ChosenSpan, SpanSelector, SpanSelectorConfig,
+};
+use mac_data::Dataset;
+use mac_lm::LoadedLm;
+use mac_model::{answer_span, SpanReader};
+use rand::seq::index::sample;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// What span memory's selector is trained on, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpanTrainConfig {
+    /// Seed of the banks and questions drawn.
+    pub seed: u64,
+    /// Residual stream after this many LM layers.
+    pub layer: usize,
+    /// Width of a start (end) key.
+    pub d_key: usize,
+    /// Longest span chosen, in tokens.
+    pub max_span: usize,
+    /// Documents in each step's bank.
+    pub bank_documents: usize,
+    /// Questions per step (about documents of the bank).
+    pub questions: usize,
+    /// Optimizer steps (Adam).
+    pub steps: usize,
+    /// Learning rate.
+    pub learning_rate: f64,
+    /// Train the document-matching projection (else only its norm and scale).
+    #[serde(default = "yes")]
+    pub train_match: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for SpanTrainConfig {
+    fn default() -> Self {
+        Self {
+            seed: 7,
+            layer: 12,
+            d_key: 64,
+            max_span: 8,
+            bank_documents: 32,
+            questions: 32,
+            steps: 1000,
+            learning_rate: 1e-3,
+            train_match: true,
+        }
+    }
+}
+
+/// One question with the LM's summary of it and its answer's place.
+#[derive(Debug, Clone)]
+pub struct SpanQuestion {
+    /// Index of its document in [`SpanFeatures::documents`].
+    pub document: usize,
+    /// The question.
+    pub text: String,
+    /// Accepted answers.
+    pub answers: Vec<String>,
+    /// Last and mean residual state of its prompt, `2·d_lm` floats.
+    pub summary: Vec<f32>,
+    /// Residual states of its prompt's tokens, `Tq·d_lm` floats.
+    pub states: Vec<f32>,
+    /// First and last token of the first answer in the document, when it is there.
+    pub span: Option<(usize, usize)>,
+}
+
+/// Residual states of a dataset's documents and questions, read once.
+#[derive(Debug, Clone)]
+pub struct SpanFeatures {
+    /// Token ids of each document, as the LM reads it.
+    pub documents: Vec<Vec<u32>>,
+    /// Residual states of each document's tokens, `T·d_lm` floats, row-major.
+    pub states: Vec<Vec<f32>>,
+    /// Width of a residual state.
+    pub d_lm: usize,
+    /// Every question of the documents.
+    pub questions: Vec<SpanQuestion>,
+}
+
+impl SpanFeatures {
+    /// Reads the first `max_documents` documents of `dataset` (and their
+    /// questions) through the LM, `batch` at a time.
+    pub fn read(
+        lm: &LoadedLm,
+        reader: &SpanReader,
+        dataset: &Dataset,
+        max_documents: usize,
+        batch: usize,
+    ) -> Result<Self> {
+        let docs = &dataset.documents[..max_documents.min(dataset.documents.len())];
+        let d_lm = lm.model.hidden_width();
+        let (mut documents, mut states, mut questions) = (Vec::new(), Vec::new(), Vec::new());
+        for (c, chunk) in docs.chunks(batch.max(1)).enumerate() {
+            let ids = chunk
+                .iter()
+                .map(|d| SpanReader::document_ids(lm, &d.text))
+                .collect::<Result<Vec<_>, _>>()?;
+            for s in reader.token_states(lm, &ids)? {
+                states.push(host(s)?);
+            }
+            let mut texts = Vec::new();
+            for (i, d) in chunk.iter().enumerate() {
+                let index = c * batch.max(1) + i;
+                for qa in &d.qas {
+                    let answer = qa.answers.first().map(String::as_str).unwrap_or("");
+                    questions.push(SpanQuestion {
+                        document: index,
+                        text: qa.question.clone(),
+                        answers: qa.answers.clone(),
+                        summary: Vec::new(),
+                        states: Vec::new(),
+                        span: answer_span(lm, &ids[i], answer)?,
+                    });
+                    texts.push(qa.question.as_str());
+                }
+            }
+            let first = questions.len() - texts.len();
+            for (q, states) in questions[first..]
+                .iter_mut()
+                .zip(reader.question_states(lm, &texts)?)
+            {
+                q.summary = host(SpanReader::summary(states.clone()))?;
+                q.states = host(states)?;
+            }
+            documents.extend(ids);
+        }
+        Ok(Self {
+            documents,
+            states,
+            d_lm,
+            questions,
+        })
+    }
+
+    /// Token counts of documents.
+    pub fn lengths(&self, documents: &[usize]) -> Vec<usize> {
+        documents.iter().map(|&d| self.documents[d].len()).collect()
+    }
+
+    /// The states of `documents`' tokens, one after another, `[M, d_lm]`.
+    pub fn bank_states(&self, documents: &[usize], device: &Device) -> Tensor<2> {
+        let mut data = Vec::new();
+        for &d in documents {
+            data.extend_from_slice(&self.states[d]);
+        }
+        let m = data.len() / self.d_lm;
+        Tensor::from_data(TensorData::new(data, [m, self.d_lm]), device)
+    }
+
+    /// The states of `documents`' tokens padded to the longest, `[N, T, d_lm]`,
+    /// with where tokens are, `[N, T]`.
+    pub fn padded_documents(
+        &self,
+        documents: &[usize],
+        device: &Device,
+    ) -> (Tensor<3>, Tensor<2, Bool>) {
+        let rows: Vec<&[f32]> = documents
+            .iter()
+            .map(|&d| self.states[d].as_slice())
+            .collect();
+        padded(&rows, self.d_lm, device)
+    }
+
+    /// The states of `questions`' prompt tokens padded to the longest,
+    /// `[Q, Tq, d_lm]`, with where tokens are, `[Q, Tq]`.
+    pub fn padded_questions(
+        &self,
+        questions: &[usize],
+        device: &Device,
+    ) -> (Tensor<3>, Tensor<2, Bool>) {
+        let rows: Vec<&[f32]> = questions
+            .iter()
+            .map(|&q| self.questions[q].states.as_slice())
+            .collect();
+        padded(&rows, self.d_lm, device)
+    }
+
+    /// The summaries of `questions`, `[Q, 2·d_lm]`.
+    pub fn summaries(&self, questions: &[usize], device: &Device) -> Tensor<2> {
+        let data: Vec<f32> = questions
+            .iter()
+            .flat_map(|&q| self.questions[q].summary.iter().copied())
+            .collect();
+        Tensor::from_data(
+            TensorData::new(data, [questions.len(), 2 * self.d_lm]),
+            device,
+        )
+    }
+}
+
+/// Rows of `T_i·d` floats as `[N, T, d]` (zeros after each row's end) and
+/// the mask of real tokens `[N, T]`.
+fn padded(rows: &[&[f32]], d: usize, device: &Device) -> (Tensor<3>, Tensor<2, Bool>) {
+    let t = rows.iter().map(|r| r.len() / d).max().unwrap_or(0).max(1);
+    let mut data = vec![0f32; rows.len() * t * d];
+    let mut valid = vec![false; rows.len() * t];
+    for (i, r) in rows.iter().enumerate() {
+        data[i * t * d..i * t * d + r.len()].copy_from_slice(r);
+        valid[i * t..i * t + r.len() / d].fill(true);
+    }
+    (
+        Tensor::from_data(TensorData::new(data, [rows.len(), t, d]), device),
+        Tensor::from_data(TensorData::new(valid, [rows.len(), t]), device),
+    )
+}
+
+/// The selector's document logits `[Q, N]` of questions over documents.
+pub fn match_documents(
+    selector: &SpanSelector,
+    memory: &SpanFeatures,
+    documents: &[usize],
+    asked: &SpanFeatures,
+    questions: &[usize],
+    device: &Device,
+) -> Tensor<2> {
+    let keys = |(states, valid): (Tensor<3>, Tensor<2, Bool>)| {
+        let [n, t, d] = states.dims();
+        let k = selector.match_keys(states.reshape([n * t, d]));
+        let dm = k.dims()[1];
+        (k.reshape([n, t, dm]), valid)
+    };
+    let (dk, dv) = keys(memory.padded_documents(documents, device));
+    let (qk, qv) = keys(asked.padded_questions(questions, device));
+    selector.document_logits(qk, qv, dk, dv)
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.try_to_vec_as::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading LM states: {e:?}"))
+}
+
+/// Cross-entropy of the gold start and end over each row's logits.
+fn span_loss(
+    start: Tensor<2>,
+    end: Tensor<2>,
+    gold: &[(usize, usize)],
+    device: &Device,
+) -> Tensor<1> {
+    let q = gold.len();
+    let index = |pick: fn(&(usize, usize)) -> usize| {
+        let v: Vec<i64> = gold.iter().map(|g| pick(g) as i64).collect();
+        Tensor::<2, Int>::from_data(TensorData::new(v, [q, 1]), device)
+    };
+    let s = log_softmax(start, 1).gather(1, index(|g| g.0));
+    let e = log_softmax(end, 1).gather(1, index(|g| g.1));
+    (s + e).sum().neg().reshape([1]) / (2 * q) as f64
+}
+
+/// The selector and its optimizer over a training set's features.
+pub struct SpanTrainer {
+    /// The selector being trained (autodiff device).
+    pub selector: SpanSelector,
+    optim: ModuleOptimizer,
+    config: SpanTrainConfig,
+    ad: Device,
+    /// Questions whose answer was found in their document.
+    trainable: Vec<usize>,
+    steps_done: usize,
+}
+
+/// One training step's numbers.
+#[derive(Debug, Clone, Copy)]
+pub struct SpanStepStats {
+    /// Span loss (nats, start and end averaged).
+    pub loss: f64,
+    /// Share of questions whose most likely start is the gold one.
+    pub start_accuracy: f64,
+}
+
+impl SpanTrainer {
+    /// A fresh selector for features of width `d_lm`.
+    pub fn new(config: SpanTrainConfig, features: &SpanFeatures, device: &Device) -> Result<Self> {
+        anyhow::ensure!(
+            config.bank_documents >= 1,
+            "bank_documents must be at least 1"
+        );
+        anyhow::ensure!(config.questions >= 1, "questions must be at least 1");
+        let ad = device.clone().autodiff();
+        let selector = SpanSelectorConfig::new(features.d_lm)
+            .with_d_key(config.d_key)
+            .with_max_span(config.max_span)
+            .with_train_match(config.train_match)
+            .init(&ad);
+        let trainable: Vec<usize> = (0..features.questions.len())
+            .filter(|&q| features.questions[q].span.is_some())
+            .collect();
+        anyhow::ensure!(
+            !trainable.is_empty(),
+            "no question's answer lies in its document"
+        );
+        Ok(Self {
+            selector,
+            optim: AdamConfig::new().init(),
+            config,
+            ad,
+            trainable,
+            steps_done: 0,
+        })
+    }
+
+    /// One step on a drawn bank.
+    pub fn step(&mut self, features: &SpanFeatures) -> Result<SpanStepStats> {
+        let cfg = &self.config;
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            cfg.seed ^ (self.steps_done as u64).wrapping_mul(0x9E37_79B9),
+        );
+        // Questions first, then their documents and other documents as the bank.
+        let picked: Vec<usize> = sample(
+            &mut rng,
+            self.trainable.len(),
+            cfg.questions.min(self.trainable.len()),
+        )
+        .into_iter()
+        .map(|i| self.trainable[i])
+        .collect();
+        let mut bank: Vec<usize> = Vec::new();
+        for &q in &picked {
+            let d = features.questions[q].document;
+            if !bank.contains(&d) {
+                bank.push(d);
+            }
+        }
+        let n_docs = features.documents.len();
+        while bank.len() < cfg.bank_documents.max(picked.len()).min(n_docs) {
+            let d = sample(&mut rng, n_docs, 1).index(0);
+            if !bank.contains(&d) {
+                bank.push(d);
+            }
+        }
+        let lengths = features.lengths(&bank);
+        let offsets: Vec<usize> = lengths
+            .iter()
+            .scan(0, |acc, &l| {
+                let o = *acc;
+                *acc += l;
+                Some(o)
+            })
+            .collect();
+        let gold: Vec<(usize, usize)> = picked
+            .iter()
+            .map(|&q| {
+                let question = &features.questions[q];
+                let slot = bank
+                    .iter()
+                    .position(|&d| d == question.document)
+                    .unwrap_or(0);
+                let (s, e) = question.span.unwrap_or((0, 0));
+                (offsets[slot] + s, offsets[slot] + e)
+            })
+            .collect();
+        let token_documents: Vec<usize> = lengths
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &l)| std::iter::repeat_n(i, l))
+            .collect();
+        let document_logits =
+            match_documents(&self.selector, features, &bank, features, &picked, &self.ad);
+        let keys = self
+            .selector
+            .token_keys(features.bank_states(&bank, &self.ad));
+        let queries = self
+            .selector
+            .question_queries(features.summaries(&picked, &self.ad));
+        let bias = per_token(document_logits.clone(), &token_documents);
+        let logits = self.selector.logits(queries, keys, Some(bias));
+        let predicted = logits
+            .start
+            .clone()
+            .argmax(1)
+            .try_to_vec_as::<i64>()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let hits = predicted
+            .iter()
+            .zip(&gold)
+            .filter(|(&p, g)| p as usize == g.0)
+            .count();
+        // The gold document among the bank's (the retrieval loss).
+        let gold_documents: Vec<i64> = picked
+            .iter()
+            .map(|&q| {
+                bank.iter()
+                    .position(|&d| d == features.questions[q].document)
+                    .unwrap_or(0) as i64
+            })
+            .collect();
+        let gold_documents = Tensor::<2, Int>::from_data(
+            TensorData::new(gold_documents, [picked.len(), 1]),
+            &self.ad,
+        );
+        let retrieval = log_softmax(document_logits, 1)
+            .gather(1, gold_documents)
+            .mean()
+            .neg();
+        let loss = span_loss(logits.start, logits.end, &gold, &self.ad) + retrieval;
+        let value = loss.clone().into_scalar::<f64>();
+        let grads = GradientsParams::from_grads(loss.backward(), &self.selector);
+        self.selector = self
+            .optim
+            .step(cfg.learning_rate, self.selector.clone(), grads);
+        self.steps_done += 1;
+        Ok(SpanStepStats {
+            loss: value,
+            start_accuracy: hits as f64 / gold.len() as f64,
+        })
+    }
+
+    /// The trained selector, without the autodiff graph.
+    pub fn selector(&self) -> SpanSelector {
+        self.selector.valid()
+    }
+}
+
+/// What a selector chose for one question over a bank.
+#[derive(Debug, Clone, Copy)]
+pub struct SpanChoice {
+    /// The span (document index within the bank).
+    pub span: ChosenSpan,
+    /// The share of the start distribution on the question's own document.
+    pub gold_share: f32,
+}
+
+/// How a span is chosen from a bank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpanRule {
+    /// The best span over every token of the bank (document and span scores
+    /// added): one softmax, as trained.
+    Joint,
+    /// The best-matching document first, then the best span within it.
+    DocumentFirst,
+}
+
+/// Spans chosen for `questions` (indices into `asked`) over a bank of
+/// `bank` documents (indices into `memory`) by `rule`, with an optional
+/// per-document prior `[Q, N]` (row `i` for `questions[i]`).
+#[allow(clippy::too_many_arguments)]
+pub fn choose_spans(
+    selector: &SpanSelector,
+    memory: &SpanFeatures,
+    bank: &[usize],
+    asked: &SpanFeatures,
+    questions: &[usize],
+    prior: Option<Tensor<2>>,
+    rule: SpanRule,
+    device: &Device,
+) -> Result<Vec<SpanChoice>> {
+    let same = std::ptr::eq(memory, asked);
+    let lengths = memory.lengths(bank);
+    let token_documents: Vec<usize> = lengths
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &l)| std::iter::repeat_n(i, l))
+        .collect();
+    let keys = selector.token_keys(memory.bank_states(bank, device));
+    let mut out = Vec::with_capacity(questions.len());
+    for (c, chunk) in questions.chunks(64).enumerate() {
+        let queries = selector.question_queries(asked.summaries(chunk, device));
+        let mut document_logits = match_documents(selector, memory, bank, asked, chunk, device);
+        if let Some(p) = &prior {
+            document_logits = document_logits + p.clone().narrow(0, c * 64, chunk.len());
+        }
+        let matched = document_logits
+            .clone()
+            .argmax(1)
+            .try_to_vec_as::<i64>()
+            .map_err(|e| anyhow::anyhow!("reading document logits: {e:?}"))?;
+        let bias = per_token(document_logits, &token_documents);
+        let logits = selector.logits(queries, keys.clone(), Some(bias));
+        let m = token_documents.len();
+        let start = host(logits.start)?;
+        let end = host(logits.end)?;
+        for (i, &q) in chunk.iter().enumerate() {
+            let (s, e) = (&start[i * m..(i + 1) * m], &end[i * m..(i + 1) * m]);
+            let span = match rule {
+                SpanRule::Joint => best_span(s, e, &lengths, selector.max_span),
+                SpanRule::DocumentFirst => {
+                    let document = matched[i] as usize;
+                    let offset: usize = lengths[..document].iter().sum();
+                    let range = offset..offset + lengths[document];
+                    best_span(
+                        &s[range.clone()],
+                        &e[range],
+                        &lengths[document..=document],
+                        selector.max_span,
+                    )
+                    .map(|span| ChosenSpan { document, ..span })
+                }
+            }
+            .ok_or_else(|| anyhow::anyhow!("an empty bank"))?;
+            let own = bank
+                .iter()
+                .position(|&d| same && d == asked.questions[q].document);
+            let shares = document_shares(s, &lengths);
+            out.push(SpanChoice {
+                span,
+                gold_share: own.map_or(0.0, |o| shares[o]),
+            });
+        }
+    }
+    Ok(out)
+}
