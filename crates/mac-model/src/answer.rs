@@ -1,6 +1,6 @@
 //! Answers from the frozen LM: a continuation of the question prompt, of at
-//! most so many tokens, greedy or sampled; the answer is its first line,
-//! trimmed. A row stops as soon as its first line is complete, and the
+//! most so many tokens, greedy or sampled; the answer is its first
+//! non-empty line, trimmed. A row stops as soon as that line is complete, and the
 //! answer so far can be watched as it grows (for streaming).
 
 use mac_lm::{GenerateOptions, Generation, KvCache, LoadedLm, PrefixKv, Sampling};
@@ -132,7 +132,7 @@ pub fn generate_answers_after(
             let text = tok.decode(tokens)?;
             Ok(GeneratedAnswer {
                 // Cut by the limit: neither a line's end nor EOS came first.
-                hit_token_limit: !text.contains('\n') && tokens.len() >= g.max_tokens,
+                hit_token_limit: !text.trim_start().contains('\n') && tokens.len() >= g.max_tokens,
                 text: first_line(&text),
                 generated_tokens: tokens.len(),
             })
@@ -140,20 +140,26 @@ pub fn generate_answers_after(
         .collect()
 }
 
-/// The answer is the first line of the continuation, trimmed.
+/// The answer is the first non-empty line of the continuation, trimmed
+/// (an LM often starts its answer on a new line).
 pub(crate) fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").trim().to_string()
+    s.trim_start()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string()
 }
 
 /// The part of the answer that more tokens cannot change, and whether the
-/// first line is complete: the whole first line once a newline came;
-/// before, the text without the whitespace the final trim may remove and
-/// without a character still being decoded (U+FFFD).
+/// first non-empty line is complete: the whole line once a newline ended
+/// it; before, the text without the whitespace the final trim may remove
+/// and without a character still being decoded (U+FFFD).
 fn settled_answer(decoded: &str) -> (&str, bool) {
-    if let Some(end) = decoded.find('\n') {
-        return (decoded[..end].trim(), true);
-    }
     let text = decoded.trim_start();
+    if let Some(end) = text.find('\n') {
+        return (text[..end].trim(), true);
+    }
     let text = text.trim_end_matches(|c: char| c.is_whitespace() || c == '\u{FFFD}');
     (text, false)
 }
@@ -178,7 +184,11 @@ mod tests {
         assert_eq!(settled_answer(continuation), (final_answer.as_str(), true));
         // A character still being decoded is held back.
         assert_eq!(settled_answer(" caf\u{FFFD}"), ("caf", false));
-        // A first line that is empty ends the answer at once.
-        assert_eq!(settled_answer("\nlater"), ("", true));
+        // Empty lines before the answer are skipped, not taken for it.
+        let late = "\n \nPort Vessa\nmore";
+        assert_eq!(first_line(late), "Port Vessa");
+        assert_eq!(settled_answer("\n \n"), ("", false));
+        assert_eq!(settled_answer("\n \nPort"), ("Port", false));
+        assert_eq!(settled_answer(late), ("Port Vessa", true));
     }
 }

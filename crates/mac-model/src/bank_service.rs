@@ -61,7 +61,7 @@ pub struct SourcedAnswer {
     pub documents: Vec<Attended>,
     /// Entries in the bank the answer was read from.
     pub bank_entries: usize,
-    /// Generation reached its token limit before the first line ended.
+    /// Generation reached its token limit before the answer's line ended.
     pub hit_token_limit: bool,
     /// Tokens generated.
     pub generated_tokens: usize,

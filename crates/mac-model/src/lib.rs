@@ -34,7 +34,7 @@
 //! runtime.ingest(&mut bank, &[note], |_| {})?;
 //!
 //! let question = ["Where was Velra Quellington born?"];
-//! // As `mac ask`: greedy, the first line of at most 16 tokens.
+//! // As `mac ask`: greedy, the first non-empty line of at most 16 tokens.
 //! let answer = runtime.ask(&bank, &question, &AskOptions::default())?.remove(0);
 //! println!("{} (drew on #{})", answer.text, answer.documents[0].id);
 //!

@@ -21,7 +21,7 @@ pub struct Answer {
     pub text: String,
     /// Attention each document of the bank received (empty without a bank).
     pub doc_weights: Vec<f32>,
-    /// Generation reached its token limit before the first line ended.
+    /// Generation reached its token limit before the answer's line ended.
     pub hit_token_limit: bool,
     /// Tokens generated.
     pub generated_tokens: usize,

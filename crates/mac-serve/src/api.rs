@@ -51,7 +51,7 @@ pub fn check_model(requested: Option<&str>, served: &str) -> Result<(), ApiError
     }
 }
 
-/// Fields both completion routes share. The answer is the first line of
+/// Fields both completion routes share. The answer is the first non-empty line of
 /// at most `max_tokens` generated tokens ([`mac_model::MAX_ANSWER_TOKENS`]
 /// without it). Unlike OpenAI's API, a request without `temperature` is
 /// answered greedily (temperature 0), so that it equals `mac ask`; with a
