@@ -72,24 +72,26 @@ pub(crate) fn test(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Builds examples (`--examples`, or `--example NAME`) with the test
+/// suite's feature set.
+fn build_examples(which: &[&str]) -> Result<()> {
+    let st = Command::new(cargo())
+        .args(["build", "--workspace", "--features", "mac-device/wgpu"])
+        .args(which)
+        .current_dir(workspace_root())
+        .status()?;
+    if !st.success() {
+        bail!("building the examples ({}) failed", which.join(" "));
+    }
+    Ok(())
+}
+
 /// Builds the examples with the test suite's feature set and runs them:
 /// `train_tiny` into a temporary run directory, then `ingest_and_ask` on
 /// its checkpoint.
 fn run_examples() -> Result<()> {
     println!("== examples ==");
-    let st = Command::new(cargo())
-        .args([
-            "build",
-            "--workspace",
-            "--features",
-            "mac-device/wgpu",
-            "--examples",
-        ])
-        .current_dir(workspace_root())
-        .status()?;
-    if !st.success() {
-        bail!("building the examples failed");
-    }
+    build_examples(&["--examples"])?;
     let examples = target_dir().join("debug/examples");
     let tmp = tempfile::tempdir()?;
     let run_dir = tmp.path().join("run");
@@ -122,20 +124,7 @@ pub(crate) fn span(
     out: &Path,
 ) -> Result<()> {
     fetch(false)?;
-    let st = Command::new(cargo())
-        .args([
-            "build",
-            "--workspace",
-            "--features",
-            "mac-device/wgpu",
-            "--example",
-            "span_memory",
-        ])
-        .current_dir(workspace_root())
-        .status()?;
-    if !st.success() {
-        bail!("building the span_memory example failed");
-    }
+    build_examples(&["--example", "span_memory"])?;
     if let Some(dir) = out.parent() {
         fs::create_dir_all(dir)?;
     }

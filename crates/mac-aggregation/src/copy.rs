@@ -67,7 +67,9 @@ pub struct CopyHead {
     pub hard: bool,
 }
 
-fn uniform(shape: [usize; 2], fan_in: usize, device: &Device) -> Param<Tensor<2>> {
+/// A `[rows, cols]` weight drawn uniformly within ±1/√fan_in (PyTorch's
+/// `nn.Linear` default scale).
+pub(crate) fn uniform(shape: [usize; 2], fan_in: usize, device: &Device) -> Param<Tensor<2>> {
     let bound = 1.0 / (fan_in as f64).sqrt();
     Initializer::Uniform {
         min: -bound,

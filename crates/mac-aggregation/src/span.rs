@@ -23,6 +23,8 @@ use burn::nn::{Initializer, LayerNorm, LayerNormConfig};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use mac_lm::linear::linear;
 
+use crate::copy::uniform;
+
 /// Shape of a [`SpanSelector`].
 #[derive(Config, Debug)]
 pub struct SpanSelectorConfig {
@@ -70,15 +72,6 @@ pub struct SpanSelector {
     /// Longest span chosen.
     #[module(skip)]
     pub max_span: usize,
-}
-
-fn uniform(shape: [usize; 2], fan_in: usize, device: &Device) -> Param<Tensor<2>> {
-    let bound = 1.0 / (fan_in as f64).sqrt();
-    Initializer::Uniform {
-        min: -bound,
-        max: bound,
-    }
-    .init(shape, device)
 }
 
 impl SpanSelectorConfig {
