@@ -285,8 +285,10 @@ mod tests {
     fn the_best_span_stays_within_one_document_and_its_length() {
         // Two documents of 3 and 4 tokens.
         let lengths = [3, 4];
-        let start = [0.0, 5.0, 0.0, 0.0, 0.0, 0.0, 0.0];
-        // The best end overall is in the other document: not allowed.
+        let start = [0.0, 5.0, 0.0, -10.0, 0.0, 0.0, 0.0];
+        // The best end overall is the other document's first token: a span
+        // from token 1 to it would cross documents (and the one-token span
+        // there starts badly).
         let end = [0.0, 0.0, 1.0, 9.0, 0.0, 0.0, 0.0];
         let span = best_span(&start, &end, &lengths, 8).unwrap();
         assert_eq!(
@@ -302,7 +304,9 @@ mod tests {
         let end = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 4.0];
         let span = best_span(&start, &end, &lengths, 2).unwrap();
         assert_eq!(span.document, 1);
-        assert_eq!((span.start, span.end), (0, 1), "e < s + 2");
+        // Start 0 to end 3 of document 1 would score 10; within 2 tokens
+        // the best is 6, and of the tied spans the shorter is kept.
+        assert_eq!((span.start, span.end), (0, 0), "e < s + 2");
         assert_eq!(best_span(&[], &[], &[], 4), None);
     }
 

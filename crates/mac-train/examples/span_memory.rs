@@ -15,6 +15,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use mac_aggregation::ChosenSpan;
 use mac_data::{exact_match, f1_score, FactStream, FactStreamConfig};
 use mac_encoder::{Bert, EncoderTokenizer, Trainable};
+use mac_eval::bootstrap::f1_interval;
 use mac_lm::LoadedLm;
 use mac_model::prompt::question_prompt;
 use mac_model::{generate_answers, AnswerGeneration, SpanRead, SpanReader, DEFAULT_PRIOR_SCALE};
@@ -57,6 +58,8 @@ type Read = (usize, usize, usize);
 
 #[derive(serde::Serialize)]
 struct Prediction {
+    /// The question's document (its index in the test split).
+    document: usize,
     question: String,
     answers: Vec<String>,
     prediction: String,
@@ -71,6 +74,8 @@ struct Score {
     questions: usize,
     em: f64,
     f1: f64,
+    /// 95% interval of the F1, resampling documents (`mac_eval::bootstrap`).
+    f1_ci95: Option<[f64; 2]>,
     gold_document_top1: f64,
     span_exact: f64,
     gold_share: f64,
@@ -212,6 +217,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             questions: qs.len(),
             ..Score::default()
         };
+        let mut per_question = Vec::with_capacity(qs.len());
         for (chunk_q, chunk_r) in qs.chunks(16).zip(reads.chunks(16)) {
             let rs: Vec<SpanRead> = chunk_r
                 .iter()
@@ -230,7 +236,9 @@ fn main() -> Result<(), Box<dyn Error>> {
                 let gold = &test.questions[q].answers;
                 s.em += exact_match(&a.text, gold);
                 s.f1 += f1_score(&a.text, gold);
+                per_question.push((test.questions[q].document, f1_score(&a.text, gold)));
                 s.predictions.push(Prediction {
+                    document: test.questions[q].document,
                     question: test.questions[q].text.clone(),
                     answers: gold.clone(),
                     prediction: a.text.clone(),
@@ -251,7 +259,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         s.f1 /= n;
         s.gold_document_top1 /= n;
         s.span_exact /= n;
-        eprintln!("{name:<36} EM {:.3}  F1 {:.3}  top-1 {:.3}  span exact {:.3}  gold share {:.3} ({:.0} s)", s.em, s.f1, s.gold_document_top1, s.span_exact, s.gold_share, t2.elapsed().as_secs_f64());
+        s.f1_ci95 = f1_interval(per_question);
+        let [lo, hi] = s.f1_ci95.unwrap_or([f64::NAN; 2]);
+        eprintln!("{name:<36} EM {:.3}  F1 {:.3} [{lo:.3}, {hi:.3}]  top-1 {:.3}  span exact {:.3}  gold share {:.3} ({:.0} s)", s.em, s.f1, s.gold_document_top1, s.span_exact, s.gold_share, t2.elapsed().as_secs_f64());
         report.insert(name.to_string(), s);
         Ok(())
     };

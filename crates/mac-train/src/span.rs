@@ -24,11 +24,13 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::trainer::{draw_initial_weights, SEEDED_INIT};
+
 /// What span memory's selector is trained on, and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpanTrainConfig {
-    /// Seed of the banks and questions drawn.
+    /// Seed of the initial weights and of the banks and questions drawn.
     pub seed: u64,
     /// Residual stream after this many LM layers.
     pub layer: usize,
@@ -298,11 +300,21 @@ impl SpanTrainer {
         );
         anyhow::ensure!(config.questions >= 1, "questions must be at least 1");
         let ad = device.clone().autodiff();
-        let selector = SpanSelectorConfig::new(features.d_lm)
-            .with_d_key(config.d_key)
-            .with_max_span(config.max_span)
-            .with_train_match(config.train_match)
-            .init(&ad);
+        // The seed gives the initial weights (drawn under the lock every
+        // trainer seeds the backend's generator under).
+        let selector = {
+            let _draws = SEEDED_INIT
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            ad.seed(config.seed);
+            let selector = SpanSelectorConfig::new(features.d_lm)
+                .with_d_key(config.d_key)
+                .with_max_span(config.max_span)
+                .with_train_match(config.train_match)
+                .init(&ad);
+            draw_initial_weights(&selector);
+            selector
+        };
         let trainable: Vec<usize> = (0..features.questions.len())
             .filter(|&q| features.questions[q].span.is_some())
             .collect();

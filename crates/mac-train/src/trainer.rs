@@ -62,7 +62,7 @@ fn optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
 
 /// Draws every parameter's initial value now: Burn initialises parameters
 /// lazily, on first use, which would put the draws outside the lock.
-fn draw_initial_weights<M: Module>(model: &M) {
+pub(crate) fn draw_initial_weights<M: Module>(model: &M) {
     struct Draw;
     impl ModuleVisitor for Draw {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -73,7 +73,7 @@ fn draw_initial_weights<M: Module>(model: &M) {
 }
 
 /// Held while a trainer seeds the backend's generator and initialises its model.
-static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub(crate) static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// `t` (from the plain device) as a leaf without a graph on the autodiff
 /// device `ad`.
