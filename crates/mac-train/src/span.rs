@@ -285,7 +285,8 @@ pub struct SpanTrainer {
 /// One training step's numbers.
 #[derive(Debug, Clone, Copy)]
 pub struct SpanStepStats {
-    /// Span loss (nats, start and end averaged).
+    /// The step's loss, nats: the start and end cross-entropies (averaged)
+    /// plus the gold document's retrieval cross-entropy.
     pub loss: f64,
     /// Share of questions whose most likely start is the gold one.
     pub start_accuracy: f64,
