@@ -202,12 +202,17 @@ impl SpanSelector {
 }
 
 /// Per-document logits `[Q, N]` spread over the documents' tokens `[Q, M]`:
-/// token `m` gets its document `token_documents[m]`'s logit.
-pub fn per_token(document_logits: Tensor<2>, token_documents: &[usize]) -> Tensor<2> {
+/// every token of document `n` (whose `lengths[n]` tokens lie in memory
+/// after those of documents `0..n`) gets its logit.
+pub fn per_token(document_logits: Tensor<2>, lengths: &[usize]) -> Tensor<2> {
     let device = document_logits.device();
-    let index: Vec<i64> = token_documents.iter().map(|&d| d as i64).collect();
-    let index =
-        Tensor::<1, Int>::from_data(TensorData::new(index, [token_documents.len()]), &device);
+    let index: Vec<i64> = lengths
+        .iter()
+        .enumerate()
+        .flat_map(|(n, &len)| std::iter::repeat_n(n as i64, len))
+        .collect();
+    let m = index.len();
+    let index = Tensor::<1, Int>::from_data(TensorData::new(index, [m]), &device);
     document_logits.select(1, index)
 }
 

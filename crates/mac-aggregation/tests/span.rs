@@ -26,8 +26,9 @@ fn logits_are_scaled_dot_products_of_start_and_end_halves() {
         TensorData::new(vec![1.0f32, -2.0, 0.5, 3.0], [2, 2]),
         &device,
     );
+    // Two documents, of 2 and 3 tokens.
     let token_documents = [0, 0, 1, 1, 1];
-    let bias = per_token(bias_docs, &token_documents);
+    let bias = per_token(bias_docs, &[2, 3]);
     let got = selector.logits(queries.clone(), keys.clone(), Some(bias));
     let (q, k) = (rows(queries), rows(keys));
     let (start, end) = (rows(got.start), rows(got.end));

@@ -104,23 +104,6 @@ impl SpanReader {
         Tensor::cat(vec![last, states.mean_dim(0)], 1)
     }
 
-    /// Each question prompt's last residual state and the mean of its states.
-    ///
-    /// # Shapes
-    /// - returns `[Q, 2·d_lm]`
-    pub fn question_summaries(
-        &self,
-        lm: &LoadedLm,
-        questions: &[&str],
-    ) -> Result<Tensor<2>, ModelError> {
-        let rows = self
-            .question_states(lm, questions)?
-            .into_iter()
-            .map(Self::summary)
-            .collect();
-        Ok(Tensor::cat(rows, 0))
-    }
-
     /// The cached positions kept for a span of a document of `len` tokens:
     /// the first [`Self::sink_tokens`] and the span, ascending.
     pub fn kept_positions(&self, start: usize, end: usize, len: usize) -> Vec<usize> {

@@ -147,10 +147,16 @@ fn kept_positions_and_answer_spans() {
     assert_eq!(doc[s..=e], answer[..]);
     assert_eq!(answer_span(&lm, &doc, "Port Vessa").unwrap(), None);
     // Summaries: last and mean state of each question prompt, 2·d wide.
-    let summaries = reader
-        .question_summaries(&lm, &["Who?", "What did he study?"])
+    let questions = reader
+        .question_states(&lm, &["Who?", "What did he study?"])
         .unwrap();
-    assert_eq!(summaries.dims(), [2, 2 * lm.model.hidden_width()]);
+    assert_eq!(questions.len(), 2);
+    for states in questions {
+        assert_eq!(
+            SpanReader::summary(states).dims(),
+            [1, 2 * lm.model.hidden_width()]
+        );
+    }
     let states = reader
         .token_states(&lm, std::slice::from_ref(&doc))
         .unwrap();

@@ -383,11 +383,6 @@ impl SpanTrainer {
                 (offsets[slot] + s, offsets[slot] + e)
             })
             .collect();
-        let token_documents: Vec<usize> = lengths
-            .iter()
-            .enumerate()
-            .flat_map(|(i, &l)| std::iter::repeat_n(i, l))
-            .collect();
         let document_logits =
             match_documents(&self.selector, features, &bank, features, &picked, &self.ad);
         let keys = self
@@ -396,7 +391,7 @@ impl SpanTrainer {
         let queries = self
             .selector
             .question_queries(features.summaries(&picked, &self.ad));
-        let bias = per_token(document_logits.clone(), &token_documents);
+        let bias = per_token(document_logits.clone(), &lengths);
         let logits = self.selector.logits(queries, keys, Some(bias));
         let predicted = logits
             .start
@@ -481,11 +476,7 @@ pub fn choose_spans(
 ) -> Result<Vec<SpanChoice>> {
     let same = std::ptr::eq(memory, asked);
     let lengths = memory.lengths(bank);
-    let token_documents: Vec<usize> = lengths
-        .iter()
-        .enumerate()
-        .flat_map(|(i, &l)| std::iter::repeat_n(i, l))
-        .collect();
+    let m: usize = lengths.iter().sum();
     let keys = selector.token_keys(memory.bank_states(bank, device));
     let mut out = Vec::with_capacity(questions.len());
     for (c, chunk) in questions.chunks(64).enumerate() {
@@ -499,9 +490,8 @@ pub fn choose_spans(
             .argmax(1)
             .try_to_vec_as::<i64>()
             .map_err(|e| anyhow::anyhow!("reading document logits: {e:?}"))?;
-        let bias = per_token(document_logits, &token_documents);
+        let bias = per_token(document_logits, &lengths);
         let logits = selector.logits(queries, keys.clone(), Some(bias));
-        let m = token_documents.len();
         let start = host(logits.start)?;
         let end = host(logits.end)?;
         for (i, &q) in chunk.iter().enumerate() {
