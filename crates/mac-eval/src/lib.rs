@@ -14,6 +14,23 @@
 //! documents for unrelated ones (`*_unrelated*`), and, given the training
 //! split, the question-only baseline (the best fixed answer per question
 //! form: what a model scores without reading anything).
+//!
+//! ```
+//! use mac_data::{FactStream, FactStreamConfig};
+//! use mac_eval::{bootstrap::f1_interval, QuestionOnly};
+//!
+//! // The question-only baseline: what answering without reading scores.
+//! let config = FactStreamConfig { n_train: 200, n_validation: 4, n_test: 20, ..Default::default() };
+//! let stream = FactStream::generate(&config);
+//! let fixed = QuestionOnly::fit(&stream.train).unwrap();
+//! let answer = fixed.answer(&stream.test.documents[0].qas[0].question).unwrap();
+//! assert!(!answer.is_empty());
+//!
+//! // A 95% interval of a mean F1, resampling documents (not questions).
+//! let scores = [(0, 1.0), (0, 0.5), (1, 0.0), (1, 0.0), (2, 1.0), (2, 1.0)];
+//! let [lo, hi] = f1_interval(scores).unwrap();
+//! assert!(lo <= 3.5 / 6.0 && 3.5 / 6.0 <= hi && lo < hi);
+//! ```
 
 pub mod bootstrap;
 mod compare;

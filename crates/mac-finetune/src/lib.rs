@@ -14,6 +14,28 @@
 //! Adam, a fixed number of steps per document, gradient-norm clipping 1.0.
 //! Every weight of the LM trains (the LM is loaded on the autodiff device
 //! and unfrozen).
+//!
+//! ```
+//! use mac_finetune::{FinetuneConfig, FinetuneKind, OnlineFinetuner};
+//!
+//! // Salient spans: numbers, months and capitalised words past a sentence's start.
+//! let text = "Velra was born on 3 May in Port Vessa.";
+//! let spans: Vec<&str> = mac_finetune::salient_spans(text).iter().map(|&(a, b)| &text[a..b]).collect();
+//! assert_eq!(spans, ["3", "May", "Port", "Vessa"]);
+//!
+//! // A tiny random Llama learns a document it is shown.
+//! let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../mac-lm/tests/fixtures/tiny-llama.gguf");
+//! let config = FinetuneConfig {
+//!     kind: FinetuneKind::Uniform,
+//!     learning_rate: 1e-2,
+//!     steps_per_document: 5,
+//!     max_tokens: 64,
+//! };
+//! let device = mac_device::select("flex").unwrap();
+//! let mut tuner = OnlineFinetuner::load(path.as_ref(), &device, config).unwrap();
+//! let losses = tuner.adapt(text).unwrap();
+//! assert!(losses[4] < losses[0]);
+//! ```
 
 use std::path::Path;
 

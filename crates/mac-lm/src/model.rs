@@ -219,13 +219,27 @@ impl BaseLm {
     /// `0..T`): what a generation that continues those tokens starts from.
     pub fn cache_of(&self, ids: &[u32]) -> Result<KvCache> {
         let mut cache = KvCache::new();
+        self.extend_cache(&mut cache, ids)?;
+        Ok(cache)
+    }
+
+    /// Reads `ids` after what a one-row `cache` holds, adding their keys
+    /// and values to it: `cache_of(a)` extended by `b` is `cache_of(a ++ b)`
+    /// (a shared beginning is read once).
+    pub fn extend_cache(&self, cache: &mut KvCache, ids: &[u32]) -> Result<()> {
+        if cache.rows() > 1 {
+            return Err(LmError::Input(format!(
+                "extending a cache of {} rows with one row of tokens",
+                cache.rows()
+            )));
+        }
         self.run_layers(
             &TokenBatch::single(ids.to_vec())?,
             None,
-            Some(&mut cache),
+            Some(cache),
             self.kv_layout().n_layers,
         )?;
-        Ok(cache)
+        Ok(())
     }
 
     /// Vocabulary logits for hidden states.

@@ -31,6 +31,10 @@ pub struct TextTokenizer {
     pub pad_id: u32,
     /// Whether a BOS token is put in front of every encoded text.
     pub add_bos: bool,
+    /// The model's chat template (Jinja source) when its files carry one:
+    /// GGUF `tokenizer.chat_template`, or `chat_template` in the
+    /// `tokenizer_config.json` beside `tokenizer.json`.
+    pub chat_template: Option<String>,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -64,6 +68,32 @@ pub fn read_tokenizer_json(path: &Path) -> Result<Tokenizer> {
     }
 }
 
+/// The `chat_template` of the `tokenizer_config.json` beside
+/// `tokenizer_json`, if that file exists and has one (a string); a file that
+/// exists but is not JSON is an error naming it.
+fn chat_template_beside(tokenizer_json: &Path) -> Result<Option<String>> {
+    let Some(config) = tokenizer_json
+        .parent()
+        .map(|d| d.join("tokenizer_config.json"))
+    else {
+        return Ok(None);
+    };
+    let bytes = match std::fs::read(&config) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(LmError::io(&config, e)),
+    };
+    let json: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| LmError::Tokenizer {
+            path: config.clone(),
+            reason: format!("not valid JSON: {e}"),
+        })?;
+    Ok(json
+        .get("chat_template")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string))
+}
+
 impl TextTokenizer {
     /// Loads `tokenizer.json`; special ids come from the caller (config.json).
     pub fn from_file(
@@ -81,6 +111,7 @@ impl TextTokenizer {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
+        let chat_template = chat_template_beside(&path)?;
         Ok(Self {
             inner,
             source: path,
@@ -88,6 +119,7 @@ impl TextTokenizer {
             bos_id,
             pad_id: eos_id,
             add_bos,
+            chat_template,
         })
     }
 
@@ -216,6 +248,10 @@ impl TextTokenizer {
             gguf.get("tokenizer.ggml.add_bos_token"),
             Some(GgufValue::Bool(true))
         );
+        let chat_template = gguf
+            .get("tokenizer.chat_template")
+            .and_then(GgufValue::as_str)
+            .map(str::to_string);
         Ok(Self {
             inner,
             source: path,
@@ -223,6 +259,7 @@ impl TextTokenizer {
             bos_id,
             pad_id,
             add_bos,
+            chat_template,
         })
     }
 

@@ -206,15 +206,7 @@ fn hugging_face_config_json() {
 }
 
 /// A small byte-level BPE tokenizer in the Hugging Face `tokenizer.json` format.
-const TOKENIZER_JSON: &str = r#"{"version":"1.0","truncation":null,"padding":null,
-"added_tokens":[{"id":5,"content":"<|eos|>","single_word":false,"lstrip":false,"rstrip":false,"normalized":false,"special":true}],
-"normalizer":null,
-"pre_tokenizer":{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":true},
-"post_processor":null,
-"decoder":{"type":"ByteLevel","add_prefix_space":true,"trim_offsets":true,"use_regex":true},
-"model":{"type":"BPE","dropout":null,"unk_token":null,"continuing_subword_prefix":null,"end_of_word_suffix":null,
-"fuse_unk":false,"byte_fallback":false,"ignore_merges":false,
-"vocab":{"a":0,"b":1,"ab":2,"Ġ":3,"Ġa":4,"<|eos|>":5},"merges":["a b","Ġ a"]}}"#;
+const TOKENIZER_JSON: &str = include_str!("fixtures/tiny_tokenizer.json");
 
 #[test]
 fn tokenizer_json() {

@@ -129,7 +129,24 @@ fn a_prompt_continuing_a_cache_equals_the_whole_sequence() {
     // Keeping every position changes nothing.
     let all: Vec<usize> = (0..document.len()).collect();
     let kept = cache.keep(0, &all).unwrap();
-    assert_eq!(continue_cache(&model, kept, &[prompt], 6), expected);
+    assert_eq!(
+        continue_cache(&model, kept, std::slice::from_ref(&prompt), 6),
+        expected
+    );
+
+    // A cache of the document's beginning, extended by the rest, is the
+    // document's cache.
+    let mut extended = model.cache_of(&document[..3]).unwrap();
+    model.extend_cache(&mut extended, &document[3..]).unwrap();
+    assert_eq!(extended.next_pos, cache.next_pos);
+    assert_eq!(extended.valid, cache.valid);
+    for ((k, v), (k_all, v_all)) in extended.layers.iter().zip(&cache.layers) {
+        let diff = |a: &burn::tensor::Tensor<4>, b: &burn::tensor::Tensor<4>| {
+            (a.clone() - b.clone()).abs().max().into_scalar::<f32>()
+        };
+        assert!(diff(k, k_all) < 1e-5 && diff(v, v_all) < 1e-5);
+    }
+    assert_eq!(continue_cache(&model, extended, &[prompt], 6), expected);
 }
 
 #[test]

@@ -11,12 +11,17 @@
 //! deterministic function of its tokens, so they are recomputed for the
 //! chosen document at answer time rather than stored (46 KB per token for
 //! SmolLM2-135M in f32, against 2 bytes for its id).
+//!
+//! For a chat model the document can be read inside a [`ChatFrame`]
+//! instead: the model's chat template with a short-answer instruction and
+//! worked examples before the document (read once, and kept whole in
+//! place of the sink) and the question as the user's words after it.
 
 use burn::tensor::Tensor;
 use mac_lm::{Generation, KvCache, LoadedLm, Padding, TokenBatch};
 
 use crate::answer::{generate_answers_after, AnswerGeneration, GeneratedAnswer};
-use crate::prompt::{continuation_ids, prompt_ids, question_prompt};
+use crate::prompt::{continuation_ids, prompt_ids, question_prompt, ChatFrame};
 use crate::ModelError;
 
 /// Positions of the LM left after a document for the question prompt and
@@ -112,10 +117,27 @@ impl SpanReader {
         kept
     }
 
-    /// Answers to `questions`, each from the key/values of its span only.
+    /// Answers to `questions`, each from the key/values of its span only
+    /// (and the document's first tokens), the question put as
+    /// `Question: …\nAnswer:` after the document.
     pub fn answer(
         &self,
         lm: &LoadedLm,
+        reads: &[SpanRead<'_>],
+        questions: &[&str],
+        generation: &[AnswerGeneration],
+    ) -> Result<Vec<GeneratedAnswer>, ModelError> {
+        self.answer_in(lm, None, reads, questions, generation)
+    }
+
+    /// [`Self::answer`] with the document read inside `frame` (a chat
+    /// model's turn: instruction and worked examples before it, kept whole
+    /// in place of the document's first tokens; the question as the
+    /// user's words after it), or as in [`Self::answer`] without one.
+    pub fn answer_in(
+        &self,
+        lm: &LoadedLm,
+        frame: Option<&ChatFrame>,
         reads: &[SpanRead<'_>],
         questions: &[&str],
         generation: &[AnswerGeneration],
@@ -127,6 +149,15 @@ impl SpanReader {
                 questions.len()
             )));
         }
+        // The frame's preamble is read once; each document continues it.
+        let (preamble, preamble_cache) = match frame {
+            Some(f) => {
+                let ids = prompt_ids(&lm.tokenizer, &f.preamble)?;
+                let cache = lm.model.cache_of(&ids)?;
+                (ids, Some(cache))
+            }
+            None => (Vec::new(), None),
+        };
         // Questions about one document share its pass.
         let mut full: Vec<(&[u32], KvCache)> = Vec::new();
         let caches = reads
@@ -140,11 +171,30 @@ impl SpanReader {
                         r.document.len()
                     )));
                 }
-                let kept = self.kept_positions(r.start, r.end, r.document.len());
+                let kept = if frame.is_some() {
+                    // Document token `i` sits at `p + i - bos` after the preamble.
+                    let p = preamble.len();
+                    let bos = usize::from(starts_with_bos(lm, r.document));
+                    let first = (p + r.start).saturating_sub(bos).max(p);
+                    (0..p)
+                        .chain(first..=(p + r.end).saturating_sub(bos))
+                        .collect()
+                } else {
+                    self.kept_positions(r.start, r.end, r.document.len())
+                };
                 let cached = match full.iter().position(|(d, _)| *d == r.document) {
                     Some(i) => &full[i].1,
                     None => {
-                        full.push((r.document, lm.model.cache_of(r.document)?));
+                        let cache = match &preamble_cache {
+                            Some(p) => {
+                                let mut cache = p.clone();
+                                lm.model
+                                    .extend_cache(&mut cache, framed(lm, &preamble, r.document)?)?;
+                                cache
+                            }
+                            None => lm.model.cache_of(r.document)?,
+                        };
+                        full.push((r.document, cache));
                         &full[full.len() - 1].1
                     }
                 };
@@ -153,7 +203,13 @@ impl SpanReader {
             .collect::<Result<Vec<_>, ModelError>>()?;
         let prompts = questions
             .iter()
-            .map(|q| continuation_ids(&lm.tokenizer, &question_prompt(q)))
+            .map(|q| {
+                let text = match frame {
+                    Some(f) => f.question(q),
+                    None => question_prompt(q),
+                };
+                continuation_ids(&lm.tokenizer, &text)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let start = Generation {
             prefix: None,
@@ -161,6 +217,33 @@ impl SpanReader {
         };
         generate_answers_after(lm, start, &prompts, generation, &mut |_, _| {})
     }
+}
+
+/// Whether a document's ids open with the BOS the tokenizer adds.
+fn starts_with_bos(lm: &LoadedLm, document: &[u32]) -> bool {
+    lm.tokenizer.add_bos
+        && lm.tokenizer.bos_id.is_some()
+        && document.first() == lm.tokenizer.bos_id.as_ref()
+}
+
+/// A document's ids to read after a frame's preamble (without the
+/// document's own BOS), checked against the LM's positions.
+fn framed<'a>(
+    lm: &LoadedLm,
+    preamble: &[u32],
+    document: &'a [u32],
+) -> Result<&'a [u32], ModelError> {
+    let own = &document[usize::from(starts_with_bos(lm, document))..];
+    let room = lm.model.max_positions().saturating_sub(QUESTION_ROOM);
+    if preamble.len() + own.len() > room {
+        return Err(ModelError::Input(format!(
+            "a frame of {} tokens and a document of {} leave less than {QUESTION_ROOM} of the LM's {} positions for the question",
+            preamble.len(),
+            own.len(),
+            lm.model.max_positions()
+        )));
+    }
+    Ok(own)
 }
 
 /// Where `answer` lies in a document's tokens: the first and last token of

@@ -4,7 +4,10 @@
 //! answer spans are found where the answer's tokens are.
 
 use mac_lm::LoadedLm;
-use mac_model::prompt::{continuation_ids, oracle_prompt, prompt_ids, question_prompt};
+use mac_model::prompt::{
+    chat_oracle_prompt, continuation_ids, oracle_prompt, prompt_ids, question_prompt, ChatExample,
+    ChatFormat, ChatFrame,
+};
 use mac_model::{answer_span, generate_answers, AnswerGeneration, SpanRead, SpanReader};
 
 fn tiny() -> LoadedLm {
@@ -161,4 +164,113 @@ fn kept_positions_and_answer_spans() {
         .token_states(&lm, std::slice::from_ref(&doc))
         .unwrap();
     assert_eq!(states[0].dims(), [doc.len(), lm.model.hidden_width()]);
+}
+
+#[test]
+fn a_frame_that_leaves_no_room_for_the_question_is_an_error() {
+    let lm = tiny();
+    let reader = SpanReader {
+        layer: 1,
+        sink_tokens: 2,
+    };
+    // The tiny model reads characters and has 128 positions: the
+    // instruction alone fills them.
+    let frame = ChatFrame::new(
+        ChatFormat::ChatMl {
+            default_system: None,
+        },
+        &[],
+    );
+    let doc = SpanReader::document_ids(&lm, DOCUMENTS[0]).unwrap();
+    let read = SpanRead {
+        document: &doc,
+        start: 1,
+        end: 3,
+    };
+    let err = reader
+        .answer_in(
+            &lm,
+            Some(&frame),
+            &[read],
+            &["Where?"],
+            &[AnswerGeneration::default()],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("positions"), "{err}");
+}
+
+/// The real SmolLM2 with its chat template, when fetched.
+fn smollm2() -> Option<LoadedLm> {
+    let path = mac_assets::default_lm_path();
+    mac_assets::fetched_or_skip(&path)
+        .then(|| LoadedLm::load(&path, &mac_device::select("flex").unwrap()).unwrap())
+}
+
+#[test]
+fn a_chat_framed_whole_document_answers_as_the_chat_oracle() {
+    let Some(lm) = smollm2() else { return };
+    let format = ChatFormat::recognise(lm.tokenizer.chat_template.as_deref().unwrap()).unwrap();
+    let example = ChatExample {
+        document: "Ada Brask was born in Elmford. Ada Brask works for Quorix Labs.",
+        question: "Who employs Ada Brask?",
+        answer: "Quorix Labs",
+    };
+    let frame = ChatFrame::new(format, &[example]);
+    let text = "Velra Osk lives at 12 Fenwick Lane. Velra Osk holds 31 patents.";
+    let question = "Where does Velra Osk live?";
+    let doc = SpanReader::document_ids(&lm, text).unwrap();
+    // The preamble, the document and the question are the oracle's tokens.
+    let mut joined = prompt_ids(&lm.tokenizer, &frame.preamble).unwrap();
+    joined.extend(&doc);
+    joined.extend(continuation_ids(&lm.tokenizer, &frame.question(question)).unwrap());
+    let oracle = chat_oracle_prompt(format, text, question, &[example]);
+    assert_eq!(joined, prompt_ids(&lm.tokenizer, &oracle).unwrap());
+
+    let reader = SpanReader {
+        layer: 12,
+        sink_tokens: 4,
+    };
+    let gen = AnswerGeneration {
+        max_tokens: 16,
+        ..Default::default()
+    };
+    let whole = SpanRead {
+        document: &doc,
+        start: 0,
+        end: doc.len() - 1,
+    };
+    let framed = reader
+        .answer_in(&lm, Some(&frame), &[whole], &[question], &[gen])
+        .unwrap();
+    let expected = generate_answers(&lm, &[oracle], None, 16).unwrap();
+    assert_eq!(framed[0].text, expected[0]);
+    assert!(expected[0].contains("Fenwick"), "{}", expected[0]);
+
+    // The span alone (the address and its neighbours) still answers; a span
+    // elsewhere in the document does not give the address.
+    let (a, b) = answer_span(&lm, &doc, "12 Fenwick Lane").unwrap().unwrap();
+    let span = SpanRead {
+        document: &doc,
+        start: a.saturating_sub(1),
+        end: b + 1,
+    };
+    let answered = reader
+        .answer_in(&lm, Some(&frame), &[span], &[question], &[gen])
+        .unwrap();
+    assert!(answered[0].text.contains("Fenwick"), "{}", answered[0].text);
+    let (c, d) = answer_span(&lm, &doc, "31 patents").unwrap().unwrap();
+    let elsewhere = SpanRead {
+        document: &doc,
+        start: c,
+        end: d,
+    };
+    let answered = reader
+        .answer_in(&lm, Some(&frame), &[elsewhere], &[question], &[gen])
+        .unwrap();
+    assert!(
+        !answered[0].text.contains("Fenwick"),
+        "{}",
+        answered[0].text
+    );
 }

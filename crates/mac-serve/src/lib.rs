@@ -20,6 +20,18 @@
 //! waits for ingest. Bad requests get a 4xx naming the problem and change
 //! nothing ([`api`] has the limits). Shutdown (SIGINT, SIGTERM) stops
 //! accepting connections and finishes the requests in flight.
+//!
+//! ```
+//! use mac_serve::api::{parse_json, ChatRequest};
+//!
+//! // The question of a chat request is its last user message.
+//! let body = br#"{"messages": [{"role": "system", "content": "Be brief."},
+//!                              {"role": "user", "content": "Where was Ada born?"}]}"#;
+//! let request: ChatRequest = parse_json(body).unwrap();
+//! assert_eq!(request.question().unwrap(), "Where was Ada born?");
+//! // A malformed one is a 400 that says why.
+//! assert!(parse_json::<ChatRequest>(b"{\"messages\": 3}").is_err());
+//! ```
 
 pub mod api;
 mod completion;

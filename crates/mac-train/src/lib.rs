@@ -12,6 +12,17 @@
 //! `best`/`last` checkpoints with exact resume, JSONL metrics and a progress
 //! bar. Batches are a pure function of `(seed, step)`, so a resumed run sees
 //! the same batches as an uninterrupted one.
+//!
+//! ```
+//! use mac_train::TrainConfig;
+//!
+//! // Presets by name, each a complete, valid run configuration.
+//! for name in ["default", "open", "copy", "tiny"] {
+//!     let config = TrainConfig::preset(name).unwrap();
+//!     config.validate().unwrap();
+//! }
+//! assert!(TrainConfig::preset("huge").unwrap_err().contains("known: default"));
+//! ```
 
 mod config;
 mod data;

@@ -13,8 +13,9 @@ use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+pub use mac_aggregation::SpanRule;
 use mac_aggregation::{
-    best_span, document_shares, per_token, ChosenSpan, SpanSelector, SpanSelectorConfig,
+    per_token, ChosenSpan, SpanChoice, SpanSelector, SpanSelectorConfig, StreamedSpanChoice,
 };
 use mac_data::Dataset;
 use mac_lm::LoadedLm;
@@ -442,27 +443,20 @@ impl SpanTrainer {
 
 /// What a selector chose for one question over a bank.
 #[derive(Debug, Clone, Copy)]
-pub struct SpanChoice {
+pub struct QuestionSpan {
     /// The span (document index within the bank).
     pub span: ChosenSpan,
     /// The share of the start distribution on the question's own document.
     pub gold_share: f32,
 }
 
-/// How a span is chosen from a bank.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SpanRule {
-    /// The best span over every token of the bank (document and span scores
-    /// added): one softmax, as trained.
-    Joint,
-    /// The best-matching document first, then the best span within it.
-    DocumentFirst,
-}
+/// Documents of a bank scored at a time by [`choose_spans`].
+pub const BANK_CHUNK: usize = 64;
 
 /// Spans chosen for `questions` (indices into `asked`) over a bank of
 /// `bank` documents (indices into `memory`) by `rule`, with an optional
-/// per-document prior `[Q, N]` (row `i` for `questions[i]`).
+/// per-document prior `[Q, N]` (row `i` for `questions[i]`); the bank is
+/// scored [`BANK_CHUNK`] documents at a time.
 #[allow(clippy::too_many_arguments)]
 pub fn choose_spans(
     selector: &SpanSelector,
@@ -473,50 +467,71 @@ pub fn choose_spans(
     prior: Option<Tensor<2>>,
     rule: SpanRule,
     device: &Device,
-) -> Result<Vec<SpanChoice>> {
+) -> Result<Vec<QuestionSpan>> {
+    choose_spans_chunked(
+        selector, memory, bank, asked, questions, prior, rule, BANK_CHUNK, device,
+    )
+}
+
+/// [`choose_spans`] scoring `chunk` documents of the bank at a time: the
+/// choice and the shares are those over the whole bank for any `chunk`
+/// ([`StreamedSpanChoice`]); the logits held are one chunk's.
+#[allow(clippy::too_many_arguments)]
+pub fn choose_spans_chunked(
+    selector: &SpanSelector,
+    memory: &SpanFeatures,
+    bank: &[usize],
+    asked: &SpanFeatures,
+    questions: &[usize],
+    prior: Option<Tensor<2>>,
+    rule: SpanRule,
+    chunk: usize,
+    device: &Device,
+) -> Result<Vec<QuestionSpan>> {
     let same = std::ptr::eq(memory, asked);
-    let lengths = memory.lengths(bank);
-    let m: usize = lengths.iter().sum();
-    let keys = selector.token_keys(memory.bank_states(bank, device));
+    let chunk = chunk.max(1);
     let mut out = Vec::with_capacity(questions.len());
-    for (c, chunk) in questions.chunks(64).enumerate() {
-        let queries = selector.question_queries(asked.summaries(chunk, device));
-        let mut document_logits = match_documents(selector, memory, bank, asked, chunk, device);
-        if let Some(p) = &prior {
-            document_logits = document_logits + p.clone().narrow(0, c * 64, chunk.len());
-        }
-        let matched = document_logits
-            .clone()
-            .argmax(1)
-            .try_to_vec_as::<i64>()
-            .map_err(|e| anyhow::anyhow!("reading document logits: {e:?}"))?;
-        let bias = per_token(document_logits, &lengths);
-        let logits = selector.logits(queries, keys.clone(), Some(bias));
-        let start = host(logits.start)?;
-        let end = host(logits.end)?;
-        for (i, &q) in chunk.iter().enumerate() {
-            let (s, e) = (&start[i * m..(i + 1) * m], &end[i * m..(i + 1) * m]);
-            let span = match rule {
-                SpanRule::Joint => best_span(s, e, &lengths, selector.max_span),
-                SpanRule::DocumentFirst => {
-                    let document = matched[i] as usize;
-                    let offset: usize = lengths[..document].iter().sum();
-                    let range = offset..offset + lengths[document];
-                    best_span(
-                        &s[range.clone()],
-                        &e[range],
-                        &lengths[document..=document],
-                        selector.max_span,
-                    )
-                    .map(|span| ChosenSpan { document, ..span })
-                }
+    for (c, qs) in questions.chunks(64).enumerate() {
+        let queries = selector.question_queries(asked.summaries(qs, device));
+        let mut choices: Vec<StreamedSpanChoice> = qs
+            .iter()
+            .map(|_| StreamedSpanChoice::new(rule, selector.max_span))
+            .collect();
+        for (b, documents) in bank.chunks(chunk).enumerate() {
+            let lengths = memory.lengths(documents);
+            let m: usize = lengths.iter().sum();
+            let n = documents.len();
+            let keys = selector.token_keys(memory.bank_states(documents, device));
+            let mut document_logits =
+                match_documents(selector, memory, documents, asked, qs, device);
+            if let Some(p) = &prior {
+                document_logits = document_logits
+                    + p.clone()
+                        .narrow(0, c * 64, qs.len())
+                        .narrow(1, b * chunk, n);
             }
-            .ok_or_else(|| anyhow::anyhow!("an empty bank"))?;
+            let by_document = host(document_logits.clone())?;
+            let bias = per_token(document_logits, &lengths);
+            let logits = selector.logits(queries.clone(), keys, Some(bias));
+            let start = host(logits.start)?;
+            let end = host(logits.end)?;
+            for (i, choice) in choices.iter_mut().enumerate() {
+                choice.push(
+                    &by_document[i * n..(i + 1) * n],
+                    &start[i * m..(i + 1) * m],
+                    &end[i * m..(i + 1) * m],
+                    &lengths,
+                );
+            }
+        }
+        for (choice, &q) in choices.into_iter().zip(qs) {
+            let SpanChoice { span, shares } = choice
+                .finish()
+                .ok_or_else(|| anyhow::anyhow!("an empty bank"))?;
             let own = bank
                 .iter()
                 .position(|&d| same && d == asked.questions[q].document);
-            let shares = document_shares(s, &lengths);
-            out.push(SpanChoice {
+            out.push(QuestionSpan {
                 span,
                 gold_share: own.map_or(0.0, |o| shares[o]),
             });

@@ -2,10 +2,13 @@
 //! the span loss falls on a fixed set of documents, and the trained
 //! selector finds the spans it was trained on far above chance.
 
+use burn::tensor::{Tensor, TensorData};
 use mac_data::{Dataset, Document, QaPair};
 use mac_lm::LoadedLm;
 use mac_model::SpanReader;
-use mac_train::span::{choose_spans, SpanFeatures, SpanRule, SpanTrainConfig, SpanTrainer};
+use mac_train::span::{
+    choose_spans, choose_spans_chunked, SpanFeatures, SpanRule, SpanTrainConfig, SpanTrainer,
+};
 
 #[test]
 fn span_training_learns_where_answers_lie() {
@@ -111,5 +114,49 @@ fn span_training_learns_where_answers_lie() {
             "{rule:?}: {starts} of {} starts found",
             found.len()
         );
+
+        // Scored a few documents at a time, with and without a prior, the
+        // choice and the shares are those over the whole bank.
+        let prior = |seed: f32| {
+            let values: Vec<f32> = (0..found.len() * 8)
+                .map(|i| ((i as f32 * 0.37 + seed).sin()) * 2.0)
+                .collect();
+            Tensor::<2>::from_data(TensorData::new(values, [found.len(), 8]), &device)
+        };
+        for with_prior in [false, true] {
+            let whole = choose_spans_chunked(
+                &selector,
+                &features,
+                &bank,
+                &features,
+                &found,
+                with_prior.then(|| prior(0.5)),
+                rule,
+                8,
+                &device,
+            )
+            .unwrap();
+            for chunk in [1, 3, 64] {
+                let streamed = choose_spans_chunked(
+                    &selector,
+                    &features,
+                    &bank,
+                    &features,
+                    &found,
+                    with_prior.then(|| prior(0.5)),
+                    rule,
+                    chunk,
+                    &device,
+                )
+                .unwrap();
+                for (a, b) in streamed.iter().zip(&whole) {
+                    assert_eq!(
+                        a.span, b.span,
+                        "{rule:?}, chunk {chunk}, prior {with_prior}"
+                    );
+                    assert!((a.gold_share - b.gold_share).abs() < 1e-5);
+                }
+            }
+        }
     }
 }

@@ -18,6 +18,7 @@
 //! answer.
 
 mod closed;
+mod novel;
 mod open;
 mod templates;
 
@@ -29,6 +30,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::{Dataset, Document, QaPair};
+pub use novel::novel_stream;
 use open::Split;
 use templates::{document_templates, question_templates, FILLER};
 

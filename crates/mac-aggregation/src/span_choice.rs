@@ -1,0 +1,234 @@
+//! Choosing a span over a bank read chunk by chunk: the same span, and the
+//! same per-document shares, as over the whole bank at once, holding one
+//! chunk's logits at a time (the streamed counterpart of [`best_span`] and
+//! [`document_shares`]).
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(doc)]
+use crate::span::{best_span, document_shares};
+use crate::span::{scored_best_span, ChosenSpan};
+
+/// How a span is chosen from a bank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpanRule {
+    /// The best span over every token of the bank (document and span scores
+    /// added): one softmax, as trained.
+    Joint,
+    /// The best-matching document first, then the best span within it.
+    DocumentFirst,
+}
+
+/// One question's span choice over a bank whose documents arrive in
+/// chunks, in bank order. Ties go to the earlier document, as over the
+/// whole bank.
+#[derive(Debug, Clone)]
+pub struct StreamedSpanChoice {
+    rule: SpanRule,
+    max_span: usize,
+    /// Documents pushed so far.
+    documents: usize,
+    /// The best span over the bank so far, and its score.
+    joint: Option<(f32, ChosenSpan)>,
+    /// The best document's logit so far, and its best span.
+    first: Option<(f32, ChosenSpan)>,
+    /// Log-sum-exp of each document's start logits.
+    masses: Vec<f32>,
+}
+
+/// What a streamed choice found: the span (its document counted over the
+/// whole bank) and each document's share of the start distribution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanChoice {
+    /// The span chosen.
+    pub span: ChosenSpan,
+    /// `shares[n]`: the probability of document `n`'s tokens under a
+    /// softmax of the start logits over the whole bank.
+    pub shares: Vec<f32>,
+}
+
+impl StreamedSpanChoice {
+    /// A choice by `rule` over spans of at most `max_span` tokens.
+    pub fn new(rule: SpanRule, max_span: usize) -> Self {
+        Self {
+            rule,
+            max_span,
+            documents: 0,
+            joint: None,
+            first: None,
+            masses: Vec::new(),
+        }
+    }
+
+    /// Adds the next chunk of documents: their logits (`document_logits[n]`,
+    /// one per document), the start and end logits over their tokens (the
+    /// document logits included where the rule adds them), and their token
+    /// counts, in the order the tokens lie.
+    pub fn push(&mut self, document_logits: &[f32], start: &[f32], end: &[f32], lengths: &[usize]) {
+        let offset = self.documents;
+        let in_bank = |span: ChosenSpan| ChosenSpan {
+            document: span.document + offset,
+            ..span
+        };
+        match self.rule {
+            SpanRule::Joint => {
+                if let Some((score, span)) = scored_best_span(start, end, lengths, self.max_span) {
+                    if self.joint.is_none_or(|(best, _)| score > best) {
+                        self.joint = Some((score, in_bank(span)));
+                    }
+                }
+            }
+            SpanRule::DocumentFirst => {
+                let mut best: Option<(f32, usize)> = None;
+                for (n, &logit) in document_logits.iter().enumerate().take(lengths.len()) {
+                    if best.is_none_or(|(b, _)| logit > b) {
+                        best = Some((logit, n));
+                    }
+                }
+                if let Some((logit, n)) = best {
+                    if self.first.is_none_or(|(b, _)| logit > b) {
+                        let from: usize = lengths[..n].iter().sum();
+                        let range = from..(from + lengths[n]).min(start.len()).min(end.len());
+                        if let Some((_, span)) = scored_best_span(
+                            &start[range.clone()],
+                            &end[range],
+                            &lengths[n..=n],
+                            self.max_span,
+                        ) {
+                            self.first = Some((
+                                logit,
+                                in_bank(ChosenSpan {
+                                    document: n,
+                                    ..span
+                                }),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        let mut from = 0;
+        for &len in lengths {
+            let to = (from + len).min(start.len());
+            self.masses.push(log_sum_exp(&start[from.min(to)..to]));
+            from = to;
+        }
+        self.documents += lengths.len();
+    }
+
+    /// The span chosen and the documents' shares; `None` when no document
+    /// had a token.
+    pub fn finish(self) -> Option<SpanChoice> {
+        let span = match self.rule {
+            SpanRule::Joint => self.joint,
+            SpanRule::DocumentFirst => self.first,
+        }?
+        .1;
+        let total = log_sum_exp(&self.masses);
+        let shares = self.masses.iter().map(|&m| (m - total).exp()).collect();
+        Some(SpanChoice { span, shares })
+    }
+}
+
+/// `ln Σ exp(x)`, `-∞` for no element.
+fn log_sum_exp(xs: &[f32]) -> f32 {
+    let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return max;
+    }
+    max + xs.iter().map(|&x| (x - max).exp()).sum::<f32>().ln()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::span::{best_span, document_shares};
+
+    /// A small deterministic generator (no dependency for a test).
+    fn noise(seed: u64, n: usize) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 10_000) as f32 / 1_000.0 - 5.0
+            })
+            .collect()
+    }
+
+    /// The whole-bank choice, as the selector's callers made it.
+    fn whole(
+        rule: SpanRule,
+        docs: &[f32],
+        start: &[f32],
+        end: &[f32],
+        lengths: &[usize],
+    ) -> SpanChoice {
+        let span = match rule {
+            SpanRule::Joint => best_span(start, end, lengths, 8).unwrap(),
+            SpanRule::DocumentFirst => {
+                let n = (0..docs.len()).fold(0, |b, n| if docs[n] > docs[b] { n } else { b });
+                let from: usize = lengths[..n].iter().sum();
+                let r = from..from + lengths[n];
+                let span = best_span(&start[r.clone()], &end[r], &lengths[n..=n], 8).unwrap();
+                ChosenSpan {
+                    document: n,
+                    ..span
+                }
+            }
+        };
+        SpanChoice {
+            span,
+            shares: document_shares(start, lengths),
+        }
+    }
+
+    #[test]
+    fn equals_the_whole_bank_for_any_chunk_size() {
+        for (seed, n) in [(1, 1), (2, 7), (3, 256), (4, 1000)] {
+            let lengths: Vec<usize> = noise(seed + 10, n)
+                .iter()
+                .map(|x| 1 + (x.abs() * 3.0) as usize)
+                .collect();
+            let m: usize = lengths.iter().sum();
+            let docs = noise(seed + 20, n);
+            let start = noise(seed + 30, m);
+            let end = noise(seed + 40, m);
+            for rule in [SpanRule::Joint, SpanRule::DocumentFirst] {
+                let expected = whole(rule, &docs, &start, &end, &lengths);
+                for chunk in [1, 3, 64] {
+                    let mut choice = StreamedSpanChoice::new(rule, 8);
+                    let mut from = 0;
+                    for (c, ls) in lengths.chunks(chunk).enumerate() {
+                        let t: usize = ls.iter().sum();
+                        let d = &docs[c * chunk..c * chunk + ls.len()];
+                        choice.push(d, &start[from..from + t], &end[from..from + t], ls);
+                        from += t;
+                    }
+                    let got = choice.finish().unwrap();
+                    assert_eq!(got.span, expected.span, "{rule:?}, N = {n}, chunk {chunk}");
+                    for (a, b) in got.shares.iter().zip(&expected.shares) {
+                        assert!(
+                            (a - b).abs() < 1e-5,
+                            "{rule:?}, N = {n}, chunk {chunk}: {a} vs {b}"
+                        );
+                    }
+                    assert!((got.shares.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ties_go_to_the_earlier_document_and_an_empty_bank_chooses_nothing() {
+        let mut choice = StreamedSpanChoice::new(SpanRule::DocumentFirst, 4);
+        choice.push(&[1.0], &[0.0, 2.0], &[0.0, 1.0], &[2]);
+        choice.push(&[1.0], &[9.0, 9.0], &[9.0, 9.0], &[2]);
+        assert_eq!(choice.finish().unwrap().span.document, 0);
+        let mut choice = StreamedSpanChoice::new(SpanRule::Joint, 4);
+        choice.push(&[0.0, 0.0], &[], &[], &[0, 0]);
+        assert_eq!(choice.finish(), None);
+    }
+}
