@@ -1,6 +1,7 @@
 //! The MAC modules on tiny configurations: padding invariance, flat vs
 //! hierarchical aggregation, exact streamed aggregation, and gradients reaching
-//! every trainable parameter through the frozen LM.
+//! every trainable parameter through the frozen LM. (Over 500 lines: the
+//! tests share the tiny configurations and reference computations.)
 #![allow(clippy::needless_range_loop)] // index arithmetic over [B][T] grids reads clearer
 
 use std::path::PathBuf;

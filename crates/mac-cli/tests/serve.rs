@@ -3,7 +3,8 @@
 //! `openai` Python package (installed into a venv under MAC_HOME by this
 //! test), the answers against `mac ask` on the same bank, every bad input
 //! answered with a 4xx that changes nothing, and a SIGKILL during ingest
-//! that loses no acknowledged document.
+//! that loses no acknowledged document. (Over 500 lines: the tests share
+//! one trained checkpoint and the server harness.)
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,5 +1,7 @@
 //! Meta-training on the real SmolLM2 + MiniLM with the `tiny` preset: the QA
 //! loss on a fixed batch drops, and a resumed run continues exactly.
+//! (Over 500 lines: the tests share one set-up of the real models and
+//! run directories.)
 
 use mac_data::{FactStreamConfig, ValueVocabulary};
 use mac_train::{CutShort, DataSource, SelectionConfig, TrainConfig, Trainer};

@@ -1,6 +1,8 @@
 //! Matrix products on OpenBLAS for the CPU backend: `sgemm`/`sgemv` on the
 //! tensors' memory (strided operands read in place), split over rayon's
-//! threads, as a Burn backend extension with its backward.
+//! threads, as a Burn backend extension with its backward. (Over 500
+//! lines: the forward products and their backward share one set of
+//! strided-operand helpers, kept in one file.)
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;

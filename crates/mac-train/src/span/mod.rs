@@ -14,9 +14,7 @@ use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 pub use mac_aggregation::SpanRule;
-use mac_aggregation::{
-    per_token, ChosenSpan, SpanChoice, SpanSelector, SpanSelectorConfig, StreamedSpanChoice,
-};
+use mac_aggregation::{per_token, SpanSelector, SpanSelectorConfig};
 use mac_data::Dataset;
 use mac_lm::LoadedLm;
 use mac_model::{answer_span, SpanReader};
@@ -26,6 +24,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::trainer::{draw_initial_weights, SEEDED_INIT};
+
+mod choose;
+pub use choose::{choose_spans, choose_spans_chunked, QuestionSpan, BANK_CHUNK};
 
 /// What span memory's selector is trained on, and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -249,7 +250,7 @@ pub fn match_documents(
     selector.document_logits(qk, qv, dk, dv)
 }
 
-fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     t.try_to_vec_as::<f32>()
         .map_err(|e| anyhow::anyhow!("reading LM states: {e:?}"))
 }
@@ -439,103 +440,4 @@ impl SpanTrainer {
     pub fn selector(&self) -> SpanSelector {
         self.selector.valid()
     }
-}
-
-/// What a selector chose for one question over a bank.
-#[derive(Debug, Clone, Copy)]
-pub struct QuestionSpan {
-    /// The span (document index within the bank).
-    pub span: ChosenSpan,
-    /// The share of the start distribution on the question's own document.
-    pub gold_share: f32,
-}
-
-/// Documents of a bank scored at a time by [`choose_spans`].
-pub const BANK_CHUNK: usize = 64;
-
-/// Spans chosen for `questions` (indices into `asked`) over a bank of
-/// `bank` documents (indices into `memory`) by `rule`, with an optional
-/// per-document prior `[Q, N]` (row `i` for `questions[i]`); the bank is
-/// scored [`BANK_CHUNK`] documents at a time.
-#[allow(clippy::too_many_arguments)]
-pub fn choose_spans(
-    selector: &SpanSelector,
-    memory: &SpanFeatures,
-    bank: &[usize],
-    asked: &SpanFeatures,
-    questions: &[usize],
-    prior: Option<Tensor<2>>,
-    rule: SpanRule,
-    device: &Device,
-) -> Result<Vec<QuestionSpan>> {
-    choose_spans_chunked(
-        selector, memory, bank, asked, questions, prior, rule, BANK_CHUNK, device,
-    )
-}
-
-/// [`choose_spans`] scoring `chunk` documents of the bank at a time: the
-/// choice and the shares are those over the whole bank for any `chunk`
-/// ([`StreamedSpanChoice`]); the logits held are one chunk's.
-#[allow(clippy::too_many_arguments)]
-pub fn choose_spans_chunked(
-    selector: &SpanSelector,
-    memory: &SpanFeatures,
-    bank: &[usize],
-    asked: &SpanFeatures,
-    questions: &[usize],
-    prior: Option<Tensor<2>>,
-    rule: SpanRule,
-    chunk: usize,
-    device: &Device,
-) -> Result<Vec<QuestionSpan>> {
-    let same = std::ptr::eq(memory, asked);
-    let chunk = chunk.max(1);
-    let mut out = Vec::with_capacity(questions.len());
-    for (c, qs) in questions.chunks(64).enumerate() {
-        let queries = selector.question_queries(asked.summaries(qs, device));
-        let mut choices: Vec<StreamedSpanChoice> = qs
-            .iter()
-            .map(|_| StreamedSpanChoice::new(rule, selector.max_span))
-            .collect();
-        for (b, documents) in bank.chunks(chunk).enumerate() {
-            let lengths = memory.lengths(documents);
-            let m: usize = lengths.iter().sum();
-            let n = documents.len();
-            let keys = selector.token_keys(memory.bank_states(documents, device));
-            let mut document_logits =
-                match_documents(selector, memory, documents, asked, qs, device);
-            if let Some(p) = &prior {
-                document_logits = document_logits
-                    + p.clone()
-                        .narrow(0, c * 64, qs.len())
-                        .narrow(1, b * chunk, n);
-            }
-            let by_document = host(document_logits.clone())?;
-            let bias = per_token(document_logits, &lengths);
-            let logits = selector.logits(queries.clone(), keys, Some(bias));
-            let start = host(logits.start)?;
-            let end = host(logits.end)?;
-            for (i, choice) in choices.iter_mut().enumerate() {
-                choice.push(
-                    &by_document[i * n..(i + 1) * n],
-                    &start[i * m..(i + 1) * m],
-                    &end[i * m..(i + 1) * m],
-                    &lengths,
-                );
-            }
-        }
-        for (choice, &q) in choices.into_iter().zip(qs) {
-            let SpanChoice { span, shares } = choice
-                .finish()
-                .ok_or_else(|| anyhow::anyhow!("an empty bank"))?;
-            let own = bank
-                .iter()
-                .position(|&d| same && d == asked.questions[q].document);
-            out.push(QuestionSpan {
-                span,
-                gold_share: own.map_or(0.0, |o| shares[o]),
-            });
-        }
-    }
-    Ok(out)
 }

@@ -1,0 +1,109 @@
+//! Choosing spans for questions over a bank of span features, scored a
+//! chunk of documents at a time.
+
+use anyhow::Result;
+use burn::tensor::{Device, Tensor};
+use mac_aggregation::{
+    per_token, ChosenSpan, SpanChoice, SpanRule, SpanSelector, StreamedSpanChoice,
+};
+
+use super::{host, match_documents, SpanFeatures};
+
+/// What a selector chose for one question over a bank.
+#[derive(Debug, Clone, Copy)]
+pub struct QuestionSpan {
+    /// The span (document index within the bank).
+    pub span: ChosenSpan,
+    /// The share of the start distribution on the question's own document.
+    pub gold_share: f32,
+}
+
+/// Documents of a bank scored at a time by [`choose_spans`].
+pub const BANK_CHUNK: usize = 64;
+
+/// Spans chosen for `questions` (indices into `asked`) over a bank of
+/// `bank` documents (indices into `memory`) by `rule`, with an optional
+/// per-document prior `[Q, N]` (row `i` for `questions[i]`); the bank is
+/// scored [`BANK_CHUNK`] documents at a time.
+#[allow(clippy::too_many_arguments)]
+pub fn choose_spans(
+    selector: &SpanSelector,
+    memory: &SpanFeatures,
+    bank: &[usize],
+    asked: &SpanFeatures,
+    questions: &[usize],
+    prior: Option<Tensor<2>>,
+    rule: SpanRule,
+    device: &Device,
+) -> Result<Vec<QuestionSpan>> {
+    choose_spans_chunked(
+        selector, memory, bank, asked, questions, prior, rule, BANK_CHUNK, device,
+    )
+}
+
+/// [`choose_spans`] scoring `chunk` documents of the bank at a time: the
+/// choice and the shares are those over the whole bank for any `chunk`
+/// ([`StreamedSpanChoice`]); the logits held are one chunk's.
+#[allow(clippy::too_many_arguments)]
+pub fn choose_spans_chunked(
+    selector: &SpanSelector,
+    memory: &SpanFeatures,
+    bank: &[usize],
+    asked: &SpanFeatures,
+    questions: &[usize],
+    prior: Option<Tensor<2>>,
+    rule: SpanRule,
+    chunk: usize,
+    device: &Device,
+) -> Result<Vec<QuestionSpan>> {
+    let same = std::ptr::eq(memory, asked);
+    let chunk = chunk.max(1);
+    let mut out = Vec::with_capacity(questions.len());
+    for (c, qs) in questions.chunks(64).enumerate() {
+        let queries = selector.question_queries(asked.summaries(qs, device));
+        let mut choices: Vec<StreamedSpanChoice> = qs
+            .iter()
+            .map(|_| StreamedSpanChoice::new(rule, selector.max_span))
+            .collect();
+        for (b, documents) in bank.chunks(chunk).enumerate() {
+            let lengths = memory.lengths(documents);
+            let m: usize = lengths.iter().sum();
+            let n = documents.len();
+            let keys = selector.token_keys(memory.bank_states(documents, device));
+            let mut document_logits =
+                match_documents(selector, memory, documents, asked, qs, device);
+            if let Some(p) = &prior {
+                document_logits = document_logits
+                    + p.clone()
+                        .narrow(0, c * 64, qs.len())
+                        .narrow(1, b * chunk, n);
+            }
+            let by_document = host(document_logits.clone())?;
+            let bias = per_token(document_logits, &lengths);
+            let logits = selector.logits(queries.clone(), keys, Some(bias));
+            let start = host(logits.start)?;
+            let end = host(logits.end)?;
+            for (i, choice) in choices.iter_mut().enumerate() {
+                choice.push(
+                    &by_document[i * n..(i + 1) * n],
+                    &start[i * m..(i + 1) * m],
+                    &end[i * m..(i + 1) * m],
+                    &lengths,
+                );
+            }
+        }
+        for (choice, &q) in choices.into_iter().zip(qs) {
+            let SpanChoice { span, shares } = choice
+                .finish()
+                .ok_or_else(|| anyhow::anyhow!("an empty bank"))?;
+            let own = bank
+                .iter()
+                .position(|&d| same && d == asked.questions[q].document);
+            out.push(QuestionSpan {
+                span,
+                gold_share: own.map_or(0.0, |o| shares[o]),
+            });
+        }
+    }
+    Ok(out)
+}
