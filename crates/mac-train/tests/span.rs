@@ -117,38 +117,30 @@ fn span_training_learns_where_answers_lie() {
 
         // Scored a few documents at a time, with and without a prior, the
         // choice and the shares are those over the whole bank.
-        let prior = |seed: f32| {
+        let prior = || {
             let values: Vec<f32> = (0..found.len() * 8)
-                .map(|i| ((i as f32 * 0.37 + seed).sin()) * 2.0)
+                .map(|i| (i as f32 * 0.37 + 0.5).sin() * 2.0)
                 .collect();
             Tensor::<2>::from_data(TensorData::new(values, [found.len(), 8]), &device)
         };
-        for with_prior in [false, true] {
-            let whole = choose_spans_chunked(
+        let chosen = |with_prior: bool, chunk: usize| {
+            choose_spans_chunked(
                 &selector,
                 &features,
                 &bank,
                 &features,
                 &found,
-                with_prior.then(|| prior(0.5)),
+                with_prior.then(prior),
                 rule,
-                8,
+                chunk,
                 &device,
             )
-            .unwrap();
+            .unwrap()
+        };
+        for with_prior in [false, true] {
+            let whole = chosen(with_prior, 8);
             for chunk in [1, 3, 64] {
-                let streamed = choose_spans_chunked(
-                    &selector,
-                    &features,
-                    &bank,
-                    &features,
-                    &found,
-                    with_prior.then(|| prior(0.5)),
-                    rule,
-                    chunk,
-                    &device,
-                )
-                .unwrap();
+                let streamed = chosen(with_prior, chunk);
                 for (a, b) in streamed.iter().zip(&whole) {
                     assert_eq!(
                         a.span, b.span,
