@@ -13,7 +13,7 @@ use crate::gguf::GgufFile;
 use crate::gpt2::{Gpt2, Gpt2Config};
 use crate::llama::{Llama, LlamaConfig};
 use crate::model::{BaseLm, LoadedLm};
-use crate::tokenizer::TextTokenizer;
+use crate::tokenizer::{chat_template_of, tokenizer_config_beside, TextTokenizer};
 use crate::weights::{ParamLoader, SafetensorsSource, WeightSource};
 
 /// Maps Hugging Face Llama tensor names to GGUF names and undoes llama.cpp's
@@ -217,12 +217,21 @@ impl LoadedLm {
             reason: "absent".into(),
         })?;
         let bos = first_id(json.get("bos_token_id"));
+        // tokenizer_config.json, read once: BOS and the chat template.
+        let tokenizer_json = dir.join("tokenizer.json");
+        let config = tokenizer_config_beside(&tokenizer_json)?;
         let add_bos = matches!(model, BaseLm::Llama(_))
-            && read_json(&dir.join("tokenizer_config.json"))
-                .ok()
+            && config
+                .as_ref()
                 .and_then(|v| v.get("add_bos_token").and_then(|b| b.as_bool()))
                 .unwrap_or(false);
-        let tokenizer = TextTokenizer::from_file(dir.join("tokenizer.json"), eos, bos, add_bos)?;
+        let tokenizer = TextTokenizer::with_template(
+            tokenizer_json,
+            eos,
+            bos,
+            add_bos,
+            chat_template_of(config.as_ref()),
+        )?;
         Ok(Self { model, tokenizer })
     }
 }

@@ -68,10 +68,9 @@ pub fn read_tokenizer_json(path: &Path) -> Result<Tokenizer> {
     }
 }
 
-/// The `chat_template` of the `tokenizer_config.json` beside
-/// `tokenizer_json`, if that file exists and has one (a string); a file that
-/// exists but is not JSON is an error naming it.
-fn chat_template_beside(tokenizer_json: &Path) -> Result<Option<String>> {
+/// The `tokenizer_config.json` beside `tokenizer_json`, parsed, if that
+/// file exists; one that exists but is not JSON is an error naming it.
+pub(crate) fn tokenizer_config_beside(tokenizer_json: &Path) -> Result<Option<serde_json::Value>> {
     let Some(config) = tokenizer_json
         .parent()
         .map(|d| d.join("tokenizer_config.json"))
@@ -83,15 +82,21 @@ fn chat_template_beside(tokenizer_json: &Path) -> Result<Option<String>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(LmError::io(&config, e)),
     };
-    let json: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| LmError::Tokenizer {
-            path: config.clone(),
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| LmError::Tokenizer {
+            path: config,
             reason: format!("not valid JSON: {e}"),
-        })?;
-    Ok(json
+        })
+}
+
+/// The `chat_template` of a parsed `tokenizer_config.json`, when it has
+/// one (a string).
+pub(crate) fn chat_template_of(config: Option<&serde_json::Value>) -> Option<String> {
+    config?
         .get("chat_template")
         .and_then(serde_json::Value::as_str)
-        .map(str::to_string))
+        .map(str::to_string)
 }
 
 impl TextTokenizer {
@@ -102,6 +107,20 @@ impl TextTokenizer {
         bos_id: Option<u32>,
         add_bos: bool,
     ) -> Result<Self> {
+        let path = path.as_ref();
+        let chat_template = chat_template_of(tokenizer_config_beside(path)?.as_ref());
+        Self::with_template(path, eos_id, bos_id, add_bos, chat_template)
+    }
+
+    /// [`Self::from_file`] with the chat template given (read by the caller
+    /// from the `tokenizer_config.json` it also takes `add_bos` from).
+    pub(crate) fn with_template(
+        path: impl AsRef<Path>,
+        eos_id: u32,
+        bos_id: Option<u32>,
+        add_bos: bool,
+        chat_template: Option<String>,
+    ) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let mut inner = read_tokenizer_json(&path)?;
         inner.with_padding(None);
@@ -111,7 +130,6 @@ impl TextTokenizer {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
-        let chat_template = chat_template_beside(&path)?;
         Ok(Self {
             inner,
             source: path,
