@@ -28,7 +28,7 @@ use mac_model::SpanReader;
 use mac_train::span::{
     choose_spans, SpanFeatures, SpanQuestion, SpanRule, SpanTrainConfig, SpanTrainer,
 };
-use memory::{Chooser, Memory};
+use memory::{Chooser, Memory, PriorEncoder};
 
 fn arg(i: usize, default: usize) -> usize {
     std::env::args()
@@ -147,11 +147,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     let distractors = SpanFeatures::read(&lm, &reader, &distractor_stream.test, n_distractors, 16)?;
     let texts =
         |d: &Dataset| -> Vec<String> { d.documents.iter().map(|d| d.text.clone()).collect() };
+    let encoder = PriorEncoder::load(&device)?;
     let memory = Memory::new(
         test,
         texts(&stream.test),
         &distractors,
         &texts(&distractor_stream.test),
+        &encoder,
         &device,
     )?;
     let chooser = Chooser {
@@ -195,6 +197,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         texts(&stream.validation),
         &no_documents,
         &[],
+        &encoder,
         &device,
     )?;
     let val_qs = val_memory.questions();
@@ -233,18 +236,14 @@ fn main() -> Result<(), Box<dyn Error>> {
         let mut size = 10;
         while size <= total {
             let bank: Vec<usize> = (0..size).collect();
-            for (with_prior, name) in [(false, "span memory"), (true, "span memory+prior")] {
-                let (reads, shares) = chooser.over(&memory, &bank, &first, with_prior)?;
-                eval.spans(
-                    &format!("bank of {size}: {name}"),
-                    frame,
-                    m,
-                    m,
-                    &first,
-                    &reads,
-                    Some(shares),
-                )?;
-            }
+            chooser.both(
+                &mut eval,
+                &memory,
+                &bank,
+                &first,
+                &format!("bank of {size}"),
+                frame,
+            )?;
             size = if size * 10 > total && size < total {
                 total
             } else {
@@ -258,18 +257,14 @@ fn main() -> Result<(), Box<dyn Error>> {
         let first = memory.questions_of_first(n_test_docs / 10);
         for percent in [10, 50, 100] {
             let bank: Vec<usize> = (0..n_test_docs * percent / 100).collect();
-            for (with_prior, name) in [(false, "span memory"), (true, "span memory+prior")] {
-                let (reads, shares) = chooser.over(&memory, &bank, &first, with_prior)?;
-                eval.spans(
-                    &format!("retention at {percent}%: {name}"),
-                    frame,
-                    m,
-                    m,
-                    &first,
-                    &reads,
-                    Some(shares),
-                )?;
-            }
+            chooser.both(
+                &mut eval,
+                &memory,
+                &bank,
+                &first,
+                &format!("retention at {percent}%"),
+                frame,
+            )?;
         }
     }
     if wanted("fair") {
@@ -327,6 +322,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             texts(&novel),
             &unrelated,
             &unrelated_texts,
+            &encoder,
             &device,
         )?;
         chooser.methods(&mut eval, &novel_memory, "novel: ", false, frame)?;

@@ -13,25 +13,42 @@ use mac_train::span::{choose_spans, SpanFeatures, SpanQuestion, SpanRule};
 
 use crate::eval::{Evaluation, Read};
 
-/// MiniLM's similarity prior `[Q, N]`: the scaled cosine of each question
-/// with each document.
-fn prior(
-    questions: &[&str],
-    documents: &[&str],
-    device: &Device,
-) -> Result<Tensor<2>, Box<dyn Error>> {
-    let dir = mac_assets::default_encoder_dir();
-    let bert = Bert::load(&dir, device, Trainable::None)?;
-    let tok = EncoderTokenizer::from_file(dir.join("tokenizer.json"), 256)?;
-    let embed = |texts: &[&str]| -> Result<Tensor<2>, Box<dyn Error>> {
-        let mut rows = Vec::new();
-        for chunk in texts.chunks(32) {
-            let b = tok.encode_batch(chunk)?;
-            rows.push(bert.sentence_embedding(b.ids_tensor(device), b.valid_tensor(device)));
-        }
-        Ok(Tensor::cat(rows, 0))
-    };
-    Ok(embed(questions)?.matmul(embed(documents)?.transpose()) * DEFAULT_PRIOR_SCALE)
+/// MiniLM, loaded once, for the similarity prior.
+pub struct PriorEncoder {
+    bert: Bert,
+    tok: EncoderTokenizer,
+}
+
+impl PriorEncoder {
+    pub fn load(device: &Device) -> Result<Self, Box<dyn Error>> {
+        let dir = mac_assets::default_encoder_dir();
+        Ok(Self {
+            bert: Bert::load(&dir, device, Trainable::None)?,
+            tok: EncoderTokenizer::from_file(dir.join("tokenizer.json"), 256)?,
+        })
+    }
+
+    /// The similarity prior `[Q, N]`: the scaled cosine of each question
+    /// with each document.
+    fn prior(
+        &self,
+        questions: &[&str],
+        documents: &[&str],
+        device: &Device,
+    ) -> Result<Tensor<2>, Box<dyn Error>> {
+        let embed = |texts: &[&str]| -> Result<Tensor<2>, Box<dyn Error>> {
+            let mut rows = Vec::new();
+            for chunk in texts.chunks(32) {
+                let b = self.tok.encode_batch(chunk)?;
+                rows.push(
+                    self.bert
+                        .sentence_embedding(b.ids_tensor(device), b.valid_tensor(device)),
+                );
+            }
+            Ok(Tensor::cat(rows, 0))
+        };
+        Ok(embed(questions)?.matmul(embed(documents)?.transpose()) * DEFAULT_PRIOR_SCALE)
+    }
 }
 
 /// Rows `qs` and the first `n` columns of a prior `[Q, N]`.
@@ -58,6 +75,7 @@ impl Memory {
         texts: Vec<String>,
         others: &SpanFeatures,
         other_texts: &[String],
+        encoder: &PriorEncoder,
         device: &Device,
     ) -> Result<Self, Box<dyn Error>> {
         let own = asked.documents.len();
@@ -69,7 +87,7 @@ impl Memory {
         texts.extend(other_texts.iter().cloned());
         let q: Vec<&str> = features.questions.iter().map(|q| q.text.as_str()).collect();
         let d: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let prior = prior(&q, &d, device)?;
+        let prior = encoder.prior(&q, &d, device)?;
         Ok(Self {
             features,
             texts,
@@ -128,6 +146,33 @@ impl Chooser<'_> {
                 .collect(),
             chosen.iter().map(|c| c.gold_share).collect(),
         ))
+    }
+
+    /// `span memory` and `span memory+prior` for questions `qs` over
+    /// `bank` (a prefix of the memory), named `label: method`.
+    pub fn both(
+        &self,
+        eval: &mut Evaluation,
+        memory: &Memory,
+        bank: &[usize],
+        qs: &[usize],
+        label: &str,
+        frame: Option<&ChatFrame>,
+    ) -> Result<(), Box<dyn Error>> {
+        let m = &memory.features;
+        for (with_prior, name) in [(false, "span memory"), (true, "span memory+prior")] {
+            let (reads, shares) = self.over(memory, bank, qs, with_prior)?;
+            eval.spans(
+                &format!("{label}: {name}"),
+                frame,
+                m,
+                m,
+                qs,
+                &reads,
+                Some(shares),
+            )?;
+        }
+        Ok(())
     }
 
     /// The BM25 top document of each question among the memory's own
