@@ -9,7 +9,7 @@
 # Usage: scripts/build-cuda.sh [extra cargo args]   (default: build mac-cli)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup-system.sh >/dev/null
+bash scripts/setup-system.sh --cuda >/dev/null
 LLVM_CONFIG="$(command -v llvm-config-22 || echo /usr/lib/llvm-22/bin/llvm-config)"
 [ -x "$LLVM_CONFIG" ] || { echo "llvm-config-22 not found: install llvm-22-dev" >&2; exit 1; }
 export XDG_DATA_HOME="${MAC_LLVM_HOME:-$HOME/.cache/mac-rs/llvm-data}"

@@ -11,6 +11,7 @@
 //! * `train`, `eval`: `fetch`, then `mac train` / `mac eval` on the CPU backend.
 //! * `demo`: the whole job on the embedded defaults: fetch, train the default
 //!   preset, evaluate online adaptation, write the reports.
+//! * `device-pack`: the GPU check's local half (the cuda build, packed).
 //! * `span`: span memory trained and evaluated on the `open` stream and on
 //!   a novel stream written apart from its generator.
 
@@ -26,6 +27,7 @@ mod layering;
 mod load;
 mod run;
 mod soak;
+mod system;
 
 #[derive(Parser)]
 #[command(about = "mac-rs project tasks")]
@@ -170,6 +172,11 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The GPU check's local half (`scripts/device-check.sh pack`): the cuda
+    /// and wgpu build, the parts carried to a device machine, a CPU run of
+    /// the timing part. Run where a GPU is to be lent; CI only lints the
+    /// cuda build.
+    DevicePack,
     /// Fetch the models and check the layering, then run the whole test
     /// suite (what CI runs).
     Test {
@@ -203,6 +210,10 @@ pub(crate) fn target_dir() -> PathBuf {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    // Every task but these builds the workspace: its system packages first.
+    if !matches!(cli.cmd, Cmd::Fetch { .. } | Cmd::Layering | Cmd::DevicePack) {
+        system::ensure_packages()?;
+    }
     match cli.cmd {
         Cmd::Fetch { force } => fetch::fetch(force),
         Cmd::Bench { which, profile } => bench::bench(&which, profile),
@@ -243,5 +254,6 @@ fn main() -> Result<()> {
         }),
         Cmd::Fuzz { minutes, seed, out } => fuzz::fuzz(minutes, seed, out.as_deref()),
         Cmd::Test { args } => run::test(&args),
+        Cmd::DevicePack => run::device_pack(),
     }
 }

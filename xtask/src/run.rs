@@ -72,6 +72,18 @@ pub(crate) fn test(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `scripts/device-check.sh pack`: the cuda+wgpu build and its packed parts.
+pub(crate) fn device_pack() -> Result<()> {
+    let st = Command::new("bash")
+        .args(["scripts/device-check.sh", "pack"])
+        .current_dir(workspace_root())
+        .status()?;
+    if !st.success() {
+        bail!("scripts/device-check.sh pack failed");
+    }
+    Ok(())
+}
+
 /// Builds examples (`--examples`, or `--example NAME`) with the test
 /// suite's feature set.
 fn build_examples(which: &[&str]) -> Result<()> {
