@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check, in two halves (issue 13; docs/results.md, "The GPU check").
+# The GPU check, in two halves (docs/results.md, "The GPU check").
 #
 #   scripts/device-check.sh pack   (here: needs the real models, `cargo xtask fetch`)
 #     Builds, with the cuda (offline LLVM, scripts/build-cuda.sh) and wgpu

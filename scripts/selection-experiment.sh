@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A selection phase on top of a content-trained run, for measuring what
-# selection training learns (docs/results.md, "Selection training").
+# selection training learns (docs/results.md, "Open values and selection training").
 #
 #   scripts/selection-experiment.sh FROM_RUN NEW_RUN LR STEPS ATTENTION_WEIGHT [SELECTOR_DIM]
 #

@@ -1,6 +1,6 @@
 //! The memory bank's own format against SQLite (WAL, `synchronous=FULL`,
-//! the bundled library) for the same work, in one run (issue 15, item 1:
-//! the decision by measurement). The entries have the default preset's
+//! the bundled library) for the same work, in one run (the
+//! decision by measurement). The entries have the default preset's
 //! shape: a modulation of 12 x 384 floats and a 384-float retrieval key.
 //!
 //! Measured: durable ingest (documents/s; one commit per batch of 8, as

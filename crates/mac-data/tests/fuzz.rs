@@ -1,4 +1,4 @@
-//! Mutation tests of the dataset loaders (issue 15, item 5): JSONL, SQuAD,
+//! Mutation tests of the dataset loaders: JSONL, SQuAD,
 //! StreamingQA and ArchivalQA files cut at every byte, with every byte
 //! flipped and with random edits (`MAC_FUZZ_SECONDS` runs them longer:
 //! `cargo xtask fuzz`), strict and skipping, load or fail with an error

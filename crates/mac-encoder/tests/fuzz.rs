@@ -1,5 +1,5 @@
-//! Mutation tests of the encoder backbones' `config.json` (issue 15, item
-//! 5): the tiny BERT and T5 fixtures' configurations cut at every byte,
+//! Mutation tests of the encoder backbones' `config.json`: the tiny BERT
+//! and T5 fixtures' configurations cut at every byte,
 //! flipped, with numbers made huge, zero or negative and random edits
 //! (`MAC_FUZZ_SECONDS` runs them longer: `cargo xtask fuzz`). Loading the
 //! backbone returns an error naming `config.json` (or the model directory,

@@ -1,4 +1,4 @@
-//! Mutation tests of the model-file parsers (issue 15, item 5): GGUF (the
+//! Mutation tests of the model-file parsers: GGUF (the
 //! container, its tensors and tokenizer, and a whole model), safetensors,
 //! a Hugging Face `config.json` and a `tokenizer.json`. Every truncation,
 //! byte flip and extreme length field of a small valid file, and random

@@ -1,4 +1,4 @@
-//! Mutation tests of the bank's files (issue 15, item 5): every truncation,
+//! Mutation tests of the bank's files: every truncation,
 //! byte flip and extreme length field of a small bank's MANIFEST and
 //! segment, and random edits (`MAC_FUZZ_SECONDS` runs them longer: `cargo
 //! xtask fuzz`). A reader and then the writer open the damaged bank, read

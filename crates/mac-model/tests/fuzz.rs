@@ -1,4 +1,4 @@
-//! Mutation tests of a checkpoint's metadata (issue 15, item 5): `mac.json`
+//! Mutation tests of a checkpoint's metadata: `mac.json`
 //! cut at every byte, flipped, with numbers made huge, zero or negative and
 //! random edits (`MAC_FUZZ_SECONDS` runs them longer: `cargo xtask fuzz`).
 //! Opening the checkpoint returns an error naming `mac.json`, or metadata
