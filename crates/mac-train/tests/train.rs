@@ -60,11 +60,13 @@ fn smoke_training_lowers_the_loss_on_a_fixed_batch() {
         (losses[0] - before).abs() < 1e-3 * before.max(1.0),
         "the first step sees the fixed batch"
     );
-    // Measured here: 3.345 -> 1.895, never above the first loss.
+    // Measured: 3.345 -> 1.895, never above the first loss, on a Xeon
+    // with AVX-512; 3.345 -> 2.061 with one step at 3.722 (1.11x) on an
+    // AMD EPYC with AVX2. Diverging runs swung to 1.5x and more.
     assert!(after < 0.75 * before, "loss {before:.3} -> {after:.3}");
     let worst = losses.iter().copied().fold(f64::MIN, f64::max);
     assert!(
-        worst < 1.1 * before,
+        worst < 1.3 * before,
         "unstable: a step's loss reached {worst:.3} from {before:.3}"
     );
 }
@@ -503,6 +505,7 @@ fn copy_mode_trains_resumes_and_answers_from_a_bank() {
         n_tokens: n,
         d_mod: d,
         key_dim: rt.key_dim(),
+        rows_vary: false,
     };
     let mut bank = mac_memory::MemoryBank::create(&bank_dir, shape, "copy-mode test").unwrap();
     let entries: Vec<mac_memory::NewEntry> = docs
