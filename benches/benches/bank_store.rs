@@ -42,6 +42,7 @@ fn ingest_bank(dir: &Path, data: &Data, n: usize, batch: usize) -> f64 {
         n_tokens: N_TOKENS,
         d_mod: D_MOD,
         key_dim: KEY_DIM,
+        rows_vary: false,
     };
     let mut bank = MemoryBank::create(dir, shape, "bench").unwrap();
     let texts: Vec<String> = (0..n).map(document).collect();

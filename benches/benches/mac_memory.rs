@@ -34,6 +34,7 @@ fn main() {
             n_tokens: n,
             d_mod: d,
             key_dim: 0,
+            rows_vary: false,
         },
         "bench",
     )

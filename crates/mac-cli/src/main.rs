@@ -47,20 +47,24 @@ impl std::error::Error for InputError {}
 
 /// A checkpoint directory, or a run directory holding `checkpoints/best` or `checkpoints/last`.
 pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
-    if path.join(mac_model::META_FILE).is_file() {
+    let is_checkpoint = |p: &Path| {
+        p.join(mac_model::META_FILE).is_file() || mac_model::SpanCheckpoint::is_span_checkpoint(p)
+    };
+    if is_checkpoint(path) {
         return Ok(path.to_path_buf());
     }
     let run = mac_train::RunDir::new(path);
     for name in ["best", "last"] {
         let p = run.checkpoint(name);
-        if p.join(mac_model::META_FILE).is_file() {
+        if is_checkpoint(&p) {
             return Ok(p);
         }
     }
     Err(InputError(format!(
-        "{}: not a checkpoint (no {}) nor a run directory with checkpoints/best or checkpoints/last",
+        "{}: not a checkpoint (no {} or {}) nor a run directory with checkpoints/best or checkpoints/last",
         path.display(),
-        mac_model::META_FILE
+        mac_model::META_FILE,
+        mac_model::SPAN_META_FILE
     ))
     .into())
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mac_memory::{AppendOutcome, MemoryBank};
-use mac_model::{AskOptions, MacRuntime, NewDocument};
+use mac_model::{load_memory, AskOptions, MacRuntime, NewDocument};
 use serde::Serialize;
 
 use crate::display::terminal_safe;
@@ -133,8 +133,8 @@ pub fn ingest(
     let mut docs = Vec::new();
     let mut skipped = Vec::new();
     collect_inputs(inputs, &mut docs, &mut skipped)?;
-    let rt = MacRuntime::from_checkpoint(&ckpt_dir, None, None, device)?;
-    let mut bank = rt
+    let memory = load_memory(&ckpt_dir, device)?;
+    let mut bank = memory
         .open_bank_writer(bank_dir)
         .map_err(|e| InputError(e.to_string()))?;
     let bar = if json {
@@ -150,7 +150,7 @@ pub fn ingest(
         b
     };
     let t0 = Instant::now();
-    let done = rt.ingest(&mut bank, &docs, |n| bar.set_position(n as u64))?;
+    let done = memory.ingest(&mut bank, &docs, &mut |n| bar.set_position(n as u64))?;
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
     let mut summary = IngestSummary {
@@ -189,8 +189,8 @@ pub fn ingest(
         }
         for t in &summary.truncated {
             println!(
-                "warning: truncated at the encoder's {} tokens: {}",
-                rt.config.max_document_tokens,
+                "warning: truncated at the {} tokens the memory reads: {}",
+                memory.document_token_limit(),
                 terminal_safe(t)
             );
         }
@@ -212,9 +212,9 @@ pub fn ask(
     }
     let ckpt_dir = resolve_checkpoint(checkpoint)?;
     let bank = MemoryBank::open_read_only(bank_dir).map_err(|e| InputError(e.to_string()))?;
-    let rt = MacRuntime::from_checkpoint(&ckpt_dir, None, None, device)?;
+    let memory = load_memory(&ckpt_dir, device)?;
     let t0 = Instant::now();
-    let answer = rt
+    let answer = memory
         .ask(&bank, &[question], opts)
         .map_err(|e| InputError(e.to_string()))?
         .remove(0);
@@ -226,12 +226,23 @@ pub fn ask(
                 "question": question,
                 "answer": answer.text,
                 "documents": answer.documents,
+                "span": answer.span,
+                "memory": memory.name(),
                 "bank_entries": answer.bank_entries,
                 "latency_ms": ms,
             }))?
         );
     } else {
         println!("{}", terminal_safe(&answer.text));
+        if let Some(span) = &answer.span {
+            println!(
+                "\nread from #{} tokens {}..={}: {}",
+                span.id,
+                span.tokens[0],
+                span.tokens[1],
+                terminal_safe(&span.text)
+            );
+        }
         println!(
             "\ndocuments attended ({} in the bank):",
             answer.bank_entries

@@ -469,6 +469,7 @@ mod tests {
             n_tokens: 1,
             d_mod: 2,
             key_dim: 0,
+            rows_vary: false,
         };
         // A user's directory: refused, kept.
         let user = root.path().join("bank");

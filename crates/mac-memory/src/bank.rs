@@ -12,7 +12,6 @@ use crate::manifest::{
 };
 use crate::record::{self, Header};
 use crate::segment;
-use crate::FORMAT_VERSION;
 
 mod append;
 mod read;
@@ -45,7 +44,8 @@ pub struct NewEntry<'a> {
     pub source: &'a str,
     /// The document text.
     pub text: &'a str,
-    /// Its modulation, row-major `[n_tokens, d_mod]`.
+    /// Its modulation, row-major `[n_tokens, d_mod]` (`[rows, d_mod]` when
+    /// the bank's rows vary).
     pub modulation: &'a [f32],
     /// Its retrieval key `[key_dim]` (empty when the bank stores none).
     pub key: &'a [f32],
@@ -71,19 +71,22 @@ pub struct StoredEntry {
     pub source: String,
     /// Text.
     pub text: String,
-    /// Modulation `[n_tokens * d_mod]`.
+    /// Modulation `[n_tokens * d_mod]` (`[rows * d_mod]` when rows vary).
     pub modulation: Vec<f32>,
     /// Retrieval key `[key_dim]` (empty when the bank stores none).
     pub key: Vec<f32>,
 }
 
-/// A run of consecutive entries' modulations, `[len, n_tokens, d_mod]` row-major.
+/// A run of consecutive entries' modulations, `[len, n_tokens, d_mod]` row-major
+/// (entries of `rows[i]` rows each one after another when rows vary).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chunk {
     /// Position of the first entry in the bank.
     pub start: usize,
     /// Ids of the entries.
     pub ids: Vec<u64>,
+    /// Rows of each entry's modulation.
+    pub rows: Vec<usize>,
     /// Their modulations, concatenated.
     pub data: Vec<f32>,
     /// Their retrieval keys, concatenated `[len, key_dim]` (empty when the
@@ -150,7 +153,7 @@ impl MemoryBank {
         }
         let manifest = Manifest {
             format: FORMAT_NAME.into(),
-            version: FORMAT_VERSION,
+            version: shape.format_version(),
             shape,
             next_id: 0,
             segments: Vec::new(),
@@ -184,10 +187,12 @@ impl MemoryBank {
     }
 
     /// Whether the bank's modulations have `shape`'s `[n_tokens, d_mod]`
-    /// (the model that would fill or read it); the key width may differ.
+    /// and row rule (the model that would fill or read it); the key width
+    /// may differ.
     pub fn check_modulation_shape(&self, shape: BankShape) -> Result<()> {
         let found = self.shape();
-        if (found.n_tokens, found.d_mod) != (shape.n_tokens, shape.d_mod) {
+        let rows = |s: BankShape| (s.n_tokens, s.d_mod, s.rows_vary);
+        if rows(found) != rows(shape) {
             return Err(BankError::Invalid(format!(
                 "{}: bank holds modulations of shape {found:?}, the encoder produces {shape:?}",
                 self.dir.display(),

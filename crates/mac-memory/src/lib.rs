@@ -34,7 +34,7 @@
 //!
 //! # fn main() -> mac_memory::Result<()> {
 //! let dir = tempfile::tempdir().unwrap();
-//! let shape = BankShape { n_tokens: 2, d_mod: 3, key_dim: 0 };
+//! let shape = BankShape { n_tokens: 2, d_mod: 3, key_dim: 0, rows_vary: false };
 //! let mut bank = MemoryBank::create(dir.path().join("bank"), shape, "example")?;
 //! let doc = NewEntry { source: "notes.txt", text: "Ada was born in Porto.", modulation: &[0.5; 6], key: &[] };
 //! assert_eq!(bank.append(doc)?, AppendOutcome::Stored(0));
@@ -64,6 +64,7 @@ pub use manifest::BankShape;
 pub use record::content_hash;
 pub use repair::{repair, Dropped, RepairReport};
 
-/// Version of the on-disk format written by this crate (2: entries may carry
-/// a retrieval key; format-1 banks, which have none, are read unchanged).
-pub const FORMAT_VERSION: u32 = 2;
+/// The newest on-disk format this crate reads and writes (2: entries may
+/// carry a retrieval key; 3: entries may hold varying rows, written only
+/// for such banks). Banks of earlier formats are read unchanged.
+pub const FORMAT_VERSION: u32 = 3;

@@ -17,10 +17,12 @@ pub(crate) const MANIFEST: &str = "MANIFEST";
 pub(crate) const MANIFEST_TMP: &str = "MANIFEST.tmp";
 pub(crate) const FORMAT_NAME: &str = "mac-memory-bank";
 /// Shape of every entry in a bank: a modulation of `n` tokens of width `d`,
-/// and a retrieval key of `key_dim` floats (none when 0).
+/// and a retrieval key of `key_dim` floats (none when 0). With `rows_vary`
+/// each entry holds its own number of rows, from 1 to `n_tokens` (one per
+/// token of its document, for a memory that keeps one row per token).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BankShape {
-    /// Virtual tokens per document.
+    /// Virtual tokens per document (with `rows_vary`: the most an entry holds).
     pub n_tokens: usize,
     /// Modulation width.
     pub d_mod: usize,
@@ -29,12 +31,41 @@ pub struct BankShape {
     /// bank stores no keys (every format-1 bank).
     #[serde(default)]
     pub key_dim: usize,
+    /// Whether entries hold from 1 to `n_tokens` rows each (format 3).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rows_vary: bool,
 }
 
 impl BankShape {
-    /// Floats per modulation.
+    /// Floats per modulation (with `rows_vary`: the most an entry holds).
     pub fn numel(&self) -> usize {
         self.n_tokens * self.d_mod
+    }
+
+    /// Whether an entry of this bank may hold `rows` rows.
+    pub fn allows_rows(&self, rows: usize) -> bool {
+        if self.rows_vary {
+            (1..=self.n_tokens).contains(&rows)
+        } else {
+            rows == self.n_tokens
+        }
+    }
+
+    /// The rows of a modulation of `len` floats, when this bank can store it.
+    pub fn rows_of(&self, len: usize) -> Option<usize> {
+        (self.d_mod > 0 && len.is_multiple_of(self.d_mod))
+            .then(|| len / self.d_mod)
+            .filter(|&rows| self.allows_rows(rows))
+    }
+
+    /// The format version a bank of this shape is written in: 3 when rows
+    /// vary (a build that reads at most 2 then refuses it), else 2.
+    pub(crate) fn format_version(&self) -> u32 {
+        if self.rows_vary {
+            3
+        } else {
+            2
+        }
     }
 }
 
@@ -98,6 +129,12 @@ impl Manifest {
             });
         }
         let shape = self.shape;
+        if shape.rows_vary && self.version < 3 {
+            return Err(corrupt(format!(
+                "entries of varying rows in a format-{} bank (they came with format 3)",
+                self.version
+            )));
+        }
         let numel = shape.n_tokens.checked_mul(shape.d_mod);
         if shape.n_tokens == 0
             || shape.d_mod == 0

@@ -4,7 +4,8 @@
 //! The damaged bank is only read. Its MANIFEST, when it is valid, gives the
 //! shape, the producer and each segment's committed length (bytes past it
 //! were never acknowledged and are not copied); when it is not, the shape
-//! is taken from the first record whose checksum holds, and every segment
+//! is taken from the records whose checksums hold (the first one's widths;
+//! rows that differ between them make a bank of varying rows), and every segment
 //! file named as the bank names them (`seg-NNNNNN.bin`) is scanned to its
 //! end. A record is copied when its frame, its header's lengths against
 //! the shape and its checksum all hold; after a damaged stretch the scan
@@ -55,12 +56,46 @@ struct Found {
     key: Vec<f32>,
 }
 
+/// The bank's shape as repair knows it: from the MANIFEST, or inferred
+/// from the intact records found so far (rows found to differ between
+/// records make it a bank of varying rows).
+#[derive(Clone, Copy)]
+struct KnownShape {
+    shape: Option<BankShape>,
+    from_manifest: bool,
+}
+
+impl KnownShape {
+    /// Whether a record of shape `here` (its own rows) belongs to the bank.
+    fn admits(&self, here: &BankShape) -> bool {
+        if here.n_tokens == 0 || here.d_mod == 0 {
+            return false;
+        }
+        let Some(s) = self.shape else {
+            return true;
+        };
+        let width = (s.d_mod, s.key_dim) == (here.d_mod, here.key_dim);
+        width && (!self.from_manifest || s.allows_rows(here.n_tokens))
+    }
+
+    /// Takes in the shape of an intact record.
+    fn widen(&mut self, here: BankShape) {
+        match &mut self.shape {
+            None => self.shape = Some(here),
+            Some(s) if !self.from_manifest && s.n_tokens != here.n_tokens => {
+                s.rows_vary = true;
+                s.n_tokens = s.n_tokens.max(here.n_tokens);
+            }
+            Some(_) => {}
+        }
+    }
+}
+
 /// Parses the record at the start of `bytes`: its length and content, or
-/// why it is not an intact record. With no `shape`, the record's own
-/// header decides it.
+/// why it is not an intact record of a bank of the `known` shape.
 fn record_at(
     bytes: &[u8],
-    shape: Option<BankShape>,
+    known: KnownShape,
 ) -> std::result::Result<(Found, BankShape, usize), String> {
     if bytes.len() < FRAME + FIXED_BODY {
         return Err("shorter than a record header".into());
@@ -87,8 +122,9 @@ fn record_at(
         n_tokens: h.n as usize,
         d_mod: h.d as usize,
         key_dim: n_floats - numel,
+        rows_vary: false,
     };
-    if shape.is_some_and(|s| s != shape_here) || shape_here.n_tokens == 0 || shape_here.d_mod == 0 {
+    if !known.admits(&shape_here) {
         return Err(format!(
             "header lengths do not match the bank's shape (n {}, d {}, key {})",
             h.n, h.d, shape_here.key_dim
@@ -118,17 +154,13 @@ fn record_at(
 
 /// Scans `bytes` (one segment, up to what is to be copied): the intact
 /// records, and the damaged stretches between them.
-fn scan_tolerant(
-    file: &str,
-    bytes: &[u8],
-    shape: &mut Option<BankShape>,
-) -> (Vec<Found>, Vec<Dropped>) {
+fn scan_tolerant(file: &str, bytes: &[u8], shape: &mut KnownShape) -> (Vec<Found>, Vec<Dropped>) {
     let (mut found, mut dropped) = (Vec::new(), Vec::new());
     let mut offset = 0usize;
     while offset < bytes.len() {
         match record_at(&bytes[offset..], *shape) {
             Ok((record, record_shape, len)) => {
-                shape.get_or_insert(record_shape);
+                shape.widen(record_shape);
                 found.push(record);
                 offset += len;
             }
@@ -204,7 +236,10 @@ pub fn repair(damaged: &Path, out: &Path) -> Result<RepairReport> {
             }
         }
     }
-    let mut shape = manifest.as_ref().map(|m| m.shape);
+    let mut shape = KnownShape {
+        shape: manifest.as_ref().map(|m| m.shape),
+        from_manifest: manifest.is_some(),
+    };
     let mut found = Vec::new();
     for (name, committed) in &segments {
         let path: PathBuf = damaged.join(name);
@@ -241,7 +276,7 @@ pub fn repair(damaged: &Path, out: &Path) -> Result<RepairReport> {
             });
         }
     }
-    let shape = shape.ok_or_else(|| BankError::Corrupt {
+    let shape = shape.shape.ok_or_else(|| BankError::Corrupt {
         path: damaged.to_path_buf(),
         reason: "neither the MANIFEST nor any intact record gives the bank's shape".into(),
     })?;

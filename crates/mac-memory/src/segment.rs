@@ -53,7 +53,7 @@ pub(crate) fn scan(
         let body_len = u32::from_le_bytes(head[4..8].try_into().unwrap()) as u64;
         let h = Header::parse(&head[8..]).ok_or_else(|| corrupt("short header".into()))?;
         if h.body_len(shape.key_dim) != Some(body_len)
-            || h.n as usize != shape.n_tokens
+            || !shape.allows_rows(h.n as usize)
             || h.d as usize != shape.d_mod
         {
             return Err(corrupt(format!(

@@ -11,6 +11,7 @@ const SHAPE: BankShape = BankShape {
     n_tokens: 3,
     d_mod: 4,
     key_dim: 0,
+    rows_vary: false,
 };
 
 fn modulation(seed: u64) -> Vec<f32> {

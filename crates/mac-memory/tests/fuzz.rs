@@ -1,6 +1,7 @@
 //! Mutation tests of the bank's files: every truncation,
 //! byte flip and extreme length field of a small bank's MANIFEST and
-//! segment, and random edits (`MAC_FUZZ_SECONDS` runs them longer: `cargo
+//! segment (a bank of fixed rows, and one whose entries' rows vary), and
+//! random edits (`MAC_FUZZ_SECONDS` runs them longer: `cargo
 //! xtask fuzz`). A reader and then the writer open the damaged bank, read
 //! every entry, verify and append: each step returns an error naming the
 //! damaged file, or works — never a panic or an allocation beyond a bound
@@ -19,19 +20,28 @@ const SHAPE: BankShape = BankShape {
     n_tokens: 2,
     d_mod: 3,
     key_dim: 2,
+    rows_vary: false,
 };
 
-/// The MANIFEST and segment of a bank of three entries.
-fn seed_bank(dir: &Path) -> (Vec<u8>, Vec<u8>) {
-    let mut bank = MemoryBank::create(dir, SHAPE, "fuzz").unwrap();
+/// The same with entries of 1 or 2 rows.
+const VARYING: BankShape = BankShape {
+    rows_vary: true,
+    ..SHAPE
+};
+
+/// The MANIFEST and segment of a bank of three entries (of 2, 1 and 2
+/// rows when the shape lets rows vary).
+fn seed_bank(dir: &Path, shape: BankShape) -> (Vec<u8>, Vec<u8>) {
+    let mut bank = MemoryBank::create(dir, shape, "fuzz").unwrap();
     for (i, text) in ["first document", "second document", "third"]
         .iter()
         .enumerate()
     {
+        let floats = if shape.rows_vary && i == 1 { 3 } else { 6 };
         bank.append(NewEntry {
             source: "seed",
             text,
-            modulation: &[i as f32 + 0.5; 6],
+            modulation: &vec![i as f32 + 0.5; floats],
             key: &[1.0, -1.0],
         })
         .unwrap();
@@ -84,12 +94,11 @@ fn restore(dir: &Path, manifest: &[u8], segment: &[u8]) {
     fs::write(dir.join("seg-000000.bin"), segment).unwrap();
 }
 
-#[test]
-fn a_damaged_manifest() {
+fn damaged_manifest(shape: BankShape, name: &str) {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("bank");
-    let (manifest, segment) = seed_bank(&dir);
-    Campaign::new("bank MANIFEST", &manifest, Kind::Text)
+    let (manifest, segment) = seed_bank(&dir, shape);
+    Campaign::new(name, &manifest, Kind::Text)
         .header_len(0)
         .run(&["MANIFEST", "seg-000000.bin"], |bytes| {
             restore(&dir, bytes, &segment);
@@ -98,16 +107,35 @@ fn a_damaged_manifest() {
         .assert_passed();
 }
 
-#[test]
-fn a_damaged_segment() {
+fn damaged_segment(shape: BankShape, name: &str) {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("bank");
-    let (manifest, segment) = seed_bank(&dir);
-    Campaign::new("bank segment", &segment, Kind::Binary)
+    let (manifest, segment) = seed_bank(&dir, shape);
+    Campaign::new(name, &segment, Kind::Binary)
         .header_len(segment.len())
         .run(&["seg-000000.bin"], |bytes| {
             restore(&dir, &manifest, bytes);
             exercise(&dir)
         })
         .assert_passed();
+}
+
+#[test]
+fn a_damaged_manifest() {
+    damaged_manifest(SHAPE, "bank MANIFEST");
+}
+
+#[test]
+fn a_damaged_segment() {
+    damaged_segment(SHAPE, "bank segment");
+}
+
+#[test]
+fn a_damaged_manifest_of_varying_rows() {
+    damaged_manifest(VARYING, "bank MANIFEST, rows varying");
+}
+
+#[test]
+fn a_damaged_segment_of_varying_rows() {
+    damaged_segment(VARYING, "bank segment, rows varying");
 }

@@ -11,6 +11,7 @@ const SHAPE: BankShape = BankShape {
     n_tokens: 2,
     d_mod: 3,
     key_dim: 0,
+    rows_vary: false,
 };
 
 fn entry(text: &str) -> NewEntry<'_> {

@@ -10,6 +10,7 @@ const SHAPE: BankShape = BankShape {
     n_tokens: 2,
     d_mod: 3,
     key_dim: 2,
+    rows_vary: false,
 };
 
 fn text(i: usize) -> String {

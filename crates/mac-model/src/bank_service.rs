@@ -52,6 +52,42 @@ pub struct Attended {
     pub snippet: String,
 }
 
+/// The `top` documents of `bank` with the highest `weights` (one per
+/// entry, in bank order), highest first.
+pub(crate) fn most_attended(
+    bank: &MemoryBank,
+    weights: &[f32],
+    top: usize,
+) -> Result<Vec<Attended>, ModelError> {
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by(|&a, &b| weights[b].total_cmp(&weights[a]));
+    order
+        .into_iter()
+        .take(top)
+        .map(|i| {
+            let entry = bank.read(i)?;
+            Ok(Attended {
+                id: entry.id,
+                source: entry.source,
+                weight: weights[i],
+                snippet: entry.text.chars().take(SNIPPET_CHARS).collect(),
+            })
+        })
+        .collect()
+}
+
+/// The span of a document an answer was read from.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AnsweredSpan {
+    /// Bank entry id of its document.
+    pub id: u64,
+    /// First and last token of the span (inclusive), in the document as
+    /// the LM reads it.
+    pub tokens: [usize; 2],
+    /// The span's text.
+    pub text: String,
+}
+
 /// An answer and the documents it drew on most.
 #[derive(Debug, Clone, Serialize)]
 pub struct SourcedAnswer {
@@ -65,6 +101,9 @@ pub struct SourcedAnswer {
     pub hit_token_limit: bool,
     /// Tokens generated.
     pub generated_tokens: usize,
+    /// The span handed to the LM, for a memory that reads spans.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub span: Option<AnsweredSpan>,
 }
 
 /// How a question reads a bank and what comes back with its answer.
@@ -116,6 +155,7 @@ impl MacRuntime {
             n_tokens,
             d_mod,
             key_dim: self.key_dim(),
+            rows_vary: false,
         }
     }
 
@@ -203,27 +243,13 @@ impl MacRuntime {
         answers
             .into_iter()
             .map(|answer| {
-                let mut order: Vec<usize> = (0..answer.doc_weights.len()).collect();
-                order.sort_by(|&a, &b| answer.doc_weights[b].total_cmp(&answer.doc_weights[a]));
-                let documents = order
-                    .into_iter()
-                    .take(opts.top)
-                    .map(|i| {
-                        let entry = bank.read(i)?;
-                        Ok(Attended {
-                            id: entry.id,
-                            source: entry.source,
-                            weight: answer.doc_weights[i],
-                            snippet: entry.text.chars().take(SNIPPET_CHARS).collect(),
-                        })
-                    })
-                    .collect::<Result<Vec<_>, ModelError>>()?;
                 Ok(SourcedAnswer {
                     text: answer.text,
-                    documents,
+                    documents: most_attended(bank, &answer.doc_weights, opts.top)?,
                     bank_entries: bank.len(),
                     hit_token_limit: answer.hit_token_limit,
                     generated_tokens: answer.generated_tokens,
+                    span: None,
                 })
             })
             .collect()

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::store::{BurnpackStore, ModuleSnapshot};
+use burn::store::{ApplyResult, BurnpackStore, ModuleSnapshot};
 use burn::tensor::Device;
 use mac_lm::KvLayout;
 use serde::{Deserialize, Serialize};
@@ -68,7 +68,7 @@ pub struct Checkpoint {
     pub meta: CheckpointMeta,
 }
 
-fn err(path: &Path, reason: impl Into<String>) -> ModelError {
+pub(crate) fn err(path: &Path, reason: impl Into<String>) -> ModelError {
     ModelError::Checkpoint {
         path: path.to_path_buf(),
         reason: reason.into(),
@@ -79,22 +79,7 @@ impl Checkpoint {
     /// Writes `model` and `meta` into `dir` (created if needed). Each file is
     /// written beside its final name and renamed into place.
     pub fn save(dir: &Path, model: &MacModel, meta: &CheckpointMeta) -> Result<Self, ModelError> {
-        std::fs::create_dir_all(dir).map_err(|e| err(dir, format!("cannot create: {e}")))?;
-        let tmp = dir.join("model.bpk.partial");
-        let _ = std::fs::remove_file(&tmp);
-        let mut store = BurnpackStore::from_file(&tmp)
-            .auto_extension(false)
-            .overwrite(true);
-        model
-            .save_into(&mut store)
-            .map_err(|e| err(&tmp, format!("cannot write parameters: {e}")))?;
-        std::fs::rename(&tmp, dir.join(MODEL_FILE))
-            .map_err(|e| err(dir, format!("cannot rename parameters into place: {e}")))?;
-        let meta_tmp = dir.join("mac.json.partial");
-        let text = serde_json::to_string_pretty(meta).map_err(|e| err(dir, e.to_string()))?;
-        std::fs::write(&meta_tmp, text).map_err(|e| err(&meta_tmp, e.to_string()))?;
-        std::fs::rename(&meta_tmp, dir.join(META_FILE))
-            .map_err(|e| err(dir, format!("cannot rename metadata into place: {e}")))?;
+        write_parts(dir, model, MODEL_FILE, META_FILE, meta)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             meta: meta.clone(),
@@ -228,22 +213,60 @@ impl Checkpoint {
                 .missing
                 .retain(|m| !m.0.starts_with("aggregator.selector."));
         }
-        if !result.errors.is_empty() || !result.missing.is_empty() {
-            let first = result
-                .errors
-                .first()
-                .map(|e| format!("{e:?}"))
-                .or_else(|| result.missing.first().map(|m| format!("missing {}", m.0)))
-                .unwrap_or_default();
-            return Err(err(
-                &path,
-                format!(
-                    "parameters do not fit the model ({} errors, {} missing; first: {first})",
-                    result.errors.len(),
-                    result.missing.len()
-                ),
-            ));
-        }
-        Ok(())
+        check_applied(&path, &result, "the model")
     }
+}
+
+/// Writes a checkpoint's parameters (`params_file`, burnpack) and metadata
+/// (`meta_file`, JSON) into `dir` (created if needed), each beside its final
+/// name and renamed into place.
+pub(crate) fn write_parts<M: ModuleSnapshot, T: Serialize>(
+    dir: &Path,
+    module: &M,
+    params_file: &str,
+    meta_file: &str,
+    meta: &T,
+) -> Result<(), ModelError> {
+    std::fs::create_dir_all(dir).map_err(|e| err(dir, format!("cannot create: {e}")))?;
+    let tmp = dir.join(format!("{params_file}.partial"));
+    let _ = std::fs::remove_file(&tmp);
+    let mut store = BurnpackStore::from_file(&tmp)
+        .auto_extension(false)
+        .overwrite(true);
+    module
+        .save_into(&mut store)
+        .map_err(|e| err(&tmp, format!("cannot write parameters: {e}")))?;
+    std::fs::rename(&tmp, dir.join(params_file))
+        .map_err(|e| err(dir, format!("cannot rename parameters into place: {e}")))?;
+    let meta_tmp = dir.join(format!("{meta_file}.partial"));
+    let text = serde_json::to_string_pretty(meta).map_err(|e| err(dir, e.to_string()))?;
+    std::fs::write(&meta_tmp, text).map_err(|e| err(&meta_tmp, e.to_string()))?;
+    std::fs::rename(&meta_tmp, dir.join(meta_file))
+        .map_err(|e| err(dir, format!("cannot rename metadata into place: {e}")))
+}
+
+/// An error naming `path` unless every stored parameter fitted `what` and
+/// none was missing.
+pub(crate) fn check_applied(
+    path: &Path,
+    result: &ApplyResult,
+    what: &str,
+) -> Result<(), ModelError> {
+    if result.errors.is_empty() && result.missing.is_empty() {
+        return Ok(());
+    }
+    let first = result
+        .errors
+        .first()
+        .map(|e| format!("{e:?}"))
+        .or_else(|| result.missing.first().map(|m| format!("missing {}", m.0)))
+        .unwrap_or_default();
+    Err(err(
+        path,
+        format!(
+            "parameters do not fit {what} ({} errors, {} missing; first: {first})",
+            result.errors.len(),
+            result.missing.len()
+        ),
+    ))
 }

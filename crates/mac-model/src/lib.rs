@@ -57,22 +57,31 @@ mod bank_service;
 mod checkpoint;
 mod copy_mode;
 mod encoder;
+mod memory;
 mod model;
 pub mod prompt;
 mod runtime;
+mod span_checkpoint;
 mod span_memory;
+mod span_runtime;
 
 pub use answer::{
     generate_answers, generate_answers_after, generate_answers_each, AnswerGeneration,
     GeneratedAnswer, MAX_ANSWER_TOKENS,
 };
 pub use bank_service::{
-    AskOptions, Attended, Ingested, NewDocument, SourcedAnswer, DEFAULT_PRIOR_SCALE,
+    AnsweredSpan, AskOptions, Attended, Ingested, NewDocument, SourcedAnswer, DEFAULT_PRIOR_SCALE,
 };
 pub use checkpoint::{Checkpoint, CheckpointMeta, META_FILE, MODEL_FILE};
 pub use copy_mode::{CopyConfig, CopyPath};
 pub use encoder::{AmortizationEncoder, EncodedText, LmChannelSpec, LmTokenChannel, LmTokens};
 pub use mac_lm::Sampling;
+pub use memory::{load_memory, Memory};
 pub use model::{MacConfig, MacModel, ModelError, ParamSummary};
 pub use runtime::{Amortized, Answer, BankMemory, BankReading, MacRuntime};
+pub use span_checkpoint::{
+    AnswerFrame, FrameExample, SelectorShape, SpanCheckpoint, SpanCheckpointMeta, SpanReading,
+    SELECTOR_FILE, SPAN_META_FILE,
+};
 pub use span_memory::{answer_span, SpanRead, SpanReader, QUESTION_ROOM};
+pub use span_runtime::SpanMemory;

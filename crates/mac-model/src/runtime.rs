@@ -101,6 +101,12 @@ impl ChunkedMemory for BankMemory<'_> {
     }
     fn read(&self, start: usize, len: usize) -> Result<MemoryChunk, ModelError> {
         let shape = self.bank.shape();
+        if shape.rows_vary {
+            return Err(ModelError::Input(format!(
+                "{}: the bank's entries hold varying rows (one per token); the paper's aggregation reads modulations of one shape",
+                self.bank.dir().display()
+            )));
+        }
         let chunk = self.bank.modulations(start, len)?;
         let len = chunk.ids.len();
         let modulations = Tensor::from_data(

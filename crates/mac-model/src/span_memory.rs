@@ -19,6 +19,7 @@
 
 use burn::tensor::Tensor;
 use mac_lm::{Generation, KvCache, LoadedLm, Padding, TokenBatch};
+use serde::{Deserialize, Serialize};
 
 use crate::answer::{generate_answers_after, AnswerGeneration, GeneratedAnswer};
 use crate::prompt::{continuation_ids, prompt_ids, question_prompt, ChatFrame};
@@ -29,7 +30,8 @@ use crate::ModelError;
 pub const QUESTION_ROOM: usize = 64;
 
 /// Where span memory reads the LM, and how much of a document it hands back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SpanReader {
     /// Selection keys come from the residual stream after this many layers.
     pub layer: usize,

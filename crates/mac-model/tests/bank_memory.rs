@@ -29,6 +29,7 @@ fn a_bank_on_disk_aggregates_like_the_same_modulations_in_memory() {
         n_tokens: n,
         d_mod: d,
         key_dim: k,
+        rows_vary: false,
     };
     let mut bank = MemoryBank::create(dir.path(), shape, "test").unwrap();
     let q = Tensor::<3>::random([2, n, d], Distribution::Normal(0.0, 1.0), &device);

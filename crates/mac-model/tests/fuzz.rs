@@ -1,15 +1,20 @@
-//! Mutation tests of a checkpoint's metadata: `mac.json`
-//! cut at every byte, flipped, with numbers made huge, zero or negative and
+//! Mutation tests of a checkpoint's metadata: `mac.json` (the paper's
+//! path) and `span.json` (span memory) cut at every byte, flipped, with numbers made huge, zero or negative and
 //! random edits (`MAC_FUZZ_SECONDS` runs them longer: `cargo xtask fuzz`).
-//! Opening the checkpoint returns an error naming `mac.json`, or metadata
+//! Opening the checkpoint returns an error naming its file, or metadata
 //! that passed validation (no zero-sized module, no zero KV layout) —
 //! never a panic or an allocation beyond a bound proportional to its size.
 
 use std::fs;
 
+use mac_aggregation::{SpanRule, SpanSelectorConfig};
 use mac_fuzz::{Campaign, Kind};
 use mac_lm::KvLayout;
-use mac_model::{Checkpoint, CheckpointMeta, MacConfig, META_FILE, MODEL_FILE};
+use mac_model::{
+    AnswerFrame, Checkpoint, CheckpointMeta, FrameExample, MacConfig, SpanCheckpoint,
+    SpanCheckpointMeta, SpanReader, SpanReading, META_FILE, MODEL_FILE, SELECTOR_FILE,
+    SPAN_META_FILE,
+};
 
 #[global_allocator]
 static ALLOC: mac_fuzz::TrackingAllocator = mac_fuzz::TrackingAllocator;
@@ -43,7 +48,49 @@ fn checkpoint_metadata() {
                 .meta
                 .config
                 .validate()
-                .map_err(|e| format!("{META_FILE} accepted but invalid: {e}"))
+                .map_err(|e| format!("accepted but invalid: {e}"))
+        })
+        .assert_passed();
+}
+
+#[test]
+fn span_checkpoint_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = SpanSelectorConfig::new(8).with_d_key(4).with_d_match(4);
+    let frame = AnswerFrame::Chat {
+        examples: vec![FrameExample {
+            document: "Bo lives in Lima.".into(),
+            question: "Where does Bo live?".into(),
+            answer: "Lima".into(),
+        }],
+    };
+    let reader = SpanReader {
+        layer: 1,
+        sink_tokens: 2,
+    };
+    let meta = SpanCheckpointMeta::new(
+        &config,
+        SpanReading {
+            reader,
+            rule: SpanRule::Joint,
+            frame,
+        },
+        "lm.gguf".into(),
+    );
+    let seed = serde_json::to_vec_pretty(&meta).unwrap();
+    fs::write(dir.path().join(SELECTOR_FILE), vec![0u8; 4096]).unwrap();
+    let path = dir.path().join(SPAN_META_FILE);
+    Campaign::new("checkpoint span.json", &seed, Kind::Text)
+        .header_len(0)
+        .run(&[SPAN_META_FILE, SELECTOR_FILE], |bytes| {
+            fs::write(&path, bytes).unwrap();
+            let checkpoint = SpanCheckpoint::open(dir.path()).map_err(|e| e.to_string())?;
+            let s = checkpoint.meta.selector;
+            if [s.d_lm, s.d_key, s.d_match, s.max_span].contains(&0) {
+                // (Not naming the file: the harness takes that for a refusal.)
+                return Err(format!("accepted an empty selector: {s:?}"));
+            }
+            Ok(())
         })
         .assert_passed();
 }

@@ -205,6 +205,28 @@ pub(crate) fn sync_tree(dir: &Path) -> Result<()> {
     sync_dir(dir)
 }
 
+/// Moves a finished checkpoint directory `tmp` to `dir` (a sibling),
+/// replacing what was there: `tmp`'s files are fsynced first, and between
+/// the two renames only `dir` + `.old` exists, which
+/// [`RunDir::resumable_checkpoint`] falls back to.
+pub(crate) fn swap_into_place(tmp: &Path, dir: &Path) -> Result<()> {
+    sync_tree(tmp)?;
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    let mut old = dir.as_os_str().to_owned();
+    old.push(".old");
+    let old = PathBuf::from(old);
+    let _ = std::fs::remove_dir_all(&old);
+    if dir.exists() {
+        std::fs::rename(dir, &old)
+            .with_context(|| format!("{}: cannot move aside", dir.display()))?;
+    }
+    std::fs::rename(tmp, dir)
+        .with_context(|| format!("{}: cannot move into place", dir.display()))?;
+    sync_dir(parent)?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
 /// fsyncs a directory, so the names in it survive a power loss.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
@@ -233,18 +255,7 @@ impl Trainer {
             tmp.join("trainer.json"),
             serde_json::to_string(&self.state)?,
         )?;
-        sync_tree(&tmp)?;
-        // Swap the finished directory into place. Between the two renames
-        // only `NAME.old` exists: `resumable_checkpoint` falls back to it.
-        let checkpoints = self.run_dir.checkpoints();
-        let old = checkpoints.join(format!("{name}.old"));
-        let _ = std::fs::remove_dir_all(&old);
-        if dir.exists() {
-            std::fs::rename(&dir, &old)?;
-        }
-        std::fs::rename(&tmp, &dir)?;
-        sync_dir(&checkpoints)?;
-        let _ = std::fs::remove_dir_all(&old);
+        swap_into_place(&tmp, &dir)?;
         Ok(dir)
     }
 

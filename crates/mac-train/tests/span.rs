@@ -1,30 +1,37 @@
 //! Span memory's training on the tiny random Llama: features read once,
 //! the span loss falls on a fixed set of documents, and the trained
-//! selector finds the spans it was trained on far above chance.
+//! selector finds the spans it was trained on far above chance; a training
+//! saved and resumed takes the steps an uninterrupted one takes, and its
+//! checkpoint loads the selector it trained.
 
 use burn::tensor::{Tensor, TensorData};
 use mac_data::{Dataset, Document, QaPair};
 use mac_lm::LoadedLm;
-use mac_model::SpanReader;
+use mac_model::{AnswerFrame, NewDocument, SpanCheckpoint, SpanMemory, SpanReader, SpanReading};
 use mac_train::span::{
     choose_spans, choose_spans_chunked, SpanFeatures, SpanRule, SpanTrainConfig, SpanTrainer,
 };
 
-#[test]
-fn span_training_learns_where_answers_lie() {
-    let device = mac_device::select("flex").unwrap();
-    let path = concat!(
+fn tiny_path() -> &'static str {
+    concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../mac-lm/tests/fixtures/tiny-llama.gguf"
-    );
-    let lm = LoadedLm::load(path, &device).unwrap();
-    // Short documents: the tiny model has 128 positions and a small vocabulary.
+    )
+}
+
+fn tiny_lm(device: &burn::tensor::Device) -> LoadedLm {
+    LoadedLm::load(tiny_path(), device).unwrap()
+}
+
+/// Eight short documents of two facts each (the tiny model has 128
+/// positions and a small vocabulary).
+fn eight_documents() -> Dataset {
     let people = ["Ann", "Bo", "Cy", "Di", "Ed", "Flo", "Gus", "Hal"];
     let towns = [
         "Oslo", "Lima", "Pune", "Kobe", "Bari", "Graz", "Nice", "Oulu",
     ];
     let jobs = ["law", "art", "tax", "math", "film", "oil", "wine", "gas"];
-    let dataset = Dataset {
+    Dataset {
         documents: (0..8)
             .map(|i| Document {
                 id: people[i].into(),
@@ -47,7 +54,14 @@ fn span_training_learns_where_answers_lie() {
                 ],
             })
             .collect(),
-    };
+    }
+}
+
+#[test]
+fn span_training_learns_where_answers_lie() {
+    let device = mac_device::select("flex").unwrap();
+    let lm = tiny_lm(&device);
+    let dataset = eight_documents();
     let config = SpanTrainConfig {
         layer: 1,
         d_key: 32,
@@ -151,4 +165,170 @@ fn span_training_learns_where_answers_lie() {
             }
         }
     }
+
+    // The same selector as the product runs it: saved, loaded beside the
+    // LM, the documents ingested into a bank, the questions asked.
+    let dir = tempfile::tempdir().unwrap();
+    let reading = SpanReading {
+        reader,
+        rule: SpanRule::Joint,
+        frame: AnswerFrame::Plain,
+    };
+    trainer
+        .save(&dir.path().join("checkpoint"), reading, tiny_path().into())
+        .unwrap();
+    let memory =
+        SpanMemory::from_checkpoint(&dir.path().join("checkpoint"), None, &device).unwrap();
+    let mut bank = memory.open_bank_writer(&dir.path().join("bank")).unwrap();
+    let docs: Vec<NewDocument> = dataset
+        .documents
+        .iter()
+        .map(|d| NewDocument {
+            source: d.id.clone(),
+            text: d.text.clone(),
+        })
+        .collect();
+    let ingested = memory.ingest(&mut bank, &docs, |_| {}).unwrap();
+    assert_eq!(ingested.len(), 8);
+    assert_eq!(bank.len(), 8);
+    let questions: Vec<&str> = found
+        .iter()
+        .map(|&q| features.questions[q].text.as_str())
+        .collect();
+    let trained = choose_spans(
+        &selector,
+        &features,
+        &bank_order(8),
+        &features,
+        &found,
+        None,
+        SpanRule::Joint,
+        &device,
+    )
+    .unwrap();
+    let whole = memory.choose(&bank, &questions, 8).unwrap();
+    for chunk in [1, 3] {
+        let streamed = memory.choose(&bank, &questions, chunk).unwrap();
+        for (a, b) in streamed.iter().zip(&whole) {
+            assert_eq!(a.span, b.span, "chunk {chunk}");
+        }
+    }
+    let agree = whole
+        .iter()
+        .zip(&trained)
+        .filter(|(a, b)| a.span == b.span)
+        .count();
+    assert!(
+        agree * 10 >= found.len() * 9,
+        "the bank's choice is the training side's: {agree} of {}",
+        found.len()
+    );
+    // Answers come with their span and the documents drawn on.
+    let answers = memory.ask(&bank, &questions[..4], 8, 2).unwrap();
+    for (answer, choice) in answers.iter().zip(&whole) {
+        let span = answer.span.as_ref().unwrap();
+        assert_eq!(span.id, bank.entries()[choice.span.document].id);
+        assert_eq!(span.tokens, [choice.span.start, choice.span.end]);
+        assert!(!span.text.is_empty());
+        assert_eq!(answer.documents.len(), 2);
+        assert!(answer.documents[0].weight >= answer.documents[1].weight);
+        assert_eq!(answer.bank_entries, 8);
+    }
+    // A bank of the paper's path is not read as span memory's.
+    let other = dir.path().join("other");
+    let shape = mac_memory::BankShape {
+        n_tokens: 2,
+        d_mod: 3,
+        key_dim: 0,
+        rows_vary: false,
+    };
+    drop(mac_memory::MemoryBank::create(&other, shape, "test").unwrap());
+    let other = mac_memory::MemoryBank::open_read_only(&other).unwrap();
+    let err = memory
+        .ask(&other, &questions[..1], 8, 2)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("span memory reads"), "{err}");
+}
+
+fn bank_order(n: usize) -> Vec<usize> {
+    (0..n).collect()
+}
+
+#[test]
+fn span_training_saved_and_resumed_takes_the_uninterrupted_steps() {
+    let device = mac_device::select("flex").unwrap();
+    let lm = tiny_lm(&device);
+    let config = SpanTrainConfig {
+        layer: 1,
+        d_key: 16,
+        bank_documents: 4,
+        questions: 4,
+        steps: 6,
+        learning_rate: 3e-3,
+        ..SpanTrainConfig::default()
+    };
+    let reader = SpanReader {
+        layer: config.layer,
+        sink_tokens: 2,
+    };
+    let features = SpanFeatures::read(&lm, &reader, &eight_documents(), 8, 4).unwrap();
+    let losses = |trainer: &mut SpanTrainer, n: usize| -> Vec<f64> {
+        (0..n)
+            .map(|_| trainer.step(&features).unwrap().loss)
+            .collect()
+    };
+
+    let mut straight = SpanTrainer::new(config.clone(), &features, &device).unwrap();
+    let expected = losses(&mut straight, 6);
+
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("last");
+    let mut first = SpanTrainer::new(config, &features, &device).unwrap();
+    let mut got = losses(&mut first, 3);
+    let saved = first
+        .save(
+            &checkpoint,
+            SpanReading {
+                reader,
+                rule: SpanRule::Joint,
+                frame: AnswerFrame::Plain,
+            },
+            "tiny-llama.gguf".into(),
+        )
+        .unwrap();
+    assert_eq!(saved.meta.step, 3);
+    assert_eq!(saved.meta.reading.reader, reader);
+    drop(first);
+    let mut resumed = SpanTrainer::resume(&checkpoint, &features, &device).unwrap();
+    assert_eq!(resumed.steps_done(), 3);
+    got.extend(losses(&mut resumed, 3));
+    for (step, (a, b)) in expected.iter().zip(&got).enumerate() {
+        assert!(
+            (a - b).abs() < 1e-6,
+            "step {step}: {a} uninterrupted, {b} resumed"
+        );
+    }
+    // Training moved the loss: the resumed steps are not a fixed point.
+    assert!(expected[0] != expected[5], "{expected:?}");
+
+    // The checkpoint, opened for answering, holds the selector trained to it.
+    let states = features.bank_states(&[0, 1], &device);
+    let keys = |s: &mac_aggregation::SpanSelector| s.token_keys(states.clone());
+    let at_save = SpanCheckpoint::open(&checkpoint)
+        .unwrap()
+        .load_selector(&device)
+        .unwrap();
+    let mut again = SpanTrainer::resume(&checkpoint, &features, &device).unwrap();
+    let diff = (keys(&at_save) - keys(&again.selector()))
+        .abs()
+        .max()
+        .into_scalar::<f32>();
+    assert_eq!(diff, 0.0);
+    again.step(&features).unwrap();
+    let moved = (keys(&at_save) - keys(&again.selector()))
+        .abs()
+        .max()
+        .into_scalar::<f32>();
+    assert!(moved > 0.0, "a step after resuming changes the selector");
 }

@@ -11,11 +11,19 @@ impl MemoryBank {
                 e.source
             )));
         }
-        if e.modulation.len() != self.shape().numel() {
+        if self.shape().rows_of(e.modulation.len()).is_none() {
+            let stores = if self.shape().rows_vary {
+                format!(
+                    "1 to {} rows of {}",
+                    self.shape().n_tokens,
+                    self.shape().d_mod
+                )
+            } else {
+                self.shape().numel().to_string()
+            };
             return Err(BankError::Invalid(format!(
-                "modulation has {} values, the bank stores {} ({:?})",
+                "modulation has {} values, the bank stores {stores} ({:?})",
                 e.modulation.len(),
-                self.shape().numel(),
                 self.shape()
             )));
         }
@@ -34,7 +42,14 @@ impl MemoryBank {
             )));
         }
         let shape = self.shape();
-        if record::body_len(e.source.len(), e.text.len(), shape.numel(), shape.key_dim).is_none() {
+        if record::body_len(
+            e.source.len(),
+            e.text.len(),
+            e.modulation.len(),
+            shape.key_dim,
+        )
+        .is_none()
+        {
             return Err(BankError::Invalid(format!(
                 "document from `{}` makes a record over the format's 4 GiB limit",
                 e.source
@@ -77,7 +92,7 @@ impl MemoryBank {
                 id: next_id,
                 time_ms: now_ms(),
                 hash,
-                n: shape.n_tokens as u32,
+                n: shape.rows_of(e.modulation.len()).unwrap_or(shape.n_tokens) as u32,
                 d: shape.d_mod as u32,
                 source_len: e.source.len() as u32,
                 text_len: e.text.len() as u32,

@@ -35,7 +35,7 @@ impl MemoryBank {
         })?;
         let body = self.read_body(m)?;
         let h = Header::parse(&body).expect("checked at open");
-        let f = h.fields(&body, self.shape().numel());
+        let f = h.fields(&body, h.n as usize * h.d as usize);
         let path = || self.dir.join(&self.manifest.segments[m.segment].file);
         let utf8 = |b: &[u8]| {
             String::from_utf8(b.to_vec()).map_err(|_| BankError::Corrupt {
@@ -53,26 +53,32 @@ impl MemoryBank {
         })
     }
 
-    /// Modulations of entries `start..start + len`, `[len, n, d]` row-major,
-    /// and their keys.
+    /// Modulations of entries `start..start + len`, `[len, n, d]` row-major
+    /// (each entry's own rows when they vary), and their keys.
     pub fn modulations(&self, start: usize, len: usize) -> Result<Chunk> {
         let end = (start + len).min(self.len());
         let (numel, key_dim) = (self.shape().numel(), self.shape().key_dim);
-        let mut data = Vec::with_capacity((end - start) * numel);
+        let capacity = if self.shape().rows_vary {
+            0
+        } else {
+            (end - start) * numel
+        };
+        let mut data = Vec::with_capacity(capacity);
         let mut keys = Vec::with_capacity((end - start) * key_dim);
-        let mut ids = Vec::with_capacity(end - start);
+        let (mut ids, mut rows) = (Vec::with_capacity(end - start), Vec::new());
         for m in &self.entries[start..end] {
             let body = self.read_body(m)?;
-            let f = Header::parse(&body)
-                .expect("checked at open")
-                .fields(&body, numel);
+            let h = Header::parse(&body).expect("checked at open");
+            let f = h.fields(&body, h.n as usize * h.d as usize);
             data.extend(floats(f.modulation));
             keys.extend(floats(f.key));
             ids.push(m.id);
+            rows.push(h.n as usize);
         }
         Ok(Chunk {
             start,
             ids,
+            rows,
             data,
             keys,
         })

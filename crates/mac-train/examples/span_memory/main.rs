@@ -24,7 +24,9 @@ use mac_data::{novel_stream, Dataset, FactStream, FactStreamConfig};
 use mac_eval::QuestionOnly;
 use mac_lm::LoadedLm;
 use mac_model::prompt::{chat_oracle_prompt, ChatExample, ChatFormat, ChatFrame};
-use mac_model::SpanReader;
+use mac_model::{
+    AnswerFrame, FrameExample, SpanCheckpoint, SpanCheckpointMeta, SpanReader, SpanReading,
+};
 use mac_train::span::{
     choose_spans, SpanFeatures, SpanQuestion, SpanRule, SpanTrainConfig, SpanTrainer,
 };
@@ -222,6 +224,38 @@ fn main() -> Result<(), Box<dyn Error>> {
     let (_, frame_name, frame) = chosen_frame;
     let frame = frame.as_ref();
     eprintln!("the {frame_name} frame, chosen on validation");
+    if let Some(out) = &out {
+        // What validation chose (selector, rule, frame) as a checkpoint.
+        let examples = match frame_name {
+            "plain" => None,
+            "chat" => Some(Vec::new()),
+            _ => Some(
+                shots
+                    .iter()
+                    .map(|e| FrameExample {
+                        document: e.document.into(),
+                        question: e.question.into(),
+                        answer: e.answer.into(),
+                    })
+                    .collect(),
+            ),
+        };
+        let reading = SpanReading {
+            reader,
+            rule,
+            frame: examples.map_or(AnswerFrame::Plain, |examples| AnswerFrame::Chat {
+                examples,
+            }),
+        };
+        let meta = SpanCheckpointMeta::new(
+            &trainer.selector_config(),
+            reading,
+            mac_assets::default_lm_path(),
+        );
+        let dir = std::path::Path::new(out).with_file_name("checkpoint");
+        SpanCheckpoint::save(&dir, &selector, &meta)?;
+        eprintln!("checkpoint: {}", dir.display());
+    }
     let n_test_docs = memory.own;
     let questions = memory.questions();
     let m = &memory.features;

@@ -8,7 +8,9 @@
 //! the bank** — choosing the document and the span is one softmax. No pass
 //! of the LM per step, so thousands of steps cost minutes.
 
-use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::log_softmax;
@@ -17,12 +19,15 @@ pub use mac_aggregation::SpanRule;
 use mac_aggregation::{per_token, SpanSelector, SpanSelectorConfig};
 use mac_data::Dataset;
 use mac_lm::LoadedLm;
-use mac_model::{answer_span, SpanReader};
+use mac_model::{
+    answer_span, SelectorShape, SpanCheckpoint, SpanCheckpointMeta, SpanReader, SpanReading,
+};
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::run_dir::swap_into_place;
 use crate::trainer::{draw_initial_weights, SEEDED_INIT};
 
 mod choose;
@@ -276,6 +281,7 @@ fn span_loss(
 pub struct SpanTrainer {
     /// The selector being trained (autodiff device).
     pub selector: SpanSelector,
+    selector_config: SpanSelectorConfig,
     optim: ModuleOptimizer,
     config: SpanTrainConfig,
     ad: Device,
@@ -305,16 +311,16 @@ impl SpanTrainer {
         let ad = device.clone().autodiff();
         // The seed gives the initial weights (drawn under the lock every
         // trainer seeds the backend's generator under).
+        let selector_config = SpanSelectorConfig::new(features.d_lm)
+            .with_d_key(config.d_key)
+            .with_max_span(config.max_span)
+            .with_train_match(config.train_match);
         let selector = {
             let _draws = SEEDED_INIT
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             ad.seed(config.seed);
-            let selector = SpanSelectorConfig::new(features.d_lm)
-                .with_d_key(config.d_key)
-                .with_max_span(config.max_span)
-                .with_train_match(config.train_match)
-                .init(&ad);
+            let selector = selector_config.init(&ad);
             draw_initial_weights(&selector);
             selector
         };
@@ -327,6 +333,7 @@ impl SpanTrainer {
         );
         Ok(Self {
             selector,
+            selector_config,
             optim: AdamConfig::new().init(),
             config,
             ad,
@@ -440,4 +447,86 @@ impl SpanTrainer {
     pub fn selector(&self) -> SpanSelector {
         self.selector.valid()
     }
+
+    /// The configuration of the selector being trained.
+    pub fn selector_config(&self) -> SpanSelectorConfig {
+        self.selector_config.clone()
+    }
+
+    /// Optimizer steps taken so far.
+    pub fn steps_done(&self) -> usize {
+        self.steps_done
+    }
+
+    /// Writes a checkpoint into `dir`: the selector with its metadata
+    /// (`reading` and the LM it reads, as [`SpanCheckpoint`]), and
+    /// what resuming needs (optimizer state, step, training config). The
+    /// directory is written beside its final name and swapped into place.
+    pub fn save(&self, dir: &Path, reading: SpanReading, lm: PathBuf) -> Result<SpanCheckpoint> {
+        let mut tmp = dir.as_os_str().to_owned();
+        tmp.push(".partial");
+        let tmp = PathBuf::from(tmp);
+        let _ = std::fs::remove_dir_all(&tmp);
+        let mut meta = SpanCheckpointMeta::new(&self.selector_config, reading, lm);
+        meta.step = self.steps_done as u64;
+        SpanCheckpoint::save(&tmp, &self.selector(), &meta)?;
+        self.optim.save(tmp.join(OPTIMIZER_FILE)).map_err(|e| {
+            anyhow::anyhow!("{}: cannot save optimizer state: {e:?}", tmp.display())
+        })?;
+        let state = SpanTrainerState {
+            config: self.config.clone(),
+            steps_done: self.steps_done,
+        };
+        std::fs::write(
+            tmp.join(TRAINER_FILE),
+            serde_json::to_string_pretty(&state)?,
+        )
+        .with_context(|| format!("{}: cannot write {TRAINER_FILE}", tmp.display()))?;
+        swap_into_place(&tmp, dir)?;
+        Ok(SpanCheckpoint::open(dir)?)
+    }
+
+    /// Continues the training saved in `dir` by [`Self::save`] on the same
+    /// `features`: the selector, the optimizer state and the step, so that
+    /// the steps after it are those an uninterrupted run takes.
+    pub fn resume(dir: &Path, features: &SpanFeatures, device: &Device) -> Result<Self> {
+        let checkpoint = SpanCheckpoint::open(dir)?;
+        let path = dir.join(TRAINER_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "{}: cannot read (not a resumable checkpoint)",
+                path.display()
+            )
+        })?;
+        let state: SpanTrainerState = serde_json::from_str(&text)
+            .with_context(|| format!("{}: malformed", path.display()))?;
+        let mut trainer = Self::new(state.config, features, device)?;
+        anyhow::ensure!(
+            checkpoint.meta.selector == SelectorShape::of(&trainer.selector_config),
+            "{}: the stored selector {:?} is not the one its training config builds on these features ({:?})",
+            dir.display(),
+            checkpoint.meta.selector,
+            SelectorShape::of(&trainer.selector_config)
+        );
+        checkpoint.load_into(&mut trainer.selector)?;
+        let opt_path = dir.join(OPTIMIZER_FILE);
+        trainer.optim = trainer.optim.load(&opt_path).map_err(|e| {
+            anyhow::anyhow!("{}: cannot load optimizer state: {e:?}", opt_path.display())
+        })?;
+        trainer.steps_done = state.steps_done;
+        Ok(trainer)
+    }
+}
+
+/// The optimizer state beside a span checkpoint that can be resumed.
+const OPTIMIZER_FILE: &str = "optimizer.bpk";
+/// The training config and step beside it.
+const TRAINER_FILE: &str = "span-trainer.json";
+
+/// What [`SpanTrainer::resume`] reads besides the checkpoint.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpanTrainerState {
+    config: SpanTrainConfig,
+    steps_done: usize,
 }

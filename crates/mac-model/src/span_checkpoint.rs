@@ -1,0 +1,306 @@
+//! Span memory's checkpoint: `span.json` (the selector's shape, where the
+//! LM is read, how a span is chosen and answers framed, the LM it was
+//! trained on) and
+//! `selector.bpk` (the selector's parameters, burnpack, parameter ids
+//! included so that an optimizer state saved beside it resumes exactly).
+//!
+//! Everything `span.json` says is checked before anything is built for it:
+//! its format, sizes within bounds, and a parameters file large enough for
+//! the selector it describes.
+
+use std::path::{Path, PathBuf};
+
+use burn::store::{BurnpackStore, ModuleSnapshot};
+use burn::tensor::Device;
+use mac_aggregation::{SpanRule, SpanSelector, SpanSelectorConfig};
+use mac_lm::LoadedLm;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{check_applied, err, write_parts};
+use crate::model::MAX_CONFIG_SIZE;
+use crate::prompt::{ChatExample, ChatFormat, ChatFrame};
+use crate::{ModelError, SpanReader};
+
+/// File name of span memory's metadata inside a checkpoint directory.
+pub const SPAN_META_FILE: &str = "span.json";
+/// File name of the selector's parameters inside a checkpoint directory.
+pub const SELECTOR_FILE: &str = "selector.bpk";
+const SPAN_FORMAT_VERSION: u32 = 1;
+
+/// The selector's shape as a checkpoint records it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectorShape {
+    /// Width of the LM's residual stream.
+    pub d_lm: usize,
+    /// Width of a start (and of an end) key.
+    pub d_key: usize,
+    /// Longest span chosen, in tokens.
+    pub max_span: usize,
+    /// Width of a token's matching key.
+    pub d_match: usize,
+    /// Whether the matching projection was trained.
+    pub train_match: bool,
+}
+
+impl SelectorShape {
+    /// The shape of the selector `config` builds.
+    pub fn of(config: &SpanSelectorConfig) -> Self {
+        Self {
+            d_lm: config.d_lm,
+            d_key: config.d_key,
+            max_span: config.max_span,
+            d_match: config.d_match,
+            train_match: config.train_match,
+        }
+    }
+
+    /// The configuration that builds a selector of this shape.
+    pub fn config(&self) -> SpanSelectorConfig {
+        SpanSelectorConfig::new(self.d_lm)
+            .with_d_key(self.d_key)
+            .with_max_span(self.max_span)
+            .with_d_match(self.d_match)
+            .with_train_match(self.train_match)
+    }
+
+    /// Parameters of a selector of this shape (norms, projections, scale).
+    pub fn parameter_count(&self) -> u128 {
+        let (d, k, m) = (self.d_lm as u128, self.d_key as u128, self.d_match as u128);
+        2 * d + 4 * d + 2 * d + d * 2 * k + 2 * d * 2 * k + d * m + 1
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (field, value) in [
+            ("d_lm", self.d_lm),
+            ("d_key", self.d_key),
+            ("max_span", self.max_span),
+            ("d_match", self.d_match),
+        ] {
+            if value == 0 || value > MAX_CONFIG_SIZE {
+                return Err(format!(
+                    "selector.{field} is {value}: it must be between 1 and {MAX_CONFIG_SIZE}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A worked example of an answer frame, as a checkpoint records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrameExample {
+    /// The text.
+    pub document: String,
+    /// The question.
+    pub question: String,
+    /// Its answer, as it should be given.
+    pub answer: String,
+}
+
+/// How a question and what the memory hands the LM are put to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AnswerFrame {
+    /// The document's first tokens and the span, then `Question: …\nAnswer:`.
+    Plain,
+    /// The LM's chat template: a short-answer instruction and `examples`
+    /// before the document, the question as the user's words after it.
+    Chat {
+        /// Worked examples read before the document (few-shot).
+        examples: Vec<FrameExample>,
+    },
+}
+
+impl AnswerFrame {
+    /// The chat frame on `lm`'s own template, or `None` for the plain frame.
+    /// A chat frame on an LM whose template is not recognised is an error.
+    pub fn chat_frame(&self, lm: &LoadedLm) -> Result<Option<ChatFrame>, ModelError> {
+        let AnswerFrame::Chat { examples } = self else {
+            return Ok(None);
+        };
+        let format = lm
+            .tokenizer
+            .chat_template
+            .as_deref()
+            .and_then(ChatFormat::recognise)
+            .ok_or_else(|| {
+                ModelError::Input(
+                    "the checkpoint answers in a chat frame, but the LM has no chat template this build recognises".into(),
+                )
+            })?;
+        let shots: Vec<ChatExample<'_>> = examples
+            .iter()
+            .map(|e| ChatExample {
+                document: &e.document,
+                question: &e.question,
+                answer: &e.answer,
+            })
+            .collect();
+        Ok(Some(ChatFrame::new(format, &shots)))
+    }
+}
+
+/// How a trained selector is used at answer time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpanReading {
+    /// Where the LM is read, and the document's first tokens kept.
+    pub reader: SpanReader,
+    /// How the span is chosen from a bank.
+    pub rule: SpanRule,
+    /// How answers are framed.
+    pub frame: AnswerFrame,
+}
+
+/// What a span memory checkpoint holds besides its parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpanCheckpointMeta {
+    /// Format version of the checkpoint directory.
+    pub format_version: u32,
+    /// The selector's shape.
+    pub selector: SelectorShape,
+    /// How the selector is used at answer time.
+    pub reading: SpanReading,
+    /// The frozen base LM (GGUF file or Hugging Face directory).
+    pub lm: PathBuf,
+    /// Optimizer steps taken when this was written.
+    pub step: u64,
+}
+
+impl SpanCheckpointMeta {
+    /// A new record for a selector built by `config`, used as `reading`
+    /// says on `lm`.
+    pub fn new(config: &SpanSelectorConfig, reading: SpanReading, lm: PathBuf) -> Self {
+        Self {
+            format_version: SPAN_FORMAT_VERSION,
+            selector: SelectorShape::of(config),
+            reading,
+            lm,
+            step: 0,
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.format_version != SPAN_FORMAT_VERSION {
+            return Err(format!(
+                "span checkpoint format version {} (this build reads {SPAN_FORMAT_VERSION})",
+                self.format_version
+            ));
+        }
+        self.selector.validate()?;
+        for (field, value) in [
+            ("reading.reader.layer", self.reading.reader.layer),
+            (
+                "reading.reader.sink_tokens",
+                self.reading.reader.sink_tokens,
+            ),
+        ] {
+            if value > MAX_CONFIG_SIZE {
+                return Err(format!("{field} is {value}: at most {MAX_CONFIG_SIZE}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `lm` is an LM this selector can read: its residual width and
+    /// enough layers for the reader.
+    pub fn check_lm(&self, lm: &LoadedLm) -> Result<(), ModelError> {
+        let (width, layers) = (lm.model.hidden_width(), lm.model.kv_layout().n_layers);
+        if width != self.selector.d_lm || self.reading.reader.layer > layers {
+            return Err(ModelError::Input(format!(
+                "the span selector reads a residual stream of width {} after {} layers; this LM has width {width} and {layers} layers",
+                self.selector.d_lm, self.reading.reader.layer
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A span memory checkpoint directory.
+#[derive(Debug, Clone)]
+pub struct SpanCheckpoint {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Its metadata.
+    pub meta: SpanCheckpointMeta,
+}
+
+impl SpanCheckpoint {
+    /// Whether `dir` holds a span memory checkpoint (its metadata file).
+    pub fn is_span_checkpoint(dir: &Path) -> bool {
+        dir.join(SPAN_META_FILE).is_file()
+    }
+
+    /// Writes `selector` and `meta` into `dir` (created if needed); each
+    /// file is written beside its final name and renamed into place.
+    pub fn save(
+        dir: &Path,
+        selector: &SpanSelector,
+        meta: &SpanCheckpointMeta,
+    ) -> Result<Self, ModelError> {
+        write_parts(dir, selector, SELECTOR_FILE, SPAN_META_FILE, meta)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            meta: meta.clone(),
+        })
+    }
+
+    /// Reads and checks the metadata of a checkpoint directory, and that
+    /// its parameters file can hold the selector it describes.
+    pub fn open(dir: &Path) -> Result<Self, ModelError> {
+        if !dir.is_dir() {
+            return Err(err(dir, "no such checkpoint directory"));
+        }
+        let meta_path = dir.join(SPAN_META_FILE);
+        let text = std::fs::read_to_string(&meta_path).map_err(|e| {
+            err(
+                &meta_path,
+                format!("not a span memory checkpoint (cannot read {SPAN_META_FILE}: {e})"),
+            )
+        })?;
+        let meta: SpanCheckpointMeta = serde_json::from_str(&text).map_err(|e| {
+            err(
+                &meta_path,
+                format!("malformed span checkpoint metadata: {e}"),
+            )
+        })?;
+        meta.validate().map_err(|e| err(&meta_path, e))?;
+        let params = dir.join(SELECTOR_FILE);
+        let bytes = std::fs::metadata(&params)
+            .map_err(|e| err(&params, format!("missing parameters file: {e}")))?
+            .len();
+        let least = meta.selector.parameter_count();
+        if least.saturating_mul(2) > bytes as u128 {
+            return Err(err(
+                &params,
+                format!(
+                    "{SPAN_META_FILE} describes a selector of {least} parameters, more than the {bytes} bytes of this file can hold"
+                ),
+            ));
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            meta,
+        })
+    }
+
+    /// Builds the selector on `device` and loads the stored parameters.
+    pub fn load_selector(&self, device: &Device) -> Result<SpanSelector, ModelError> {
+        let mut selector = self.meta.selector.config().init(device);
+        self.load_into(&mut selector)?;
+        Ok(selector)
+    }
+
+    /// Loads the stored parameters into a selector of the same shape.
+    pub fn load_into(&self, selector: &mut SpanSelector) -> Result<(), ModelError> {
+        let path = self.dir.join(SELECTOR_FILE);
+        let mut store = BurnpackStore::from_file(&path).auto_extension(false);
+        let result = selector
+            .load_from(&mut store)
+            .map_err(|e| err(&path, format!("unreadable parameters: {e}")))?;
+        check_applied(&path, &result, "the selector")
+    }
+}

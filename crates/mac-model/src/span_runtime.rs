@@ -1,0 +1,309 @@
+//! Span memory as the product runs it: a checkpoint's selector beside the
+//! frozen LM, documents ingested into a bank of one row per token, and
+//! questions answered from the span the selector chooses over the whole
+//! bank, read a chunk of documents at a time.
+//!
+//! A bank entry is the document's text and, for each of its tokens as the
+//! LM reads it ([`SpanReader::document_ids`]), the selector's start key, end
+//! key and matching key: `2·d_key + d_match` floats. A question's document
+//! logits (late interaction over the matching keys) and its start and end
+//! logits over every token come chunk by chunk into a
+//! [`StreamedSpanChoice`], so the choice is the whole bank's for any chunk
+//! size; the chosen document's key/values are recomputed from its tokens.
+
+use std::path::Path;
+
+use burn::tensor::{Bool, Device, Tensor, TensorData};
+use mac_aggregation::{per_token, SpanChoice, SpanSelector, StreamedSpanChoice};
+use mac_lm::LoadedLm;
+use mac_memory::{BankShape, MemoryBank, NewEntry};
+
+use crate::bank_service::{most_attended, AnsweredSpan, Ingested, NewDocument, SourcedAnswer};
+use crate::prompt::ChatFrame;
+use crate::{AnswerGeneration, ModelError, SpanCheckpoint, SpanRead, SpanReader, SpanReading};
+
+/// Documents read by the LM at a time while ingesting.
+const INGEST_BATCH: usize = 8;
+
+/// A trained span selector and the frozen LM it reads.
+pub struct SpanMemory {
+    /// The frozen LM.
+    pub lm: LoadedLm,
+    selector: SpanSelector,
+    reading: SpanReading,
+    frame: Option<ChatFrame>,
+    producer: String,
+    device: Device,
+}
+
+impl SpanMemory {
+    /// Loads a span checkpoint and its LM (`lm` overrides the recorded
+    /// path: a checkpoint moved to another machine).
+    pub fn from_checkpoint(
+        dir: &Path,
+        lm: Option<&Path>,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let checkpoint = SpanCheckpoint::open(dir)?;
+        let lm = LoadedLm::load(lm.unwrap_or(checkpoint.meta.lm.as_path()), device)?;
+        checkpoint.meta.check_lm(&lm)?;
+        let selector = checkpoint.load_selector(device)?;
+        let frame = checkpoint.meta.reading.frame.chat_frame(&lm)?;
+        Ok(Self {
+            lm,
+            selector,
+            reading: checkpoint.meta.reading.clone(),
+            frame,
+            producer: format!(
+                "span memory {} (step {})",
+                dir.display(),
+                checkpoint.meta.step
+            ),
+            device: device.clone(),
+        })
+    }
+
+    /// Floats per token in a bank entry: start and end key, matching key.
+    fn row_width(&self) -> usize {
+        let key = self.selector.w_token.val().dims()[1];
+        key + self.selector.w_match.val().dims()[1]
+    }
+
+    /// The shape of the banks this memory fills: one row per token, up to
+    /// the LM's positions.
+    pub fn bank_shape(&self) -> BankShape {
+        BankShape {
+            n_tokens: self.lm.model.max_positions(),
+            d_mod: self.row_width(),
+            key_dim: 0,
+            rows_vary: true,
+        }
+    }
+
+    /// Opens the bank in `dir` as its writer, creating it if needed.
+    pub fn open_bank_writer(&self, dir: &Path) -> Result<MemoryBank, ModelError> {
+        Ok(MemoryBank::open_or_create(
+            dir,
+            self.bank_shape(),
+            &self.producer,
+        )?)
+    }
+
+    fn reader(&self) -> &SpanReader {
+        &self.reading.reader
+    }
+
+    /// Each document's bank rows `[T_i · row_width]` and its token count.
+    fn rows(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let ids = texts
+            .iter()
+            .map(|t| SpanReader::document_ids(&self.lm, t))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.reader()
+            .token_states(&self.lm, &ids)?
+            .into_iter()
+            .map(|states| {
+                let keys = self.selector.token_keys(states.clone());
+                let matching = self.selector.match_keys(states);
+                host(Tensor::cat(vec![keys, matching], 1))
+            })
+            .collect()
+    }
+
+    /// Reads each document once and appends it to `bank` (duplicates are
+    /// reported, not stored again); `progress` gets the count done.
+    pub fn ingest(
+        &self,
+        bank: &mut MemoryBank,
+        docs: &[NewDocument],
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<Ingested>, ModelError> {
+        let mut done = Vec::with_capacity(docs.len());
+        for chunk in docs.chunks(INGEST_BATCH) {
+            if let Some(d) = chunk.iter().find(|d| d.text.trim().is_empty()) {
+                return Err(ModelError::Input(format!(
+                    "document from `{}` is empty",
+                    d.source
+                )));
+            }
+            let texts: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
+            let rows = self.rows(&texts)?;
+            let entries: Vec<NewEntry<'_>> = chunk
+                .iter()
+                .zip(&rows)
+                .map(|(d, r)| NewEntry {
+                    source: &d.source,
+                    text: &d.text,
+                    modulation: r,
+                    key: &[],
+                })
+                .collect();
+            for outcome in bank.append_batch(&entries)? {
+                done.push(Ingested {
+                    outcome,
+                    truncated_tokens: 0,
+                });
+            }
+            progress(done.len());
+        }
+        Ok(done)
+    }
+
+    /// Answers `questions` from `bank`, scored `chunk` documents at a time,
+    /// each with its span and the `top` documents of the highest share of
+    /// the start distribution.
+    pub fn ask(
+        &self,
+        bank: &MemoryBank,
+        questions: &[&str],
+        chunk: usize,
+        top: usize,
+    ) -> Result<Vec<SourcedAnswer>, ModelError> {
+        if let Some(i) = questions.iter().position(|q| q.trim().is_empty()) {
+            return Err(ModelError::Input(format!("question {i} is empty")));
+        }
+        let shape = bank.shape();
+        if shape != self.bank_shape() {
+            return Err(ModelError::Input(format!(
+                "{}: the bank holds entries of shape {shape:?}; this span memory reads {:?}",
+                bank.dir().display(),
+                self.bank_shape()
+            )));
+        }
+        let choices = self.choose(bank, questions, chunk)?;
+        let mut documents = Vec::with_capacity(choices.len());
+        for c in &choices {
+            let text = bank.read(c.span.document)?.text;
+            let ids = SpanReader::document_ids(&self.lm, &text)?;
+            documents.push(ids);
+        }
+        let reads: Vec<SpanRead<'_>> = choices
+            .iter()
+            .zip(&documents)
+            .map(|(c, ids)| SpanRead {
+                document: ids,
+                start: c.span.start,
+                end: c.span.end.min(ids.len().saturating_sub(1)),
+            })
+            .collect();
+        let generation = vec![AnswerGeneration::default(); questions.len()];
+        let answers = self.reader().answer_in(
+            &self.lm,
+            self.frame.as_ref(),
+            &reads,
+            questions,
+            &generation,
+        )?;
+        answers
+            .into_iter()
+            .zip(&choices)
+            .zip(&reads)
+            .map(|((answer, choice), read)| {
+                let span_ids = &read.document[read.start..=read.end];
+                Ok(SourcedAnswer {
+                    text: answer.text,
+                    documents: most_attended(bank, &choice.shares, top)?,
+                    bank_entries: bank.len(),
+                    hit_token_limit: answer.hit_token_limit,
+                    generated_tokens: answer.generated_tokens,
+                    span: Some(AnsweredSpan {
+                        id: bank.entries()[choice.span.document].id,
+                        tokens: [read.start, read.end],
+                        text: self.lm.tokenizer.decode(span_ids)?,
+                    }),
+                })
+            })
+            .collect()
+    }
+
+    /// Each question's span over the whole bank, scored `chunk` documents
+    /// at a time.
+    pub fn choose(
+        &self,
+        bank: &MemoryBank,
+        questions: &[&str],
+        chunk: usize,
+    ) -> Result<Vec<SpanChoice>, ModelError> {
+        let states = self.reader().question_states(&self.lm, questions)?;
+        let summaries: Vec<Tensor<2>> = states.iter().cloned().map(SpanReader::summary).collect();
+        let queries = self.selector.question_queries(Tensor::cat(summaries, 0));
+        let (question_keys, question_valid) = self.padded_match_keys(&states);
+        let mut choices: Vec<StreamedSpanChoice> = questions
+            .iter()
+            .map(|_| StreamedSpanChoice::new(self.reading.rule, self.selector.max_span))
+            .collect();
+        for part in bank.chunks(chunk.max(1)) {
+            let part = part?;
+            let width = self.row_width();
+            let key = self.selector.w_token.val().dims()[1];
+            let m: usize = part.rows.iter().sum();
+            let rows = Tensor::<2>::from_data(TensorData::new(part.data, [m, width]), &self.device);
+            let keys = rows.clone().narrow(1, 0, key);
+            let (doc_keys, doc_valid) = padded(&rows.narrow(1, key, width - key), &part.rows);
+            let document_logits = self.selector.document_logits(
+                question_keys.clone(),
+                question_valid.clone(),
+                doc_keys,
+                doc_valid,
+            );
+            let by_document = host(document_logits.clone())?;
+            let bias = per_token(document_logits, &part.rows);
+            let logits = self.selector.logits(queries.clone(), keys, Some(bias));
+            let (start, end) = (host(logits.start)?, host(logits.end)?);
+            let n = part.rows.len();
+            for (i, choice) in choices.iter_mut().enumerate() {
+                choice.push(
+                    &by_document[i * n..(i + 1) * n],
+                    &start[i * m..(i + 1) * m],
+                    &end[i * m..(i + 1) * m],
+                    &part.rows,
+                );
+            }
+        }
+        choices
+            .into_iter()
+            .map(|c| {
+                c.finish().ok_or_else(|| {
+                    ModelError::Input(format!("the bank in {} is empty", bank.dir().display()))
+                })
+            })
+            .collect()
+    }
+
+    /// The questions' matching keys padded to the longest, `[Q, Tq, d_match]`,
+    /// and where tokens are.
+    fn padded_match_keys(&self, states: &[Tensor<2>]) -> (Tensor<3>, Tensor<2, Bool>) {
+        let lengths: Vec<usize> = states.iter().map(|s| s.dims()[0]).collect();
+        let keys = self.selector.match_keys(Tensor::cat(states.to_vec(), 0));
+        padded(&keys, &lengths)
+    }
+}
+
+/// Consecutive rows `[Σ lengths, d]` as `[N, T, d]`, padded with zeros to
+/// the longest, with where rows are, `[N, T]`.
+fn padded(rows: &Tensor<2>, lengths: &[usize]) -> (Tensor<3>, Tensor<2, Bool>) {
+    let device = rows.device();
+    let d = rows.dims()[1];
+    let t = lengths.iter().copied().max().unwrap_or(0).max(1);
+    let mut parts = Vec::with_capacity(lengths.len());
+    let mut valid = vec![false; lengths.len() * t];
+    let mut from = 0;
+    for (i, &len) in lengths.iter().enumerate() {
+        let mut part = rows.clone().narrow(0, from, len);
+        if len < t {
+            part = Tensor::cat(vec![part, Tensor::zeros([t - len, d], &device)], 0);
+        }
+        parts.push(part.unsqueeze_dim::<3>(0));
+        valid[i * t..i * t + len].fill(true);
+        from += len;
+    }
+    (
+        Tensor::cat(parts, 0),
+        Tensor::from_data(TensorData::new(valid, [lengths.len(), t]), &device),
+    )
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, ModelError> {
+    t.try_to_vec_as::<f32>()
+        .map_err(|e| ModelError::Input(format!("reading span scores: {e:?}")))
+}

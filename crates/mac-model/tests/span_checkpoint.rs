@@ -1,0 +1,148 @@
+//! Span memory's checkpoint: a selector written and read back gives the
+//! same keys and queries; what `span.json` describes is checked against
+//! its parameters file before anything is built, and every refusal names
+//! the file at fault.
+
+use std::fs;
+
+use burn::tensor::{Distribution, Tensor};
+use mac_aggregation::{SpanRule, SpanSelectorConfig};
+use mac_model::{
+    AnswerFrame, FrameExample, SpanCheckpoint, SpanCheckpointMeta, SpanReader, SpanReading,
+    SELECTOR_FILE, SPAN_META_FILE,
+};
+
+fn small() -> SpanSelectorConfig {
+    SpanSelectorConfig::new(16)
+        .with_d_key(8)
+        .with_d_match(8)
+        .with_max_span(4)
+}
+
+fn meta(config: &SpanSelectorConfig) -> SpanCheckpointMeta {
+    let frame = AnswerFrame::Chat {
+        examples: vec![FrameExample {
+            document: "Ada lives in Porto.".into(),
+            question: "Where does Ada live?".into(),
+            answer: "Porto".into(),
+        }],
+    };
+    let reader = SpanReader {
+        layer: 2,
+        sink_tokens: 4,
+    };
+    SpanCheckpointMeta::new(
+        config,
+        SpanReading {
+            reader,
+            rule: SpanRule::DocumentFirst,
+            frame,
+        },
+        "lm.gguf".into(),
+    )
+}
+
+fn max_diff(a: Tensor<2>, b: Tensor<2>) -> f32 {
+    (a - b).abs().max().into_scalar::<f32>()
+}
+
+#[test]
+fn a_selector_read_back_scores_as_the_one_written() {
+    let device = mac_device::select("flex").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = small();
+    let selector = config.init(&device);
+    let written = SpanCheckpoint::save(dir.path(), &selector, &meta(&config)).unwrap();
+
+    let opened = SpanCheckpoint::open(dir.path()).unwrap();
+    assert_eq!(opened.meta, written.meta);
+    assert!(SpanCheckpoint::is_span_checkpoint(dir.path()));
+    // A fresh selector has other weights; the loaded one has the written ones.
+    let fresh = config.init(&device);
+    let loaded = opened.load_selector(&device).unwrap();
+    let states = Tensor::<2>::random([12, 16], Distribution::Normal(0.0, 1.0), &device);
+    let summaries = Tensor::<2>::random([3, 32], Distribution::Normal(0.0, 1.0), &device);
+    let keys = |s: &mac_aggregation::SpanSelector| s.token_keys(states.clone());
+    assert!(
+        max_diff(keys(&fresh), keys(&selector)) > 1e-3,
+        "a fresh draw differs"
+    );
+    assert_eq!(max_diff(keys(&loaded), keys(&selector)), 0.0);
+    assert_eq!(
+        max_diff(
+            loaded.match_keys(states.clone()),
+            selector.match_keys(states.clone())
+        ),
+        0.0
+    );
+    assert_eq!(
+        max_diff(
+            loaded.question_queries(summaries.clone()),
+            selector.question_queries(summaries)
+        ),
+        0.0
+    );
+    assert_eq!(loaded.max_span, 4);
+}
+
+#[test]
+fn what_span_json_describes_is_checked_before_anything_is_built() {
+    let device = mac_device::select("flex").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = small();
+    SpanCheckpoint::save(dir.path(), &config.init(&device), &meta(&config)).unwrap();
+    let json = dir.path().join(SPAN_META_FILE);
+    let good = fs::read_to_string(&json).unwrap();
+    let refused = |text: &str| {
+        fs::write(&json, text).unwrap();
+        SpanCheckpoint::open(dir.path()).unwrap_err().to_string()
+    };
+
+    // A huge selector: refused by the bound on its sizes.
+    let err = refused(&good.replace("\"d_lm\": 16", "\"d_lm\": 100000000"));
+    assert!(
+        err.contains(SPAN_META_FILE) && err.contains("d_lm"),
+        "{err}"
+    );
+    // Within the bounds but more than the parameters file can hold.
+    let err = refused(&good.replace("\"d_lm\": 16", "\"d_lm\": 60000"));
+    assert!(
+        err.contains(SELECTOR_FILE) && err.contains("more than"),
+        "{err}"
+    );
+    // Unknown fields, another format, a frame of no known kind.
+    let err = refused(&good.replace("\"step\"", "\"stepz\""));
+    assert!(
+        err.contains(SPAN_META_FILE) && err.contains("malformed"),
+        "{err}"
+    );
+    let err = refused(&good.replace("\"format_version\": 1", "\"format_version\": 9"));
+    assert!(err.contains("format version 9"), "{err}");
+    let err = refused(&good.replace("\"chat\"", "\"karaoke\""));
+    assert!(err.contains(SPAN_META_FILE), "{err}");
+
+    // A shape the file's parameters do not fit: refused when loading.
+    fs::write(&json, good.replace("\"d_key\": 8", "\"d_key\": 4")).unwrap();
+    let err = SpanCheckpoint::open(dir.path())
+        .unwrap()
+        .load_selector(&device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(SELECTOR_FILE) && err.contains("w_token"),
+        "{err}"
+    );
+
+    // No metadata, or no parameters.
+    fs::remove_file(&json).unwrap();
+    let err = SpanCheckpoint::open(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("not a span memory checkpoint"), "{err}");
+    assert!(!SpanCheckpoint::is_span_checkpoint(dir.path()));
+    fs::write(&json, &good).unwrap();
+    fs::remove_file(dir.path().join(SELECTOR_FILE)).unwrap();
+    let err = SpanCheckpoint::open(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains(SELECTOR_FILE) && err.contains("missing"),
+        "{err}"
+    );
+}
