@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use burn::store::{ApplyResult, BurnpackStore, ModuleSnapshot};
 use burn::tensor::Device;
 use mac_lm::KvLayout;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use mac_encoder::EncoderFiles;
@@ -88,18 +89,7 @@ impl Checkpoint {
 
     /// Reads the metadata of a checkpoint directory (parameters are loaded by [`Self::load_model`]).
     pub fn open(dir: &Path) -> Result<Self, ModelError> {
-        if !dir.is_dir() {
-            return Err(err(dir, "no such checkpoint directory"));
-        }
-        let meta_path = dir.join(META_FILE);
-        let text = std::fs::read_to_string(&meta_path).map_err(|e| {
-            err(
-                &meta_path,
-                format!("not a MAC checkpoint (cannot read {META_FILE}: {e})"),
-            )
-        })?;
-        let meta: CheckpointMeta = serde_json::from_str(&text)
-            .map_err(|e| err(&meta_path, format!("malformed checkpoint metadata: {e}")))?;
+        let (meta_path, meta): (_, CheckpointMeta) = read_meta(dir, META_FILE, "MAC checkpoint")?;
         meta.config
             .validate()
             .map_err(|e| err(&meta_path, format!("invalid model configuration: {e}")))?;
@@ -215,6 +205,24 @@ impl Checkpoint {
         }
         check_applied(&path, &result, "the model")
     }
+}
+
+/// The metadata file `file` of the checkpoint directory `dir` (a `kind`
+/// checkpoint), parsed, and its path; an error naming it otherwise.
+pub(crate) fn read_meta<T: DeserializeOwned>(
+    dir: &Path,
+    file: &str,
+    kind: &str,
+) -> Result<(PathBuf, T), ModelError> {
+    if !dir.is_dir() {
+        return Err(err(dir, "no such checkpoint directory"));
+    }
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| err(&path, format!("not a {kind} (cannot read {file}: {e})")))?;
+    let meta = serde_json::from_str(&text)
+        .map_err(|e| err(&path, format!("malformed {kind} metadata: {e}")))?;
+    Ok((path, meta))
 }
 
 /// Writes a checkpoint's parameters (`params_file`, burnpack) and metadata

@@ -75,37 +75,6 @@ impl Memory for MacRuntime {
     }
 }
 
-impl Memory for SpanMemory {
-    fn name(&self) -> &'static str {
-        "span memory"
-    }
-    fn bank_shape(&self) -> BankShape {
-        SpanMemory::bank_shape(self)
-    }
-    fn document_token_limit(&self) -> usize {
-        SpanMemory::bank_shape(self).n_tokens
-    }
-    fn open_bank_writer(&self, dir: &Path) -> Result<MemoryBank, ModelError> {
-        SpanMemory::open_bank_writer(self, dir)
-    }
-    fn ingest(
-        &self,
-        bank: &mut MemoryBank,
-        docs: &[NewDocument],
-        progress: &mut dyn FnMut(usize),
-    ) -> Result<Vec<Ingested>, ModelError> {
-        SpanMemory::ingest(self, bank, docs, progress)
-    }
-    fn ask(
-        &self,
-        bank: &MemoryBank,
-        questions: &[&str],
-        opts: &AskOptions,
-    ) -> Result<Vec<SourcedAnswer>, ModelError> {
-        SpanMemory::ask(self, bank, questions, opts.chunk, opts.top)
-    }
-}
-
 /// The memory a checkpoint directory holds: span memory where it has a
 /// `span.json`, else the paper's path (`mac.json`).
 pub fn load_memory(dir: &Path, device: &Device) -> Result<Box<dyn Memory>, ModelError> {

@@ -16,7 +16,7 @@ use mac_aggregation::{SpanRule, SpanSelector, SpanSelectorConfig};
 use mac_lm::LoadedLm;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{check_applied, err, write_parts};
+use crate::checkpoint::{check_applied, err, read_meta, write_parts};
 use crate::model::MAX_CONFIG_SIZE;
 use crate::prompt::{ChatExample, ChatFormat, ChatFrame};
 use crate::{ModelError, SpanReader};
@@ -251,22 +251,8 @@ impl SpanCheckpoint {
     /// Reads and checks the metadata of a checkpoint directory, and that
     /// its parameters file can hold the selector it describes.
     pub fn open(dir: &Path) -> Result<Self, ModelError> {
-        if !dir.is_dir() {
-            return Err(err(dir, "no such checkpoint directory"));
-        }
-        let meta_path = dir.join(SPAN_META_FILE);
-        let text = std::fs::read_to_string(&meta_path).map_err(|e| {
-            err(
-                &meta_path,
-                format!("not a span memory checkpoint (cannot read {SPAN_META_FILE}: {e})"),
-            )
-        })?;
-        let meta: SpanCheckpointMeta = serde_json::from_str(&text).map_err(|e| {
-            err(
-                &meta_path,
-                format!("malformed span checkpoint metadata: {e}"),
-            )
-        })?;
+        let (meta_path, meta): (_, SpanCheckpointMeta) =
+            read_meta(dir, SPAN_META_FILE, "span memory checkpoint")?;
         meta.validate().map_err(|e| err(&meta_path, e))?;
         let params = dir.join(SELECTOR_FILE);
         let bytes = std::fs::metadata(&params)

@@ -19,8 +19,11 @@ use mac_lm::LoadedLm;
 use mac_memory::{BankShape, MemoryBank, NewEntry};
 
 use crate::bank_service::{most_attended, AnsweredSpan, Ingested, NewDocument, SourcedAnswer};
+use crate::memory::Memory;
 use crate::prompt::ChatFrame;
-use crate::{AnswerGeneration, ModelError, SpanCheckpoint, SpanRead, SpanReader, SpanReading};
+use crate::{
+    AnswerGeneration, AskOptions, ModelError, SpanCheckpoint, SpanRead, SpanReader, SpanReading,
+};
 
 /// Documents read by the LM at a time while ingesting.
 const INGEST_BATCH: usize = 8;
@@ -69,26 +72,6 @@ impl SpanMemory {
         key + self.selector.w_match.val().dims()[1]
     }
 
-    /// The shape of the banks this memory fills: one row per token, up to
-    /// the LM's positions.
-    pub fn bank_shape(&self) -> BankShape {
-        BankShape {
-            n_tokens: self.lm.model.max_positions(),
-            d_mod: self.row_width(),
-            key_dim: 0,
-            rows_vary: true,
-        }
-    }
-
-    /// Opens the bank in `dir` as its writer, creating it if needed.
-    pub fn open_bank_writer(&self, dir: &Path) -> Result<MemoryBank, ModelError> {
-        Ok(MemoryBank::open_or_create(
-            dir,
-            self.bank_shape(),
-            &self.producer,
-        )?)
-    }
-
     fn reader(&self) -> &SpanReader {
         &self.reading.reader
     }
@@ -106,112 +89,6 @@ impl SpanMemory {
                 let keys = self.selector.token_keys(states.clone());
                 let matching = self.selector.match_keys(states);
                 host(Tensor::cat(vec![keys, matching], 1))
-            })
-            .collect()
-    }
-
-    /// Reads each document once and appends it to `bank` (duplicates are
-    /// reported, not stored again); `progress` gets the count done.
-    pub fn ingest(
-        &self,
-        bank: &mut MemoryBank,
-        docs: &[NewDocument],
-        mut progress: impl FnMut(usize),
-    ) -> Result<Vec<Ingested>, ModelError> {
-        let mut done = Vec::with_capacity(docs.len());
-        for chunk in docs.chunks(INGEST_BATCH) {
-            if let Some(d) = chunk.iter().find(|d| d.text.trim().is_empty()) {
-                return Err(ModelError::Input(format!(
-                    "document from `{}` is empty",
-                    d.source
-                )));
-            }
-            let texts: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
-            let rows = self.rows(&texts)?;
-            let entries: Vec<NewEntry<'_>> = chunk
-                .iter()
-                .zip(&rows)
-                .map(|(d, r)| NewEntry {
-                    source: &d.source,
-                    text: &d.text,
-                    modulation: r,
-                    key: &[],
-                })
-                .collect();
-            for outcome in bank.append_batch(&entries)? {
-                done.push(Ingested {
-                    outcome,
-                    truncated_tokens: 0,
-                });
-            }
-            progress(done.len());
-        }
-        Ok(done)
-    }
-
-    /// Answers `questions` from `bank`, scored `chunk` documents at a time,
-    /// each with its span and the `top` documents of the highest share of
-    /// the start distribution.
-    pub fn ask(
-        &self,
-        bank: &MemoryBank,
-        questions: &[&str],
-        chunk: usize,
-        top: usize,
-    ) -> Result<Vec<SourcedAnswer>, ModelError> {
-        if let Some(i) = questions.iter().position(|q| q.trim().is_empty()) {
-            return Err(ModelError::Input(format!("question {i} is empty")));
-        }
-        let shape = bank.shape();
-        if shape != self.bank_shape() {
-            return Err(ModelError::Input(format!(
-                "{}: the bank holds entries of shape {shape:?}; this span memory reads {:?}",
-                bank.dir().display(),
-                self.bank_shape()
-            )));
-        }
-        let choices = self.choose(bank, questions, chunk)?;
-        let mut documents = Vec::with_capacity(choices.len());
-        for c in &choices {
-            let text = bank.read(c.span.document)?.text;
-            let ids = SpanReader::document_ids(&self.lm, &text)?;
-            documents.push(ids);
-        }
-        let reads: Vec<SpanRead<'_>> = choices
-            .iter()
-            .zip(&documents)
-            .map(|(c, ids)| SpanRead {
-                document: ids,
-                start: c.span.start,
-                end: c.span.end.min(ids.len().saturating_sub(1)),
-            })
-            .collect();
-        let generation = vec![AnswerGeneration::default(); questions.len()];
-        let answers = self.reader().answer_in(
-            &self.lm,
-            self.frame.as_ref(),
-            &reads,
-            questions,
-            &generation,
-        )?;
-        answers
-            .into_iter()
-            .zip(&choices)
-            .zip(&reads)
-            .map(|((answer, choice), read)| {
-                let span_ids = &read.document[read.start..=read.end];
-                Ok(SourcedAnswer {
-                    text: answer.text,
-                    documents: most_attended(bank, &choice.shares, top)?,
-                    bank_entries: bank.len(),
-                    hit_token_limit: answer.hit_token_limit,
-                    generated_tokens: answer.generated_tokens,
-                    span: Some(AnsweredSpan {
-                        id: bank.entries()[choice.span.document].id,
-                        tokens: [read.start, read.end],
-                        text: self.lm.tokenizer.decode(span_ids)?,
-                    }),
-                })
             })
             .collect()
     }
@@ -276,6 +153,141 @@ impl SpanMemory {
         let lengths: Vec<usize> = states.iter().map(|s| s.dims()[0]).collect();
         let keys = self.selector.match_keys(Tensor::cat(states.to_vec(), 0));
         padded(&keys, &lengths)
+    }
+}
+
+impl Memory for SpanMemory {
+    fn name(&self) -> &'static str {
+        "span memory"
+    }
+
+    fn document_token_limit(&self) -> usize {
+        self.lm.model.max_positions()
+    }
+
+    /// The shape of the banks this memory fills: one row per token, up to
+    /// the LM's positions.
+    fn bank_shape(&self) -> BankShape {
+        BankShape {
+            n_tokens: self.lm.model.max_positions(),
+            d_mod: self.row_width(),
+            key_dim: 0,
+            rows_vary: true,
+        }
+    }
+
+    /// Opens the bank in `dir` as its writer, creating it if needed.
+    fn open_bank_writer(&self, dir: &Path) -> Result<MemoryBank, ModelError> {
+        Ok(MemoryBank::open_or_create(
+            dir,
+            self.bank_shape(),
+            &self.producer,
+        )?)
+    }
+
+    /// Reads each document once and appends it to `bank` (duplicates are
+    /// reported, not stored again); `progress` gets the count done.
+    fn ingest(
+        &self,
+        bank: &mut MemoryBank,
+        docs: &[NewDocument],
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Ingested>, ModelError> {
+        let mut done = Vec::with_capacity(docs.len());
+        for chunk in docs.chunks(INGEST_BATCH) {
+            if let Some(d) = chunk.iter().find(|d| d.text.trim().is_empty()) {
+                return Err(ModelError::Input(format!(
+                    "document from `{}` is empty",
+                    d.source
+                )));
+            }
+            let texts: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
+            let rows = self.rows(&texts)?;
+            let entries: Vec<NewEntry<'_>> = chunk
+                .iter()
+                .zip(&rows)
+                .map(|(d, r)| NewEntry {
+                    source: &d.source,
+                    text: &d.text,
+                    modulation: r,
+                    key: &[],
+                })
+                .collect();
+            for outcome in bank.append_batch(&entries)? {
+                done.push(Ingested {
+                    outcome,
+                    truncated_tokens: 0,
+                });
+            }
+            progress(done.len());
+        }
+        Ok(done)
+    }
+
+    /// Answers `questions` from `bank`, scored `opts.chunk` documents at a
+    /// time, each with its span and the `opts.top` documents of the highest
+    /// share of the start distribution.
+    fn ask(
+        &self,
+        bank: &MemoryBank,
+        questions: &[&str],
+        opts: &AskOptions,
+    ) -> Result<Vec<SourcedAnswer>, ModelError> {
+        if let Some(i) = questions.iter().position(|q| q.trim().is_empty()) {
+            return Err(ModelError::Input(format!("question {i} is empty")));
+        }
+        let shape = bank.shape();
+        if shape != self.bank_shape() {
+            return Err(ModelError::Input(format!(
+                "{}: the bank holds entries of shape {shape:?}; this span memory reads {:?}",
+                bank.dir().display(),
+                self.bank_shape()
+            )));
+        }
+        let choices = self.choose(bank, questions, opts.chunk)?;
+        let mut documents = Vec::with_capacity(choices.len());
+        for c in &choices {
+            let text = bank.read(c.span.document)?.text;
+            let ids = SpanReader::document_ids(&self.lm, &text)?;
+            documents.push(ids);
+        }
+        let reads: Vec<SpanRead<'_>> = choices
+            .iter()
+            .zip(&documents)
+            .map(|(c, ids)| SpanRead {
+                document: ids,
+                start: c.span.start,
+                end: c.span.end.min(ids.len().saturating_sub(1)),
+            })
+            .collect();
+        let generation = vec![AnswerGeneration::default(); questions.len()];
+        let answers = self.reader().answer_in(
+            &self.lm,
+            self.frame.as_ref(),
+            &reads,
+            questions,
+            &generation,
+        )?;
+        answers
+            .into_iter()
+            .zip(&choices)
+            .zip(&reads)
+            .map(|((answer, choice), read)| {
+                let span_ids = &read.document[read.start..=read.end];
+                Ok(SourcedAnswer {
+                    text: answer.text,
+                    documents: most_attended(bank, &choice.shares, opts.top)?,
+                    bank_entries: bank.len(),
+                    hit_token_limit: answer.hit_token_limit,
+                    generated_tokens: answer.generated_tokens,
+                    span: Some(AnsweredSpan {
+                        id: bank.entries()[choice.span.document].id,
+                        tokens: [read.start, read.end],
+                        text: self.lm.tokenizer.decode(span_ids)?,
+                    }),
+                })
+            })
+            .collect()
     }
 }
 

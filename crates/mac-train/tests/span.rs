@@ -7,7 +7,10 @@
 use burn::tensor::{Tensor, TensorData};
 use mac_data::{Dataset, Document, QaPair};
 use mac_lm::LoadedLm;
-use mac_model::{AnswerFrame, NewDocument, SpanCheckpoint, SpanMemory, SpanReader, SpanReading};
+use mac_model::{
+    AnswerFrame, AskOptions, Memory, NewDocument, SpanCheckpoint, SpanMemory, SpanReader,
+    SpanReading,
+};
 use mac_train::span::{
     choose_spans, choose_spans_chunked, SpanFeatures, SpanRule, SpanTrainConfig, SpanTrainer,
 };
@@ -188,7 +191,7 @@ fn span_training_learns_where_answers_lie() {
             text: d.text.clone(),
         })
         .collect();
-    let ingested = memory.ingest(&mut bank, &docs, |_| {}).unwrap();
+    let ingested = memory.ingest(&mut bank, &docs, &mut |_| {}).unwrap();
     assert_eq!(ingested.len(), 8);
     assert_eq!(bank.len(), 8);
     let questions: Vec<&str> = found
@@ -224,7 +227,12 @@ fn span_training_learns_where_answers_lie() {
         found.len()
     );
     // Answers come with their span and the documents drawn on.
-    let answers = memory.ask(&bank, &questions[..4], 8, 2).unwrap();
+    let opts = AskOptions {
+        chunk: 8,
+        top: 2,
+        ..AskOptions::default()
+    };
+    let answers = memory.ask(&bank, &questions[..4], &opts).unwrap();
     for (answer, choice) in answers.iter().zip(&whole) {
         let span = answer.span.as_ref().unwrap();
         assert_eq!(span.id, bank.entries()[choice.span.document].id);
@@ -245,7 +253,7 @@ fn span_training_learns_where_answers_lie() {
     drop(mac_memory::MemoryBank::create(&other, shape, "test").unwrap());
     let other = mac_memory::MemoryBank::open_read_only(&other).unwrap();
     let err = memory
-        .ask(&other, &questions[..1], 8, 2)
+        .ask(&other, &questions[..1], &opts)
         .unwrap_err()
         .to_string();
     assert!(err.contains("span memory reads"), "{err}");
