@@ -56,7 +56,7 @@ pub use head::{QueryTokenHead, QueryTokenHeadConfig};
 pub use span::{
     best_span, document_shares, per_token, ChosenSpan, SpanLogits, SpanSelector, SpanSelectorConfig,
 };
-pub use span_choice::{SpanChoice, SpanRule, StreamedSpanChoice};
+pub use span_choice::{push_chunk, SpanChoice, SpanRule, StreamedSpanChoice};
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;

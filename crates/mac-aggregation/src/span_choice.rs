@@ -3,11 +3,12 @@
 //! chunk's logits at a time (the streamed counterpart of [`best_span`] and
 //! [`document_shares`]).
 
+use burn::tensor::{Tensor, TensorReadError};
 use serde::{Deserialize, Serialize};
 
 #[cfg(doc)]
 use crate::span::{best_span, document_shares};
-use crate::span::{scored_best_span, ChosenSpan};
+use crate::span::{per_token, scored_best_span, ChosenSpan, SpanSelector};
 
 /// How a span is chosen from a bank.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +130,40 @@ impl StreamedSpanChoice {
         let shares = self.masses.iter().map(|&m| (m - total).exp()).collect();
         Some(SpanChoice { span, shares })
     }
+}
+
+/// Scores one chunk of documents for every question and pushes it into
+/// `choices` (`choices[i]` for row `i` of `queries`): the documents' logits
+/// are spread over their tokens and added to the start and end logits of
+/// the queries over the chunk's token keys.
+///
+/// # Shapes
+/// - `queries`: `[Q, 2·d_key]` ([`SpanSelector::question_queries`])
+/// - `token_keys`: `[M, 2·d_key]`, the chunk's documents one after another
+/// - `document_logits`: `[Q, N]`; `lengths`: the `N` documents' token counts
+pub fn push_chunk(
+    choices: &mut [StreamedSpanChoice],
+    selector: &SpanSelector,
+    queries: Tensor<2>,
+    token_keys: Tensor<2>,
+    document_logits: Tensor<2>,
+    lengths: &[usize],
+) -> Result<(), TensorReadError> {
+    let (m, n) = (lengths.iter().sum::<usize>(), lengths.len());
+    let by_document = document_logits.try_to_vec_as::<f32>()?;
+    let bias = per_token(document_logits, lengths);
+    let logits = selector.logits(queries, token_keys, Some(bias));
+    let start = logits.start.try_to_vec_as::<f32>()?;
+    let end = logits.end.try_to_vec_as::<f32>()?;
+    for (i, choice) in choices.iter_mut().enumerate() {
+        choice.push(
+            &by_document[i * n..(i + 1) * n],
+            &start[i * m..(i + 1) * m],
+            &end[i * m..(i + 1) * m],
+            lengths,
+        );
+    }
+    Ok(())
 }
 
 /// `ln Σ exp(x)`, `-∞` for no element.

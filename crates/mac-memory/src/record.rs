@@ -53,6 +53,12 @@ impl Header {
         })
     }
 
+    /// Floats of the modulation this header describes (`n · d`; the
+    /// product fits: the body length was checked against it at open).
+    pub fn modulation_len(&self) -> usize {
+        self.n as usize * self.d as usize
+    }
+
     /// Body length these fields imply, with a key of `key_dim` floats
     /// (`None` when it overflows: the fields come from a file).
     pub fn body_len(&self, key_dim: usize) -> Option<u64> {

@@ -13,8 +13,8 @@
 
 use std::path::Path;
 
-use burn::tensor::{Bool, Device, Tensor, TensorData};
-use mac_aggregation::{per_token, SpanChoice, SpanSelector, StreamedSpanChoice};
+use burn::tensor::{Bool, Device, Tensor, TensorData, TensorReadError};
+use mac_aggregation::{push_chunk, SpanChoice, SpanSelector, StreamedSpanChoice};
 use mac_lm::LoadedLm;
 use mac_memory::{BankShape, MemoryBank, NewEntry};
 
@@ -68,15 +68,14 @@ impl SpanMemory {
 
     /// Floats per token in a bank entry: start and end key, matching key.
     fn row_width(&self) -> usize {
-        let key = self.selector.w_token.val().dims()[1];
-        key + self.selector.w_match.val().dims()[1]
+        2 * self.selector.d_key + self.selector.w_match.val().dims()[1]
     }
 
     fn reader(&self) -> &SpanReader {
         &self.reading.reader
     }
 
-    /// Each document's bank rows `[T_i · row_width]` and its token count.
+    /// Each document's bank rows, `T_i · row_width` floats.
     fn rows(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
         let ids = texts
             .iter()
@@ -109,10 +108,10 @@ impl SpanMemory {
             .iter()
             .map(|_| StreamedSpanChoice::new(self.reading.rule, self.selector.max_span))
             .collect();
+        let key = 2 * self.selector.d_key;
+        let width = self.row_width();
         for part in bank.chunks(chunk.max(1)) {
             let part = part?;
-            let width = self.row_width();
-            let key = self.selector.w_token.val().dims()[1];
             let m: usize = part.rows.iter().sum();
             let rows = Tensor::<2>::from_data(TensorData::new(part.data, [m, width]), &self.device);
             let keys = rows.clone().narrow(1, 0, key);
@@ -123,19 +122,15 @@ impl SpanMemory {
                 doc_keys,
                 doc_valid,
             );
-            let by_document = host(document_logits.clone())?;
-            let bias = per_token(document_logits, &part.rows);
-            let logits = self.selector.logits(queries.clone(), keys, Some(bias));
-            let (start, end) = (host(logits.start)?, host(logits.end)?);
-            let n = part.rows.len();
-            for (i, choice) in choices.iter_mut().enumerate() {
-                choice.push(
-                    &by_document[i * n..(i + 1) * n],
-                    &start[i * m..(i + 1) * m],
-                    &end[i * m..(i + 1) * m],
-                    &part.rows,
-                );
-            }
+            push_chunk(
+                &mut choices,
+                &self.selector,
+                queries.clone(),
+                keys,
+                document_logits,
+                &part.rows,
+            )
+            .map_err(read_error)?;
         }
         choices
             .into_iter()
@@ -245,19 +240,27 @@ impl Memory for SpanMemory {
             )));
         }
         let choices = self.choose(bank, questions, opts.chunk)?;
-        let mut documents = Vec::with_capacity(choices.len());
+        // Each chosen document read from the bank and tokenized once.
+        let mut documents: Vec<(usize, Vec<u32>)> = Vec::new();
         for c in &choices {
-            let text = bank.read(c.span.document)?.text;
-            let ids = SpanReader::document_ids(&self.lm, &text)?;
-            documents.push(ids);
+            if !documents.iter().any(|(d, _)| *d == c.span.document) {
+                let text = bank.read(c.span.document)?.text;
+                let ids = SpanReader::document_ids(&self.lm, &text)?;
+                documents.push((c.span.document, ids));
+            }
         }
         let reads: Vec<SpanRead<'_>> = choices
             .iter()
-            .zip(&documents)
-            .map(|(c, ids)| SpanRead {
-                document: ids,
-                start: c.span.start,
-                end: c.span.end.min(ids.len().saturating_sub(1)),
+            .map(|c| {
+                let ids = documents
+                    .iter()
+                    .find_map(|(d, ids)| (*d == c.span.document).then_some(ids.as_slice()))
+                    .unwrap_or_default();
+                SpanRead {
+                    document: ids,
+                    start: c.span.start,
+                    end: c.span.end.min(ids.len().saturating_sub(1)),
+                }
             })
             .collect();
         let generation = vec![AnswerGeneration::default(); questions.len()];
@@ -316,6 +319,9 @@ fn padded(rows: &Tensor<2>, lengths: &[usize]) -> (Tensor<3>, Tensor<2, Bool>) {
 }
 
 fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, ModelError> {
-    t.try_to_vec_as::<f32>()
-        .map_err(|e| ModelError::Input(format!("reading span scores: {e:?}")))
+    t.try_to_vec_as::<f32>().map_err(read_error)
+}
+
+fn read_error(e: TensorReadError) -> ModelError {
+    ModelError::Input(format!("reading span scores: {e:?}"))
 }

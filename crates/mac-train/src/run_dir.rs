@@ -205,6 +205,16 @@ pub(crate) fn sync_tree(dir: &Path) -> Result<()> {
     sync_dir(dir)
 }
 
+/// File of the optimizer state inside a resumable checkpoint directory.
+pub(crate) const OPTIMIZER_FILE: &str = "optimizer.bpk";
+
+/// `dir` with `suffix` added to its name: a sibling (`last.partial`, `last.old`).
+pub(crate) fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 /// Moves a finished checkpoint directory `tmp` to `dir` (a sibling),
 /// replacing what was there: `tmp`'s files are fsynced first, and between
 /// the two renames only `dir` + `.old` exists, which
@@ -212,9 +222,7 @@ pub(crate) fn sync_tree(dir: &Path) -> Result<()> {
 pub(crate) fn swap_into_place(tmp: &Path, dir: &Path) -> Result<()> {
     sync_tree(tmp)?;
     let parent = dir.parent().unwrap_or(Path::new("."));
-    let mut old = dir.as_os_str().to_owned();
-    old.push(".old");
-    let old = PathBuf::from(old);
+    let old = sibling(dir, ".old");
     let _ = std::fs::remove_dir_all(&old);
     if dir.exists() {
         std::fs::rename(dir, &old)
@@ -238,7 +246,7 @@ impl Trainer {
     /// Writes `checkpoints/NAME` (model, optimizer state, step).
     pub fn save(&self, name: &str) -> Result<PathBuf> {
         let dir = self.run_dir.checkpoint(name);
-        let tmp = self.run_dir.checkpoint(&format!("{name}.partial"));
+        let tmp = sibling(&dir, ".partial");
         let _ = std::fs::remove_dir_all(&tmp);
         let mut meta = CheckpointMeta::new(
             self.config.model.clone(),
@@ -248,7 +256,7 @@ impl Trainer {
         );
         meta.step = self.state.step as u64;
         Checkpoint::save(&tmp, &self.model.valid(), &meta)?;
-        self.optim.save(tmp.join("optimizer.bpk")).map_err(|e| {
+        self.optim.save(tmp.join(OPTIMIZER_FILE)).map_err(|e| {
             anyhow::anyhow!("{}: cannot save optimizer state: {e:?}", tmp.display())
         })?;
         std::fs::write(

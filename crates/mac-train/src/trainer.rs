@@ -16,7 +16,7 @@ use mac_model::{Checkpoint, MacModel, MacRuntime};
 use crate::config::TrainConfig;
 use crate::data::{load_splits, Splits};
 use crate::profile::{part, PartTimer};
-use crate::run_dir::{MetricsLine, RunDir, TrainerState};
+use crate::run_dir::{MetricsLine, RunDir, TrainerState, OPTIMIZER_FILE};
 use crate::selection::{SelectionConfig, SelectionPool};
 use crate::stats::{CutShort, SelectionSummary, StepStats, TrainSummary, ValidationStats};
 
@@ -186,7 +186,7 @@ impl Trainer {
         if let Some(dir) = from {
             let ckpt = Checkpoint::open(dir)?;
             ckpt.load_into(&mut model)?;
-            let opt_path = dir.join("optimizer.bpk");
+            let opt_path = dir.join(OPTIMIZER_FILE);
             optim = optim.load(&opt_path).map_err(|e| {
                 anyhow::anyhow!("{}: cannot load optimizer state: {e:?}", opt_path.display())
             })?;

@@ -92,7 +92,8 @@ impl MemoryBank {
                 id: next_id,
                 time_ms: now_ms(),
                 hash,
-                n: shape.rows_of(e.modulation.len()).unwrap_or(shape.n_tokens) as u32,
+                // Whole rows, checked above.
+                n: (e.modulation.len() / shape.d_mod) as u32,
                 d: shape.d_mod as u32,
                 source_len: e.source.len() as u32,
                 text_len: e.text.len() as u32,

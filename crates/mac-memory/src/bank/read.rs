@@ -35,7 +35,7 @@ impl MemoryBank {
         })?;
         let body = self.read_body(m)?;
         let h = Header::parse(&body).expect("checked at open");
-        let f = h.fields(&body, h.n as usize * h.d as usize);
+        let f = h.fields(&body, h.modulation_len());
         let path = || self.dir.join(&self.manifest.segments[m.segment].file);
         let utf8 = |b: &[u8]| {
             String::from_utf8(b.to_vec()).map_err(|_| BankError::Corrupt {
@@ -69,7 +69,7 @@ impl MemoryBank {
         for m in &self.entries[start..end] {
             let body = self.read_body(m)?;
             let h = Header::parse(&body).expect("checked at open");
-            let f = h.fields(&body, h.n as usize * h.d as usize);
+            let f = h.fields(&body, h.modulation_len());
             data.extend(floats(f.modulation));
             keys.extend(floats(f.key));
             ids.push(m.id);

@@ -4,10 +4,10 @@
 use anyhow::Result;
 use burn::tensor::{Device, Tensor};
 use mac_aggregation::{
-    per_token, ChosenSpan, SpanChoice, SpanRule, SpanSelector, StreamedSpanChoice,
+    push_chunk, ChosenSpan, SpanChoice, SpanRule, SpanSelector, StreamedSpanChoice,
 };
 
-use super::{host, match_documents, SpanFeatures};
+use super::{match_documents, SpanFeatures};
 
 /// What a selector chose for one question over a bank.
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +67,6 @@ pub fn choose_spans_chunked(
             .collect();
         for (b, documents) in bank.chunks(chunk).enumerate() {
             let lengths = memory.lengths(documents);
-            let m: usize = lengths.iter().sum();
             let n = documents.len();
             let keys = selector.token_keys(memory.bank_states(documents, device));
             let mut document_logits =
@@ -78,19 +77,15 @@ pub fn choose_spans_chunked(
                         .narrow(0, c * 64, qs.len())
                         .narrow(1, b * chunk, n);
             }
-            let by_document = host(document_logits.clone())?;
-            let bias = per_token(document_logits, &lengths);
-            let logits = selector.logits(queries.clone(), keys, Some(bias));
-            let start = host(logits.start)?;
-            let end = host(logits.end)?;
-            for (i, choice) in choices.iter_mut().enumerate() {
-                choice.push(
-                    &by_document[i * n..(i + 1) * n],
-                    &start[i * m..(i + 1) * m],
-                    &end[i * m..(i + 1) * m],
-                    &lengths,
-                );
-            }
+            push_chunk(
+                &mut choices,
+                selector,
+                queries.clone(),
+                keys,
+                document_logits,
+                &lengths,
+            )
+            .map_err(|e| anyhow::anyhow!("reading span scores: {e:?}"))?;
         }
         for (choice, &q) in choices.into_iter().zip(qs) {
             let SpanChoice { span, shares } = choice

@@ -27,7 +27,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::run_dir::swap_into_place;
+use crate::run_dir::{sibling, swap_into_place, OPTIMIZER_FILE};
 use crate::trainer::{draw_initial_weights, SEEDED_INIT};
 
 mod choose;
@@ -463,9 +463,7 @@ impl SpanTrainer {
     /// what resuming needs (optimizer state, step, training config). The
     /// directory is written beside its final name and swapped into place.
     pub fn save(&self, dir: &Path, reading: SpanReading, lm: PathBuf) -> Result<SpanCheckpoint> {
-        let mut tmp = dir.as_os_str().to_owned();
-        tmp.push(".partial");
-        let tmp = PathBuf::from(tmp);
+        let tmp = sibling(dir, ".partial");
         let _ = std::fs::remove_dir_all(&tmp);
         let mut meta = SpanCheckpointMeta::new(&self.selector_config, reading, lm);
         meta.step = self.steps_done as u64;
@@ -518,8 +516,6 @@ impl SpanTrainer {
     }
 }
 
-/// The optimizer state beside a span checkpoint that can be resumed.
-const OPTIMIZER_FILE: &str = "optimizer.bpk";
 /// The training config and step beside it.
 const TRAINER_FILE: &str = "span-trainer.json";
 
