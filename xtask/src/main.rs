@@ -93,12 +93,13 @@ enum Cmd {
     },
     /// The main job on the embedded defaults: fetch, train, evaluate, report.
     Demo {
-        /// Preset to train.
-        #[arg(long, default_value = "default")]
+        /// Preset to train: span (span memory, the default), or the
+        /// paper's path: default, open, copy, tiny.
+        #[arg(long, default_value = "span")]
         preset: String,
-        /// The run directory.
-        #[arg(long, default_value = "runs/default")]
-        out: PathBuf,
+        /// The run directory (default: runs/PRESET).
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// Start over in --out if it already holds a run (it is replaced).
         #[arg(long)]
         force: bool,
@@ -228,7 +229,7 @@ fn main() -> Result<()> {
             out,
             args,
         } => run::mac_on_checkpoint("compare", &checkpoint, out, &args),
-        Cmd::Demo { preset, out, force } => run::demo(&preset, &out, force),
+        Cmd::Demo { preset, out, force } => run::demo(&preset, out, force),
         Cmd::Span {
             train_documents,
             test_documents,

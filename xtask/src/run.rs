@@ -232,19 +232,35 @@ pub(crate) fn mac_on_checkpoint(
     mac(&args)
 }
 
-pub(crate) fn demo(preset: &str, out: &Path, force: bool) -> Result<()> {
+pub(crate) fn demo(preset: &str, out: Option<PathBuf>, force: bool) -> Result<()> {
     let t0 = std::time::Instant::now();
+    let out = out.unwrap_or_else(|| PathBuf::from("runs").join(preset));
     let extra = if force {
         vec!["--force".to_string()]
     } else {
         vec![]
     };
-    train(preset, out, &extra)?;
-    eval(out, None, &[])?;
+    train(preset, &out, &extra)?;
+    let span = preset.starts_with("span");
+    // Span memory's evaluation: the test split's first documents, and the
+    // first tenth's questions among up to 1,000 documents.
+    let eval_extra: Vec<String> = if span {
+        ["--max-documents", "100", "--bank-sizes", "10,100,1000"]
+            .map(String::from)
+            .to_vec()
+    } else {
+        Vec::new()
+    };
+    eval(&out, None, &eval_extra)?;
     println!(
-        "done in {:.1} min: {}/train-report.md, {}/eval/report.md",
+        "done in {:.1} min: {}/{}, {}/eval/report.md",
         t0.elapsed().as_secs_f64() / 60.0,
         out.display(),
+        if span {
+            "span-run.json"
+        } else {
+            "train-report.md"
+        },
         out.display()
     );
     Ok(())

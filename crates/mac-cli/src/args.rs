@@ -95,7 +95,7 @@ pub(crate) enum BankCmd {
 pub(crate) enum Cmd {
     /// Meta-trains MAC into a run directory (config, metrics, checkpoints, report).
     Train {
-        /// Preset: default, open (test answers never seen in training), copy (open in copy mode; experimental) or tiny.
+        /// Preset: span (span memory: the LM's own key/values of a span a learnt selector chooses), span-tiny, or the paper's path: default, open (test answers never seen in training), copy (open in copy mode; experimental) or tiny.
         #[arg(long, default_value = "default")]
         preset: String,
         /// A JSON configuration file instead of a preset.
@@ -139,9 +139,16 @@ pub(crate) enum Cmd {
         /// Skip the no-adaptation and oracle-context references.
         #[arg(long)]
         no_references: bool,
-        /// Also report MAC over the top-K BM25 documents only (`mac+rag@K`; 0 = off).
+        /// Also report the top-K BM25 documents in the prompt (`rag@K`, in
+        /// the memory's frame) and, for the paper's path, MAC over only
+        /// them (`mac+rag@K`); 0 = off.
         #[arg(long, default_value_t = 1)]
         retrieval_k: usize,
+        /// Bank sizes at which the first documents' questions are asked
+        /// again among unrelated documents (e.g. 10,100,1000; needs the
+        /// run's own stream for the unrelated documents).
+        #[arg(long, value_delimiter = ',')]
+        bank_sizes: Vec<usize>,
         /// Also report MAC with the question–document similarity prior of
         /// this scale (`mac+prior`; 0 = off).
         #[arg(long, default_value_t = mac_eval::DEFAULT_PRIOR_SCALE)]

@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use mac_data::{load, Format, LoadOptions};
+use mac_data::{load, Dataset, FactStream, Format, LoadOptions};
 use mac_eval::{evaluate, write_markdown, EvalOptions};
-use mac_model::MacRuntime;
+use mac_model::{load_memory, MacRuntime};
+use mac_train::span::{SpanRunReport, SPAN_RUN_FILE};
 use mac_train::{load_splits, RunDir, TrainConfig};
 
 use crate::{resolve_checkpoint, InputError};
@@ -40,6 +41,7 @@ pub struct EvalArgs {
     pub hierarchical: bool,
     pub references: bool,
     pub retrieval_k: usize,
+    pub bank_sizes: Vec<usize>,
     pub similarity_prior: f64,
     pub json: bool,
 }
@@ -138,11 +140,37 @@ fn eval_markdown(report: &mac_eval::EvalReport, dir: &Path, what: &str) -> Resul
     md.push_str(&method_plots(
         dir,
         &report.methods,
-        &[("MAC", &report.retention)],
+        &[(report.memory.as_str(), &report.retention)],
     ));
     let path = dir.join("report.md");
     std::fs::write(&path, &md).with_context(|| format!("{}: cannot write", path.display()))?;
     Ok(md)
+}
+
+/// The stream a run trained on: its test split, and its training split
+/// (other entities: the unrelated bank and the question-only baseline).
+fn run_stream(checkpoint_arg: &Path, ckpt_dir: &Path) -> Result<(Dataset, Dataset)> {
+    let span_run = [checkpoint_arg, ckpt_dir.parent().unwrap_or(ckpt_dir)]
+        .map(|dir| dir.join(SPAN_RUN_FILE))
+        .into_iter()
+        .find(|p| p.is_file());
+    if let Some(path) = span_run {
+        let report: SpanRunReport = serde_json::from_str(
+            &std::fs::read_to_string(&path)
+                .with_context(|| format!("{}: cannot read", path.display()))?,
+        )
+        .map_err(|e| InputError(format!("{}: not a span memory run: {e}", path.display())))?;
+        let stream = FactStream::generate(&report.config.stream);
+        return Ok((stream.test, stream.train));
+    }
+    let cfg = run_config(checkpoint_arg, ckpt_dir).ok_or_else(|| {
+        InputError(format!(
+            "{}: no run configuration found to take the test split from; pass --data",
+            checkpoint_arg.display()
+        ))
+    })?;
+    let splits = load_splits(&cfg.data)?;
+    Ok((splits.test, splits.train))
 }
 
 /// `mac eval`.
@@ -152,20 +180,12 @@ pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
     let dataset = match &a.io.data {
         Some(path) => load_data_file(path, a.io.format.as_deref(), a.io.skip_malformed)?,
         None => {
-            let cfg = run_config(&a.io.checkpoint, &ckpt_dir).ok_or_else(|| {
-                InputError(format!(
-                    "{}: no run configuration found to take the test split from; pass --data",
-                    a.io.checkpoint.display()
-                ))
-            })?;
-            let splits = load_splits(&cfg.data)?;
-            // Training documents (other entities; as many as the test stream)
-            // make the unrelated-bank control, and fit the question-only baseline.
-            training = Some(splits.train);
-            splits.test
+            let (test, train) = run_stream(&a.io.checkpoint, &ckpt_dir)?;
+            training = Some(train);
+            test
         }
     };
-    let rt = MacRuntime::from_checkpoint(&ckpt_dir, None, None, device)?;
+    let memory = load_memory(&ckpt_dir, device)?;
     let opts = EvalOptions {
         chunk: a.chunk,
         hierarchical: a.hierarchical,
@@ -173,11 +193,12 @@ pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
         references: a.references,
         retrieval_k: (a.retrieval_k > 0).then_some(a.retrieval_k),
         similarity_prior: (a.similarity_prior > 0.0).then_some(a.similarity_prior),
+        bank_sizes: a.bank_sizes.clone(),
         progress: !a.json,
         ..EvalOptions::default()
     };
     let report = evaluate(
-        &rt,
+        memory.as_ref(),
         &dataset,
         training.as_ref(),
         training.as_ref(),

@@ -54,14 +54,14 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     let run = mac_train::RunDir::new(path);
-    for name in ["best", "last"] {
-        let p = run.checkpoint(name);
+    let span_run = path.join("checkpoint");
+    for p in [run.checkpoint("best"), run.checkpoint("last"), span_run] {
         if is_checkpoint(&p) {
             return Ok(p);
         }
     }
     Err(InputError(format!(
-        "{}: not a checkpoint (no {} or {}) nor a run directory with checkpoints/best or checkpoints/last",
+        "{}: not a checkpoint (no {} or {}) nor a run directory with checkpoints/best, checkpoints/last or checkpoint",
         path.display(),
         mac_model::META_FILE,
         mac_model::SPAN_META_FILE
@@ -117,6 +117,7 @@ fn run(cli: Cli) -> Result<()> {
             hierarchical,
             no_references,
             retrieval_k,
+            bank_sizes,
             similarity_prior,
             json,
         } => eval_cmds::eval(
@@ -127,6 +128,7 @@ fn run(cli: Cli) -> Result<()> {
                 hierarchical,
                 references: !no_references,
                 retrieval_k,
+                bank_sizes,
                 similarity_prior,
                 json,
             },

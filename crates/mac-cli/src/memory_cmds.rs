@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mac_memory::{AppendOutcome, MemoryBank};
-use mac_model::{load_memory, AskOptions, MacRuntime, NewDocument};
+use mac_model::{load_memory, AskOptions, NewDocument};
 use serde::Serialize;
 
 use crate::display::terminal_safe;
@@ -230,6 +230,7 @@ pub fn ask(
                 "memory": memory.name(),
                 "bank_entries": answer.bank_entries,
                 "latency_ms": ms,
+                "timings": answer.timings,
             }))?
         );
     } else {
@@ -244,8 +245,8 @@ pub fn ask(
             );
         }
         println!(
-            "\ndocuments attended ({} in the bank):",
-            answer.bank_entries
+            "\ndocuments attended ({} in the bank; bank read in {:.0} ms, answer in {:.0} ms):",
+            answer.bank_entries, answer.timings.read_bank_ms, answer.timings.generate_ms
         );
         for a in &answer.documents {
             println!(
@@ -272,9 +273,10 @@ pub fn serve(
         return Err(InputError("--max-batch and --chunk must be at least 1".into()).into());
     }
     let ckpt_dir = resolve_checkpoint(checkpoint)?;
-    let rt = MacRuntime::from_checkpoint(&ckpt_dir, None, None, device)?;
+    let memory = load_memory(&ckpt_dir, device)?;
+    let name = memory.name();
     let read_only = opts.read_only;
-    let server = mac_serve::Server::start(rt, bank_dir, opts).map_err(|e| match e {
+    let server = mac_serve::Server::start(memory, bank_dir, opts).map_err(|e| match e {
         mac_serve::ServeError::Bank(e) => anyhow::Error::from(InputError(e.to_string())),
         other => other.into(),
     })?;
@@ -282,7 +284,7 @@ pub fn serve(
     server.run_until_signal(addr, |bound| {
         use std::io::Write;
         println!(
-            "mac serve: listening on http://{bound} (bank {}, {entries} documents{})",
+            "mac serve: listening on http://{bound} ({name}, bank {}, {entries} documents{})",
             bank_dir.display(),
             if read_only { ", read-only" } else { "" }
         );

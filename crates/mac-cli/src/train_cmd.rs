@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use mac_train::span::{train_span_memory, SpanRunConfig, SPAN_RUN_FILE};
 use mac_train::{MetricsLine, RunDir, TrainConfig, Trainer};
 
 use crate::InputError;
@@ -50,8 +51,51 @@ fn require_models(cfg: &TrainConfig) -> Result<()> {
     Ok(())
 }
 
+/// `mac train --preset span…`: span memory's selector, chosen on
+/// validation and saved as `RUN/checkpoint`.
+fn train_span(a: &TrainArgs, device: &mac_device::Device) -> Result<()> {
+    if a.resume || a.config.is_some() || a.max_minutes.is_some() || a.stop_after.is_some() {
+        return Err(
+            InputError("a span memory run takes --out, --steps and --force only".into()).into(),
+        );
+    }
+    let mut config = SpanRunConfig::preset(&a.preset).map_err(InputError)?;
+    if let Some(steps) = a.steps {
+        config.selector.steps = steps;
+    }
+    if !a.force && a.out.join(SPAN_RUN_FILE).exists() {
+        return Err(InputError(format!(
+            "{} already holds a span memory run: pass --force to start over in it",
+            a.out.display()
+        ))
+        .into());
+    }
+    let lm = config.lm_path();
+    if !lm.exists() {
+        return Err(InputError(format!(
+            "{} does not exist: run `cargo xtask fetch`",
+            lm.display()
+        ))
+        .into());
+    }
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("{}: cannot create", a.out.display()))?;
+    let report = train_span_memory(&config, &a.out, device, &mut |line| eprintln!("{line}"))?;
+    println!(
+        "span memory: step {} and the {:?} rule chosen on validation, the {} frame; checkpoint {}",
+        report.chosen_step,
+        report.rule,
+        report.frame,
+        report.checkpoint.display()
+    );
+    Ok(())
+}
+
 /// `mac train`.
 pub fn train(a: TrainArgs, device: &mac_device::Device) -> Result<()> {
+    if a.preset.starts_with("span") && a.config.is_none() {
+        return train_span(&a, device);
+    }
     let mut trainer = if a.resume {
         Trainer::resume(&a.out, device)
             .with_context(|| format!("resuming the run in {}", a.out.display()))?

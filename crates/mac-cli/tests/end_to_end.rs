@@ -141,7 +141,7 @@ fn train_ingest_ask_eval_and_clear_errors() {
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(eval_dir.join("report.json")).unwrap())
             .unwrap();
-    for m in ["mac", "no_adapt", "oracle_context"] {
+    for m in ["mac", "no_adapt", "oracle_context", "rag@1"] {
         assert_eq!(r[m]["n_questions"], 2, "{m}: {r}");
         let (em, f1) = (r[m]["em"].as_f64().unwrap(), r[m]["f1"].as_f64().unwrap());
         assert!((0.0..=1.0).contains(&em) && (0.0..=1.0).contains(&f1) && em <= f1 + 1e-9);

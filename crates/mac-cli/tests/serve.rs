@@ -1,10 +1,11 @@
-//! `mac serve` end to end with the real SmolLM2 + MiniLM on a tiny
-//! checkpoint: documents in with curl, questions asked with the official
-//! `openai` Python package (installed into a venv under MAC_HOME by this
-//! test), the answers against `mac ask` on the same bank, every bad input
-//! answered with a 4xx that changes nothing, and a SIGKILL during ingest
-//! that loses no acknowledged document. (Over 500 lines: the tests share
-//! one trained checkpoint and the server harness.)
+//! `mac serve` end to end with the real SmolLM2 + MiniLM, on a tiny
+//! checkpoint of each memory (the paper's path and span memory):
+//! documents in with curl, questions asked with the official `openai`
+//! Python package (installed into a venv under MAC_HOME by this test), the
+//! answers against `mac ask` on the same bank, every bad input answered
+//! with a 4xx that changes nothing, and a SIGKILL during ingest that loses
+//! no acknowledged document. (Over 500 lines: the tests share the trained
+//! checkpoints and the server harness.)
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -20,7 +21,8 @@ mod common;
 /// The `openai` package the compatibility test speaks with.
 const OPENAI_PACKAGE: &str = "openai==3.57.0";
 
-/// A tiny checkpoint, trained once for every test of this file.
+/// A tiny checkpoint of the paper's path, trained once for every test of
+/// this file.
 fn checkpoint() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
@@ -31,6 +33,35 @@ fn checkpoint() -> &'static Path {
     })
 }
 
+/// A span memory run on the real SmolLM2 (`mac train --preset
+/// span-tiny`: a selector trained a few steps; it does not answer well),
+/// and what it chose on validation.
+fn span_checkpoint() -> PathBuf {
+    let run = tempfile::tempdir().unwrap().keep().join("span");
+    let out = ok(&mac(&["train", "--preset", "span-tiny", "--out", s(&run)]));
+    assert!(out.contains("chosen on validation"), "{out}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("span-run.json")).unwrap()).unwrap();
+    // The step kept is one validated; the frame kept has the best validation F1.
+    let curve = report["curve"].as_array().unwrap();
+    assert!(
+        curve.iter().any(|p| p["step"] == report["chosen_step"]),
+        "{report}"
+    );
+    let frames = report["frames"].as_array().unwrap();
+    assert_eq!(frames.len(), 3, "{report}");
+    let best = frames
+        .iter()
+        .map(|f| f[1].as_f64().unwrap())
+        .fold(f64::MIN, f64::max);
+    let kept = frames.iter().find(|f| f[0] == report["frame"]).unwrap();
+    assert_eq!(kept[1].as_f64().unwrap(), best, "{report}");
+    // A second run into it is refused without --force.
+    let again = mac(&["train", "--preset", "span-tiny", "--out", s(&run)]);
+    assert_eq!(again.status.code(), Some(3), "{again:?}");
+    run
+}
+
 /// A running `mac serve`, killed when dropped.
 struct Served {
     child: Child,
@@ -38,10 +69,10 @@ struct Served {
 }
 
 impl Served {
-    fn start(bank: &Path, extra: &[&str]) -> Self {
+    fn start(checkpoint: &Path, bank: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mac"))
             .args(["--device", "flex", "serve", "--bank", s(bank)])
-            .args(["--checkpoint", s(checkpoint()), "--addr", "127.0.0.1:0"])
+            .args(["--checkpoint", s(checkpoint), "--addr", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -170,12 +201,25 @@ const FACTS: [&str; 3] = [
 
 #[test]
 fn serves_documents_and_answers_like_ask_with_the_openai_client() {
-    if !models_fetched() {
-        return;
+    if models_fetched() {
+        serves_like_ask(checkpoint(), "mac");
     }
+}
+
+#[test]
+fn serves_span_memory_like_ask_with_the_openai_client() {
+    if models_fetched() {
+        serves_like_ask(&span_checkpoint(), "span memory");
+    }
+}
+
+/// The server on `checkpoint` (a memory called `memory`): documents in,
+/// answers out with the OpenAI client, bad input refused, and the same
+/// answers as `mac ask`.
+fn serves_like_ask(checkpoint: &Path, memory: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let bank = tmp.path().join("bank");
-    let server = Served::start(&bank, &[]);
+    let server = Served::start(checkpoint, &bank, &[]);
     let url = server.url.clone();
 
     // Documents in with curl: a JSON list, a duplicate as text/plain.
@@ -225,6 +269,7 @@ fn serves_documents_and_answers_like_ask_with_the_openai_client() {
     let info: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(info["entries"], 3, "{body}");
     assert_eq!(info["read_only"], false);
+    assert_eq!(info["memory"], memory, "{body}");
     let (code, body) = curl(&[&format!("{url}/health")]);
     assert_eq!(
         (
@@ -466,6 +511,24 @@ fn serves_documents_and_answers_like_ask_with_the_openai_client() {
         "{metrics}"
     );
 
+    // The `mac` extension: where the time went, and the span read.
+    let body = json!({"messages": [{"role": "user", "content": question}]}).to_string();
+    let (code, v) = request(
+        "POST",
+        &format!("{url}{chat_url}"),
+        json_ct,
+        body.as_bytes(),
+    );
+    assert_eq!(code, 200, "{v}");
+    let timings = &v["mac"]["timings"];
+    assert!(timings["generate_ms"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(timings["read_bank_ms"].as_f64().unwrap() > 0.0, "{v}");
+    assert_eq!(v["mac"]["span"].is_object(), memory == "span memory", "{v}");
+    assert_eq!(
+        v["choices"][0]["message"]["content"].as_str(),
+        Some(answer.as_str())
+    );
+
     // A graceful stop, then `mac ask` on the same bank answers the same.
     assert!(server.terminate().success());
     let out = ok(&mac(&[
@@ -473,7 +536,7 @@ fn serves_documents_and_answers_like_ask_with_the_openai_client() {
         "--bank",
         s(&bank),
         "--checkpoint",
-        s(checkpoint()),
+        s(checkpoint),
         question,
         "--json",
     ]));
@@ -491,7 +554,7 @@ fn serves_documents_and_answers_like_ask_with_the_openai_client() {
     }
 
     // Read-only: answers, refuses ingest, takes no lock (an ingest runs beside it).
-    let server = Served::start(&bank, &["--read-only"]);
+    let server = Served::start(checkpoint, &bank, &["--read-only"]);
     let (code, v) = request(
         "POST",
         &format!("{}/v1/documents", server.url),
@@ -506,7 +569,7 @@ fn serves_documents_and_answers_like_ask_with_the_openai_client() {
         "--bank",
         s(&bank),
         "--checkpoint",
-        s(checkpoint()),
+        s(checkpoint),
         s(&doc),
         "--json",
     ]));
@@ -524,7 +587,7 @@ fn sigkill_during_ingest_loses_no_acknowledged_document() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let bank = tmp.path().join("bank");
-    let mut server = Served::start(&bank, &[]);
+    let mut server = Served::start(checkpoint(), &bank, &[]);
     let url = format!("{}/v1/documents", server.url);
     // A client posts batches of documents, one request after the other, and
     // records what was acknowledged; the server is killed mid-stream.
@@ -584,7 +647,7 @@ fn sigkill_during_ingest_loses_no_acknowledged_document() {
     }
     // The server comes back on the same bank (the dead writer's lock is gone)
     // and knows every acknowledged document.
-    let server = Served::start(&bank, &[]);
+    let server = Served::start(checkpoint(), &bank, &[]);
     let (code, v) = request(
         "POST",
         &format!("{}/v1/documents", server.url),

@@ -102,7 +102,7 @@ fn rag_answers(
     let mut prompts = Vec::with_capacity(qs.len());
     for (_, q) in qs {
         let hits = retrieve(index, &q.question, k, index.len())?;
-        prompts.push(rag_prompt(docs, &hits, &q.question));
+        prompts.push(rag_prompt(None, docs, &hits, &q.question));
     }
     plain_answers(&rt.lm, &prompts, batch)
 }

@@ -44,7 +44,8 @@ pub use compare::{compare, compare_markdown, CompareOptions, CompareReport, Swee
 pub use memory::{peak_rss_mb, reset_peak_rss};
 pub use methods::{retrieve, MethodResult, Prediction};
 pub use online::{
-    evaluate, AttentionStats, EvalOptions, EvalReport, RetentionPoint, DEFAULT_PRIOR_SCALE,
+    evaluate, method_key, AttentionStats, BankSizePoint, EvalOptions, EvalReport, RetentionPoint,
+    DEFAULT_PRIOR_SCALE,
 };
 pub use question_only::{question_form, QuestionOnly};
 pub use report::write_markdown;

@@ -10,7 +10,7 @@ use burn::tensor::{Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use mac_data::{exact_match, f1_score, prefix_exact_match, QaPair};
 use mac_memory::MemoryBank;
-use mac_model::prompt::question_prompt;
+use mac_model::prompt::{framed_prompt, ChatFrame};
 use mac_model::MacRuntime;
 use mac_retrieval::Bm25Index;
 use serde::{Deserialize, Serialize};
@@ -168,14 +168,16 @@ pub fn retrieve(index: &Bm25Index, question: &str, k: usize, n: usize) -> Result
     Ok(hits)
 }
 
-pub(crate) fn rag_prompt(docs: &[mac_data::Document], hits: &[usize], question: &str) -> String {
-    let mut s = String::new();
-    for &h in hits {
-        s.push_str(docs[h].text.trim());
-        s.push('\n');
-    }
-    s.push_str(&question_prompt(question));
-    s
+/// The `hits` documents in the prompt before `question`, in `frame`
+/// ([`framed_prompt`]).
+pub(crate) fn rag_prompt(
+    frame: Option<&ChatFrame>,
+    docs: &[mac_data::Document],
+    hits: &[usize],
+    question: &str,
+) -> String {
+    let texts: Vec<&str> = hits.iter().map(|&h| docs[h].text.trim()).collect();
+    framed_prompt(frame, Some(&texts.join("\n")), question)
 }
 
 /// Each document index moved `shift` places along a bank of `n` (wrapping).

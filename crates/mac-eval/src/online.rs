@@ -6,15 +6,19 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use mac_data::Dataset;
+use mac_lm::LoadedLm;
 use mac_memory::MemoryBank;
-use mac_model::prompt::{oracle_prompt, question_prompt};
-use mac_model::{BankReading, MacRuntime, NewDocument, MAX_ANSWER_TOKENS};
+use mac_model::prompt::framed_prompt;
+use mac_model::{
+    generate_answers, AskOptions, Memory, NewDocument, SourcedAnswer, MAX_ANSWER_TOKENS,
+};
 use mac_retrieval::Bm25Index;
 use serde::{Deserialize, Serialize};
 
 use crate::memory::reset_peak_rss;
 use crate::methods::{
-    bar, mac_rag_answers, score, write_predictions, MethodResult, Prediction, Question,
+    bar, mac_rag_answers, rag_prompt, retrieve, score, write_predictions, MethodResult, Prediction,
+    Question,
 };
 use crate::question_only::QuestionOnly;
 
@@ -54,6 +58,10 @@ pub struct EvalOptions {
     /// point the attention at the documents that resemble the question.
     #[serde(default)]
     pub similarity_prior: Option<f64>,
+    /// Bank sizes at which the first documents' questions are answered
+    /// again, the bank filled with unrelated documents (needs them).
+    #[serde(default)]
+    pub bank_sizes: Vec<usize>,
     /// Show progress bars.
     pub progress: bool,
 }
@@ -71,6 +79,7 @@ impl Default for EvalOptions {
             references: true,
             retrieval_k: Some(1),
             similarity_prior: Some(DEFAULT_PRIOR_SCALE),
+            bank_sizes: Vec::new(),
             progress: false,
         }
     }
@@ -92,11 +101,19 @@ pub struct RetentionPoint {
 /// Everything an evaluation measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalReport {
-    /// `mac`, `no_adapt`, `oracle_context`: top-level keys of `report.json`.
+    /// The memory evaluated (`mac`: the paper's path; `span memory`).
+    #[serde(default = "paper_path")]
+    pub memory: String,
+    /// `mac` (or `span_memory`), `no_adapt`, `oracle_context`, `rag@1`:
+    /// top-level keys of `report.json`.
     #[serde(flatten)]
     pub methods: BTreeMap<String, MethodResult>,
-    /// MAC's retention as the bank grows.
+    /// The memory's retention as the bank grows.
     pub retention: Vec<RetentionPoint>,
+    /// The first documents' questions as the bank grows with unrelated
+    /// documents.
+    #[serde(default)]
+    pub bank_sizes: Vec<BankSizePoint>,
     /// Where MAC's aggregator attended, relative to the gold documents.
     pub attention: AttentionStats,
     /// The same for `mac+prior` (when it ran).
@@ -112,9 +129,14 @@ pub struct EvalReport {
     pub options: EvalOptions,
 }
 
+fn paper_path() -> String {
+    "mac".into()
+}
+
 /// The producer an evaluation writes into its bank, and into its control bank.
 const EVAL_BANK: &str = "mac-eval";
 const CONTROL_BANK: &str = "mac-eval control";
+const SIZES_BANK: &str = "mac-eval bank sizes";
 
 /// Removes `dir` when it holds a bank an evaluation made (its producer is
 /// `producer`), so a rerun starts fresh; anything else there is an error
@@ -132,26 +154,42 @@ fn clear_eval_bank(dir: &Path, producer: &str) -> Result<()> {
     std::fs::remove_dir_all(dir).with_context(|| format!("{}: cannot clear", dir.display()))
 }
 
-fn answer_from_bank(
-    rt: &MacRuntime,
+/// How every question reads a bank in an evaluation: the top document
+/// only (the shares say the rest), the prior off unless asked for.
+fn ask_options(opts: &EvalOptions, prior: Option<f64>) -> AskOptions {
+    AskOptions {
+        top: 1,
+        chunk: opts.chunk,
+        hierarchical: opts.hierarchical,
+        similarity_prior: Some(prior.unwrap_or(0.0)),
+    }
+}
+
+/// Every question answered from `bank`, a batch at a time.
+fn ask_all(
+    memory: &dyn Memory,
     bank: &MemoryBank,
     questions: &[Question<'_>],
     opts: &EvalOptions,
+    prior: Option<f64>,
     label: &str,
-) -> Result<Vec<String>> {
-    Ok(
-        answers_with_weights(rt, bank, questions, opts, None, label)?
-            .into_iter()
-            .map(|a| a.text)
-            .collect(),
-    )
+) -> Result<Vec<SourcedAnswer>> {
+    let pb = bar(opts.progress, questions.len(), label);
+    let mut out = Vec::with_capacity(questions.len());
+    for chunk in questions.chunks(opts.question_batch.max(1)) {
+        let qs: Vec<&str> = chunk.iter().map(|(_, q)| q.question.as_str()).collect();
+        out.extend(memory.ask(bank, &qs, &ask_options(opts, prior))?);
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    Ok(out)
 }
 
 /// Answers every question from `bank` (with the similarity prior of scale
 /// `prior`, if any) and scores them as method `name`: its result (no
 /// adaptation cost set) and where its attention went.
 fn bank_method(
-    rt: &MacRuntime,
+    memory: &dyn Memory,
     bank: &MemoryBank,
     questions: &[Question<'_>],
     opts: &EvalOptions,
@@ -160,7 +198,7 @@ fn bank_method(
     preds: &mut Vec<Prediction>,
 ) -> Result<(MethodResult, AttentionStats)> {
     let t0 = Instant::now();
-    let full = answers_with_weights(rt, bank, questions, opts, prior, name)?;
+    let full = ask_all(memory, bank, questions, opts, prior, name)?;
     let secs = t0.elapsed().as_secs_f64();
     let attention = attention_stats(questions, &full, bank.len());
     let answers: Vec<String> = full.into_iter().map(|a| a.text).collect();
@@ -170,33 +208,13 @@ fn bank_method(
     Ok((result, attention))
 }
 
-fn answers_with_weights(
-    rt: &MacRuntime,
-    bank: &MemoryBank,
-    questions: &[Question<'_>],
-    opts: &EvalOptions,
-    prior: Option<f64>,
-    label: &str,
-) -> Result<Vec<mac_model::Answer>> {
-    let pb = bar(opts.progress, questions.len(), label);
-    let mut out = Vec::with_capacity(questions.len());
-    for chunk in questions.chunks(opts.question_batch.max(1)) {
-        let qs: Vec<&str> = chunk.iter().map(|(_, q)| q.question.as_str()).collect();
-        let reading = BankReading {
-            chunk: opts.chunk,
-            hierarchical: opts.hierarchical,
-            prior_scale: prior,
-        };
-        out.extend(rt.answer_from_bank(&qs, bank, &reading)?);
-        pb.inc(chunk.len() as u64);
-    }
-    pb.finish_and_clear();
-    Ok(out)
-}
-
-/// Amortizes `docs` and appends them to `bank` ([`MacRuntime::ingest`]);
-/// returns how many were truncated at the encoder's token limit.
-fn ingest(rt: &MacRuntime, bank: &mut MemoryBank, docs: &[mac_data::Document]) -> Result<usize> {
+/// Reads `docs` into `bank` ([`Memory::ingest`]); returns how many were
+/// cut at the memory's token limit.
+fn ingest(
+    memory: &dyn Memory,
+    bank: &mut MemoryBank,
+    docs: &[mac_data::Document],
+) -> Result<usize> {
     let docs: Vec<NewDocument> = docs
         .iter()
         .map(|d| NewDocument {
@@ -204,7 +222,7 @@ fn ingest(rt: &MacRuntime, bank: &mut MemoryBank, docs: &[mac_data::Document]) -
             text: d.text.clone(),
         })
         .collect();
-    let done = rt.ingest(bank, &docs, |_| {})?;
+    let done = memory.ingest(bank, &docs, &mut |_| {})?;
     Ok(done.iter().filter(|d| d.truncated_tokens > 0).count())
 }
 
@@ -221,12 +239,12 @@ pub struct AttentionStats {
 
 fn attention_stats(
     questions: &[Question<'_>],
-    answers: &[mac_model::Answer],
+    answers: &[SourcedAnswer],
     n_docs: usize,
 ) -> AttentionStats {
     let (mut top1, mut mean) = (0.0, 0.0);
     for ((doc, _), a) in questions.iter().zip(answers) {
-        let w = &a.doc_weights;
+        let w = &a.shares;
         if let Some(&g) = w.get(*doc) {
             mean += g as f64;
             if w.iter().all(|&x| x <= g) {
@@ -242,8 +260,9 @@ fn attention_stats(
     }
 }
 
-fn answer_plain(
-    rt: &MacRuntime,
+/// The LM's answers to text prompts, a batch at a time.
+fn answer_prompts(
+    lm: &LoadedLm,
     prompts: &[String],
     opts: &EvalOptions,
     label: &str,
@@ -251,23 +270,42 @@ fn answer_plain(
     let pb = bar(opts.progress, prompts.len(), label);
     let mut out = Vec::with_capacity(prompts.len());
     for chunk in prompts.chunks(opts.question_batch.max(1)) {
-        out.extend(rt.generate(chunk, None, MAX_ANSWER_TOKENS)?);
+        out.extend(generate_answers(lm, chunk, None, MAX_ANSWER_TOKENS)?);
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
     Ok(out)
 }
 
+/// F1 on the questions of the first documents of a bank grown with
+/// unrelated documents.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BankSizePoint {
+    /// Documents in the bank.
+    pub documents: usize,
+    /// EM on the questions of the first documents.
+    pub em: f64,
+    /// F1 on them.
+    pub f1: f64,
+    /// Share of them answered from their own document (most attended).
+    pub gold_top1: f64,
+}
+
 /// Streams `test` into a fresh bank under `out_dir/bank`, answers every
-/// question, runs the references, and writes `predictions.jsonl`.
+/// question with `memory` and the methods put beside it, and writes
+/// `predictions.jsonl`.
 ///
-/// With `control` documents, a second bank of those (unrelated) documents
-/// answers the same questions (`mac_unrelated_bank`): what MAC scores
-/// without the right documents in memory, i.e. from the question alone.
-/// With the `training` split, the references include the question-only
-/// baseline (`question_only`, see [`crate::QuestionOnly`]).
+/// Every method that reads text puts the question in the memory's frame
+/// ([`Memory::frame`]): `no_adapt` (the question alone), `oracle_context`
+/// (the gold document), `rag@k` (the top-k BM25 documents). With `control`
+/// documents, a second bank of those (unrelated) documents answers the same
+/// questions (`<memory>_unrelated_bank`: what it scores from the question
+/// alone), and banks of growing size are the first test documents among
+/// them (`bank_sizes`). With the `training` split, the references include
+/// the question-only baseline (`question_only`, see [`crate::QuestionOnly`]).
+/// The paper's path adds its own rows (`mac+prior`, `mac+rag@k`).
 pub fn evaluate(
-    rt: &MacRuntime,
+    memory: &dyn Memory,
     test: &Dataset,
     control: Option<&Dataset>,
     training: Option<&Dataset>,
@@ -281,173 +319,42 @@ pub fn evaluate(
         .unwrap_or(usize::MAX)
         .min(test.documents.len());
     anyhow::ensure!(n_docs > 0, "the test stream has no documents");
-    let docs = &test.documents[..n_docs];
-    let questions: Vec<Question<'_>> = docs
-        .iter()
-        .enumerate()
-        .flat_map(|(i, d)| d.qas.iter().map(move |q| (i, q)))
-        .collect();
-    let first_docs = ((n_docs as f64 * opts.retention_first).ceil() as usize).clamp(1, n_docs);
-    let retention_qs: Vec<Question<'_>> = questions
-        .iter()
-        .copied()
-        .filter(|(d, _)| *d < first_docs)
-        .collect();
-    let mut checkpoints: Vec<(f64, usize)> = opts
-        .retention_points
-        .iter()
-        .map(|&f| {
-            (
-                f,
-                ((n_docs as f64 * f).ceil() as usize).clamp(first_docs, n_docs),
-            )
-        })
-        .collect();
-    checkpoints.dedup_by_key(|c| c.1);
-
+    let mut run = Run {
+        memory,
+        key: method_key(memory),
+        docs: &test.documents[..n_docs],
+        questions: test.documents[..n_docs]
+            .iter()
+            .enumerate()
+            .flat_map(|(i, d)| d.qas.iter().map(move |q| (i, q)))
+            .collect(),
+        opts,
+        preds: Vec::new(),
+        methods: BTreeMap::new(),
+    };
     let bank_dir = out_dir.join("bank");
-    clear_eval_bank(&bank_dir, EVAL_BANK)?;
-    let mut bank = MemoryBank::create(&bank_dir, rt.bank_shape(), EVAL_BANK)?;
-    let mut preds = Vec::new();
-    let mut methods = BTreeMap::new();
-    let mut retention = Vec::new();
-
-    // --- MAC: stream the documents in, measuring retention on the way.
-    reset_peak_rss();
-    let pb = bar(opts.progress, n_docs, "ingest");
-    let mut adapt_seconds = 0.0;
-    let mut ingested = 0;
-    let mut truncated = 0;
-    for (c, &(fraction, upto)) in checkpoints.iter().enumerate() {
-        while ingested < upto {
-            let end = (ingested + opts.ingest_batch.max(1)).min(upto);
-            let t0 = Instant::now();
-            truncated += ingest(rt, &mut bank, &docs[ingested..end])?;
-            adapt_seconds += t0.elapsed().as_secs_f64();
-            pb.inc((end - ingested) as u64);
-            ingested = end;
-        }
-        let last = c + 1 == checkpoints.len();
-        if !last || ingested == n_docs {
-            let label = format!("retention {:.0}%", fraction * 100.0);
-            let answers = answer_from_bank(rt, &bank, &retention_qs, opts, &label)?;
-            let mut scratch = Vec::new();
-            let (em, f1, _) = score("retention", &retention_qs, &answers, &mut scratch);
-            retention.push(RetentionPoint {
-                fraction,
-                documents: ingested,
-                em,
-                f1,
-            });
-        }
-    }
-    pb.finish_and_clear();
-    if truncated > 0 {
-        eprintln!(
-            "warning: {truncated} documents were longer than the encoder's {} tokens and were truncated",
-            rt.config.max_document_tokens
-        );
-    }
-    let adapt_ms = 1000.0 * adapt_seconds / n_docs as f64;
-    let prior = opts.similarity_prior.filter(|&s| s > 0.0);
-    let (result, attention) = bank_method(rt, &bank, &questions, opts, None, "mac", &mut preds)?;
-    methods.insert("mac".into(), result.with_adapt_ms(adapt_ms));
-    let mut prior_attention = None;
-    if let Some(scale) = prior {
-        reset_peak_rss();
-        let name = "mac+prior";
-        let (result, attention) =
-            bank_method(rt, &bank, &questions, opts, Some(scale), name, &mut preds)?;
-        methods.insert(name.into(), result.with_adapt_ms(adapt_ms));
-        prior_attention = Some(attention);
-    }
-
-    if let Some(k) = opts.retrieval_k.filter(|&k| k > 0) {
-        let t0 = Instant::now();
-        let mut index = Bm25Index::new()?;
-        let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
-        index.add(&texts)?;
-        let index_ms = 1000.0 * t0.elapsed().as_secs_f64() / n_docs as f64;
-        reset_peak_rss();
-        let storage = bank.size_bytes() as f64 / bank.len().max(1) as f64;
-        // Then the control: the same k documents' places, each moved half the
-        // bank along, i.e. documents about other entities.
-        let runs = std::iter::once((format!("mac+rag@{k}"), 0, adapt_ms + index_ms))
-            .chain((n_docs >= 2).then(|| (format!("mac+rag@{k}_unrelated"), n_docs / 2, 0.0)));
-        for (name, shift, adapt_ms) in runs {
-            let t0 = Instant::now();
-            let batch = opts.question_batch;
-            let answers = mac_rag_answers(rt, &index, &bank, &questions, k, batch, shift)?;
-            let secs = t0.elapsed().as_secs_f64();
-            let scores = score(&name, &questions, &answers, &mut preds);
-            methods.insert(
-                name,
-                MethodResult::measured(scores, questions.len(), secs, adapt_ms, storage),
-            );
-        }
-    }
-
+    let (bank, retention, adapt_ms) = run.stream_in(&bank_dir)?;
+    let (attention, prior_attention) = run.memory_rows(&bank, adapt_ms)?;
+    run.retrieval_rows(&bank, adapt_ms)?;
+    let mut bank_sizes = Vec::new();
     if let Some(control) = control.filter(|c| !c.documents.is_empty()) {
-        let dir = out_dir.join("bank-unrelated");
-        clear_eval_bank(&dir, CONTROL_BANK)?;
-        let mut other = MemoryBank::create(&dir, rt.bank_shape(), CONTROL_BANK)?;
-        let docs_c = &control.documents[..n_docs.min(control.documents.len())];
-        for chunk in docs_c.chunks(opts.ingest_batch.max(1)) {
-            ingest(rt, &mut other, chunk)?;
-        }
-        reset_peak_rss();
-        let controls = std::iter::once(("mac_unrelated_bank", None))
-            .chain(prior.map(|scale| ("mac+prior_unrelated_bank", Some(scale))));
-        for (name, prior) in controls {
-            let (result, _) = bank_method(rt, &other, &questions, opts, prior, name, &mut preds)?;
-            methods.insert(name.into(), result);
-        }
+        run.control_rows(control, out_dir)?;
+        bank_sizes = run.bank_size_rows(control, out_dir)?;
     }
-
     if opts.references {
-        let plain: Vec<String> = questions
-            .iter()
-            .map(|(_, q)| question_prompt(&q.question))
-            .collect();
-        let oracle: Vec<String> = questions
-            .iter()
-            .map(|(d, q)| oracle_prompt(&docs[*d].text, &q.question))
-            .collect();
-        for (name, prompts) in [("no_adapt", plain), ("oracle_context", oracle)] {
-            reset_peak_rss();
-            let t0 = Instant::now();
-            let answers = answer_plain(rt, &prompts, opts, name)?;
-            let secs = t0.elapsed().as_secs_f64();
-            let scores = score(name, &questions, &answers, &mut preds);
-            methods.insert(
-                name.to_string(),
-                MethodResult::measured(scores, questions.len(), secs, 0.0, 0.0),
-            );
-        }
+        run.reference_rows(training)?;
     }
-
-    if let Some(training) = training.filter(|_| opts.references) {
-        let t0 = Instant::now();
-        let baseline = QuestionOnly::fit(training)?;
-        let answers = questions
-            .iter()
-            .map(|(_, q)| baseline.answer(&q.question))
-            .collect::<Result<Vec<_>>>()?;
-        let secs = t0.elapsed().as_secs_f64();
-        let name = "question_only";
-        let scores = score(name, &questions, &answers, &mut preds);
-        methods.insert(
-            name.to_string(),
-            MethodResult::measured(scores, questions.len(), secs, 0.0, 0.0),
-        );
-    }
-
+    let Run {
+        mut methods, preds, ..
+    } = run;
     crate::bootstrap::add_intervals(&mut methods, &preds);
     let pred_path = out_dir.join("predictions.jsonl");
     write_predictions(&pred_path, &preds)?;
     Ok(EvalReport {
+        memory: memory.name().to_string(),
         methods,
         retention,
+        bank_sizes,
         attention,
         prior_attention,
         n_documents: n_docs,
@@ -455,6 +362,299 @@ pub fn evaluate(
         predictions: pred_path,
         options: opts.clone(),
     })
+}
+
+/// A memory's rows are named by it: `mac` (the paper's path), `span_memory`.
+pub fn method_key(memory: &dyn Memory) -> String {
+    memory.name().replace(' ', "_")
+}
+
+/// One evaluation in progress: what it asks and what it has measured.
+struct Run<'a> {
+    memory: &'a dyn Memory,
+    key: String,
+    docs: &'a [mac_data::Document],
+    questions: Vec<Question<'a>>,
+    opts: &'a EvalOptions,
+    preds: Vec<Prediction>,
+    methods: BTreeMap<String, MethodResult>,
+}
+
+impl Run<'_> {
+    /// The questions of the first `retention_first` share of the stream.
+    fn first_questions(&self) -> (usize, Vec<Question<'_>>) {
+        let n = self.docs.len();
+        let first = ((n as f64 * self.opts.retention_first).ceil() as usize).clamp(1, n);
+        let qs = self
+            .questions
+            .iter()
+            .copied()
+            .filter(|(d, _)| *d < first)
+            .collect();
+        (first, qs)
+    }
+
+    /// Streams the documents into a fresh bank in `dir`, measuring
+    /// retention on the way: the bank, the retention points and the
+    /// adaptation time per document.
+    fn stream_in(&mut self, dir: &Path) -> Result<(MemoryBank, Vec<RetentionPoint>, f64)> {
+        let (opts, n_docs) = (self.opts, self.docs.len());
+        let (first_docs, retention_qs) = self.first_questions();
+        let mut checkpoints: Vec<(f64, usize)> = opts
+            .retention_points
+            .iter()
+            .map(|&f| {
+                (
+                    f,
+                    ((n_docs as f64 * f).ceil() as usize).clamp(first_docs, n_docs),
+                )
+            })
+            .collect();
+        checkpoints.dedup_by_key(|c| c.1);
+        clear_eval_bank(dir, EVAL_BANK)?;
+        let mut bank = MemoryBank::create(dir, self.memory.bank_shape(), EVAL_BANK)?;
+        let mut retention = Vec::new();
+        reset_peak_rss();
+        let pb = bar(opts.progress, n_docs, "ingest");
+        let (mut adapt_seconds, mut ingested, mut truncated) = (0.0, 0, 0);
+        for (c, &(fraction, upto)) in checkpoints.iter().enumerate() {
+            while ingested < upto {
+                let end = (ingested + opts.ingest_batch.max(1)).min(upto);
+                let t0 = Instant::now();
+                truncated += ingest(self.memory, &mut bank, &self.docs[ingested..end])?;
+                adapt_seconds += t0.elapsed().as_secs_f64();
+                pb.inc((end - ingested) as u64);
+                ingested = end;
+            }
+            if c + 1 < checkpoints.len() || ingested == n_docs {
+                let label = format!("retention {:.0}%", fraction * 100.0);
+                let answers = ask_all(self.memory, &bank, &retention_qs, opts, None, &label)?;
+                let texts: Vec<String> = answers.into_iter().map(|a| a.text).collect();
+                let (em, f1, _) = score("retention", &retention_qs, &texts, &mut Vec::new());
+                retention.push(RetentionPoint {
+                    fraction,
+                    documents: ingested,
+                    em,
+                    f1,
+                });
+            }
+        }
+        pb.finish_and_clear();
+        if truncated > 0 {
+            eprintln!(
+                "warning: {truncated} documents were longer than the memory's {} tokens and were cut",
+                self.memory.document_token_limit()
+            );
+        }
+        Ok((bank, retention, 1000.0 * adapt_seconds / n_docs as f64))
+    }
+
+    /// The memory over the whole bank, and with the similarity prior where
+    /// it has one.
+    fn memory_rows(
+        &mut self,
+        bank: &MemoryBank,
+        adapt_ms: f64,
+    ) -> Result<(AttentionStats, Option<AttentionStats>)> {
+        let (memory, opts) = (self.memory, self.opts);
+        let (result, attention) = bank_method(
+            memory,
+            bank,
+            &self.questions,
+            opts,
+            None,
+            &self.key,
+            &mut self.preds,
+        )?;
+        self.methods
+            .insert(self.key.clone(), result.with_adapt_ms(adapt_ms));
+        let prior = opts
+            .similarity_prior
+            .filter(|&s| s > 0.0 && memory.has_prior(bank));
+        let Some(scale) = prior else {
+            return Ok((attention, None));
+        };
+        reset_peak_rss();
+        let name = format!("{}+prior", self.key);
+        let (result, prior_attention) = bank_method(
+            memory,
+            bank,
+            &self.questions,
+            opts,
+            Some(scale),
+            &name,
+            &mut self.preds,
+        )?;
+        self.methods.insert(name, result.with_adapt_ms(adapt_ms));
+        Ok((attention, Some(prior_attention)))
+    }
+
+    /// `rag@k`: the top-k BM25 documents in the prompt, in the memory's
+    /// frame; for the paper's path also `mac+rag@k` (its aggregation over
+    /// only those documents) and its control with other documents.
+    fn retrieval_rows(&mut self, bank: &MemoryBank, adapt_ms: f64) -> Result<()> {
+        let Some(k) = self.opts.retrieval_k.filter(|&k| k > 0) else {
+            return Ok(());
+        };
+        let n_docs = self.docs.len();
+        let t0 = Instant::now();
+        let texts: Vec<&str> = self.docs.iter().map(|d| d.text.as_str()).collect();
+        let index = Bm25Index::build(&texts)?;
+        let index_ms = 1000.0 * t0.elapsed().as_secs_f64() / n_docs as f64;
+        reset_peak_rss();
+        let t0 = Instant::now();
+        let prompts = self
+            .questions
+            .iter()
+            .map(|(_, q)| {
+                let hits = retrieve(&index, &q.question, k, n_docs)?;
+                Ok(rag_prompt(
+                    self.memory.frame(),
+                    self.docs,
+                    &hits,
+                    &q.question,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let name = format!("rag@{k}");
+        let answers = answer_prompts(self.memory.lm(), &prompts, self.opts, &name)?;
+        self.record(&name, &answers, t0, index_ms, 0.0);
+        let Some(rt) = self.memory.paper_path() else {
+            return Ok(());
+        };
+        let storage = bank.size_bytes() as f64 / bank.len().max(1) as f64;
+        // The control: the same k documents' places, each moved half the
+        // bank along, i.e. documents about other entities.
+        let runs = std::iter::once((format!("mac+rag@{k}"), 0, adapt_ms + index_ms))
+            .chain((n_docs >= 2).then(|| (format!("mac+rag@{k}_unrelated"), n_docs / 2, 0.0)));
+        for (name, shift, adapt_ms) in runs {
+            let t0 = Instant::now();
+            let batch = self.opts.question_batch;
+            let answers = mac_rag_answers(rt, &index, bank, &self.questions, k, batch, shift)?;
+            self.record(&name, &answers, t0, adapt_ms, storage);
+        }
+        Ok(())
+    }
+
+    /// Scores `answers` as method `name`, answered since `t0`.
+    fn record(&mut self, name: &str, answers: &[String], t0: Instant, adapt_ms: f64, storage: f64) {
+        let secs = t0.elapsed().as_secs_f64();
+        let scores = score(name, &self.questions, answers, &mut self.preds);
+        let n = self.questions.len();
+        self.methods.insert(
+            name.to_string(),
+            MethodResult::measured(scores, n, secs, adapt_ms, storage),
+        );
+    }
+
+    /// The memory over a bank of as many unrelated documents.
+    fn control_rows(&mut self, control: &Dataset, out_dir: &Path) -> Result<()> {
+        let (memory, opts) = (self.memory, self.opts);
+        let dir = out_dir.join("bank-unrelated");
+        clear_eval_bank(&dir, CONTROL_BANK)?;
+        let mut other = MemoryBank::create(&dir, memory.bank_shape(), CONTROL_BANK)?;
+        let docs = &control.documents[..self.docs.len().min(control.documents.len())];
+        for chunk in docs.chunks(opts.ingest_batch.max(1)) {
+            ingest(memory, &mut other, chunk)?;
+        }
+        reset_peak_rss();
+        let prior = opts
+            .similarity_prior
+            .filter(|&s| s > 0.0 && memory.has_prior(&other));
+        let controls = std::iter::once((format!("{}_unrelated_bank", self.key), None))
+            .chain(prior.map(|scale| (format!("{}+prior_unrelated_bank", self.key), Some(scale))));
+        for (name, prior) in controls {
+            let (result, _) = bank_method(
+                memory,
+                &other,
+                &self.questions,
+                opts,
+                prior,
+                &name,
+                &mut self.preds,
+            )?;
+            self.methods.insert(name, result);
+        }
+        Ok(())
+    }
+
+    /// The first documents' questions from banks of `opts.bank_sizes`
+    /// documents: those documents and unrelated ones from `control`.
+    fn bank_size_rows(&mut self, control: &Dataset, out_dir: &Path) -> Result<Vec<BankSizePoint>> {
+        if self.opts.bank_sizes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (first, questions) = self.first_questions();
+        let dir = out_dir.join("bank-sizes");
+        clear_eval_bank(&dir, SIZES_BANK)?;
+        let mut bank = MemoryBank::create(&dir, self.memory.bank_shape(), SIZES_BANK)?;
+        ingest(self.memory, &mut bank, &self.docs[..first])?;
+        let mut points = Vec::new();
+        let mut unrelated = control.documents.iter();
+        for &size in &self.opts.bank_sizes {
+            while bank.len() < size {
+                let batch: Vec<mac_data::Document> = unrelated
+                    .by_ref()
+                    .take((size - bank.len()).min(self.opts.ingest_batch.max(1)))
+                    .cloned()
+                    .collect();
+                if batch.is_empty() {
+                    break;
+                }
+                ingest(self.memory, &mut bank, &batch)?;
+            }
+            if bank.len() < size
+                && points
+                    .iter()
+                    .any(|p: &BankSizePoint| p.documents == bank.len())
+            {
+                break;
+            }
+            let label = format!("bank of {}", bank.len());
+            let answers = ask_all(self.memory, &bank, &questions, self.opts, None, &label)?;
+            let top1 = attention_stats(&questions, &answers, bank.len()).gold_top1;
+            let texts: Vec<String> = answers.into_iter().map(|a| a.text).collect();
+            let (em, f1, _) = score("bank size", &questions, &texts, &mut Vec::new());
+            points.push(BankSizePoint {
+                documents: bank.len(),
+                em,
+                f1,
+                gold_top1: top1,
+            });
+        }
+        Ok(points)
+    }
+
+    /// `no_adapt` (the question alone) and `oracle_context` (the gold
+    /// document) in the memory's frame; `question_only` given training.
+    fn reference_rows(&mut self, training: Option<&Dataset>) -> Result<()> {
+        let frame = self.memory.frame();
+        for (name, with_document) in [("no_adapt", false), ("oracle_context", true)] {
+            let prompts: Vec<String> = self
+                .questions
+                .iter()
+                .map(|(d, q)| {
+                    let document = with_document.then(|| self.docs[*d].text.as_str());
+                    framed_prompt(frame, document, &q.question)
+                })
+                .collect();
+            reset_peak_rss();
+            let t0 = Instant::now();
+            let answers = answer_prompts(self.memory.lm(), &prompts, self.opts, name)?;
+            self.record(name, &answers, t0, 0.0, 0.0);
+        }
+        if let Some(training) = training {
+            let t0 = Instant::now();
+            let baseline = QuestionOnly::fit(training)?;
+            let answers = self
+                .questions
+                .iter()
+                .map(|(_, q)| baseline.answer(&q.question))
+                .collect::<Result<Vec<_>>>()?;
+            self.record("question_only", &answers, t0, 0.0, 0.0);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

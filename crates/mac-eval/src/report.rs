@@ -22,10 +22,11 @@ pub fn write_markdown(report: &EvalReport, title: &str) -> String {
             .unwrap_or(0)
     );
     method_table(&mut s, &report.methods, true);
+    let key = report.memory.replace(' ', "_");
     let a = &report.attention;
     let _ = writeln!(
         s,
-        "\nMAC's aggregator gave the gold document the most attention for {:.1}% of the questions; \
+        "\n`{key}` drew most on the gold document for {:.1}% of the questions; \
          its mean share was {:.4} (uniform over the bank: {:.4}).",
         100.0 * a.gold_top1,
         a.gold_weight_mean,
@@ -34,18 +35,32 @@ pub fn write_markdown(report: &EvalReport, title: &str) -> String {
     if let Some(a) = &report.prior_attention {
         let _ = writeln!(
             s,
-            "\nWith the similarity prior (`mac+prior`, scale {}), the gold document got the most \
+            "\nWith the similarity prior (`{key}+prior`, scale {}), the gold document got the most \
              attention for {:.1}% of the questions; its mean share was {:.4}.",
             report.options.similarity_prior.unwrap_or(0.0),
             100.0 * a.gold_top1,
             a.gold_weight_mean
         );
     }
-    if report.methods.contains_key("mac_unrelated_bank") {
+    if report
+        .methods
+        .contains_key(&format!("{key}_unrelated_bank"))
+    {
         let _ = writeln!(
             s,
-            "\n`mac_unrelated_bank` answers the same questions from a bank of *other* documents: \
-             what MAC gets from the question alone. The gap between `mac` and it is what the memory contributes."
+            "\n`{key}_unrelated_bank` answers the same questions from a bank of *other* documents: \
+             what the memory gets from the question alone. The gap between `{key}` and it is what the memory contributes."
+        );
+    }
+    if let Some(k) = report
+        .options
+        .retrieval_k
+        .filter(|k| report.methods.contains_key(&format!("rag@{k}")))
+    {
+        let _ = writeln!(
+            s,
+            "\n`rag@{k}` puts the top {k} BM25 document(s) in the prompt, as `oracle_context` puts the gold one; \
+             every method that reads text uses the memory's frame."
         );
     }
     if report.methods.contains_key("question_only") {
@@ -65,10 +80,25 @@ pub fn write_markdown(report: &EvalReport, title: &str) -> String {
             name.trim_end_matches("_unrelated")
         );
     }
+    if !report.bank_sizes.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Bank size (`{key}`, the first documents' questions among unrelated documents)\n"
+        );
+        let _ = writeln!(s, "| documents in bank | EM | F1 | gold document top-1 |");
+        let _ = writeln!(s, "|---|---|---|---|");
+        for p in &report.bank_sizes {
+            let _ = writeln!(
+                s,
+                "| {} | {:.3} | {:.3} | {:.3} |",
+                p.documents, p.em, p.f1, p.gold_top1
+            );
+        }
+    }
     if !report.retention.is_empty() {
         let _ = writeln!(
             s,
-            "\n## Retention (MAC, questions of the first documents)\n"
+            "\n## Retention (`{key}`, questions of the first documents)\n"
         );
         let _ = writeln!(s, "| stream ingested | documents in bank | EM | F1 |");
         let _ = writeln!(s, "|---|---|---|---|");

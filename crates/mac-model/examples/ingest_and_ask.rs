@@ -2,14 +2,15 @@
 //! question: the answer and the documents it drew on.
 //!
 //! `cargo run --example ingest_and_ask -p mac-model -- CHECKPOINT BANK_DIR
-//! "QUESTION" [DOCUMENT...]` — `CHECKPOINT` is a checkpoint directory (e.g.
+//! "QUESTION" [DOCUMENT...]` — `CHECKPOINT` is a checkpoint directory of
+//! either memory (span memory's `runs/demo/checkpoint`, the paper's path's
 //! `runs/default/checkpoints/best`); the bank is created if needed. This is
 //! what `mac ingest` and `mac ask` do, in a few lines of the library.
 
 use std::error::Error;
 use std::path::PathBuf;
 
-use mac_model::{AskOptions, MacRuntime, NewDocument};
+use mac_model::{load_memory, AskOptions, NewDocument};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
@@ -26,20 +27,23 @@ fn main() -> Result<(), Box<dyn Error>> {
         .collect();
 
     let device = mac_device::select("flex")?;
-    // The LM, both encoders and the trained parameters, read once.
-    let runtime = MacRuntime::from_checkpoint(&checkpoint, None, None, &device)?;
-    let mut bank = runtime.open_bank_writer(&bank_dir)?;
-    // Each document amortized in one forward pass and appended durably.
-    for done in runtime.ingest(&mut bank, &documents, |_| {})? {
+    // The LM and the trained parameters, read once.
+    let memory = load_memory(&checkpoint, &device)?;
+    let mut bank = memory.open_bank_writer(&bank_dir)?;
+    // Each document read once into its bank entry and appended durably.
+    for done in memory.ingest(&mut bank, &documents, &mut |_| {})? {
         println!("{:?} ({} tokens cut)", done.outcome, done.truncated_tokens);
     }
-    // The aggregation reads the whole bank; the answer comes with its sources.
-    let answer = runtime
+    // The whole bank is read; the answer comes with its sources.
+    let answer = memory
         .ask(&bank, &[question.as_str()], &AskOptions::default())?
         .remove(0);
     println!("{}", answer.text);
     for d in &answer.documents {
         println!("  {:5.1}%  #{} {}", 100.0 * d.weight, d.id, d.snippet);
+    }
+    if let Some(span) = &answer.span {
+        println!("  read from #{}: {:?}", span.id, span.text);
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! answer so far can be watched as it grows (for streaming).
 
 use mac_lm::{GenerateOptions, Generation, KvCache, LoadedLm, PrefixKv, Sampling};
+use serde::Serialize;
 
 use crate::prompt::prompt_ids;
 use crate::ModelError;
@@ -30,6 +31,29 @@ impl Default for AnswerGeneration {
     }
 }
 
+/// Where the time of a batch of answers went, in milliseconds: every
+/// question of a batch waits for the whole batch, so each carries the
+/// batch's times.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct AnswerTimings {
+    /// Reading the bank and choosing what the LM is handed (the paper's
+    /// aggregation; span memory's choice of a span).
+    pub read_bank_ms: f64,
+    /// Reading what was chosen and generating the answers.
+    pub generate_ms: f64,
+}
+
+impl AnswerTimings {
+    /// The times of a batch that started at `t0`, finished reading the
+    /// bank at `read`, and is finished now.
+    pub fn since(t0: std::time::Instant, read: std::time::Instant) -> Self {
+        Self {
+            read_bank_ms: 1000.0 * read.duration_since(t0).as_secs_f64(),
+            generate_ms: 1000.0 * read.elapsed().as_secs_f64(),
+        }
+    }
+}
+
 /// One generated answer and how its generation ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GeneratedAnswer {
@@ -40,6 +64,9 @@ pub struct GeneratedAnswer {
     pub hit_token_limit: bool,
     /// Tokens generated (up to the first line's end, without EOS).
     pub generated_tokens: usize,
+    /// Tokens the LM read before answering: the prompt and any cached
+    /// tokens it continued (a prefix of key/values is not counted).
+    pub prompt_tokens: usize,
 }
 
 /// Greedy answers of at most `max_new_tokens` tokens from any loaded LM
@@ -104,6 +131,15 @@ pub fn generate_answers_after(
             sampling: g.sampling,
         })
         .collect();
+    let cached: Vec<usize> = (0..ids.len())
+        .map(|row| {
+            start
+                .cache
+                .valid
+                .get(row)
+                .map_or(0, |v| v.iter().filter(|&&r| r).count())
+        })
+        .collect();
     let mut decode_error = None;
     let out = lm.model.generate_after(
         start,
@@ -128,13 +164,15 @@ pub fn generate_answers_after(
     }
     out.iter()
         .zip(generation)
-        .map(|(tokens, g)| {
+        .zip(ids.iter().zip(cached))
+        .map(|((tokens, g), (prompt, cached))| {
             let text = tok.decode(tokens)?;
             Ok(GeneratedAnswer {
                 // Cut by the limit: neither a line's end nor EOS came first.
                 hit_token_limit: !text.trim_start().contains('\n') && tokens.len() >= g.max_tokens,
                 text: first_line(&text),
                 generated_tokens: tokens.len(),
+                prompt_tokens: prompt.len() + cached,
             })
         })
         .collect()

@@ -7,7 +7,7 @@ use std::path::Path;
 use mac_memory::{AppendOutcome, BankShape, MemoryBank, NewEntry};
 use serde::Serialize;
 
-use crate::{AnswerGeneration, BankReading, MacRuntime, ModelError};
+use crate::{AnswerGeneration, AnswerTimings, BankReading, MacRuntime, ModelError};
 
 /// Scale of the similarity prior when a bank stores retrieval keys and the
 /// caller does not say otherwise (the evaluation's `mac+prior`): with the
@@ -95,12 +95,20 @@ pub struct SourcedAnswer {
     pub text: String,
     /// The most attended documents, highest share first.
     pub documents: Vec<Attended>,
+    /// Every entry's share, in bank order (the aggregator's attention; the
+    /// span choice's start distribution).
+    #[serde(skip)]
+    pub shares: Vec<f32>,
     /// Entries in the bank the answer was read from.
     pub bank_entries: usize,
     /// Generation reached its token limit before the answer's line ended.
     pub hit_token_limit: bool,
     /// Tokens generated.
     pub generated_tokens: usize,
+    /// Tokens the LM read before answering (prompt and handed tokens).
+    pub prompt_tokens: usize,
+    /// Where the time of the batch it was answered in went.
+    pub timings: AnswerTimings,
     /// The span handed to the LM, for a memory that reads spans.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub span: Option<AnsweredSpan>,
@@ -211,22 +219,9 @@ impl MacRuntime {
         Ok(done)
     }
 
-    /// Answers `questions` from `bank` ([`Self::answer_from_bank`], read
-    /// as [`AskOptions::reading`] says), each with the `opts.top` documents
-    /// it attended to most.
-    pub fn ask(
-        &self,
-        bank: &MemoryBank,
-        questions: &[&str],
-        opts: &AskOptions,
-    ) -> Result<Vec<SourcedAnswer>, ModelError> {
-        let generation = vec![AnswerGeneration::default(); questions.len()];
-        self.ask_with(bank, questions, &generation, opts, &mut |_, _| {})
-    }
-
-    /// [`Self::ask`], answer `i` generated as `generation[i]`;
-    /// `on_text(i, so_far)` watches each answer grow (see
-    /// [`crate::generate_answers_each`]).
+    /// Answers `questions` from `bank` ([`Self::answer_from_bank_with`],
+    /// read as [`AskOptions::reading`] says), each with the `opts.top`
+    /// documents it attended to most ([`crate::Memory::ask_with`]).
     pub fn ask_with(
         &self,
         bank: &MemoryBank,
@@ -246,9 +241,12 @@ impl MacRuntime {
                 Ok(SourcedAnswer {
                     text: answer.text,
                     documents: most_attended(bank, &answer.doc_weights, opts.top)?,
+                    shares: answer.doc_weights,
                     bank_entries: bank.len(),
                     hit_token_limit: answer.hit_token_limit,
                     generated_tokens: answer.generated_tokens,
+                    prompt_tokens: answer.prompt_tokens,
+                    timings: answer.timings,
                     span: None,
                 })
             })

@@ -12,6 +12,10 @@
 //!   [`mac_aggregation::PrefixExpansion`] to the frozen LM's prefix key/values.
 //! * [`MacRuntime`]: everything loaded to ingest documents into a memory
 //!   bank and answer from it, with the documents drawn on.
+//! * [`Memory`]: the one interface to both memory designs, the paper's
+//!   path ([`MacRuntime`]) and span memory ([`SpanMemory`]: the LM's own
+//!   key/values of a span a learnt selector chooses); [`load_memory`] opens
+//!   either from its checkpoint.
 //! * [`Checkpoint`]: a directory with `mac.json` (configuration and where the
 //!   base LM and encoder weights came from) and `model.bpk` (burnpack).
 //!
@@ -20,18 +24,19 @@
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::path::Path;
-//! use mac_model::{AnswerGeneration, AskOptions, MacRuntime, NewDocument, Sampling};
+//! use mac_model::{load_memory, AnswerGeneration, AskOptions, NewDocument, Sampling};
 //!
 //! let device = mac_device::select("flex")?;
 //! let checkpoint = Path::new("runs/default/checkpoints/best");
-//! // The LM, both encoders and the trained parameters, each read once.
-//! let runtime = MacRuntime::from_checkpoint(checkpoint, None, None, &device)?;
+//! // Either memory, as its checkpoint says; the LM and the trained
+//! // parameters each read once.
+//! let runtime = load_memory(checkpoint, &device)?;
 //! let mut bank = runtime.open_bank_writer(Path::new("my-bank"))?;
 //! let note = NewDocument {
 //!     source: "note".into(),
 //!     text: "Velra Quellington was born in Port Vessa.".into(),
 //! };
-//! runtime.ingest(&mut bank, &[note], |_| {})?;
+//! runtime.ingest(&mut bank, &[note], &mut |_| {})?;
 //!
 //! let question = ["Where was Velra Quellington born?"];
 //! // As `mac ask`: greedy, the first non-empty line of at most 16 tokens.
@@ -67,7 +72,7 @@ mod span_runtime;
 
 pub use answer::{
     generate_answers, generate_answers_after, generate_answers_each, AnswerGeneration,
-    GeneratedAnswer, MAX_ANSWER_TOKENS,
+    AnswerTimings, GeneratedAnswer, MAX_ANSWER_TOKENS,
 };
 pub use bank_service::{
     AnsweredSpan, AskOptions, Attended, Ingested, NewDocument, SourcedAnswer, DEFAULT_PRIOR_SCALE,

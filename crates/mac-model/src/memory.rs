@@ -8,19 +8,40 @@
 use std::path::Path;
 
 use burn::tensor::Device;
+use mac_lm::LoadedLm;
 use mac_memory::{BankShape, MemoryBank};
 
+use crate::prompt::ChatFrame;
 use crate::{
-    AskOptions, Ingested, MacRuntime, ModelError, NewDocument, SourcedAnswer, SpanCheckpoint,
-    SpanMemory,
+    AnswerGeneration, AskOptions, Ingested, MacRuntime, ModelError, NewDocument, SourcedAnswer,
+    SpanCheckpoint, SpanMemory,
 };
 
 /// A memory design: how documents become bank entries and how questions
-/// are answered from a bank.
-pub trait Memory {
+/// are answered from a bank. Shared between threads (a server's answerer
+/// and ingester).
+pub trait Memory: Send + Sync {
     /// What the design is called in reports (`mac` for the paper's path,
     /// `span memory`).
     fn name(&self) -> &'static str;
+    /// The frozen LM that answers.
+    fn lm(&self) -> &LoadedLm;
+    /// How it puts a question to the LM: in this chat frame, or plainly
+    /// (`Question: …\nAnswer:`) without one. Methods compared with it
+    /// that read text use the same.
+    fn frame(&self) -> Option<&ChatFrame> {
+        None
+    }
+    /// Whether it can add the question–document similarity prior when
+    /// reading `bank` ([`AskOptions::similarity_prior`]).
+    fn has_prior(&self, bank: &MemoryBank) -> bool {
+        let _ = bank;
+        false
+    }
+    /// The paper's path, when this is it (for its own evaluation rows).
+    fn paper_path(&self) -> Option<&MacRuntime> {
+        None
+    }
     /// The shape of the banks it fills.
     fn bank_shape(&self) -> BankShape;
     /// Tokens of a document it reads; beyond them a document is stored cut.
@@ -35,18 +56,42 @@ pub trait Memory {
         docs: &[NewDocument],
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<Ingested>, ModelError>;
-    /// Answers `questions` from `bank`, each with what it drew on.
+    /// Answers `questions` from `bank` as one batch, answer `i` generated
+    /// as `generation[i]`, each with what it drew on and the batch's
+    /// timings; `on_text(i, so_far)` watches answer `i` grow (the settled
+    /// part, always a prefix of the final answer).
+    fn ask_with(
+        &self,
+        bank: &MemoryBank,
+        questions: &[&str],
+        generation: &[AnswerGeneration],
+        opts: &AskOptions,
+        on_text: &mut dyn FnMut(usize, &str),
+    ) -> Result<Vec<SourcedAnswer>, ModelError>;
+    /// [`Memory::ask_with`] with the default generation, nobody watching.
     fn ask(
         &self,
         bank: &MemoryBank,
         questions: &[&str],
         opts: &AskOptions,
-    ) -> Result<Vec<SourcedAnswer>, ModelError>;
+    ) -> Result<Vec<SourcedAnswer>, ModelError> {
+        let generation = vec![AnswerGeneration::default(); questions.len()];
+        self.ask_with(bank, questions, &generation, opts, &mut |_, _| {})
+    }
 }
 
 impl Memory for MacRuntime {
     fn name(&self) -> &'static str {
         "mac"
+    }
+    fn lm(&self) -> &LoadedLm {
+        &self.lm
+    }
+    fn has_prior(&self, bank: &MemoryBank) -> bool {
+        bank.shape().key_dim > 0
+    }
+    fn paper_path(&self) -> Option<&MacRuntime> {
+        Some(self)
     }
     fn bank_shape(&self) -> BankShape {
         MacRuntime::bank_shape(self)
@@ -65,13 +110,15 @@ impl Memory for MacRuntime {
     ) -> Result<Vec<Ingested>, ModelError> {
         MacRuntime::ingest(self, bank, docs, progress)
     }
-    fn ask(
+    fn ask_with(
         &self,
         bank: &MemoryBank,
         questions: &[&str],
+        generation: &[AnswerGeneration],
         opts: &AskOptions,
+        on_text: &mut dyn FnMut(usize, &str),
     ) -> Result<Vec<SourcedAnswer>, ModelError> {
-        MacRuntime::ask(self, bank, questions, opts)
+        MacRuntime::ask_with(self, bank, questions, generation, opts, on_text)
     }
 }
 

@@ -121,13 +121,29 @@ pub fn chat_oracle_prompt(
     question: &str,
     examples: &[ChatExample<'_>],
 ) -> String {
-    let frame = ChatFrame::new(format, examples);
-    format!(
-        "{}{}\n{}",
-        frame.preamble,
-        document.trim(),
-        frame.question(question)
+    framed_prompt(
+        Some(&ChatFrame::new(format, examples)),
+        Some(document),
+        question,
     )
+}
+
+/// A question put as every method that reads text puts it: in `frame`
+/// (the chat template) or plainly without one; after `document` when there
+/// is one ([`oracle_prompt`]), else alone ([`question_prompt`]).
+pub fn framed_prompt(frame: Option<&ChatFrame>, document: Option<&str>, question: &str) -> String {
+    match frame {
+        Some(f) => format!(
+            "{}{}\n{}",
+            f.preamble,
+            document.unwrap_or_default().trim(),
+            f.question(question)
+        ),
+        None => match document {
+            Some(d) => oracle_prompt(d, question),
+            None => question_prompt(question),
+        },
+    }
 }
 
 /// A document framed as a chat model's turn: what comes before the

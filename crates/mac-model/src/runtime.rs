@@ -10,7 +10,9 @@ use mac_lm::{LoadedLm, PrefixKv};
 use mac_memory::MemoryBank;
 use serde::{Deserialize, Serialize};
 
-use crate::answer::{generate_answers, generate_answers_each, AnswerGeneration, MAX_ANSWER_TOKENS};
+use crate::answer::{
+    generate_answers, generate_answers_each, AnswerGeneration, AnswerTimings, MAX_ANSWER_TOKENS,
+};
 use crate::prompt::question_prompt;
 use crate::{Checkpoint, EncodedText, MacConfig, MacModel, ModelError};
 
@@ -25,6 +27,10 @@ pub struct Answer {
     pub hit_token_limit: bool,
     /// Tokens generated.
     pub generated_tokens: usize,
+    /// Tokens of the prompt the LM read after the prefix.
+    pub prompt_tokens: usize,
+    /// Where the batch's time went (zero when no bank was read).
+    pub timings: AnswerTimings,
 }
 
 /// The LM, the MAC model and the tokenizers, on one device.
@@ -347,6 +353,7 @@ impl MacRuntime {
                 generation.len()
             )));
         }
+        let t0 = std::time::Instant::now();
         let q = self.encode_questions(questions)?;
         let prior = match reading.prior_scale {
             Some(scale) => Some(SimilarityPrior {
@@ -359,23 +366,40 @@ impl MacRuntime {
             bank,
             device: &self.device,
         };
-        if self.model.copy.is_some() {
-            let agg = self.read_whole_bank(q, &memory, prior.as_ref())?;
-            return self.answer_with(questions, generation, agg, on_text);
-        }
-        let aggregator = &self.model.aggregator;
-        let agg = if reading.hierarchical {
-            aggregator.aggregate_hierarchical_streamed(q, &memory, prior.as_ref(), reading.chunk)
+        let agg = if self.model.copy.is_some() {
+            self.read_whole_bank(q, &memory, prior.as_ref())?
         } else {
-            aggregator.aggregate_streamed(q, &memory, prior.as_ref(), reading.chunk)
+            self.aggregate_bank(q, &memory, prior.as_ref(), reading)?
+        };
+        let read = std::time::Instant::now();
+        let mut answers = self.answer_with(questions, generation, agg, on_text)?;
+        let timings = AnswerTimings::since(t0, read);
+        for a in &mut answers {
+            a.timings = timings;
+        }
+        Ok(answers)
+    }
+
+    /// Exact (or hierarchical) streamed aggregation over `memory`.
+    fn aggregate_bank(
+        &self,
+        q: Tensor<3>,
+        memory: &BankMemory<'_>,
+        prior: Option<&SimilarityPrior>,
+        reading: &BankReading,
+    ) -> Result<mac_aggregation::Aggregation, ModelError> {
+        let aggregator = &self.model.aggregator;
+        if reading.hierarchical {
+            aggregator.aggregate_hierarchical_streamed(q, memory, prior, reading.chunk)
+        } else {
+            aggregator.aggregate_streamed(q, memory, prior, reading.chunk)
         }
         .map_err(|e| match e {
             ModelError::Aggregation(e) => {
-                ModelError::Input(format!("{}: {e}", bank.dir().display()))
+                ModelError::Input(format!("{}: {e}", memory.bank.dir().display()))
             }
             other => other,
-        })?;
-        self.answer_with(questions, generation, agg, on_text)
+        })
     }
 
     /// Copy mode over a whole bank: every entry read (memory O(N)), the
@@ -435,6 +459,8 @@ impl MacRuntime {
                 doc_weights,
                 hit_token_limit: a.hit_token_limit,
                 generated_tokens: a.generated_tokens,
+                prompt_tokens: a.prompt_tokens,
+                timings: AnswerTimings::default(),
             })
             .collect())
     }

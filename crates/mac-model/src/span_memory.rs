@@ -144,6 +144,20 @@ impl SpanReader {
         questions: &[&str],
         generation: &[AnswerGeneration],
     ) -> Result<Vec<GeneratedAnswer>, ModelError> {
+        self.answer_watched(lm, frame, reads, questions, generation, &mut |_, _| {})
+    }
+
+    /// [`Self::answer_in`]; `on_text(i, so_far)` watches answer `i` grow
+    /// (see [`crate::generate_answers_each`]).
+    pub fn answer_watched(
+        &self,
+        lm: &LoadedLm,
+        frame: Option<&ChatFrame>,
+        reads: &[SpanRead<'_>],
+        questions: &[&str],
+        generation: &[AnswerGeneration],
+        on_text: &mut dyn FnMut(usize, &str),
+    ) -> Result<Vec<GeneratedAnswer>, ModelError> {
         if reads.len() != questions.len() {
             return Err(ModelError::Input(format!(
                 "{} spans for {} questions",
@@ -217,7 +231,7 @@ impl SpanReader {
             prefix: None,
             cache: KvCache::stack(&caches)?,
         };
-        generate_answers_after(lm, start, &prompts, generation, &mut |_, _| {})
+        generate_answers_after(lm, start, &prompts, generation, on_text)
     }
 }
 

@@ -12,6 +12,7 @@
 //! size; the chosen document's key/values are recomputed from its tokens.
 
 use std::path::Path;
+use std::time::Instant;
 
 use burn::tensor::{Bool, Device, Tensor, TensorData, TensorReadError};
 use mac_aggregation::{push_chunk, SpanChoice, SpanSelector, StreamedSpanChoice};
@@ -22,7 +23,8 @@ use crate::bank_service::{most_attended, AnsweredSpan, Ingested, NewDocument, So
 use crate::memory::Memory;
 use crate::prompt::ChatFrame;
 use crate::{
-    AnswerGeneration, AskOptions, ModelError, SpanCheckpoint, SpanRead, SpanReader, SpanReading,
+    AnswerGeneration, AnswerTimings, AskOptions, ModelError, SpanCheckpoint, SpanRead, SpanReader,
+    SpanReading,
 };
 
 /// Documents read by the LM at a time while ingesting.
@@ -156,6 +158,14 @@ impl Memory for SpanMemory {
         "span memory"
     }
 
+    fn lm(&self) -> &LoadedLm {
+        &self.lm
+    }
+
+    fn frame(&self) -> Option<&ChatFrame> {
+        self.frame.as_ref()
+    }
+
     fn document_token_limit(&self) -> usize {
         self.lm.model.max_positions()
     }
@@ -222,14 +232,23 @@ impl Memory for SpanMemory {
     /// Answers `questions` from `bank`, scored `opts.chunk` documents at a
     /// time, each with its span and the `opts.top` documents of the highest
     /// share of the start distribution.
-    fn ask(
+    fn ask_with(
         &self,
         bank: &MemoryBank,
         questions: &[&str],
+        generation: &[AnswerGeneration],
         opts: &AskOptions,
+        on_text: &mut dyn FnMut(usize, &str),
     ) -> Result<Vec<SourcedAnswer>, ModelError> {
         if let Some(i) = questions.iter().position(|q| q.trim().is_empty()) {
             return Err(ModelError::Input(format!("question {i} is empty")));
+        }
+        if generation.len() != questions.len() {
+            return Err(ModelError::Input(format!(
+                "{} questions but {} generation settings",
+                questions.len(),
+                generation.len()
+            )));
         }
         let shape = bank.shape();
         if shape != self.bank_shape() {
@@ -239,7 +258,9 @@ impl Memory for SpanMemory {
                 self.bank_shape()
             )));
         }
+        let t0 = Instant::now();
         let choices = self.choose(bank, questions, opts.chunk)?;
+        let read = Instant::now();
         // Each chosen document read from the bank and tokenized once.
         let mut documents: Vec<(usize, Vec<u32>)> = Vec::new();
         for c in &choices {
@@ -263,14 +284,15 @@ impl Memory for SpanMemory {
                 }
             })
             .collect();
-        let generation = vec![AnswerGeneration::default(); questions.len()];
-        let answers = self.reader().answer_in(
+        let answers = self.reader().answer_watched(
             &self.lm,
             self.frame.as_ref(),
             &reads,
             questions,
-            &generation,
+            generation,
+            on_text,
         )?;
+        let timings = AnswerTimings::since(t0, read);
         answers
             .into_iter()
             .zip(&choices)
@@ -280,9 +302,12 @@ impl Memory for SpanMemory {
                 Ok(SourcedAnswer {
                     text: answer.text,
                     documents: most_attended(bank, &choice.shares, opts.top)?,
+                    shares: choice.shares.clone(),
                     bank_entries: bank.len(),
                     hit_token_limit: answer.hit_token_limit,
                     generated_tokens: answer.generated_tokens,
+                    prompt_tokens: answer.prompt_tokens,
+                    timings,
                     span: Some(AnsweredSpan {
                         id: bank.entries()[choice.span.document].id,
                         tokens: [read.start, read.end],

@@ -10,7 +10,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use mac_model::prompt::{prompt_ids, question_prompt};
 use mac_model::SourcedAnswer;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -56,11 +55,16 @@ impl Completion {
     }
 
     /// `v` with the token counts and the `mac` extension field (the
-    /// documents the answer drew on).
+    /// documents the answer drew on, the span read for a memory that reads
+    /// spans, and where the answer's time went).
     pub fn with_usage_and_sources(&self, mut v: Value) -> Value {
         v["usage"] = self.usage.clone();
-        v["mac"] =
-            json!({"documents": self.answer.documents, "bank_entries": self.answer.bank_entries});
+        let a = &self.answer;
+        v["mac"] = json!({"documents": a.documents, "bank_entries": a.bank_entries,
+                          "timings": a.timings});
+        if let Some(span) = &a.span {
+            v["mac"]["span"] = json!(span);
+        }
         v
     }
 }
@@ -129,8 +133,7 @@ impl AppState {
     }
 
     fn completion(&self, req: &Request, answer: SourcedAnswer) -> Completion {
-        let tok = &self.runtime.lm.tokenizer;
-        let prompt = prompt_ids(tok, &question_prompt(&req.question)).map_or(0, |t| t.len());
+        let prompt = answer.prompt_tokens;
         let completion = answer.generated_tokens;
         Completion {
             id: req.id.clone(),

@@ -49,7 +49,7 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use mac_memory::MemoryBank;
-use mac_model::{AskOptions, MacRuntime, ModelError};
+use mac_model::{AskOptions, Memory, ModelError};
 
 pub use error::ApiError;
 pub use metrics::Metrics;
@@ -109,11 +109,11 @@ impl Server {
     /// Opens the bank in `bank_dir` (created when absent, unless read-only)
     /// and starts the workers.
     pub fn start(
-        runtime: MacRuntime,
+        memory: Box<dyn Memory>,
         bank_dir: &Path,
         opts: ServeOptions,
     ) -> Result<Self, ServeError> {
-        let runtime = Arc::new(runtime);
+        let runtime: Arc<dyn Memory> = Arc::from(memory);
         let metrics = Arc::new(Metrics::default());
         let mut workers = Vec::new();
         let (view, ingest) = if opts.read_only {

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use mac_memory::AppendOutcome;
-use mac_model::MacRuntime;
+use mac_model::Memory;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -26,8 +26,8 @@ use crate::workers::{AskJob, BankView, IngestJob};
 
 /// What every handler shares.
 pub struct AppState {
-    /// The loaded model (for token counts).
-    pub runtime: Arc<MacRuntime>,
+    /// The memory that answers.
+    pub runtime: Arc<dyn Memory>,
     /// The bank as readers see it.
     pub view: Arc<BankView>,
     /// Questions to the answerer.
@@ -98,6 +98,7 @@ async fn health(State(st): State<Shared>) -> Result<Json<Value>, ApiError> {
     let bank = st.view.current()?;
     Ok(Json(json!({
         "status": "ok",
+        "memory": st.runtime.name(),
         "bank_entries": bank.len(),
         "read_only": st.ingest.is_none(),
     })))
@@ -275,6 +276,7 @@ async fn bank_info(State(st): State<Shared>) -> Result<Json<Value>, ApiError> {
         "key_dim": shape.key_dim,
         "bytes": bank.size_bytes(),
         "producer": bank.producer(),
+        "memory": st.runtime.name(),
         "read_only": st.ingest.is_none(),
     })))
 }

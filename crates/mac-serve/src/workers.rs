@@ -10,7 +10,7 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, RwLock};
 
 use mac_memory::{AppendOutcome, MemoryBank};
-use mac_model::{AnswerGeneration, AskOptions, Ingested, MacRuntime, NewDocument, SourcedAnswer};
+use mac_model::{AnswerGeneration, AskOptions, Ingested, Memory, NewDocument, SourcedAnswer};
 use tokio::sync::oneshot;
 
 use crate::error::ApiError;
@@ -75,7 +75,7 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 /// takes the first waiting question and every other one already waiting (up
 /// to `max_batch`) and answers them as one batch.
 pub fn run_answerer(
-    rt: Arc<MacRuntime>,
+    rt: Arc<dyn Memory>,
     view: Arc<BankView>,
     opts: AskOptions,
     max_batch: usize,
@@ -133,7 +133,7 @@ const INGEST_ROUND_DOCS: usize = 32;
 /// is answered only after its documents are durable, and a snapshot of the
 /// bank is published for the readers after every round.
 pub fn run_ingester(
-    rt: Arc<MacRuntime>,
+    rt: Arc<dyn Memory>,
     mut bank: MemoryBank,
     view: Arc<BankView>,
     metrics: Arc<Metrics>,
@@ -152,7 +152,7 @@ pub fn run_ingester(
             }
         }
         let all: Vec<NewDocument> = round.iter().flat_map(|j| j.docs.iter().cloned()).collect();
-        let result = catch_unwind(AssertUnwindSafe(|| rt.ingest(&mut bank, &all, |_| {})))
+        let result = catch_unwind(AssertUnwindSafe(|| rt.ingest(&mut bank, &all, &mut |_| {})))
             .map_err(|p| ApiError::internal(format!("ingest failed: {}", panic_message(&*p))))
             .and_then(|r| r.map_err(ApiError::from));
         // Whatever was committed, readers see it.

@@ -8,7 +8,7 @@
 use std::error::Error;
 use std::path::PathBuf;
 
-use mac_model::{AskOptions, NewDocument};
+use mac_model::{AskOptions, Memory, NewDocument};
 use mac_train::{TrainConfig, Trainer};
 
 fn main() -> Result<(), Box<dyn Error>> {

@@ -36,7 +36,9 @@ pub fn models_fetched() -> bool {
 }
 
 /// `mac train --preset tiny --steps 3 --out RUN`: a checkpoint in seconds
-/// (it runs the real models; it does not answer well).
+/// (it runs the real models; it does not answer well). Not every test
+/// file trains the paper's path.
+#[allow(dead_code)]
 pub fn train_tiny(run: &Path) {
     ok(&mac(&[
         "train",

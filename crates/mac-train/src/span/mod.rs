@@ -31,7 +31,11 @@ use crate::run_dir::{sibling, swap_into_place, OPTIMIZER_FILE};
 use crate::trainer::{draw_initial_weights, SEEDED_INIT};
 
 mod choose;
+mod run;
 pub use choose::{choose_spans, choose_spans_chunked, QuestionSpan, BANK_CHUNK};
+pub use run::{
+    train_span_memory, RuleScore, SpanRunConfig, SpanRunReport, ValidationPoint, SPAN_RUN_FILE,
+};
 
 /// What span memory's selector is trained on, and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

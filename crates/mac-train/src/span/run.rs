@@ -1,0 +1,405 @@
+//! A span memory training run, as `mac train --preset span` runs it: the
+//! LM's states of a fact stream's training and validation documents read
+//! once, the selector trained on banks drawn from the training split, and
+//! everything the product then uses chosen on validation (never on test):
+//! the step and span rule with the best span exact match, then the frame
+//! the chosen span is put to the LM in, by the F1 of its answers. The
+//! choice is saved as a span checkpoint (`RUN/checkpoint`), the run's
+//! configuration and curve as `RUN/span-run.json`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::tensor::Device;
+use mac_aggregation::{SpanRule, SpanSelector};
+use mac_data::{f1_score, Dataset, FactStream, FactStreamConfig};
+use mac_lm::LoadedLm;
+use mac_model::{
+    AnswerFrame, AnswerGeneration, FrameExample, SpanCheckpoint, SpanCheckpointMeta, SpanRead,
+    SpanReader, SpanReading,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{choose_spans, SpanFeatures, SpanTrainConfig, SpanTrainer};
+
+/// The run's record beside its checkpoint.
+pub const SPAN_RUN_FILE: &str = "span-run.json";
+
+/// What a span memory run reads, trains and chooses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpanRunConfig {
+    /// The preset it started from.
+    pub preset: String,
+    /// The selector and its training.
+    pub selector: SpanTrainConfig,
+    /// The document's first tokens kept beside the span (an attention sink).
+    pub sink_tokens: usize,
+    /// The fact stream trained and validated on.
+    pub stream: FactStreamConfig,
+    /// Training documents read (at most the stream's).
+    pub train_documents: usize,
+    /// Validation documents: the bank the choices are made over.
+    pub validation_documents: usize,
+    /// Steps between validations (the steps that can be chosen).
+    pub validate_every: usize,
+    /// Validation questions answered per frame to choose the frame.
+    pub frame_questions: usize,
+    /// The LM (the fetched SmolLM2 when absent).
+    #[serde(default)]
+    pub lm: Option<PathBuf>,
+}
+
+impl SpanRunConfig {
+    /// `span` (the documented run: 2,000 training documents of the `open`
+    /// stream, 1,000 steps) or `span-tiny` (a few minutes' run for tests
+    /// and a first look; it does not answer well).
+    pub fn preset(name: &str) -> Result<Self, String> {
+        let span = Self {
+            preset: name.into(),
+            selector: SpanTrainConfig::default(),
+            sink_tokens: 4,
+            stream: FactStreamConfig::open(),
+            train_documents: 2000,
+            validation_documents: 64,
+            validate_every: 100,
+            frame_questions: 96,
+            lm: None,
+        };
+        match name {
+            "span" => Ok(span),
+            "span-tiny" => Ok(Self {
+                selector: SpanTrainConfig {
+                    layer: 4,
+                    d_key: 16,
+                    bank_documents: 8,
+                    questions: 8,
+                    steps: 20,
+                    ..SpanTrainConfig::default()
+                },
+                stream: FactStreamConfig {
+                    n_train: 32,
+                    n_validation: 8,
+                    n_test: 16,
+                    ..FactStreamConfig::open()
+                },
+                train_documents: 32,
+                validation_documents: 8,
+                validate_every: 10,
+                frame_questions: 8,
+                ..span
+            }),
+            other => Err(format!("unknown span preset `{other}`: span or span-tiny")),
+        }
+    }
+
+    /// The LM the run reads.
+    pub fn lm_path(&self) -> PathBuf {
+        self.lm.clone().unwrap_or_else(mac_assets::default_lm_path)
+    }
+
+    /// How documents are read into states.
+    pub fn reader(&self) -> SpanReader {
+        SpanReader {
+            layer: self.selector.layer,
+            sink_tokens: self.sink_tokens,
+        }
+    }
+}
+
+/// Span choice on the validation bank under one rule.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct RuleScore {
+    /// Share of questions whose chosen span is exactly the gold one.
+    pub span_exact: f64,
+    /// Share of questions whose span lies in their own document.
+    pub top1: f64,
+}
+
+/// One validation during training.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ValidationPoint {
+    /// Steps done.
+    pub step: usize,
+    /// Mean training loss since the previous point.
+    pub loss: f64,
+    /// Mean share of training starts right since the previous point.
+    pub train_start_accuracy: f64,
+    /// The joint rule's choice.
+    pub joint: RuleScore,
+    /// The document-first rule's choice.
+    pub document_first: RuleScore,
+}
+
+/// What a run measured and chose.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpanRunReport {
+    /// Its configuration.
+    pub config: SpanRunConfig,
+    /// Validation every `validate_every` steps.
+    pub curve: Vec<ValidationPoint>,
+    /// The step whose selector was kept.
+    pub chosen_step: usize,
+    /// The span rule kept.
+    pub rule: SpanRule,
+    /// Validation F1 of each frame, in the order tried; the best was kept.
+    pub frames: Vec<(String, f64)>,
+    /// The frame kept.
+    pub frame: String,
+    /// Seconds reading the documents' states, training, choosing the frame.
+    pub seconds: [f64; 3],
+    /// The checkpoint written.
+    pub checkpoint: PathBuf,
+}
+
+/// Trains, chooses on validation and saves a span memory run in `out`;
+/// `log` gets a line at each validation.
+pub fn train_span_memory(
+    config: &SpanRunConfig,
+    out: &Path,
+    device: &Device,
+    log: &mut dyn FnMut(&str),
+) -> Result<SpanRunReport> {
+    anyhow::ensure!(
+        config.validate_every >= 1,
+        "validate_every must be at least 1"
+    );
+    let lm_path = config.lm_path();
+    let lm = LoadedLm::load(&lm_path, device)
+        .with_context(|| format!("{}: cannot load the LM", lm_path.display()))?;
+    let reader = config.reader();
+    let stream = FactStream::generate(&config.stream);
+    let t0 = Instant::now();
+    let train = SpanFeatures::read(&lm, &reader, &stream.train, config.train_documents, 16)?;
+    let validation = SpanFeatures::read(
+        &lm,
+        &reader,
+        &stream.validation,
+        config.validation_documents,
+        16,
+    )?;
+    let read = t0.elapsed().as_secs_f64();
+    log(&format!(
+        "read {} training and {} validation documents in {read:.0} s",
+        train.documents.len(),
+        validation.documents.len()
+    ));
+    let t1 = Instant::now();
+    let (curve, chosen) = train_and_validate(config, &train, &validation, device, log)?;
+    let trained = t1.elapsed().as_secs_f64();
+    let t2 = Instant::now();
+    let frames = candidate_frames(&stream.train);
+    let mut scores = Vec::new();
+    for (name, frame) in &frames {
+        let f1 = frame_f1(&lm, &reader, &chosen, frame, &validation, config, device)?;
+        log(&format!("validation F1 in the {name} frame: {f1:.3}"));
+        scores.push((name.to_string(), f1));
+    }
+    let best = (0..frames.len())
+        .max_by(|&a, &b| scores[a].1.total_cmp(&scores[b].1))
+        .unwrap_or(0);
+    let reading = SpanReading {
+        reader,
+        rule: chosen.rule,
+        frame: frames[best].1.clone(),
+    };
+    let meta = SpanCheckpointMeta::new(&chosen.config, reading, lm_path);
+    let checkpoint = out.join("checkpoint");
+    SpanCheckpoint::save(&checkpoint, &chosen.selector, &meta)?;
+    let report = SpanRunReport {
+        config: config.clone(),
+        curve,
+        chosen_step: chosen.step,
+        rule: chosen.rule,
+        frame: frames[best].0.to_string(),
+        frames: scores,
+        seconds: [read, trained, t2.elapsed().as_secs_f64()],
+        checkpoint,
+    };
+    let path = out.join(SPAN_RUN_FILE);
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("{}: cannot write", path.display()))?;
+    Ok(report)
+}
+
+/// The selector a run keeps, and how it reads.
+struct Chosen {
+    score: f64,
+    step: usize,
+    rule: SpanRule,
+    selector: SpanSelector,
+    config: mac_aggregation::SpanSelectorConfig,
+}
+
+/// Trains `config.selector.steps` steps, validating every
+/// `validate_every`: the curve and the best (step, rule, selector) by span
+/// exact match (document top-1 breaks ties).
+fn train_and_validate(
+    config: &SpanRunConfig,
+    train: &SpanFeatures,
+    validation: &SpanFeatures,
+    device: &Device,
+    log: &mut dyn FnMut(&str),
+) -> Result<(Vec<ValidationPoint>, Chosen)> {
+    let mut trainer = SpanTrainer::new(config.selector.clone(), train, device)?;
+    let mut chosen: Option<Chosen> = None;
+    let mut curve = Vec::new();
+    let (mut loss, mut accuracy, mut since) = (0.0, 0.0, 0usize);
+    let steps = config.selector.steps;
+    for step in 1..=steps {
+        let s = trainer.step(train)?;
+        (loss, accuracy, since) = (loss + s.loss, accuracy + s.start_accuracy, since + 1);
+        if step % config.validate_every != 0 && step != steps {
+            continue;
+        }
+        let selector = trainer.selector();
+        let [joint, document_first] = [SpanRule::Joint, SpanRule::DocumentFirst]
+            .map(|rule| validate(&selector, validation, rule, device));
+        let (joint, document_first) = (joint?, document_first?);
+        for (rule, score) in [
+            (SpanRule::Joint, joint),
+            (SpanRule::DocumentFirst, document_first),
+        ] {
+            let value = score.span_exact + 1e-3 * score.top1;
+            if chosen.as_ref().is_none_or(|c| value > c.score) {
+                chosen = Some(Chosen {
+                    score: value,
+                    step,
+                    rule,
+                    selector: selector.clone(),
+                    config: trainer.selector_config(),
+                });
+            }
+        }
+        let n = since.max(1) as f64;
+        let point = ValidationPoint {
+            step,
+            loss: loss / n,
+            train_start_accuracy: accuracy / n,
+            joint,
+            document_first,
+        };
+        log(&format!(
+            "step {step}: loss {:.3}; validation span exact {:.3} (joint) {:.3} (document first), top-1 {:.3} / {:.3}",
+            point.loss, joint.span_exact, document_first.span_exact, joint.top1, document_first.top1
+        ));
+        curve.push(point);
+        (loss, accuracy, since) = (0.0, 0.0, 0);
+    }
+    let chosen = chosen.context("no step was trained")?;
+    Ok((curve, chosen))
+}
+
+/// The validation questions whose answer lies in their document.
+fn answerable(features: &SpanFeatures) -> Vec<usize> {
+    (0..features.questions.len())
+        .filter(|&q| features.questions[q].span.is_some())
+        .collect()
+}
+
+/// How `selector` chooses under `rule` over the whole validation bank.
+fn validate(
+    selector: &SpanSelector,
+    validation: &SpanFeatures,
+    rule: SpanRule,
+    device: &Device,
+) -> Result<RuleScore> {
+    let bank: Vec<usize> = (0..validation.documents.len()).collect();
+    let questions = answerable(validation);
+    let chosen = choose_spans(
+        selector, validation, &bank, validation, &questions, None, rule, device,
+    )?;
+    let n = questions.len().max(1) as f64;
+    let (mut exact, mut top1) = (0.0, 0.0);
+    for (c, &q) in chosen.iter().zip(&questions) {
+        let gold = &validation.questions[q];
+        if c.span.document == gold.document {
+            top1 += 1.0;
+            if Some((c.span.start, c.span.end)) == gold.span {
+                exact += 1.0;
+            }
+        }
+    }
+    Ok(RuleScore {
+        span_exact: exact / n,
+        top1: top1 / n,
+    })
+}
+
+/// The frames tried: plain, the chat template, and the chat template with
+/// three worked examples (the first questions of training documents).
+fn candidate_frames(train: &Dataset) -> Vec<(&'static str, AnswerFrame)> {
+    let examples = train
+        .documents
+        .iter()
+        .filter_map(|d| {
+            let qa = d.qas.first()?;
+            Some(FrameExample {
+                document: d.text.clone(),
+                question: qa.question.clone(),
+                answer: qa.answers.first()?.clone(),
+            })
+        })
+        .take(3)
+        .collect();
+    vec![
+        ("plain", AnswerFrame::Plain),
+        (
+            "chat",
+            AnswerFrame::Chat {
+                examples: Vec::new(),
+            },
+        ),
+        ("chat, 3-shot", AnswerFrame::Chat { examples }),
+    ]
+}
+
+/// Mean F1 of the first `frame_questions` validation questions answered
+/// from the chosen selector's spans, read in `frame`.
+fn frame_f1(
+    lm: &LoadedLm,
+    reader: &SpanReader,
+    chosen: &Chosen,
+    frame: &AnswerFrame,
+    validation: &SpanFeatures,
+    config: &SpanRunConfig,
+    device: &Device,
+) -> Result<f64> {
+    let chat = frame.chat_frame(lm)?;
+    let bank: Vec<usize> = (0..validation.documents.len()).collect();
+    let questions: Vec<usize> = (0..validation.questions.len())
+        .take(config.frame_questions)
+        .collect();
+    let spans = choose_spans(
+        &chosen.selector,
+        validation,
+        &bank,
+        validation,
+        &questions,
+        None,
+        chosen.rule,
+        device,
+    )?;
+    let mut total = 0.0;
+    for (qs, spans) in questions.chunks(16).zip(spans.chunks(16)) {
+        let reads: Vec<SpanRead<'_>> = spans
+            .iter()
+            .map(|s| SpanRead {
+                document: &validation.documents[s.span.document],
+                start: s.span.start,
+                end: s.span.end,
+            })
+            .collect();
+        let texts: Vec<&str> = qs
+            .iter()
+            .map(|&q| validation.questions[q].text.as_str())
+            .collect();
+        let generation = vec![AnswerGeneration::default(); texts.len()];
+        let answers = reader.answer_in(lm, chat.as_ref(), &reads, &texts, &generation)?;
+        for (a, &q) in answers.iter().zip(qs) {
+            total += f1_score(&a.text, &validation.questions[q].answers);
+        }
+    }
+    Ok(total / questions.len().max(1) as f64)
+}
