@@ -20,6 +20,7 @@ use crate::memory::{peak_rss_mb, reset_peak_rss};
 use crate::methods::{
     bar, mac_rag_answers, rag_prompt, retrieve, score, write_predictions, Question,
 };
+use crate::online::retention_points;
 use crate::report::method_table;
 use crate::{evaluate, EvalOptions, MethodResult, Prediction, RetentionPoint};
 
@@ -173,20 +174,8 @@ pub fn compare(
     let n_docs = base.n_documents;
     let docs = &test.documents[..n_docs];
     let qs = questions_of(docs);
-    let first = ((n_docs as f64 * opts.eval.retention_first).ceil() as usize).clamp(1, n_docs);
+    let (first, mut checkpoints) = retention_points(n_docs, &opts.eval);
     let retention_qs: Vec<Question<'_>> = qs.iter().copied().filter(|(d, _)| *d < first).collect();
-    let mut checkpoints: Vec<(f64, usize)> = opts
-        .eval
-        .retention_points
-        .iter()
-        .map(|&f| {
-            (
-                f,
-                ((n_docs as f64 * f).ceil() as usize).clamp(first, n_docs),
-            )
-        })
-        .collect();
-    checkpoints.dedup_by_key(|c| c.1);
     if checkpoints.last().is_none_or(|c| c.1 != n_docs) {
         checkpoints.push((1.0, n_docs));
     }

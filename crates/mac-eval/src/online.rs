@@ -364,6 +364,25 @@ pub fn evaluate(
     })
 }
 
+/// Of a stream of `n_docs` documents: how many lead it (their questions
+/// measure retention), and the (fraction, documents ingested) points at
+/// which they are asked, each point after the leading documents.
+pub(crate) fn retention_points(n_docs: usize, opts: &EvalOptions) -> (usize, Vec<(f64, usize)>) {
+    let first = ((n_docs as f64 * opts.retention_first).ceil() as usize).clamp(1, n_docs);
+    let mut points: Vec<(f64, usize)> = opts
+        .retention_points
+        .iter()
+        .map(|&f| {
+            (
+                f,
+                ((n_docs as f64 * f).ceil() as usize).clamp(first, n_docs),
+            )
+        })
+        .collect();
+    points.dedup_by_key(|c| c.1);
+    (first, points)
+}
+
 /// A memory's rows are named by it: `mac` (the paper's path), `span_memory`.
 pub fn method_key(memory: &dyn Memory) -> String {
     memory.name().replace(' ', "_")
@@ -383,8 +402,7 @@ struct Run<'a> {
 impl Run<'_> {
     /// The questions of the first `retention_first` share of the stream.
     fn first_questions(&self) -> (usize, Vec<Question<'_>>) {
-        let n = self.docs.len();
-        let first = ((n as f64 * self.opts.retention_first).ceil() as usize).clamp(1, n);
+        let first = retention_points(self.docs.len(), self.opts).0;
         let qs = self
             .questions
             .iter()
@@ -399,18 +417,8 @@ impl Run<'_> {
     /// adaptation time per document.
     fn stream_in(&mut self, dir: &Path) -> Result<(MemoryBank, Vec<RetentionPoint>, f64)> {
         let (opts, n_docs) = (self.opts, self.docs.len());
-        let (first_docs, retention_qs) = self.first_questions();
-        let mut checkpoints: Vec<(f64, usize)> = opts
-            .retention_points
-            .iter()
-            .map(|&f| {
-                (
-                    f,
-                    ((n_docs as f64 * f).ceil() as usize).clamp(first_docs, n_docs),
-                )
-            })
-            .collect();
-        checkpoints.dedup_by_key(|c| c.1);
+        let (_, retention_qs) = self.first_questions();
+        let checkpoints = retention_points(n_docs, opts).1;
         clear_eval_bank(dir, EVAL_BANK)?;
         let mut bank = MemoryBank::create(dir, self.memory.bank_shape(), EVAL_BANK)?;
         let mut retention = Vec::new();

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::api::Common;
 use crate::error::ApiError;
-use crate::routes::AppState;
+use crate::state::AppState;
 use crate::workers::AskJob;
 
 type Reply = oneshot::Receiver<Result<SourcedAnswer, ApiError>>;

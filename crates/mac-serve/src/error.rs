@@ -1,7 +1,6 @@
 //! Errors as the OpenAI API writes them: a status and
 //! `{"error": {"message", "type", "code", "param"}}`.
 
-use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -124,22 +123,6 @@ impl From<ModelError> for ApiError {
         match e {
             ModelError::Input(m) => Self::bad_request(m),
             other => Self::internal(other.to_string()),
-        }
-    }
-}
-
-impl From<BytesRejection> for ApiError {
-    fn from(r: BytesRejection) -> Self {
-        let status = r.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            Self::too_large(format!(
-                "the request body is over {} bytes",
-                crate::api::MAX_BODY_BYTES
-            ))
-        } else if status.is_client_error() {
-            Self::bad_request(format!("cannot read the request body: {}", r.body_text()))
-        } else {
-            Self::internal(format!("cannot read the request body: {}", r.body_text()))
         }
     }
 }

@@ -38,6 +38,7 @@ mod completion;
 mod error;
 mod metrics;
 mod routes;
+mod state;
 pub mod workers;
 
 use std::future::Future;
@@ -53,7 +54,7 @@ use mac_model::{AskOptions, Memory, ModelError};
 
 pub use error::ApiError;
 pub use metrics::Metrics;
-use routes::AppState;
+use state::AppState;
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -113,12 +114,12 @@ impl Server {
         bank_dir: &Path,
         opts: ServeOptions,
     ) -> Result<Self, ServeError> {
-        let runtime: Arc<dyn Memory> = Arc::from(memory);
+        let memory: Arc<dyn Memory> = Arc::from(memory);
         let metrics = Arc::new(Metrics::default());
         let mut workers = Vec::new();
         let (view, ingest) = if opts.read_only {
             let bank = MemoryBank::open_read_only(bank_dir).map_err(ModelError::from)?;
-            bank.check_modulation_shape(runtime.bank_shape())
+            bank.check_modulation_shape(memory.bank_shape())
                 .map_err(ModelError::from)?;
             metrics.bank_entries(bank.len() as u64);
             (
@@ -126,19 +127,19 @@ impl Server {
                 None,
             )
         } else {
-            let bank = runtime.open_bank_writer(bank_dir)?;
+            let bank = memory.open_bank_writer(bank_dir)?;
             metrics.bank_entries(bank.len() as u64);
             let reader = bank.reader().map_err(ModelError::from)?;
             let view = Arc::new(workers::BankView::Published(RwLock::new(Arc::new(reader))));
             let (tx, rx) = mpsc::channel();
-            let (rt, v, m) = (runtime.clone(), view.clone(), metrics.clone());
+            let (rt, v, m) = (memory.clone(), view.clone(), metrics.clone());
             workers.push(spawn("mac-ingest", move || {
                 workers::run_ingester(rt, bank, v, m, rx)
             })?);
             (view, Some(tx))
         };
         let (ask, rx) = mpsc::channel();
-        let (rt, v, m) = (runtime.clone(), view.clone(), metrics.clone());
+        let (rt, v, m) = (memory.clone(), view.clone(), metrics.clone());
         let (ask_opts, max_batch) = (opts.ask, opts.max_batch);
         workers.push(spawn("mac-answer", move || {
             workers::run_answerer(rt, v, ask_opts, max_batch, m, rx)
@@ -147,7 +148,7 @@ impl Server {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let state = Arc::new(AppState {
-            runtime,
+            memory,
             view,
             ask,
             ingest,

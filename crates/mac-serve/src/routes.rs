@@ -1,7 +1,5 @@
 //! The HTTP routes and their responses.
 
-use std::sync::atomic::AtomicU64;
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,38 +12,31 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use mac_memory::AppendOutcome;
-use mac_model::Memory;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use crate::api::{self, ChatRequest, CompletionRequest, MAX_BODY_BYTES};
 use crate::completion::StreamFormat;
 use crate::error::ApiError;
-use crate::metrics::Metrics;
-use crate::workers::{AskJob, BankView, IngestJob};
-
-/// What every handler shares.
-pub struct AppState {
-    /// The memory that answers.
-    pub runtime: Arc<dyn Memory>,
-    /// The bank as readers see it.
-    pub view: Arc<BankView>,
-    /// Questions to the answerer.
-    pub ask: Sender<AskJob>,
-    /// Documents to the ingester; `None` on a read-only server.
-    pub ingest: Option<Sender<IngestJob>>,
-    /// Counters for `/metrics`.
-    pub metrics: Arc<Metrics>,
-    /// The model id clients name.
-    pub model_name: String,
-    /// When the server started (Unix seconds).
-    pub created: u64,
-    /// Numbers the response ids.
-    pub next_id: AtomicU64,
-}
+use crate::state::AppState;
+use crate::workers::IngestJob;
 
 type Shared = Arc<AppState>;
 type Body = Result<Bytes, BytesRejection>;
+
+/// A body that could not be read: 413 over the limit, else 400 (or 500).
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> Self {
+        let status = r.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::too_large(format!("the request body is over {} bytes", MAX_BODY_BYTES))
+        } else if status.is_client_error() {
+            Self::bad_request(format!("cannot read the request body: {}", r.body_text()))
+        } else {
+            Self::internal(format!("cannot read the request body: {}", r.body_text()))
+        }
+    }
+}
 
 /// The router of every route, with the body limit and request metrics.
 pub fn router(state: Shared) -> Router {
@@ -98,7 +89,7 @@ async fn health(State(st): State<Shared>) -> Result<Json<Value>, ApiError> {
     let bank = st.view.current()?;
     Ok(Json(json!({
         "status": "ok",
-        "memory": st.runtime.name(),
+        "memory": st.memory.name(),
         "bank_entries": bank.len(),
         "read_only": st.ingest.is_none(),
     })))
@@ -276,7 +267,7 @@ async fn bank_info(State(st): State<Shared>) -> Result<Json<Value>, ApiError> {
         "key_dim": shape.key_dim,
         "bytes": bank.size_bytes(),
         "producer": bank.producer(),
-        "memory": st.runtime.name(),
+        "memory": st.memory.name(),
         "read_only": st.ingest.is_none(),
     })))
 }
