@@ -73,7 +73,7 @@ fn main() {
         };
         mac_eval::reset_peak_rss();
         let t0 = Instant::now();
-        let memory = mac_model::BankMemory {
+        let memory = mac_runtime::BankMemory {
             bank: &bank,
             device: &device,
         };

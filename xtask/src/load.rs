@@ -171,63 +171,20 @@ pub(crate) fn serve_load(args: LoadArgs) -> Result<()> {
     let acknowledged = Arc::new(Mutex::new(Vec::<(u64, String)>::new()));
     let mut threads = Vec::new();
     for a in 0..args.askers {
-        let (stop, asks, url) = (stop.clone(), asks.clone(), chat_url.clone());
+        let (stop, asks, url, askers) = (stop.clone(), asks.clone(), chat_url.clone(), args.askers);
         threads.push(std::thread::spawn(move || {
-            let mut k = a;
-            while !stop.load(Ordering::Relaxed) {
-                let q = format!("Where was Person seed-{} born?", k % SEED_DOCUMENTS);
-                let t0 = Instant::now();
-                let r = post(
-                    &url,
-                    &json!({"model": "mac", "messages": [{"role": "user", "content": q}]}),
-                );
-                let ms = t0.elapsed().as_secs_f64() * 1e3;
-                let mut s = asks.lock().unwrap();
-                match r {
-                    Ok(v) if v["choices"][0]["message"]["content"].is_string() => s.ok_ms.push(ms),
-                    Ok(v) => s.errors.push(format!("no answer in {v}")),
-                    Err(e) => s.errors.push(e),
-                }
-                k += args.askers;
-            }
+            ask_until(&stop, &asks, &url, a, askers)
         }));
     }
     {
-        let (stop, ingests, acknowledged, url) = (
+        let (stop, ingests, acked, url) = (
             stop.clone(),
             ingests.clone(),
             acknowledged.clone(),
             docs_url.clone(),
         );
         threads.push(std::thread::spawn(move || {
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let texts: Vec<String> = (i..i + 2).map(|j| fact("live", j)).collect();
-                i += 2;
-                let body = Value::from(
-                    texts
-                        .iter()
-                        .map(|t| json!({"text": t, "source": "load"}))
-                        .collect::<Vec<_>>(),
-                );
-                let t0 = Instant::now();
-                let r = post(&url, &body);
-                let ms = t0.elapsed().as_secs_f64() * 1e3;
-                let mut s = ingests.lock().unwrap();
-                match r {
-                    Ok(v) => {
-                        s.ok_ms.push(ms);
-                        let mut acked = acknowledged.lock().unwrap();
-                        for (d, t) in v["documents"].as_array().into_iter().flatten().zip(&texts) {
-                            match (d["status"].as_str(), d["id"].as_u64()) {
-                                (Some("stored"), Some(id)) => acked.push((id, t.clone())),
-                                _ => s.errors.push(format!("unexpected outcome {d}")),
-                            }
-                        }
-                    }
-                    Err(e) => s.errors.push(e),
-                }
-            }
+            ingest_until(&stop, &ingests, &acked, &url)
         }));
     }
     let t0 = Instant::now();
@@ -238,29 +195,7 @@ pub(crate) fn serve_load(args: LoadArgs) -> Result<()> {
             .map_err(|_| anyhow::anyhow!("a client thread panicked"))?;
     }
     let seconds = t0.elapsed().as_secs_f64();
-    let metrics = ureq::get(&format!("{}/metrics", server.url))
-        .call()?
-        .into_string()?;
-    let metric = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(f64::NAN)
-    };
-    let (questions, batches) = (
-        metric("mac_questions_answered_total "),
-        metric("mac_answer_batches_total "),
-    );
-    let pid = server.child.id().to_string();
-    ensure!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()?
-            .success(),
-        "kill -TERM failed"
-    );
-    let exit = server.child.wait()?;
-    ensure!(exit.success(), "mac serve exited with {exit} after SIGTERM");
+    let (questions, batches) = stop_server(&mut server)?;
 
     let stored = verified_bank(&mac, &bank)?;
     let acked = acknowledged.lock().unwrap().clone();
@@ -298,4 +233,93 @@ pub(crate) fn serve_load(args: LoadArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Asker `a` of `askers`: chat completions about the seed documents until
+/// `stop`, each timed or its error kept.
+fn ask_until(stop: &AtomicBool, asks: &Mutex<Samples>, url: &str, a: usize, askers: usize) {
+    let mut k = a;
+    while !stop.load(Ordering::Relaxed) {
+        let q = format!("Where was Person seed-{} born?", k % SEED_DOCUMENTS);
+        let t0 = Instant::now();
+        let r = post(
+            url,
+            &json!({"model": "mac", "messages": [{"role": "user", "content": q}]}),
+        );
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        let mut s = asks.lock().unwrap();
+        match r {
+            Ok(v) if v["choices"][0]["message"]["content"].is_string() => s.ok_ms.push(ms),
+            Ok(v) => s.errors.push(format!("no answer in {v}")),
+            Err(e) => s.errors.push(e),
+        }
+        k += askers;
+    }
+}
+
+/// The ingester: two new documents a request until `stop`, each request
+/// timed and each acknowledged document kept with its id.
+fn ingest_until(
+    stop: &AtomicBool,
+    ingests: &Mutex<Samples>,
+    acknowledged: &Mutex<Vec<(u64, String)>>,
+    url: &str,
+) {
+    let mut i = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let texts: Vec<String> = (i..i + 2).map(|j| fact("live", j)).collect();
+        i += 2;
+        let body = Value::from(
+            texts
+                .iter()
+                .map(|t| json!({"text": t, "source": "load"}))
+                .collect::<Vec<_>>(),
+        );
+        let t0 = Instant::now();
+        let r = post(url, &body);
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        let mut s = ingests.lock().unwrap();
+        match r {
+            Ok(v) => {
+                s.ok_ms.push(ms);
+                let mut acked = acknowledged.lock().unwrap();
+                for (d, t) in v["documents"].as_array().into_iter().flatten().zip(&texts) {
+                    match (d["status"].as_str(), d["id"].as_u64()) {
+                        (Some("stored"), Some(id)) => acked.push((id, t.clone())),
+                        _ => s.errors.push(format!("unexpected outcome {d}")),
+                    }
+                }
+            }
+            Err(e) => s.errors.push(e),
+        }
+    }
+}
+
+/// Reads the server's answer counters, then stops it with SIGTERM (it
+/// must exit 0): (questions answered, answer batches).
+fn stop_server(server: &mut Server) -> Result<(f64, f64)> {
+    let metrics = ureq::get(&format!("{}/metrics", server.url))
+        .call()?
+        .into_string()?;
+    let metric = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(f64::NAN)
+    };
+    let counts = (
+        metric("mac_questions_answered_total "),
+        metric("mac_answer_batches_total "),
+    );
+    let pid = server.child.id().to_string();
+    ensure!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()?
+            .success(),
+        "kill -TERM failed"
+    );
+    let exit = server.child.wait()?;
+    ensure!(exit.success(), "mac serve exited with {exit} after SIGTERM");
+    Ok(counts)
 }

@@ -6,7 +6,7 @@
 //! ingest that exited 0 acknowledged its documents), and no reader may have
 //! failed. Fails otherwise.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,8 +52,12 @@ pub(crate) fn soak(seconds: u64, readers: usize, seed: Option<u64>) -> Result<()
     run::build_mac()?;
     let mac = target_dir().join("debug/mac");
     let work = tempfile::tempdir()?;
-    let checkpoint = tiny_checkpoint(&mac, work.path())?;
-    let bank = work.path().join("bank");
+    let setup = Setup {
+        checkpoint: tiny_checkpoint(&mac, work.path())?,
+        bank: work.path().join("bank"),
+        work: work.path().to_path_buf(),
+        mac,
+    };
     let seed = seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -62,131 +66,34 @@ pub(crate) fn soak(seconds: u64, readers: usize, seed: Option<u64>) -> Result<()
     });
     println!("soak: seed {seed}, {seconds} s, {readers} readers");
     let mut rng = Rng(seed);
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let committed = Arc::new(AtomicBool::new(false));
-    let reader_runs = Arc::new(Mutex::new((0usize, 0usize)));
-    let reader_errors = Arc::new(Mutex::new(Vec::<String>::new()));
-    let mut threads = Vec::new();
-    for r in 0..readers {
-        let (stop, committed, runs, errors) = (
-            stop.clone(),
-            committed.clone(),
-            reader_runs.clone(),
-            reader_errors.clone(),
-        );
-        let (mac, bank, checkpoint) = (mac.clone(), bank.clone(), checkpoint.clone());
-        threads.push(std::thread::spawn(move || {
-            let mut k = r;
-            while !stop.load(Ordering::Relaxed) {
-                if !committed.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(50));
-                    continue;
-                }
-                let ask = k % 4 == 3;
-                let mut cmd = Command::new(&mac);
-                cmd.args(["--device", "flex"]);
-                if ask {
-                    cmd.arg("ask")
-                        .arg("--bank")
-                        .arg(&bank)
-                        .arg("--checkpoint")
-                        .arg(&checkpoint);
-                    cmd.args(["Where was Soak entity 0-1 born?", "--json"]);
-                } else {
-                    cmd.args(["bank", "verify", "--json", "--bank"]).arg(&bank);
-                }
-                match cmd.output() {
-                    Ok(out) if out.status.success() => {
-                        let mut runs = runs.lock().unwrap();
-                        if ask {
-                            runs.1 += 1;
-                        } else {
-                            runs.0 += 1;
-                        }
-                    }
-                    Ok(out) => errors.lock().unwrap().push(format!(
-                        "{}: {}",
-                        if ask { "ask" } else { "verify" },
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    )),
-                    Err(e) => errors.lock().unwrap().push(e.to_string()),
-                }
-                k += 1;
-            }
-        }));
-    }
-
+    let readers = Readers::start(readers, &setup);
     let t0 = Instant::now();
     let (mut rounds, mut kills, mut kills_mid_ingest) = (0usize, 0usize, 0usize);
     let mut acknowledged: Vec<String> = Vec::new();
     let mut writer_errors = Vec::new();
     while t0.elapsed() < Duration::from_secs(seconds) {
-        let texts: Vec<String> = (0..ROUND_DOCS).map(|i| round_text(rounds, i)).collect();
-        let file = work.path().join(format!("round-{rounds}.jsonl"));
-        let lines: Vec<String> = texts
-            .iter()
-            .map(|t| json!({"document": t}).to_string())
-            .collect();
-        std::fs::write(&file, lines.join("\n"))?;
-        let before = bank_len(&bank);
-        let mut child = Command::new(&mac)
-            .args(["--device", "flex", "ingest", "--json", "--bank"])
-            .arg(&bank)
-            .arg("--checkpoint")
-            .arg(&checkpoint)
-            .arg(&file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting mac ingest")?;
         // Every other round is killed somewhere between start-up and the end of its ingest.
         let kill_at = (rounds % 2 == 1).then(|| rng.millis(500, 9000));
-        let started = Instant::now();
-        let status = loop {
-            if let Some(st) = child.try_wait()? {
-                break Some(st);
-            }
-            if kill_at.is_some_and(|at| started.elapsed() >= at) {
-                child.kill()?; // SIGKILL
-                child.wait()?;
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        match status {
-            Some(st) if st.success() => {
+        let (end, texts) = writer_round(&setup, rounds, kill_at)?;
+        match end {
+            RoundEnd::Acknowledged => {
                 acknowledged.extend(texts);
-                committed.store(true, Ordering::Relaxed);
+                readers.committed.store(true, Ordering::Relaxed);
             }
-            Some(st) => {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    use std::io::Read;
-                    let _ = e.read_to_string(&mut err);
-                }
-                writer_errors.push(format!("round {rounds}: {st}: {}", err.trim()));
-            }
-            None => {
+            RoundEnd::Failed(e) => writer_errors.push(format!("round {rounds}: {e}")),
+            RoundEnd::Killed { mid_ingest, stored } => {
                 kills += 1;
-                let after = bank_len(&bank);
-                if after > before && after < before + ROUND_DOCS {
-                    kills_mid_ingest += 1;
-                }
-                if after > 0 {
-                    committed.store(true, Ordering::Relaxed);
+                kills_mid_ingest += usize::from(mid_ingest);
+                if stored {
+                    readers.committed.store(true, Ordering::Relaxed);
                 }
             }
         }
         rounds += 1;
     }
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join()
-            .map_err(|_| anyhow::anyhow!("a reader thread panicked"))?;
-    }
+    let ((verifies, asks), reader_errors) = readers.finish()?;
 
-    let stored = verified_bank(&mac, &bank)?;
+    let stored = verified_bank(&setup.mac, &setup.bank)?;
     let mut texts = std::collections::HashMap::<String, usize>::new();
     for i in 0..stored.len() {
         *texts.entry(stored.read(i)?.text).or_default() += 1;
@@ -195,8 +102,6 @@ pub(crate) fn soak(seconds: u64, readers: usize, seed: Option<u64>) -> Result<()
         .iter()
         .filter(|t| texts.get(*t) != Some(&1))
         .count();
-    let (verifies, asks) = *reader_runs.lock().unwrap();
-    let reader_errors = reader_errors.lock().unwrap().clone();
     let report = json!({
         "seed": seed,
         "seconds": (t0.elapsed().as_secs_f64() * 10.0).round() / 10.0,
@@ -226,4 +131,158 @@ pub(crate) fn soak(seconds: u64, readers: usize, seed: Option<u64>) -> Result<()
         );
     }
     Ok(())
+}
+
+/// The binary, the checkpoint, the bank and the scratch directory.
+#[derive(Clone)]
+struct Setup {
+    mac: PathBuf,
+    checkpoint: PathBuf,
+    bank: PathBuf,
+    work: PathBuf,
+}
+
+/// How a writer round ended.
+enum RoundEnd {
+    /// `mac ingest` exited 0: its documents are acknowledged.
+    Acknowledged,
+    /// It failed on its own (an error: the soak fails).
+    Failed(String),
+    /// It was SIGKILLed; some but not all of its documents were stored
+    /// (`mid_ingest`); the bank holds anything (`stored`).
+    Killed { mid_ingest: bool, stored: bool },
+}
+
+/// One round: `mac ingest` of [`ROUND_DOCS`] new documents, SIGKILLed
+/// `kill_at` after it starts; how it ended and the texts it was given.
+fn writer_round(
+    setup: &Setup,
+    round: usize,
+    kill_at: Option<Duration>,
+) -> Result<(RoundEnd, Vec<String>)> {
+    let texts: Vec<String> = (0..ROUND_DOCS).map(|i| round_text(round, i)).collect();
+    let file = setup.work.join(format!("round-{round}.jsonl"));
+    let lines: Vec<String> = texts
+        .iter()
+        .map(|t| json!({"document": t}).to_string())
+        .collect();
+    std::fs::write(&file, lines.join("\n"))?;
+    let before = bank_len(&setup.bank);
+    let mut child = Command::new(&setup.mac)
+        .args(["--device", "flex", "ingest", "--json", "--bank"])
+        .arg(&setup.bank)
+        .arg("--checkpoint")
+        .arg(&setup.checkpoint)
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting mac ingest")?;
+    let started = Instant::now();
+    let end = loop {
+        if let Some(st) = child.try_wait()? {
+            if st.success() {
+                break RoundEnd::Acknowledged;
+            }
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            break RoundEnd::Failed(format!("{st}: {}", err.trim()));
+        }
+        if kill_at.is_some_and(|at| started.elapsed() >= at) {
+            child.kill()?; // SIGKILL
+            child.wait()?;
+            let after = bank_len(&setup.bank);
+            break RoundEnd::Killed {
+                mid_ingest: after > before && after < before + ROUND_DOCS,
+                stored: after > 0,
+            };
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Ok((end, texts))
+}
+
+/// Reader processes beside the writer (`mac bank verify`, and every fourth
+/// run `mac ask`), once the bank holds a commit, until told to stop.
+struct Readers {
+    stop: Arc<AtomicBool>,
+    committed: Arc<AtomicBool>,
+    runs: Arc<Mutex<(usize, usize)>>,
+    errors: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Readers {
+    fn start(n: usize, setup: &Setup) -> Self {
+        let mut readers = Self {
+            stop: Arc::new(AtomicBool::new(false)),
+            committed: Arc::new(AtomicBool::new(false)),
+            runs: Arc::new(Mutex::new((0, 0))),
+            errors: Arc::new(Mutex::new(Vec::new())),
+            threads: Vec::new(),
+        };
+        for r in 0..n {
+            let (stop, committed) = (readers.stop.clone(), readers.committed.clone());
+            let (runs, errors) = (readers.runs.clone(), readers.errors.clone());
+            let setup = setup.clone();
+            readers.threads.push(std::thread::spawn(move || {
+                let mut k = r;
+                while !stop.load(Ordering::Relaxed) {
+                    if !committed.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    }
+                    let ask = k % 4 == 3;
+                    match read_once(&setup, ask) {
+                        Ok(()) if ask => runs.lock().unwrap().1 += 1,
+                        Ok(()) => runs.lock().unwrap().0 += 1,
+                        Err(e) => errors.lock().unwrap().push(e),
+                    }
+                    k += 1;
+                }
+            }));
+        }
+        readers
+    }
+
+    /// Stops the readers: (verify runs, ask runs) and their errors.
+    fn finish(self) -> Result<((usize, usize), Vec<String>)> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join()
+                .map_err(|_| anyhow::anyhow!("a reader thread panicked"))?;
+        }
+        let runs = *self.runs.lock().unwrap();
+        let errors = self.errors.lock().unwrap().clone();
+        Ok((runs, errors))
+    }
+}
+
+/// One reader run: `mac ask` or `mac bank verify` on the bank.
+fn read_once(setup: &Setup, ask: bool) -> Result<(), String> {
+    let mut cmd = Command::new(&setup.mac);
+    cmd.args(["--device", "flex"]);
+    if ask {
+        cmd.arg("ask")
+            .arg("--bank")
+            .arg(&setup.bank)
+            .arg("--checkpoint")
+            .arg(&setup.checkpoint);
+        cmd.args(["Where was Soak entity 0-1 born?", "--json"]);
+    } else {
+        cmd.args(["bank", "verify", "--json", "--bank"])
+            .arg(&setup.bank);
+    }
+    match cmd.output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "{}: {}",
+            if ask { "ask" } else { "verify" },
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Err(e.to_string()),
+    }
 }

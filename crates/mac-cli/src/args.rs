@@ -44,8 +44,8 @@ pub(crate) struct ReadingArgs {
 }
 
 impl ReadingArgs {
-    pub(crate) fn options(&self) -> mac_model::AskOptions {
-        mac_model::AskOptions {
+    pub(crate) fn options(&self) -> mac_runtime::AskOptions {
+        mac_runtime::AskOptions {
             top: self.top,
             chunk: self.chunk,
             hierarchical: self.hierarchical,
@@ -94,69 +94,9 @@ pub(crate) enum BankCmd {
 #[derive(Subcommand)]
 pub(crate) enum Cmd {
     /// Meta-trains MAC into a run directory (config, metrics, checkpoints, report).
-    Train {
-        /// Preset: span (span memory: the LM's own key/values of a span a learnt selector chooses), span-tiny, or the paper's path: default, open (test answers never seen in training), copy (open in copy mode; experimental) or tiny.
-        #[arg(long, default_value = "default")]
-        preset: String,
-        /// A JSON configuration file instead of a preset.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// The run directory.
-        #[arg(long)]
-        out: PathBuf,
-        /// Continue the run in --out from its last checkpoint.
-        #[arg(long)]
-        resume: bool,
-        /// Start a new run in --out even if it holds one (its configuration,
-        /// metrics and checkpoints are replaced).
-        #[arg(long, conflicts_with = "resume")]
-        force: bool,
-        /// Override the number of steps.
-        #[arg(long)]
-        steps: Option<usize>,
-        /// Override the time budget in minutes.
-        #[arg(long)]
-        max_minutes: Option<f64>,
-        /// Stop this invocation after N steps (the run can be resumed).
-        #[arg(long)]
-        stop_after: Option<usize>,
-    },
+    Train(crate::train_cmd::TrainArgs),
     /// Online-adaptation evaluation: stream documents into a fresh bank, answer every question.
-    Eval {
-        #[command(flatten)]
-        io: eval_cmds::EvalIo,
-        /// Evaluate only the first N documents.
-        #[arg(long)]
-        max_documents: Option<usize>,
-        /// Documents read and attended at a time (memory grows with it;
-        /// exact aggregation answers the same for any chunk size).
-        #[arg(long, default_value_t = 256)]
-        chunk: usize,
-        /// Aggregate a bank larger than one chunk with the paper's
-        /// hierarchical approximation instead of exactly.
-        #[arg(long)]
-        hierarchical: bool,
-        /// Skip the no-adaptation and oracle-context references.
-        #[arg(long)]
-        no_references: bool,
-        /// Also report the top-K BM25 documents in the prompt (`rag@K`, in
-        /// the memory's frame) and, for the paper's path, MAC over only
-        /// them (`mac+rag@K`); 0 = off.
-        #[arg(long, default_value_t = 1)]
-        retrieval_k: usize,
-        /// Bank sizes at which the first documents' questions are asked
-        /// again among unrelated documents (e.g. 10,100,1000; needs the
-        /// run's own stream for the unrelated documents).
-        #[arg(long, value_delimiter = ',')]
-        bank_sizes: Vec<usize>,
-        /// Also report MAC with the question–document similarity prior of
-        /// this scale (`mac+prior`; 0 = off).
-        #[arg(long, default_value_t = mac_eval::DEFAULT_PRIOR_SCALE)]
-        similarity_prior: f64,
-        /// Print report.json to stdout.
-        #[arg(long)]
-        json: bool,
-    },
+    Eval(eval_cmds::EvalArgs),
     /// Re-renders an evaluation's report.md and plots from its report.json
     /// (e.g. after installing the plot fonts).
     Report {
@@ -165,19 +105,7 @@ pub(crate) enum Cmd {
         eval: PathBuf,
     },
     /// The paper's comparison: MAC vs online fine-tuning, RAG@k and MAC+RAG@k.
-    Compare {
-        #[command(flatten)]
-        io: eval_cmds::EvalIo,
-        /// Documents of the stream used (fine-tuning is slow on a CPU).
-        #[arg(long, default_value_t = 60)]
-        max_documents: usize,
-        /// Retrieval depths.
-        #[arg(long, value_delimiter = ',', default_value = "1,3,5")]
-        k: Vec<usize>,
-        /// Print report.json to stdout.
-        #[arg(long)]
-        json: bool,
-    },
+    Compare(eval_cmds::CompareArgs),
     /// Amortizes documents into a memory bank (created if needed).
     Ingest {
         /// The bank directory.

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use mac_data::{load, Dataset, FactStream, Format, LoadOptions};
 use mac_eval::{evaluate, write_markdown, EvalOptions};
-use mac_model::{load_memory, MacRuntime};
+use mac_model::SpanCheckpoint;
+use mac_runtime::load_memory;
 use mac_train::span::{SpanRunReport, SPAN_RUN_FILE};
 use mac_train::{load_splits, RunDir, TrainConfig};
 
@@ -33,16 +34,40 @@ pub struct EvalIo {
 }
 
 /// Arguments of `mac eval`.
+#[derive(Debug, clap::Args)]
 pub struct EvalArgs {
-    /// Checkpoint, data and output directory.
+    #[command(flatten)]
     pub io: EvalIo,
+    /// Evaluate only the first N documents.
+    #[arg(long)]
     pub max_documents: Option<usize>,
+    /// Documents read and attended at a time (memory grows with it;
+    /// exact aggregation answers the same for any chunk size).
+    #[arg(long, default_value_t = 256)]
     pub chunk: usize,
+    /// Aggregate a bank larger than one chunk with the paper's
+    /// hierarchical approximation instead of exactly.
+    #[arg(long)]
     pub hierarchical: bool,
-    pub references: bool,
+    /// Skip the no-adaptation and oracle-context references.
+    #[arg(long)]
+    pub no_references: bool,
+    /// Also report the top-K BM25 documents in the prompt (`rag@K`, in
+    /// the memory's frame) and, for the paper's path, MAC over only
+    /// them (`mac+rag@K`); 0 = off.
+    #[arg(long, default_value_t = 1)]
     pub retrieval_k: usize,
+    /// Bank sizes at which the first documents' questions are asked
+    /// again among unrelated documents (e.g. 10,100,1000; needs the
+    /// run's own stream for the unrelated documents).
+    #[arg(long, value_delimiter = ',')]
     pub bank_sizes: Vec<usize>,
+    /// Also report MAC with the question–document similarity prior of
+    /// this scale (`mac+prior`; 0 = off).
+    #[arg(long, default_value_t = mac_eval::DEFAULT_PRIOR_SCALE)]
     pub similarity_prior: f64,
+    /// Print report.json to stdout.
+    #[arg(long)]
     pub json: bool,
 }
 
@@ -147,9 +172,18 @@ fn eval_markdown(report: &mac_eval::EvalReport, dir: &Path, what: &str) -> Resul
     Ok(md)
 }
 
-/// The stream a run trained on: its test split, and its training split
-/// (other entities: the unrelated bank and the question-only baseline).
-fn run_stream(checkpoint_arg: &Path, ckpt_dir: &Path) -> Result<(Dataset, Dataset)> {
+/// The splits of the stream a run trained on.
+struct RunStream {
+    /// Evaluated on.
+    test: Dataset,
+    /// Other entities: the unrelated bank and the question-only baseline.
+    train: Dataset,
+    /// Chooses the fine-tuning baselines' learning rate.
+    validation: Dataset,
+}
+
+/// The stream of the run `checkpoint_arg` names (or holds `ckpt_dir`).
+fn run_stream(checkpoint_arg: &Path, ckpt_dir: &Path) -> Result<RunStream> {
     let span_run = [checkpoint_arg, ckpt_dir.parent().unwrap_or(ckpt_dir)]
         .map(|dir| dir.join(SPAN_RUN_FILE))
         .into_iter()
@@ -161,16 +195,33 @@ fn run_stream(checkpoint_arg: &Path, ckpt_dir: &Path) -> Result<(Dataset, Datase
         )
         .map_err(|e| InputError(format!("{}: not a span memory run: {e}", path.display())))?;
         let stream = FactStream::generate(&report.config.stream);
-        return Ok((stream.test, stream.train));
+        return Ok(RunStream {
+            test: stream.test,
+            train: stream.train,
+            validation: stream.validation,
+        });
     }
     let cfg = run_config(checkpoint_arg, ckpt_dir).ok_or_else(|| {
         InputError(format!(
-            "{}: no run configuration found to take the test split from; pass --data",
+            "{}: no run configuration found to take the streams from; pass --data (compare needs the run)",
             checkpoint_arg.display()
         ))
     })?;
     let splits = load_splits(&cfg.data)?;
-    Ok((splits.test, splits.train))
+    Ok(RunStream {
+        test: splits.test,
+        train: splits.train,
+        validation: splits.validation,
+    })
+}
+
+/// The LM a checkpoint of either memory reads.
+fn checkpoint_lm(ckpt_dir: &Path) -> Result<PathBuf> {
+    Ok(if SpanCheckpoint::is_span_checkpoint(ckpt_dir) {
+        SpanCheckpoint::open(ckpt_dir)?.meta.lm
+    } else {
+        mac_model::Checkpoint::open(ckpt_dir)?.meta.lm
+    })
 }
 
 /// `mac eval`.
@@ -180,9 +231,9 @@ pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
     let dataset = match &a.io.data {
         Some(path) => load_data_file(path, a.io.format.as_deref(), a.io.skip_malformed)?,
         None => {
-            let (test, train) = run_stream(&a.io.checkpoint, &ckpt_dir)?;
-            training = Some(train);
-            test
+            let stream = run_stream(&a.io.checkpoint, &ckpt_dir)?;
+            training = Some(stream.train);
+            stream.test
         }
     };
     let memory = load_memory(&ckpt_dir, device)?;
@@ -190,7 +241,7 @@ pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
         chunk: a.chunk,
         hierarchical: a.hierarchical,
         max_documents: a.max_documents,
-        references: a.references,
+        references: !a.no_references,
         retrieval_k: (a.retrieval_k > 0).then_some(a.retrieval_k),
         similarity_prior: (a.similarity_prior > 0.0).then_some(a.similarity_prior),
         bank_sizes: a.bank_sizes.clone(),
@@ -219,40 +270,49 @@ pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
 }
 
 /// Arguments of `mac compare`.
+#[derive(Debug, clap::Args)]
 pub struct CompareArgs {
-    /// Checkpoint, data and output directory.
+    #[command(flatten)]
     pub io: EvalIo,
+    /// Documents of the stream used (fine-tuning is slow on a CPU).
+    #[arg(long, default_value_t = 60)]
     pub max_documents: usize,
-    pub ks: Vec<usize>,
+    /// Retrieval depths.
+    #[arg(long, value_delimiter = ',', default_value = "1,3,5")]
+    pub k: Vec<usize>,
+    /// Print report.json to stdout.
+    #[arg(long)]
     pub json: bool,
 }
 
 /// `mac compare`: MAC against fine-tuning and retrieval on one stream.
 pub fn compare(a: CompareArgs, device: &mac_device::Device) -> Result<()> {
     let ckpt_dir = resolve_checkpoint(&a.io.checkpoint)?;
-    let cfg = run_config(&a.io.checkpoint, &ckpt_dir).ok_or_else(|| {
-        InputError(format!(
-            "{}: compare needs the run directory (its config gives the validation stream for the learning-rate sweep)",
-            a.io.checkpoint.display()
-        ))
-    })?;
-    let splits = load_splits(&cfg.data)?;
+    let stream = run_stream(&a.io.checkpoint, &ckpt_dir)?;
     let test = match &a.io.data {
         Some(path) => load_data_file(path, a.io.format.as_deref(), a.io.skip_malformed)?,
-        None => splits.test,
+        None => stream.test,
     };
-    let rt = MacRuntime::from_checkpoint(&ckpt_dir, None, None, device)?;
-    let lm_path = mac_model::Checkpoint::open(&ckpt_dir)?.meta.lm;
+    let memory = load_memory(&ckpt_dir, device)?;
+    let lm_path = checkpoint_lm(&ckpt_dir)?;
     let opts = mac_eval::CompareOptions {
         eval: EvalOptions {
             max_documents: Some(a.max_documents),
             progress: !a.json,
             ..EvalOptions::default()
         },
-        ks: a.ks.clone(),
+        ks: a.k.clone(),
         ..mac_eval::CompareOptions::default()
     };
-    let report = mac_eval::compare(&rt, &lm_path, &test, &splits.validation, &a.io.out, &opts)?;
+    let report = mac_eval::compare(
+        memory.as_ref(),
+        &lm_path,
+        device,
+        &test,
+        &stream.validation,
+        &a.io.out,
+        &opts,
+    )?;
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(a.io.out.join("report.json"), &json)?;
     let mut md = mac_eval::compare_markdown(&report);

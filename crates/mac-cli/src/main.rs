@@ -87,67 +87,10 @@ fn run(cli: Cli) -> Result<()> {
     }
     .map_err(anyhow::Error::msg)?;
     match cli.cmd {
-        Cmd::Train {
-            preset,
-            config,
-            out,
-            resume,
-            force,
-            steps,
-            max_minutes,
-            stop_after,
-        } => train_cmd::train(
-            train_cmd::TrainArgs {
-                preset,
-                config,
-                out,
-                resume,
-                force,
-                steps,
-                max_minutes,
-                stop_after,
-            },
-            &device,
-        )?,
+        Cmd::Train(args) => train_cmd::train(args, &device)?,
         Cmd::Report { eval } => eval_cmds::rerender(&eval)?,
-        Cmd::Eval {
-            io,
-            max_documents,
-            chunk,
-            hierarchical,
-            no_references,
-            retrieval_k,
-            bank_sizes,
-            similarity_prior,
-            json,
-        } => eval_cmds::eval(
-            eval_cmds::EvalArgs {
-                io,
-                max_documents,
-                chunk,
-                hierarchical,
-                references: !no_references,
-                retrieval_k,
-                bank_sizes,
-                similarity_prior,
-                json,
-            },
-            &device,
-        )?,
-        Cmd::Compare {
-            io,
-            max_documents,
-            k,
-            json,
-        } => eval_cmds::compare(
-            eval_cmds::CompareArgs {
-                io,
-                max_documents,
-                ks: k,
-                json,
-            },
-            &device,
-        )?,
+        Cmd::Eval(args) => eval_cmds::eval(args, &device)?,
+        Cmd::Compare(args) => eval_cmds::compare(args, &device)?,
         Cmd::Ingest {
             bank,
             checkpoint,
@@ -197,44 +140,55 @@ fn run(cli: Cli) -> Result<()> {
             model,
             prompt,
             max_new_tokens,
-        } => {
-            let lm = load(model, &device)?;
-            let ids = lm.tokenizer.encode(&prompt)?;
-            if ids.is_empty() {
-                bail!("the prompt is empty");
-            }
-            let out = lm.model.generate(
-                &[ids],
-                None,
-                lm.tokenizer.pad_id,
-                lm.tokenizer.eos_id,
-                GenerateOptions {
-                    max_new_tokens,
-                    stop_at_eos: true,
-                    ..Default::default()
-                },
-            )?;
-            println!("{}", lm.tokenizer.decode(&out[0])?);
-        }
+        } => generate(&load(model, &device)?, &prompt, max_new_tokens)?,
         Cmd::Perplexity {
             model,
             file,
             window,
-        } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let text = String::from_utf8(bytes)
-                .with_context(|| format!("{} is not valid UTF-8", file.display()))?;
-            let lm = load(model, &device)?;
-            let ids = lm.tokenizer.encode(&text)?;
-            if ids.len() < 2 {
-                bail!("{} has fewer than two tokens", file.display());
-            }
-            let ppl = lm.model.perplexity(&ids, window)?;
-            eprintln!("{} tokens", ids.len());
-            println!("{ppl:.4}");
-        }
+        } => perplexity(model, &file, window, &device)?,
     }
+    Ok(())
+}
+
+/// `mac generate`: a greedy continuation of `prompt`.
+fn generate(lm: &LoadedLm, prompt: &str, max_new_tokens: usize) -> Result<()> {
+    let ids = lm.tokenizer.encode(prompt)?;
+    if ids.is_empty() {
+        bail!("the prompt is empty");
+    }
+    let out = lm.model.generate(
+        &[ids],
+        None,
+        lm.tokenizer.pad_id,
+        lm.tokenizer.eos_id,
+        GenerateOptions {
+            max_new_tokens,
+            stop_at_eos: true,
+            ..Default::default()
+        },
+    )?;
+    println!("{}", lm.tokenizer.decode(&out[0])?);
+    Ok(())
+}
+
+/// `mac perplexity`: the LM's perplexity on a text file.
+fn perplexity(
+    model: Option<PathBuf>,
+    file: &Path,
+    window: usize,
+    device: &mac_device::Device,
+) -> Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let text = String::from_utf8(bytes)
+        .with_context(|| format!("{} is not valid UTF-8", file.display()))?;
+    let lm = load(model, device)?;
+    let ids = lm.tokenizer.encode(&text)?;
+    if ids.len() < 2 {
+        bail!("{} has fewer than two tokens", file.display());
+    }
+    let ppl = lm.model.perplexity(&ids, window)?;
+    eprintln!("{} tokens", ids.len());
+    println!("{ppl:.4}");
     Ok(())
 }
 
@@ -246,8 +200,10 @@ fn is_input_error(e: &anyhow::Error) -> bool {
             || c.is::<mac_data::DataError>()
             || matches!(
                 c.downcast_ref::<mac_model::ModelError>(),
-                Some(mac_model::ModelError::Checkpoint { .. } | mac_model::ModelError::Bank(_))
+                Some(mac_model::ModelError::Checkpoint { .. })
             )
+            || c.downcast_ref::<mac_runtime::RuntimeError>()
+                .is_some_and(mac_runtime::RuntimeError::is_bad_file)
     })
 }
 

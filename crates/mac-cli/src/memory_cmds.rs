@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mac_memory::{AppendOutcome, MemoryBank};
-use mac_model::{load_memory, AskOptions, NewDocument};
+use mac_runtime::{load_memory, AskOptions, NewDocument};
 use serde::Serialize;
 
 use crate::display::terminal_safe;

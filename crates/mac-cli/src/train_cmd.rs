@@ -9,14 +9,32 @@ use mac_train::{MetricsLine, RunDir, TrainConfig, Trainer};
 use crate::InputError;
 
 /// Arguments of `mac train`.
+#[derive(Debug, clap::Args)]
 pub struct TrainArgs {
+    /// Preset: span (span memory: the LM's own key/values of a span a learnt selector chooses), span-tiny, or the paper's path: default, open (test answers never seen in training), copy (open in copy mode; experimental) or tiny.
+    #[arg(long, default_value = "default")]
     pub preset: String,
+    /// A JSON configuration file instead of a preset.
+    #[arg(long)]
     pub config: Option<PathBuf>,
+    /// The run directory.
+    #[arg(long)]
     pub out: PathBuf,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
     pub resume: bool,
+    /// Start a new run in --out even if it holds one (its configuration,
+    /// metrics and checkpoints are replaced).
+    #[arg(long, conflicts_with = "resume")]
     pub force: bool,
+    /// Override the number of steps.
+    #[arg(long)]
     pub steps: Option<usize>,
+    /// Override the time budget in minutes.
+    #[arg(long)]
     pub max_minutes: Option<f64>,
+    /// Stop this invocation after N steps (the run can be resumed).
+    #[arg(long)]
     pub stop_after: Option<usize>,
 }
 

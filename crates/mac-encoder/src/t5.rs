@@ -196,34 +196,9 @@ impl T5Encoder {
         device: &Device,
         trainable: Trainable,
     ) -> Result<Self> {
-        let param = |name: &str, shape: &[usize], train: bool| -> Result<Vec<f32>> {
-            let _ = train;
-            src.load_checked(name, shape)
-        };
-        let p1 = |name: &str, n: usize, train: bool| -> Result<Param<Tensor<1>>> {
-            let data = param(name, &[n], train)?;
-            Ok(
-                Param::from_tensor(Tensor::from_data(TensorData::new(data, [n]), device))
-                    .set_require_grad(train),
-            )
-        };
-        // PyTorch stores [out, in]; the projections here are [in, out].
-        let lin = |name: &str,
-                   d_in: usize,
-                   d_out: usize,
-                   train: bool|
-         -> Result<Param<Tensor<2>>> {
-            let data = param(name, &[d_out, d_in], train)?;
-            let mut t = vec![0f32; data.len()];
-            for o in 0..d_out {
-                for i in 0..d_in {
-                    t[i * d_out + o] = data[o * d_in + i];
-                }
-            }
-            Ok(
-                Param::from_tensor(Tensor::from_data(TensorData::new(t, [d_in, d_out]), device))
-                    .set_require_grad(train),
-            )
+        let p1 = |name: &str, n: usize, train: bool| vector_param(src, name, n, train, device);
+        let lin = |name: &str, d_in: usize, d_out: usize, train: bool| {
+            linear_param(src, name, d_in, d_out, train, device)
         };
         let (d, inner, f, n) = (
             config.d_model,
@@ -366,6 +341,44 @@ impl T5Encoder {
         }
         rms_norm(x, &self.final_norm, eps)
     }
+}
+
+/// A vector parameter `[n]` read from `src`.
+fn vector_param(
+    src: &dyn WeightSource,
+    name: &str,
+    n: usize,
+    train: bool,
+    device: &Device,
+) -> Result<Param<Tensor<1>>> {
+    let data = src.load_checked(name, &[n])?;
+    Ok(
+        Param::from_tensor(Tensor::from_data(TensorData::new(data, [n]), device))
+            .set_require_grad(train),
+    )
+}
+
+/// A projection `[d_in, d_out]` read from `src`, where PyTorch stores it
+/// `[d_out, d_in]`.
+fn linear_param(
+    src: &dyn WeightSource,
+    name: &str,
+    d_in: usize,
+    d_out: usize,
+    train: bool,
+    device: &Device,
+) -> Result<Param<Tensor<2>>> {
+    let data = src.load_checked(name, &[d_out, d_in])?;
+    let mut t = vec![0f32; data.len()];
+    for o in 0..d_out {
+        for i in 0..d_in {
+            t[i * d_out + o] = data[o * d_in + i];
+        }
+    }
+    Ok(
+        Param::from_tensor(Tensor::from_data(TensorData::new(t, [d_in, d_out]), device))
+            .set_require_grad(train),
+    )
 }
 
 #[cfg(test)]

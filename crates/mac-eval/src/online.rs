@@ -9,10 +9,9 @@ use mac_data::Dataset;
 use mac_lm::LoadedLm;
 use mac_memory::MemoryBank;
 use mac_model::prompt::framed_prompt;
-use mac_model::{
-    generate_answers, AskOptions, Memory, NewDocument, SourcedAnswer, MAX_ANSWER_TOKENS,
-};
+use mac_model::{generate_answers, MAX_ANSWER_TOKENS};
 use mac_retrieval::Bm25Index;
+use mac_runtime::{AskOptions, Memory, NewDocument, SourcedAnswer};
 use serde::{Deserialize, Serialize};
 
 use crate::memory::reset_peak_rss;
@@ -23,7 +22,7 @@ use crate::methods::{
 use crate::question_only::QuestionOnly;
 
 /// The similarity prior's default scale in evaluations (mac-model's).
-pub use mac_model::DEFAULT_PRIOR_SCALE;
+pub use mac_runtime::DEFAULT_PRIOR_SCALE;
 
 /// Knobs of an evaluation run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -229,7 +228,8 @@ fn ingest(
 /// Where the aggregator's attention went, relative to each question's gold document.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AttentionStats {
-    /// Fraction of questions whose gold document received the most attention.
+    /// Fraction of questions answered from their gold document: the span's
+    /// document for span memory, the most attended for the paper's path.
     pub gold_top1: f64,
     /// Mean attention share of the gold document.
     pub gold_weight_mean: f64,
@@ -245,11 +245,17 @@ fn attention_stats(
     let (mut top1, mut mean) = (0.0, 0.0);
     for ((doc, _), a) in questions.iter().zip(answers) {
         let w = &a.shares;
-        if let Some(&g) = w.get(*doc) {
-            mean += g as f64;
-            if w.iter().all(|&x| x <= g) {
-                top1 += 1.0;
-            }
+        let Some(&g) = w.get(*doc) else { continue };
+        mean += g as f64;
+        // The document an answer was read from, for a memory that reads a
+        // span; else the most attended. (An evaluation's banks hold the
+        // stream in order: entry `i` has id `i`.)
+        let gold_first = match &a.span {
+            Some(span) => span.id == *doc as u64,
+            None => w.iter().all(|&x| x <= g),
+        };
+        if gold_first {
+            top1 += 1.0;
         }
     }
     let n = questions.len().max(1) as f64;

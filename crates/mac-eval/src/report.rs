@@ -23,11 +23,18 @@ pub fn write_markdown(report: &EvalReport, title: &str) -> String {
     );
     method_table(&mut s, &report.methods, true);
     let key = report.memory.replace(' ', "_");
+    method_notes(&mut s, report, &key);
+    growth_tables(&mut s, report, &key);
+    s
+}
+
+/// What the memory drew on, and what the controls and references mean.
+fn method_notes(s: &mut String, report: &EvalReport, key: &str) {
     let a = &report.attention;
     let _ = writeln!(
         s,
-        "\n`{key}` drew most on the gold document for {:.1}% of the questions; \
-         its mean share was {:.4} (uniform over the bank: {:.4}).",
+        "\n`{key}` answered {:.1}% of the questions from their gold document (span memory: the span's document; \
+         the paper's path: the most attended); the gold document's mean share was {:.4} (uniform over the bank: {:.4}).",
         100.0 * a.gold_top1,
         a.gold_weight_mean,
         a.uniform_weight
@@ -80,6 +87,10 @@ pub fn write_markdown(report: &EvalReport, title: &str) -> String {
             name.trim_end_matches("_unrelated")
         );
     }
+}
+
+/// Bank size and retention, as tables.
+fn growth_tables(s: &mut String, report: &EvalReport, key: &str) {
     if !report.bank_sizes.is_empty() {
         let _ = writeln!(
             s,
@@ -113,7 +124,6 @@ pub fn write_markdown(report: &EvalReport, title: &str) -> String {
             );
         }
     }
-    s
 }
 
 /// The per-method markdown table (EM, F1, optionally the reference's

@@ -329,52 +329,8 @@ impl GgufFile {
         let data_start = (c.pos as u64).div_ceil(alignment) * alignment;
         let mut tensors = BTreeMap::new();
         for (name, dims, dtype, offset) in raw {
-            let numel = dims
-                .iter()
-                .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-                .ok_or_else(|| {
-                    LmError::malformed(path, "GGUF", format!("tensor `{name}` is too large"))
-                })?;
-            let byte_len = match dtype.block_layout() {
-                Some((block, bytes)) => {
-                    if numel % block != 0 {
-                        return Err(LmError::malformed(
-                            path,
-                            "GGUF",
-                            format!("tensor `{name}`: {numel} elements is not a multiple of the {block}-element block of {dtype:?}"),
-                        ));
-                    }
-                    (numel / block).checked_mul(bytes).ok_or_else(|| {
-                        LmError::malformed(path, "GGUF", format!("tensor `{name}` is too large"))
-                    })?
-                }
-                None => 0,
-            };
-            let in_file = data_start.checked_add(offset).filter(|start| {
-                start
-                    .checked_add(byte_len as u64)
-                    .is_some_and(|end| end <= data.len() as u64)
-            });
-            let Some(start) = in_file else {
-                return Err(LmError::malformed(
-                    path,
-                    "GGUF",
-                    format!(
-                        "file is truncated or corrupt: tensor `{name}` at offset {offset} needs {byte_len} bytes after the data start {data_start}, but the file has {}",
-                        data.len()
-                    ),
-                ));
-            };
-            let shape: Vec<usize> = dims.iter().rev().copied().collect();
-            tensors.insert(
-                name,
-                GgufTensorInfo {
-                    shape,
-                    dtype,
-                    offset: start as usize,
-                    byte_len,
-                },
-            );
+            let info = tensor_info(path, data.len(), data_start, &name, &dims, dtype, offset)?;
+            tensors.insert(name, info);
         }
         Ok((version, metadata, tensors))
     }
@@ -436,4 +392,55 @@ impl WeightSource for GgufFile {
     fn names(&self) -> Vec<String> {
         self.tensors.keys().cloned().collect()
     }
+}
+
+/// Where tensor `name` (GGUF dims `dims`, type `dtype`, at `offset` after
+/// the data start) lies in a file of `file_len` bytes, checked to fit.
+fn tensor_info(
+    path: &Path,
+    file_len: usize,
+    data_start: u64,
+    name: &str,
+    dims: &[usize],
+    dtype: GgmlType,
+    offset: u64,
+) -> Result<GgufTensorInfo> {
+    let too_large = || LmError::malformed(path, "GGUF", format!("tensor `{name}` is too large"));
+    let numel = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(too_large)?;
+    let byte_len = match dtype.block_layout() {
+        Some((block, bytes)) => {
+            if numel % block != 0 {
+                return Err(LmError::malformed(
+                    path,
+                    "GGUF",
+                    format!("tensor `{name}`: {numel} elements is not a multiple of the {block}-element block of {dtype:?}"),
+                ));
+            }
+            (numel / block).checked_mul(bytes).ok_or_else(too_large)?
+        }
+        None => 0,
+    };
+    let in_file = data_start.checked_add(offset).filter(|start| {
+        start
+            .checked_add(byte_len as u64)
+            .is_some_and(|end| end <= file_len as u64)
+    });
+    let Some(start) = in_file else {
+        return Err(LmError::malformed(
+            path,
+            "GGUF",
+            format!(
+                "file is truncated or corrupt: tensor `{name}` at offset {offset} needs {byte_len} bytes after the data start {data_start}, but the file has {file_len}"
+            ),
+        ));
+    };
+    Ok(GgufTensorInfo {
+        shape: dims.iter().rev().copied().collect(),
+        dtype,
+        offset: start as usize,
+        byte_len,
+    })
 }

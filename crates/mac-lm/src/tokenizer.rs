@@ -159,84 +159,8 @@ impl TextTokenizer {
                 "tokenizer model `{model}` is not supported (byte-level BPE `gpt2` is)"
             )));
         }
-        let strings = |key: &str| -> Result<Vec<String>> {
-            gguf.get(key)
-                .and_then(GgufValue::as_array)
-                .ok_or_else(|| LmError::Config {
-                    path: path.clone(),
-                    key: key.into(),
-                    reason: "absent or not an array".into(),
-                })?
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| LmError::Config {
-                            path: path.clone(),
-                            key: key.into(),
-                            reason: "holds a non-string item".into(),
-                        })
-                })
-                .collect()
-        };
-        let tokens = strings("tokenizer.ggml.tokens")?;
-        // A byte-level vocabulary without merges is valid (every token one byte).
-        let merges_raw = if gguf.get("tokenizer.ggml.merges").is_some() {
-            strings("tokenizer.ggml.merges")?
-        } else {
-            Vec::new()
-        };
-        let types: Vec<u64> = gguf
-            .get("tokenizer.ggml.token_type")
-            .and_then(GgufValue::as_array)
-            .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(1)).collect())
-            .unwrap_or_default();
-        let vocab: Vocab = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
-        let mut merges = Vec::with_capacity(merges_raw.len());
-        for (i, m) in merges_raw.iter().enumerate() {
-            let (a, b) = m
-                .split_once(' ')
-                .ok_or_else(|| err(format!("merge {i} `{m}` has no space")))?;
-            merges.push((a.to_string(), b.to_string()));
-        }
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(|e| err(e.to_string()))?;
-        let mut inner = Tokenizer::new(bpe);
-        let pre = gguf
-            .get("tokenizer.ggml.pre")
-            .and_then(GgufValue::as_str)
-            .unwrap_or("default");
-        let byte_level: PreTokenizerWrapper = ByteLevel::new(false, true, true).into();
-        let pre_tokenizer = match pre {
-            "smollm" | "starcoder" | "refact" | "codeshell" => {
-                Sequence::new(vec![Digits::new(true).into(), byte_level])
-            }
-            _ => Sequence::new(vec![byte_level]),
-        };
-        inner.with_pre_tokenizer(Some(pre_tokenizer));
-        inner.with_decoder(Some(ByteLevelDecoder::default()));
-        let special: Vec<AddedToken> = tokens
-            .iter()
-            .zip(&types)
-            .filter(|(_, &t)| t == GGUF_TOKEN_CONTROL)
-            .map(|(tok, _)| AddedToken::from(tok.clone(), true))
-            .collect();
-        let user: Vec<AddedToken> = tokens
-            .iter()
-            .zip(&types)
-            .filter(|(_, &t)| t == GGUF_TOKEN_USER_DEFINED)
-            .map(|(tok, _)| AddedToken::from(tok.clone(), false))
-            .collect();
-        inner
-            .add_special_tokens(special)
-            .map_err(|e| err(e.to_string()))?;
-        inner.add_tokens(user).map_err(|e| err(e.to_string()))?;
+        let tokens = gguf_strings(gguf, "tokenizer.ggml.tokens")?;
+        let inner = gguf_bpe(gguf, &tokens, &err)?;
         let token_id = |key: &str, id: u64| -> Result<u32> {
             u32::try_from(id)
                 .ok()
@@ -318,4 +242,90 @@ impl TextTokenizer {
     pub fn inner(&self) -> &Tokenizer {
         &self.inner
     }
+}
+
+/// The strings of the array at `key` of `gguf`.
+fn gguf_strings(gguf: &GgufFile, key: &str) -> Result<Vec<String>> {
+    let bad = |reason: &str| LmError::Config {
+        path: gguf.path().to_path_buf(),
+        key: key.into(),
+        reason: reason.into(),
+    };
+    gguf.get(key)
+        .and_then(GgufValue::as_array)
+        .ok_or_else(|| bad("absent or not an array"))?
+        .iter()
+        .map(|v| {
+            v.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| bad("holds a non-string item"))
+        })
+        .collect()
+}
+
+/// The byte-level BPE of a GGUF file's vocabulary `tokens`: its merges,
+/// pre-tokenizer, decoder and added (control, user-defined) tokens.
+fn gguf_bpe(
+    gguf: &GgufFile,
+    tokens: &[String],
+    err: &dyn Fn(String) -> LmError,
+) -> Result<Tokenizer> {
+    // A byte-level vocabulary without merges is valid (every token one byte).
+    let merges_raw = if gguf.get("tokenizer.ggml.merges").is_some() {
+        gguf_strings(gguf, "tokenizer.ggml.merges")?
+    } else {
+        Vec::new()
+    };
+    let types: Vec<u64> = gguf
+        .get("tokenizer.ggml.token_type")
+        .and_then(GgufValue::as_array)
+        .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(1)).collect())
+        .unwrap_or_default();
+    let vocab: Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let mut merges = Vec::with_capacity(merges_raw.len());
+    for (i, m) in merges_raw.iter().enumerate() {
+        let (a, b) = m
+            .split_once(' ')
+            .ok_or_else(|| err(format!("merge {i} `{m}` has no space")))?;
+        merges.push((a.to_string(), b.to_string()));
+    }
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(|e| err(e.to_string()))?;
+    let mut inner = Tokenizer::new(bpe);
+    let pre = gguf
+        .get("tokenizer.ggml.pre")
+        .and_then(GgufValue::as_str)
+        .unwrap_or("default");
+    let byte_level: PreTokenizerWrapper = ByteLevel::new(false, true, true).into();
+    let pre_tokenizer = match pre {
+        "smollm" | "starcoder" | "refact" | "codeshell" => {
+            Sequence::new(vec![Digits::new(true).into(), byte_level])
+        }
+        _ => Sequence::new(vec![byte_level]),
+    };
+    inner.with_pre_tokenizer(Some(pre_tokenizer));
+    inner.with_decoder(Some(ByteLevelDecoder::default()));
+    let special: Vec<AddedToken> = tokens
+        .iter()
+        .zip(&types)
+        .filter(|(_, &t)| t == GGUF_TOKEN_CONTROL)
+        .map(|(tok, _)| AddedToken::from(tok.clone(), true))
+        .collect();
+    let user: Vec<AddedToken> = tokens
+        .iter()
+        .zip(&types)
+        .filter(|(_, &t)| t == GGUF_TOKEN_USER_DEFINED)
+        .map(|(tok, _)| AddedToken::from(tok.clone(), false))
+        .collect();
+    inner
+        .add_special_tokens(special)
+        .map_err(|e| err(e.to_string()))?;
+    inner.add_tokens(user).map_err(|e| err(e.to_string()))?;
+    Ok(inner)
 }

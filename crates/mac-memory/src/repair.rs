@@ -209,8 +209,45 @@ pub fn repair(damaged: &Path, out: &Path) -> Result<RepairReport> {
         });
     }
     let mut dropped = Vec::new();
+    let manifest = usable_manifest(damaged, &mut dropped);
+    // (file name, bytes to scan) per segment.
+    let segments: Vec<(String, u64)> = match &manifest {
+        Some(m) => (0..m.segments.len())
+            .map(|i| (segment_name(i), m.segments[i].committed_bytes))
+            .collect(),
+        None => segment_files(damaged)?
+            .into_iter()
+            .map(|name| (name, u64::MAX))
+            .collect(),
+    };
+    let mut shape = KnownShape {
+        shape: manifest.as_ref().map(|m| m.shape),
+        from_manifest: manifest.is_some(),
+    };
+    let found = scan_segments(damaged, &segments, &mut shape, &mut dropped);
+    let shape = shape.shape.ok_or_else(|| BankError::Corrupt {
+        path: damaged.to_path_buf(),
+        reason: "neither the MANIFEST nor any intact record gives the bank's shape".into(),
+    })?;
+    let producer = manifest
+        .as_ref()
+        .map(|m| m.producer.clone())
+        .unwrap_or_default();
+    let mut bank = MemoryBank::create(out, shape, &producer)?;
+    let copied = copy_found(&mut bank, found, &mut dropped)?;
+    Ok(RepairReport {
+        shape,
+        manifest_used: manifest.is_some(),
+        copied,
+        dropped,
+    })
+}
+
+/// The bank's MANIFEST when it can be read; otherwise `None`, noted in
+/// `dropped`.
+fn usable_manifest(damaged: &Path, dropped: &mut Vec<Dropped>) -> Option<Manifest> {
     let manifest_path = damaged.join(MANIFEST);
-    let manifest = match Manifest::read(&manifest_path) {
+    match Manifest::read(&manifest_path) {
         Ok(m) => Some(m),
         Err(e) => {
             dropped.push(Dropped {
@@ -221,27 +258,19 @@ pub fn repair(damaged: &Path, out: &Path) -> Result<RepairReport> {
             });
             None
         }
-    };
-    // (file name, bytes to scan) per segment.
-    let mut segments: Vec<(String, u64)> = Vec::new();
-    match &manifest {
-        Some(m) => {
-            for (i, seg) in m.segments.iter().enumerate() {
-                segments.push((segment_name(i), seg.committed_bytes));
-            }
-        }
-        None => {
-            for name in segment_files(damaged)? {
-                segments.push((name, u64::MAX));
-            }
-        }
     }
-    let mut shape = KnownShape {
-        shape: manifest.as_ref().map(|m| m.shape),
-        from_manifest: manifest.is_some(),
-    };
+}
+
+/// Every intact record of `segments` (each scanned up to its committed
+/// length), in order; what could not be read goes to `dropped`.
+fn scan_segments(
+    damaged: &Path,
+    segments: &[(String, u64)],
+    shape: &mut KnownShape,
+    dropped: &mut Vec<Dropped>,
+) -> Vec<Found> {
     let mut found = Vec::new();
-    for (name, committed) in &segments {
+    for (name, committed) in segments {
         let path: PathBuf = damaged.join(name);
         let bytes = match fs::read(&path) {
             Ok(b) => b,
@@ -264,7 +293,7 @@ pub fn repair(damaged: &Path, out: &Path) -> Result<RepairReport> {
                 reason: "the file is shorter than its committed length".into(),
             });
         }
-        let (records, damage) = scan_tolerant(name, &bytes[..end], &mut shape);
+        let (records, damage) = scan_tolerant(name, &bytes[..end], shape);
         found.extend(records);
         dropped.extend(damage);
         if bytes.len() > end {
@@ -276,25 +305,30 @@ pub fn repair(damaged: &Path, out: &Path) -> Result<RepairReport> {
             });
         }
     }
-    let shape = shape.shape.ok_or_else(|| BankError::Corrupt {
-        path: damaged.to_path_buf(),
-        reason: "neither the MANIFEST nor any intact record gives the bank's shape".into(),
-    })?;
-    let producer = manifest
-        .as_ref()
-        .map(|m| m.producer.clone())
-        .unwrap_or_default();
-    let mut bank = MemoryBank::create(out, shape, &producer)?;
+    found
+}
+
+/// Appends the first copy of each found entry to `bank`: (old id, new id)
+/// per entry copied; repeated ids and repeated texts go to `dropped`.
+fn copy_found(
+    bank: &mut MemoryBank,
+    found: Vec<Found>,
+    dropped: &mut Vec<Dropped>,
+) -> Result<Vec<(u64, u64)>> {
     let mut seen_ids = HashSet::new();
     let (fresh, repeated): (Vec<Found>, Vec<Found>) =
         found.into_iter().partition(|f| seen_ids.insert(f.id));
+    let record = |reason: String| Dropped {
+        file: "(records)".into(),
+        offset: 0,
+        bytes: 0,
+        reason,
+    };
     for f in repeated {
-        dropped.push(Dropped {
-            file: "(records)".into(),
-            offset: 0,
-            bytes: 0,
-            reason: format!("entry {} appears twice; the first copy was kept", f.id),
-        });
+        dropped.push(record(format!(
+            "entry {} appears twice; the first copy was kept",
+            f.id
+        )));
     }
     let mut copied = Vec::new();
     for chunk in fresh.chunks(64) {
@@ -311,22 +345,12 @@ pub fn repair(damaged: &Path, out: &Path) -> Result<RepairReport> {
         for (f, outcome) in chunk.iter().zip(outcomes) {
             match outcome {
                 AppendOutcome::Stored(new_id) => copied.push((f.id, new_id)),
-                AppendOutcome::Duplicate(kept) => dropped.push(Dropped {
-                    file: "(records)".into(),
-                    offset: 0,
-                    bytes: 0,
-                    reason: format!(
-                        "entry {} has the same text as the copied entry {kept}",
-                        f.id
-                    ),
-                }),
+                AppendOutcome::Duplicate(kept) => dropped.push(record(format!(
+                    "entry {} has the same text as the copied entry {kept}",
+                    f.id
+                ))),
             }
         }
     }
-    Ok(RepairReport {
-        shape,
-        manifest_used: manifest.is_some(),
-        copied,
-        dropped,
-    })
+    Ok(copied)
 }

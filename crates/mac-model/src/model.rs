@@ -22,9 +22,6 @@ pub enum ModelError {
     /// Loading the LM, an encoder or a tokenizer failed.
     #[error(transparent)]
     Lm(#[from] mac_lm::LmError),
-    /// The memory bank failed.
-    #[error(transparent)]
-    Bank(#[from] mac_memory::BankError),
     /// A memory cannot be aggregated (empty, wrong shape, no keys).
     #[error(transparent)]
     Aggregation(#[from] mac_aggregation::AggregationError),

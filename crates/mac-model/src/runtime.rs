@@ -4,10 +4,9 @@
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use mac_aggregation::{ChunkedMemory, MemoryChunk, SimilarityPrior};
+use mac_aggregation::{ChunkedMemory, SimilarityPrior};
 use mac_encoder::{Bert, EncoderBackbone, EncoderFiles, EncoderTokenizer, Trainable};
 use mac_lm::{LoadedLm, PrefixKv};
-use mac_memory::MemoryBank;
 use serde::{Deserialize, Serialize};
 
 use crate::answer::{
@@ -88,44 +87,6 @@ impl Default for BankReading {
             hierarchical: false,
             prior_scale: None,
         }
-    }
-}
-
-/// A bank on disk as the aggregator's [`ChunkedMemory`]: each read decodes
-/// the entries' modulations and retrieval keys onto `device`.
-pub struct BankMemory<'a> {
-    /// The bank.
-    pub bank: &'a MemoryBank,
-    /// Where the decoded tensors go.
-    pub device: &'a Device,
-}
-
-impl ChunkedMemory for BankMemory<'_> {
-    type Error = ModelError;
-    fn n_documents(&self) -> usize {
-        self.bank.len()
-    }
-    fn read(&self, start: usize, len: usize) -> Result<MemoryChunk, ModelError> {
-        let shape = self.bank.shape();
-        if shape.rows_vary {
-            return Err(ModelError::Input(format!(
-                "{}: the bank's entries hold varying rows (one per token); the paper's aggregation reads modulations of one shape",
-                self.bank.dir().display()
-            )));
-        }
-        let chunk = self.bank.modulations(start, len)?;
-        let len = chunk.ids.len();
-        let modulations = Tensor::from_data(
-            TensorData::new(chunk.data, [len, shape.n_tokens, shape.d_mod]),
-            self.device,
-        );
-        let keys = (shape.key_dim > 0).then(|| {
-            Tensor::from_data(
-                TensorData::new(chunk.keys, [len, shape.key_dim]),
-                self.device,
-            )
-        });
-        Ok(MemoryChunk { modulations, keys })
     }
 }
 
@@ -220,7 +181,7 @@ impl MacRuntime {
     }
 
     /// Documents → modulation rows, retrieval-key rows and truncation, ready
-    /// for [`MemoryBank::append_batch`].
+    /// for a bank entry (`mac_memory::MemoryBank::append_batch`).
     pub fn amortize(&self, texts: &[&str]) -> Result<Amortized, ModelError> {
         let enc = self.encode_documents(texts)?;
         let keys = match &self.key_encoder {
@@ -318,40 +279,34 @@ impl MacRuntime {
         self.answer_with_defaults(questions, agg)
     }
 
-    /// Answers questions from a memory bank on disk, read `reading.chunk`
-    /// documents at a time (memory O(chunk), not O(N)): exact streamed
-    /// aggregation, or the paper's hierarchical approximation. With a prior
-    /// scale, the aggregator adds the [`SimilarityPrior`] of that scale (the
-    /// bank must hold retrieval keys). In copy mode the reader reads the
-    /// whole bank at once (exact; memory O(N)): `chunk` and `hierarchical`
-    /// do not apply.
-    pub fn answer_from_bank(
-        &self,
-        questions: &[&str],
-        bank: &MemoryBank,
-        reading: &BankReading,
-    ) -> Result<Vec<Answer>, ModelError> {
-        let generation = vec![AnswerGeneration::default(); questions.len()];
-        self.answer_from_bank_with(questions, &generation, bank, reading, &mut |_, _| {})
-    }
-
-    /// [`Self::answer_from_bank`], answer `i` generated as `generation[i]`;
-    /// `on_text(i, so_far)` watches each answer grow (see
-    /// [`generate_answers_each`]).
-    pub fn answer_from_bank_with(
+    /// Answers questions from `memory` (a bank on disk, or any
+    /// [`ChunkedMemory`]), read `reading.chunk` documents at a time (memory
+    /// O(chunk), not O(N)): exact streamed aggregation, or the paper's
+    /// hierarchical approximation. With a prior scale, the aggregator adds
+    /// the [`SimilarityPrior`] of that scale (the memory must hold retrieval
+    /// keys). In copy mode the reader reads the whole memory at once (exact;
+    /// memory O(N)): `chunk` and `hierarchical` do not apply. Answer `i` is
+    /// generated as `generation[i]`; `on_text(i, so_far)` watches each
+    /// answer grow (see [`generate_answers_each`]).
+    pub fn answer_from_memory<M>(
         &self,
         questions: &[&str],
         generation: &[AnswerGeneration],
-        bank: &MemoryBank,
+        memory: &M,
         reading: &BankReading,
         on_text: &mut dyn FnMut(usize, &str),
-    ) -> Result<Vec<Answer>, ModelError> {
+    ) -> Result<Vec<Answer>, M::Error>
+    where
+        M: ChunkedMemory,
+        M::Error: From<ModelError>,
+    {
         if generation.len() != questions.len() {
             return Err(ModelError::Input(format!(
                 "{} questions but {} generation settings",
                 questions.len(),
                 generation.len()
-            )));
+            ))
+            .into());
         }
         let t0 = std::time::Instant::now();
         let q = self.encode_questions(questions)?;
@@ -362,14 +317,13 @@ impl MacRuntime {
             }),
             None => None,
         };
-        let memory = BankMemory {
-            bank,
-            device: &self.device,
-        };
+        let aggregator = &self.model.aggregator;
         let agg = if self.model.copy.is_some() {
-            self.read_whole_bank(q, &memory, prior.as_ref())?
+            self.read_whole(q, memory, prior.as_ref())?
+        } else if reading.hierarchical {
+            aggregator.aggregate_hierarchical_streamed(q, memory, prior.as_ref(), reading.chunk)?
         } else {
-            self.aggregate_bank(q, &memory, prior.as_ref(), reading)?
+            aggregator.aggregate_streamed(q, memory, prior.as_ref(), reading.chunk)?
         };
         let read = std::time::Instant::now();
         let mut answers = self.answer_with(questions, generation, agg, on_text)?;
@@ -380,36 +334,18 @@ impl MacRuntime {
         Ok(answers)
     }
 
-    /// Exact (or hierarchical) streamed aggregation over `memory`.
-    fn aggregate_bank(
-        &self,
-        q: Tensor<3>,
-        memory: &BankMemory<'_>,
-        prior: Option<&SimilarityPrior>,
-        reading: &BankReading,
-    ) -> Result<mac_aggregation::Aggregation, ModelError> {
-        let aggregator = &self.model.aggregator;
-        if reading.hierarchical {
-            aggregator.aggregate_hierarchical_streamed(q, memory, prior, reading.chunk)
-        } else {
-            aggregator.aggregate_streamed(q, memory, prior, reading.chunk)
-        }
-        .map_err(|e| match e {
-            ModelError::Aggregation(e) => {
-                ModelError::Input(format!("{}: {e}", memory.bank.dir().display()))
-            }
-            other => other,
-        })
-    }
-
-    /// Copy mode over a whole bank: every entry read (memory O(N)), the
+    /// Copy mode over a whole memory: every entry read (memory O(N)), the
     /// prior's logits from the stored keys when asked for.
-    fn read_whole_bank(
+    fn read_whole<M>(
         &self,
         q: Tensor<3>,
-        memory: &BankMemory<'_>,
+        memory: &M,
         prior: Option<&SimilarityPrior>,
-    ) -> Result<mac_aggregation::Aggregation, ModelError> {
+    ) -> Result<mac_aggregation::Aggregation, M::Error>
+    where
+        M: ChunkedMemory,
+        M::Error: From<ModelError>,
+    {
         let chunk = memory.read(0, memory.n_documents())?;
         let [n_docs, n, d] = chunk.modulations.dims();
         let b = q.dims()[0];
@@ -420,10 +356,10 @@ impl MacRuntime {
         let prior_logits = match (prior, chunk.keys) {
             (Some(p), Some(keys)) => Some(p.logits(keys)),
             (Some(_), None) => {
-                return Err(ModelError::Input(format!(
-                    "{}: the similarity prior needs retrieval keys; this bank stores none",
-                    memory.bank.dir().display()
-                )))
+                return Err(ModelError::Input(
+                    "the similarity prior needs retrieval keys; this memory stores none".into(),
+                )
+                .into())
             }
             (None, _) => None,
         };

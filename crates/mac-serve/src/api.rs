@@ -2,7 +2,8 @@
 //! (chat and text completions) and documents to ingest, with the documented
 //! limits. A request that fails here changes nothing.
 
-use mac_model::{AnswerGeneration, NewDocument, Sampling, MAX_ANSWER_TOKENS};
+use mac_model::{AnswerGeneration, Sampling, MAX_ANSWER_TOKENS};
+use mac_runtime::NewDocument;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;

@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use mac_model::SourcedAnswer;
+use mac_runtime::SourcedAnswer;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mac_model::ModelError;
+use mac_runtime::RuntimeError;
 
 /// An error answered to a client. 4xx: the client's mistake, nothing changed.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,10 +119,10 @@ impl ApiError {
     }
 }
 
-impl From<ModelError> for ApiError {
-    fn from(e: ModelError) -> Self {
+impl From<RuntimeError> for ApiError {
+    fn from(e: RuntimeError) -> Self {
         match e {
-            ModelError::Input(m) => Self::bad_request(m),
+            RuntimeError::Model(ModelError::Input(m)) => Self::bad_request(m),
             other => Self::internal(other.to_string()),
         }
     }

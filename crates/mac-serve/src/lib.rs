@@ -50,7 +50,7 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use mac_memory::MemoryBank;
-use mac_model::{AskOptions, Memory, ModelError};
+use mac_runtime::{AskOptions, Memory, RuntimeError};
 
 pub use error::ApiError;
 pub use metrics::Metrics;
@@ -61,7 +61,7 @@ use state::AppState;
 pub enum ServeError {
     /// The bank could not be opened or does not fit the model.
     #[error(transparent)]
-    Bank(#[from] ModelError),
+    Bank(#[from] RuntimeError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -118,9 +118,9 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let mut workers = Vec::new();
         let (view, ingest) = if opts.read_only {
-            let bank = MemoryBank::open_read_only(bank_dir).map_err(ModelError::from)?;
+            let bank = MemoryBank::open_read_only(bank_dir).map_err(RuntimeError::from)?;
             bank.check_modulation_shape(memory.bank_shape())
-                .map_err(ModelError::from)?;
+                .map_err(RuntimeError::from)?;
             metrics.bank_entries(bank.len() as u64);
             (
                 Arc::new(workers::BankView::Reopened(bank_dir.to_path_buf())),
@@ -129,7 +129,7 @@ impl Server {
         } else {
             let bank = memory.open_bank_writer(bank_dir)?;
             metrics.bank_entries(bank.len() as u64);
-            let reader = bank.reader().map_err(ModelError::from)?;
+            let reader = bank.reader().map_err(RuntimeError::from)?;
             let view = Arc::new(workers::BankView::Published(RwLock::new(Arc::new(reader))));
             let (tx, rx) = mpsc::channel();
             let (rt, v, m) = (memory.clone(), view.clone(), metrics.clone());

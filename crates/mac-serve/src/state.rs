@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
-use mac_model::Memory;
+use mac_runtime::Memory;
 
 use crate::metrics::Metrics;
 use crate::workers::{AskJob, BankView, IngestJob};

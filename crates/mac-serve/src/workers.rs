@@ -10,7 +10,8 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, RwLock};
 
 use mac_memory::{AppendOutcome, MemoryBank};
-use mac_model::{AnswerGeneration, AskOptions, Ingested, Memory, NewDocument, SourcedAnswer};
+use mac_model::AnswerGeneration;
+use mac_runtime::{AskOptions, Ingested, Memory, NewDocument, SourcedAnswer};
 use tokio::sync::oneshot;
 
 use crate::error::ApiError;

@@ -8,7 +8,7 @@
 use std::error::Error;
 use std::path::PathBuf;
 
-use mac_model::{AskOptions, Memory, NewDocument};
+use mac_runtime::{AskOptions, Memory, NewDocument};
 use mac_train::{TrainConfig, Trainer};
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -31,7 +31,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         source: "example".into(),
         text: "Velra Quellington was born in Port Vessa and works for Hollow Pine Labs.".into(),
     };
-    runtime.ingest(&mut bank, &[document], |_| {})?;
+    runtime.ingest(&mut bank, &[document], &mut |_| {})?;
     let answer = runtime
         .ask(
             &bank,

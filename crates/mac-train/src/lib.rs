@@ -32,8 +32,8 @@ mod run_dir;
 mod selection;
 pub mod span;
 mod stats;
+mod tensors;
 mod trainer;
-mod validation;
 
 pub use config::{DataSource, Schedule, TrainConfig};
 pub use data::{load_splits, Splits, TrainBatch};

@@ -7,10 +7,8 @@
 use burn::tensor::{Tensor, TensorData};
 use mac_data::{Dataset, Document, QaPair};
 use mac_lm::LoadedLm;
-use mac_model::{
-    AnswerFrame, AskOptions, Memory, NewDocument, SpanCheckpoint, SpanMemory, SpanReader,
-    SpanReading,
-};
+use mac_model::{AnswerFrame, SpanCheckpoint, SpanReader, SpanReading};
+use mac_runtime::{AskOptions, Memory, NewDocument, SpanMemory};
 use mac_train::span::{
     choose_spans, choose_spans_chunked, SpanFeatures, SpanRule, SpanTrainConfig, SpanTrainer,
 };

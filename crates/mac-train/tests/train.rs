@@ -524,8 +524,14 @@ fn copy_mode_trains_resumes_and_answers_from_a_bank() {
             prior_scale,
             ..Default::default()
         };
+        let memory = mac_runtime::BankMemory {
+            bank: &bank,
+            device: &device(),
+        };
+        let question = ["Where was Velra Quellington born?"];
+        let generation = [mac_model::AnswerGeneration::default()];
         let answers = rt
-            .answer_from_bank(&["Where was Velra Quellington born?"], &bank, &reading)
+            .answer_from_memory(&question, &generation, &memory, &reading, &mut |_, _| {})
             .unwrap();
         let shares = &answers[0].doc_weights;
         assert_eq!(shares.len(), 2);

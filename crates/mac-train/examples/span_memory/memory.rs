@@ -7,8 +7,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use mac_aggregation::SpanSelector;
 use mac_encoder::{Bert, EncoderTokenizer, Trainable};
 use mac_model::prompt::{question_prompt, ChatFrame};
-use mac_model::DEFAULT_PRIOR_SCALE;
 use mac_retrieval::Bm25Index;
+use mac_runtime::DEFAULT_PRIOR_SCALE;
 use mac_train::span::{choose_spans, SpanFeatures, SpanQuestion, SpanRule};
 
 use crate::eval::{Evaluation, Read};

@@ -28,7 +28,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::run_dir::{sibling, swap_into_place, OPTIMIZER_FILE};
-use crate::trainer::{draw_initial_weights, SEEDED_INIT};
+use crate::tensors::{draw_initial_weights, SEEDED_INIT};
 
 mod choose;
 mod run;

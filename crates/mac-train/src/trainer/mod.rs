@@ -1,17 +1,26 @@
-//! The meta-training loop.
+//! The meta-training loop: the trainer, its state and the step; each
+//! part of its work in a module of its own (batches, losses, selection,
+//! validation, profile, checkpoints).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use burn::grad_clipping::GradientClippingConfig;
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use mac_encoder::{EncoderFiles, EncoderTokenizer};
 use mac_lm::LoadedLm;
 use mac_model::{Checkpoint, MacModel, MacRuntime};
+
+mod batches;
+mod checkpoints;
+mod losses;
+mod profile;
+mod selection;
+mod validation;
 
 use crate::config::TrainConfig;
 use crate::data::{load_splits, Splits};
@@ -19,6 +28,7 @@ use crate::profile::{part, PartTimer};
 use crate::run_dir::{MetricsLine, RunDir, TrainerState, OPTIMIZER_FILE};
 use crate::selection::{SelectionConfig, SelectionPool};
 use crate::stats::{CutShort, SelectionSummary, StepStats, TrainSummary, ValidationStats};
+use crate::tensors::{draw_initial_weights, SEEDED_INIT};
 
 /// A training run in `run_dir`.
 pub struct Trainer {
@@ -60,31 +70,6 @@ fn optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
         .init()
 }
 
-/// Draws every parameter's initial value now: Burn initialises parameters
-/// lazily, on first use, which would put the draws outside the lock.
-pub(crate) fn draw_initial_weights<M: Module>(model: &M) {
-    struct Draw;
-    impl ModuleVisitor for Draw {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let _ = param.val();
-        }
-    }
-    model.visit(&mut Draw);
-}
-
-/// Held while a trainer seeds the backend's generator and initialises its model.
-pub(crate) static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// `t` (from the plain device) as a leaf without a graph on the autodiff
-/// device `ad`.
-pub(crate) fn detached(t: Tensor<3>, ad: &Device) -> Result<Tensor<3>> {
-    let dims = t.dims();
-    let data: Vec<f32> = t
-        .try_to_vec_as::<f32>()
-        .map_err(|e| anyhow::anyhow!("reading modulations: {e:?}"))?;
-    Ok(Tensor::from_data(TensorData::new(data, dims), ad))
-}
-
 /// A progress bar at `position` of `len` in `template`'s style (hidden
 /// unless `show`).
 pub(crate) fn progress_bar(show: bool, len: usize, position: usize, template: &str) -> ProgressBar {
@@ -97,12 +82,6 @@ pub(crate) fn progress_bar(show: bool, len: usize, position: usize, template: &s
     );
     bar.set_position(position as u64);
     bar
-}
-
-/// A 1-D index tensor of `rows` on `device`.
-pub(crate) fn index_tensor(rows: &[usize], device: &Device) -> Tensor<1, Int> {
-    let ids: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-    Tensor::from_data(TensorData::new(ids, [rows.len()]), device)
 }
 
 impl Trainer {

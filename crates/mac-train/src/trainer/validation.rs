@@ -2,6 +2,10 @@
 //! say whether the memory is used (an unrelated bank, each question's own
 //! and another document alone, the gold document's attention share).
 
+use crate::losses::shared;
+use crate::run_dir::MetricsLine;
+use crate::stats::ValidationStats;
+use crate::tensors::index_tensor;
 use anyhow::Result;
 use burn::tensor::Tensor;
 use mac_aggregation::Aggregation;
@@ -9,10 +13,7 @@ use mac_data::{exact_match, f1_score, QaPair};
 use mac_model::prompt::AnswerBatch;
 use mac_model::MacRuntime;
 
-use crate::losses::shared;
-use crate::run_dir::MetricsLine;
-use crate::stats::ValidationStats;
-use crate::trainer::{index_tensor, Trainer};
+use super::Trainer;
 
 impl Trainer {
     /// Loss, EM and F1 on the first `validation_documents` validation

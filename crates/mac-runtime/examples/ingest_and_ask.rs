@@ -10,7 +10,7 @@
 use std::error::Error;
 use std::path::PathBuf;
 
-use mac_model::{load_memory, AskOptions, NewDocument};
+use mac_runtime::{load_memory, AskOptions, NewDocument};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);

@@ -19,13 +19,13 @@ use mac_aggregation::{push_chunk, SpanChoice, SpanSelector, StreamedSpanChoice};
 use mac_lm::LoadedLm;
 use mac_memory::{BankShape, MemoryBank, NewEntry};
 
-use crate::bank_service::{most_attended, AnsweredSpan, Ingested, NewDocument, SourcedAnswer};
-use crate::memory::Memory;
-use crate::prompt::ChatFrame;
-use crate::{
-    AnswerGeneration, AnswerTimings, AskOptions, ModelError, SpanCheckpoint, SpanRead, SpanReader,
-    SpanReading,
+use mac_model::prompt::ChatFrame;
+use mac_model::{
+    AnswerGeneration, AnswerTimings, SpanCheckpoint, SpanRead, SpanReader, SpanReading,
 };
+
+use crate::service::most_attended;
+use crate::{AnsweredSpan, AskOptions, Ingested, Memory, NewDocument, RuntimeError, SourcedAnswer};
 
 /// Documents read by the LM at a time while ingesting.
 const INGEST_BATCH: usize = 8;
@@ -48,7 +48,7 @@ impl SpanMemory {
         dir: &Path,
         lm: Option<&Path>,
         device: &Device,
-    ) -> Result<Self, ModelError> {
+    ) -> Result<Self, RuntimeError> {
         let checkpoint = SpanCheckpoint::open(dir)?;
         let lm = LoadedLm::load(lm.unwrap_or(checkpoint.meta.lm.as_path()), device)?;
         checkpoint.meta.check_lm(&lm)?;
@@ -78,7 +78,7 @@ impl SpanMemory {
     }
 
     /// Each document's bank rows, `T_i · row_width` floats.
-    fn rows(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
+    fn rows(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, RuntimeError> {
         let ids = texts
             .iter()
             .map(|t| SpanReader::document_ids(&self.lm, t))
@@ -101,7 +101,7 @@ impl SpanMemory {
         bank: &MemoryBank,
         questions: &[&str],
         chunk: usize,
-    ) -> Result<Vec<SpanChoice>, ModelError> {
+    ) -> Result<Vec<SpanChoice>, RuntimeError> {
         let states = self.reader().question_states(&self.lm, questions)?;
         let summaries: Vec<Tensor<2>> = states.iter().cloned().map(SpanReader::summary).collect();
         let queries = self.selector.question_queries(Tensor::cat(summaries, 0));
@@ -138,7 +138,7 @@ impl SpanMemory {
             .into_iter()
             .map(|c| {
                 c.finish().ok_or_else(|| {
-                    ModelError::Input(format!("the bank in {} is empty", bank.dir().display()))
+                    RuntimeError::input(format!("the bank in {} is empty", bank.dir().display()))
                 })
             })
             .collect()
@@ -182,7 +182,7 @@ impl Memory for SpanMemory {
     }
 
     /// Opens the bank in `dir` as its writer, creating it if needed.
-    fn open_bank_writer(&self, dir: &Path) -> Result<MemoryBank, ModelError> {
+    fn open_bank_writer(&self, dir: &Path) -> Result<MemoryBank, RuntimeError> {
         Ok(MemoryBank::open_or_create(
             dir,
             self.bank_shape(),
@@ -197,11 +197,11 @@ impl Memory for SpanMemory {
         bank: &mut MemoryBank,
         docs: &[NewDocument],
         progress: &mut dyn FnMut(usize),
-    ) -> Result<Vec<Ingested>, ModelError> {
+    ) -> Result<Vec<Ingested>, RuntimeError> {
         let mut done = Vec::with_capacity(docs.len());
         for chunk in docs.chunks(INGEST_BATCH) {
             if let Some(d) = chunk.iter().find(|d| d.text.trim().is_empty()) {
-                return Err(ModelError::Input(format!(
+                return Err(RuntimeError::input(format!(
                     "document from `{}` is empty",
                     d.source
                 )));
@@ -239,12 +239,12 @@ impl Memory for SpanMemory {
         generation: &[AnswerGeneration],
         opts: &AskOptions,
         on_text: &mut dyn FnMut(usize, &str),
-    ) -> Result<Vec<SourcedAnswer>, ModelError> {
+    ) -> Result<Vec<SourcedAnswer>, RuntimeError> {
         if let Some(i) = questions.iter().position(|q| q.trim().is_empty()) {
-            return Err(ModelError::Input(format!("question {i} is empty")));
+            return Err(RuntimeError::input(format!("question {i} is empty")));
         }
         if generation.len() != questions.len() {
-            return Err(ModelError::Input(format!(
+            return Err(RuntimeError::input(format!(
                 "{} questions but {} generation settings",
                 questions.len(),
                 generation.len()
@@ -252,7 +252,7 @@ impl Memory for SpanMemory {
         }
         let shape = bank.shape();
         if shape != self.bank_shape() {
-            return Err(ModelError::Input(format!(
+            return Err(RuntimeError::input(format!(
                 "{}: the bank holds entries of shape {shape:?}; this span memory reads {:?}",
                 bank.dir().display(),
                 self.bank_shape()
@@ -343,10 +343,10 @@ fn padded(rows: &Tensor<2>, lengths: &[usize]) -> (Tensor<3>, Tensor<2, Bool>) {
     )
 }
 
-fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, ModelError> {
+fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, RuntimeError> {
     t.try_to_vec_as::<f32>().map_err(read_error)
 }
 
-fn read_error(e: TensorReadError) -> ModelError {
-    ModelError::Input(format!("reading span scores: {e:?}"))
+fn read_error(e: TensorReadError) -> RuntimeError {
+    RuntimeError::input(format!("reading span scores: {e:?}"))
 }

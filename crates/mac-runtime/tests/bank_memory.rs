@@ -5,7 +5,8 @@
 use burn::tensor::{Device, Distribution, Tensor};
 use mac_aggregation::{AggregatorConfig, InMemory, SimilarityPrior};
 use mac_memory::{BankShape, MemoryBank, NewEntry};
-use mac_model::{BankMemory, ModelError};
+use mac_model::ModelError;
+use mac_runtime::{BankMemory, RuntimeError};
 
 fn device() -> Device {
     mac_device::select("flex").unwrap()
@@ -40,7 +41,10 @@ fn a_bank_on_disk_aggregates_like_the_same_modulations_in_memory() {
     let empty = agg
         .aggregate_streamed(q.clone(), &on_disk, None, 4)
         .unwrap_err();
-    assert!(matches!(empty, ModelError::Aggregation(_)), "{empty}");
+    assert!(
+        matches!(empty, RuntimeError::Model(ModelError::Aggregation(_))),
+        "{empty}"
+    );
     assert!(empty.to_string().contains("empty"), "{empty}");
 
     let docs = Tensor::<3>::random([n_docs, n, d], Distribution::Normal(0.0, 1.0), &device);

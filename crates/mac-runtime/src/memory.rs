@@ -10,12 +10,10 @@ use std::path::Path;
 use burn::tensor::Device;
 use mac_lm::LoadedLm;
 use mac_memory::{BankShape, MemoryBank};
+use mac_model::prompt::ChatFrame;
+use mac_model::{AnswerGeneration, MacRuntime, SpanCheckpoint};
 
-use crate::prompt::ChatFrame;
-use crate::{
-    AnswerGeneration, AskOptions, Ingested, MacRuntime, ModelError, NewDocument, SourcedAnswer,
-    SpanCheckpoint, SpanMemory,
-};
+use crate::{AskOptions, Ingested, NewDocument, RuntimeError, SourcedAnswer, SpanMemory};
 
 /// A memory design: how documents become bank entries and how questions
 /// are answered from a bank. Shared between threads (a server's answerer
@@ -47,7 +45,7 @@ pub trait Memory: Send + Sync {
     /// Tokens of a document it reads; beyond them a document is stored cut.
     fn document_token_limit(&self) -> usize;
     /// Opens the bank in `dir` as its writer, creating it if needed.
-    fn open_bank_writer(&self, dir: &Path) -> Result<MemoryBank, ModelError>;
+    fn open_bank_writer(&self, dir: &Path) -> Result<MemoryBank, RuntimeError>;
     /// Reads each document once into `bank` (duplicates reported, not
     /// stored again); `progress` gets the count done.
     fn ingest(
@@ -55,7 +53,7 @@ pub trait Memory: Send + Sync {
         bank: &mut MemoryBank,
         docs: &[NewDocument],
         progress: &mut dyn FnMut(usize),
-    ) -> Result<Vec<Ingested>, ModelError>;
+    ) -> Result<Vec<Ingested>, RuntimeError>;
     /// Answers `questions` from `bank` as one batch, answer `i` generated
     /// as `generation[i]`, each with what it drew on and the batch's
     /// timings; `on_text(i, so_far)` watches answer `i` grow (the settled
@@ -67,64 +65,22 @@ pub trait Memory: Send + Sync {
         generation: &[AnswerGeneration],
         opts: &AskOptions,
         on_text: &mut dyn FnMut(usize, &str),
-    ) -> Result<Vec<SourcedAnswer>, ModelError>;
+    ) -> Result<Vec<SourcedAnswer>, RuntimeError>;
     /// [`Memory::ask_with`] with the default generation, nobody watching.
     fn ask(
         &self,
         bank: &MemoryBank,
         questions: &[&str],
         opts: &AskOptions,
-    ) -> Result<Vec<SourcedAnswer>, ModelError> {
+    ) -> Result<Vec<SourcedAnswer>, RuntimeError> {
         let generation = vec![AnswerGeneration::default(); questions.len()];
         self.ask_with(bank, questions, &generation, opts, &mut |_, _| {})
     }
 }
 
-impl Memory for MacRuntime {
-    fn name(&self) -> &'static str {
-        "mac"
-    }
-    fn lm(&self) -> &LoadedLm {
-        &self.lm
-    }
-    fn has_prior(&self, bank: &MemoryBank) -> bool {
-        bank.shape().key_dim > 0
-    }
-    fn paper_path(&self) -> Option<&MacRuntime> {
-        Some(self)
-    }
-    fn bank_shape(&self) -> BankShape {
-        MacRuntime::bank_shape(self)
-    }
-    fn document_token_limit(&self) -> usize {
-        self.config.max_document_tokens
-    }
-    fn open_bank_writer(&self, dir: &Path) -> Result<MemoryBank, ModelError> {
-        MacRuntime::open_bank_writer(self, dir)
-    }
-    fn ingest(
-        &self,
-        bank: &mut MemoryBank,
-        docs: &[NewDocument],
-        progress: &mut dyn FnMut(usize),
-    ) -> Result<Vec<Ingested>, ModelError> {
-        MacRuntime::ingest(self, bank, docs, progress)
-    }
-    fn ask_with(
-        &self,
-        bank: &MemoryBank,
-        questions: &[&str],
-        generation: &[AnswerGeneration],
-        opts: &AskOptions,
-        on_text: &mut dyn FnMut(usize, &str),
-    ) -> Result<Vec<SourcedAnswer>, ModelError> {
-        MacRuntime::ask_with(self, bank, questions, generation, opts, on_text)
-    }
-}
-
 /// The memory a checkpoint directory holds: span memory where it has a
 /// `span.json`, else the paper's path (`mac.json`).
-pub fn load_memory(dir: &Path, device: &Device) -> Result<Box<dyn Memory>, ModelError> {
+pub fn load_memory(dir: &Path, device: &Device) -> Result<Box<dyn Memory>, RuntimeError> {
     if SpanCheckpoint::is_span_checkpoint(dir) {
         Ok(Box::new(SpanMemory::from_checkpoint(dir, None, device)?))
     } else {

@@ -1,22 +1,19 @@
-//! Ingest into a memory bank and answer from it: the one sequence the CLI
-//! and the server share (amortize → build entries → durable append; answer →
-//! the documents drawn on, with their share of the attention).
+//! What ingesting and answering trade in, for either memory: documents in
+//! and what became of them; answers out with the documents and span they
+//! drew on; how a question reads a bank.
 
-use std::path::Path;
-
-use mac_memory::{AppendOutcome, BankShape, MemoryBank, NewEntry};
+use mac_memory::{AppendOutcome, MemoryBank};
 use serde::Serialize;
 
-use crate::{AnswerGeneration, AnswerTimings, BankReading, MacRuntime, ModelError};
+use mac_model::{AnswerTimings, BankReading};
+
+use crate::RuntimeError;
 
 /// Scale of the similarity prior when a bank stores retrieval keys and the
 /// caller does not say otherwise (the evaluation's `mac+prior`): with the
 /// frozen all-MiniLM-L6-v2 keys, a question's own fact document gets about
 /// 0.94 of the prior's mass among 200 (docs/results.md).
 pub const DEFAULT_PRIOR_SCALE: f64 = 50.0;
-
-/// Documents amortized and appended at a time.
-const INGEST_BATCH: usize = 8;
 
 /// Characters of a document's text shown with an answer.
 const SNIPPET_CHARS: usize = 100;
@@ -58,7 +55,7 @@ pub(crate) fn most_attended(
     bank: &MemoryBank,
     weights: &[f32],
     top: usize,
-) -> Result<Vec<Attended>, ModelError> {
+) -> Result<Vec<Attended>, RuntimeError> {
     let mut order: Vec<usize> = (0..weights.len()).collect();
     order.sort_by(|&a, &b| weights[b].total_cmp(&weights[a]));
     order
@@ -152,104 +149,5 @@ impl AskOptions {
             hierarchical: self.hierarchical,
             prior_scale,
         }
-    }
-}
-
-impl MacRuntime {
-    /// The shape of the banks this runtime fills.
-    pub fn bank_shape(&self) -> BankShape {
-        let (n_tokens, d_mod) = self.config.memory_shape();
-        BankShape {
-            n_tokens,
-            d_mod,
-            key_dim: self.key_dim(),
-            rows_vary: false,
-        }
-    }
-
-    /// Opens the bank in `dir` as its writer, creating it when absent; a
-    /// bank another model filled is refused (its modulations would not fit).
-    pub fn open_bank_writer(&self, dir: &Path) -> Result<MemoryBank, ModelError> {
-        let bank = MemoryBank::open_or_create(dir, self.bank_shape(), &self.producer)?;
-        if bank.producer() != self.producer {
-            return Err(ModelError::Input(format!(
-                "{}: the bank was built by `{}`, not by `{}` — its modulations would not match; use a new bank",
-                dir.display(),
-                bank.producer(),
-                self.producer
-            )));
-        }
-        Ok(bank)
-    }
-
-    /// Amortizes `docs` and appends them to `bank`, eight at a
-    /// time, each batch durable (fsynced and committed) before the next;
-    /// `progress` is called with the documents done so far. Duplicates (same
-    /// text) are reported, not stored again.
-    pub fn ingest(
-        &self,
-        bank: &mut MemoryBank,
-        docs: &[NewDocument],
-        mut progress: impl FnMut(usize),
-    ) -> Result<Vec<Ingested>, ModelError> {
-        let with_keys = bank.shape().key_dim > 0;
-        let mut done = Vec::with_capacity(docs.len());
-        for chunk in docs.chunks(INGEST_BATCH) {
-            let texts: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
-            let amortized = self.amortize(&texts)?;
-            let entries: Vec<NewEntry<'_>> = chunk
-                .iter()
-                .zip(amortized.modulations.iter().zip(&amortized.keys))
-                .map(|(d, (m, k))| NewEntry {
-                    source: &d.source,
-                    text: &d.text,
-                    modulation: m,
-                    key: if with_keys { k } else { &[] },
-                })
-                .collect();
-            let outcomes = bank.append_batch(&entries)?;
-            done.extend(outcomes.into_iter().zip(&amortized.truncated).map(
-                |(outcome, &truncated_tokens)| Ingested {
-                    outcome,
-                    truncated_tokens,
-                },
-            ));
-            progress(done.len());
-        }
-        Ok(done)
-    }
-
-    /// Answers `questions` from `bank` ([`Self::answer_from_bank_with`],
-    /// read as [`AskOptions::reading`] says), each with the `opts.top`
-    /// documents it attended to most ([`crate::Memory::ask_with`]).
-    pub fn ask_with(
-        &self,
-        bank: &MemoryBank,
-        questions: &[&str],
-        generation: &[AnswerGeneration],
-        opts: &AskOptions,
-        on_text: &mut dyn FnMut(usize, &str),
-    ) -> Result<Vec<SourcedAnswer>, ModelError> {
-        if let Some(i) = questions.iter().position(|q| q.trim().is_empty()) {
-            return Err(ModelError::Input(format!("question {i} is empty")));
-        }
-        let answers =
-            self.answer_from_bank_with(questions, generation, bank, &opts.reading(bank), on_text)?;
-        answers
-            .into_iter()
-            .map(|answer| {
-                Ok(SourcedAnswer {
-                    text: answer.text,
-                    documents: most_attended(bank, &answer.doc_weights, opts.top)?,
-                    shares: answer.doc_weights,
-                    bank_entries: bank.len(),
-                    hit_token_limit: answer.hit_token_limit,
-                    generated_tokens: answer.generated_tokens,
-                    prompt_tokens: answer.prompt_tokens,
-                    timings: answer.timings,
-                    span: None,
-                })
-            })
-            .collect()
     }
 }
