@@ -10,7 +10,7 @@ use mac_lm::LoadedLm;
 use mac_memory::{BankShape, MemoryBank, NewEntry};
 use mac_model::{AnswerGeneration, MacRuntime};
 
-use crate::service::most_attended;
+use crate::service::{check_questions, most_attended};
 use crate::{AskOptions, Ingested, Memory, NewDocument, RuntimeError, SourcedAnswer};
 
 /// Documents amortized and appended at a time.
@@ -136,9 +136,7 @@ impl Memory for MacRuntime {
         opts: &AskOptions,
         on_text: &mut dyn FnMut(usize, &str),
     ) -> Result<Vec<SourcedAnswer>, RuntimeError> {
-        if let Some(i) = questions.iter().position(|q| q.trim().is_empty()) {
-            return Err(RuntimeError::input(format!("question {i} is empty")));
-        }
+        check_questions(questions, generation)?;
         let memory = BankMemory {
             bank,
             device: &self.device,

@@ -5,7 +5,7 @@
 use mac_memory::{AppendOutcome, MemoryBank};
 use serde::Serialize;
 
-use mac_model::{AnswerTimings, BankReading};
+use mac_model::{AnswerGeneration, AnswerTimings, BankReading};
 
 use crate::RuntimeError;
 
@@ -71,6 +71,25 @@ pub(crate) fn most_attended(
             })
         })
         .collect()
+}
+
+/// A batch of questions is answerable: none empty, one generation setting
+/// each.
+pub(crate) fn check_questions(
+    questions: &[&str],
+    generation: &[AnswerGeneration],
+) -> Result<(), RuntimeError> {
+    if let Some(i) = questions.iter().position(|q| q.trim().is_empty()) {
+        return Err(RuntimeError::input(format!("question {i} is empty")));
+    }
+    if generation.len() != questions.len() {
+        return Err(RuntimeError::input(format!(
+            "{} questions but {} generation settings",
+            questions.len(),
+            generation.len()
+        )));
+    }
+    Ok(())
 }
 
 /// The span of a document an answer was read from.

@@ -24,7 +24,7 @@ use mac_model::{
     AnswerGeneration, AnswerTimings, SpanCheckpoint, SpanRead, SpanReader, SpanReading,
 };
 
-use crate::service::most_attended;
+use crate::service::{check_questions, most_attended};
 use crate::{AnsweredSpan, AskOptions, Ingested, Memory, NewDocument, RuntimeError, SourcedAnswer};
 
 /// Documents read by the LM at a time while ingesting.
@@ -240,16 +240,7 @@ impl Memory for SpanMemory {
         opts: &AskOptions,
         on_text: &mut dyn FnMut(usize, &str),
     ) -> Result<Vec<SourcedAnswer>, RuntimeError> {
-        if let Some(i) = questions.iter().position(|q| q.trim().is_empty()) {
-            return Err(RuntimeError::input(format!("question {i} is empty")));
-        }
-        if generation.len() != questions.len() {
-            return Err(RuntimeError::input(format!(
-                "{} questions but {} generation settings",
-                questions.len(),
-                generation.len()
-            )));
-        }
+        check_questions(questions, generation)?;
         let shape = bank.shape();
         if shape != self.bank_shape() {
             return Err(RuntimeError::input(format!(

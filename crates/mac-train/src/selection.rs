@@ -91,7 +91,7 @@ pub(crate) struct SelectionPool {
 /// Mixed into the run's seed for the pool and the selection steps.
 pub(crate) const SELECTION_SEED: u64 = 0x5E1E_C7ED;
 
-/// Most validation documents in the bank [`Trainer::validate_selection`] uses.
+/// Most validation documents in the bank [`crate::Trainer::validate_selection`] uses.
 pub const SELECTION_VALIDATION_DOCUMENTS: usize = 256;
 
 /// Documents amortized at once while the pool is built.

@@ -132,11 +132,6 @@ impl<'a> Evaluation<'a> {
         Ok(())
     }
 
-    /// The F1 recorded as `name`.
-    pub fn f1(&self, name: &str) -> f64 {
-        self.methods.get(name).map_or(f64::NAN, |s| s.f1)
-    }
-
     /// Answers question `qs[i]` of `asked` from the text prompt
     /// `prompts[i]` (greedy, first non-empty line) and records the scores.
     pub fn prompts(

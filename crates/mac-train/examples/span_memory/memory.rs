@@ -203,27 +203,14 @@ impl Chooser<'_> {
     ) -> Result<(), Box<dyn Error>> {
         let m = &memory.features;
         let qs = memory.questions();
+        let mut record = |name: &str, reads: &[Read], shares: Option<Vec<f32>>| {
+            eval.spans(&format!("{prefix}{name}"), frame, m, m, &qs, reads, shares)
+        };
         let all: Vec<usize> = (0..memory.own).collect();
         let (reads, shares) = self.over(memory, &all, &qs, false)?;
-        eval.spans(
-            &format!("{prefix}span memory"),
-            frame,
-            m,
-            m,
-            &qs,
-            &reads,
-            Some(shares),
-        )?;
+        record("span memory", &reads, Some(shares))?;
         let (reads, shares) = self.over(memory, &all, &qs, true)?;
-        eval.spans(
-            &format!("{prefix}span memory+prior"),
-            frame,
-            m,
-            m,
-            &qs,
-            &reads,
-            Some(shares),
-        )?;
+        record("span memory+prior", &reads, Some(shares))?;
         // Over the BM25 top document (MAC+BM25's place), and that document whole (rag@1).
         let top = Self::bm25_top(memory, &qs)?;
         let reads = qs
@@ -231,28 +218,12 @@ impl Chooser<'_> {
             .zip(&top)
             .map(|(&q, &d)| Ok::<_, Box<dyn Error>>(self.over(memory, &[d], &[q], false)?.0[0]))
             .collect::<Result<Vec<_>, _>>()?;
-        eval.spans(
-            &format!("{prefix}span memory over BM25 top-1"),
-            frame,
-            m,
-            m,
-            &qs,
-            &reads,
-            None,
-        )?;
+        record("span memory over BM25 top-1", &reads, None)?;
         let reads: Vec<Read> = top
             .iter()
             .map(|&d| (d, 0, m.documents[d].len() - 1))
             .collect();
-        eval.spans(
-            &format!("{prefix}rag@1 (BM25 top-1 document whole)"),
-            frame,
-            m,
-            m,
-            &qs,
-            &reads,
-            None,
-        )?;
+        record("rag@1 (BM25 top-1 document whole)", &reads, None)?;
         if own_document {
             let reads = qs
                 .iter()
@@ -261,28 +232,12 @@ impl Chooser<'_> {
                     Ok::<_, Box<dyn Error>>(self.over(memory, &[own], &[q], false)?.0[0])
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            eval.spans(
-                &format!("{prefix}span memory, own document"),
-                frame,
-                m,
-                m,
-                &qs,
-                &reads,
-                None,
-            )?;
+            record("span memory, own document", &reads, None)?;
         }
         // Control: a bank of unrelated documents (those after the split's own).
         let unrelated: Vec<usize> = (memory.own..m.documents.len()).take(memory.own).collect();
         let (reads, _) = self.over(memory, &unrelated, &qs, false)?;
-        eval.spans(
-            &format!("{prefix}span memory, unrelated bank"),
-            frame,
-            m,
-            m,
-            &qs,
-            &reads,
-            None,
-        )?;
+        record("span memory, unrelated bank", &reads, None)?;
         // References: the gold span (an oracle selection), the whole document
         // (the oracle context) and no memory.
         let gold = |q: usize| -> &SpanQuestion { &m.questions[q] };
@@ -293,28 +248,12 @@ impl Chooser<'_> {
                 (gold(q).document, a, b)
             })
             .collect();
-        eval.spans(
-            &format!("{prefix}gold span (oracle)"),
-            frame,
-            m,
-            m,
-            &qs,
-            &reads,
-            None,
-        )?;
+        record("gold span (oracle)", &reads, None)?;
         let reads: Vec<Read> = qs
             .iter()
             .map(|&q| (gold(q).document, 0, m.documents[gold(q).document].len() - 1))
             .collect();
-        eval.spans(
-            &format!("{prefix}whole document (oracle context)"),
-            frame,
-            m,
-            m,
-            &qs,
-            &reads,
-            None,
-        )?;
+        record("whole document (oracle context)", &reads, None)?;
         let prompts: Vec<String> = qs.iter().map(|&q| question_prompt(&gold(q).text)).collect();
         eval.prompts(&format!("{prefix}no memory"), m, &qs, &prompts)
     }
