@@ -99,6 +99,17 @@ pub struct FrameExample {
     pub answer: String,
 }
 
+impl FrameExample {
+    /// The example as a chat prompt takes it.
+    pub fn as_chat(&self) -> ChatExample<'_> {
+        ChatExample {
+            document: &self.document,
+            question: &self.question,
+            answer: &self.answer,
+        }
+    }
+}
+
 /// How a question and what the memory hands the LM are put to it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -130,14 +141,7 @@ impl AnswerFrame {
                     "the checkpoint answers in a chat frame, but the LM has no chat template this build recognises".into(),
                 )
             })?;
-        let shots: Vec<ChatExample<'_>> = examples
-            .iter()
-            .map(|e| ChatExample {
-                document: &e.document,
-                question: &e.question,
-                answer: &e.answer,
-            })
-            .collect();
+        let shots: Vec<ChatExample<'_>> = examples.iter().map(FrameExample::as_chat).collect();
         Ok(Some(ChatFrame::new(format, &shots)))
     }
 }

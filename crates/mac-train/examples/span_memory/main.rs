@@ -245,11 +245,7 @@ impl Sections<'_> {
         let shots: Vec<ChatExample> = self
             .frame_examples
             .iter()
-            .map(|e| ChatExample {
-                document: &e.document,
-                question: &e.question,
-                answer: &e.answer,
-            })
+            .map(FrameExample::as_chat)
             .collect();
         let text_of = |q: usize| self.memory.texts[m.questions[q].document].as_str();
         for (name, examples) in [
