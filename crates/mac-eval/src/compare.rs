@@ -14,14 +14,13 @@ use mac_data::Dataset;
 use mac_finetune::{FinetuneConfig, FinetuneKind, OnlineFinetuner};
 use mac_memory::MemoryBank;
 use mac_model::prompt::question_prompt;
-use mac_model::{generate_answers, MAX_ANSWER_TOKENS};
 use mac_retrieval::Bm25Index;
 use mac_runtime::Memory;
 use serde::{Deserialize, Serialize};
 
 use crate::memory::{peak_rss_mb, reset_peak_rss};
 use crate::methods::{
-    bar, mac_rag_answers, rag_prompt, retrieve, score, write_predictions, Question,
+    answer_prompts, bar, mac_rag_answers, rag_prompt, retrieve, score, write_predictions, Question,
 };
 use crate::online::retention_points;
 use crate::report::method_table;
@@ -87,11 +86,7 @@ fn questions_of(docs: &[mac_data::Document]) -> Vec<Question<'_>> {
 }
 
 fn plain_answers(lm: &mac_lm::LoadedLm, prompts: &[String], batch: usize) -> Result<Vec<String>> {
-    let mut out = Vec::with_capacity(prompts.len());
-    for chunk in prompts.chunks(batch.max(1)) {
-        out.extend(generate_answers(lm, chunk, None, MAX_ANSWER_TOKENS)?);
-    }
-    Ok(out)
+    answer_prompts(lm, prompts, batch, &indicatif::ProgressBar::hidden())
 }
 
 /// RAG@k answers: the top-k documents of `index` in the prompt, in `frame`.

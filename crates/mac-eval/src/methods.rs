@@ -12,6 +12,7 @@ use mac_data::{exact_match, f1_score, prefix_exact_match, QaPair};
 use mac_memory::MemoryBank;
 use mac_model::prompt::{framed_prompt, ChatFrame};
 use mac_model::MacRuntime;
+use mac_model::{generate_answers, MAX_ANSWER_TOKENS};
 use mac_retrieval::Bm25Index;
 use serde::{Deserialize, Serialize};
 
@@ -115,6 +116,22 @@ pub(crate) fn bar(show: bool, len: usize, what: &str) -> ProgressBar {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     b
+}
+
+/// The LM's greedy answers to text prompts, `batch` at a time; `pb`
+/// advances with each batch.
+pub(crate) fn answer_prompts(
+    lm: &mac_lm::LoadedLm,
+    prompts: &[String],
+    batch: usize,
+    pb: &ProgressBar,
+) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(prompts.len());
+    for chunk in prompts.chunks(batch.max(1)) {
+        out.extend(generate_answers(lm, chunk, None, MAX_ANSWER_TOKENS)?);
+        pb.inc(chunk.len() as u64);
+    }
+    Ok(out)
 }
 
 pub(crate) type Question<'a> = (usize, &'a QaPair);

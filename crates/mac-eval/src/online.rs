@@ -9,15 +9,14 @@ use mac_data::Dataset;
 use mac_lm::LoadedLm;
 use mac_memory::MemoryBank;
 use mac_model::prompt::framed_prompt;
-use mac_model::{generate_answers, MAX_ANSWER_TOKENS};
 use mac_retrieval::Bm25Index;
 use mac_runtime::{AskOptions, Memory, NewDocument, SourcedAnswer};
 use serde::{Deserialize, Serialize};
 
 use crate::memory::reset_peak_rss;
 use crate::methods::{
-    bar, mac_rag_answers, rag_prompt, retrieve, score, write_predictions, MethodResult, Prediction,
-    Question,
+    answer_prompts, bar, mac_rag_answers, rag_prompt, retrieve, score, write_predictions,
+    MethodResult, Prediction, Question,
 };
 use crate::question_only::QuestionOnly;
 
@@ -266,19 +265,15 @@ fn attention_stats(
     }
 }
 
-/// The LM's answers to text prompts, a batch at a time.
-fn answer_prompts(
+/// The LM's answers to text prompts, a batch at a time, with a progress bar.
+fn prompts_answered(
     lm: &LoadedLm,
     prompts: &[String],
     opts: &EvalOptions,
     label: &str,
 ) -> Result<Vec<String>> {
     let pb = bar(opts.progress, prompts.len(), label);
-    let mut out = Vec::with_capacity(prompts.len());
-    for chunk in prompts.chunks(opts.question_batch.max(1)) {
-        out.extend(generate_answers(lm, chunk, None, MAX_ANSWER_TOKENS)?);
-        pb.inc(chunk.len() as u64);
-    }
+    let out = answer_prompts(lm, prompts, opts.question_batch, &pb)?;
     pb.finish_and_clear();
     Ok(out)
 }
@@ -531,7 +526,7 @@ impl Run<'_> {
             })
             .collect::<Result<Vec<_>>>()?;
         let name = format!("rag@{k}");
-        let answers = answer_prompts(self.memory.lm(), &prompts, self.opts, &name)?;
+        let answers = prompts_answered(self.memory.lm(), &prompts, self.opts, &name)?;
         self.record(&name, &answers, t0, index_ms, 0.0);
         let Some(rt) = self.memory.paper_path() else {
             return Ok(());
@@ -654,7 +649,7 @@ impl Run<'_> {
                 .collect();
             reset_peak_rss();
             let t0 = Instant::now();
-            let answers = answer_prompts(self.memory.lm(), &prompts, self.opts, name)?;
+            let answers = prompts_answered(self.memory.lm(), &prompts, self.opts, name)?;
             self.record(name, &answers, t0, 0.0, 0.0);
         }
         if let Some(training) = training {

@@ -21,7 +21,7 @@ use mac_model::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{choose_spans, SpanFeatures, SpanTrainConfig, SpanTrainer};
+use super::{choose_spans, QuestionSpan, SpanFeatures, SpanTrainConfig, SpanTrainer};
 
 /// The run's record beside its checkpoint.
 pub const SPAN_RUN_FILE: &str = "span-run.json";
@@ -190,9 +190,24 @@ pub fn train_span_memory(
     let trained = t1.elapsed().as_secs_f64();
     let t2 = Instant::now();
     let frames = candidate_frames(&stream.train);
+    // The chosen selector's spans, the same whichever frame reads them.
+    let bank: Vec<usize> = (0..validation.documents.len()).collect();
+    let questions: Vec<usize> = (0..validation.questions.len())
+        .take(config.frame_questions)
+        .collect();
+    let spans = choose_spans(
+        &chosen.selector,
+        &validation,
+        &bank,
+        &validation,
+        &questions,
+        None,
+        chosen.rule,
+        device,
+    )?;
     let mut scores = Vec::new();
     for (name, frame) in &frames {
-        let f1 = frame_f1(&lm, &reader, &chosen, frame, &validation, config, device)?;
+        let f1 = frame_f1(&lm, &reader, frame, &validation, &questions, &spans)?;
         log(&format!("validation F1 in the {name} frame: {f1:.3}"));
         scores.push((name.to_string(), f1));
     }
@@ -355,32 +370,17 @@ fn candidate_frames(train: &Dataset) -> Vec<(&'static str, AnswerFrame)> {
     ]
 }
 
-/// Mean F1 of the first `frame_questions` validation questions answered
-/// from the chosen selector's spans, read in `frame`.
+/// Mean F1 of validation `questions` answered from their chosen `spans`,
+/// read in `frame`.
 fn frame_f1(
     lm: &LoadedLm,
     reader: &SpanReader,
-    chosen: &Chosen,
     frame: &AnswerFrame,
     validation: &SpanFeatures,
-    config: &SpanRunConfig,
-    device: &Device,
+    questions: &[usize],
+    spans: &[QuestionSpan],
 ) -> Result<f64> {
     let chat = frame.chat_frame(lm)?;
-    let bank: Vec<usize> = (0..validation.documents.len()).collect();
-    let questions: Vec<usize> = (0..validation.questions.len())
-        .take(config.frame_questions)
-        .collect();
-    let spans = choose_spans(
-        &chosen.selector,
-        validation,
-        &bank,
-        validation,
-        &questions,
-        None,
-        chosen.rule,
-        device,
-    )?;
     let mut total = 0.0;
     for (qs, spans) in questions.chunks(16).zip(spans.chunks(16)) {
         let reads: Vec<SpanRead<'_>> = spans
