@@ -104,6 +104,9 @@ pub(crate) enum Cmd {
         #[arg(long)]
         eval: PathBuf,
     },
+    /// Writes a generated stream as JSONL (document, question, answers, and
+    /// stale answers where a fact changed), for `mac eval --data`.
+    Dataset(eval_cmds::DatasetArgs),
     /// The paper's comparison: MAC vs online fine-tuning, RAG@k and MAC+RAG@k.
     Compare(eval_cmds::CompareArgs),
     /// Amortizes documents into a memory bank (created if needed).

@@ -71,6 +71,51 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
+/// A generated stream `mac dataset` writes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum StreamName {
+    /// Written apart from the training generator: other names, wording,
+    /// values and kinds of fact.
+    Novel,
+    /// The novel stream's wording, where every third document changes an
+    /// earlier person's fact (its replaced answer kept as `stale`).
+    Updates,
+}
+
+/// Arguments of `mac dataset`.
+#[derive(Debug, clap::Args)]
+pub struct DatasetArgs {
+    /// Which stream.
+    #[arg(long, value_enum)]
+    pub stream: StreamName,
+    /// How many documents.
+    #[arg(long, default_value_t = 200)]
+    pub documents: usize,
+    /// The generator's seed.
+    #[arg(long, default_value_t = 11)]
+    pub seed: u64,
+    /// The JSONL file written.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `mac dataset`: writes a generated stream as JSONL.
+pub fn dataset(args: &DatasetArgs) -> Result<()> {
+    let data = match args.stream {
+        StreamName::Novel => mac_data::novel_stream(args.seed, args.documents),
+        StreamName::Updates => mac_data::update_stream(args.seed, args.documents),
+    };
+    std::fs::write(&args.out, data.to_jsonl())
+        .with_context(|| format!("{}: cannot write", args.out.display()))?;
+    println!(
+        "{}: {} documents, {} questions",
+        args.out.display(),
+        data.documents.len(),
+        data.n_questions()
+    );
+    Ok(())
+}
+
 /// The run configuration next to a checkpoint (`RUN/checkpoints/NAME`) or in a run directory.
 fn run_config(checkpoint_arg: &Path, ckpt_dir: &Path) -> Option<TrainConfig> {
     [

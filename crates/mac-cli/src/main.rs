@@ -4,6 +4,7 @@
 //! mac train --preset default --out RUN_DIR          meta-train (resumable: --resume)
 //! mac eval --checkpoint RUN_DIR [--data FILE] --out DIR
 //! mac compare --checkpoint RUN_DIR [--data FILE] --out DIR   (vs fine-tuning, RAG@k, MAC+RAG@k)
+//! mac dataset --stream novel|updates --documents N --out FILE.jsonl
 //! mac ingest --bank DIR --checkpoint RUN_DIR FILES|DIRS|JSONL...
 //! mac ask --bank DIR --checkpoint RUN_DIR "question"
 //! mac serve --bank DIR --checkpoint RUN_DIR [--addr 127.0.0.1:8080] [--read-only]
@@ -91,6 +92,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Report { eval } => eval_cmds::rerender(&eval)?,
         Cmd::Eval(args) => eval_cmds::eval(args, &device)?,
         Cmd::Compare(args) => eval_cmds::compare(args, &device)?,
+        Cmd::Dataset(args) => eval_cmds::dataset(&args)?,
         Cmd::Ingest {
             bank,
             checkpoint,

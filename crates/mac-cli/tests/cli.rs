@@ -127,3 +127,44 @@ fn train_refuses_to_overwrite_a_run_without_resume_or_force() {
         "--resume with --force is a usage error"
     );
 }
+
+#[test]
+fn dataset_writes_the_update_stream_as_jsonl_that_eval_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("updates.jsonl");
+    let out = mac()
+        .args([
+            "dataset",
+            "--stream",
+            "updates",
+            "--documents",
+            "30",
+            "--out",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let options = mac_data::LoadOptions::default();
+    let loaded = mac_data::load(&file, mac_data::Format::Jsonl, options).unwrap();
+    let parts = |d: &mac_data::Dataset| {
+        d.documents
+            .iter()
+            .map(|d| (d.text.clone(), d.qas.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        parts(&loaded.dataset),
+        parts(&mac_data::update_stream(11, 30))
+    );
+    let bad = mac()
+        .args(["dataset", "--stream", "nonsense", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}

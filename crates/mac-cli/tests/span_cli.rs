@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use mac_data::{Dataset, Document, QaPair};
 use mac_lm::LoadedLm;
-use mac_model::{AnswerFrame, SpanReader, SpanReading};
+use mac_model::{AnswerFrame, SpanExtent, SpanReader, SpanReading};
 use mac_train::span::{SpanFeatures, SpanRule, SpanTrainConfig, SpanTrainer};
 
 fn mac() -> Command {
@@ -35,6 +35,7 @@ fn documents() -> Dataset {
                 qas: vec![QaPair {
                     question: format!("Where does {who} live?"),
                     answers: vec![town.to_string()],
+                    stale: Vec::new(),
                 }],
             })
             .collect(),
@@ -65,6 +66,7 @@ fn span_memory_ingests_and_answers_with_its_span() {
     let reader = SpanReader {
         layer: 1,
         sink_tokens: 2,
+        extent: SpanExtent::Span,
     };
     let dataset = documents();
     let features = SpanFeatures::read(&lm, &reader, &dataset, 4, 4).unwrap();

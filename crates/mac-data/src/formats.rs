@@ -216,6 +216,8 @@ struct JsonlRecord {
     document: String,
     question: String,
     answers: Vec<String>,
+    #[serde(default)]
+    stale: Vec<String>,
 }
 
 fn load_jsonl(bytes: &[u8], ctx: &mut Ctx, grouper: &mut Grouper) -> Result<(), DataError> {
@@ -235,6 +237,7 @@ fn load_jsonl(bytes: &[u8], ctx: &mut Ctx, grouper: &mut Grouper) -> Result<(), 
                     QaPair {
                         question: r.question.trim().to_string(),
                         answers: r.answers,
+                        stale: r.stale,
                     },
                     line,
                 ),
@@ -295,6 +298,7 @@ fn load_squad(bytes: &[u8], ctx: &mut Ctx, grouper: &mut Grouper) -> Result<(), 
                         QaPair {
                             question: qa.question.trim().to_string(),
                             answers,
+                            stale: Vec::new(),
                         },
                         n,
                     ),
@@ -390,6 +394,7 @@ fn load_csv(
                 QaPair {
                     question: q.trim().to_string(),
                     answers,
+                    stale: Vec::new(),
                 },
                 line,
             ),

@@ -3,7 +3,10 @@
 //! * [`facts`]: the embedded default, a seeded generator of a *fact stream*
 //!   about fictional entities (split by entity, with held-out templates),
 //!   and a *novel* stream written apart from it ([`novel_stream`]: other
-//!   names, wording, values and attribute kinds).
+//!   names, wording, values and attribute kinds), and an *update* stream in
+//!   its wording where later documents change earlier facts
+//!   ([`update_stream`]; each changed fact's replaced answer is kept as
+//!   [`QaPair::stale`]).
 //! * [`formats`]: loaders for SQuAD v1.1 JSON, StreamingQA and ArchivalQA CSV
 //!   (the columns the reference code reads) and a plain JSONL format, with
 //!   `file:line` errors for malformed records.
@@ -30,7 +33,7 @@ pub mod metrics;
 
 use serde::{Deserialize, Serialize};
 
-pub use facts::{novel_stream, FactStream, FactStreamConfig, ValueVocabulary};
+pub use facts::{novel_stream, update_stream, FactStream, FactStreamConfig, ValueVocabulary};
 pub use formats::{load, DataError, Format, LoadOptions, Loaded};
 pub use metrics::{exact_match, f1_score, normalize_answer, prefix_exact_match};
 
@@ -41,6 +44,10 @@ pub struct QaPair {
     pub question: String,
     /// Accepted answers (at least one).
     pub answers: Vec<String>,
+    /// Answers that were right until a later document changed them (empty
+    /// unless the stream updates this fact).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stale: Vec<String>,
 }
 
 /// A document of the stream and the questions it answers.
@@ -75,16 +82,20 @@ impl Dataset {
             .flat_map(|(i, d)| d.qas.iter().map(move |q| (i, q)))
     }
 
-    /// Writes the dataset as JSONL (`{"document", "question", "answers"}`, one line per question).
+    /// Writes the dataset as JSONL (`{"document", "question", "answers"}`,
+    /// and `"stale"` where a fact was updated; one line per question).
     pub fn to_jsonl(&self) -> String {
         let mut out = String::new();
         for d in &self.documents {
             for q in &d.qas {
-                let line = serde_json::json!({
+                let mut line = serde_json::json!({
                     "document": d.text,
                     "question": q.question,
                     "answers": q.answers,
                 });
+                if !q.stale.is_empty() {
+                    line["stale"] = serde_json::json!(q.stale);
+                }
                 out.push_str(&line.to_string());
                 out.push('\n');
             }

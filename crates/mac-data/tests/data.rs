@@ -358,3 +358,19 @@ fn jsonl_round_trip() {
         s.test.documents.iter().map(|d| &d.text).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn the_update_stream_round_trips_through_jsonl_with_its_stale_answers() {
+    let s = mac_data::update_stream(5, 30);
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(&dir, "u.jsonl", s.to_jsonl().as_bytes());
+    let l = load(&p, Format::Jsonl, LoadOptions::default()).unwrap();
+    let stale = |d: &mac_data::Dataset| {
+        d.questions()
+            .map(|(_, q)| q.stale.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(stale(&l.dataset), stale(&s));
+    assert_eq!(stale(&s).iter().filter(|x| !x.is_empty()).count(), 10);
+    assert_eq!(l.dataset.documents.len(), 30);
+}

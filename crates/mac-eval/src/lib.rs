@@ -13,7 +13,9 @@
 //! (MAC over the top-k BM25 documents), and controls that swap the right
 //! documents for unrelated ones (`*_unrelated*`), and, given the training
 //! split, the question-only baseline (the best fixed answer per question
-//! form: what a model scores without reading anything).
+//! form: what a model scores without reading anything). On a stream whose
+//! later documents change earlier facts, each method's share of answers
+//! with the new value and with the stale one ([`UpdateShare`]).
 //!
 //! ```
 //! use mac_data::{FactStream, FactStreamConfig};
@@ -39,6 +41,7 @@ mod methods;
 mod online;
 mod question_only;
 mod report;
+mod updates;
 
 pub use compare::{compare, compare_markdown, CompareOptions, CompareReport, SweepRow};
 pub use memory::{peak_rss_mb, reset_peak_rss};
@@ -49,3 +52,4 @@ pub use online::{
 };
 pub use question_only::{question_form, QuestionOnly};
 pub use report::write_markdown;
+pub use updates::{carries, update_shares, UpdateShare};

@@ -112,6 +112,10 @@ pub struct EvalReport {
     /// documents.
     #[serde(default)]
     pub bank_sizes: Vec<BankSizePoint>,
+    /// Of the questions about facts a later document changed: each
+    /// method's share of answers with the new value and with the stale one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub updates: BTreeMap<String, crate::UpdateShare>,
     /// Where MAC's aggregator attended, relative to the gold documents.
     pub attention: AttentionStats,
     /// The same for `mac+prior` (when it ran).
@@ -345,6 +349,7 @@ pub fn evaluate(
     if opts.references {
         run.reference_rows(training)?;
     }
+    let updates = crate::updates::update_shares(run.docs, &run.preds);
     let Run {
         mut methods, preds, ..
     } = run;
@@ -356,6 +361,7 @@ pub fn evaluate(
         methods,
         retention,
         bank_sizes,
+        updates,
         attention,
         prior_attention,
         n_documents: n_docs,

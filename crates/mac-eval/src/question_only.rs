@@ -108,6 +108,7 @@ mod tests {
                 .map(|(q, a)| QaPair {
                     question: q.to_string(),
                     answers: vec![a.to_string()],
+                    stale: Vec::new(),
                 })
                 .collect(),
         }

@@ -25,7 +25,28 @@ pub fn write_markdown(report: &EvalReport, title: &str) -> String {
     let key = report.memory.replace(' ', "_");
     method_notes(&mut s, report, &key);
     growth_tables(&mut s, report, &key);
+    update_table(&mut s, report);
     s
+}
+
+/// The changed facts' answers: new value or stale, per method.
+fn update_table(s: &mut String, report: &EvalReport) {
+    if report.updates.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n## Changed facts (questions whose answer a later document replaced)\n"
+    );
+    let _ = writeln!(s, "| method | questions | new value | stale value |");
+    let _ = writeln!(s, "|---|---|---|---|");
+    for (name, u) in &report.updates {
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {:.3} | {:.3} |",
+            u.questions, u.new, u.stale
+        );
+    }
 }
 
 /// What the memory drew on, and what the controls and references mean.

@@ -45,4 +45,4 @@ pub use span_checkpoint::{
     AnswerFrame, FrameExample, SelectorShape, SpanCheckpoint, SpanCheckpointMeta, SpanReading,
     SELECTOR_FILE, SPAN_META_FILE,
 };
-pub use span_memory::{answer_span, SpanRead, SpanReader, QUESTION_ROOM};
+pub use span_memory::{answer_span, SpanExtent, SpanRead, SpanReader, QUESTION_ROOM};

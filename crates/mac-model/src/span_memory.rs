@@ -37,6 +37,77 @@ pub struct SpanReader {
     pub layer: usize,
     /// The document's first tokens kept beside the span (attention sink).
     pub sink_tokens: usize,
+    /// How much of the chosen document the LM is handed around the span.
+    #[serde(default)]
+    pub extent: SpanExtent,
+}
+
+/// How much of the chosen document's key/values the LM is handed: the
+/// span, the sentences holding it, or the whole document.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpanExtent {
+    /// The chosen span only (with the attention sink or frame).
+    #[default]
+    Span,
+    /// The sentence (or sentences) the span lies in.
+    Sentence,
+    /// Every token of the chosen document.
+    Document,
+}
+
+impl SpanExtent {
+    /// Every extent, narrowest first.
+    pub const ALL: [SpanExtent; 3] = [Self::Span, Self::Sentence, Self::Document];
+
+    /// Its name in reports and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Span => "span",
+            Self::Sentence => "sentence",
+            Self::Document => "document",
+        }
+    }
+
+    /// The first and last token (inclusive) handed to the LM for the span
+    /// `start..=end` of `document`.
+    pub fn range(
+        self,
+        lm: &LoadedLm,
+        document: &[u32],
+        start: usize,
+        end: usize,
+    ) -> Result<(usize, usize), ModelError> {
+        let last = document.len().saturating_sub(1);
+        match self {
+            Self::Span => Ok((start, end.min(last))),
+            Self::Document => Ok((0, last)),
+            Self::Sentence => {
+                let ends = sentence_ends(lm, document)?;
+                let from = (0..start).rev().find(|&i| ends[i]).map_or(0, |i| i + 1);
+                let to = (end.min(last)..=last).find(|&i| ends[i]).unwrap_or(last);
+                Ok((from, to))
+            }
+        }
+    }
+}
+
+/// Whether each token of `document` ends a sentence: its text ends in
+/// `.`, `!` or `?` before a space or the end, or holds a line break.
+fn sentence_ends(lm: &LoadedLm, document: &[u32]) -> Result<Vec<bool>, ModelError> {
+    let texts = document
+        .iter()
+        .map(|&id| lm.tokenizer.decode(&[id]))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((0..texts.len())
+        .map(|i| {
+            let stop = texts[i].trim_end().ends_with(['.', '!', '?']);
+            let then_space = texts
+                .get(i + 1)
+                .is_none_or(|next| next.starts_with(char::is_whitespace));
+            texts[i].contains('\n') || (stop && then_space)
+        })
+        .collect())
 }
 
 /// One question's span: a document's tokens and the span's first and last
@@ -187,16 +258,17 @@ impl SpanReader {
                         r.document.len()
                     )));
                 }
+                let (start, end) = self.extent.range(lm, r.document, r.start, r.end)?;
                 let kept = if frame.is_some() {
                     // Document token `i` sits at `p + i - bos` after the preamble.
                     let p = preamble.len();
                     let bos = usize::from(starts_with_bos(lm, r.document));
-                    let first = (p + r.start).saturating_sub(bos).max(p);
+                    let first = (p + start).saturating_sub(bos).max(p);
                     (0..p)
-                        .chain(first..=(p + r.end).saturating_sub(bos))
+                        .chain(first..=(p + end).saturating_sub(bos))
                         .collect()
                 } else {
-                    self.kept_positions(r.start, r.end, r.document.len())
+                    self.kept_positions(start, end, r.document.len())
                 };
                 let cached = match full.iter().position(|(d, _)| *d == r.document) {
                     Some(i) => &full[i].1,

@@ -12,7 +12,7 @@ use mac_fuzz::{Campaign, Kind};
 use mac_lm::KvLayout;
 use mac_model::{
     AnswerFrame, Checkpoint, CheckpointMeta, FrameExample, MacConfig, SpanCheckpoint,
-    SpanCheckpointMeta, SpanReader, SpanReading, META_FILE, MODEL_FILE, SELECTOR_FILE,
+    SpanCheckpointMeta, SpanExtent, SpanReader, SpanReading, META_FILE, MODEL_FILE, SELECTOR_FILE,
     SPAN_META_FILE,
 };
 
@@ -67,6 +67,7 @@ fn span_checkpoint_metadata() {
     let reader = SpanReader {
         layer: 1,
         sink_tokens: 2,
+        extent: SpanExtent::Span,
     };
     let meta = SpanCheckpointMeta::new(
         &config,

@@ -8,8 +8,8 @@ use std::fs;
 use burn::tensor::{Distribution, Tensor};
 use mac_aggregation::{SpanRule, SpanSelectorConfig};
 use mac_model::{
-    AnswerFrame, FrameExample, SpanCheckpoint, SpanCheckpointMeta, SpanReader, SpanReading,
-    SELECTOR_FILE, SPAN_META_FILE,
+    AnswerFrame, FrameExample, SpanCheckpoint, SpanCheckpointMeta, SpanExtent, SpanReader,
+    SpanReading, SELECTOR_FILE, SPAN_META_FILE,
 };
 
 fn small() -> SpanSelectorConfig {
@@ -30,6 +30,7 @@ fn meta(config: &SpanSelectorConfig) -> SpanCheckpointMeta {
     let reader = SpanReader {
         layer: 2,
         sink_tokens: 4,
+        extent: SpanExtent::Span,
     };
     SpanCheckpointMeta::new(
         config,

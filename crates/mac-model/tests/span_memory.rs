@@ -8,7 +8,9 @@ use mac_model::prompt::{
     chat_oracle_prompt, continuation_ids, oracle_prompt, prompt_ids, question_prompt, ChatExample,
     ChatFormat, ChatFrame,
 };
-use mac_model::{answer_span, generate_answers, AnswerGeneration, SpanRead, SpanReader};
+use mac_model::{
+    answer_span, generate_answers, AnswerGeneration, SpanExtent, SpanRead, SpanReader,
+};
 
 fn tiny() -> LoadedLm {
     let path = concat!(
@@ -30,6 +32,7 @@ fn the_whole_document_answers_as_the_oracle_context() {
     let reader = SpanReader {
         layer: 1,
         sink_tokens: 4,
+        extent: SpanExtent::Span,
     };
     let question = "Where was Velra born?";
     let doc = SpanReader::document_ids(&lm, DOCUMENTS[0]).unwrap();
@@ -61,6 +64,7 @@ fn answers_batched_over_documents_equal_each_alone() {
     let reader = SpanReader {
         layer: 1,
         sink_tokens: 2,
+        extent: SpanExtent::Span,
     };
     let docs: Vec<Vec<u32>> = DOCUMENTS
         .iter()
@@ -130,6 +134,7 @@ fn kept_positions_and_answer_spans() {
     let reader = SpanReader {
         layer: 1,
         sink_tokens: 3,
+        extent: SpanExtent::Span,
     };
     assert_eq!(reader.kept_positions(5, 7, 20), vec![0, 1, 2, 5, 6, 7]);
     assert_eq!(
@@ -172,6 +177,7 @@ fn a_frame_that_leaves_no_room_for_the_question_is_an_error() {
     let reader = SpanReader {
         layer: 1,
         sink_tokens: 2,
+        extent: SpanExtent::Span,
     };
     // The tiny model reads characters and has 128 positions: the
     // instruction alone fills them.
@@ -230,6 +236,7 @@ fn a_chat_framed_whole_document_answers_as_the_chat_oracle() {
     let reader = SpanReader {
         layer: 12,
         sink_tokens: 4,
+        extent: SpanExtent::Span,
     };
     let gen = AnswerGeneration {
         max_tokens: 16,
@@ -273,4 +280,58 @@ fn a_chat_framed_whole_document_answers_as_the_chat_oracle() {
         "{}",
         answered[0].text
     );
+}
+
+#[test]
+fn extents_hand_the_span_its_sentence_or_the_whole_document() {
+    let lm = tiny();
+    // Within the 64 tokens the tiny model leaves a document.
+    let text = "Velra was in Port Vessa. She paid 3.5 kg!\nDoran won.";
+    let doc = SpanReader::document_ids(&lm, text).unwrap();
+    let handed = |extent: SpanExtent, answer: &str| {
+        let (s, e) = answer_span(&lm, &doc, answer).unwrap().unwrap();
+        let (from, to) = extent.range(&lm, &doc, s, e).unwrap();
+        assert!(from <= s && e <= to, "{extent:?} holds the span");
+        lm.tokenizer.decode(&doc[from..=to]).unwrap()
+    };
+    assert_eq!(handed(SpanExtent::Span, "Vessa"), " Vessa");
+    assert_eq!(
+        handed(SpanExtent::Sentence, "Vessa").trim(),
+        "Velra was in Port Vessa."
+    );
+    // A decimal point does not end a sentence; `!` does.
+    assert_eq!(handed(SpanExtent::Sentence, "kg"), " She paid 3.5 kg!");
+    assert_eq!(handed(SpanExtent::Sentence, "Doran").trim(), "Doran won.");
+    assert_eq!(handed(SpanExtent::Document, "kg").trim(), text);
+}
+
+#[test]
+fn the_document_extent_answers_as_the_oracle_context_from_any_span() {
+    let lm = tiny();
+    let reader = SpanReader {
+        layer: 1,
+        sink_tokens: 2,
+        extent: SpanExtent::Document,
+    };
+    let question = "Where was Velra born?";
+    let doc = SpanReader::document_ids(&lm, DOCUMENTS[0]).unwrap();
+    let (start, end) = answer_span(&lm, &doc, "Port").unwrap().unwrap();
+    let read = SpanRead {
+        document: &doc,
+        start,
+        end,
+    };
+    let gen = AnswerGeneration {
+        max_tokens: 6,
+        ..Default::default()
+    };
+    let from_memory = reader.answer(&lm, &[read], &[question], &[gen]).unwrap();
+    let oracle = generate_answers(&lm, &[oracle_prompt(DOCUMENTS[0], question)], None, 6).unwrap();
+    assert_eq!(from_memory[0].text, oracle[0]);
+    let span_only = SpanReader {
+        extent: SpanExtent::Span,
+        ..reader
+    };
+    let from_span = span_only.answer(&lm, &[read], &[question], &[gen]).unwrap();
+    assert!(from_span[0].prompt_tokens < from_memory[0].prompt_tokens);
 }

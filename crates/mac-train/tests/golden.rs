@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use mac_data::{f1_score, Dataset, Document, QaPair};
 use mac_lm::LoadedLm;
-use mac_model::{AnswerFrame, AnswerGeneration, SpanReader, SpanReading};
+use mac_model::{AnswerFrame, AnswerGeneration, SpanExtent, SpanReader, SpanReading};
 use mac_runtime::{AskOptions, Memory, NewDocument, SpanMemory};
 use mac_train::span::{SpanFeatures, SpanRule, SpanTrainConfig, SpanTrainer};
 use serde::{Deserialize, Serialize};
@@ -49,10 +49,12 @@ fn stream() -> Dataset {
                 QaPair {
                     question: format!("Where does {} live?", people[i]),
                     answers: vec![towns[i].into()],
+                    stale: Vec::new(),
                 },
                 QaPair {
                     question: format!("What does {} work in?", people[i]),
                     answers: vec![jobs[i].into()],
+                    stale: Vec::new(),
                 },
             ],
         })
@@ -134,6 +136,7 @@ fn bless_checkpoint(dir: &Path, device: &burn::tensor::Device) {
     let reader = SpanReader {
         layer: 1,
         sink_tokens: 2,
+        extent: SpanExtent::Span,
     };
     let features = SpanFeatures::read(&lm, &reader, &stream(), 8, 8).unwrap();
     let mut trainer = SpanTrainer::new(config, &features, device).unwrap();

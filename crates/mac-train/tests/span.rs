@@ -7,7 +7,7 @@
 use burn::tensor::{Tensor, TensorData};
 use mac_data::{Dataset, Document, QaPair};
 use mac_lm::LoadedLm;
-use mac_model::{AnswerFrame, SpanCheckpoint, SpanReader, SpanReading};
+use mac_model::{AnswerFrame, SpanCheckpoint, SpanExtent, SpanReader, SpanReading};
 use mac_runtime::{AskOptions, Memory, NewDocument, SpanMemory};
 use mac_train::span::{
     choose_spans, choose_spans_chunked, SpanFeatures, SpanRule, SpanTrainConfig, SpanTrainer,
@@ -47,10 +47,12 @@ fn eight_documents() -> Dataset {
                     QaPair {
                         question: format!("Where does {} live?", people[i]),
                         answers: vec![towns[i].into()],
+                        stale: Vec::new(),
                     },
                     QaPair {
                         question: format!("What does {} work in?", people[i]),
                         answers: vec![jobs[(i + 3) % 8].into()],
+                        stale: Vec::new(),
                     },
                 ],
             })
@@ -75,6 +77,7 @@ fn span_training_learns_where_answers_lie() {
     let reader = SpanReader {
         layer: config.layer,
         sink_tokens: 2,
+        extent: SpanExtent::Span,
     };
     let features = SpanFeatures::read(&lm, &reader, &dataset, 8, 3).unwrap();
     assert_eq!(features.documents.len(), 8);
@@ -277,6 +280,7 @@ fn span_training_saved_and_resumed_takes_the_uninterrupted_steps() {
     let reader = SpanReader {
         layer: config.layer,
         sink_tokens: 2,
+        extent: SpanExtent::Span,
     };
     let features = SpanFeatures::read(&lm, &reader, &eight_documents(), 8, 4).unwrap();
     let losses = |trainer: &mut SpanTrainer, n: usize| -> Vec<f64> {

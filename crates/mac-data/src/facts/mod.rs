@@ -21,6 +21,7 @@ mod closed;
 mod novel;
 mod open;
 mod templates;
+mod updates;
 
 use std::collections::HashSet;
 
@@ -33,6 +34,7 @@ use crate::{Dataset, Document, QaPair};
 pub use novel::novel_stream;
 use open::Split;
 use templates::{document_templates, question_templates, FILLER};
+pub use updates::update_stream;
 
 /// Where a fact stream's answer values come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -263,6 +265,7 @@ impl SplitRules<'_> {
             qas.push(QaPair {
                 question: q,
                 answers: vec![v],
+                stale: Vec::new(),
             });
         }
         if self.config.filler_sentences > 0 {

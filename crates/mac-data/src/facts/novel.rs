@@ -19,8 +19,8 @@ use super::MONTHS;
 use crate::{Dataset, Document, QaPair};
 
 /// What a novel document can state about its person.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
     BirthDate,
     Hometown,
     Firm,
@@ -30,7 +30,7 @@ enum Kind {
     Marathons,
 }
 
-const KINDS: [Kind; 7] = [
+pub(super) const KINDS: [Kind; 7] = [
     Kind::BirthDate,
     Kind::Hometown,
     Kind::Firm,
@@ -226,7 +226,7 @@ fn sentences(kind: Kind) -> &'static [&'static str] {
 }
 
 /// Questions about a fact (`{n}` the person).
-fn questions(kind: Kind) -> &'static [&'static str] {
+pub(super) fn questions(kind: Kind) -> &'static [&'static str] {
     match kind {
         Kind::BirthDate => &[
             "On what day did {n} come into the world?",
@@ -250,7 +250,7 @@ fn questions(kind: Kind) -> &'static [&'static str] {
     }
 }
 
-const ASIDES: [&str; 8] = [
+pub(super) const ASIDES: [&str; 8] = [
     "{n} is fond of crossword puzzles.",
     "Little is known about how {n} spends weekends.",
     "{n} once missed a train and walked home through the rain.",
@@ -261,15 +261,15 @@ const ASIDES: [&str; 8] = [
     "Every winter {n} bakes bread for the neighbours.",
 ];
 
-fn pick(xs: &[&'static str], rng: &mut ChaCha8Rng) -> &'static str {
+pub(super) fn pick(xs: &[&'static str], rng: &mut ChaCha8Rng) -> &'static str {
     xs.choose(rng).copied().unwrap_or("")
 }
 
-fn person(rng: &mut ChaCha8Rng) -> String {
+pub(super) fn person(rng: &mut ChaCha8Rng) -> String {
     format!("{} {}", pick(&FIRST_NAMES, rng), pick(&SURNAMES, rng))
 }
 
-fn value(kind: Kind, rng: &mut ChaCha8Rng) -> String {
+pub(super) fn value(kind: Kind, rng: &mut ChaCha8Rng) -> String {
     match kind {
         Kind::BirthDate => format!(
             "{} {}, {}",
@@ -301,7 +301,7 @@ fn value(kind: Kind, rng: &mut ChaCha8Rng) -> String {
     }
 }
 
-fn fill(template: &str, name: &str, value: &str) -> String {
+pub(super) fn fill(template: &str, name: &str, value: &str) -> String {
     template.replace("{n}", name).replace("{v}", value)
 }
 
@@ -320,28 +320,42 @@ pub fn novel_stream(seed: u64, n_documents: usize) -> Dataset {
         }
         let mut kinds = KINDS.to_vec();
         kinds.shuffle(&mut rng);
-        let mut lines = Vec::new();
-        let mut qas = Vec::new();
-        for &kind in &kinds[..3] {
-            let v = value(kind, &mut rng);
-            lines.push(fill(pick(sentences(kind), &mut rng), &name, &v));
-            qas.push(QaPair {
-                question: fill(pick(questions(kind), &mut rng), &name, ""),
-                answers: vec![v],
-            });
-        }
-        let n_asides = rng.random_range(0..=2);
-        for aside in ASIDES.choose_multiple(&mut rng, n_asides) {
-            let at = rng.random_range(0..=lines.len());
-            lines.insert(at, fill(aside, &name, ""));
-        }
-        documents.push(Document {
-            id: name,
-            text: lines.join(" "),
-            qas,
-        });
+        documents.push(introduce(name, &kinds[..3], &mut rng).0);
     }
     Dataset { documents }
+}
+
+/// A document introducing `name` with one fact of each of `kinds` (and up
+/// to two asides); with it, each fact's value.
+pub(super) fn introduce(
+    name: String,
+    kinds: &[Kind],
+    rng: &mut ChaCha8Rng,
+) -> (Document, Vec<String>) {
+    let mut lines = Vec::new();
+    let mut qas = Vec::new();
+    let mut values = Vec::new();
+    for &kind in kinds {
+        let v = value(kind, rng);
+        lines.push(fill(pick(sentences(kind), rng), &name, &v));
+        qas.push(QaPair {
+            question: fill(pick(questions(kind), rng), &name, ""),
+            answers: vec![v.clone()],
+            stale: Vec::new(),
+        });
+        values.push(v);
+    }
+    let n_asides = rng.random_range(0..=2);
+    for aside in ASIDES.choose_multiple(rng, n_asides) {
+        let at = rng.random_range(0..=lines.len());
+        lines.insert(at, fill(aside, &name, ""));
+    }
+    let document = Document {
+        id: name,
+        text: lines.join(" "),
+        qas,
+    };
+    (document, values)
 }
 
 #[cfg(test)]

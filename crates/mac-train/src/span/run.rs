@@ -16,8 +16,8 @@ use mac_aggregation::{SpanRule, SpanSelector};
 use mac_data::{f1_score, Dataset, FactStream, FactStreamConfig};
 use mac_lm::LoadedLm;
 use mac_model::{
-    AnswerFrame, AnswerGeneration, FrameExample, SpanCheckpoint, SpanCheckpointMeta, SpanRead,
-    SpanReader, SpanReading,
+    AnswerFrame, AnswerGeneration, FrameExample, SpanCheckpoint, SpanCheckpointMeta, SpanExtent,
+    SpanRead, SpanReader, SpanReading,
 };
 use serde::{Deserialize, Serialize};
 
@@ -104,6 +104,7 @@ impl SpanRunConfig {
         SpanReader {
             layer: self.selector.layer,
             sink_tokens: self.sink_tokens,
+            extent: SpanExtent::Span,
         }
     }
 }
@@ -147,6 +148,12 @@ pub struct SpanRunReport {
     pub frames: Vec<(String, f64)>,
     /// The frame kept.
     pub frame: String,
+    /// How much of the chosen document the LM is handed.
+    #[serde(default)]
+    pub extent: SpanExtent,
+    /// Validation F1 of each extent in the kept frame; the best was kept.
+    #[serde(default)]
+    pub extents: Vec<(SpanExtent, f64)>,
     /// Seconds reading the documents' states, training, choosing the frame.
     pub seconds: [f64; 3],
     /// The checkpoint written.
@@ -189,35 +196,19 @@ pub fn train_span_memory(
     let (curve, chosen) = train_and_validate(config, &train, &validation, device, log)?;
     let trained = t1.elapsed().as_secs_f64();
     let t2 = Instant::now();
-    let frames = candidate_frames(&stream.train);
-    // The chosen selector's spans, the same whichever frame reads them.
-    let bank: Vec<usize> = (0..validation.documents.len()).collect();
-    let questions: Vec<usize> = (0..validation.questions.len())
-        .take(config.frame_questions)
-        .collect();
-    let spans = choose_spans(
-        &chosen.selector,
+    let choice = choose_answering(
+        config,
+        &lm,
+        &stream.train,
         &validation,
-        &bank,
-        &validation,
-        &questions,
-        None,
-        chosen.rule,
+        &chosen,
         device,
+        log,
     )?;
-    let mut scores = Vec::new();
-    for (name, frame) in &frames {
-        let f1 = frame_f1(&lm, &reader, frame, &validation, &questions, &spans)?;
-        log(&format!("validation F1 in the {name} frame: {f1:.3}"));
-        scores.push((name.to_string(), f1));
-    }
-    let best = (0..frames.len())
-        .max_by(|&a, &b| scores[a].1.total_cmp(&scores[b].1))
-        .unwrap_or(0);
     let reading = SpanReading {
-        reader,
+        reader: choice.reader,
         rule: chosen.rule,
-        frame: frames[best].1.clone(),
+        frame: choice.frame,
     };
     let meta = SpanCheckpointMeta::new(&chosen.config, reading, lm_path);
     let checkpoint = out.join("checkpoint");
@@ -227,8 +218,10 @@ pub fn train_span_memory(
         curve,
         chosen_step: chosen.step,
         rule: chosen.rule,
-        frame: frames[best].0.to_string(),
-        frames: scores,
+        frame: choice.frame_name,
+        frames: choice.frames,
+        extent: choice.reader.extent,
+        extents: choice.extents,
         seconds: [read, trained, t2.elapsed().as_secs_f64()],
         checkpoint,
     };
@@ -236,6 +229,79 @@ pub fn train_span_memory(
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("{}: cannot write", path.display()))?;
     Ok(report)
+}
+
+/// How the kept selector's spans are put to the LM, chosen on validation.
+struct Answering {
+    reader: SpanReader,
+    frame: AnswerFrame,
+    frame_name: String,
+    frames: Vec<(String, f64)>,
+    extents: Vec<(SpanExtent, f64)>,
+}
+
+/// Chooses on validation F1 the frame the chosen spans are read in (with
+/// the span alone), then how much of the document is handed in that frame.
+fn choose_answering(
+    config: &SpanRunConfig,
+    lm: &LoadedLm,
+    train: &Dataset,
+    validation: &SpanFeatures,
+    chosen: &Chosen,
+    device: &Device,
+    log: &mut dyn FnMut(&str),
+) -> Result<Answering> {
+    let frames = candidate_frames(train);
+    // The chosen selector's spans, the same whichever frame reads them.
+    let bank: Vec<usize> = (0..validation.documents.len()).collect();
+    let questions: Vec<usize> = (0..validation.questions.len())
+        .take(config.frame_questions)
+        .collect();
+    let spans = choose_spans(
+        &chosen.selector,
+        validation,
+        &bank,
+        validation,
+        &questions,
+        None,
+        chosen.rule,
+        device,
+    )?;
+    let mut reader = config.reader();
+    let mut scores = Vec::new();
+    for (name, frame) in &frames {
+        let f1 = frame_f1(lm, &reader, frame, validation, &questions, &spans)?;
+        log(&format!("validation F1 in the {name} frame: {f1:.3}"));
+        scores.push((name.to_string(), f1));
+    }
+    let best = best_of(&scores);
+    let (frame_name, frame) = frames[best].clone();
+    let mut extents = vec![(SpanExtent::Span, scores[best].1)];
+    for extent in [SpanExtent::Sentence, SpanExtent::Document] {
+        let read = SpanReader { extent, ..reader };
+        let f1 = frame_f1(lm, &read, &frame, validation, &questions, &spans)?;
+        log(&format!(
+            "validation F1 handing the {}: {f1:.3}",
+            extent.name()
+        ));
+        extents.push((extent, f1));
+    }
+    reader.extent = extents[best_of(&extents)].0;
+    Ok(Answering {
+        reader,
+        frame,
+        frame_name: frame_name.to_string(),
+        frames: scores,
+        extents,
+    })
+}
+
+/// The index of the highest score (the first of equals).
+fn best_of<T>(scores: &[(T, f64)]) -> usize {
+    (0..scores.len())
+        .rev()
+        .max_by(|&a, &b| scores[a].1.total_cmp(&scores[b].1))
+        .unwrap_or(0)
 }
 
 /// The selector a run keeps, and how it reads.
