@@ -103,6 +103,10 @@ pub(crate) enum Cmd {
         /// The evaluation's output directory (holds report.json).
         #[arg(long)]
         eval: PathBuf,
+        /// Another memory's evaluation of the same documents and questions:
+        /// its rows join the report (report.json is rewritten with them).
+        #[arg(long)]
+        beside: Vec<PathBuf>,
     },
     /// Writes a generated stream as JSONL (document, question, answers, and
     /// stale answers where a fact changed), for `mac eval --data`.

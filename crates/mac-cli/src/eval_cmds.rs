@@ -66,9 +66,37 @@ pub struct EvalArgs {
     /// this scale (`mac+prior`; 0 = off).
     #[arg(long, default_value_t = mac_eval::DEFAULT_PRIOR_SCALE)]
     pub similarity_prior: f64,
+    /// Another memory's evaluation directory on the same documents and
+    /// questions (say the paper's path's): its rows join this report.
+    #[arg(long)]
+    pub beside: Vec<PathBuf>,
     /// Print report.json to stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The evaluations in `dirs`, read (a bad one is the user's error).
+fn read_reports(dirs: &[PathBuf]) -> Result<Vec<(PathBuf, mac_eval::EvalReport)>> {
+    dirs.iter()
+        .map(|dir| {
+            let report =
+                mac_eval::EvalReport::read(dir).map_err(|e| InputError(format!("{e:#}")))?;
+            Ok((dir.clone(), report))
+        })
+        .collect()
+}
+
+/// Sets the memory rows of `others` beside `report`'s.
+fn add_beside(
+    report: &mut mac_eval::EvalReport,
+    others: &[(PathBuf, mac_eval::EvalReport)],
+) -> Result<()> {
+    for (dir, other) in others {
+        report
+            .add_beside(other, dir)
+            .map_err(|e| InputError(format!("{e:#}")))?;
+    }
+    Ok(())
 }
 
 /// A generated stream `mac dataset` writes.
@@ -192,12 +220,12 @@ fn method_plots(
 }
 
 /// `mac report`: report.md and the plots again, from `dir/report.json`.
-pub fn rerender(dir: &Path) -> Result<()> {
-    let path = dir.join("report.json");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| InputError(format!("{}: cannot read: {e}", path.display())))?;
-    let report: mac_eval::EvalReport = serde_json::from_str(&text)
-        .map_err(|e| InputError(format!("{}: not an evaluation report: {e}", path.display())))?;
+pub fn rerender(dir: &Path, beside: &[PathBuf]) -> Result<()> {
+    let mut report = mac_eval::EvalReport::read(dir).map_err(|e| InputError(format!("{e:#}")))?;
+    if !beside.is_empty() {
+        add_beside(&mut report, &read_reports(beside)?)?;
+        write_report_json(&report, dir)?;
+    }
     eval_markdown(&report, dir, &dir.display().to_string())?;
     println!("written: {}", dir.join("report.md").display());
     Ok(())
@@ -293,7 +321,8 @@ pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
         progress: !a.json,
         ..EvalOptions::default()
     };
-    let report = evaluate(
+    let beside = read_reports(&a.beside)?;
+    let mut report = evaluate(
         memory.as_ref(),
         &dataset,
         training.as_ref(),
@@ -301,9 +330,8 @@ pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
         &a.io.out,
         &opts,
     )?;
-    let json = serde_json::to_string_pretty(&report)?;
-    let path = a.io.out.join("report.json");
-    std::fs::write(&path, &json).with_context(|| format!("{}: cannot write", path.display()))?;
+    add_beside(&mut report, &beside)?;
+    let json = write_report_json(&report, &a.io.out)?;
     let md = eval_markdown(&report, &a.io.out, &ckpt_dir.display().to_string())?;
     if a.json {
         println!("{json}");
@@ -312,6 +340,14 @@ pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
         println!("written: {}", a.io.out.display());
     }
     Ok(())
+}
+
+/// Writes `dir/report.json`; returns its text.
+fn write_report_json(report: &mac_eval::EvalReport, dir: &Path) -> Result<String> {
+    let json = serde_json::to_string_pretty(report)?;
+    let path = dir.join("report.json");
+    std::fs::write(&path, &json).with_context(|| format!("{}: cannot write", path.display()))?;
+    Ok(json)
 }
 
 /// Arguments of `mac compare`.

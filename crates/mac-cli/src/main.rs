@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! mac train --preset default --out RUN_DIR          meta-train (resumable: --resume)
-//! mac eval --checkpoint RUN_DIR [--data FILE] --out DIR
+//! mac eval --checkpoint RUN_DIR [--data FILE] --out DIR [--beside OTHER_EVAL_DIR]
 //! mac compare --checkpoint RUN_DIR [--data FILE] --out DIR   (vs fine-tuning, RAG@k, MAC+RAG@k)
 //! mac dataset --stream novel|updates --documents N --out FILE.jsonl
 //! mac ingest --bank DIR --checkpoint RUN_DIR FILES|DIRS|JSONL...
@@ -89,7 +89,7 @@ fn run(cli: Cli) -> Result<()> {
     .map_err(anyhow::Error::msg)?;
     match cli.cmd {
         Cmd::Train(args) => train_cmd::train(args, &device)?,
-        Cmd::Report { eval } => eval_cmds::rerender(&eval)?,
+        Cmd::Report { eval, beside } => eval_cmds::rerender(&eval, &beside)?,
         Cmd::Eval(args) => eval_cmds::eval(args, &device)?,
         Cmd::Compare(args) => eval_cmds::compare(args, &device)?,
         Cmd::Dataset(args) => eval_cmds::dataset(&args)?,

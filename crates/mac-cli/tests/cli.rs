@@ -168,3 +168,62 @@ fn dataset_writes_the_update_stream_as_jsonl_that_eval_reads() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// A minimal `report.json` of an evaluation of `memory` with `rows`.
+fn eval_report(dir: &std::path::Path, memory: &str, rows: &[&str], n_questions: usize) {
+    let row = serde_json::json!({
+        "em": 0.1, "f1": 0.25, "prefix_em": 0.1, "n_questions": n_questions,
+        "adapt_ms_per_doc": 1.0, "answer_ms_per_question": 2.0,
+        "storage_bytes_per_doc": 3.0
+    });
+    let mut json = serde_json::json!({
+        "memory": memory, "retention": [],
+        "attention": {"gold_top1": 0.0, "gold_weight_mean": 0.0, "uniform_weight": 0.1},
+        "n_documents": 10, "bank": "b", "predictions": "p.jsonl",
+        "options": mac_eval::EvalOptions::default(),
+    });
+    for r in rows {
+        json[*r] = row.clone();
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("report.json"), json.to_string()).unwrap();
+}
+
+#[test]
+fn report_sets_the_paper_paths_rows_beside_span_memorys() {
+    let dir = tempfile::tempdir().unwrap();
+    let (span, paper, other) = (
+        dir.path().join("span"),
+        dir.path().join("paper"),
+        dir.path().join("other"),
+    );
+    eval_report(&span, "span memory", &["span_memory", "rag@1"], 30);
+    eval_report(&paper, "mac", &["mac", "mac+prior", "rag@1"], 30);
+    eval_report(&other, "mac", &["mac"], 12);
+    let out = mac()
+        .args(["report", "--eval"])
+        .arg(&span)
+        .arg("--beside")
+        .arg(&paper)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = std::fs::read_to_string(span.join("report.md")).unwrap();
+    assert!(md.contains("| mac+prior |"), "{md}");
+    assert!(md.contains("| span_memory |"), "{md}");
+    let json = std::fs::read_to_string(span.join("report.json")).unwrap();
+    assert!(json.contains("\"beside\""), "{json}");
+    let bad = mac()
+        .args(["report", "--eval"])
+        .arg(&paper)
+        .arg("--beside")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("another memory"));
+}

@@ -34,6 +34,7 @@
 //! assert!(lo <= 3.5 / 6.0 && 3.5 / 6.0 <= hi && lo < hi);
 //! ```
 
+mod beside;
 pub mod bootstrap;
 mod compare;
 mod memory;

@@ -129,6 +129,10 @@ pub struct EvalReport {
     pub predictions: PathBuf,
     /// The options used.
     pub options: EvalOptions,
+    /// Other memories' rows set beside this one's: the memory, and the
+    /// evaluation they came from ([`EvalReport::add_beside`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub beside: Vec<(String, PathBuf)>,
 }
 
 fn paper_path() -> String {
@@ -368,6 +372,7 @@ pub fn evaluate(
         bank: bank_dir,
         predictions: pred_path,
         options: opts.clone(),
+        beside: Vec::new(),
     })
 }
 

@@ -91,6 +91,14 @@ fn method_notes(s: &mut String, report: &EvalReport, key: &str) {
              every method that reads text uses the memory's frame."
         );
     }
+    for (memory, from) in &report.beside {
+        let _ = writeln!(
+            s,
+            "\nThe rows of `{}` come from the evaluation of {memory} in `{}`, on the same documents and questions.",
+            memory.replace(' ', "_"),
+            from.display()
+        );
+    }
     if report.methods.contains_key("question_only") {
         let _ = writeln!(
             s,
