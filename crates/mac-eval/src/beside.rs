@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::{ensure, Context, Result};
 
+use crate::online::row_key;
 use crate::EvalReport;
 
 impl EvalReport {
@@ -23,7 +24,7 @@ impl EvalReport {
     /// report's; `from` names where they came from. Errors when the two
     /// evaluated the same memory or not the same documents and questions.
     pub fn add_beside(&mut self, other: &EvalReport, from: &Path) -> Result<()> {
-        let (ours, theirs) = (self.memory_key(), other.memory_key());
+        let (ours, theirs) = (row_key(&self.memory), row_key(&other.memory));
         ensure!(
             ours != theirs,
             "{}: also an evaluation of {}; set beside one of another memory",
@@ -48,11 +49,6 @@ impl EvalReport {
         }
         self.beside.push((other.memory.clone(), from.to_path_buf()));
         Ok(())
-    }
-
-    /// The key of this report's memory rows (`mac`, `span_memory`).
-    fn memory_key(&self) -> String {
-        self.memory.replace(' ', "_")
     }
 }
 

@@ -397,7 +397,13 @@ pub(crate) fn retention_points(n_docs: usize, opts: &EvalOptions) -> (usize, Vec
 
 /// A memory's rows are named by it: `mac` (the paper's path), `span_memory`.
 pub fn method_key(memory: &dyn Memory) -> String {
-    memory.name().replace(' ', "_")
+    row_key(memory.name())
+}
+
+/// The key of a memory's rows in a report, from its name (`span memory` →
+/// `span_memory`).
+pub(crate) fn row_key(memory_name: &str) -> String {
+    memory_name.replace(' ', "_")
 }
 
 /// One evaluation in progress: what it asks and what it has measured.

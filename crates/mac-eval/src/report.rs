@@ -4,6 +4,7 @@ use std::fmt::Write;
 
 use std::collections::BTreeMap;
 
+use crate::online::row_key;
 use crate::{EvalReport, MethodResult};
 
 /// `report.md` for an evaluation: the method table and the retention table.
@@ -22,7 +23,7 @@ pub fn write_markdown(report: &EvalReport, title: &str) -> String {
             .unwrap_or(0)
     );
     method_table(&mut s, &report.methods, true);
-    let key = report.memory.replace(' ', "_");
+    let key = row_key(&report.memory);
     method_notes(&mut s, report, &key);
     growth_tables(&mut s, report, &key);
     update_table(&mut s, report);
@@ -95,7 +96,7 @@ fn method_notes(s: &mut String, report: &EvalReport, key: &str) {
         let _ = writeln!(
             s,
             "\nThe rows of `{}` come from the evaluation of {memory} in `{}`, on the same documents and questions.",
-            memory.replace(' ', "_"),
+            row_key(memory),
             from.display()
         );
     }
