@@ -22,18 +22,24 @@ pub enum SpanRule {
 }
 
 /// One question's span choice over a bank whose documents arrive in
-/// chunks, in bank order. Ties go to the earlier document, as over the
-/// whole bank.
+/// chunks, in bank order (the order they were ingested). Each document has
+/// a score — its logit under [`SpanRule::DocumentFirst`], its best span's
+/// under [`SpanRule::Joint`] — and the choice is the best document's best
+/// span; ties go to the earlier document, as over the whole bank. With a
+/// recency margin `r > 0`, a later document whose score is within `r` of
+/// the best (`score + r > best`) is chosen instead, the latest of them: in
+/// a stream of news, the latest report on what the question asks.
 #[derive(Debug, Clone)]
 pub struct StreamedSpanChoice {
     rule: SpanRule,
     max_span: usize,
+    recency: f32,
     /// Documents pushed so far.
     documents: usize,
-    /// The best span over the bank so far, and its score.
-    joint: Option<(f32, ChosenSpan)>,
-    /// The best document's logit so far, and its best span.
-    first: Option<(f32, ChosenSpan)>,
+    /// The best document so far (the earliest of equals): score and span.
+    best: Option<(f32, ChosenSpan)>,
+    /// Documents after the best within the margin of it, in bank order.
+    recent: Vec<(f32, ChosenSpan)>,
     /// Log-sum-exp of each document's start logits.
     masses: Vec<f32>,
 }
@@ -50,16 +56,29 @@ pub struct SpanChoice {
 }
 
 impl StreamedSpanChoice {
-    /// A choice by `rule` over spans of at most `max_span` tokens.
+    /// A choice by `rule` over spans of at most `max_span` tokens, without
+    /// a recency margin.
     pub fn new(rule: SpanRule, max_span: usize) -> Self {
         Self {
             rule,
             max_span,
+            recency: 0.0,
             documents: 0,
-            joint: None,
-            first: None,
+            best: None,
+            recent: Vec::new(),
             masses: Vec::new(),
         }
+    }
+
+    /// The same choice preferring the latest document within `margin` of
+    /// the best (no preference for `margin <= 0` or not finite).
+    pub fn with_recency(self, margin: f32) -> Self {
+        let recency = if margin.is_finite() {
+            margin.max(0.0)
+        } else {
+            0.0
+        };
+        Self { recency, ..self }
     }
 
     /// Adds the next chunk of documents: their logits (`document_logits[n]`,
@@ -67,65 +86,52 @@ impl StreamedSpanChoice {
     /// document logits included where the rule adds them), and their token
     /// counts, in the order the tokens lie.
     pub fn push(&mut self, document_logits: &[f32], start: &[f32], end: &[f32], lengths: &[usize]) {
-        let offset = self.documents;
-        let in_bank = |span: ChosenSpan| ChosenSpan {
-            document: span.document + offset,
-            ..span
-        };
-        match self.rule {
-            SpanRule::Joint => {
-                if let Some((score, span)) = scored_best_span(start, end, lengths, self.max_span) {
-                    if self.joint.is_none_or(|(best, _)| score > best) {
-                        self.joint = Some((score, in_bank(span)));
-                    }
-                }
-            }
-            SpanRule::DocumentFirst => {
-                let mut best: Option<(f32, usize)> = None;
-                for (n, &logit) in document_logits.iter().enumerate().take(lengths.len()) {
-                    if best.is_none_or(|(b, _)| logit > b) {
-                        best = Some((logit, n));
-                    }
-                }
-                if let Some((logit, n)) = best {
-                    if self.first.is_none_or(|(b, _)| logit > b) {
-                        let from: usize = lengths[..n].iter().sum();
-                        let range = from..(from + lengths[n]).min(start.len()).min(end.len());
-                        if let Some((_, span)) = scored_best_span(
-                            &start[range.clone()],
-                            &end[range],
-                            &lengths[n..=n],
-                            self.max_span,
-                        ) {
-                            self.first = Some((
-                                logit,
-                                in_bank(ChosenSpan {
-                                    document: n,
-                                    ..span
-                                }),
-                            ));
-                        }
-                    }
-                }
-            }
-        }
         let mut from = 0;
-        for &len in lengths {
-            let to = (from + len).min(start.len());
-            self.masses.push(log_sum_exp(&start[from.min(to)..to]));
+        for (n, &len) in lengths.iter().enumerate() {
+            let to = (from + len).min(start.len()).min(end.len());
+            let range = from.min(to)..to;
+            let (start, end) = (&start[range.clone()], &end[range]);
+            let best_in = || scored_best_span(start, end, &[len], self.max_span);
+            let found = match self.rule {
+                SpanRule::Joint => best_in(),
+                SpanRule::DocumentFirst => document_logits
+                    .get(n)
+                    .filter(|&&logit| self.admits(logit))
+                    .and_then(|&logit| Some((logit, best_in()?.1))),
+            };
+            if let Some((score, span)) = found.filter(|(score, _)| !score.is_nan()) {
+                let document = self.documents + n;
+                self.offer(score, ChosenSpan { document, ..span });
+            }
+            self.masses.push(log_sum_exp(start));
             from = to;
         }
         self.documents += lengths.len();
     }
 
+    /// Whether a document scoring `score` would be kept.
+    fn admits(&self, score: f32) -> bool {
+        self.best.is_none_or(|(best, _)| {
+            score > best || (self.recency > 0.0 && score + self.recency > best)
+        })
+    }
+
+    /// Keeps a document's span if it is the best so far (every kept one is
+    /// earlier, so none is left) or within the margin of the best.
+    fn offer(&mut self, score: f32, span: ChosenSpan) {
+        if self.best.is_none_or(|(best, _)| score > best) {
+            self.best = Some((score, span));
+            self.recent.clear();
+        } else if self.admits(score) {
+            self.recent.push((score, span));
+        }
+    }
+
     /// The span chosen and the documents' shares; `None` when no document
     /// had a token.
     pub fn finish(self) -> Option<SpanChoice> {
-        let span = match self.rule {
-            SpanRule::Joint => self.joint,
-            SpanRule::DocumentFirst => self.first,
-        }?
-        .1;
+        let (_, best) = self.best?;
+        let span = self.recent.last().map_or(best, |&(_, s)| s);
         let total = log_sum_exp(&self.masses);
         let shares = self.masses.iter().map(|&m| (m - total).exp()).collect();
         Some(SpanChoice { span, shares })
@@ -254,6 +260,102 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The whole-bank choice with a recency margin: each document's score,
+    /// the latest document within `r` of the best.
+    fn whole_recent(
+        rule: SpanRule,
+        r: f32,
+        docs: &[f32],
+        start: &[f32],
+        end: &[f32],
+        lengths: &[usize],
+    ) -> ChosenSpan {
+        let mut from = 0;
+        let scored: Vec<(f32, ChosenSpan)> = lengths
+            .iter()
+            .enumerate()
+            .map(|(n, &len)| {
+                let r = from..from + len;
+                from += len;
+                let (score, span) =
+                    scored_best_span(&start[r.clone()], &end[r], &[len], 8).unwrap();
+                let score = if rule == SpanRule::Joint {
+                    score
+                } else {
+                    docs[n]
+                };
+                (
+                    score,
+                    ChosenSpan {
+                        document: n,
+                        ..span
+                    },
+                )
+            })
+            .collect();
+        let best = scored.iter().map(|s| s.0).fold(f32::MIN, f32::max);
+        let first = scored.iter().position(|s| s.0 == best).unwrap();
+        let latest = (first..scored.len())
+            .rev()
+            .find(|&n| scored[n].0 + r > best)
+            .unwrap_or(first);
+        scored[latest].1
+    }
+
+    #[test]
+    fn equals_the_whole_bank_with_a_recency_margin() {
+        for (seed, n) in [(5, 2), (6, 9), (7, 300)] {
+            let lengths: Vec<usize> = noise(seed + 10, n)
+                .iter()
+                .map(|x| 1 + (x.abs() * 3.0) as usize)
+                .collect();
+            let m: usize = lengths.iter().sum();
+            let docs = noise(seed + 20, n);
+            let (start, end) = (noise(seed + 30, m), noise(seed + 40, m));
+            for rule in [SpanRule::Joint, SpanRule::DocumentFirst] {
+                for r in [0.5, 2.0, 100.0] {
+                    let expected = whole_recent(rule, r, &docs, &start, &end, &lengths);
+                    for chunk in [1, 4, 512] {
+                        let mut choice = StreamedSpanChoice::new(rule, 8).with_recency(r);
+                        let mut from = 0;
+                        for (c, ls) in lengths.chunks(chunk).enumerate() {
+                            let t: usize = ls.iter().sum();
+                            let d = &docs[c * chunk..c * chunk + ls.len()];
+                            choice.push(d, &start[from..from + t], &end[from..from + t], ls);
+                            from += t;
+                        }
+                        let got = choice.finish().unwrap().span;
+                        assert_eq!(got, expected, "{rule:?}, r {r}, N = {n}, chunk {chunk}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_later_document_within_the_margin_is_chosen_the_latest_of_them() {
+        let push = |choice: &mut StreamedSpanChoice, logit: f32| {
+            choice.push(&[logit], &[0.0, 1.0], &[0.0, 1.0], &[2]);
+        };
+        let chosen = |r: f32, logits: &[f32]| {
+            let mut choice = StreamedSpanChoice::new(SpanRule::DocumentFirst, 4).with_recency(r);
+            for &l in logits {
+                push(&mut choice, l);
+            }
+            choice.finish().unwrap().span.document
+        };
+        // Within 1.0 of the best: the later report wins; beyond it, not.
+        assert_eq!(chosen(1.0, &[5.0, 4.5, 1.0]), 1);
+        assert_eq!(chosen(0.4, &[5.0, 4.5, 1.0]), 0);
+        assert_eq!(chosen(0.0, &[5.0, 4.5, 1.0]), 0);
+        // A later, better document resets what counts as close.
+        assert_eq!(chosen(1.0, &[5.0, 4.5, 8.0, 6.0]), 2);
+        assert_eq!(chosen(1.0, &[5.0, 4.5, 8.0, 7.5]), 3);
+        // A margin that is not finite or negative prefers nothing.
+        assert_eq!(chosen(f32::NAN, &[5.0, 4.5]), 0);
+        assert_eq!(chosen(-1.0, &[5.0, 4.5]), 0);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use mac_data::{load, Dataset, FactStream, Format, LoadOptions};
+use mac_data::{
+    load, unrelated_documents, Dataset, FactStream, FactStreamConfig, Format, LoadOptions,
+};
 use mac_eval::{evaluate, write_markdown, EvalOptions};
 use mac_model::SpanCheckpoint;
 use mac_runtime::load_memory;
@@ -58,10 +60,14 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 1)]
     pub retrieval_k: usize,
     /// Bank sizes at which the first documents' questions are asked
-    /// again among unrelated documents (e.g. 10,100,1000; needs the
-    /// run's own stream for the unrelated documents).
+    /// again, each of a bank of that size holding its own document
+    /// (e.g. 10,100,1000,5000; larger banks need the run's own stream for
+    /// unrelated documents).
     #[arg(long, value_delimiter = ',')]
     pub bank_sizes: Vec<usize>,
+    /// The leading documents whose questions the bank sizes ask.
+    #[arg(long, default_value_t = 100)]
+    pub bank_size_documents: usize,
     /// Also report MAC with the question–document similarity prior of
     /// this scale (`mac+prior`; 0 = off).
     #[arg(long, default_value_t = mac_eval::DEFAULT_PRIOR_SCALE)]
@@ -253,6 +259,24 @@ struct RunStream {
     train: Dataset,
     /// Chooses the fine-tuning baselines' learning rate.
     validation: Dataset,
+    /// The generated stream's configuration, where the run names one: more
+    /// unrelated documents can be made from it.
+    generated: Option<FactStreamConfig>,
+}
+
+impl RunStream {
+    /// The unrelated documents: the training split, and beyond it as many
+    /// more of the generator's as `needed` asks (where it is known).
+    fn unrelated(&self, needed: usize) -> Dataset {
+        let mut control = self.train.clone();
+        if let Some(config) = self.generated.as_ref() {
+            let more = needed.saturating_sub(control.documents.len());
+            control
+                .documents
+                .extend(unrelated_documents(config, more).documents);
+        }
+        control
+    }
 }
 
 /// The stream of the run `checkpoint_arg` names (or holds `ckpt_dir`).
@@ -272,6 +296,7 @@ fn run_stream(checkpoint_arg: &Path, ckpt_dir: &Path) -> Result<RunStream> {
             test: stream.test,
             train: stream.train,
             validation: stream.validation,
+            generated: Some(report.config.stream),
         });
     }
     let cfg = run_config(checkpoint_arg, ckpt_dir).ok_or_else(|| {
@@ -285,6 +310,7 @@ fn run_stream(checkpoint_arg: &Path, ckpt_dir: &Path) -> Result<RunStream> {
         test: splits.test,
         train: splits.train,
         validation: splits.validation,
+        generated: None,
     })
 }
 
@@ -300,11 +326,12 @@ fn checkpoint_lm(ckpt_dir: &Path) -> Result<PathBuf> {
 /// `mac eval`.
 pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
     let ckpt_dir = resolve_checkpoint(&a.io.checkpoint)?;
-    let mut training = None;
+    let (mut training, mut control) = (None, None);
     let dataset = match &a.io.data {
         Some(path) => load_data_file(path, a.io.format.as_deref(), a.io.skip_malformed)?,
         None => {
             let stream = run_stream(&a.io.checkpoint, &ckpt_dir)?;
+            control = Some(stream.unrelated(a.bank_sizes.iter().copied().max().unwrap_or(0)));
             training = Some(stream.train);
             stream.test
         }
@@ -318,6 +345,7 @@ pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
         retrieval_k: (a.retrieval_k > 0).then_some(a.retrieval_k),
         similarity_prior: (a.similarity_prior > 0.0).then_some(a.similarity_prior),
         bank_sizes: a.bank_sizes.clone(),
+        bank_size_documents: a.bank_size_documents,
         progress: !a.json,
         ..EvalOptions::default()
     };
@@ -325,7 +353,7 @@ pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
     let mut report = evaluate(
         memory.as_ref(),
         &dataset,
-        training.as_ref(),
+        control.as_ref(),
         training.as_ref(),
         &a.io.out,
         &opts,

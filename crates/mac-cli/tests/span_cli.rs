@@ -80,6 +80,7 @@ fn span_memory_ingests_and_answers_with_its_span() {
         reader,
         rule: SpanRule::Joint,
         frame: AnswerFrame::Plain,
+        recency: 0.0,
     };
     trainer.save(&checkpoint, reading, tiny_llama()).unwrap();
 

@@ -85,6 +85,18 @@ fn span_memory_is_evaluated_with_the_fair_protocol() {
     // With its own document alone in the bank, every question is answered
     // from it.
     assert_eq!(r["bank_sizes"][0]["gold_top1"], 1.0, "{r}");
+    // Every size asks the same questions; below the documents asked, of
+    // one bank per group of that many.
+    for p in r["bank_sizes"].as_array().unwrap() {
+        assert_eq!(p["questions"], r["span_memory"]["n_questions"], "{r}");
+    }
+    let banks: Vec<u64> = r["bank_sizes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["banks"].as_u64().unwrap())
+        .collect();
+    assert_eq!(banks, [6, 1, 1], "{r}");
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
         md.contains("| span_memory |") && md.contains("## Bank size"),

@@ -5,8 +5,8 @@ use std::io::Write;
 
 use mac_data::facts::{held_out_templates, matches_template};
 use mac_data::{
-    exact_match, f1_score, load, normalize_answer, prefix_exact_match, DataError, FactStream,
-    FactStreamConfig, Format, LoadOptions, ValueVocabulary,
+    exact_match, f1_score, load, normalize_answer, prefix_exact_match, unrelated_documents,
+    DataError, FactStream, FactStreamConfig, Format, LoadOptions, ValueVocabulary,
 };
 
 fn refs(xs: &[&str]) -> Vec<String> {
@@ -373,4 +373,34 @@ fn the_update_stream_round_trips_through_jsonl_with_its_stale_answers() {
     assert_eq!(stale(&l.dataset), stale(&s));
     assert_eq!(stale(&s).iter().filter(|x| !x.is_empty()).count(), 10);
     assert_eq!(l.dataset.documents.len(), 30);
+}
+
+#[test]
+fn unrelated_documents_name_no_entity_of_the_stream() {
+    let config = FactStreamConfig {
+        n_train: 300,
+        n_validation: 20,
+        n_test: 40,
+        ..FactStreamConfig::open()
+    };
+    let stream = FactStream::generate(&config);
+    let named: HashSet<&str> = [&stream.train, &stream.validation, &stream.test]
+        .into_iter()
+        .flat_map(|d| d.documents.iter().map(|d| d.id.as_str()))
+        .collect();
+    let more = unrelated_documents(&config, 500);
+    assert_eq!(more, unrelated_documents(&config, 500));
+    assert_eq!(more.documents.len(), 500);
+    let mut seen = HashSet::new();
+    for d in &more.documents {
+        assert!(
+            !named.contains(d.id.as_str()) && seen.insert(&d.id),
+            "{}",
+            d.id
+        );
+        assert_eq!(d.qas.len(), config.facts_per_document);
+        for qa in &d.qas {
+            assert!(d.text.contains(&qa.answers[0]), "{}", d.text);
+        }
+    }
 }

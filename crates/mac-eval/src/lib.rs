@@ -42,15 +42,17 @@ mod methods;
 mod online;
 mod question_only;
 mod report;
+mod sizes;
 mod updates;
 
 pub use compare::{compare, compare_markdown, CompareOptions, CompareReport, SweepRow};
 pub use memory::{peak_rss_mb, reset_peak_rss};
 pub use methods::{retrieve, MethodResult, Prediction};
 pub use online::{
-    evaluate, method_key, AttentionStats, BankSizePoint, EvalOptions, EvalReport, RetentionPoint,
+    evaluate, method_key, AttentionStats, EvalOptions, EvalReport, RetentionPoint,
     DEFAULT_PRIOR_SCALE,
 };
 pub use question_only::{question_form, QuestionOnly};
 pub use report::write_markdown;
+pub use sizes::BankSizePoint;
 pub use updates::{carries, update_shares, UpdateShare};

@@ -19,6 +19,7 @@ use crate::methods::{
     MethodResult, Prediction, Question,
 };
 use crate::question_only::QuestionOnly;
+use crate::sizes::{bank_size_points, BankSizePoint};
 
 /// The similarity prior's default scale in evaluations (mac-model's).
 pub use mac_runtime::DEFAULT_PRIOR_SCALE;
@@ -57,9 +58,13 @@ pub struct EvalOptions {
     #[serde(default)]
     pub similarity_prior: Option<f64>,
     /// Bank sizes at which the first documents' questions are answered
-    /// again, the bank filled with unrelated documents (needs them).
+    /// again, each from a bank of that size holding its own document
+    /// (larger ones filled with unrelated documents, which they need).
     #[serde(default)]
     pub bank_sizes: Vec<usize>,
+    /// The leading documents whose questions the bank sizes ask.
+    #[serde(default = "default_bank_size_documents")]
+    pub bank_size_documents: usize,
     /// Show progress bars.
     pub progress: bool,
 }
@@ -78,9 +83,14 @@ impl Default for EvalOptions {
             retrieval_k: Some(1),
             similarity_prior: Some(DEFAULT_PRIOR_SCALE),
             bank_sizes: Vec::new(),
+            bank_size_documents: default_bank_size_documents(),
             progress: false,
         }
     }
+}
+
+fn default_bank_size_documents() -> usize {
+    100
 }
 
 /// F1 on the first documents' questions after part of the stream.
@@ -142,12 +152,11 @@ fn paper_path() -> String {
 /// The producer an evaluation writes into its bank, and into its control bank.
 const EVAL_BANK: &str = "mac-eval";
 const CONTROL_BANK: &str = "mac-eval control";
-const SIZES_BANK: &str = "mac-eval bank sizes";
 
 /// Removes `dir` when it holds a bank an evaluation made (its producer is
 /// `producer`), so a rerun starts fresh; anything else there is an error
 /// and is left as it is.
-fn clear_eval_bank(dir: &Path, producer: &str) -> Result<()> {
+pub(crate) fn clear_eval_bank(dir: &Path, producer: &str) -> Result<()> {
     if !dir.exists() {
         return Ok(());
     }
@@ -172,7 +181,7 @@ fn ask_options(opts: &EvalOptions, prior: Option<f64>) -> AskOptions {
 }
 
 /// Every question answered from `bank`, a batch at a time.
-fn ask_all(
+pub(crate) fn ask_all(
     memory: &dyn Memory,
     bank: &MemoryBank,
     questions: &[Question<'_>],
@@ -216,7 +225,7 @@ fn bank_method(
 
 /// Reads `docs` into `bank` ([`Memory::ingest`]); returns how many were
 /// cut at the memory's token limit.
-fn ingest(
+pub(crate) fn ingest(
     memory: &dyn Memory,
     bank: &mut MemoryBank,
     docs: &[mac_data::Document],
@@ -244,7 +253,7 @@ pub struct AttentionStats {
     pub uniform_weight: f64,
 }
 
-fn attention_stats(
+pub(crate) fn attention_stats(
     questions: &[Question<'_>],
     answers: &[SourcedAnswer],
     n_docs: usize,
@@ -284,20 +293,6 @@ fn prompts_answered(
     let out = answer_prompts(lm, prompts, opts.question_batch, &pb)?;
     pb.finish_and_clear();
     Ok(out)
-}
-
-/// F1 on the questions of the first documents of a bank grown with
-/// unrelated documents.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BankSizePoint {
-    /// Documents in the bank.
-    pub documents: usize,
-    /// EM on the questions of the first documents.
-    pub em: f64,
-    /// F1 on them.
-    pub f1: f64,
-    /// Share of them answered from their own document (most attended).
-    pub gold_top1: f64,
 }
 
 /// Streams `test` into a fresh bank under `out_dir/bank`, answers every
@@ -348,7 +343,10 @@ pub fn evaluate(
     let mut bank_sizes = Vec::new();
     if let Some(control) = control.filter(|c| !c.documents.is_empty()) {
         run.control_rows(control, out_dir)?;
-        bank_sizes = run.bank_size_rows(control, out_dir)?;
+        if !opts.bank_sizes.is_empty() {
+            bank_sizes =
+                bank_size_points(memory, run.docs, &run.questions, control, out_dir, opts)?;
+        }
     }
     if opts.references {
         run.reference_rows(training)?;
@@ -602,53 +600,6 @@ impl Run<'_> {
             self.methods.insert(name, result);
         }
         Ok(())
-    }
-
-    /// The first documents' questions from banks of `opts.bank_sizes`
-    /// documents: those documents and unrelated ones from `control`.
-    fn bank_size_rows(&mut self, control: &Dataset, out_dir: &Path) -> Result<Vec<BankSizePoint>> {
-        if self.opts.bank_sizes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (first, questions) = self.first_questions();
-        let dir = out_dir.join("bank-sizes");
-        clear_eval_bank(&dir, SIZES_BANK)?;
-        let mut bank = MemoryBank::create(&dir, self.memory.bank_shape(), SIZES_BANK)?;
-        ingest(self.memory, &mut bank, &self.docs[..first])?;
-        let mut points = Vec::new();
-        let mut unrelated = control.documents.iter();
-        for &size in &self.opts.bank_sizes {
-            while bank.len() < size {
-                let batch: Vec<mac_data::Document> = unrelated
-                    .by_ref()
-                    .take((size - bank.len()).min(self.opts.ingest_batch.max(1)))
-                    .cloned()
-                    .collect();
-                if batch.is_empty() {
-                    break;
-                }
-                ingest(self.memory, &mut bank, &batch)?;
-            }
-            if bank.len() < size
-                && points
-                    .iter()
-                    .any(|p: &BankSizePoint| p.documents == bank.len())
-            {
-                break;
-            }
-            let label = format!("bank of {}", bank.len());
-            let answers = ask_all(self.memory, &bank, &questions, self.opts, None, &label)?;
-            let top1 = attention_stats(&questions, &answers, bank.len()).gold_top1;
-            let texts: Vec<String> = answers.into_iter().map(|a| a.text).collect();
-            let (em, f1, _) = score("bank size", &questions, &texts, &mut Vec::new());
-            points.push(BankSizePoint {
-                documents: bank.len(),
-                em,
-                f1,
-                gold_top1: top1,
-            });
-        }
-        Ok(points)
     }
 
     /// `no_adapt` (the question alone) and `oracle_context` (the gold

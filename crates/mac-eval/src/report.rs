@@ -124,15 +124,18 @@ fn growth_tables(s: &mut String, report: &EvalReport, key: &str) {
     if !report.bank_sizes.is_empty() {
         let _ = writeln!(
             s,
-            "\n## Bank size (`{key}`, the first documents' questions among unrelated documents)\n"
+            "\n## Bank size (`{key}`, the first documents' questions, each asked of a bank of that size holding its document)\n"
         );
-        let _ = writeln!(s, "| documents in bank | EM | F1 | gold document top-1 |");
-        let _ = writeln!(s, "|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| documents in bank | banks | questions | EM | F1 | gold document top-1 | answer ms/question |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
         for p in &report.bank_sizes {
             let _ = writeln!(
                 s,
-                "| {} | {:.3} | {:.3} | {:.3} |",
-                p.documents, p.em, p.f1, p.gold_top1
+                "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.0} |",
+                p.documents, p.banks, p.questions, p.em, p.f1, p.gold_top1, p.answer_ms
             );
         }
     }

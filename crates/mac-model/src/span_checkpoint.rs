@@ -147,7 +147,7 @@ impl AnswerFrame {
 }
 
 /// How a trained selector is used at answer time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpanReading {
     /// Where the LM is read, and the document's first tokens kept.
@@ -156,6 +156,11 @@ pub struct SpanReading {
     pub rule: SpanRule,
     /// How answers are framed.
     pub frame: AnswerFrame,
+    /// The recency margin: a later bank entry scoring within this much of
+    /// the best is read instead (0: none; checkpoints written before it
+    /// existed read as 0). See [`mac_aggregation::StreamedSpanChoice`].
+    #[serde(default)]
+    pub recency: f32,
 }
 
 /// What a span memory checkpoint holds besides its parameters.
@@ -205,6 +210,12 @@ impl SpanCheckpointMeta {
             if value > MAX_CONFIG_SIZE {
                 return Err(format!("{field} is {value}: at most {MAX_CONFIG_SIZE}"));
             }
+        }
+        let recency = self.reading.recency;
+        if !(recency.is_finite() && recency >= 0.0) {
+            return Err(format!(
+                "reading.recency is {recency}: a margin is finite and not negative"
+            ));
         }
         Ok(())
     }

@@ -75,6 +75,7 @@ fn span_checkpoint_metadata() {
             reader,
             rule: SpanRule::Joint,
             frame,
+            recency: 0.0,
         },
         "lm.gguf".into(),
     );

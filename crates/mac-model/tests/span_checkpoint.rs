@@ -38,6 +38,7 @@ fn meta(config: &SpanSelectorConfig) -> SpanCheckpointMeta {
             reader,
             rule: SpanRule::DocumentFirst,
             frame,
+            recency: 1.5,
         },
         "lm.gguf".into(),
     )
@@ -121,6 +122,15 @@ fn what_span_json_describes_is_checked_before_anything_is_built() {
     assert!(err.contains("format version 9"), "{err}");
     let err = refused(&good.replace("\"chat\"", "\"karaoke\""));
     assert!(err.contains(SPAN_META_FILE), "{err}");
+    let err = refused(&good.replace("\"recency\": 1.5", "\"recency\": -2.0"));
+    assert!(
+        err.contains(SPAN_META_FILE) && err.contains("reading.recency is -2"),
+        "{err}"
+    );
+    // A record written before the margin existed reads as no margin.
+    fs::write(&json, good.replace(",\n    \"recency\": 1.5", "")).unwrap();
+    let opened = SpanCheckpoint::open(dir.path()).unwrap();
+    assert_eq!(opened.meta.reading.recency, 0.0);
 
     // A shape the file's parameters do not fit: refused when loading.
     fs::write(&json, good.replace("\"d_key\": 8", "\"d_key\": 4")).unwrap();

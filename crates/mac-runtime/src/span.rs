@@ -95,7 +95,8 @@ impl SpanMemory {
     }
 
     /// Each question's span over the whole bank, scored `chunk` documents
-    /// at a time.
+    /// at a time; a later entry within the checkpoint's recency margin of
+    /// the best is preferred (entries lie in the order they were ingested).
     pub fn choose(
         &self,
         bank: &MemoryBank,
@@ -108,7 +109,10 @@ impl SpanMemory {
         let (question_keys, question_valid) = self.padded_match_keys(&states);
         let mut choices: Vec<StreamedSpanChoice> = questions
             .iter()
-            .map(|_| StreamedSpanChoice::new(self.reading.rule, self.selector.max_span))
+            .map(|_| {
+                StreamedSpanChoice::new(self.reading.rule, self.selector.max_span)
+                    .with_recency(self.reading.recency)
+            })
             .collect();
         let key = 2 * self.selector.d_key;
         let width = self.row_width();

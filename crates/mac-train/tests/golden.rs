@@ -147,6 +147,7 @@ fn bless_checkpoint(dir: &Path, device: &burn::tensor::Device) {
         reader,
         rule: SpanRule::DocumentFirst,
         frame: AnswerFrame::Plain,
+        recency: 0.0,
     };
     trainer
         .save(dir, reading, "tiny-llama.gguf".into())

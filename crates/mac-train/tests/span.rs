@@ -10,7 +10,8 @@ use mac_lm::LoadedLm;
 use mac_model::{AnswerFrame, SpanCheckpoint, SpanExtent, SpanReader, SpanReading};
 use mac_runtime::{AskOptions, Memory, NewDocument, SpanMemory};
 use mac_train::span::{
-    choose_spans, choose_spans_chunked, SpanFeatures, SpanRule, SpanTrainConfig, SpanTrainer,
+    choose_spans, choose_spans_chunked, Choosing, SpanFeatures, SpanRule, SpanTrainConfig,
+    SpanTrainer,
 };
 
 fn tiny_path() -> &'static str {
@@ -149,8 +150,10 @@ fn span_training_learns_where_answers_lie() {
                 &features,
                 &found,
                 with_prior.then(prior),
-                rule,
-                chunk,
+                Choosing {
+                    chunk,
+                    ..Choosing::by(rule)
+                },
                 &device,
             )
             .unwrap()
@@ -177,6 +180,7 @@ fn span_training_learns_where_answers_lie() {
         reader,
         rule: SpanRule::Joint,
         frame: AnswerFrame::Plain,
+        recency: 0.0,
     };
     trainer
         .save(&dir.path().join("checkpoint"), reading, tiny_path().into())
@@ -303,6 +307,7 @@ fn span_training_saved_and_resumed_takes_the_uninterrupted_steps() {
                 reader,
                 rule: SpanRule::Joint,
                 frame: AnswerFrame::Plain,
+                recency: 0.0,
             },
             "tiny-llama.gguf".into(),
         )

@@ -17,6 +17,7 @@
 //! and belong to one split each, so that only the memory can supply a test
 //! answer.
 
+mod changes;
 mod closed;
 mod novel;
 mod open;
@@ -31,6 +32,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::{Dataset, Document, QaPair};
+pub use changes::validation_updates;
 pub use novel::novel_stream;
 use open::Split;
 use templates::{document_templates, question_templates, FILLER};
@@ -243,12 +245,18 @@ impl SplitRules<'_> {
     }
 
     fn document(&self, name: &str, rng: &mut ChaCha8Rng) -> Document {
+        self.stated(name, rng).0
+    }
+
+    /// A document about `name` and the attributes its questions ask, in
+    /// the order of its questions.
+    fn stated(&self, name: &str, rng: &mut ChaCha8Rng) -> (Document, Vec<Attribute>) {
         let mut attributes = self.attributes().to_vec();
         attributes.shuffle(rng);
         attributes.truncate(self.config.facts_per_document.clamp(1, attributes.len()));
         let mut sentences = Vec::new();
         let mut qas = Vec::new();
-        for a in attributes {
+        for &a in &attributes {
             let v = self.value(a, rng);
             sentences.push(fill(
                 pick_template(document_templates(a), self.held_out_too(), rng),
@@ -275,11 +283,12 @@ impl SplitRules<'_> {
                 sentences.insert(at, fill(filler, name, ""));
             }
         }
-        Document {
+        let document = Document {
             id: name.to_string(),
             text: sentences.join(" "),
             qas,
-        }
+        };
+        (document, attributes)
     }
 }
 
@@ -318,6 +327,43 @@ impl FactStream {
             test,
         }
     }
+}
+
+/// The names of every entity in `config`'s stream.
+fn stream_names(config: &FactStreamConfig) -> HashSet<String> {
+    let stream = FactStream::generate(config);
+    [stream.train, stream.validation, stream.test]
+        .into_iter()
+        .flat_map(|d| d.documents.into_iter().map(|d| d.id))
+        .collect()
+}
+
+/// A name not in `used`, added to it (`None` after many tries: the names
+/// are spent).
+fn fresh_name(used: &mut HashSet<String>, rng: &mut ChaCha8Rng) -> Option<String> {
+    (0..10_000)
+        .map(|_| name(rng))
+        .find(|n| used.insert(n.clone()))
+}
+
+/// Up to `n` documents made as the training split's are (its templates
+/// and values) about entities `config`'s stream never names: unrelated
+/// documents to fill a bank with, beyond the stream's own.
+pub fn unrelated_documents(config: &FactStreamConfig, n: usize) -> Dataset {
+    let mut used = stream_names(config);
+    let rules = SplitRules {
+        config,
+        split: Split::Train,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x0075_e1a7);
+    let mut documents = Vec::with_capacity(n);
+    while documents.len() < n {
+        let Some(name) = fresh_name(&mut used, &mut rng) else {
+            break;
+        };
+        documents.push(rules.document(&name, &mut rng));
+    }
+    Dataset { documents }
 }
 
 /// The held-out document and question templates, for tests and reports.

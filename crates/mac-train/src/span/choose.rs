@@ -21,6 +21,29 @@ pub struct QuestionSpan {
 /// Documents of a bank scored at a time by [`choose_spans`].
 pub const BANK_CHUNK: usize = 64;
 
+/// How spans are chosen over a bank: the rule, the recency margin (see
+/// [`StreamedSpanChoice::with_recency`]) and the documents scored at a time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Choosing {
+    /// The span rule.
+    pub rule: SpanRule,
+    /// A later document within this of the best is chosen (0: none).
+    pub recency: f32,
+    /// Documents scored at a time.
+    pub chunk: usize,
+}
+
+impl Choosing {
+    /// By `rule`, without a recency margin, [`BANK_CHUNK`] documents at a time.
+    pub fn by(rule: SpanRule) -> Self {
+        Self {
+            rule,
+            recency: 0.0,
+            chunk: BANK_CHUNK,
+        }
+    }
+}
+
 /// Spans chosen for `questions` (indices into `asked`) over a bank of
 /// `bank` documents (indices into `memory`) by `rule`, with an optional
 /// per-document prior `[Q, N]` (row `i` for `questions[i]`); the bank is
@@ -36,14 +59,15 @@ pub fn choose_spans(
     rule: SpanRule,
     device: &Device,
 ) -> Result<Vec<QuestionSpan>> {
+    let choosing = Choosing::by(rule);
     choose_spans_chunked(
-        selector, memory, bank, asked, questions, prior, rule, BANK_CHUNK, device,
+        selector, memory, bank, asked, questions, prior, choosing, device,
     )
 }
 
-/// [`choose_spans`] scoring `chunk` documents of the bank at a time: the
-/// choice and the shares are those over the whole bank for any `chunk`
-/// ([`StreamedSpanChoice`]); the logits held are one chunk's.
+/// [`choose_spans`] as `choosing` says: the choice and the shares are those
+/// over the whole bank for any `choosing.chunk` ([`StreamedSpanChoice`]);
+/// the logits held are one chunk's.
 #[allow(clippy::too_many_arguments)]
 pub fn choose_spans_chunked(
     selector: &SpanSelector,
@@ -52,18 +76,20 @@ pub fn choose_spans_chunked(
     asked: &SpanFeatures,
     questions: &[usize],
     prior: Option<Tensor<2>>,
-    rule: SpanRule,
-    chunk: usize,
+    choosing: Choosing,
     device: &Device,
 ) -> Result<Vec<QuestionSpan>> {
     let same = std::ptr::eq(memory, asked);
-    let chunk = chunk.max(1);
+    let chunk = choosing.chunk.max(1);
     let mut out = Vec::with_capacity(questions.len());
     for (c, qs) in questions.chunks(64).enumerate() {
         let queries = selector.question_queries(asked.summaries(qs, device));
         let mut choices: Vec<StreamedSpanChoice> = qs
             .iter()
-            .map(|_| StreamedSpanChoice::new(rule, selector.max_span))
+            .map(|_| {
+                StreamedSpanChoice::new(choosing.rule, selector.max_span)
+                    .with_recency(choosing.recency)
+            })
             .collect();
         for (b, documents) in bank.chunks(chunk).enumerate() {
             let lengths = memory.lengths(documents);

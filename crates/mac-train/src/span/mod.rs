@@ -32,7 +32,7 @@ use crate::tensors::{draw_initial_weights, SEEDED_INIT};
 
 mod choose;
 mod run;
-pub use choose::{choose_spans, choose_spans_chunked, QuestionSpan, BANK_CHUNK};
+pub use choose::{choose_spans, choose_spans_chunked, Choosing, QuestionSpan, BANK_CHUNK};
 pub use run::{
     train_span_memory, RuleScore, SpanRunConfig, SpanRunReport, ValidationPoint, SPAN_RUN_FILE,
 };

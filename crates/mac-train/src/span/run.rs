@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use burn::tensor::Device;
 use mac_aggregation::{SpanRule, SpanSelector};
-use mac_data::{f1_score, Dataset, FactStream, FactStreamConfig};
+use mac_data::{f1_score, validation_updates, Dataset, FactStream, FactStreamConfig};
 use mac_lm::LoadedLm;
 use mac_model::{
     AnswerFrame, AnswerGeneration, FrameExample, SpanCheckpoint, SpanCheckpointMeta, SpanExtent,
@@ -21,7 +21,10 @@ use mac_model::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{choose_spans, QuestionSpan, SpanFeatures, SpanTrainConfig, SpanTrainer};
+use super::{
+    choose_spans, choose_spans_chunked, Choosing, QuestionSpan, SpanFeatures, SpanTrainConfig,
+    SpanTrainer,
+};
 
 /// The run's record beside its checkpoint.
 pub const SPAN_RUN_FILE: &str = "span-run.json";
@@ -154,6 +157,12 @@ pub struct SpanRunReport {
     /// Validation F1 of each extent in the kept frame; the best was kept.
     #[serde(default)]
     pub extents: Vec<(SpanExtent, f64)>,
+    /// The recency margin kept.
+    #[serde(default)]
+    pub recency: f32,
+    /// Each margin tried on validation knowledge that changes.
+    #[serde(default)]
+    pub recencies: Vec<RecencyScore>,
     /// Seconds reading the documents' states, training, choosing the frame.
     pub seconds: [f64; 3],
     /// The checkpoint written.
@@ -205,10 +214,14 @@ pub fn train_span_memory(
         device,
         log,
     )?;
+    let recencies = choose_recency(config, &lm, &chosen, device, log)?;
+    let tops: Vec<(f32, f64)> = recencies.iter().map(|r| (r.margin, r.top1)).collect();
+    let recency = recencies[best_of(&tops)];
     let reading = SpanReading {
         reader: choice.reader,
         rule: chosen.rule,
         frame: choice.frame,
+        recency: recency.margin,
     };
     let meta = SpanCheckpointMeta::new(&chosen.config, reading, lm_path);
     let checkpoint = out.join("checkpoint");
@@ -222,6 +235,8 @@ pub fn train_span_memory(
         frames: choice.frames,
         extent: choice.reader.extent,
         extents: choice.extents,
+        recency: recency.margin,
+        recencies,
         seconds: [read, trained, t2.elapsed().as_secs_f64()],
         checkpoint,
     };
@@ -302,6 +317,78 @@ fn best_of<T>(scores: &[(T, f64)]) -> usize {
         .rev()
         .max_by(|&a, &b| scores[a].1.total_cmp(&scores[b].1))
         .unwrap_or(0)
+}
+
+/// Recency margins tried on validation, in the selector's logit units.
+const RECENCIES: [f32; 10] = [0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0];
+
+/// How one recency margin chose on validation knowledge that changes.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct RecencyScore {
+    /// The margin.
+    pub margin: f32,
+    /// Share of questions whose chosen document is their own (for a
+    /// changed fact, the later document).
+    pub top1: f64,
+    /// The same share over the questions about changed facts only.
+    pub changed_top1: f64,
+}
+
+/// Tries each recency margin with the kept selector over a bank of
+/// validation knowledge that changes ([`validation_updates`], the training
+/// generator's wording): the best is the one most often choosing the
+/// question's own document (the smallest of equals).
+fn choose_recency(
+    config: &SpanRunConfig,
+    lm: &LoadedLm,
+    chosen: &Chosen,
+    device: &Device,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<RecencyScore>> {
+    let changes = validation_updates(&config.stream, config.validation_documents * 3 / 2);
+    let features = SpanFeatures::read(lm, &config.reader(), &changes, usize::MAX, 16)?;
+    let bank: Vec<usize> = (0..features.documents.len()).collect();
+    let questions = answerable(&features);
+    let changed = |q: usize| {
+        let document = &changes.documents[features.questions[q].document];
+        document.qas.iter().any(|qa| !qa.stale.is_empty())
+    };
+    let mut scores = Vec::new();
+    for margin in RECENCIES {
+        let choosing = Choosing {
+            recency: margin,
+            ..Choosing::by(chosen.rule)
+        };
+        let spans = choose_spans_chunked(
+            &chosen.selector,
+            &features,
+            &bank,
+            &features,
+            &questions,
+            None,
+            choosing,
+            device,
+        )?;
+        let (mut right, mut changed_right, mut n_changed) = (0.0, 0.0, 0.0);
+        for (c, &q) in spans.iter().zip(&questions) {
+            let own = f64::from(u8::from(c.span.document == features.questions[q].document));
+            right += own;
+            if changed(q) {
+                (changed_right, n_changed) = (changed_right + own, n_changed + 1.0);
+            }
+        }
+        let score = RecencyScore {
+            margin,
+            top1: right / questions.len().max(1) as f64,
+            changed_top1: changed_right / f64::max(n_changed, 1.0),
+        };
+        log(&format!(
+            "validation top-1 with recency margin {margin}: {:.3} ({:.3} of changed facts)",
+            score.top1, score.changed_top1
+        ));
+        scores.push(score);
+    }
+    Ok(scores)
 }
 
 /// The selector a run keeps, and how it reads.

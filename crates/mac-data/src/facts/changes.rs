@@ -1,0 +1,158 @@
+//! Knowledge that changes, in the training generator's wording, for
+//! choices made on validation: documents like the validation split's
+//! (validation templates and values, entities of their own), and after
+//! every two of them a short later document restating one of an earlier
+//! entity's facts with a new value — its employer, field, award, patents
+//! or address. The held-out [`update_stream`](super::update_stream) has
+//! its own wording, people and kinds of fact; nothing here is tested on.
+
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::open::Split;
+use super::templates::{document_templates, FILLER};
+use super::{
+    fill, fresh_name, pick_template, stream_names, Attribute, FactStreamConfig, SplitRules,
+};
+use crate::{Dataset, Document};
+
+/// The attributes a later document may change.
+const MUTABLE: [Attribute; 5] = [
+    Attribute::Employer,
+    Attribute::Field,
+    Attribute::Award,
+    Attribute::Patents,
+    Attribute::Address,
+];
+
+/// An introduced entity whose fact may still change: its document's index
+/// and the question (its index there) about a mutable attribute.
+struct Waiting {
+    at: usize,
+    question: usize,
+    attribute: Attribute,
+}
+
+/// `n_documents` documents of knowledge that changes, deterministic in the
+/// stream's seed; no entity shares a name with `config`'s stream. A
+/// changed fact's question moves to the later document, its answer the new
+/// value and the replaced one kept as `stale`.
+pub fn validation_updates(config: &FactStreamConfig, n_documents: usize) -> Dataset {
+    let mut used = stream_names(config);
+    let rules = SplitRules {
+        config,
+        split: Split::Validation,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x00c4_a6e5);
+    let mut documents: Vec<Document> = Vec::with_capacity(n_documents);
+    let mut waiting: Vec<Waiting> = Vec::new();
+    while documents.len() < n_documents {
+        if documents.len() % 3 == 2 && !waiting.is_empty() {
+            let who = waiting.swap_remove(rng.random_range(0..waiting.len()));
+            let later = changed(&rules, &who, &mut documents, &mut rng);
+            documents.push(later);
+            continue;
+        }
+        let Some(n) = fresh_name(&mut used, &mut rng) else {
+            break;
+        };
+        let (document, attributes) = rules.stated(&n, &mut rng);
+        let mutable: Vec<usize> = (0..attributes.len())
+            .filter(|&i| MUTABLE.contains(&attributes[i]))
+            .collect();
+        if let Some(&question) = mutable.choose(&mut rng) {
+            waiting.push(Waiting {
+                at: documents.len(),
+                question,
+                attribute: attributes[question],
+            });
+        }
+        documents.push(document);
+    }
+    Dataset { documents }
+}
+
+/// The later document restating `who`'s fact with a new value; the
+/// question moves there from the introduction.
+fn changed(
+    rules: &SplitRules<'_>,
+    who: &Waiting,
+    documents: &mut [Document],
+    rng: &mut ChaCha8Rng,
+) -> Document {
+    let introduction = &mut documents[who.at];
+    let mut qa = introduction.qas.remove(who.question);
+    let old = qa.answers.first().cloned().unwrap_or_default();
+    let new = loop {
+        let v = rules.value(who.attribute, rng);
+        if v != old {
+            break v;
+        }
+    };
+    let name = introduction.id.clone();
+    let mut sentences = vec![fill(
+        pick_template(document_templates(who.attribute), true, rng),
+        &name,
+        &new,
+    )];
+    if rng.random_bool(0.5) {
+        if let Some(filler) = FILLER.choose(rng) {
+            sentences.push(fill(filler, &name, ""));
+        }
+        sentences.shuffle(rng);
+    }
+    qa.stale = vec![old];
+    qa.answers = vec![new];
+    Document {
+        id: format!("{name} (later)"),
+        text: sentences.join(" "),
+        qas: vec![qa],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FactStream;
+    use std::collections::HashSet;
+
+    #[test]
+    fn later_documents_restate_an_earlier_fact_with_a_new_value() {
+        let config = FactStreamConfig::open();
+        let s = validation_updates(&config, 60);
+        assert_eq!(s, validation_updates(&config, 60));
+        assert_eq!(s.documents.len(), 60);
+        let stream = FactStream::generate(&config);
+        let names: HashSet<&str> = [&stream.train, &stream.validation, &stream.test]
+            .into_iter()
+            .flat_map(|d| d.documents.iter().map(|d| d.id.as_str()))
+            .collect();
+        let later: Vec<&Document> = s
+            .documents
+            .iter()
+            .filter(|d| d.id.ends_with(" (later)"))
+            .collect();
+        assert_eq!(later.len(), 20);
+        for d in &s.documents {
+            assert!(
+                !names.contains(d.id.trim_end_matches(" (later)")),
+                "{}",
+                d.id
+            );
+            for qa in &d.qas {
+                assert!(d.text.contains(&qa.answers[0]), "{}", d.text);
+            }
+        }
+        for d in later {
+            let name = d.id.trim_end_matches(" (later)");
+            let at = s.documents.iter().position(|e| e.id == name).unwrap();
+            let intro = &s.documents[at];
+            let qa = &d.qas[0];
+            assert!(d.text.contains(name) && intro.text.contains(&qa.stale[0]));
+            assert_ne!(qa.answers, qa.stale);
+            assert!(intro.qas.iter().all(|q| q.question != qa.question));
+            assert!(s.documents[at..].iter().any(|e| std::ptr::eq(e, d)));
+        }
+    }
+}
