@@ -243,11 +243,18 @@ pub(crate) fn demo(preset: &str, out: Option<PathBuf>, force: bool) -> Result<()
     train(preset, &out, &extra)?;
     let span = preset.starts_with("span");
     // Span memory's evaluation: the test split's first documents, and the
-    // first tenth's questions among up to 1,000 documents.
+    // first 30 documents' questions in banks of 10 to 1,000 documents.
     let eval_extra: Vec<String> = if span {
-        ["--max-documents", "100", "--bank-sizes", "10,100,1000"]
-            .map(String::from)
-            .to_vec()
+        [
+            "--max-documents",
+            "100",
+            "--bank-sizes",
+            "10,100,1000",
+            "--bank-size-documents",
+            "30",
+        ]
+        .map(String::from)
+        .to_vec()
     } else {
         Vec::new()
     };

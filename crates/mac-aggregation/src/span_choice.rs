@@ -26,9 +26,10 @@ pub enum SpanRule {
 /// a score — its logit under [`SpanRule::DocumentFirst`], its best span's
 /// under [`SpanRule::Joint`] — and the choice is the best document's best
 /// span; ties go to the earlier document, as over the whole bank. With a
-/// recency margin `r > 0`, a later document whose score is within `r` of
-/// the best (`score + r > best`) is chosen instead, the latest of them: in
-/// a stream of news, the latest report on what the question asks.
+/// recency margin `r > 0`, the runner-up is chosen instead when it lies
+/// later in the bank and scores within `r` of the best (`score + r >
+/// best`): of the two entries that best answer the question, the later
+/// report.
 #[derive(Debug, Clone)]
 pub struct StreamedSpanChoice {
     rule: SpanRule,
@@ -38,8 +39,8 @@ pub struct StreamedSpanChoice {
     documents: usize,
     /// The best document so far (the earliest of equals): score and span.
     best: Option<(f32, ChosenSpan)>,
-    /// Documents after the best within the margin of it, in bank order.
-    recent: Vec<(f32, ChosenSpan)>,
+    /// The best of the others (the earliest of equals), kept with a margin.
+    second: Option<(f32, ChosenSpan)>,
     /// Log-sum-exp of each document's start logits.
     masses: Vec<f32>,
 }
@@ -65,13 +66,13 @@ impl StreamedSpanChoice {
             recency: 0.0,
             documents: 0,
             best: None,
-            recent: Vec::new(),
+            second: None,
             masses: Vec::new(),
         }
     }
 
-    /// The same choice preferring the latest document within `margin` of
-    /// the best (no preference for `margin <= 0` or not finite).
+    /// The same choice preferring a later runner-up within `margin` of the
+    /// best (no preference for `margin <= 0` or not finite).
     pub fn with_recency(self, margin: f32) -> Self {
         let recency = if margin.is_finite() {
             margin.max(0.0)
@@ -111,27 +112,34 @@ impl StreamedSpanChoice {
 
     /// Whether a document scoring `score` would be kept.
     fn admits(&self, score: f32) -> bool {
-        self.best.is_none_or(|(best, _)| {
-            score > best || (self.recency > 0.0 && score + self.recency > best)
-        })
+        let above = |kept: Option<(f32, ChosenSpan)>| kept.is_none_or(|(k, _)| score > k);
+        above(self.best) || (self.recency > 0.0 && above(self.second))
     }
 
-    /// Keeps a document's span if it is the best so far (every kept one is
-    /// earlier, so none is left) or within the margin of the best.
+    /// Keeps a document's span as the best so far, or as the runner-up
+    /// where a margin asks for one.
     fn offer(&mut self, score: f32, span: ChosenSpan) {
         if self.best.is_none_or(|(best, _)| score > best) {
-            self.best = Some((score, span));
-            self.recent.clear();
+            self.second = self.best.replace((score, span));
         } else if self.admits(score) {
-            self.recent.push((score, span));
+            self.second = Some((score, span));
         }
     }
 
     /// The span chosen and the documents' shares; `None` when no document
     /// had a token.
     pub fn finish(self) -> Option<SpanChoice> {
-        let (_, best) = self.best?;
-        let span = self.recent.last().map_or(best, |&(_, s)| s);
+        let (top, best) = self.best?;
+        let span = match self.second {
+            Some((score, later))
+                if self.recency > 0.0
+                    && later.document > best.document
+                    && score + self.recency > top =>
+            {
+                later
+            }
+            _ => best,
+        };
         let total = log_sum_exp(&self.masses);
         let shares = self.masses.iter().map(|&m| (m - total).exp()).collect();
         Some(SpanChoice { span, shares })
@@ -263,7 +271,7 @@ mod tests {
     }
 
     /// The whole-bank choice with a recency margin: each document's score,
-    /// the latest document within `r` of the best.
+    /// the runner-up when it is later and within `r` of the best.
     fn whole_recent(
         rule: SpanRule,
         r: f32,
@@ -295,13 +303,13 @@ mod tests {
                 )
             })
             .collect();
-        let best = scored.iter().map(|s| s.0).fold(f32::MIN, f32::max);
-        let first = scored.iter().position(|s| s.0 == best).unwrap();
-        let latest = (first..scored.len())
-            .rev()
-            .find(|&n| scored[n].0 + r > best)
-            .unwrap_or(first);
-        scored[latest].1
+        let mut order: Vec<usize> = (0..scored.len()).collect();
+        order.sort_by(|&a, &b| scored[b].0.total_cmp(&scored[a].0).then(a.cmp(&b)));
+        let (best, second) = (order[0], order.get(1).copied());
+        match second {
+            Some(s) if s > best && scored[s].0 + r > scored[best].0 => scored[s].1,
+            _ => scored[best].1,
+        }
     }
 
     #[test]
@@ -335,7 +343,7 @@ mod tests {
     }
 
     #[test]
-    fn a_later_document_within_the_margin_is_chosen_the_latest_of_them() {
+    fn a_later_runner_up_within_the_margin_is_chosen() {
         let push = |choice: &mut StreamedSpanChoice, logit: f32| {
             choice.push(&[logit], &[0.0, 1.0], &[0.0, 1.0], &[2]);
         };
@@ -350,8 +358,11 @@ mod tests {
         assert_eq!(chosen(1.0, &[5.0, 4.5, 1.0]), 1);
         assert_eq!(chosen(0.4, &[5.0, 4.5, 1.0]), 0);
         assert_eq!(chosen(0.0, &[5.0, 4.5, 1.0]), 0);
-        // A later, better document resets what counts as close.
-        assert_eq!(chosen(1.0, &[5.0, 4.5, 8.0, 6.0]), 2);
+        // Only the runner-up counts: a third, later document does not.
+        assert_eq!(chosen(1.0, &[5.0, 4.8, 4.5]), 1);
+        assert_eq!(chosen(1.0, &[4.8, 5.0, 4.5]), 1);
+        // A runner-up earlier than the best is not preferred.
+        assert_eq!(chosen(1.0, &[4.5, 5.0]), 1);
         assert_eq!(chosen(1.0, &[5.0, 4.5, 8.0, 7.5]), 3);
         // A margin that is not finite or negative prefers nothing.
         assert_eq!(chosen(f32::NAN, &[5.0, 4.5]), 0);

@@ -156,9 +156,9 @@ pub struct SpanReading {
     pub rule: SpanRule,
     /// How answers are framed.
     pub frame: AnswerFrame,
-    /// The recency margin: a later bank entry scoring within this much of
-    /// the best is read instead (0: none; checkpoints written before it
-    /// existed read as 0). See [`mac_aggregation::StreamedSpanChoice`].
+    /// The recency margin: the runner-up entry is read instead of the best
+    /// when it lies later in the bank and scores within this much of it
+    /// (0: never; checkpoints written before it existed read as 0). See [`mac_aggregation::StreamedSpanChoice`].
     #[serde(default)]
     pub recency: f32,
 }

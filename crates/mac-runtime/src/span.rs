@@ -95,8 +95,9 @@ impl SpanMemory {
     }
 
     /// Each question's span over the whole bank, scored `chunk` documents
-    /// at a time; a later entry within the checkpoint's recency margin of
-    /// the best is preferred (entries lie in the order they were ingested).
+    /// at a time; a later runner-up within the checkpoint's recency margin
+    /// of the best is preferred (entries lie in the order they were
+    /// ingested).
     pub fn choose(
         &self,
         bank: &MemoryBank,

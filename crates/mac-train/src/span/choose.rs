@@ -27,7 +27,7 @@ pub const BANK_CHUNK: usize = 64;
 pub struct Choosing {
     /// The span rule.
     pub rule: SpanRule,
-    /// A later document within this of the best is chosen (0: none).
+    /// A later runner-up within this of the best is chosen (0: never).
     pub recency: f32,
     /// Documents scored at a time.
     pub chunk: usize,
