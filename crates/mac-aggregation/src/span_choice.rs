@@ -207,6 +207,38 @@ mod tests {
             .collect()
     }
 
+    /// A random bank of `n` documents: token counts, document logits,
+    /// start and end logits.
+    fn bank(seed: u64, n: usize) -> (Vec<usize>, Vec<f32>, Vec<f32>, Vec<f32>) {
+        let lengths: Vec<usize> = noise(seed + 10, n)
+            .iter()
+            .map(|x| 1 + (x.abs() * 3.0) as usize)
+            .collect();
+        let m: usize = lengths.iter().sum();
+        (
+            lengths,
+            noise(seed + 20, n),
+            noise(seed + 30, m),
+            noise(seed + 40, m),
+        )
+    }
+
+    /// `choice` fed the bank `chunk` documents at a time.
+    fn streamed(
+        mut choice: StreamedSpanChoice,
+        chunk: usize,
+        (lengths, docs, start, end): &(Vec<usize>, Vec<f32>, Vec<f32>, Vec<f32>),
+    ) -> SpanChoice {
+        let mut from = 0;
+        for (c, ls) in lengths.chunks(chunk).enumerate() {
+            let t: usize = ls.iter().sum();
+            let d = &docs[c * chunk..c * chunk + ls.len()];
+            choice.push(d, &start[from..from + t], &end[from..from + t], ls);
+            from += t;
+        }
+        choice.finish().unwrap()
+    }
+
     /// The whole-bank choice, as the selector's callers made it.
     fn whole(
         rule: SpanRule,
@@ -237,26 +269,12 @@ mod tests {
     #[test]
     fn equals_the_whole_bank_for_any_chunk_size() {
         for (seed, n) in [(1, 1), (2, 7), (3, 256), (4, 1000)] {
-            let lengths: Vec<usize> = noise(seed + 10, n)
-                .iter()
-                .map(|x| 1 + (x.abs() * 3.0) as usize)
-                .collect();
-            let m: usize = lengths.iter().sum();
-            let docs = noise(seed + 20, n);
-            let start = noise(seed + 30, m);
-            let end = noise(seed + 40, m);
+            let b = bank(seed, n);
+            let (lengths, docs, start, end) = &b;
             for rule in [SpanRule::Joint, SpanRule::DocumentFirst] {
-                let expected = whole(rule, &docs, &start, &end, &lengths);
+                let expected = whole(rule, docs, start, end, lengths);
                 for chunk in [1, 3, 64] {
-                    let mut choice = StreamedSpanChoice::new(rule, 8);
-                    let mut from = 0;
-                    for (c, ls) in lengths.chunks(chunk).enumerate() {
-                        let t: usize = ls.iter().sum();
-                        let d = &docs[c * chunk..c * chunk + ls.len()];
-                        choice.push(d, &start[from..from + t], &end[from..from + t], ls);
-                        from += t;
-                    }
-                    let got = choice.finish().unwrap();
+                    let got = streamed(StreamedSpanChoice::new(rule, 8), chunk, &b);
                     assert_eq!(got.span, expected.span, "{rule:?}, N = {n}, chunk {chunk}");
                     for (a, b) in got.shares.iter().zip(&expected.shares) {
                         assert!(
@@ -315,26 +333,14 @@ mod tests {
     #[test]
     fn equals_the_whole_bank_with_a_recency_margin() {
         for (seed, n) in [(5, 2), (6, 9), (7, 300)] {
-            let lengths: Vec<usize> = noise(seed + 10, n)
-                .iter()
-                .map(|x| 1 + (x.abs() * 3.0) as usize)
-                .collect();
-            let m: usize = lengths.iter().sum();
-            let docs = noise(seed + 20, n);
-            let (start, end) = (noise(seed + 30, m), noise(seed + 40, m));
+            let b = bank(seed, n);
+            let (lengths, docs, start, end) = &b;
             for rule in [SpanRule::Joint, SpanRule::DocumentFirst] {
                 for r in [0.5, 2.0, 100.0] {
-                    let expected = whole_recent(rule, r, &docs, &start, &end, &lengths);
+                    let expected = whole_recent(rule, r, docs, start, end, lengths);
                     for chunk in [1, 4, 512] {
-                        let mut choice = StreamedSpanChoice::new(rule, 8).with_recency(r);
-                        let mut from = 0;
-                        for (c, ls) in lengths.chunks(chunk).enumerate() {
-                            let t: usize = ls.iter().sum();
-                            let d = &docs[c * chunk..c * chunk + ls.len()];
-                            choice.push(d, &start[from..from + t], &end[from..from + t], ls);
-                            from += t;
-                        }
-                        let got = choice.finish().unwrap().span;
+                        let choice = StreamedSpanChoice::new(rule, 8).with_recency(r);
+                        let got = streamed(choice, chunk, &b).span;
                         assert_eq!(got, expected, "{rule:?}, r {r}, N = {n}, chunk {chunk}");
                     }
                 }
