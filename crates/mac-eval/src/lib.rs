@@ -34,6 +34,7 @@
 //! assert!(lo <= 3.5 / 6.0 && 3.5 / 6.0 <= hi && lo < hi);
 //! ```
 
+mod asking;
 mod beside;
 pub mod bootstrap;
 mod compare;
@@ -45,13 +46,11 @@ mod report;
 mod sizes;
 mod updates;
 
+pub use asking::{AttentionStats, EvalOptions, DEFAULT_PRIOR_SCALE};
 pub use compare::{compare, compare_markdown, CompareOptions, CompareReport, SweepRow};
 pub use memory::{peak_rss_mb, reset_peak_rss};
 pub use methods::{retrieve, MethodResult, Prediction};
-pub use online::{
-    evaluate, method_key, AttentionStats, EvalOptions, EvalReport, RetentionPoint,
-    DEFAULT_PRIOR_SCALE,
-};
+pub use online::{evaluate, method_key, EvalReport, RetentionPoint};
 pub use question_only::{question_form, QuestionOnly};
 pub use report::write_markdown;
 pub use sizes::BankSizePoint;

@@ -14,9 +14,8 @@ use mac_memory::MemoryBank;
 use mac_runtime::Memory;
 use serde::{Deserialize, Serialize};
 
+use crate::asking::{ask_all, attention_stats, clear_eval_bank, ingest, EvalOptions};
 use crate::methods::{score, Question};
-use crate::online::{ask_all, attention_stats, clear_eval_bank, ingest};
-use crate::EvalOptions;
 
 /// The producer of the banks a bank-size measurement makes.
 const SIZES_BANK: &str = "mac-eval bank sizes";
