@@ -350,6 +350,10 @@ fn fresh_name(used: &mut HashSet<String>, rng: &mut ChaCha8Rng) -> Option<String
 /// and values) about entities `config`'s stream never names: unrelated
 /// documents to fill a bank with, beyond the stream's own.
 pub fn unrelated_documents(config: &FactStreamConfig, n: usize) -> Dataset {
+    if n == 0 {
+        // Every evaluation of a generated stream asks; most need none.
+        return Dataset::default();
+    }
     let mut used = stream_names(config);
     let rules = SplitRules {
         config,
