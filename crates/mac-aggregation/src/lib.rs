@@ -54,9 +54,10 @@ pub use copy::{sharpen, CopyHead, CopyHeadConfig, CopyReader, CopyReaderConfig};
 pub use expand::{ExpansionKind, ExpansionOutput, PrefixExpansion, PrefixExpansionConfig};
 pub use head::{QueryTokenHead, QueryTokenHeadConfig};
 pub use span::{
-    best_span, document_shares, per_token, ChosenSpan, SpanLogits, SpanSelector, SpanSelectorConfig,
+    best_span, document_shares, per_token, ChosenSpan, DocumentMatches, SpanLogits, SpanSelector,
+    SpanSelectorConfig,
 };
-pub use span_choice::{push_chunk, SpanChoice, SpanRule, StreamedSpanChoice};
+pub use span_choice::{push_chunk, Recency, SpanChoice, SpanRule, StreamedSpanChoice};
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;

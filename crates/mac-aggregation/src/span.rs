@@ -183,6 +183,23 @@ impl SpanSelector {
         documents: Tensor<3>,
         document_valid: Tensor<2, Bool>,
     ) -> Tensor<2> {
+        self.document_matches(questions, question_valid, documents, document_valid)
+            .logits
+    }
+
+    /// [`Self::document_logits`] with what they average: each question
+    /// token's best cosine over each document's tokens.
+    ///
+    /// # Shapes
+    /// As [`Self::document_logits`]; `tokens` of the result is `[Q, N, Tq]`,
+    /// zero at the question's padding.
+    pub fn document_matches(
+        &self,
+        questions: Tensor<3>,
+        question_valid: Tensor<2, Bool>,
+        documents: Tensor<3>,
+        document_valid: Tensor<2, Bool>,
+    ) -> DocumentMatches {
         let [q, tq, dm] = questions.dims();
         let [n, t, _] = documents.dims();
         let sim = questions
@@ -196,9 +213,23 @@ impl SpanSelector {
         let best = sim.mask_fill(padding, -2.0).max_dim(2).reshape([q, tq, n]);
         let w = question_valid.float().unsqueeze_dim::<3>(2); // [Q, Tq, 1]
         let count = w.clone().sum_dim(1).clamp_min(1.0); // [Q, 1, 1]
-        let mean = ((best * w).sum_dim(1) / count).reshape([q, n]);
-        mean * self.match_scale.val().unsqueeze_dim::<2>(0)
+        let tokens = best * w;
+        let mean = (tokens.clone().sum_dim(1) / count).reshape([q, n]);
+        DocumentMatches {
+            logits: mean * self.match_scale.val().unsqueeze_dim::<2>(0),
+            tokens: tokens.swap_dims(1, 2),
+        }
     }
+}
+
+/// How documents match questions (see [`SpanSelector::document_matches`]).
+#[derive(Debug, Clone)]
+pub struct DocumentMatches {
+    /// `[Q, N]`: each document's logit for each question.
+    pub logits: Tensor<2>,
+    /// `[Q, N, Tq]`: each question token's best cosine over each
+    /// document's tokens (zero at the question's padding).
+    pub tokens: Tensor<3>,
 }
 
 /// Per-document logits `[Q, N]` spread over the documents' tokens `[Q, M]`:

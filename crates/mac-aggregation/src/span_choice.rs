@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(doc)]
 use crate::span::{best_span, document_shares};
-use crate::span::{per_token, scored_best_span, ChosenSpan, SpanSelector};
+use crate::span::{per_token, scored_best_span, ChosenSpan, DocumentMatches, SpanSelector};
 
 /// How a span is chosen from a bank.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,28 +21,92 @@ pub enum SpanRule {
     DocumentFirst,
 }
 
+/// When a later entry is read instead of the best (knowledge that
+/// changes: of the entries that answer a question, the latest report).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Recency {
+    /// A later entry scoring within this of the best may be read instead
+    /// (0: never; not finite or negative reads as 0).
+    pub margin: f32,
+    /// When set, only a later entry that matches every question token
+    /// nearly as well as the best does: no token's best cosine over it more
+    /// than this below its best cosine over the best entry (the same entity,
+    /// named by the same tokens). Unset: any entry within the margin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<f32>,
+    /// Question tokens allowed to fall further than the agreement (an
+    /// attribute worded apart in the later report).
+    #[serde(default)]
+    pub exceptions: usize,
+}
+
+impl Recency {
+    /// No preference for later entries.
+    pub const NONE: Recency = Recency {
+        margin: 0.0,
+        agreement: None,
+        exceptions: 0,
+    };
+
+    /// A margin without an agreement condition.
+    pub fn margin(margin: f32) -> Self {
+        Self {
+            margin,
+            ..Self::NONE
+        }
+    }
+
+    /// Whether a later entry matching the question tokens as `later` does
+    /// agrees with the best, which matches them as `best`.
+    fn agrees(&self, best: &[f32], later: &[f32]) -> bool {
+        self.agreement.is_none_or(|a| {
+            let apart = best.iter().zip(later).filter(|&(b, l)| b - l > a).count();
+            apart <= self.exceptions
+        })
+    }
+
+    /// The margin in force: 0 when it is not finite or negative.
+    fn in_force(self) -> f32 {
+        if self.margin.is_finite() {
+            self.margin.max(0.0)
+        } else {
+            0.0
+        }
+    }
+}
+
 /// One question's span choice over a bank whose documents arrive in
 /// chunks, in bank order (the order they were ingested). Each document has
 /// a score — its logit under [`SpanRule::DocumentFirst`], its best span's
 /// under [`SpanRule::Joint`] — and the choice is the best document's best
 /// span; ties go to the earlier document, as over the whole bank. With a
-/// recency margin `r > 0`, the runner-up is chosen instead when it lies
-/// later in the bank and scores within `r` of the best (`score + r >
-/// best`): of the two entries that best answer the question, the later
-/// report.
+/// [`Recency`] margin `r > 0`, the latest document after the best that
+/// scores within `r` of it (`score + r > best`) and, where an agreement
+/// `a` is set, whose per-question-token match falls more than `a` below the
+/// best's on at most `exceptions` tokens, is chosen instead.
 #[derive(Debug, Clone)]
 pub struct StreamedSpanChoice {
     rule: SpanRule,
     max_span: usize,
-    recency: f32,
+    recency: Recency,
     /// Documents pushed so far.
     documents: usize,
-    /// The best document so far (the earliest of equals): score and span.
-    best: Option<(f32, ChosenSpan)>,
-    /// The best of the others (the earliest of equals), kept with a margin.
-    second: Option<(f32, ChosenSpan)>,
+    /// The best document so far (the earliest of equals).
+    best: Option<Scored>,
+    /// The documents after the best within the margin of it, in bank order.
+    later: Vec<Scored>,
     /// Log-sum-exp of each document's start logits.
     masses: Vec<f32>,
+}
+
+/// A document's score, its best span, the span's probability within the
+/// document and (with an agreement condition) its per-question-token match.
+#[derive(Debug, Clone)]
+struct Scored {
+    score: f32,
+    span: ChosenSpan,
+    confidence: f32,
+    profile: Vec<f32>,
 }
 
 /// What a streamed choice found: the span (its document counted over the
@@ -51,6 +115,10 @@ pub struct StreamedSpanChoice {
 pub struct SpanChoice {
     /// The span chosen.
     pub span: ChosenSpan,
+    /// The span's probability within its document: of its start under a
+    /// softmax of the start logits over the document's tokens, times that
+    /// of its end (how sure the selector is of where the answer lies).
+    pub confidence: f32,
     /// `shares[n]`: the probability of document `n`'s tokens under a
     /// softmax of the start logits over the whole bank.
     pub shares: Vec<f32>,
@@ -58,35 +126,49 @@ pub struct SpanChoice {
 
 impl StreamedSpanChoice {
     /// A choice by `rule` over spans of at most `max_span` tokens, without
-    /// a recency margin.
+    /// a preference for later entries.
     pub fn new(rule: SpanRule, max_span: usize) -> Self {
         Self {
             rule,
             max_span,
-            recency: 0.0,
+            recency: Recency::NONE,
             documents: 0,
             best: None,
-            second: None,
+            later: Vec::new(),
             masses: Vec::new(),
         }
     }
 
-    /// The same choice preferring a later runner-up within `margin` of the
-    /// best (no preference for `margin <= 0` or not finite).
-    pub fn with_recency(self, margin: f32) -> Self {
-        let recency = if margin.is_finite() {
-            margin.max(0.0)
-        } else {
-            0.0
+    /// The same choice preferring later entries as `recency` says.
+    pub fn with_recency(self, recency: Recency) -> Self {
+        let recency = Recency {
+            margin: recency.in_force(),
+            ..recency
         };
         Self { recency, ..self }
     }
 
+    /// Whether the choice reads per-question-token matches ([`Self::push`]'s
+    /// `profiles`).
+    pub fn wants_profiles(&self) -> bool {
+        self.recency.margin > 0.0 && self.recency.agreement.is_some()
+    }
+
     /// Adds the next chunk of documents: their logits (`document_logits[n]`,
-    /// one per document), the start and end logits over their tokens (the
-    /// document logits included where the rule adds them), and their token
-    /// counts, in the order the tokens lie.
-    pub fn push(&mut self, document_logits: &[f32], start: &[f32], end: &[f32], lengths: &[usize]) {
+    /// one per document), their per-question-token matches (`profiles`, the
+    /// `N` documents' rows one after another; may be empty unless
+    /// [`Self::wants_profiles`]), the start and end logits over their tokens
+    /// (the document logits included where the rule adds them), and their
+    /// token counts, in the order the tokens lie.
+    pub fn push(
+        &mut self,
+        document_logits: &[f32],
+        profiles: &[f32],
+        start: &[f32],
+        end: &[f32],
+        lengths: &[usize],
+    ) {
+        let width = profiles.len() / lengths.len().max(1);
         let mut from = 0;
         for (n, &len) in lengths.iter().enumerate() {
             let to = (from + len).min(start.len()).min(end.len());
@@ -100,11 +182,23 @@ impl StreamedSpanChoice {
                     .filter(|&&logit| self.admits(logit))
                     .and_then(|&logit| Some((logit, best_in()?.1))),
             };
+            let mass = log_sum_exp(start);
             if let Some((score, span)) = found.filter(|(score, _)| !score.is_nan()) {
                 let document = self.documents + n;
-                self.offer(score, ChosenSpan { document, ..span });
+                let profile = match self.wants_profiles() {
+                    true => profiles.get(n * width..(n + 1) * width).unwrap_or(&[]),
+                    false => &[],
+                };
+                let confidence =
+                    (start[span.start] - mass + end[span.end] - log_sum_exp(end)).exp();
+                self.offer(Scored {
+                    score,
+                    span: ChosenSpan { document, ..span },
+                    confidence,
+                    profile: profile.to_vec(),
+                });
             }
-            self.masses.push(log_sum_exp(start));
+            self.masses.push(mass);
             from = to;
         }
         self.documents += lengths.len();
@@ -112,37 +206,39 @@ impl StreamedSpanChoice {
 
     /// Whether a document scoring `score` would be kept.
     fn admits(&self, score: f32) -> bool {
-        let above = |kept: Option<(f32, ChosenSpan)>| kept.is_none_or(|(k, _)| score > k);
-        above(self.best) || (self.recency > 0.0 && above(self.second))
+        self.best
+            .as_ref()
+            .is_none_or(|best| score > best.score || score + self.recency.margin > best.score)
     }
 
-    /// Keeps a document's span as the best so far, or as the runner-up
-    /// where a margin asks for one.
-    fn offer(&mut self, score: f32, span: ChosenSpan) {
-        if self.best.is_none_or(|(best, _)| score > best) {
-            self.second = self.best.replace((score, span));
-        } else if self.admits(score) {
-            self.second = Some((score, span));
+    /// Keeps a document as the best so far (the documents kept after the
+    /// old best now lie before it), or as a later one within the margin.
+    fn offer(&mut self, scored: Scored) {
+        if self
+            .best
+            .as_ref()
+            .is_none_or(|best| scored.score > best.score)
+        {
+            self.best = Some(scored);
+            self.later.clear();
+        } else if self.admits(scored.score) {
+            self.later.push(scored);
         }
     }
 
     /// The span chosen and the documents' shares; `None` when no document
     /// had a token.
     pub fn finish(self) -> Option<SpanChoice> {
-        let (top, best) = self.best?;
-        let span = match self.second {
-            Some((score, later))
-                if self.recency > 0.0
-                    && later.document > best.document
-                    && score + self.recency > top =>
-            {
-                later
-            }
-            _ => best,
-        };
+        let best = self.best?;
+        let agrees = |later: &&Scored| self.recency.agrees(&best.profile, &later.profile);
+        let chosen = self.later.iter().rev().find(agrees).unwrap_or(&best);
         let total = log_sum_exp(&self.masses);
         let shares = self.masses.iter().map(|&m| (m - total).exp()).collect();
-        Some(SpanChoice { span, shares })
+        Some(SpanChoice {
+            span: chosen.span,
+            confidence: chosen.confidence,
+            shares,
+        })
     }
 }
 
@@ -154,24 +250,32 @@ impl StreamedSpanChoice {
 /// # Shapes
 /// - `queries`: `[Q, 2·d_key]` ([`SpanSelector::question_queries`])
 /// - `token_keys`: `[M, 2·d_key]`, the chunk's documents one after another
-/// - `document_logits`: `[Q, N]`; `lengths`: the `N` documents' token counts
+/// - `matches`: logits `[Q, N]`, tokens `[Q, N, Tq]`; `lengths`: the `N`
+///   documents' token counts
 pub fn push_chunk(
     choices: &mut [StreamedSpanChoice],
     selector: &SpanSelector,
     queries: Tensor<2>,
     token_keys: Tensor<2>,
-    document_logits: Tensor<2>,
+    matches: DocumentMatches,
     lengths: &[usize],
 ) -> Result<(), TensorReadError> {
     let (m, n) = (lengths.iter().sum::<usize>(), lengths.len());
-    let by_document = document_logits.try_to_vec_as::<f32>()?;
-    let bias = per_token(document_logits, lengths);
+    let by_document = matches.logits.clone().try_to_vec_as::<f32>()?;
+    let profiles = match choices.iter().any(StreamedSpanChoice::wants_profiles) {
+        true => matches.tokens.try_to_vec_as::<f32>()?,
+        false => Vec::new(),
+    };
+    let width = profiles.len() / (n * choices.len()).max(1);
+    let bias = per_token(matches.logits, lengths);
     let logits = selector.logits(queries, token_keys, Some(bias));
     let start = logits.start.try_to_vec_as::<f32>()?;
     let end = logits.end.try_to_vec_as::<f32>()?;
     for (i, choice) in choices.iter_mut().enumerate() {
+        let rows = n * width;
         choice.push(
             &by_document[i * n..(i + 1) * n],
+            profiles.get(i * rows..(i + 1) * rows).unwrap_or(&[]),
             &start[i * m..(i + 1) * m],
             &end[i * m..(i + 1) * m],
             lengths,
@@ -233,7 +337,7 @@ mod tests {
         for (c, ls) in lengths.chunks(chunk).enumerate() {
             let t: usize = ls.iter().sum();
             let d = &docs[c * chunk..c * chunk + ls.len()];
-            choice.push(d, &start[from..from + t], &end[from..from + t], ls);
+            choice.push(d, &[], &start[from..from + t], &end[from..from + t], ls);
             from += t;
         }
         choice.finish().unwrap()
@@ -260,8 +364,17 @@ mod tests {
                 }
             }
         };
+        // The span's start and end probabilities under softmaxes over its
+        // document's tokens (computed apart from the streamed log-sum-exp).
+        let from: usize = lengths[..span.document].iter().sum();
+        let r = from..from + lengths[span.document];
+        let probability = |logits: &[f32], i: usize| {
+            let denominator: f64 = logits[r.clone()].iter().map(|&l| f64::from(l).exp()).sum();
+            f64::from(logits[from + i]).exp() / denominator
+        };
         SpanChoice {
             span,
+            confidence: (probability(start, span.start) * probability(end, span.end)) as f32,
             shares: document_shares(start, lengths),
         }
     }
@@ -276,6 +389,8 @@ mod tests {
                 for chunk in [1, 3, 64] {
                     let got = streamed(StreamedSpanChoice::new(rule, 8), chunk, &b);
                     assert_eq!(got.span, expected.span, "{rule:?}, N = {n}, chunk {chunk}");
+                    let (c, e) = (got.confidence, expected.confidence);
+                    assert!((c - e).abs() < 1e-5 && c > 0.0 && c <= 1.0, "{c} vs {e}");
                     for (a, b) in got.shares.iter().zip(&expected.shares) {
                         assert!(
                             (a - b).abs() < 1e-5,
@@ -288,15 +403,15 @@ mod tests {
         }
     }
 
-    /// The whole-bank choice with a recency margin: each document's score,
-    /// the runner-up when it is later and within `r` of the best.
+    /// The whole-bank choice with a recency margin: each document's score;
+    /// the latest document after the best within `r` of it whose profile
+    /// (`width` values per document) agrees with the best's.
     fn whole_recent(
         rule: SpanRule,
-        r: f32,
-        docs: &[f32],
-        start: &[f32],
-        end: &[f32],
-        lengths: &[usize],
+        recency: Recency,
+        (lengths, docs, start, end): &(Vec<usize>, Vec<f32>, Vec<f32>, Vec<f32>),
+        profiles: &[f32],
+        width: usize,
     ) -> ChosenSpan {
         let mut from = 0;
         let scored: Vec<(f32, ChosenSpan)> = lengths
@@ -321,68 +436,145 @@ mod tests {
                 )
             })
             .collect();
-        let mut order: Vec<usize> = (0..scored.len()).collect();
-        order.sort_by(|&a, &b| scored[b].0.total_cmp(&scored[a].0).then(a.cmp(&b)));
-        let (best, second) = (order[0], order.get(1).copied());
-        match second {
-            Some(s) if s > best && scored[s].0 + r > scored[best].0 => scored[s].1,
-            _ => scored[best].1,
-        }
+        let best = (0..scored.len()).fold(0, |b, n| if scored[n].0 > scored[b].0 { n } else { b });
+        let profile = |n: usize| &profiles[n * width..(n + 1) * width];
+        let agrees = |n: usize| {
+            recency.agreement.is_none_or(|a| {
+                let apart = profile(best)
+                    .iter()
+                    .zip(profile(n))
+                    .filter(|&(b, l)| b - l > a);
+                apart.count() <= recency.exceptions
+            })
+        };
+        (best + 1..scored.len())
+            .rev()
+            .find(|&n| scored[n].0 + recency.margin > scored[best].0 && agrees(n))
+            .map_or(scored[best].1, |n| scored[n].1)
     }
 
     #[test]
     fn equals_the_whole_bank_with_a_recency_margin() {
+        let width = 3;
         for (seed, n) in [(5, 2), (6, 9), (7, 300)] {
             let b = bank(seed, n);
-            let (lengths, docs, start, end) = &b;
+            let profiles: Vec<f32> = noise(seed + 50, n * width)
+                .iter()
+                .map(|x| x / 5.0)
+                .collect();
             for rule in [SpanRule::Joint, SpanRule::DocumentFirst] {
-                for r in [0.5, 2.0, 100.0] {
-                    let expected = whole_recent(rule, r, docs, start, end, lengths);
-                    for chunk in [1, 4, 512] {
-                        let choice = StreamedSpanChoice::new(rule, 8).with_recency(r);
-                        let got = streamed(choice, chunk, &b).span;
-                        assert_eq!(got, expected, "{rule:?}, r {r}, N = {n}, chunk {chunk}");
+                for margin in [0.5, 2.0, 100.0] {
+                    for (agreement, exceptions) in
+                        [(None, 0), (Some(0.3), 0), (Some(0.3), 1), (Some(1.0), 0)]
+                    {
+                        let recency = Recency {
+                            margin,
+                            agreement,
+                            exceptions,
+                        };
+                        let expected = whole_recent(rule, recency, &b, &profiles, width);
+                        for chunk in [1, 4, 512] {
+                            let mut choice = StreamedSpanChoice::new(rule, 8).with_recency(recency);
+                            let (lengths, docs, start, end) = &b;
+                            let (mut from, mut d) = (0, 0);
+                            for ls in lengths.chunks(chunk) {
+                                let t: usize = ls.iter().sum();
+                                let k = ls.len();
+                                choice.push(
+                                    &docs[d..d + k],
+                                    &profiles[d * width..(d + k) * width],
+                                    &start[from..from + t],
+                                    &end[from..from + t],
+                                    ls,
+                                );
+                                (from, d) = (from + t, d + k);
+                            }
+                            let got = choice.finish().unwrap().span;
+                            assert_eq!(
+                                got, expected,
+                                "{rule:?}, {recency:?}, N = {n}, chunk {chunk}"
+                            );
+                        }
                     }
                 }
             }
         }
     }
 
+    /// The document chosen by the document-first rule with `recency` over
+    /// documents of these logits and per-question-token profiles.
+    fn chosen_with(recency: Recency, logits: &[f32], profiles: &[&[f32]]) -> usize {
+        let mut choice = StreamedSpanChoice::new(SpanRule::DocumentFirst, 4).with_recency(recency);
+        for (n, &logit) in logits.iter().enumerate() {
+            let profile = profiles.get(n).copied().unwrap_or(&[]);
+            choice.push(&[logit], profile, &[0.0, 1.0], &[0.0, 1.0], &[2]);
+        }
+        choice.finish().unwrap().span.document
+    }
+
     #[test]
-    fn a_later_runner_up_within_the_margin_is_chosen() {
-        let push = |choice: &mut StreamedSpanChoice, logit: f32| {
-            choice.push(&[logit], &[0.0, 1.0], &[0.0, 1.0], &[2]);
-        };
-        let chosen = |r: f32, logits: &[f32]| {
-            let mut choice = StreamedSpanChoice::new(SpanRule::DocumentFirst, 4).with_recency(r);
-            for &l in logits {
-                push(&mut choice, l);
-            }
-            choice.finish().unwrap().span.document
-        };
+    fn the_latest_entry_within_the_margin_is_chosen() {
+        let chosen = |r: f32, logits: &[f32]| chosen_with(Recency::margin(r), logits, &[]);
         // Within 1.0 of the best: the later report wins; beyond it, not.
         assert_eq!(chosen(1.0, &[5.0, 4.5, 1.0]), 1);
         assert_eq!(chosen(0.4, &[5.0, 4.5, 1.0]), 0);
         assert_eq!(chosen(0.0, &[5.0, 4.5, 1.0]), 0);
-        // Only the runner-up counts: a third, later document does not.
-        assert_eq!(chosen(1.0, &[5.0, 4.8, 4.5]), 1);
-        assert_eq!(chosen(1.0, &[4.8, 5.0, 4.5]), 1);
-        // A runner-up earlier than the best is not preferred.
+        // The latest of those within the margin.
+        assert_eq!(chosen(1.0, &[5.0, 4.8, 4.5]), 2);
+        assert_eq!(chosen(1.0, &[4.8, 5.0, 4.5]), 2);
+        assert_eq!(chosen(1.0, &[5.0, 4.5, 3.0]), 1);
+        // An entry earlier than the best is not preferred.
         assert_eq!(chosen(1.0, &[4.5, 5.0]), 1);
         assert_eq!(chosen(1.0, &[5.0, 4.5, 8.0, 7.5]), 3);
+        assert_eq!(chosen(1.0, &[5.0, 4.5, 8.0]), 2);
         // A margin that is not finite or negative prefers nothing.
         assert_eq!(chosen(f32::NAN, &[5.0, 4.5]), 0);
         assert_eq!(chosen(-1.0, &[5.0, 4.5]), 0);
     }
 
     #[test]
+    fn a_later_entry_must_match_every_question_token_as_the_best_does() {
+        let recency = Recency {
+            margin: 1.0,
+            agreement: Some(0.2),
+            exceptions: 0,
+        };
+        // Question tokens: a name and an attribute. The best matches both.
+        let best: &[f32] = &[0.9, 0.6];
+        let same_name: &[f32] = &[0.85, 0.3];
+        let other_name: &[f32] = &[0.3, 0.9];
+        // Another person's document, within the margin, is not read...
+        assert_eq!(chosen_with(recency, &[5.0, 4.8], &[best, other_name]), 0);
+        // ...the same person's later one is, even with the attribute
+        // worded apart (its token falls, the name's holds)...
+        let close: &[f32] = &[0.85, 0.45];
+        assert_eq!(chosen_with(recency, &[5.0, 4.8], &[best, close]), 1);
+        // ...but not beyond the agreement on any token.
+        assert_eq!(chosen_with(recency, &[5.0, 4.8], &[best, same_name]), 0);
+        // The latest agreeing entry, past one that does not agree.
+        assert_eq!(
+            chosen_with(recency, &[5.0, 4.8, 4.7], &[best, close, other_name]),
+            1
+        );
+        // One token allowed apart: the attribute worded apart passes, a
+        // name and an attribute apart do not.
+        let one_apart = Recency {
+            exceptions: 1,
+            ..recency
+        };
+        assert_eq!(chosen_with(one_apart, &[5.0, 4.8], &[best, same_name]), 1);
+        let two_apart: &[f32] = &[0.5, 0.3];
+        assert_eq!(chosen_with(one_apart, &[5.0, 4.8], &[best, two_apart]), 0);
+    }
+
+    #[test]
     fn ties_go_to_the_earlier_document_and_an_empty_bank_chooses_nothing() {
         let mut choice = StreamedSpanChoice::new(SpanRule::DocumentFirst, 4);
-        choice.push(&[1.0], &[0.0, 2.0], &[0.0, 1.0], &[2]);
-        choice.push(&[1.0], &[9.0, 9.0], &[9.0, 9.0], &[2]);
+        choice.push(&[1.0], &[], &[0.0, 2.0], &[0.0, 1.0], &[2]);
+        choice.push(&[1.0], &[], &[9.0, 9.0], &[9.0, 9.0], &[2]);
         assert_eq!(choice.finish().unwrap().span.document, 0);
         let mut choice = StreamedSpanChoice::new(SpanRule::Joint, 4);
-        choice.push(&[0.0, 0.0], &[], &[], &[0, 0]);
+        choice.push(&[0.0, 0.0], &[], &[], &[], &[0, 0]);
         assert_eq!(choice.finish(), None);
     }
 }

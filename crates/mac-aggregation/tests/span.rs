@@ -114,7 +114,25 @@ fn document_logits_average_each_question_tokens_best_cosine() {
     let questions = unit(vec![0.0, 1.0, 1.0, 0.0], [1, 2, 2]);
     let question_valid =
         Tensor::<2, Bool>::from_data(TensorData::new(vec![true, false], [1, 2]), &device);
+    let matches = selector.document_matches(
+        questions.clone(),
+        question_valid.clone(),
+        documents.clone(),
+        document_valid.clone(),
+    );
+    // Each question token's best cosine per document, `[Q, N, Tq]`: the
+    // padded question token reads zero.
+    let tokens = matches.tokens.try_to_vec_as::<f32>().unwrap();
+    let expected = [1.0, 0.0, 0.0, 0.0];
+    assert!(
+        tokens
+            .iter()
+            .zip(expected)
+            .all(|(a, b)| (a - b).abs() < 1e-6),
+        "{tokens:?}"
+    );
     let got = rows(selector.document_logits(questions, question_valid, documents, document_valid));
+    assert_eq!(got, rows(matches.logits));
     // Document 0: the best cosine of (0, 1) is 1; document 1: its third key,
     // (0, 1), is padding, so the best is 0 (from (-1, 0)), not 1.
     assert!((got[0][0] - 2.0).abs() < 1e-6, "{got:?}");

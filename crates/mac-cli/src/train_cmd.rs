@@ -100,12 +100,15 @@ fn train_span(a: &TrainArgs, device: &mac_device::Device) -> Result<()> {
         .with_context(|| format!("{}: cannot create", a.out.display()))?;
     let report = train_span_memory(&config, &a.out, device, &mut |line| eprintln!("{line}"))?;
     println!(
-        "span memory: step {} and the {:?} rule chosen on validation, the {} frame, handing the {}, recency margin {}; checkpoint {}",
+        "span memory: step {} and the {:?} rule chosen on validation, the {} frame, handing the {}, recency margin {} (agreement {:?}, {} tokens apart), whole document below span probability {:?}; checkpoint {}",
         report.chosen_step,
         report.rule,
         report.frame,
         report.extent.name(),
         report.recency,
+        report.agreement,
+        report.agreement_exceptions,
+        report.whole_below,
         report.checkpoint.display()
     );
     Ok(())

@@ -56,6 +56,55 @@ fn span_checkpoint() -> PathBuf {
         .fold(f64::MIN, f64::max);
     let kept = frames.iter().find(|f| f[0] == report["frame"]).unwrap();
     assert_eq!(kept[1].as_f64().unwrap(), best, "{report}");
+    // Every recency margin with every agreement was tried; the one kept
+    // has the best validation top-1 and is the checkpoint's.
+    let tried = report["recencies"].as_array().unwrap();
+    assert_eq!(tried.len(), 1 + 4 * (1 + 5 * 3), "{report}");
+    let top = tried
+        .iter()
+        .map(|r| r["top1"].as_f64().unwrap())
+        .fold(f64::MIN, f64::max);
+    let kept = |r: &&Value| {
+        r["margin"] == report["recency"]
+            && r["agreement"] == report["agreement"]
+            && r["exceptions"] == report["agreement_exceptions"]
+    };
+    let kept = tried.iter().find(kept).unwrap();
+    assert_eq!(kept["top1"].as_f64().unwrap(), top, "{report}");
+    // The floor below which the whole document is handed: the best of
+    // those tried, the checkpoint's.
+    let floors = report["whole_belows"].as_array().unwrap();
+    assert_eq!(floors.len(), 10, "{report}");
+    let best = floors
+        .iter()
+        .map(|f| f[1].as_f64().unwrap())
+        .fold(f64::MIN, f64::max);
+    let kept = floors
+        .iter()
+        .find(|f| f[0] == report["whole_below"])
+        .unwrap();
+    assert_eq!(kept[1].as_f64().unwrap(), best, "{report}");
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("checkpoint").join("span.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["reading"]["recency"], report["recency"], "{meta}");
+    let agreement = meta["reading"]
+        .get("agreement")
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(agreement, report["agreement"], "{meta}");
+    let exceptions = meta["reading"].get("agreement_exceptions").cloned();
+    assert_eq!(
+        exceptions.unwrap_or(0.into()),
+        report["agreement_exceptions"],
+        "{meta}"
+    );
+    let floor = meta["reading"]
+        .get("whole_below")
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(floor, report["whole_below"], "{meta}");
     // A second run into it is refused without --force.
     let again = mac(&["train", "--preset", "span-tiny", "--out", s(&run)]);
     assert_eq!(again.status.code(), Some(3), "{again:?}");

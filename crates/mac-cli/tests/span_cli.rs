@@ -81,6 +81,9 @@ fn span_memory_ingests_and_answers_with_its_span() {
         rule: SpanRule::Joint,
         frame: AnswerFrame::Plain,
         recency: 0.0,
+        agreement: None,
+        agreement_exceptions: 0,
+        whole_below: None,
     };
     trainer.save(&checkpoint, reading, tiny_llama()).unwrap();
 

@@ -158,6 +158,10 @@ pub struct AttentionStats {
     pub gold_weight_mean: f64,
     /// The share a uniform spread would give (1 / documents in the bank).
     pub uniform_weight: f64,
+    /// Fraction of questions whose whole document the LM was handed (span
+    /// memory, unsure of the span).
+    #[serde(default)]
+    pub whole_document: f64,
 }
 
 pub(crate) fn attention_stats(
@@ -166,6 +170,10 @@ pub(crate) fn attention_stats(
     n_docs: usize,
 ) -> AttentionStats {
     let (mut top1, mut mean) = (0.0, 0.0);
+    let whole = answers
+        .iter()
+        .filter(|a| a.span.as_ref().is_some_and(|s| s.whole_document))
+        .count();
     for ((doc, _), a) in questions.iter().zip(answers) {
         let w = &a.shares;
         let Some(&g) = w.get(*doc) else { continue };
@@ -186,5 +194,6 @@ pub(crate) fn attention_stats(
         gold_top1: top1 / n,
         gold_weight_mean: mean / n,
         uniform_weight: 1.0 / n_docs.max(1) as f64,
+        whole_document: whole as f64 / n,
     }
 }

@@ -61,6 +61,14 @@ fn method_notes(s: &mut String, report: &EvalReport, key: &str) {
         a.gold_weight_mean,
         a.uniform_weight
     );
+    if a.whole_document > 0.0 {
+        let _ = writeln!(
+            s,
+            "\nFor {:.1}% of the questions the span was unsure (its probability below the checkpoint's floor) \
+             and the LM was handed the whole document.",
+            100.0 * a.whole_document
+        );
+    }
     if let Some(a) = &report.prior_attention {
         let _ = writeln!(
             s,

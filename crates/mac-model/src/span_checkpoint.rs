@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::Device;
-use mac_aggregation::{SpanRule, SpanSelector, SpanSelectorConfig};
+use mac_aggregation::{Recency, SpanRule, SpanSelector, SpanSelectorConfig};
 use mac_lm::LoadedLm;
 use serde::{Deserialize, Serialize};
 
@@ -156,11 +156,44 @@ pub struct SpanReading {
     pub rule: SpanRule,
     /// How answers are framed.
     pub frame: AnswerFrame,
-    /// The recency margin: the runner-up entry is read instead of the best
-    /// when it lies later in the bank and scores within this much of it
-    /// (0: never; checkpoints written before it existed read as 0). See [`mac_aggregation::StreamedSpanChoice`].
+    /// The recency margin: the latest entry after the best that scores
+    /// within this much of it is read instead (0: never; checkpoints
+    /// written before it existed read as 0). See [`Recency`].
     #[serde(default)]
     pub recency: f32,
+    /// With the margin, the most a later entry's match of any question
+    /// token may fall below the best entry's (absent: no such condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<f32>,
+    /// Question tokens allowed to fall further than the agreement.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub agreement_exceptions: usize,
+    /// The whole chosen document is handed, whatever the extent, when the
+    /// chosen span's probability within it is below this (the selector
+    /// unsure where the answer lies; absent: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whole_below: Option<f32>,
+}
+
+impl SpanReading {
+    /// Whether the whole document is handed for a span chosen with this
+    /// `confidence` (see [`mac_aggregation::SpanChoice::confidence`]).
+    pub fn hands_whole(&self, confidence: f32) -> bool {
+        self.whole_below.is_some_and(|floor| confidence < floor)
+    }
+
+    /// When a later entry is read instead of the best.
+    pub fn recency(&self) -> Recency {
+        Recency {
+            margin: self.recency,
+            agreement: self.agreement,
+            exceptions: self.agreement_exceptions,
+        }
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// What a span memory checkpoint holds besides its parameters.
@@ -215,6 +248,24 @@ impl SpanCheckpointMeta {
         if !(recency.is_finite() && recency >= 0.0) {
             return Err(format!(
                 "reading.recency is {recency}: a margin is finite and not negative"
+            ));
+        }
+        if let Some(a) = self
+            .reading
+            .agreement
+            .filter(|a| !(a.is_finite() && *a >= 0.0))
+        {
+            return Err(format!(
+                "reading.agreement is {a}: an agreement is finite and not negative"
+            ));
+        }
+        if let Some(w) = self
+            .reading
+            .whole_below
+            .filter(|w| !(0.0..=1.0).contains(w))
+        {
+            return Err(format!(
+                "reading.whole_below is {w}: a probability lies in [0, 1]"
             ));
         }
         Ok(())

@@ -122,6 +122,17 @@ pub struct SpanRead<'a> {
     pub end: usize,
 }
 
+impl<'a> SpanRead<'a> {
+    /// The whole of `document`, whatever the extent.
+    pub fn whole(document: &'a [u32]) -> Self {
+        Self {
+            document,
+            start: 0,
+            end: document.len().saturating_sub(1),
+        }
+    }
+}
+
 impl SpanReader {
     /// A document's token ids as the LM reads it: its trimmed text and a
     /// line break (with BOS where the tokenizer adds one), cut to leave

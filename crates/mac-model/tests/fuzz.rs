@@ -76,6 +76,9 @@ fn span_checkpoint_metadata() {
             rule: SpanRule::Joint,
             frame,
             recency: 0.0,
+            agreement: None,
+            agreement_exceptions: 0,
+            whole_below: None,
         },
         "lm.gguf".into(),
     );

@@ -6,7 +6,7 @@
 use std::fs;
 
 use burn::tensor::{Distribution, Tensor};
-use mac_aggregation::{SpanRule, SpanSelectorConfig};
+use mac_aggregation::{Recency, SpanRule, SpanSelectorConfig};
 use mac_model::{
     AnswerFrame, FrameExample, SpanCheckpoint, SpanCheckpointMeta, SpanExtent, SpanReader,
     SpanReading, SELECTOR_FILE, SPAN_META_FILE,
@@ -39,6 +39,9 @@ fn meta(config: &SpanSelectorConfig) -> SpanCheckpointMeta {
             rule: SpanRule::DocumentFirst,
             frame,
             recency: 1.5,
+            agreement: Some(0.25),
+            agreement_exceptions: 2,
+            whole_below: Some(0.3),
         },
         "lm.gguf".into(),
     )
@@ -127,10 +130,30 @@ fn what_span_json_describes_is_checked_before_anything_is_built() {
         err.contains(SPAN_META_FILE) && err.contains("reading.recency is -2"),
         "{err}"
     );
+    let err = refused(&good.replace("\"agreement\": 0.25", "\"agreement\": -0.5"));
+    assert!(
+        err.contains(SPAN_META_FILE) && err.contains("reading.agreement is -0.5"),
+        "{err}"
+    );
+    let err = refused(&good.replace("\"whole_below\": 0.3", "\"whole_below\": 1.5"));
+    assert!(
+        err.contains(SPAN_META_FILE) && err.contains("reading.whole_below is 1.5"),
+        "{err}"
+    );
     // A record written before the margin existed reads as no margin.
-    fs::write(&json, good.replace(",\n    \"recency\": 1.5", "")).unwrap();
+    let old = good
+        .replace(",\n    \"whole_below\": 0.3", "")
+        .replace(",\n    \"agreement_exceptions\": 2", "")
+        .replace(",\n    \"agreement\": 0.25", "")
+        .replace(",\n    \"recency\": 1.5", "");
+    assert!(
+        !old.contains("recency") && !old.contains("agreement"),
+        "{old}"
+    );
+    fs::write(&json, old).unwrap();
     let opened = SpanCheckpoint::open(dir.path()).unwrap();
-    assert_eq!(opened.meta.reading.recency, 0.0);
+    assert_eq!(opened.meta.reading.recency(), Recency::NONE);
+    assert_eq!(opened.meta.reading.whole_below, None);
 
     // A shape the file's parameters do not fit: refused when loading.
     fs::write(&json, good.replace("\"d_key\": 8", "\"d_key\": 4")).unwrap();

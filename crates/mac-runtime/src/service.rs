@@ -102,6 +102,9 @@ pub struct AnsweredSpan {
     pub tokens: [usize; 2],
     /// The span's text.
     pub text: String,
+    /// Whether the LM was handed the whole document (the selector unsure
+    /// of the span) rather than the span or its sentence.
+    pub whole_document: bool,
 }
 
 /// An answer and the documents it drew on most.
@@ -125,7 +128,7 @@ pub struct SourcedAnswer {
     pub prompt_tokens: usize,
     /// Where the time of the batch it was answered in went.
     pub timings: AnswerTimings,
-    /// The span handed to the LM, for a memory that reads spans.
+    /// The span chosen, for a memory that reads spans.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub span: Option<AnsweredSpan>,
 }

@@ -95,9 +95,8 @@ impl SpanMemory {
     }
 
     /// Each question's span over the whole bank, scored `chunk` documents
-    /// at a time; a later runner-up within the checkpoint's recency margin
-    /// of the best is preferred (entries lie in the order they were
-    /// ingested).
+    /// at a time; a later entry is preferred as the checkpoint's recency
+    /// says (entries lie in the order they were ingested).
     pub fn choose(
         &self,
         bank: &MemoryBank,
@@ -112,7 +111,7 @@ impl SpanMemory {
             .iter()
             .map(|_| {
                 StreamedSpanChoice::new(self.reading.rule, self.selector.max_span)
-                    .with_recency(self.reading.recency)
+                    .with_recency(self.reading.recency())
             })
             .collect();
         let key = 2 * self.selector.d_key;
@@ -123,7 +122,7 @@ impl SpanMemory {
             let rows = Tensor::<2>::from_data(TensorData::new(part.data, [m, width]), &self.device);
             let keys = rows.clone().narrow(1, 0, key);
             let (doc_keys, doc_valid) = padded(&rows.narrow(1, key, width - key), &part.rows);
-            let document_logits = self.selector.document_logits(
+            let matches = self.selector.document_matches(
                 question_keys.clone(),
                 question_valid.clone(),
                 doc_keys,
@@ -134,7 +133,7 @@ impl SpanMemory {
                 &self.selector,
                 queries.clone(),
                 keys,
-                document_logits,
+                matches,
                 &part.rows,
             )
             .map_err(read_error)?;
@@ -273,10 +272,14 @@ impl Memory for SpanMemory {
                     .iter()
                     .find_map(|(d, ids)| (*d == c.span.document).then_some(ids.as_slice()))
                     .unwrap_or_default();
-                SpanRead {
-                    document: ids,
-                    start: c.span.start,
-                    end: c.span.end.min(ids.len().saturating_sub(1)),
+                let last = ids.len().saturating_sub(1);
+                match self.reading.hands_whole(c.confidence) {
+                    true => SpanRead::whole(ids),
+                    false => SpanRead {
+                        document: ids,
+                        start: c.span.start,
+                        end: c.span.end.min(last),
+                    },
                 }
             })
             .collect();
@@ -294,7 +297,9 @@ impl Memory for SpanMemory {
             .zip(&choices)
             .zip(&reads)
             .map(|((answer, choice), read)| {
-                let span_ids = &read.document[read.start..=read.end];
+                let end = choice.span.end.min(read.document.len().saturating_sub(1));
+                let start = choice.span.start.min(end);
+                let span_ids = &read.document[start..=end];
                 Ok(SourcedAnswer {
                     text: answer.text,
                     documents: most_attended(bank, &choice.shares, opts.top)?,
@@ -306,8 +311,9 @@ impl Memory for SpanMemory {
                     timings,
                     span: Some(AnsweredSpan {
                         id: bank.entries()[choice.span.document].id,
-                        tokens: [read.start, read.end],
+                        tokens: [start, end],
                         text: self.lm.tokenizer.decode(span_ids)?,
+                        whole_document: self.reading.hands_whole(choice.confidence),
                     }),
                 })
             })

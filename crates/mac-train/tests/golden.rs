@@ -148,6 +148,9 @@ fn bless_checkpoint(dir: &Path, device: &burn::tensor::Device) {
         rule: SpanRule::DocumentFirst,
         frame: AnswerFrame::Plain,
         recency: 0.0,
+        agreement: None,
+        agreement_exceptions: 0,
+        whole_below: None,
     };
     trainer
         .save(dir, reading, "tiny-llama.gguf".into())

@@ -181,6 +181,9 @@ fn span_training_learns_where_answers_lie() {
         rule: SpanRule::Joint,
         frame: AnswerFrame::Plain,
         recency: 0.0,
+        agreement: None,
+        agreement_exceptions: 0,
+        whole_below: None,
     };
     trainer
         .save(&dir.path().join("checkpoint"), reading, tiny_path().into())
@@ -308,6 +311,9 @@ fn span_training_saved_and_resumed_takes_the_uninterrupted_steps() {
                 rule: SpanRule::Joint,
                 frame: AnswerFrame::Plain,
                 recency: 0.0,
+                agreement: None,
+                agreement_exceptions: 0,
+                whole_below: None,
             },
             "tiny-llama.gguf".into(),
         )

@@ -4,10 +4,10 @@
 use anyhow::Result;
 use burn::tensor::{Device, Tensor};
 use mac_aggregation::{
-    push_chunk, ChosenSpan, SpanChoice, SpanRule, SpanSelector, StreamedSpanChoice,
+    push_chunk, ChosenSpan, Recency, SpanChoice, SpanRule, SpanSelector, StreamedSpanChoice,
 };
 
-use super::{match_documents, SpanFeatures};
+use super::{document_matches, SpanFeatures};
 
 /// What a selector chose for one question over a bank.
 #[derive(Debug, Clone, Copy)]
@@ -16,29 +16,32 @@ pub struct QuestionSpan {
     pub span: ChosenSpan,
     /// The share of the start distribution on the question's own document.
     pub gold_share: f32,
+    /// The span's probability within its document.
+    pub confidence: f32,
 }
 
 /// Documents of a bank scored at a time by [`choose_spans`].
 pub const BANK_CHUNK: usize = 64;
 
-/// How spans are chosen over a bank: the rule, the recency margin (see
-/// [`StreamedSpanChoice::with_recency`]) and the documents scored at a time.
+/// How spans are chosen over a bank: the rule, the preference for later
+/// entries (see [`StreamedSpanChoice`]) and the documents scored at a time.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Choosing {
     /// The span rule.
     pub rule: SpanRule,
-    /// A later runner-up within this of the best is chosen (0: never).
-    pub recency: f32,
+    /// When a later entry is chosen instead of the best.
+    pub recency: Recency,
     /// Documents scored at a time.
     pub chunk: usize,
 }
 
 impl Choosing {
-    /// By `rule`, without a recency margin, [`BANK_CHUNK`] documents at a time.
+    /// By `rule`, without a preference for later entries, [`BANK_CHUNK`]
+    /// documents at a time.
     pub fn by(rule: SpanRule) -> Self {
         Self {
             rule,
-            recency: 0.0,
+            recency: Recency::NONE,
             chunk: BANK_CHUNK,
         }
     }
@@ -95,10 +98,9 @@ pub fn choose_spans_chunked(
             let lengths = memory.lengths(documents);
             let n = documents.len();
             let keys = selector.token_keys(memory.bank_states(documents, device));
-            let mut document_logits =
-                match_documents(selector, memory, documents, asked, qs, device);
+            let mut matches = document_matches(selector, memory, documents, asked, qs, device);
             if let Some(p) = &prior {
-                document_logits = document_logits
+                matches.logits = matches.logits
                     + p.clone()
                         .narrow(0, c * 64, qs.len())
                         .narrow(1, b * chunk, n);
@@ -108,13 +110,17 @@ pub fn choose_spans_chunked(
                 selector,
                 queries.clone(),
                 keys,
-                document_logits,
+                matches,
                 &lengths,
             )
             .map_err(|e| anyhow::anyhow!("reading span scores: {e:?}"))?;
         }
         for (choice, &q) in choices.into_iter().zip(qs) {
-            let SpanChoice { span, shares } = choice
+            let SpanChoice {
+                span,
+                confidence,
+                shares,
+            } = choice
                 .finish()
                 .ok_or_else(|| anyhow::anyhow!("an empty bank"))?;
             let own = bank
@@ -123,6 +129,7 @@ pub fn choose_spans_chunked(
             out.push(QuestionSpan {
                 span,
                 gold_share: own.map_or(0.0, |o| shares[o]),
+                confidence,
             });
         }
     }

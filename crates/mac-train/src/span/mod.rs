@@ -16,7 +16,7 @@ use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 pub use mac_aggregation::SpanRule;
-use mac_aggregation::{per_token, SpanSelector, SpanSelectorConfig};
+use mac_aggregation::{per_token, DocumentMatches, SpanSelector, SpanSelectorConfig};
 use mac_data::Dataset;
 use mac_lm::LoadedLm;
 use mac_model::{
@@ -31,8 +31,10 @@ use crate::run_dir::{sibling, swap_into_place, OPTIMIZER_FILE};
 use crate::tensors::{draw_initial_weights, SEEDED_INIT};
 
 mod choose;
+mod recency;
 mod run;
 pub use choose::{choose_spans, choose_spans_chunked, Choosing, QuestionSpan, BANK_CHUNK};
+pub use recency::RecencyScore;
 pub use run::{
     train_span_memory, RuleScore, SpanRunConfig, SpanRunReport, ValidationPoint, SPAN_RUN_FILE,
 };
@@ -248,6 +250,18 @@ pub fn match_documents(
     questions: &[usize],
     device: &Device,
 ) -> Tensor<2> {
+    document_matches(selector, memory, documents, asked, questions, device).logits
+}
+
+/// [`match_documents`] with each question token's best cosine per document.
+pub fn document_matches(
+    selector: &SpanSelector,
+    memory: &SpanFeatures,
+    documents: &[usize],
+    asked: &SpanFeatures,
+    questions: &[usize],
+    device: &Device,
+) -> DocumentMatches {
     let keys = |(states, valid): (Tensor<3>, Tensor<2, Bool>)| {
         let [n, t, d] = states.dims();
         let k = selector.match_keys(states.reshape([n * t, d]));
@@ -256,7 +270,7 @@ pub fn match_documents(
     };
     let (dk, dv) = keys(memory.padded_documents(documents, device));
     let (qk, qv) = keys(asked.padded_questions(questions, device));
-    selector.document_logits(qk, qv, dk, dv)
+    selector.document_matches(qk, qv, dk, dv)
 }
 
 pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {

@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use burn::tensor::Device;
-use mac_aggregation::{SpanRule, SpanSelector};
-use mac_data::{f1_score, validation_updates, Dataset, FactStream, FactStreamConfig};
+use mac_aggregation::{Recency, SpanRule, SpanSelector};
+use mac_data::{f1_score, Dataset, FactStream, FactStreamConfig};
 use mac_lm::LoadedLm;
 use mac_model::{
     AnswerFrame, AnswerGeneration, FrameExample, SpanCheckpoint, SpanCheckpointMeta, SpanExtent,
@@ -21,10 +21,8 @@ use mac_model::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{
-    choose_spans, choose_spans_chunked, Choosing, QuestionSpan, SpanFeatures, SpanTrainConfig,
-    SpanTrainer,
-};
+use super::recency::{choose_recency, RecencyScore};
+use super::{choose_spans, QuestionSpan, SpanFeatures, SpanTrainConfig, SpanTrainer};
 
 /// The run's record beside its checkpoint.
 pub const SPAN_RUN_FILE: &str = "span-run.json";
@@ -52,6 +50,10 @@ pub struct SpanRunConfig {
     /// The LM (the fetched SmolLM2 when absent).
     #[serde(default)]
     pub lm: Option<PathBuf>,
+    /// Unrelated documents spread among the validation updates that choose
+    /// the recency (a bank nearer the size served).
+    #[serde(default)]
+    pub recency_distractors: usize,
 }
 
 impl SpanRunConfig {
@@ -69,6 +71,7 @@ impl SpanRunConfig {
             validate_every: 100,
             frame_questions: 96,
             lm: None,
+            recency_distractors: 400,
         };
         match name {
             "span" => Ok(span),
@@ -91,6 +94,7 @@ impl SpanRunConfig {
                 validation_documents: 8,
                 validate_every: 10,
                 frame_questions: 8,
+                recency_distractors: 8,
                 ..span
             }),
             other => Err(format!("unknown span preset `{other}`: span or span-tiny")),
@@ -157,10 +161,22 @@ pub struct SpanRunReport {
     /// Validation F1 of each extent in the kept frame; the best was kept.
     #[serde(default)]
     pub extents: Vec<(SpanExtent, f64)>,
-    /// The recency margin kept.
+    /// The span probability below which the whole document is handed.
+    #[serde(default)]
+    pub whole_below: Option<f32>,
+    /// Validation F1 with each such floor tried; the best was kept.
+    #[serde(default)]
+    pub whole_belows: Vec<(Option<f32>, f64)>,
+    /// The recency margin kept (see [`Recency`]).
     #[serde(default)]
     pub recency: f32,
-    /// Each margin tried on validation knowledge that changes.
+    /// The agreement kept with it.
+    #[serde(default)]
+    pub agreement: Option<f32>,
+    /// The question tokens allowed further apart than the agreement.
+    #[serde(default)]
+    pub agreement_exceptions: usize,
+    /// Each recency choice tried on validation knowledge that changes.
     #[serde(default)]
     pub recencies: Vec<RecencyScore>,
     /// Seconds reading the documents' states, training, choosing the frame.
@@ -214,14 +230,17 @@ pub fn train_span_memory(
         device,
         log,
     )?;
-    let recencies = choose_recency(config, &lm, &chosen, device, log)?;
-    let tops: Vec<(f32, f64)> = recencies.iter().map(|r| (r.margin, r.top1)).collect();
-    let recency = recencies[best_of(&tops)];
+    let recencies = choose_recency(config, &lm, &chosen.selector, chosen.rule, device, log)?;
+    let tops: Vec<(Recency, f64)> = recencies.iter().map(|r| (r.recency(), r.top1)).collect();
+    let recency = recencies[best_of(&tops)].recency();
     let reading = SpanReading {
         reader: choice.reader,
         rule: chosen.rule,
         frame: choice.frame,
         recency: recency.margin,
+        agreement: recency.agreement,
+        agreement_exceptions: recency.exceptions,
+        whole_below: choice.whole_below,
     };
     let meta = SpanCheckpointMeta::new(&chosen.config, reading, lm_path);
     let checkpoint = out.join("checkpoint");
@@ -235,7 +254,11 @@ pub fn train_span_memory(
         frames: choice.frames,
         extent: choice.reader.extent,
         extents: choice.extents,
+        whole_below: choice.whole_below,
+        whole_belows: choice.floors,
         recency: recency.margin,
+        agreement: recency.agreement,
+        agreement_exceptions: recency.exceptions,
         recencies,
         seconds: [read, trained, t2.elapsed().as_secs_f64()],
         checkpoint,
@@ -253,10 +276,28 @@ struct Answering {
     frame_name: String,
     frames: Vec<(String, f64)>,
     extents: Vec<(SpanExtent, f64)>,
+    whole_below: Option<f32>,
+    floors: Vec<(Option<f32>, f64)>,
 }
 
+/// Span probabilities below which the whole document may be handed,
+/// tried on validation (none: never).
+const WHOLE_BELOW: [Option<f32>; 10] = [
+    None,
+    Some(0.05),
+    Some(0.1),
+    Some(0.2),
+    Some(0.3),
+    Some(0.4),
+    Some(0.5),
+    Some(0.6),
+    Some(0.7),
+    Some(0.8),
+];
+
 /// Chooses on validation F1 the frame the chosen spans are read in (with
-/// the span alone), then how much of the document is handed in that frame.
+/// the span alone), then how much of the document is handed in that frame,
+/// then below which span probability the whole document is handed instead.
 fn choose_answering(
     config: &SpanRunConfig,
     lm: &LoadedLm,
@@ -283,32 +324,75 @@ fn choose_answering(
         device,
     )?;
     let mut reader = config.reader();
-    let mut scores = Vec::new();
+    let (mut scores, mut span_f1s) = (Vec::new(), Vec::new());
     for (name, frame) in &frames {
-        let f1 = frame_f1(lm, &reader, frame, validation, &questions, &spans)?;
-        log(&format!("validation F1 in the {name} frame: {f1:.3}"));
-        scores.push((name.to_string(), f1));
+        let f1s = frame_f1s(lm, &reader, frame, validation, &questions, &spans)?;
+        log(&format!(
+            "validation F1 in the {name} frame: {:.3}",
+            mean(&f1s)
+        ));
+        scores.push((name.to_string(), mean(&f1s)));
+        span_f1s.push(f1s);
     }
     let best = best_of(&scores);
     let (frame_name, frame) = frames[best].clone();
-    let mut extents = vec![(SpanExtent::Span, scores[best].1)];
+    let mut by_extent = vec![(SpanExtent::Span, span_f1s.swap_remove(best))];
     for extent in [SpanExtent::Sentence, SpanExtent::Document] {
         let read = SpanReader { extent, ..reader };
-        let f1 = frame_f1(lm, &read, &frame, validation, &questions, &spans)?;
+        let f1s = frame_f1s(lm, &read, &frame, validation, &questions, &spans)?;
         log(&format!(
-            "validation F1 handing the {}: {f1:.3}",
-            extent.name()
+            "validation F1 handing the {}: {:.3}",
+            extent.name(),
+            mean(&f1s)
         ));
-        extents.push((extent, f1));
+        by_extent.push((extent, f1s));
     }
-    reader.extent = extents[best_of(&extents)].0;
+    let extents: Vec<(SpanExtent, f64)> = by_extent.iter().map(|(e, f)| (*e, mean(f))).collect();
+    let kept = best_of(&extents);
+    reader.extent = extents[kept].0;
+    let confidences: Vec<f32> = spans.iter().map(|s| s.confidence).collect();
+    let floors = whole_below_scores(&confidences, &by_extent[kept].1, &by_extent[2].1);
+    for (floor, f1) in &floors {
+        log(&format!(
+            "validation F1 handing the document below span probability {floor:?}: {f1:.3}"
+        ));
+    }
     Ok(Answering {
         reader,
         frame,
         frame_name: frame_name.to_string(),
         frames: scores,
         extents,
+        whole_below: floors[best_of(&floors)].0,
+        floors,
     })
+}
+
+/// Each floor of [`WHOLE_BELOW`] with its F1: the whole document's answer
+/// (`document[i]`) where question `i`'s span probability is below it, the
+/// kept extent's (`kept[i]`) elsewhere.
+fn whole_below_scores(
+    confidences: &[f32],
+    kept: &[f64],
+    document: &[f64],
+) -> Vec<(Option<f32>, f64)> {
+    WHOLE_BELOW
+        .iter()
+        .map(|&floor| {
+            let f1s: Vec<f64> = (0..kept.len())
+                .map(|i| match floor.is_some_and(|f| confidences[i] < f) {
+                    true => document[i],
+                    false => kept[i],
+                })
+                .collect();
+            (floor, mean(&f1s))
+        })
+        .collect()
+}
+
+/// The mean, 0 for none.
+fn mean(xs: &[f64]) -> f64 {
+    xs.iter().sum::<f64>() / xs.len().max(1) as f64
 }
 
 /// The index of the highest score (the first of equals).
@@ -317,78 +401,6 @@ fn best_of<T>(scores: &[(T, f64)]) -> usize {
         .rev()
         .max_by(|&a, &b| scores[a].1.total_cmp(&scores[b].1))
         .unwrap_or(0)
-}
-
-/// Recency margins tried on validation, in the selector's logit units.
-const RECENCIES: [f32; 10] = [0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0];
-
-/// How one recency margin chose on validation knowledge that changes.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct RecencyScore {
-    /// The margin.
-    pub margin: f32,
-    /// Share of questions whose chosen document is their own (for a
-    /// changed fact, the later document).
-    pub top1: f64,
-    /// The same share over the questions about changed facts only.
-    pub changed_top1: f64,
-}
-
-/// Tries each recency margin with the kept selector over a bank of
-/// validation knowledge that changes ([`validation_updates`], the training
-/// generator's wording): the best is the one most often choosing the
-/// question's own document (the smallest of equals).
-fn choose_recency(
-    config: &SpanRunConfig,
-    lm: &LoadedLm,
-    chosen: &Chosen,
-    device: &Device,
-    log: &mut dyn FnMut(&str),
-) -> Result<Vec<RecencyScore>> {
-    let changes = validation_updates(&config.stream, config.validation_documents * 3 / 2);
-    let features = SpanFeatures::read(lm, &config.reader(), &changes, usize::MAX, 16)?;
-    let bank: Vec<usize> = (0..features.documents.len()).collect();
-    let questions = answerable(&features);
-    let changed = |q: usize| {
-        let document = &changes.documents[features.questions[q].document];
-        document.qas.iter().any(|qa| !qa.stale.is_empty())
-    };
-    let mut scores = Vec::new();
-    for margin in RECENCIES {
-        let choosing = Choosing {
-            recency: margin,
-            ..Choosing::by(chosen.rule)
-        };
-        let spans = choose_spans_chunked(
-            &chosen.selector,
-            &features,
-            &bank,
-            &features,
-            &questions,
-            None,
-            choosing,
-            device,
-        )?;
-        let (mut right, mut changed_right, mut n_changed) = (0.0, 0.0, 0.0);
-        for (c, &q) in spans.iter().zip(&questions) {
-            let own = f64::from(u8::from(c.span.document == features.questions[q].document));
-            right += own;
-            if changed(q) {
-                (changed_right, n_changed) = (changed_right + own, n_changed + 1.0);
-            }
-        }
-        let score = RecencyScore {
-            margin,
-            top1: right / questions.len().max(1) as f64,
-            changed_top1: changed_right / f64::max(n_changed, 1.0),
-        };
-        log(&format!(
-            "validation top-1 with recency margin {margin}: {:.3} ({:.3} of changed facts)",
-            score.top1, score.changed_top1
-        ));
-        scores.push(score);
-    }
-    Ok(scores)
 }
 
 /// The selector a run keeps, and how it reads.
@@ -460,7 +472,7 @@ fn train_and_validate(
 }
 
 /// The validation questions whose answer lies in their document.
-fn answerable(features: &SpanFeatures) -> Vec<usize> {
+pub(super) fn answerable(features: &SpanFeatures) -> Vec<usize> {
     (0..features.questions.len())
         .filter(|&q| features.questions[q].span.is_some())
         .collect()
@@ -523,18 +535,18 @@ fn candidate_frames(train: &Dataset) -> Vec<(&'static str, AnswerFrame)> {
     ]
 }
 
-/// Mean F1 of validation `questions` answered from their chosen `spans`,
+/// The F1 of each of validation `questions` answered from its chosen span,
 /// read in `frame`.
-fn frame_f1(
+fn frame_f1s(
     lm: &LoadedLm,
     reader: &SpanReader,
     frame: &AnswerFrame,
     validation: &SpanFeatures,
     questions: &[usize],
     spans: &[QuestionSpan],
-) -> Result<f64> {
+) -> Result<Vec<f64>> {
     let chat = frame.chat_frame(lm)?;
-    let mut total = 0.0;
+    let mut f1s = Vec::with_capacity(questions.len());
     for (qs, spans) in questions.chunks(16).zip(spans.chunks(16)) {
         let reads: Vec<SpanRead<'_>> = spans
             .iter()
@@ -551,8 +563,27 @@ fn frame_f1(
         let generation = vec![AnswerGeneration::default(); texts.len()];
         let answers = reader.answer_in(lm, chat.as_ref(), &reads, &texts, &generation)?;
         for (a, &q) in answers.iter().zip(qs) {
-            total += f1_score(&a.text, &validation.questions[q].answers);
+            f1s.push(f1_score(&a.text, &validation.questions[q].answers));
         }
     }
-    Ok(total / questions.len().max(1) as f64)
+    Ok(f1s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn below_the_floor_the_documents_answer_counts() {
+        // Question 0: an unsure span the sentence answers wrongly and the
+        // document rightly; question 1: a sure span, the other way round.
+        let floors = whole_below_scores(&[0.15, 0.9], &[0.0, 1.0], &[1.0, 0.0]);
+        let f1 = |floor: Option<f32>| floors.iter().find(|(f, _)| *f == floor).unwrap().1;
+        assert_eq!(f1(None), 0.5);
+        assert_eq!(f1(Some(0.1)), 0.5);
+        assert_eq!(f1(Some(0.2)), 1.0);
+        assert_eq!(f1(Some(0.8)), 1.0);
+        // The first of the best is kept: the lowest floor that helps.
+        assert_eq!(floors[best_of(&floors)].0, Some(0.2));
+    }
 }

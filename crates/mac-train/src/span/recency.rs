@@ -1,0 +1,144 @@
+//! Choosing on validation when span memory reads a later entry instead of
+//! the best (knowledge that changes): each [`Recency`] tried over a bank
+//! of validation documents whose later ones restate an earlier fact with a
+//! new value, spread among unrelated documents as a served bank has them.
+
+use anyhow::Result;
+use burn::tensor::Device;
+use mac_aggregation::{Recency, SpanRule, SpanSelector};
+use mac_data::{unrelated_documents, validation_updates, Dataset, Document};
+use mac_lm::LoadedLm;
+use serde::{Deserialize, Serialize};
+
+use super::run::{answerable, SpanRunConfig};
+use super::{choose_spans_chunked, Choosing, SpanFeatures};
+
+/// Recency margins tried on validation, in the selector's logit units.
+const MARGINS: [f32; 5] = [0.0, 0.5, 2.0, 4.0, 16.0];
+
+/// Agreements tried with each margin above 0, in cosine units, each with
+/// 0, 1 and 2 question tokens allowed further apart (none: any later entry
+/// within the margin).
+const AGREEMENTS: [f32; 5] = [0.1, 0.3, 0.5, 0.7, 1.0];
+
+/// The question tokens allowed further apart than the agreement.
+const EXCEPTIONS: [usize; 3] = [0, 1, 2];
+
+/// How one recency choice did on validation knowledge that changes.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct RecencyScore {
+    /// The margin.
+    pub margin: f32,
+    /// The agreement asked of a later entry (none: any).
+    #[serde(default)]
+    pub agreement: Option<f32>,
+    /// Question tokens allowed further apart than the agreement.
+    #[serde(default)]
+    pub exceptions: usize,
+    /// Share of questions whose chosen document is their own (for a
+    /// changed fact, the later document).
+    pub top1: f64,
+    /// The same share over the questions about changed facts only.
+    pub changed_top1: f64,
+}
+
+impl RecencyScore {
+    /// The choice it scored.
+    pub fn recency(&self) -> Recency {
+        Recency {
+            margin: self.margin,
+            agreement: self.agreement,
+            exceptions: self.exceptions,
+        }
+    }
+}
+
+/// The validation bank: `config.validation_documents * 3 / 2` documents of
+/// [`validation_updates`] with `config.recency_distractors` unrelated
+/// documents (questions dropped) spread evenly among them.
+fn changing_bank(config: &SpanRunConfig) -> Dataset {
+    let changes = validation_updates(&config.stream, config.validation_documents * 3 / 2);
+    let unrelated = unrelated_documents(&config.stream, config.recency_distractors);
+    let per = unrelated
+        .documents
+        .len()
+        .div_ceil(changes.documents.len().max(1));
+    let mut others = unrelated.documents.into_iter().map(|d| Document {
+        qas: Vec::new(),
+        ..d
+    });
+    let mut documents = Vec::new();
+    for document in changes.documents {
+        documents.push(document);
+        documents.extend(others.by_ref().take(per));
+    }
+    Dataset { documents }
+}
+
+/// Tries each recency choice with the kept selector (`rule`) over the
+/// validation bank of knowledge that changes: the scores in the order
+/// tried; the caller keeps the one most often choosing the question's own
+/// document (the first of equals: the smallest margin, no agreement first).
+pub(super) fn choose_recency(
+    config: &SpanRunConfig,
+    lm: &LoadedLm,
+    selector: &SpanSelector,
+    rule: SpanRule,
+    device: &Device,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<RecencyScore>> {
+    let bank_documents = changing_bank(config);
+    let features = SpanFeatures::read(lm, &config.reader(), &bank_documents, usize::MAX, 16)?;
+    let bank: Vec<usize> = (0..features.documents.len()).collect();
+    let questions = answerable(&features);
+    let changed = |q: usize| {
+        let document = &bank_documents.documents[features.questions[q].document];
+        document.qas.iter().any(|qa| !qa.stale.is_empty())
+    };
+    let tried = MARGINS.iter().flat_map(|&margin| {
+        let agreed = AGREEMENTS.iter().flat_map(move |&a| {
+            EXCEPTIONS.iter().map(move |&exceptions| Recency {
+                margin,
+                agreement: Some(a),
+                exceptions,
+            })
+        });
+        let agreed: Vec<Recency> = if margin > 0.0 {
+            agreed.collect()
+        } else {
+            Vec::new()
+        };
+        std::iter::once(Recency::margin(margin)).chain(agreed)
+    });
+    let mut scores = Vec::new();
+    for recency in tried {
+        let choosing = Choosing {
+            recency,
+            ..Choosing::by(rule)
+        };
+        let spans = choose_spans_chunked(
+            selector, &features, &bank, &features, &questions, None, choosing, device,
+        )?;
+        let (mut right, mut changed_right, mut n_changed) = (0.0, 0.0, 0.0);
+        for (c, &q) in spans.iter().zip(&questions) {
+            let own = f64::from(u8::from(c.span.document == features.questions[q].document));
+            right += own;
+            if changed(q) {
+                (changed_right, n_changed) = (changed_right + own, n_changed + 1.0);
+            }
+        }
+        let score = RecencyScore {
+            margin: recency.margin,
+            agreement: recency.agreement,
+            exceptions: recency.exceptions,
+            top1: right / questions.len().max(1) as f64,
+            changed_top1: changed_right / f64::max(n_changed, 1.0),
+        };
+        log(&format!(
+            "validation top-1 with recency {recency:?} over {} documents: {:.3} ({:.3} of changed facts)",
+            bank.len(), score.top1, score.changed_top1
+        ));
+        scores.push(score);
+    }
+    Ok(scores)
+}
