@@ -114,6 +114,10 @@ pub enum StreamName {
     /// The novel stream's wording, where every third document changes an
     /// earlier person's fact (its replaced answer kept as `stale`).
     Updates,
+    /// The test split of the training generator's `open` stream (the one
+    /// `mac train --preset span` evaluates on), for runs trained on
+    /// another stream.
+    Open,
 }
 
 /// Arguments of `mac dataset`.
@@ -125,9 +129,10 @@ pub struct DatasetArgs {
     /// How many documents.
     #[arg(long, default_value_t = 200)]
     pub documents: usize,
-    /// The generator's seed.
-    #[arg(long, default_value_t = 11)]
-    pub seed: u64,
+    /// The generator's seed (default: 11, or the `open` preset's own for
+    /// `--stream open`).
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// The JSONL file written.
     #[arg(long)]
     pub out: PathBuf,
@@ -135,10 +140,21 @@ pub struct DatasetArgs {
 
 /// `mac dataset`: writes a generated stream as JSONL.
 pub fn dataset(args: &DatasetArgs) -> Result<()> {
-    let data = match args.stream {
-        StreamName::Novel => mac_data::novel_stream(args.seed, args.documents),
-        StreamName::Updates => mac_data::update_stream(args.seed, args.documents),
+    let seed = args.seed.unwrap_or(11);
+    let mut data = match args.stream {
+        StreamName::Novel => mac_data::novel_stream(seed, args.documents),
+        StreamName::Updates => mac_data::update_stream(seed, args.documents),
+        StreamName::Open => {
+            let open = FactStreamConfig::open();
+            let config = FactStreamConfig {
+                seed: args.seed.unwrap_or(open.seed),
+                n_test: open.n_test.max(args.documents),
+                ..open
+            };
+            FactStream::generate(&config).test
+        }
     };
+    data.documents.truncate(args.documents);
     std::fs::write(&args.out, data.to_jsonl())
         .with_context(|| format!("{}: cannot write", args.out.display()))?;
     println!(

@@ -161,6 +161,18 @@ fn dataset_writes_the_update_stream_as_jsonl_that_eval_reads() {
         parts(&loaded.dataset),
         parts(&mac_data::update_stream(11, 30))
     );
+    // The open stream's test split, as `mac train --preset span` evaluates it.
+    let open = dir.path().join("open.jsonl");
+    let out = mac()
+        .args(["dataset", "--stream", "open", "--documents", "20", "--out"])
+        .arg(&open)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let loaded = mac_data::load(&open, mac_data::Format::Jsonl, options).unwrap();
+    let mut test = mac_data::FactStream::generate(&mac_data::FactStreamConfig::open()).test;
+    test.documents.truncate(20);
+    assert_eq!(parts(&loaded.dataset), parts(&test));
     let bad = mac()
         .args(["dataset", "--stream", "nonsense", "--out"])
         .arg(&file)

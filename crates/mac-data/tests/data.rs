@@ -55,7 +55,11 @@ fn squad_metrics_match_hand_checked_cases() {
 
 #[test]
 fn fact_stream_is_deterministic_and_split_by_entity() {
-    for values in [ValueVocabulary::Closed, ValueVocabulary::Open] {
+    for values in [
+        ValueVocabulary::Closed,
+        ValueVocabulary::Open,
+        ValueVocabulary::Broad,
+    ] {
         check_split_by_entity(values);
     }
 }
@@ -89,7 +93,9 @@ fn check_split_by_entity(values: ValueVocabulary) {
     assert_eq!(tr.len(), 300);
     assert_eq!(va.len(), 40);
     assert_eq!(te.len(), 60);
-    assert!(tr.is_disjoint(&va) && tr.is_disjoint(&te) && va.is_disjoint(&te));
+    for (a, b) in [(&tr, &va), (&tr, &te), (&va, &te)] {
+        assert!(a.is_disjoint(b), "{:?}", a.intersection(b).next());
+    }
 
     for d in a.train.documents.iter().chain(&a.test.documents) {
         assert_eq!(d.qas.len(), 3);
@@ -147,6 +153,72 @@ fn answer_counts(d: &mac_data::Dataset) -> std::collections::HashMap<String, usi
         *counts.entry(q.answers[0].clone()).or_insert(0) += 1;
     }
     counts
+}
+
+#[test]
+fn the_broad_stream_asks_fourteen_kinds_and_none_of_the_novel_streams() {
+    let s = FactStream::generate(&FactStreamConfig {
+        seed: 5,
+        n_train: 2000,
+        n_validation: 100,
+        n_test: 200,
+        ..FactStreamConfig::broad()
+    });
+    let (tr, va, te) = (
+        answer_counts(&s.train),
+        answer_counts(&s.validation),
+        answer_counts(&s.test),
+    );
+    let keys =
+        |m: &std::collections::HashMap<String, usize>| m.keys().cloned().collect::<HashSet<_>>();
+    let (tr, va, te) = (keys(&tr), keys(&va), keys(&te));
+    for (a, b) in [(&tr, &va), (&tr, &te), (&va, &te)] {
+        assert!(a.is_disjoint(b), "{:?}", a.intersection(b).next());
+    }
+    let questions: Vec<String> = [&s.train, &s.test]
+        .iter()
+        .flat_map(|d| d.documents.iter().flat_map(|d| d.qas.iter()))
+        .map(|qa| qa.question.to_lowercase())
+        .collect();
+    // The seven further kinds are asked...
+    for cue in [
+        "mentor",
+        "book",
+        "tall",
+        "start work",
+        "language",
+        "pet",
+        "car",
+    ] {
+        assert!(
+            questions.iter().any(|q| q.contains(cue)),
+            "no question with {cue:?}"
+        );
+    }
+    // ...and none of the novel stream's own.
+    for kind in [
+        "instrument",
+        "spouse",
+        " marry",
+        "marathon",
+        "universit",
+        "degree",
+        "raised",
+    ] {
+        assert!(
+            !questions.iter().any(|q| q.contains(kind)),
+            "{kind:?} asked"
+        );
+    }
+    // Answers of one to many words, dates in several forms.
+    let words = |v: &String| v.split_whitespace().count();
+    assert!(tr.iter().any(|v| words(v) == 1) && tr.iter().any(|v| words(v) >= 7));
+    let dash = tr.iter().any(|v| v.len() == 10 && v.as_bytes()[4] == b'-');
+    let slash = tr.iter().any(|v| v.matches('/').count() == 2);
+    let ordinal = tr
+        .iter()
+        .any(|v| v.starts_with("the ") && v.contains(" of "));
+    assert!(dash && slash && ordinal, "date forms");
 }
 
 #[test]

@@ -151,6 +151,6 @@ pub(super) fn value(a: Attribute, rng: &mut ChaCha8Rng) -> String {
         Attribute::Field => FIELDS.choose(rng).copied().unwrap_or_default().to_string(),
         Attribute::Award => AWARDS.choose(rng).copied().unwrap_or_default().to_string(),
         // No closed pool: the closed stream never states these.
-        Attribute::Patents | Attribute::Address => super::open::draw(a, rng),
+        _ => super::open::draw(a, rng),
     }
 }

@@ -17,6 +17,7 @@
 //! and belong to one split each, so that only the memory can supply a test
 //! answer.
 
+mod broad;
 mod changes;
 mod closed;
 mod novel;
@@ -52,6 +53,11 @@ pub enum ValueVocabulary {
     /// value belongs to one split (by a stable hash), so validation and test
     /// answers never occur in training.
     Open,
+    /// Open values of fourteen attributes: the seven open ones and seven
+    /// more (second persons' names, book titles, heights with units, dates
+    /// in five forms, languages, pets' names, cars), none a kind the novel
+    /// stream asks about.
+    Broad,
 }
 
 /// Size and seed of a generated fact stream.
@@ -101,6 +107,18 @@ impl FactStreamConfig {
             ..Self::default()
         }
     }
+
+    /// [`Self::open`] with the broad stream's fourteen attributes, four
+    /// facts and up to four filler sentences per document (lengths vary
+    /// more).
+    pub fn broad() -> Self {
+        Self {
+            values: ValueVocabulary::Broad,
+            facts_per_document: 4,
+            filler_sentences: 4,
+            ..Self::default()
+        }
+    }
 }
 
 /// The three splits of a generated stream.
@@ -124,6 +142,13 @@ enum Attribute {
     Award,
     Patents,
     Address,
+    Mentor,
+    Book,
+    Height,
+    StartDate,
+    Language,
+    Pet,
+    Vehicle,
 }
 
 /// The attributes of the closed stream.
@@ -144,6 +169,24 @@ const OPEN_ATTRIBUTES: [Attribute; 7] = [
     Attribute::Award,
     Attribute::Patents,
     Attribute::Address,
+];
+
+/// The attributes of the broad stream: the open ones and seven more.
+const BROAD_ATTRIBUTES: [Attribute; 14] = [
+    Attribute::BirthDate,
+    Attribute::BirthCity,
+    Attribute::Employer,
+    Attribute::Field,
+    Attribute::Award,
+    Attribute::Patents,
+    Attribute::Address,
+    Attribute::Mentor,
+    Attribute::Book,
+    Attribute::Height,
+    Attribute::StartDate,
+    Attribute::Language,
+    Attribute::Pet,
+    Attribute::Vehicle,
 ];
 
 const MONTHS: [&str; 12] = [
@@ -234,13 +277,14 @@ impl SplitRules<'_> {
         match self.config.values {
             ValueVocabulary::Closed => &CLOSED_ATTRIBUTES,
             ValueVocabulary::Open => &OPEN_ATTRIBUTES,
+            ValueVocabulary::Broad => &BROAD_ATTRIBUTES,
         }
     }
 
     fn value(&self, a: Attribute, rng: &mut ChaCha8Rng) -> String {
         match self.config.values {
             ValueVocabulary::Closed => closed::value(a, rng),
-            ValueVocabulary::Open => open::value(a, self.split, rng),
+            ValueVocabulary::Open | ValueVocabulary::Broad => open::value(a, self.split, rng),
         }
     }
 

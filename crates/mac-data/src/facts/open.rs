@@ -88,6 +88,7 @@ pub(super) fn draw(a: Attribute, rng: &mut ChaCha8Rng) -> String {
             pick(&STREET_TAILS, rng),
             pick(&STREET_KINDS, rng)
         ),
+        broad => super::broad::draw(broad, rng).unwrap_or_default(),
     }
 }
 

@@ -58,8 +58,9 @@ pub struct SpanRunConfig {
 
 impl SpanRunConfig {
     /// `span` (the documented run: 2,000 training documents of the `open`
-    /// stream, 1,000 steps) or `span-tiny` (a few minutes' run for tests
-    /// and a first look; it does not answer well).
+    /// stream, 1,000 steps), `span-broad` (the same on the broad stream's
+    /// fourteen kinds, spans of up to 16 tokens) or `span-tiny` (a few
+    /// minutes' run for tests and a first look; it does not answer well).
     pub fn preset(name: &str) -> Result<Self, String> {
         let span = Self {
             preset: name.into(),
@@ -74,6 +75,14 @@ impl SpanRunConfig {
             recency_distractors: 400,
         };
         match name {
+            "span-broad" => Ok(Self {
+                selector: SpanTrainConfig {
+                    max_span: 16,
+                    ..SpanTrainConfig::default()
+                },
+                stream: FactStreamConfig::broad(),
+                ..span
+            }),
             "span" => Ok(span),
             "span-tiny" => Ok(Self {
                 selector: SpanTrainConfig {
@@ -97,7 +106,9 @@ impl SpanRunConfig {
                 recency_distractors: 8,
                 ..span
             }),
-            other => Err(format!("unknown span preset `{other}`: span or span-tiny")),
+            other => Err(format!(
+                "unknown span preset `{other}`: span, span-broad or span-tiny"
+            )),
         }
     }
 
