@@ -112,7 +112,7 @@ fn check_split_by_entity(values: ValueVocabulary) {
         }
     }
     // Held-out templates never appear in training, and do appear in test.
-    let held = held_out_templates();
+    let held = held_out_templates(values);
     let train_text: Vec<String> = a
         .train
         .documents

@@ -151,28 +151,9 @@ enum Attribute {
     Vehicle,
 }
 
-/// The attributes of the closed stream.
-const CLOSED_ATTRIBUTES: [Attribute; 5] = [
-    Attribute::BirthDate,
-    Attribute::BirthCity,
-    Attribute::Employer,
-    Attribute::Field,
-    Attribute::Award,
-];
-
-/// The attributes of the open stream.
-const OPEN_ATTRIBUTES: [Attribute; 7] = [
-    Attribute::BirthDate,
-    Attribute::BirthCity,
-    Attribute::Employer,
-    Attribute::Field,
-    Attribute::Award,
-    Attribute::Patents,
-    Attribute::Address,
-];
-
-/// The attributes of the broad stream: the open ones and seven more.
-const BROAD_ATTRIBUTES: [Attribute; 14] = [
+/// Every attribute, in the order the streams take them: the closed stream
+/// the first five, the open stream the first seven, the broad stream all.
+const ATTRIBUTES: [Attribute; 14] = [
     Attribute::BirthDate,
     Attribute::BirthCity,
     Attribute::Employer,
@@ -274,11 +255,7 @@ impl SplitRules<'_> {
     }
 
     fn attributes(&self) -> &'static [Attribute] {
-        match self.config.values {
-            ValueVocabulary::Closed => &CLOSED_ATTRIBUTES,
-            ValueVocabulary::Open => &OPEN_ATTRIBUTES,
-            ValueVocabulary::Broad => &BROAD_ATTRIBUTES,
-        }
+        attributes_of(self.config.values)
     }
 
     fn value(&self, a: Attribute, rng: &mut ChaCha8Rng) -> String {
@@ -414,9 +391,19 @@ pub fn unrelated_documents(config: &FactStreamConfig, n: usize) -> Dataset {
     Dataset { documents }
 }
 
-/// The held-out document and question templates, for tests and reports.
-pub fn held_out_templates() -> Vec<&'static str> {
-    OPEN_ATTRIBUTES
+/// The attributes a stream with `values` states.
+fn attributes_of(values: ValueVocabulary) -> &'static [Attribute] {
+    match values {
+        ValueVocabulary::Closed => &ATTRIBUTES[..5],
+        ValueVocabulary::Open => &ATTRIBUTES[..7],
+        ValueVocabulary::Broad => &ATTRIBUTES,
+    }
+}
+
+/// The held-out document and question templates of a stream with
+/// `values`, for tests and reports.
+pub fn held_out_templates(values: ValueVocabulary) -> Vec<&'static str> {
+    attributes_of(values)
         .iter()
         .flat_map(|&a| {
             let d = document_templates(a);

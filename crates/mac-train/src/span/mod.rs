@@ -241,19 +241,8 @@ fn padded(rows: &[&[f32]], d: usize, device: &Device) -> (Tensor<3>, Tensor<2, B
     )
 }
 
-/// The selector's document logits `[Q, N]` of questions over documents.
-pub fn match_documents(
-    selector: &SpanSelector,
-    memory: &SpanFeatures,
-    documents: &[usize],
-    asked: &SpanFeatures,
-    questions: &[usize],
-    device: &Device,
-) -> Tensor<2> {
-    document_matches(selector, memory, documents, asked, questions, device).logits
-}
-
-/// [`match_documents`] with each question token's best cosine per document.
+/// How documents match questions under the selector (logits `[Q, N]` and
+/// each question token's best cosine per document).
 pub fn document_matches(
     selector: &SpanSelector,
     memory: &SpanFeatures,
@@ -411,7 +400,7 @@ impl SpanTrainer {
             })
             .collect();
         let document_logits =
-            match_documents(&self.selector, features, &bank, features, &picked, &self.ad);
+            document_matches(&self.selector, features, &bank, features, &picked, &self.ad).logits;
         let keys = self
             .selector
             .token_keys(features.bank_states(&bank, &self.ad));
