@@ -8,7 +8,7 @@
 //!
 //! `cargo xtask bench mac` runs this, the PyTorch reference on the same
 //! shapes (benches/reference/mac_speed.py) and the peak-memory table
-//! (benches/benches/mac_memory.rs).
+//! (benches/benches/aggregation_rss.rs).
 
 use burn::tensor::{Distribution, Tensor, TensorData};
 use criterion::{criterion_group, criterion_main, Criterion};

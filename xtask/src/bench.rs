@@ -129,7 +129,7 @@ pub(crate) fn torch_reference_with(
 pub(crate) fn bench_mac() -> Result<()> {
     fetch(false)?;
     cargo_bench("mac")?;
-    cargo_bench("mac_memory")?;
+    cargo_bench("aggregation_rss")?;
     let reference = torch_reference("mac_speed.py", &[mac_assets::default_encoder_dir()])?;
     let backend = std::env::var("MAC_DEVICE").unwrap_or_else(|_| "flex".into());
     println!(
@@ -173,7 +173,7 @@ pub(crate) fn bench_mac() -> Result<()> {
     let path = target_dir().join("bench-mac.json");
     fs::write(&path, serde_json::to_string_pretty(&report)?)?;
     println!(
-        "written {} (memory table: target/bench-mac-memory.json)",
+        "written {} (peak memory table: target/bench-aggregation-rss.json)",
         path.display()
     );
     Ok(())

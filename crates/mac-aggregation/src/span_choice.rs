@@ -34,10 +34,11 @@ pub struct Recency {
     /// named by the same tokens). Unset: any entry within the margin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agreement: Option<f32>,
-    /// Question tokens allowed to fall further than the agreement (an
-    /// attribute worded apart in the later report).
+    /// When set, a later entry must also name what the question names (the
+    /// caller's test, [`StreamedSpanChoice::finish_where`]): a later report
+    /// about the same entity, not another one close behind.
     #[serde(default)]
-    pub exceptions: usize,
+    pub same_names: bool,
 }
 
 impl Recency {
@@ -45,7 +46,7 @@ impl Recency {
     pub const NONE: Recency = Recency {
         margin: 0.0,
         agreement: None,
-        exceptions: 0,
+        same_names: false,
     };
 
     /// A margin without an agreement condition.
@@ -59,10 +60,8 @@ impl Recency {
     /// Whether a later entry matching the question tokens as `later` does
     /// agrees with the best, which matches them as `best`.
     fn agrees(&self, best: &[f32], later: &[f32]) -> bool {
-        self.agreement.is_none_or(|a| {
-            let apart = best.iter().zip(later).filter(|&(b, l)| b - l > a).count();
-            apart <= self.exceptions
-        })
+        self.agreement
+            .is_none_or(|a| best.iter().zip(later).all(|(b, l)| b - l <= a))
     }
 
     /// The margin in force: 0 when it is not finite or negative.
@@ -82,8 +81,9 @@ impl Recency {
 /// span; ties go to the earlier document, as over the whole bank. With a
 /// [`Recency`] margin `r > 0`, the latest document after the best that
 /// scores within `r` of it (`score + r > best`) and, where an agreement
-/// `a` is set, whose per-question-token match falls more than `a` below the
-/// best's on at most `exceptions` tokens, is chosen instead.
+/// `a` is set, whose per-question-token match falls nowhere more than `a`
+/// below the best's (and, with `same_names`, that the caller admits), is
+/// chosen instead.
 #[derive(Debug, Clone)]
 pub struct StreamedSpanChoice {
     rule: SpanRule,
@@ -229,9 +229,19 @@ impl StreamedSpanChoice {
     /// The span chosen and the documents' shares; `None` when no document
     /// had a token.
     pub fn finish(self) -> Option<SpanChoice> {
+        self.finish_where(|_| true)
+    }
+
+    /// [`Self::finish`] where, with [`Recency::same_names`], a later entry
+    /// is read only if `names_the_same(document)` (its index in the bank).
+    pub fn finish_where(self, mut names_the_same: impl FnMut(usize) -> bool) -> Option<SpanChoice> {
         let best = self.best?;
-        let agrees = |later: &&Scored| self.recency.agrees(&best.profile, &later.profile);
-        let chosen = self.later.iter().rev().find(agrees).unwrap_or(&best);
+        let recency = self.recency;
+        let admitted = |later: &&Scored| {
+            recency.agrees(&best.profile, &later.profile)
+                && (!recency.same_names || names_the_same(later.span.document))
+        };
+        let chosen = self.later.iter().rev().find(admitted).unwrap_or(&best);
         let total = log_sum_exp(&self.masses);
         let shares = self.masses.iter().map(|&m| (m - total).exp()).collect();
         Some(SpanChoice {
@@ -440,11 +450,10 @@ mod tests {
         let profile = |n: usize| &profiles[n * width..(n + 1) * width];
         let agrees = |n: usize| {
             recency.agreement.is_none_or(|a| {
-                let apart = profile(best)
+                profile(best)
                     .iter()
                     .zip(profile(n))
-                    .filter(|&(b, l)| b - l > a);
-                apart.count() <= recency.exceptions
+                    .all(|(b, l)| b - l <= a)
             })
         };
         (best + 1..scored.len())
@@ -464,13 +473,11 @@ mod tests {
                 .collect();
             for rule in [SpanRule::Joint, SpanRule::DocumentFirst] {
                 for margin in [0.5, 2.0, 100.0] {
-                    for (agreement, exceptions) in
-                        [(None, 0), (Some(0.3), 0), (Some(0.3), 1), (Some(1.0), 0)]
-                    {
+                    for agreement in [None, Some(0.3), Some(1.0)] {
                         let recency = Recency {
                             margin,
                             agreement,
-                            exceptions,
+                            same_names: false,
                         };
                         let expected = whole_recent(rule, recency, &b, &profiles, width);
                         for chunk in [1, 4, 512] {
@@ -537,7 +544,7 @@ mod tests {
         let recency = Recency {
             margin: 1.0,
             agreement: Some(0.2),
-            exceptions: 0,
+            same_names: false,
         };
         // Question tokens: a name and an attribute. The best matches both.
         let best: &[f32] = &[0.9, 0.6];
@@ -556,15 +563,36 @@ mod tests {
             chosen_with(recency, &[5.0, 4.8, 4.7], &[best, close, other_name]),
             1
         );
-        // One token allowed apart: the attribute worded apart passes, a
-        // name and an attribute apart do not.
-        let one_apart = Recency {
-            exceptions: 1,
-            ..recency
+    }
+
+    #[test]
+    fn with_same_names_the_caller_admits_a_later_entry() {
+        let recency = Recency {
+            same_names: true,
+            ..Recency::margin(1.0)
         };
-        assert_eq!(chosen_with(one_apart, &[5.0, 4.8], &[best, same_name]), 1);
-        let two_apart: &[f32] = &[0.5, 0.3];
-        assert_eq!(chosen_with(one_apart, &[5.0, 4.8], &[best, two_apart]), 0);
+        let chosen = |admit: fn(usize) -> bool| {
+            let mut choice =
+                StreamedSpanChoice::new(SpanRule::DocumentFirst, 4).with_recency(recency);
+            for logit in [5.0, 4.8, 4.7] {
+                choice.push(&[logit], &[], &[0.0, 1.0], &[0.0, 1.0], &[2]);
+            }
+            choice.finish_where(admit).unwrap().span.document
+        };
+        assert_eq!(chosen(|_| true), 2);
+        assert_eq!(chosen(|d| d != 2), 1);
+        assert_eq!(chosen(|_| false), 0);
+        // The best itself needs no admission; without the flag, none does.
+        let mut choice =
+            StreamedSpanChoice::new(SpanRule::DocumentFirst, 4).with_recency(Recency::margin(1.0));
+        choice.push(
+            &[5.0, 4.8],
+            &[],
+            &[0.0, 1.0, 0.0, 1.0],
+            &[0.0, 1.0, 0.0, 1.0],
+            &[2, 2],
+        );
+        assert_eq!(choice.finish_where(|_| false).unwrap().span.document, 1);
     }
 
     #[test]

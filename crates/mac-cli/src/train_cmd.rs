@@ -100,14 +100,14 @@ fn train_span(a: &TrainArgs, device: &mac_device::Device) -> Result<()> {
         .with_context(|| format!("{}: cannot create", a.out.display()))?;
     let report = train_span_memory(&config, &a.out, device, &mut |line| eprintln!("{line}"))?;
     println!(
-        "span memory: step {} and the {:?} rule chosen on validation, the {} frame, handing the {}, recency margin {} (agreement {:?}, {} tokens apart), whole document below span probability {:?}; checkpoint {}",
+        "span memory: step {} and the {:?} rule chosen on validation, the {} frame, handing the {}, recency margin {} (agreement {:?}, same names {}), whole document below span probability {:?}; checkpoint {}",
         report.chosen_step,
         report.rule,
         report.frame,
         report.extent.name(),
         report.recency,
         report.agreement,
-        report.agreement_exceptions,
+        report.recency_same_names,
         report.whole_below,
         report.checkpoint.display()
     );

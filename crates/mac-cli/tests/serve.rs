@@ -59,7 +59,7 @@ fn span_checkpoint() -> PathBuf {
     // Every recency margin with every agreement was tried; the one kept
     // has the best validation top-1 and is the checkpoint's.
     let tried = report["recencies"].as_array().unwrap();
-    assert_eq!(tried.len(), 1 + 4 * (1 + 5 * 3), "{report}");
+    assert_eq!(tried.len(), 1 + 4 * (1 + 5) * 2, "{report}");
     let top = tried
         .iter()
         .map(|r| r["top1"].as_f64().unwrap())
@@ -67,7 +67,7 @@ fn span_checkpoint() -> PathBuf {
     let kept = |r: &&Value| {
         r["margin"] == report["recency"]
             && r["agreement"] == report["agreement"]
-            && r["exceptions"] == report["agreement_exceptions"]
+            && r["same_names"] == report["recency_same_names"]
     };
     let kept = tried.iter().find(kept).unwrap();
     assert_eq!(kept["top1"].as_f64().unwrap(), top, "{report}");
@@ -94,12 +94,9 @@ fn span_checkpoint() -> PathBuf {
         .cloned()
         .unwrap_or(Value::Null);
     assert_eq!(agreement, report["agreement"], "{meta}");
-    let exceptions = meta["reading"].get("agreement_exceptions").cloned();
-    assert_eq!(
-        exceptions.unwrap_or(0.into()),
-        report["agreement_exceptions"],
-        "{meta}"
-    );
+    let same_names = meta["reading"].get("recency_same_names").cloned();
+    let same_names = same_names.unwrap_or(false.into());
+    assert_eq!(same_names, report["recency_same_names"], "{meta}");
     let floor = meta["reading"]
         .get("whole_below")
         .cloned()

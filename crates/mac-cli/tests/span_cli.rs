@@ -82,7 +82,7 @@ fn span_memory_ingests_and_answers_with_its_span() {
         frame: AnswerFrame::Plain,
         recency: 0.0,
         agreement: None,
-        agreement_exceptions: 0,
+        recency_same_names: false,
         whole_below: None,
     };
     trainer.save(&checkpoint, reading, tiny_llama()).unwrap();

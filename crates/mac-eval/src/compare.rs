@@ -18,12 +18,12 @@ use mac_retrieval::Bm25Index;
 use mac_runtime::Memory;
 use serde::{Deserialize, Serialize};
 
-use crate::memory::{peak_rss_mb, reset_peak_rss};
 use crate::methods::{
     answer_prompts, bar, mac_rag_answers, rag_prompt, retrieve, score, write_predictions, Question,
 };
 use crate::online::retention_points;
 use crate::report::method_table;
+use crate::rss::{peak_rss_mb, reset_peak_rss};
 use crate::{evaluate, method_key, EvalOptions, MethodResult, Prediction, RetentionPoint};
 
 /// What to compare.

@@ -16,7 +16,7 @@ use mac_model::{generate_answers, MAX_ANSWER_TOKENS};
 use mac_retrieval::Bm25Index;
 use serde::{Deserialize, Serialize};
 
-use crate::memory::peak_rss_mb;
+use crate::rss::peak_rss_mb;
 
 /// The scores and costs of one method.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -16,12 +16,12 @@ use serde::{Deserialize, Serialize};
 use crate::asking::{
     ask_all, attention_stats, clear_eval_bank, ingest, AttentionStats, EvalOptions,
 };
-use crate::memory::reset_peak_rss;
 use crate::methods::{
     answer_prompts, bar, mac_rag_answers, rag_prompt, retrieve, score, write_predictions,
     MethodResult, Prediction, Question,
 };
 use crate::question_only::QuestionOnly;
+use crate::rss::reset_peak_rss;
 use crate::sizes::{bank_size_points, BankSizePoint};
 
 /// F1 on the first documents' questions after part of the stream.

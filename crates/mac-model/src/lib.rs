@@ -26,6 +26,7 @@ mod checkpoint;
 mod copy_mode;
 mod encoder;
 mod model;
+mod names;
 pub mod prompt;
 mod runtime;
 mod span_checkpoint;
@@ -40,6 +41,7 @@ pub use copy_mode::{CopyConfig, CopyPath};
 pub use encoder::{AmortizationEncoder, EncodedText, LmChannelSpec, LmTokenChannel, LmTokens};
 pub use mac_lm::Sampling;
 pub use model::{MacConfig, MacModel, ModelError, ParamSummary};
+pub use names::{names_every, question_names};
 pub use runtime::{Amortized, Answer, BankReading, MacRuntime};
 pub use span_checkpoint::{
     AnswerFrame, FrameExample, SelectorShape, SpanCheckpoint, SpanCheckpointMeta, SpanReading,

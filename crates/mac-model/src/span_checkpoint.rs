@@ -165,9 +165,10 @@ pub struct SpanReading {
     /// token may fall below the best entry's (absent: no such condition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agreement: Option<f32>,
-    /// Question tokens allowed to fall further than the agreement.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub agreement_exceptions: usize,
+    /// With the margin, a later entry must name every name the question
+    /// names (see [`Recency::same_names`]; absent: no such condition).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub recency_same_names: bool,
     /// The whole chosen document is handed, whatever the extent, when the
     /// chosen span's probability within it is below this (the selector
     /// unsure where the answer lies; absent: never).
@@ -187,13 +188,13 @@ impl SpanReading {
         Recency {
             margin: self.recency,
             agreement: self.agreement,
-            exceptions: self.agreement_exceptions,
+            same_names: self.recency_same_names,
         }
     }
 }
 
-fn is_zero(n: &usize) -> bool {
-    *n == 0
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 /// What a span memory checkpoint holds besides its parameters.

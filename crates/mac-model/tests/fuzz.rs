@@ -77,7 +77,7 @@ fn span_checkpoint_metadata() {
             frame,
             recency: 0.0,
             agreement: None,
-            agreement_exceptions: 0,
+            recency_same_names: false,
             whole_below: None,
         },
         "lm.gguf".into(),

@@ -40,7 +40,7 @@ fn meta(config: &SpanSelectorConfig) -> SpanCheckpointMeta {
             frame,
             recency: 1.5,
             agreement: Some(0.25),
-            agreement_exceptions: 2,
+            recency_same_names: true,
             whole_below: Some(0.3),
         },
         "lm.gguf".into(),
@@ -143,7 +143,7 @@ fn what_span_json_describes_is_checked_before_anything_is_built() {
     // A record written before the margin existed reads as no margin.
     let old = good
         .replace(",\n    \"whole_below\": 0.3", "")
-        .replace(",\n    \"agreement_exceptions\": 2", "")
+        .replace(",\n    \"recency_same_names\": true", "")
         .replace(",\n    \"agreement\": 0.25", "")
         .replace(",\n    \"recency\": 1.5", "");
     assert!(

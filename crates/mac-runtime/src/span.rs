@@ -21,7 +21,8 @@ use mac_memory::{BankShape, MemoryBank, NewEntry};
 
 use mac_model::prompt::ChatFrame;
 use mac_model::{
-    AnswerGeneration, AnswerTimings, SpanCheckpoint, SpanRead, SpanReader, SpanReading,
+    names_every, question_names, AnswerGeneration, AnswerTimings, SpanCheckpoint, SpanRead,
+    SpanReader, SpanReading,
 };
 
 use crate::service::{check_questions, most_attended};
@@ -140,8 +141,21 @@ impl SpanMemory {
         }
         choices
             .into_iter()
-            .map(|c| {
-                c.finish().ok_or_else(|| {
+            .zip(questions)
+            .map(|(c, question)| {
+                let names = question_names(question);
+                let mut failed = None;
+                let choice = c.finish_where(|d| match bank.read(d) {
+                    Ok(entry) => names_every(&entry.text, &names),
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                        false
+                    }
+                });
+                if let Some(e) = failed {
+                    return Err(e.into());
+                }
+                choice.ok_or_else(|| {
                     RuntimeError::input(format!("the bank in {} is empty", bank.dir().display()))
                 })
             })

@@ -149,7 +149,7 @@ fn bless_checkpoint(dir: &Path, device: &burn::tensor::Device) {
         frame: AnswerFrame::Plain,
         recency: 0.0,
         agreement: None,
-        agreement_exceptions: 0,
+        recency_same_names: false,
         whole_below: None,
     };
     trainer

@@ -182,7 +182,7 @@ fn span_training_learns_where_answers_lie() {
         frame: AnswerFrame::Plain,
         recency: 0.0,
         agreement: None,
-        agreement_exceptions: 0,
+        recency_same_names: false,
         whole_below: None,
     };
     trainer
@@ -312,7 +312,7 @@ fn span_training_saved_and_resumed_takes_the_uninterrupted_steps() {
                 frame: AnswerFrame::Plain,
                 recency: 0.0,
                 agreement: None,
-                agreement_exceptions: 0,
+                recency_same_names: false,
                 whole_below: None,
             },
             "tiny-llama.gguf".into(),

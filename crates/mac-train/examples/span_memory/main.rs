@@ -277,6 +277,7 @@ impl Sections<'_> {
         let documents = features.documents.len();
         let unrelated = SpanFeatures {
             documents: m.documents[..n].to_vec(),
+            texts: m.texts[..n].to_vec(),
             states: m.states[..n].to_vec(),
             questions: Vec::new(),
             d_lm: m.d_lm,

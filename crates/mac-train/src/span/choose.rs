@@ -7,6 +7,8 @@ use mac_aggregation::{
     push_chunk, ChosenSpan, Recency, SpanChoice, SpanRule, SpanSelector, StreamedSpanChoice,
 };
 
+use mac_model::{names_every, question_names};
+
 use super::{document_matches, SpanFeatures};
 
 /// What a selector chose for one question over a bank.
@@ -116,12 +118,13 @@ pub fn choose_spans_chunked(
             .map_err(|e| anyhow::anyhow!("reading span scores: {e:?}"))?;
         }
         for (choice, &q) in choices.into_iter().zip(qs) {
+            let names = question_names(&asked.questions[q].text);
             let SpanChoice {
                 span,
                 confidence,
                 shares,
             } = choice
-                .finish()
+                .finish_where(|d| names_every(&memory.texts[bank[d]], &names))
                 .ok_or_else(|| anyhow::anyhow!("an empty bank"))?;
             let own = bank
                 .iter()

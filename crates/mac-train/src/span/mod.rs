@@ -106,6 +106,8 @@ pub struct SpanQuestion {
 pub struct SpanFeatures {
     /// Token ids of each document, as the LM reads it.
     pub documents: Vec<Vec<u32>>,
+    /// Each document's text.
+    pub texts: Vec<String>,
     /// Residual states of each document's tokens, `T·d_lm` floats, row-major.
     pub states: Vec<Vec<f32>>,
     /// Width of a residual state.
@@ -163,6 +165,7 @@ impl SpanFeatures {
         }
         Ok(Self {
             documents,
+            texts: docs.iter().map(|d| d.text.clone()).collect(),
             states,
             d_lm,
             questions,

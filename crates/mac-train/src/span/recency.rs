@@ -16,13 +16,9 @@ use super::{choose_spans_chunked, Choosing, SpanFeatures};
 /// Recency margins tried on validation, in the selector's logit units.
 const MARGINS: [f32; 5] = [0.0, 0.5, 2.0, 4.0, 16.0];
 
-/// Agreements tried with each margin above 0, in cosine units, each with
-/// 0, 1 and 2 question tokens allowed further apart (none: any later entry
-/// within the margin).
+/// Agreements tried with each margin above 0, in cosine units (none: any
+/// later entry within the margin), each without and with the same names.
 const AGREEMENTS: [f32; 5] = [0.1, 0.3, 0.5, 0.7, 1.0];
-
-/// The question tokens allowed further apart than the agreement.
-const EXCEPTIONS: [usize; 3] = [0, 1, 2];
 
 /// How one recency choice did on validation knowledge that changes.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -32,9 +28,9 @@ pub struct RecencyScore {
     /// The agreement asked of a later entry (none: any).
     #[serde(default)]
     pub agreement: Option<f32>,
-    /// Question tokens allowed further apart than the agreement.
+    /// Whether a later entry must name what the question names.
     #[serde(default)]
-    pub exceptions: usize,
+    pub same_names: bool,
     /// Share of questions whose chosen document is their own (for a
     /// changed fact, the later document).
     pub top1: f64,
@@ -48,7 +44,7 @@ impl RecencyScore {
         Recency {
             margin: self.margin,
             agreement: self.agreement,
-            exceptions: self.exceptions,
+            same_names: self.same_names,
         }
     }
 }
@@ -96,19 +92,19 @@ pub(super) fn choose_recency(
         document.qas.iter().any(|qa| !qa.stale.is_empty())
     };
     let tried = MARGINS.iter().flat_map(|&margin| {
-        let agreed = AGREEMENTS.iter().flat_map(move |&a| {
-            EXCEPTIONS.iter().map(move |&exceptions| Recency {
+        let agreements = std::iter::once(None).chain(AGREEMENTS.map(Some));
+        let rules = agreements.flat_map(move |agreement| {
+            [false, true].map(|same_names| Recency {
                 margin,
-                agreement: Some(a),
-                exceptions,
+                agreement,
+                same_names,
             })
         });
-        let agreed: Vec<Recency> = if margin > 0.0 {
-            agreed.collect()
-        } else {
-            Vec::new()
+        let rules: Vec<Recency> = match margin > 0.0 {
+            true => rules.collect(),
+            false => vec![Recency::NONE],
         };
-        std::iter::once(Recency::margin(margin)).chain(agreed)
+        rules
     });
     let mut scores = Vec::new();
     for recency in tried {
@@ -130,7 +126,7 @@ pub(super) fn choose_recency(
         let score = RecencyScore {
             margin: recency.margin,
             agreement: recency.agreement,
-            exceptions: recency.exceptions,
+            same_names: recency.same_names,
             top1: right / questions.len().max(1) as f64,
             changed_top1: changed_right / f64::max(n_changed, 1.0),
         };

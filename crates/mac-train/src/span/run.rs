@@ -184,9 +184,9 @@ pub struct SpanRunReport {
     /// The agreement kept with it.
     #[serde(default)]
     pub agreement: Option<f32>,
-    /// The question tokens allowed further apart than the agreement.
+    /// Whether a later entry must name what the question names.
     #[serde(default)]
-    pub agreement_exceptions: usize,
+    pub recency_same_names: bool,
     /// Each recency choice tried on validation knowledge that changes.
     #[serde(default)]
     pub recencies: Vec<RecencyScore>,
@@ -250,7 +250,7 @@ pub fn train_span_memory(
         frame: choice.frame,
         recency: recency.margin,
         agreement: recency.agreement,
-        agreement_exceptions: recency.exceptions,
+        recency_same_names: recency.same_names,
         whole_below: choice.whole_below,
     };
     let meta = SpanCheckpointMeta::new(&chosen.config, reading, lm_path);
@@ -269,7 +269,7 @@ pub fn train_span_memory(
         whole_belows: choice.floors,
         recency: recency.margin,
         agreement: recency.agreement,
-        agreement_exceptions: recency.exceptions,
+        recency_same_names: recency.same_names,
         recencies,
         seconds: [read, trained, t2.elapsed().as_secs_f64()],
         checkpoint,

@@ -2,7 +2,7 @@
 //! flat and hierarchical (chunks of 64 documents streamed from an on-disk
 //! bank, as `mac ask` does). Each case runs once in this process after the
 //! peak counter is reset (`/proc/self/clear_refs`); prints one JSON line per
-//! case and writes target/bench-mac-memory.json. Not a criterion benchmark:
+//! case and writes target/bench-aggregation-rss.json. Not a criterion benchmark:
 //! memory, not time, is the quantity.
 
 use std::time::Instant;
@@ -107,7 +107,7 @@ fn main() {
     }
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
     let _ = std::fs::write(
-        std::path::Path::new(&target).join("bench-mac-memory.json"),
+        std::path::Path::new(&target).join("bench-aggregation-rss.json"),
         serde_json::to_string_pretty(&rows).unwrap_or_default(),
     );
 }
