@@ -36,6 +36,24 @@ pub struct RecencyScore {
     pub top1: f64,
     /// The same share over the questions about changed facts only.
     pub changed_top1: f64,
+    /// Share of questions read from another entry than the one chosen
+    /// without any preference for later entries.
+    #[serde(default)]
+    pub later_reads: f64,
+}
+
+/// The recency kept of those scored: the best top-1; of equals, the one
+/// that departs least often from the choice without a preference (the
+/// more cautious rule), then the first tried.
+pub(super) fn kept(scores: &[RecencyScore]) -> usize {
+    let mut best = 0;
+    for (i, s) in scores.iter().enumerate() {
+        let b = &scores[best];
+        if s.top1 > b.top1 || (s.top1 == b.top1 && s.later_reads < b.later_reads) {
+            best = i;
+        }
+    }
+    best
 }
 
 impl RecencyScore {
@@ -73,8 +91,7 @@ fn changing_bank(config: &SpanRunConfig) -> Dataset {
 
 /// Tries each recency choice with the kept selector (`rule`) over the
 /// validation bank of knowledge that changes: the scores in the order
-/// tried; the caller keeps the one most often choosing the question's own
-/// document (the first of equals: the smallest margin, no agreement first).
+/// tried, the first without a preference for later entries (see [`kept`]).
 pub(super) fn choose_recency(
     config: &SpanRunConfig,
     lm: &LoadedLm,
@@ -106,7 +123,7 @@ pub(super) fn choose_recency(
         };
         rules
     });
-    let mut scores = Vec::new();
+    let (mut scores, mut plain) = (Vec::new(), Vec::new());
     for recency in tried {
         let choosing = Choosing {
             recency,
@@ -123,18 +140,54 @@ pub(super) fn choose_recency(
                 (changed_right, n_changed) = (changed_right + own, n_changed + 1.0);
             }
         }
+        let chosen: Vec<usize> = spans.iter().map(|c| c.span.document).collect();
+        if plain.is_empty() {
+            plain.clone_from(&chosen);
+        }
+        let departed = chosen.iter().zip(&plain).filter(|(a, b)| a != b).count();
+        let n = questions.len().max(1) as f64;
         let score = RecencyScore {
             margin: recency.margin,
             agreement: recency.agreement,
             same_names: recency.same_names,
-            top1: right / questions.len().max(1) as f64,
+            top1: right / n,
             changed_top1: changed_right / f64::max(n_changed, 1.0),
+            later_reads: departed as f64 / n,
         };
         log(&format!(
-            "validation top-1 with recency {recency:?} over {} documents: {:.3} ({:.3} of changed facts)",
-            bank.len(), score.top1, score.changed_top1
+            "validation top-1 with recency {recency:?} over {} documents: {:.3} ({:.3} of changed facts; {:.3} read later entries)",
+            bank.len(), score.top1, score.changed_top1, score.later_reads
         ));
         scores.push(score);
     }
     Ok(scores)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn score(top1: f64, later_reads: f64) -> RecencyScore {
+        RecencyScore {
+            margin: 1.0,
+            agreement: None,
+            same_names: false,
+            top1,
+            changed_top1: 0.0,
+            later_reads,
+        }
+    }
+
+    #[test]
+    fn of_equal_top1_the_more_cautious_rule_is_kept() {
+        assert_eq!(
+            kept(&[score(0.8, 0.0), score(0.9, 0.2), score(0.9, 0.1)]),
+            2
+        );
+        assert_eq!(
+            kept(&[score(0.8, 0.0), score(0.9, 0.1), score(0.9, 0.1)]),
+            1
+        );
+        assert_eq!(kept(&[score(0.9, 0.0), score(0.85, 0.0)]), 0);
+    }
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use burn::tensor::Device;
-use mac_aggregation::{Recency, SpanRule, SpanSelector};
+use mac_aggregation::{SpanRule, SpanSelector};
 use mac_data::{f1_score, Dataset, FactStream, FactStreamConfig};
 use mac_lm::LoadedLm;
 use mac_model::{
@@ -21,7 +21,7 @@ use mac_model::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::recency::{choose_recency, RecencyScore};
+use super::recency::{choose_recency, kept, RecencyScore};
 use super::{choose_spans, QuestionSpan, SpanFeatures, SpanTrainConfig, SpanTrainer};
 
 /// The run's record beside its checkpoint.
@@ -178,7 +178,7 @@ pub struct SpanRunReport {
     /// Validation F1 with each such floor tried; the best was kept.
     #[serde(default)]
     pub whole_belows: Vec<(Option<f32>, f64)>,
-    /// The recency margin kept (see [`Recency`]).
+    /// The recency margin kept (see [`mac_aggregation::Recency`]).
     #[serde(default)]
     pub recency: f32,
     /// The agreement kept with it.
@@ -242,8 +242,7 @@ pub fn train_span_memory(
         log,
     )?;
     let recencies = choose_recency(config, &lm, &chosen.selector, chosen.rule, device, log)?;
-    let tops: Vec<(Recency, f64)> = recencies.iter().map(|r| (r.recency(), r.top1)).collect();
-    let recency = recencies[best_of(&tops)].recency();
+    let recency = recencies[kept(&recencies)].recency();
     let reading = SpanReading {
         reader: choice.reader,
         rule: chosen.rule,
