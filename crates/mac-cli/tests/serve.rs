@@ -59,7 +59,7 @@ fn span_checkpoint() -> PathBuf {
     // Every recency margin with every agreement was tried; the one kept
     // has the best validation top-1 and is the checkpoint's.
     let tried = report["recencies"].as_array().unwrap();
-    assert_eq!(tried.len(), 1 + 4 * (1 + 5) * 2, "{report}");
+    assert_eq!(tried.len(), 1 + 2 * (1 + 3) * 2, "{report}");
     let top = tried
         .iter()
         .map(|r| r["top1"].as_f64().unwrap())
