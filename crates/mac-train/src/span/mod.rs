@@ -31,13 +31,13 @@ use crate::run_dir::{sibling, swap_into_place, OPTIMIZER_FILE};
 use crate::tensors::{draw_initial_weights, SEEDED_INIT};
 
 mod choose;
+mod config;
 mod recency;
 mod run;
 pub use choose::{choose_spans, choose_spans_chunked, Choosing, QuestionSpan, BANK_CHUNK};
+pub use config::SpanRunConfig;
 pub use recency::RecencyScore;
-pub use run::{
-    train_span_memory, RuleScore, SpanRunConfig, SpanRunReport, ValidationPoint, SPAN_RUN_FILE,
-};
+pub use run::{train_span_memory, RuleScore, SpanRunReport, ValidationPoint, SPAN_RUN_FILE};
 
 /// What span memory's selector is trained on, and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -535,4 +535,11 @@ const TRAINER_FILE: &str = "span-trainer.json";
 struct SpanTrainerState {
     config: SpanTrainConfig,
     steps_done: usize,
+}
+
+/// The validation questions whose answer lies in their document.
+pub(crate) fn answerable(features: &SpanFeatures) -> Vec<usize> {
+    (0..features.questions.len())
+        .filter(|&q| features.questions[q].span.is_some())
+        .collect()
 }

@@ -10,8 +10,8 @@ use mac_data::{unrelated_documents, validation_updates, Dataset, Document};
 use mac_lm::LoadedLm;
 use serde::{Deserialize, Serialize};
 
-use super::run::{answerable, SpanRunConfig};
-use super::{choose_spans_chunked, Choosing, SpanFeatures};
+use super::config::SpanRunConfig;
+use super::{answerable, choose_spans_chunked, Choosing, SpanFeatures};
 
 /// Recency margins tried on validation, in the selector's logit units
 /// (with an agreement, margins beyond 2 chose as 2 does on every run

@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use burn::tensor::Device;
 use mac_aggregation::{SpanRule, SpanSelector};
-use mac_data::{f1_score, Dataset, FactStream, FactStreamConfig};
+use mac_data::{f1_score, Dataset, FactStream};
 use mac_lm::LoadedLm;
 use mac_model::{
     AnswerFrame, AnswerGeneration, FrameExample, SpanCheckpoint, SpanCheckpointMeta, SpanExtent,
@@ -21,111 +21,12 @@ use mac_model::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::config::SpanRunConfig;
 use super::recency::{choose_recency, kept, RecencyScore};
-use super::{choose_spans, QuestionSpan, SpanFeatures, SpanTrainConfig, SpanTrainer};
+use super::{answerable, choose_spans, QuestionSpan, SpanFeatures, SpanTrainer};
 
 /// The run's record beside its checkpoint.
 pub const SPAN_RUN_FILE: &str = "span-run.json";
-
-/// What a span memory run reads, trains and chooses.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SpanRunConfig {
-    /// The preset it started from.
-    pub preset: String,
-    /// The selector and its training.
-    pub selector: SpanTrainConfig,
-    /// The document's first tokens kept beside the span (an attention sink).
-    pub sink_tokens: usize,
-    /// The fact stream trained and validated on.
-    pub stream: FactStreamConfig,
-    /// Training documents read (at most the stream's).
-    pub train_documents: usize,
-    /// Validation documents: the bank the choices are made over.
-    pub validation_documents: usize,
-    /// Steps between validations (the steps that can be chosen).
-    pub validate_every: usize,
-    /// Validation questions answered per frame to choose the frame.
-    pub frame_questions: usize,
-    /// The LM (the fetched SmolLM2 when absent).
-    #[serde(default)]
-    pub lm: Option<PathBuf>,
-    /// Unrelated documents spread among the validation updates that choose
-    /// the recency (a bank nearer the size served).
-    #[serde(default)]
-    pub recency_distractors: usize,
-}
-
-impl SpanRunConfig {
-    /// `span` (the documented run: 2,000 training documents of the `open`
-    /// stream, 1,000 steps), `span-broad` (the same on the broad stream's
-    /// fourteen kinds, spans of up to 16 tokens) or `span-tiny` (a few
-    /// minutes' run for tests and a first look; it does not answer well).
-    pub fn preset(name: &str) -> Result<Self, String> {
-        let span = Self {
-            preset: name.into(),
-            selector: SpanTrainConfig::default(),
-            sink_tokens: 4,
-            stream: FactStreamConfig::open(),
-            train_documents: 2000,
-            validation_documents: 64,
-            validate_every: 100,
-            frame_questions: 96,
-            lm: None,
-            recency_distractors: 400,
-        };
-        match name {
-            "span-broad" => Ok(Self {
-                selector: SpanTrainConfig {
-                    max_span: 16,
-                    ..SpanTrainConfig::default()
-                },
-                stream: FactStreamConfig::broad(),
-                ..span
-            }),
-            "span" => Ok(span),
-            "span-tiny" => Ok(Self {
-                selector: SpanTrainConfig {
-                    layer: 4,
-                    d_key: 16,
-                    bank_documents: 8,
-                    questions: 8,
-                    steps: 20,
-                    ..SpanTrainConfig::default()
-                },
-                stream: FactStreamConfig {
-                    n_train: 32,
-                    n_validation: 8,
-                    n_test: 16,
-                    ..FactStreamConfig::open()
-                },
-                train_documents: 32,
-                validation_documents: 8,
-                validate_every: 10,
-                frame_questions: 8,
-                recency_distractors: 8,
-                ..span
-            }),
-            other => Err(format!(
-                "unknown span preset `{other}`: span, span-broad or span-tiny"
-            )),
-        }
-    }
-
-    /// The LM the run reads.
-    pub fn lm_path(&self) -> PathBuf {
-        self.lm.clone().unwrap_or_else(mac_assets::default_lm_path)
-    }
-
-    /// How documents are read into states.
-    pub fn reader(&self) -> SpanReader {
-        SpanReader {
-            layer: self.selector.layer,
-            sink_tokens: self.sink_tokens,
-            extent: SpanExtent::Span,
-        }
-    }
-}
 
 /// Span choice on the validation bank under one rule.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -479,13 +380,6 @@ fn train_and_validate(
     }
     let chosen = chosen.context("no step was trained")?;
     Ok((curve, chosen))
-}
-
-/// The validation questions whose answer lies in their document.
-pub(super) fn answerable(features: &SpanFeatures) -> Vec<usize> {
-    (0..features.questions.len())
-        .filter(|&q| features.questions[q].span.is_some())
-        .collect()
 }
 
 /// How `selector` chooses under `rule` over the whole validation bank.
