@@ -62,6 +62,13 @@ pub(super) fn document_templates(a: Attribute) -> &'static [&'static str] {
             "{n} moved into a flat at {v}.",
             "Visitors find {n} at home at {v}.",
         ],
+        broad => broad_document_templates(broad),
+    }
+}
+
+/// The document templates of the broad stream's further attributes.
+fn broad_document_templates(a: Attribute) -> &'static [&'static str] {
+    match a {
         Attribute::Mentor => &[
             "{n} trained under {v}.",
             "{n}'s mentor was {v}.",
@@ -118,6 +125,7 @@ pub(super) fn document_templates(a: Attribute) -> &'static [&'static str] {
             "Parked outside {n}'s house is a {v}.",
             "The {v} in the driveway belongs to {n}.",
         ],
+        _ => &[],
     }
 }
 
