@@ -2,6 +2,8 @@
 //! (SmolLM2-135M-Instruct, fetched by `cargo xtask fetch`) on the CPU.
 //! `cargo xtask bench lm` runs this and the PyTorch reference
 //! (benches/reference/lm_speed.py) on the same weights and prints the ratio.
+//! Decode steps read the file's quantized blocks; `decode_1_after_128_f32_weights`
+//! is the same step on the weights dequantised to f32.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use mac_lm::{KvCache, LoadedLm, TokenBatch};
@@ -51,6 +53,22 @@ fn bench(c: &mut Criterion) {
             |mut cache| {
                 let h = model.forward_hidden(&step, None, Some(&mut cache)).unwrap();
                 model.logits(h).argmax(2).into_data()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // The same step on the weights dequantised to f32 (the path every
+    // decode took before the file's blocks were kept).
+    let mut f32_model = model.clone();
+    f32_model.set_quantized_decode(false);
+    g.bench_function("decode_1_after_128_f32_weights", |b| {
+        b.iter_batched(
+            || warm.clone(),
+            |mut cache| {
+                let h = f32_model
+                    .forward_hidden(&step, None, Some(&mut cache))
+                    .unwrap();
+                f32_model.logits(h).argmax(2).into_data()
             },
             BatchSize::SmallInput,
         )

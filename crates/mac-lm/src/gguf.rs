@@ -392,6 +392,9 @@ impl WeightSource for GgufFile {
     fn names(&self) -> Vec<String> {
         self.tensors.keys().cloned().collect()
     }
+    fn quantized(&self, name: &str) -> Result<Option<crate::quantized::QuantizedMatrix>> {
+        GgufFile::quantized(self, name)
+    }
 }
 
 /// Where tensor `name` (GGUF dims `dims`, type `dtype`, at `offset` after

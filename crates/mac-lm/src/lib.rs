@@ -53,8 +53,8 @@ pub mod llama;
 mod load;
 pub mod model;
 pub mod prefix;
+pub mod quantized;
 pub mod sampling;
-#[cfg(feature = "blas")]
 mod simd;
 pub mod tokenizer;
 pub mod weights;

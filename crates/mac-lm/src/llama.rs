@@ -5,6 +5,8 @@
 //! Parameter names follow Hugging Face `LlamaForCausalLM`; GGUF files are read
 //! through [`crate::model`]'s key remapping (and Q/K un-permutation).
 
+use std::sync::Arc;
+
 use burn::module::{Module, Param};
 use burn::tensor::activation::silu;
 use burn::tensor::module::embedding;
@@ -17,6 +19,7 @@ use crate::cache::KvCache;
 use crate::error::{check_config, Result, MAX_LAYERS};
 use crate::linear::linear;
 use crate::prefix::{KvLayout, PrefixKv};
+use crate::quantized::{try_product, QuantizedMatrix};
 use crate::weights::ParamLoader;
 
 /// Hyper-parameters of a Llama model, named as in Hugging Face `config.json`.
@@ -212,9 +215,101 @@ pub struct LlamaMlp {
 impl LlamaMlp {
     /// `down(silu(gate(x)) * up(x))` over normalised hidden states `[B, T, d]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(linear(x.clone(), self.gate_proj.val(), None));
-        let up = linear(x, self.up_proj.val(), None);
-        linear(gate * up, self.down_proj.val(), None)
+        self.forward_with(x, None)
+    }
+
+    /// [`Self::forward`], on the file's quantized weights where they serve.
+    fn forward_with(&self, x: Tensor<3>, q: Option<&QuantizedLayer>) -> Tensor<3> {
+        let gate = silu(product(x.clone(), &self.gate_proj, q.map(|q| &q.gate)));
+        let up = product(x, &self.up_proj, q.map(|q| &q.up));
+        product(gate * up, &self.down_proj, q.map(|q| &q.down))
+    }
+}
+
+/// `x · w`, on the quantized copy of `w` when it serves this product
+/// ([`try_product`]), else on `w`.
+fn product(x: Tensor<3>, w: &Param<Tensor<2>>, q: Option<&QuantizedMatrix>) -> Tensor<3> {
+    match q.and_then(|q| try_product(&x, q)) {
+        Some(y) => y,
+        None => linear(x, w.val(), None),
+    }
+}
+
+/// One layer's projections as the GGUF file keeps them, `[out, in]`.
+#[derive(Debug)]
+struct QuantizedLayer {
+    q: QuantizedMatrix,
+    k: QuantizedMatrix,
+    v: QuantizedMatrix,
+    o: QuantizedMatrix,
+    gate: QuantizedMatrix,
+    up: QuantizedMatrix,
+    down: QuantizedMatrix,
+}
+
+/// The model's projections as the GGUF file keeps them, for the products
+/// of a few rows (decode steps) ([`crate::quantized`]).
+#[derive(Debug)]
+pub struct QuantizedWeights {
+    layers: Vec<QuantizedLayer>,
+    lm_head: Option<QuantizedMatrix>,
+}
+
+impl QuantizedWeights {
+    /// The projections of every layer (and the output head, where it is
+    /// stored in blocks) when the file keeps every layer's in blocks.
+    fn load(config: &LlamaConfig, w: &ParamLoader<'_>) -> Result<Option<Self>> {
+        let d = config.hidden_size;
+        let (h, hkv, dh) = (
+            config.num_attention_heads,
+            config.kv_heads(),
+            config.head_size(),
+        );
+        let f = config.intermediate_size;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let get =
+                |name: &str, d_in, d_out| w.quantized_linear(&format!("{p}.{name}"), d_in, d_out);
+            let (Some(q), Some(k), Some(v), Some(o), Some(gate), Some(up), Some(down)) = (
+                get("self_attn.q_proj.weight", d, h * dh)?,
+                get("self_attn.k_proj.weight", d, hkv * dh)?,
+                get("self_attn.v_proj.weight", d, hkv * dh)?,
+                get("self_attn.o_proj.weight", h * dh, d)?,
+                get("mlp.gate_proj.weight", d, f)?,
+                get("mlp.up_proj.weight", d, f)?,
+                get("mlp.down_proj.weight", f, d)?,
+            ) else {
+                return Ok(None);
+            };
+            layers.push(QuantizedLayer {
+                q,
+                k,
+                v,
+                o,
+                gate,
+                up,
+                down,
+            });
+        }
+        let head = if w.has("lm_head.weight") && !config.tie_word_embeddings {
+            "lm_head.weight"
+        } else {
+            "model.embed_tokens.weight"
+        };
+        let lm_head = w.quantized_linear(head, d, config.vocab_size)?;
+        Ok(Some(Self { layers, lm_head }))
+    }
+
+    /// Bytes a decode step reads from them.
+    pub fn size_bytes(&self) -> usize {
+        let layers: usize = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down])
+            .map(QuantizedMatrix::size_bytes)
+            .sum();
+        layers + self.lm_head.as_ref().map_or(0, QuantizedMatrix::size_bytes)
     }
 }
 
@@ -239,13 +334,14 @@ impl LlamaLayer {
         x: Tensor<3>,
         (h, hkv, dh): (usize, usize, usize),
         rope: &impl Fn(Tensor<4>) -> Tensor<4>,
+        stored: Option<&QuantizedLayer>,
     ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         let [b, t, _] = x.dims();
         let a = &self.self_attn;
         let hn = self.input_layernorm.forward(x);
-        let q = linear(hn.clone(), a.q_proj.val(), None);
-        let k = linear(hn.clone(), a.k_proj.val(), None);
-        let v = linear(hn, a.v_proj.val(), None);
+        let q = product(hn.clone(), &a.q_proj, stored.map(|s| &s.q));
+        let k = product(hn.clone(), &a.k_proj, stored.map(|s| &s.k));
+        let v = product(hn, &a.v_proj, stored.map(|s| &s.v));
         (
             rope(q.reshape([b, t, h, dh]).swap_dims(1, 2)),
             rope(k.reshape([b, t, hkv, dh]).swap_dims(1, 2)),
@@ -255,9 +351,15 @@ impl LlamaLayer {
 
     /// The rest of the layer after attention: output projection and the
     /// MLP, each added to the residual stream `x`.
-    fn complete(&self, x: Tensor<3>, attn: Tensor<3>) -> Tensor<3> {
-        let x = x + linear(attn, self.self_attn.o_proj.val(), None);
-        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+    fn complete(
+        &self,
+        x: Tensor<3>,
+        attn: Tensor<3>,
+        stored: Option<&QuantizedLayer>,
+    ) -> Tensor<3> {
+        let x = x + product(attn, &self.self_attn.o_proj, stored.map(|s| &s.o));
+        let normed = self.post_attention_layernorm.forward(x.clone());
+        x + self.mlp.forward_with(normed, stored)
     }
 }
 
@@ -276,6 +378,12 @@ pub struct Llama {
     config: LlamaConfig,
     #[module(skip)]
     inv_freq: Vec<f32>,
+    /// The projections as the GGUF file keeps them, where it does.
+    #[module(skip)]
+    quantized: Option<Arc<QuantizedWeights>>,
+    /// Whether decode steps use [`Self::quantized`].
+    #[module(skip)]
+    quantized_decode: bool,
 }
 
 impl Llama {
@@ -335,6 +443,7 @@ impl Llama {
         let inv_freq = (0..dh / 2)
             .map(|i| 1.0 / config.theta().powf(2.0 * i as f64 / dh as f64) as f32)
             .collect();
+        let quantized = QuantizedWeights::load(&config, w)?.map(Arc::new);
         Ok(Self {
             embed_tokens,
             layers,
@@ -342,7 +451,29 @@ impl Llama {
             lm_head,
             config,
             inv_freq,
+            quantized_decode: quantized.is_some(),
+            quantized,
         })
+    }
+
+    /// The projections as the GGUF file keeps them, when it keeps every
+    /// layer's in blocks (Q8_0, Q4_0, Q4_1).
+    pub fn quantized(&self) -> Option<&QuantizedWeights> {
+        self.quantized.as_deref()
+    }
+
+    /// Whether products of a few rows (decode steps) read the quantized
+    /// projections (the default where the file has them) or the f32 ones.
+    pub fn set_quantized_decode(&mut self, on: bool) {
+        self.quantized_decode = on && self.quantized.is_some();
+    }
+
+    /// Layer `i`'s quantized projections, when decode steps use them.
+    fn stored(&self, i: usize) -> Option<&QuantizedLayer> {
+        self.quantized
+            .as_deref()
+            .filter(|_| self.quantized_decode)
+            .map(|q| &q.layers[i])
     }
 
     /// The configuration.
@@ -413,13 +544,14 @@ impl Llama {
         let rope = |x: Tensor<4>| rotate(x, &cos, &sin);
         let mut x = embedding(self.embed_tokens.val(), ids);
         for (i, layer) in self.layers.iter().enumerate().take(n_layers) {
-            let (q, k, v) = layer.project(x.clone(), (h, hkv, dh), &rope);
+            let stored = self.stored(i);
+            let (q, k, v) = layer.project(x.clone(), (h, hkv, dh), &rope, stored);
             let (k, v) = match cache.as_deref_mut() {
                 Some(c) => c.append(i, k, v),
                 None => (k, v),
             };
             let attn = attend(q, k, v, prefix.map(|p| &p.layers[i]), &ctx.mask);
-            x = layer.complete(x, attn);
+            x = layer.complete(x, attn, stored);
         }
         x
     }
@@ -471,21 +603,22 @@ impl Llama {
         let mut layers = Vec::with_capacity(n_layers);
         let mut x = embeds;
         for (i, layer) in self.layers.iter().enumerate() {
-            let (q, k, v) = layer.project(x.clone(), (h, hkv, dh), &rope);
+            let (q, k, v) = layer.project(x.clone(), (h, hkv, dh), &rope, None);
             layers.push((k.clone(), v.clone()));
             if i + 1 == n_layers {
                 // The last layer's output feeds nothing the prefix needs.
                 break;
             }
             let attn = attend(q, k, v, None, &mask);
-            x = layer.complete(x, attn);
+            x = layer.complete(x, attn, None);
         }
         PrefixKv { layers }
     }
 
     /// Projects hidden states to vocabulary logits.
     pub(crate) fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        linear(hidden, self.lm_head.val(), None)
+        let head = self.quantized.as_deref().filter(|_| self.quantized_decode);
+        product(hidden, &self.lm_head, head.and_then(|q| q.lm_head.as_ref()))
     }
 
     /// Number of attention (query) heads.

@@ -13,6 +13,7 @@ use crate::gguf::GgufFile;
 use crate::gpt2::{Gpt2, Gpt2Config};
 use crate::llama::{Llama, LlamaConfig};
 use crate::model::{BaseLm, LoadedLm};
+use crate::quantized::QuantizedMatrix;
 use crate::tokenizer::{chat_template_of, tokenizer_config_beside, TextTokenizer};
 use crate::weights::{ParamLoader, SafetensorsSource, WeightSource};
 
@@ -51,23 +52,49 @@ impl GgufLlamaNames<'_> {
         };
         Some(format!("blk.{layer}.{mapped}"))
     }
+
+    /// The GGUF name of `name`, and the heads whose rows llama.cpp permuted
+    /// (queries and keys).
+    fn mapped(&self, name: &str) -> Result<(String, Option<usize>)> {
+        let gguf_name = Self::to_gguf(name).ok_or_else(|| LmError::MissingTensor {
+            path: self.gguf.path().to_path_buf(),
+            name: name.to_string(),
+        })?;
+        let heads = if name.ends_with("q_proj.weight") {
+            Some(self.n_heads)
+        } else if name.ends_with("k_proj.weight") {
+            Some(self.n_kv_heads)
+        } else {
+            None
+        };
+        Ok((gguf_name, heads))
+    }
+}
+
+/// The row order that undoes llama.cpp's rotary permutation of
+/// `[n_heads * head_dim, cols]` rows: row `i` of the Hugging Face layout is
+/// row `order[i]` of the file.
+fn unpermuted_order(n_heads: usize, rows: usize) -> Vec<usize> {
+    let hd = rows / n_heads;
+    let half = hd / 2;
+    let mut order = vec![0; rows];
+    for h in 0..n_heads {
+        for j in 0..2 {
+            for i in 0..half {
+                order[h * hd + j * half + i] = h * hd + 2 * i + j;
+            }
+        }
+    }
+    order
 }
 
 /// Undoes llama.cpp's rotary permutation of `[n_heads * head_dim, cols]` rows.
 fn unpermute_rows(data: &[f32], n_heads: usize, rows: usize, cols: usize) -> Vec<f32> {
-    let hd = rows / n_heads;
-    let half = hd / 2;
-    let mut out = vec![0f32; data.len()];
-    for h in 0..n_heads {
-        for j in 0..2 {
-            for i in 0..half {
-                let hf = h * hd + j * half + i;
-                let gg = h * hd + 2 * i + j;
-                out[hf * cols..(hf + 1) * cols].copy_from_slice(&data[gg * cols..(gg + 1) * cols]);
-            }
-        }
-    }
-    out
+    unpermuted_order(n_heads, rows)
+        .iter()
+        .flat_map(|&src| &data[src * cols..(src + 1) * cols])
+        .copied()
+        .collect()
 }
 
 impl WeightSource for GgufLlamaNames<'_> {
@@ -78,18 +105,8 @@ impl WeightSource for GgufLlamaNames<'_> {
         Self::to_gguf(name).and_then(|n| WeightSource::shape(self.gguf, &n))
     }
     fn load(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-        let gguf_name = Self::to_gguf(name).ok_or_else(|| LmError::MissingTensor {
-            path: self.gguf.path().to_path_buf(),
-            name: name.to_string(),
-        })?;
+        let (gguf_name, heads) = self.mapped(name)?;
         let (shape, data) = self.gguf.dequantize(&gguf_name)?;
-        let heads = if name.ends_with("q_proj.weight") {
-            Some(self.n_heads)
-        } else if name.ends_with("k_proj.weight") {
-            Some(self.n_kv_heads)
-        } else {
-            None
-        };
         match (heads, shape.as_slice()) {
             (Some(n), &[rows, cols]) if rows % (2 * n) == 0 => {
                 Ok((shape.clone(), unpermute_rows(&data, n, rows, cols)))
@@ -105,6 +122,18 @@ impl WeightSource for GgufLlamaNames<'_> {
     }
     fn names(&self) -> Vec<String> {
         self.gguf.names()
+    }
+    fn quantized(&self, name: &str) -> Result<Option<QuantizedMatrix>> {
+        let (gguf_name, heads) = self.mapped(name)?;
+        let Some(q) = self.gguf.quantized(&gguf_name)? else {
+            return Ok(None);
+        };
+        Ok(Some(match heads {
+            // `load` has refused a shape the heads do not divide.
+            Some(n) if q.dims()[0].is_multiple_of(2 * n) => q.with_rows(&unpermuted_order(n, q.dims()[0])),
+            Some(_) => return Ok(None),
+            None => q,
+        }))
     }
 }
 

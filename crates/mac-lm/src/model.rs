@@ -72,6 +72,15 @@ impl BaseLm {
         }
     }
 
+    /// Whether decode steps read the weights as the GGUF file keeps them
+    /// (the default where it keeps them in blocks) or dequantised to f32;
+    /// a model from any other file always reads f32.
+    pub fn set_quantized_decode(&mut self, on: bool) {
+        if let BaseLm::Llama(m) = self {
+            m.set_quantized_decode(on);
+        }
+    }
+
     /// Longest sequence (prompt + generation) the model supports.
     pub fn max_positions(&self) -> usize {
         match self {

@@ -11,6 +11,7 @@ use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{LmError, Result};
+use crate::quantized::QuantizedMatrix;
 
 /// A named collection of checkpoint tensors, dequantised to f32 on request.
 pub trait WeightSource {
@@ -22,6 +23,12 @@ pub trait WeightSource {
     fn load(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)>;
     /// All tensor names.
     fn names(&self) -> Vec<String>;
+    /// A 2-D tensor as the file keeps it in blocks, where it does
+    /// (rows in the order [`WeightSource::load`] gives them).
+    fn quantized(&self, name: &str) -> Result<Option<QuantizedMatrix>> {
+        let _ = name;
+        Ok(None)
+    }
 
     /// Loads a tensor and checks it has the expected shape.
     fn load_checked(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
@@ -86,6 +93,28 @@ impl<'a> ParamLoader<'a> {
     pub fn linear_weight(&self, name: &str, d_in: usize, d_out: usize) -> Result<Param<Tensor<2>>> {
         let data = self.source.load_checked(name, &[d_out, d_in])?;
         Ok(frozen(transpose(data, d_out, d_in, &self.device)))
+    }
+
+    /// A Linear weight `[out, in]` as the file keeps it in blocks, where it
+    /// does, its shape checked.
+    pub fn quantized_linear(
+        &self,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+    ) -> Result<Option<QuantizedMatrix>> {
+        let Some(q) = self.source.quantized(name)? else {
+            return Ok(None);
+        };
+        if q.dims() != [d_out, d_in] {
+            return Err(LmError::ShapeMismatch {
+                path: self.source.path().to_path_buf(),
+                name: name.to_string(),
+                expected: vec![d_out, d_in],
+                found: q.dims().to_vec(),
+            });
+        }
+        Ok(Some(q))
     }
 
     /// A Linear weight whose `[out, in]` rows are permuted by `row_map` first

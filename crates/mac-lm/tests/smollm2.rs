@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use common::*;
 use mac_lm::gguf::GgufFile;
-use mac_lm::{GenerateOptions, LoadedLm, TextTokenizer};
+use mac_lm::{BaseLm, GenerateOptions, KvCache, LoadedLm, TextTokenizer, TokenBatch};
 use serde_json::Value;
 
 fn reference() -> Value {
@@ -95,4 +95,62 @@ fn greedy_paris_and_perplexity_within_two_percent() {
     let rel = (ppl - reference).abs() / reference;
     eprintln!("perplexity: mac-lm {ppl:.4}, transformers {reference:.4}, rel diff {rel:.2e}");
     assert!(rel < 0.02, "perplexity {ppl} vs transformers {reference}");
+}
+
+/// The paragraph's logits decoded one token at a time after its first
+/// eight, `[steps, V]` flattened.
+fn decoded_logits(lm: &LoadedLm, ids: &[u32], steps: usize) -> Vec<f32> {
+    let mut cache = KvCache::new();
+    let prompt = TokenBatch::single(ids[..8].to_vec()).unwrap();
+    lm.model
+        .forward_hidden(&prompt, None, Some(&mut cache))
+        .unwrap();
+    let mut out = Vec::new();
+    for &id in &ids[8..8 + steps] {
+        let step = TokenBatch::single(vec![id]).unwrap();
+        let h = lm
+            .model
+            .forward_hidden(&step, None, Some(&mut cache))
+            .unwrap();
+        out.extend(lm.model.logits(h).try_to_vec_as::<f32>().unwrap());
+    }
+    out
+}
+
+#[test]
+fn decode_on_the_files_quantized_weights_equals_the_f32_path() {
+    let Some(path) = smollm_path() else { return };
+    let mut lm = LoadedLm::load(&path, &device()).unwrap();
+    let BaseLm::Llama(llama) = &lm.model else {
+        panic!("SmolLM2 is a Llama")
+    };
+    let stored = llama
+        .quantized()
+        .expect("the Q4_1 file's projections kept in blocks");
+    // Q4_1 layers and a Q8_0 head: far fewer bytes per token than f32's.
+    assert!(
+        stored.size_bytes() < 150 << 20,
+        "{} bytes",
+        stored.size_bytes()
+    );
+    let ids = lm
+        .tokenizer
+        .encode(reference()["paragraph"].as_str().unwrap())
+        .unwrap();
+    let steps = 12;
+    let quantized = decoded_logits(&lm, &ids, steps);
+    lm.model.set_quantized_decode(false);
+    let f32_path = decoded_logits(&lm, &ids, steps);
+    let vocab = quantized.len() / steps;
+    let mut worst = 0f32;
+    for (q, f) in quantized.chunks(vocab).zip(f32_path.chunks(vocab)) {
+        let argmax = |v: &[f32]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b]));
+        assert_eq!(argmax(q), argmax(f), "the next token differs");
+        for (a, b) in q.iter().zip(f) {
+            worst = worst.max((a - b).abs());
+        }
+    }
+    // The same weights, summed in another order: rounding, not a change.
+    eprintln!("largest logit difference, quantized vs f32 weights: {worst:.2e}");
+    assert!(worst < 2e-3, "logits differ by {worst}");
 }

@@ -4,6 +4,7 @@ use half::{bf16, f16};
 
 use super::{GgmlType, GgufFile};
 use crate::error::{LmError, Result};
+use crate::quantized::{BlockFormat, QuantizedMatrix, BLOCK};
 
 impl GgufFile {
     /// Dequantises one tensor to f32 (row-major, shape in `info.shape`).
@@ -29,27 +30,9 @@ impl GgufFile {
                 .chunks_exact(2)
                 .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
                 .collect(),
-            GgmlType::Q8_0 => dequant_blocks(bytes, 34, |b, out| {
-                let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
-                for (o, &q) in out.iter_mut().zip(&b[2..34]) {
-                    *o = (q as i8) as f32 * d;
-                }
-            }),
-            GgmlType::Q4_0 => dequant_blocks(bytes, 18, |b, out| {
-                let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
-                for (j, &q) in b[2..18].iter().enumerate() {
-                    out[j] = ((q & 0x0f) as i32 - 8) as f32 * d;
-                    out[j + 16] = ((q >> 4) as i32 - 8) as f32 * d;
-                }
-            }),
-            GgmlType::Q4_1 => dequant_blocks(bytes, 20, |b, out| {
-                let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
-                let m = f16::from_le_bytes([b[2], b[3]]).to_f32();
-                for (j, &q) in b[4..20].iter().enumerate() {
-                    out[j] = (q & 0x0f) as f32 * d + m;
-                    out[j + 16] = (q >> 4) as f32 * d + m;
-                }
-            }),
+            GgmlType::Q8_0 => dequant_blocks(bytes, BlockFormat::Q8_0),
+            GgmlType::Q4_0 => dequant_blocks(bytes, BlockFormat::Q4_0),
+            GgmlType::Q4_1 => dequant_blocks(bytes, BlockFormat::Q4_1),
             GgmlType::Other(_) => {
                 return Err(LmError::UnsupportedDType {
                     path: self.path.clone(),
@@ -62,14 +45,52 @@ impl GgufFile {
     }
 }
 
-fn dequant_blocks(bytes: &[u8], block_bytes: usize, f: impl Fn(&[u8], &mut [f32])) -> Vec<f32> {
+impl GgufFile {
+    /// A 2-D tensor kept in its blocks (Q8_0, Q4_0, Q4_1), rows as in
+    /// [`GgufFile::dequantize`]; `None` for any other type or rank.
+    pub fn quantized(&self, name: &str) -> Result<Option<QuantizedMatrix>> {
+        let info = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| LmError::MissingTensor {
+                path: self.path.clone(),
+                name: name.to_string(),
+            })?;
+        let format = match info.dtype {
+            GgmlType::Q8_0 => BlockFormat::Q8_0,
+            GgmlType::Q4_0 => BlockFormat::Q4_0,
+            GgmlType::Q4_1 => BlockFormat::Q4_1,
+            _ => return Ok(None),
+        };
+        let &[rows, cols] = info.shape.as_slice() else {
+            return Ok(None);
+        };
+        let bytes = &self.mmap[info.offset..info.offset + info.byte_len];
+        QuantizedMatrix::from_blocks(format, rows, cols, bytes)
+            .map(Some)
+            .ok_or_else(|| {
+                LmError::malformed(
+                    &self.path,
+                    "GGUF",
+                    format!(
+                        "tensor `{name}` [{rows}, {cols}]: rows are not whole {format:?} blocks"
+                    ),
+                )
+            })
+    }
+}
+
+fn dequant_blocks(bytes: &[u8], format: BlockFormat) -> Vec<f32> {
+    let block_bytes = format.block_bytes();
     let n_blocks = bytes.len() / block_bytes;
-    let mut out = vec![0f32; n_blocks * 32];
+    let mut out = vec![0f32; n_blocks * BLOCK];
+    let mut w = [0f32; BLOCK];
     for (b, o) in bytes
         .chunks_exact(block_bytes)
-        .zip(out.chunks_exact_mut(32))
+        .zip(out.chunks_exact_mut(BLOCK))
     {
-        f(b, o);
+        format.dequantize_block(b, &mut w);
+        o.copy_from_slice(&w);
     }
     out
 }

@@ -1,0 +1,557 @@
+//! Weights kept as a GGUF file stores them — blocks of 32 values with a
+//! scale (Q8_0, Q4_0) or a scale and a minimum (Q4_1) — and the product of
+//! a few rows of activations with them, as llama.cpp's CPU kernels compute
+//! a decode step: each block is dequantised once, in registers, and used
+//! by every row. A decode step reads each weight once; kept as blocks of
+//! four or eight bits it reads a sixth to a quarter of the bytes of f32.
+//!
+//! Activations stay in f32, and each weight dequantises to exactly the
+//! value [`crate::gguf::GgufFile::dequantize`] gives (the same formula, no
+//! fused multiply–add), so a product differs from the f32 path's only in
+//! the order of its sums. The scales are widened to f32 once, when the
+//! matrix is built.
+
+use burn::tensor::{DType, Tensor, TensorData};
+use half::f16;
+use rayon::prelude::*;
+
+/// Values in a block, in every block format.
+pub const BLOCK: usize = 32;
+
+/// Rows of activations multiplied together, each block decoded once for
+/// them all; more rows are taken this many at a time.
+const ROW_GROUP: usize = 8;
+
+/// Products of at most this many rows of activations (a decode step's
+/// batch) take the quantized weights; longer ones (a prompt's prefill) the
+/// f32 weights, whose BLAS product wins once enough rows share each weight.
+pub const MAX_ROWS: usize = 1;
+
+/// Fewest output rows a task of the thread pool computes.
+const MIN_ROWS_PER_TASK: usize = 64;
+
+/// How a GGUF block stores its 32 values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockFormat {
+    /// An f16 scale and 32 signed bytes: `q · d`.
+    Q8_0,
+    /// An f16 scale and 32 four-bit values: `(q − 8) · d`.
+    Q4_0,
+    /// An f16 scale, an f16 minimum and 32 four-bit values: `q · d + m`.
+    Q4_1,
+}
+
+impl BlockFormat {
+    /// Bytes of one block in the file.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            BlockFormat::Q8_0 => 34,
+            BlockFormat::Q4_0 => 18,
+            BlockFormat::Q4_1 => 20,
+        }
+    }
+
+    /// Bytes of one block's values (without its scale and minimum).
+    fn quant_bytes(self) -> usize {
+        match self {
+            BlockFormat::Q8_0 => 32,
+            BlockFormat::Q4_0 | BlockFormat::Q4_1 => 16,
+        }
+    }
+
+    /// Dequantises one block as stored in the file.
+    pub fn dequantize_block(self, block: &[u8], out: &mut [f32; BLOCK]) {
+        let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
+        match self {
+            BlockFormat::Q8_0 => decode_q8_0(&block[2..34], d, out),
+            BlockFormat::Q4_0 => decode_q4_0(&block[2..18], d, out),
+            BlockFormat::Q4_1 => {
+                let m = f16::from_le_bytes([block[2], block[3]]).to_f32();
+                decode_q4_1(&block[4..20], d, m, out)
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn decode_q8_0(q: &[u8], d: f32, out: &mut [f32; BLOCK]) {
+    for (o, &q) in out.iter_mut().zip(&q[..BLOCK]) {
+        *o = (q as i8) as f32 * d;
+    }
+}
+
+#[inline(always)]
+fn decode_q4_0(q: &[u8], d: f32, out: &mut [f32; BLOCK]) {
+    let (lo, hi) = nibbles(q);
+    for j in 0..16 {
+        out[j] = (lo[j] as i32 - 8) as f32 * d;
+        out[j + 16] = (hi[j] as i32 - 8) as f32 * d;
+    }
+}
+
+#[inline(always)]
+fn decode_q4_1(q: &[u8], d: f32, m: f32, out: &mut [f32; BLOCK]) {
+    let (lo, hi) = nibbles(q);
+    for j in 0..16 {
+        out[j] = lo[j] as f32 * d + m;
+        out[j + 16] = hi[j] as f32 * d + m;
+    }
+}
+
+/// A block's 32 four-bit values: the low nibbles (values 0..16), then the high.
+#[inline(always)]
+fn nibbles(q: &[u8]) -> ([u8; 16], [u8; 16]) {
+    let q: &[u8; 16] = q[..16].try_into().expect("16 bytes");
+    let (mut lo, mut hi) = ([0u8; 16], [0u8; 16]);
+    for j in 0..16 {
+        lo[j] = q[j] & 0x0f;
+        hi[j] = q[j] >> 4;
+    }
+    (lo, hi)
+}
+
+/// A matrix `[rows, cols]` (PyTorch's `[out, in]`) kept in blocks along
+/// each row: the blocks' values, and their scales (and minimums) as f32.
+#[derive(Clone, Debug)]
+pub struct QuantizedMatrix {
+    format: BlockFormat,
+    rows: usize,
+    cols: usize,
+    quants: Vec<u8>,
+    scales: Vec<f32>,
+    mins: Vec<f32>,
+}
+
+impl QuantizedMatrix {
+    /// The matrix whose rows are `blocks` as the file stores them; `None`
+    /// when `cols` is not a whole number of blocks or the bytes do not hold
+    /// `rows` rows of them.
+    pub fn from_blocks(
+        format: BlockFormat,
+        rows: usize,
+        cols: usize,
+        blocks: &[u8],
+    ) -> Option<Self> {
+        let per_row = cols / BLOCK;
+        let n = rows.checked_mul(per_row)?;
+        if !cols.is_multiple_of(BLOCK) || blocks.len() != n.checked_mul(format.block_bytes())? {
+            return None;
+        }
+        let mut quants = Vec::with_capacity(n * format.quant_bytes());
+        let mut scales = Vec::with_capacity(n);
+        let mut mins = Vec::new();
+        for b in blocks.chunks_exact(format.block_bytes()) {
+            scales.push(f16::from_le_bytes([b[0], b[1]]).to_f32());
+            let values = match format {
+                BlockFormat::Q4_1 => {
+                    mins.push(f16::from_le_bytes([b[2], b[3]]).to_f32());
+                    &b[4..]
+                }
+                _ => &b[2..],
+            };
+            quants.extend_from_slice(values);
+        }
+        Some(Self {
+            format,
+            rows,
+            cols,
+            quants,
+            scales,
+            mins,
+        })
+    }
+
+    /// The block format.
+    pub fn format(&self) -> BlockFormat {
+        self.format
+    }
+
+    /// `[rows, cols]`.
+    pub fn dims(&self) -> [usize; 2] {
+        [self.rows, self.cols]
+    }
+
+    /// Bytes a product reads: values, scales and minimums.
+    pub fn size_bytes(&self) -> usize {
+        self.quants.len() + 4 * (self.scales.len() + self.mins.len())
+    }
+
+    /// The same matrix with its rows reordered: row `i` of the result is
+    /// row `order[i]` of this one.
+    ///
+    /// # Panics
+    /// When `order` is not as long as the rows or names a row past them.
+    pub fn with_rows(&self, order: &[usize]) -> Self {
+        assert_eq!(order.len(), self.rows, "a row order for every row");
+        let nb = self.cols / BLOCK;
+        let qb = nb * self.format.quant_bytes();
+        let pick = |v: &[f32]| -> Vec<f32> {
+            if v.is_empty() {
+                return Vec::new();
+            }
+            order
+                .iter()
+                .flat_map(|&r| &v[r * nb..(r + 1) * nb])
+                .copied()
+                .collect()
+        };
+        Self {
+            quants: order
+                .iter()
+                .flat_map(|&r| &self.quants[r * qb..(r + 1) * qb])
+                .copied()
+                .collect(),
+            scales: pick(&self.scales),
+            mins: pick(&self.mins),
+            ..*self
+        }
+    }
+
+    /// The whole matrix in f32, row-major `[rows, cols]`.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        let mut w = [0f32; BLOCK];
+        for (b, o) in out.chunks_exact_mut(BLOCK).enumerate() {
+            self.decode(b, &mut w);
+            o.copy_from_slice(&w);
+        }
+        out
+    }
+
+    #[inline(always)]
+    fn decode(&self, block: usize, w: &mut [f32; BLOCK]) {
+        let d = self.scales[block];
+        match self.format {
+            BlockFormat::Q8_0 => decode_q8_0(&self.quants[block * 32..], d, w),
+            BlockFormat::Q4_0 => decode_q4_0(&self.quants[block * 16..], d, w),
+            BlockFormat::Q4_1 => decode_q4_1(&self.quants[block * 16..], d, self.mins[block], w),
+        }
+    }
+
+    /// `x [m, cols]` (row-major) times this matrix transposed: `[m, rows]`,
+    /// the output rows spread over the thread pool.
+    ///
+    /// # Panics
+    /// When `x` does not hold `m` rows of `cols` values.
+    pub fn mul_rows(&self, x: &[f32], m: usize) -> Vec<f32> {
+        assert_eq!(x.len(), m * self.cols, "x holds m rows of cols values");
+        // Transposed while computed: each task owns whole output rows.
+        let mut out_t = vec![0f32; self.rows * m];
+        if m == 0 {
+            return out_t;
+        }
+        // One task per thread: a decode step's products are too short to
+        // share out finer.
+        let per_task = self
+            .rows
+            .div_ceil(rayon::current_num_threads())
+            .max(MIN_ROWS_PER_TASK);
+        out_t
+            .par_chunks_mut(per_task * m)
+            .enumerate()
+            .for_each(|(t, part)| products(self, x, m, t * per_task, part));
+        if m == 1 {
+            return out_t;
+        }
+        let mut out = vec![0f32; m * self.rows];
+        for (r, row) in out_t.chunks_exact(m).enumerate() {
+            for (i, &v) in row.iter().enumerate() {
+                out[i * self.rows + r] = v;
+            }
+        }
+        out
+    }
+}
+
+/// `x [.., cols] · aᵀ` → `[.., rows]` on the quantized weights, when `x`
+/// is at most [`MAX_ROWS`] rows of f32 on the CPU backend outside any
+/// gradient graph; `None` otherwise (the caller takes the f32 path).
+pub fn try_product<const D: usize>(x: &Tensor<D>, a: &QuantizedMatrix) -> Option<Tensor<D>> {
+    let mut dims = x.dims();
+    let rows: usize = dims[..D - 1].iter().product();
+    let serves = x.dtype() == DType::F32
+        && !x.is_tracked()
+        && rows <= MAX_ROWS
+        && dims[D - 1] == a.cols
+        && crate::linear::accelerated(&x.device());
+    if !serves {
+        return None;
+    }
+    let values = x.clone().into_data().try_into_vec::<f32>().ok()?;
+    dims[D - 1] = a.rows;
+    Some(Tensor::from_data(
+        TensorData::new(a.mul_rows(&values, rows), dims),
+        &x.device(),
+    ))
+}
+
+crate::simd::widest! {
+    /// Output rows `first..` of `x · selfᵀ` into `out [rows, m]`, in the
+    /// widest vectors the CPU has (the same values in every variant).
+    fn products(a: &QuantizedMatrix, x: &[f32], m: usize, first: usize, out: &mut [f32]) = products_body;
+}
+
+#[inline(always)]
+fn products_body(a: &QuantizedMatrix, x: &[f32], m: usize, first: usize, out: &mut [f32]) {
+    if m == 1 {
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::has_avx2_fma() {
+            for (r, o) in out.iter_mut().enumerate() {
+                // SAFETY: the CPU has AVX2.
+                *o = unsafe { avx2::row_dot(a, first + r, x) };
+            }
+            return;
+        }
+        for (r, o) in out.iter_mut().enumerate() {
+            *o = row_dot(a, first + r, x);
+        }
+        return;
+    }
+    let (k, nb) = (a.cols, a.cols / BLOCK);
+    let mut w = [0f32; BLOCK];
+    for (r, out_r) in out.chunks_exact_mut(m).enumerate() {
+        let row = first + r;
+        for g in (0..m).step_by(ROW_GROUP) {
+            let rows = ROW_GROUP.min(m - g);
+            let mut acc = [[0f32; BLOCK]; ROW_GROUP];
+            for b in 0..nb {
+                a.decode(row * nb + b, &mut w);
+                for (i, acc) in acc.iter_mut().enumerate().take(rows) {
+                    let xb = &x[(g + i) * k + b * BLOCK..][..BLOCK];
+                    for j in 0..BLOCK {
+                        acc[j] += w[j] * xb[j];
+                    }
+                }
+            }
+            for (o, acc) in out_r[g..g + rows].iter_mut().zip(&acc) {
+                *o = lanes_sum(acc);
+            }
+        }
+    }
+}
+
+/// One output row's product with one row of activations (a decode step).
+#[inline(always)]
+fn row_dot(a: &QuantizedMatrix, row: usize, x: &[f32]) -> f32 {
+    let nb = a.cols / BLOCK;
+    let mut acc = [0f32; BLOCK];
+    let mut w = [0f32; BLOCK];
+    for (b, xb) in x.chunks_exact(BLOCK).enumerate().take(nb) {
+        a.decode(row * nb + b, &mut w);
+        for j in 0..BLOCK {
+            acc[j] += w[j] * xb[j];
+        }
+    }
+    lanes_sum(&acc)
+}
+
+/// [`row_dot`] in AVX2 intrinsics: the same operations on the same lanes
+/// (a multiply, then an add; the lanes summed pairwise as
+/// [`lanes_sum`] does), so the same bits.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{BlockFormat, QuantizedMatrix, BLOCK};
+
+    /// Row `row` of `a` times `x`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; `x` must hold `a.cols` values.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn row_dot(a: &QuantizedMatrix, row: usize, x: &[f32]) -> f32 {
+        let nb = a.cols / BLOCK;
+        assert!(x.len() >= a.cols && (row + 1) * nb <= a.scales.len());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for b in 0..nb {
+            let block = row * nb + b;
+            let w = decode(a, block);
+            let xp = x.as_ptr().add(b * BLOCK);
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let xv = _mm256_loadu_ps(xp.add(8 * i));
+                *acc = _mm256_add_ps(*acc, _mm256_mul_ps(w[i], xv));
+            }
+        }
+        let half = [_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3])];
+        let eight = _mm256_add_ps(half[0], half[1]);
+        let four = _mm_add_ps(
+            _mm256_castps256_ps128(eight),
+            _mm256_extractf128_ps(eight, 1),
+        );
+        let two = _mm_add_ps(four, _mm_movehl_ps(four, four));
+        _mm_cvtss_f32(_mm_add_ss(two, _mm_shuffle_ps(two, two, 1)))
+    }
+
+    /// Block `block`'s 32 weights, lanes 0..8, 8..16, 16..24, 24..32.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn decode(a: &QuantizedMatrix, block: usize) -> [__m256; 4] {
+        let d = _mm256_set1_ps(a.scales[block]);
+        let to_f32 = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+        match a.format {
+            BlockFormat::Q8_0 => {
+                let q = a.quants.as_ptr().add(block * 32);
+                let lane = |i: usize| {
+                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                        q.add(8 * i) as *const __m128i
+                    )))
+                };
+                [0, 1, 2, 3].map(|i| _mm256_mul_ps(lane(i), d))
+            }
+            BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
+                let q = _mm_loadu_si128(a.quants.as_ptr().add(block * 16) as *const __m128i);
+                let mask = _mm_set1_epi8(0x0f);
+                let lo = _mm_and_si128(q, mask);
+                let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
+                let v = [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)];
+                if a.format == BlockFormat::Q4_0 {
+                    let eight = _mm256_set1_epi32(8);
+                    v.map(|v| {
+                        let q = _mm256_sub_epi32(_mm256_cvtepu8_epi32(v), eight);
+                        _mm256_mul_ps(_mm256_cvtepi32_ps(q), d)
+                    })
+                } else {
+                    let m = _mm256_set1_ps(a.mins[block]);
+                    v.map(|v| _mm256_add_ps(_mm256_mul_ps(to_f32(v), d), m))
+                }
+            }
+        }
+    }
+}
+
+/// The sum of a block's lanes, pairwise in a fixed order.
+#[inline(always)]
+fn lanes_sum(v: &[f32; BLOCK]) -> f32 {
+    let mut s = *v;
+    let mut n = BLOCK;
+    while n > 1 {
+        n /= 2;
+        for j in 0..n {
+            s[j] += s[j + n];
+        }
+    }
+    s[0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// Random blocks of `format`, with finite f16 scales.
+    fn random_blocks(format: BlockFormat, n: usize, rng: &mut ChaCha8Rng) -> Vec<u8> {
+        let mut out = Vec::with_capacity(n * format.block_bytes());
+        for _ in 0..n {
+            let d = f16::from_f32(rng.random_range(0.001..0.05)).to_le_bytes();
+            out.extend_from_slice(&d);
+            if format == BlockFormat::Q4_1 {
+                let m = f16::from_f32(rng.random_range(-0.2..0.0)).to_le_bytes();
+                out.extend_from_slice(&m);
+            }
+            for _ in 0..format.quant_bytes() {
+                out.push(rng.random());
+            }
+        }
+        out
+    }
+
+    /// `x [m, k] · w [n, k]ᵀ` in f64.
+    fn reference(w: &[f32], x: &[f32], m: usize, n: usize, k: usize) -> Vec<f64> {
+        let mut out = vec![0f64; m * n];
+        for i in 0..m {
+            for r in 0..n {
+                out[i * n + r] = (0..k)
+                    .map(|j| f64::from(x[i * k + j]) * f64::from(w[r * k + j]))
+                    .sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn dequantises_as_the_gguf_block_formula_says() {
+        // One Q4_1 block: d = 0.5, m = -1, values 0..16 then 15..0.
+        let mut block = Vec::new();
+        block.extend_from_slice(&f16::from_f32(0.5).to_le_bytes());
+        block.extend_from_slice(&f16::from_f32(-1.0).to_le_bytes());
+        block.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
+        let a = QuantizedMatrix::from_blocks(BlockFormat::Q4_1, 1, 32, &block).unwrap();
+        let w = a.dequantize();
+        assert_eq!(w[3], 3.0 * 0.5 - 1.0);
+        assert_eq!(w[16 + 3], 12.0 * 0.5 - 1.0);
+        // Q8_0 and Q4_0 read their values signed and offset by 8.
+        let mut q8 = f16::from_f32(0.25).to_le_bytes().to_vec();
+        q8.extend((0..32).map(|j| (j as i8 - 16) as u8));
+        let a = QuantizedMatrix::from_blocks(BlockFormat::Q8_0, 1, 32, &q8).unwrap();
+        assert_eq!(a.dequantize()[0], -4.0);
+        let mut q4 = f16::from_f32(2.0).to_le_bytes().to_vec();
+        q4.extend([0x0fu8; 16]);
+        let a = QuantizedMatrix::from_blocks(BlockFormat::Q4_0, 1, 32, &q4).unwrap();
+        assert_eq!((a.dequantize()[0], a.dequantize()[16]), (14.0, -16.0));
+    }
+
+    #[test]
+    fn products_equal_the_dequantised_matrix_product() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let (n, k) = (70, 96);
+        for format in [BlockFormat::Q8_0, BlockFormat::Q4_0, BlockFormat::Q4_1] {
+            let blocks = random_blocks(format, n * k / BLOCK, &mut rng);
+            let a = QuantizedMatrix::from_blocks(format, n, k, &blocks).unwrap();
+            let w = a.dequantize();
+            for m in [1, 3, 11] {
+                let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-2.0..2.0)).collect();
+                let ours = a.mul_rows(&x, m);
+                let want = reference(&w, &x, m, n, k);
+                for (o, r) in ours.iter().zip(&want) {
+                    assert!(
+                        (f64::from(*o) - r).abs() < 1e-5 * (1.0 + r.abs()),
+                        "{format:?} m={m}: {o} vs {r}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_cpu_variant_gives_the_same_bits() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let blocks = random_blocks(BlockFormat::Q4_1, 4 * 3, &mut rng);
+        let a = QuantizedMatrix::from_blocks(BlockFormat::Q4_1, 4, 96, &blocks).unwrap();
+        let x: Vec<f32> = (0..2 * 96).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let mut dispatched = vec![0f32; 4 * 2];
+        let mut baseline = vec![0f32; 4 * 2];
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        products(&a, &x, 2, 0, &mut dispatched);
+        products_body(&a, &x, 2, 0, &mut baseline);
+        assert_eq!(bits(&dispatched), bits(&baseline));
+        // One row of activations takes the AVX2 kernel where the CPU has it.
+        for format in [BlockFormat::Q8_0, BlockFormat::Q4_0, BlockFormat::Q4_1] {
+            let blocks = random_blocks(format, 4 * 3, &mut rng);
+            let a = QuantizedMatrix::from_blocks(format, 4, 96, &blocks).unwrap();
+            let mut dispatched = [0f32; 4];
+            products(&a, &x[..96], 1, 0, &mut dispatched);
+            let portable: Vec<f32> = (0..4).map(|r| row_dot(&a, r, &x[..96])).collect();
+            assert_eq!(bits(&dispatched), bits(&portable), "{format:?}");
+        }
+    }
+
+    #[test]
+    fn reordered_rows_carry_their_blocks() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let blocks = random_blocks(BlockFormat::Q4_1, 3 * 2, &mut rng);
+        let a = QuantizedMatrix::from_blocks(BlockFormat::Q4_1, 3, 64, &blocks).unwrap();
+        let b = a.with_rows(&[2, 0, 1]);
+        let (wa, wb) = (a.dequantize(), b.dequantize());
+        assert_eq!(wb[..64], wa[128..]);
+        assert_eq!(wb[64..128], wa[..64]);
+    }
+
+    #[test]
+    fn refuses_bytes_that_are_not_whole_rows_of_blocks() {
+        let blocks = vec![0u8; 20 * 3];
+        assert!(QuantizedMatrix::from_blocks(BlockFormat::Q4_1, 2, 64, &blocks).is_none());
+        assert!(QuantizedMatrix::from_blocks(BlockFormat::Q4_1, 3, 33, &blocks).is_none());
+        assert!(QuantizedMatrix::from_blocks(BlockFormat::Q4_1, 3, 32, &blocks).is_some());
+    }
+}
