@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use burn::tensor::{Distribution, Tensor};
 use mac_aggregation::AggregatorConfig;
-use mac_memory::{BankShape, MemoryBank, NewEntry};
+use mac_bank::{BankShape, MemoryBank, NewEntry};
 
 fn peak_mb() -> f64 {
     mac_eval::peak_rss_mb().unwrap_or(f64::NAN)

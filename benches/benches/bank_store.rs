@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use mac_memory::{BankShape, MemoryBank, NewEntry};
+use mac_bank::{BankShape, MemoryBank, NewEntry};
 use rusqlite::{params, Connection};
 
 const N_TOKENS: usize = 12;
@@ -96,7 +96,7 @@ fn ingest_sqlite(path: &Path, data: &Data, n: usize, batch: usize) -> f64 {
                 )
                 .unwrap();
             for t in chunk {
-                let hash = mac_memory::content_hash(t);
+                let hash = mac_bank::content_hash(t);
                 st.execute(params![&hash[..], 0i64, "bench", t, &m, &k])
                     .unwrap();
             }

@@ -60,6 +60,89 @@ pub(crate) fn torch_python() -> Result<PathBuf> {
     Ok(py)
 }
 
+/// The llama-cpp-python release the llama.cpp reference is built from.
+const LLAMA_CPP_PYTHON: &str = "llama-cpp-python==0.3.36";
+
+/// A Python with llama-cpp-python: `MAC_LLAMA_PYTHON`, else a venv under
+/// MAC_HOME built on first use (from source, for this CPU's vector
+/// extensions: about 10 minutes on 2 cores). A build for
+/// `-DGGML_NATIVE=ON` dies on CPUs that advertise AMX, so the extensions
+/// are named; a venv built for other extensions is rebuilt.
+fn llama_python() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("MAC_LLAMA_PYTHON") {
+        return Ok(PathBuf::from(p));
+    }
+    let venv = mac_assets::mac_home().join("llama-venv");
+    let py = venv.join("bin/python");
+    let flags = llama_cmake_args();
+    let stamp = venv.join("mac-cmake-args");
+    let imports = |py: &Path| {
+        Command::new(py)
+            .args(["-c", "import llama_cpp"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if imports(&py) && fs::read_to_string(&stamp).is_ok_and(|s| s == flags) {
+        return Ok(py);
+    }
+    println!(
+        "building {LLAMA_CPP_PYTHON} into {} for the llama.cpp reference ({flags}) ...",
+        venv.display()
+    );
+    let start = std::time::Instant::now();
+    if !Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()?
+        .success()
+    {
+        bail!("python3 -m venv {} failed", venv.display());
+    }
+    let st = Command::new(&py)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--force-reinstall",
+            "--no-cache-dir",
+        ])
+        .arg(LLAMA_CPP_PYTHON)
+        .env("CMAKE_ARGS", &flags)
+        .env("CMAKE_BUILD_PARALLEL_LEVEL", cores().to_string())
+        .status()?;
+    if !st.success() || !imports(&py) {
+        bail!("building {LLAMA_CPP_PYTHON} into {} failed", venv.display());
+    }
+    fs::write(&stamp, &flags)?;
+    println!("built in {:.0} s", start.elapsed().as_secs_f64());
+    Ok(py)
+}
+
+/// llama.cpp's CMake flags for this CPU's vector extensions.
+fn llama_cmake_args() -> String {
+    let info = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let has = |f: &str| info.split_whitespace().any(|w| w == f);
+    let mut args = vec!["-DGGML_NATIVE=OFF"];
+    for (flag, cmake) in [
+        ("avx", "-DGGML_AVX=ON"),
+        ("avx2", "-DGGML_AVX2=ON"),
+        ("fma", "-DGGML_FMA=ON"),
+        ("f16c", "-DGGML_F16C=ON"),
+        ("avx512f", "-DGGML_AVX512=ON"),
+        ("avx512_vnni", "-DGGML_AVX512_VNNI=ON"),
+    ] {
+        if has(flag) {
+            args.push(cmake);
+        }
+    }
+    args.join(" ")
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 pub(crate) fn criterion_median_s(group: &str, name: &str) -> Result<f64> {
     let target = target_dir();
     let path = target
@@ -109,15 +192,25 @@ pub(crate) fn torch_reference_with(
     args: &[PathBuf],
     flags: &[&str],
 ) -> Result<serde_json::Value> {
-    let py = torch_python()?;
-    let out = Command::new(&py)
+    reference_with(&torch_python()?, script, args, flags)
+}
+
+/// Runs a reference script (benches/reference/NAME) with the Python `py`
+/// and parses the JSON object on its last line.
+fn reference_with(
+    py: &Path,
+    script: &str,
+    args: &[PathBuf],
+    flags: &[&str],
+) -> Result<serde_json::Value> {
+    let out = Command::new(py)
         .arg(workspace_root().join("benches/reference").join(script))
         .args(args)
         .args(flags)
         .output()?;
     if !out.status.success() {
         bail!(
-            "PyTorch reference failed: {}",
+            "reference {script} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -307,48 +400,71 @@ pub(crate) fn cpu_model() -> String {
     format!("{name} ({simd}, {cores} cores)")
 }
 
-pub(crate) fn bench(which: &str, profile: bool) -> Result<()> {
+pub(crate) fn bench(which: &str, profile: bool, references: &[String]) -> Result<()> {
     if profile && which != "train" {
         bail!("--profile is for `bench train` only");
     }
     match which {
-        "mac" => return bench_mac(),
-        "train" if profile => return bench_train_profile(),
-        "train" => return bench_train(),
-        "lm" => {}
+        "mac" => bench_mac(),
+        "train" if profile => bench_train_profile(),
+        "train" => bench_train(),
+        "lm" => bench_lm(references),
         _ => bail!("unknown benchmark `{which}` (known: lm, mac, train)"),
     }
+}
+
+/// `bench lm`: prefill and decode against each reference named
+/// (`torch`: transformers on the GGUF dequantised to f32; `llama.cpp`:
+/// llama-cpp-python on the file as stored), with as many threads as
+/// cores on every side.
+fn bench_lm(references: &[String]) -> Result<()> {
     fetch(false)?;
     cargo_bench("lm")?;
-    let reference = torch_reference("lm_speed.py", &[mac_assets::default_lm_path()])?;
+    let lm = [mac_assets::default_lm_path()];
+    let threads = cores().to_string();
+    let mut sides: Vec<(String, serde_json::Value)> = Vec::new();
+    for r in references {
+        let flags = ["--threads", threads.as_str()];
+        let value = match r.as_str() {
+            "torch" => torch_reference_with("lm_speed.py", &lm, &flags)?,
+            "llama.cpp" => reference_with(&llama_python()?, "llama_cpp_speed.py", &lm, &flags)?,
+            other => bail!("unknown reference `{other}` (known: torch, llama.cpp)"),
+        };
+        sides.push((r.clone(), value));
+    }
+    let backend = std::env::var("MAC_DEVICE").unwrap_or_else(|_| "flex".into());
+    let mut header = format!("\n| benchmark | mac-rs ({backend}) |");
+    for (name, _) in &sides {
+        header += &format!(" {name} | mac/{name} time |");
+    }
+    println!("{header}\n|---|---|{}", "---|---|".repeat(sides.len()));
     let rows = [
         ("prefill_128", "prefill_128_s", 128.0),
         ("decode_1_after_128", "decode_1_after_128_s", 1.0),
+        (
+            "decode_1_after_128_f32_weights",
+            "decode_1_after_128_s",
+            1.0,
+        ),
     ];
     let mut report = serde_json::Map::new();
-    let backend = std::env::var("MAC_DEVICE").unwrap_or_else(|_| "flex".into());
-    println!(
-        "\n| benchmark | mac-rs ({backend}) | PyTorch {} | ratio (mac/torch time) |",
-        reference["torch"].as_str().unwrap_or("?")
-    );
-    println!("|---|---|---|---|");
+    let cell = |s: f64, tokens: f64| format!("{:.1} ms ({:.0} tok/s)", s * 1e3, tokens / s);
     for (name, key, tokens) in rows {
         let ours = criterion_median_s("smollm2_135m", name)?;
-        let theirs = reference[key].as_f64().context("reference JSON")?;
-        println!(
-            "| {name} | {:.1} ms ({:.0} tok/s) | {:.1} ms ({:.0} tok/s) | {:.2} |",
-            ours * 1e3,
-            tokens / ours,
-            theirs * 1e3,
-            tokens / theirs,
-            ours / theirs
-        );
-        report.insert(
-            name.into(),
-            serde_json::json!({"mac_s": ours, "torch_s": theirs, "ratio": ours / theirs, "tokens": tokens}),
-        );
+        let mut line = format!("| {name} | {} |", cell(ours, tokens));
+        let mut row = serde_json::json!({"mac_s": ours, "tokens": tokens});
+        for (side, value) in &sides {
+            let theirs = value[key].as_f64().context("reference JSON")?;
+            line += &format!(" {} | {:.2} |", cell(theirs, tokens), ours / theirs);
+            row[format!("{side}_s")] = theirs.into();
+        }
+        println!("{line}");
+        report.insert(name.into(), row);
     }
-    report.insert("torch".into(), reference);
+    for (side, value) in sides {
+        report.insert(side, value);
+    }
+    report.insert("cpu".into(), cpu_model().into());
     let path = target_dir().join("bench-lm.json");
     fs::write(&path, serde_json::to_string_pretty(&report)?)?;
     println!("written {}", path.display());

@@ -11,13 +11,7 @@ use anyhow::{bail, Context, Result};
 use crate::{cargo, workspace_root};
 
 /// The crates with a `tests/fuzz.rs`.
-const FUZZED: [&str; 5] = [
-    "mac-lm",
-    "mac-memory",
-    "mac-data",
-    "mac-model",
-    "mac-encoder",
-];
+const FUZZED: [&str; 5] = ["mac-lm", "mac-bank", "mac-data", "mac-model", "mac-encoder"];
 
 /// `cargo test --test fuzz -p CRATE...` in the workspace root.
 fn fuzz_tests() -> Command {

@@ -130,7 +130,7 @@ pub(crate) fn tiny_checkpoint(mac: &Path, dir: &Path) -> Result<PathBuf> {
 
 /// `mac bank verify` on `bank` (every record's checksum), then the bank
 /// opened read-only for the caller's checks.
-pub(crate) fn verified_bank(mac: &Path, bank: &Path) -> Result<mac_memory::MemoryBank> {
+pub(crate) fn verified_bank(mac: &Path, bank: &Path) -> Result<mac_bank::MemoryBank> {
     let verify = Command::new(mac)
         .args(["bank", "verify", "--json", "--bank"])
         .arg(bank)
@@ -140,7 +140,7 @@ pub(crate) fn verified_bank(mac: &Path, bank: &Path) -> Result<mac_memory::Memor
         "the bank does not verify: {}",
         String::from_utf8_lossy(&verify.stderr)
     );
-    Ok(mac_memory::MemoryBank::open_read_only(bank)?)
+    Ok(mac_bank::MemoryBank::open_read_only(bank)?)
 }
 
 pub(crate) fn serve_load(args: LoadArgs) -> Result<()> {

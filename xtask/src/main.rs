@@ -44,8 +44,9 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
-    /// Run a criterion benchmark and its PyTorch reference in the same run
-    /// and print the ratio (`lm`: prefill and decode of the base LM; `mac`:
+    /// Run a criterion benchmark and its references in the same run and
+    /// print the ratio (`lm`: prefill and decode of the base LM against
+    /// PyTorch and llama.cpp; `mac`:
     /// ingest, aggregation and its peak memory; `train`: a training step).
     Bench {
         /// Which benchmark: `lm`, `mac` or `train`.
@@ -54,6 +55,11 @@ enum Cmd {
         /// write the table to docs/train-step-profile.md.
         #[arg(long)]
         profile: bool,
+        /// `lm` only: the reference sides, comma-separated (`torch`:
+        /// transformers on the weights dequantised to f32; `llama.cpp`:
+        /// llama-cpp-python on the GGUF file as stored).
+        #[arg(long, value_delimiter = ',', default_value = "torch,llama.cpp")]
+        references: Vec<String>,
     },
     /// Meta-train a preset into a run directory (`mac train`).
     Train {
@@ -217,7 +223,11 @@ fn main() -> Result<()> {
     }
     match cli.cmd {
         Cmd::Fetch { force } => fetch::fetch(force),
-        Cmd::Bench { which, profile } => bench::bench(&which, profile),
+        Cmd::Bench {
+            which,
+            profile,
+            references,
+        } => bench::bench(&which, profile, &references),
         Cmd::Train { preset, out, args } => run::train(&preset, &out, &args),
         Cmd::Eval {
             checkpoint,

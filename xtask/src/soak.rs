@@ -43,7 +43,7 @@ fn round_text(round: usize, i: usize) -> String {
 }
 
 fn bank_len(bank: &Path) -> usize {
-    mac_memory::MemoryBank::open_read_only(bank).map_or(0, |b| b.len())
+    mac_bank::MemoryBank::open_read_only(bank).map_or(0, |b| b.len())
 }
 
 pub(crate) fn soak(seconds: u64, readers: usize, seed: Option<u64>) -> Result<()> {

@@ -198,7 +198,7 @@ fn perplexity(
 fn is_input_error(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.is::<InputError>()
-            || c.is::<mac_memory::BankError>()
+            || c.is::<mac_bank::BankError>()
             || c.is::<mac_data::DataError>()
             || matches!(
                 c.downcast_ref::<mac_model::ModelError>(),

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use mac_memory::{AppendOutcome, MemoryBank};
+use mac_bank::{AppendOutcome, MemoryBank};
 use mac_runtime::{load_memory, AskOptions, NewDocument};
 use serde::Serialize;
 
@@ -342,7 +342,7 @@ pub fn verify(bank_dir: &Path, json: bool) -> Result<()> {
 /// `mac bank repair`: every intact committed entry of a damaged bank copied
 /// into a new bank; what was left behind is listed.
 pub fn repair(bank_dir: &Path, out: &Path, json: bool) -> Result<()> {
-    let report = mac_memory::repair(bank_dir, out).map_err(|e| InputError(e.to_string()))?;
+    let report = mac_bank::repair(bank_dir, out).map_err(|e| InputError(e.to_string()))?;
     if json {
         let dropped: Vec<serde_json::Value> = report
             .dropped

@@ -680,7 +680,7 @@ fn sigkill_during_ingest_loses_no_acknowledged_document() {
     let verified: Value =
         serde_json::from_str(&ok(&mac(&["bank", "verify", "--bank", s(&bank), "--json"]))).unwrap();
     assert_eq!(verified["ok"], true);
-    let stored = mac_memory::MemoryBank::open_read_only(&bank).unwrap();
+    let stored = mac_bank::MemoryBank::open_read_only(&bank).unwrap();
     assert!(stored.len() >= acked.len());
     for (id, text) in &acked {
         assert_eq!(

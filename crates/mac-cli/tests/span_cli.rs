@@ -132,13 +132,13 @@ fn span_memory_ingests_and_answers_with_its_span() {
 
     // A bank of another shape: a clear error and the bad-input exit code.
     let other = dir.path().join("other");
-    let shape = mac_memory::BankShape {
+    let shape = mac_bank::BankShape {
         n_tokens: 2,
         d_mod: 3,
         key_dim: 0,
         rows_vary: false,
     };
-    drop(mac_memory::MemoryBank::create(&other, shape, "test").unwrap());
+    drop(mac_bank::MemoryBank::create(&other, shape, "test").unwrap());
     let out = mac()
         .args(["ask", "--bank"])
         .arg(&other)

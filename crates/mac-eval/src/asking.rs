@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use mac_memory::MemoryBank;
+use mac_bank::MemoryBank;
 use mac_runtime::{AskOptions, Memory, NewDocument, SourcedAnswer};
 use serde::{Deserialize, Serialize};
 

@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use anyhow::Result;
 use burn::tensor::Device;
+use mac_bank::MemoryBank;
 use mac_data::Dataset;
 use mac_finetune::{FinetuneConfig, FinetuneKind, OnlineFinetuner};
-use mac_memory::MemoryBank;
 use mac_model::prompt::question_prompt;
 use mac_retrieval::Bm25Index;
 use mac_runtime::Memory;

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use mac_bank::MemoryBank;
 use mac_data::Dataset;
 use mac_lm::LoadedLm;
-use mac_memory::MemoryBank;
 use mac_model::prompt::framed_prompt;
 use mac_retrieval::Bm25Index;
 use mac_runtime::Memory;
@@ -462,7 +462,7 @@ impl Run<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mac_memory::BankShape;
+    use mac_bank::BankShape;
 
     #[test]
     fn only_a_bank_an_evaluation_made_is_cleared() {

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
+use mac_bank::MemoryBank;
 use mac_data::{Dataset, Document};
-use mac_memory::MemoryBank;
 use mac_runtime::Memory;
 use serde::{Deserialize, Serialize};
 

@@ -130,7 +130,9 @@ impl WeightSource for GgufLlamaNames<'_> {
         };
         Ok(Some(match heads {
             // `load` has refused a shape the heads do not divide.
-            Some(n) if q.dims()[0].is_multiple_of(2 * n) => q.with_rows(&unpermuted_order(n, q.dims()[0])),
+            Some(n) if q.dims()[0].is_multiple_of(2 * n) => {
+                q.with_rows(&unpermuted_order(n, q.dims()[0]))
+            }
             Some(_) => return Ok(None),
             None => q,
         }))

@@ -13,7 +13,6 @@
 
 use burn::tensor::{DType, Tensor, TensorData};
 use half::f16;
-use rayon::prelude::*;
 
 /// Values in a block, in every block format.
 pub const BLOCK: usize = 32;
@@ -27,7 +26,7 @@ const ROW_GROUP: usize = 8;
 /// f32 weights, whose BLAS product wins once enough rows share each weight.
 pub const MAX_ROWS: usize = 1;
 
-/// Fewest output rows a task of the thread pool computes.
+/// Fewest output rows a thread computes.
 const MIN_ROWS_PER_TASK: usize = 64;
 
 /// How a GGUF block stores its 32 values.
@@ -240,16 +239,24 @@ impl QuantizedMatrix {
         if m == 0 {
             return out_t;
         }
-        // One task per thread: a decode step's products are too short to
-        // share out finer.
-        let per_task = self
+        // One part per thread, the first computed by the calling thread
+        // itself rather than sleeping while the pool does them all (a
+        // decode step makes some 200 products, each too short to share
+        // out finer).
+        let per_part = self
             .rows
             .div_ceil(rayon::current_num_threads())
             .max(MIN_ROWS_PER_TASK);
-        out_t
-            .par_chunks_mut(per_task * m)
-            .enumerate()
-            .for_each(|(t, part)| products(self, x, m, t * per_task, part));
+        let mut parts = out_t.chunks_mut(per_part * m).enumerate();
+        let first = parts.next();
+        rayon::in_place_scope(|scope| {
+            for (t, part) in parts {
+                scope.spawn(move |_| products(self, x, m, t * per_part, part));
+            }
+            if let Some((_, part)) = first {
+                products(self, x, m, 0, part);
+            }
+        });
         if m == 1 {
             return out_t;
         }

@@ -181,7 +181,7 @@ impl MacRuntime {
     }
 
     /// Documents → modulation rows, retrieval-key rows and truncation, ready
-    /// for a bank entry (`mac_memory::MemoryBank::append_batch`).
+    /// for a bank entry (`mac_bank::MemoryBank::append_batch`).
     pub fn amortize(&self, texts: &[&str]) -> Result<Amortized, ModelError> {
         let enc = self.encode_documents(texts)?;
         let keys = match &self.key_encoder {

@@ -2,8 +2,8 @@
 //! the bank's, each kept whole.
 
 use mac_aggregation::AggregationError;
+use mac_bank::{BankError, MemoryBank};
 use mac_lm::LmError;
-use mac_memory::{BankError, MemoryBank};
 use mac_model::ModelError;
 
 /// A memory failed: its model (bad input, a checkpoint, the LM) or its bank.

@@ -5,7 +5,7 @@
 //! an entry of a persistent memory bank; a question is answered by an
 //! aggregation that selects from the bank and hands the frozen LM what it
 //! selected. This crate puts the two memory designs of `mac-model` over a
-//! `mac-memory` bank, behind one interface the CLI, the server and the
+//! `mac-bank` bank, behind one interface the CLI, the server and the
 //! evaluation use:
 //!
 //! * [`Memory`]: ingest documents into bank entries; answer questions from

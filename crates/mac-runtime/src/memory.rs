@@ -8,8 +8,8 @@
 use std::path::Path;
 
 use burn::tensor::Device;
+use mac_bank::{BankShape, MemoryBank};
 use mac_lm::LoadedLm;
-use mac_memory::{BankShape, MemoryBank};
 use mac_model::prompt::ChatFrame;
 use mac_model::{AnswerGeneration, MacRuntime, SpanCheckpoint};
 

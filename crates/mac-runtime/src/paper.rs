@@ -6,8 +6,8 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use mac_aggregation::{ChunkedMemory, MemoryChunk};
+use mac_bank::{BankShape, MemoryBank, NewEntry};
 use mac_lm::LoadedLm;
-use mac_memory::{BankShape, MemoryBank, NewEntry};
 use mac_model::{AnswerGeneration, MacRuntime};
 
 use crate::service::{check_questions, most_attended};

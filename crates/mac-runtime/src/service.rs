@@ -2,7 +2,7 @@
 //! and what became of them; answers out with the documents and span they
 //! drew on; how a question reads a bank.
 
-use mac_memory::{AppendOutcome, MemoryBank};
+use mac_bank::{AppendOutcome, MemoryBank};
 use serde::Serialize;
 
 use mac_model::{AnswerGeneration, AnswerTimings, BankReading};

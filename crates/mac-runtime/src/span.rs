@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use burn::tensor::{Bool, Device, Tensor, TensorData, TensorReadError};
 use mac_aggregation::{push_chunk, SpanChoice, SpanSelector, StreamedSpanChoice};
+use mac_bank::{BankShape, MemoryBank, NewEntry};
 use mac_lm::LoadedLm;
-use mac_memory::{BankShape, MemoryBank, NewEntry};
 
 use mac_model::prompt::ChatFrame;
 use mac_model::{

@@ -4,7 +4,7 @@
 
 use burn::tensor::{Device, Distribution, Tensor};
 use mac_aggregation::{AggregatorConfig, InMemory, SimilarityPrior};
-use mac_memory::{BankShape, MemoryBank, NewEntry};
+use mac_bank::{BankShape, MemoryBank, NewEntry};
 use mac_model::ModelError;
 use mac_runtime::{BankMemory, RuntimeError};
 

@@ -49,7 +49,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
-use mac_memory::MemoryBank;
+use mac_bank::MemoryBank;
 use mac_runtime::{AskOptions, Memory, RuntimeError};
 
 pub use error::ApiError;

@@ -11,7 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use mac_memory::AppendOutcome;
+use mac_bank::AppendOutcome;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, RwLock};
 
-use mac_memory::{AppendOutcome, MemoryBank};
+use mac_bank::{AppendOutcome, MemoryBank};
 use mac_model::AnswerGeneration;
 use mac_runtime::{AskOptions, Ingested, Memory, NewDocument, SourcedAnswer};
 use tokio::sync::oneshot;

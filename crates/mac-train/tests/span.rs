@@ -252,14 +252,14 @@ fn span_training_learns_where_answers_lie() {
     }
     // A bank of the paper's path is not read as span memory's.
     let other = dir.path().join("other");
-    let shape = mac_memory::BankShape {
+    let shape = mac_bank::BankShape {
         n_tokens: 2,
         d_mod: 3,
         key_dim: 0,
         rows_vary: false,
     };
-    drop(mac_memory::MemoryBank::create(&other, shape, "test").unwrap());
-    let other = mac_memory::MemoryBank::open_read_only(&other).unwrap();
+    drop(mac_bank::MemoryBank::create(&other, shape, "test").unwrap());
+    let other = mac_bank::MemoryBank::open_read_only(&other).unwrap();
     let err = memory
         .ask(&other, &questions[..1], &opts)
         .unwrap_err()

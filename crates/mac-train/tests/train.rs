@@ -501,17 +501,17 @@ fn copy_mode_trains_resumes_and_answers_from_a_bank() {
     let am = rt.amortize(&docs).unwrap();
     assert!(am.modulations.iter().all(|m| m.len() == n * d));
     let bank_dir = dir.path().join("bank");
-    let shape = mac_memory::BankShape {
+    let shape = mac_bank::BankShape {
         n_tokens: n,
         d_mod: d,
         key_dim: rt.key_dim(),
         rows_vary: false,
     };
-    let mut bank = mac_memory::MemoryBank::create(&bank_dir, shape, "copy-mode test").unwrap();
-    let entries: Vec<mac_memory::NewEntry> = docs
+    let mut bank = mac_bank::MemoryBank::create(&bank_dir, shape, "copy-mode test").unwrap();
+    let entries: Vec<mac_bank::NewEntry> = docs
         .iter()
         .enumerate()
-        .map(|(i, text)| mac_memory::NewEntry {
+        .map(|(i, text)| mac_bank::NewEntry {
             source: "test",
             text,
             modulation: &am.modulations[i],

@@ -15,7 +15,7 @@ use crate::FORMAT_VERSION;
 
 pub(crate) const MANIFEST: &str = "MANIFEST";
 pub(crate) const MANIFEST_TMP: &str = "MANIFEST.tmp";
-pub(crate) const FORMAT_NAME: &str = "mac-memory-bank";
+pub(crate) const FORMAT_NAME: &str = "mac-bank-bank";
 /// Shape of every entry in a bank: a modulation of `n` tokens of width `d`,
 /// and a retrieval key of `key_dim` floats (none when 0). With `rows_vary`
 /// each entry holds its own number of rows, from 1 to `n_tokens` (one per

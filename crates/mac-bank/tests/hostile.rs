@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use mac_memory::{BankError, BankShape, MemoryBank, NewEntry};
+use mac_bank::{BankError, BankShape, MemoryBank, NewEntry};
 use serde_json::Value;
 
 const SHAPE: BankShape = BankShape {

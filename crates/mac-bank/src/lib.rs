@@ -1,4 +1,4 @@
-//! # mac-memory — MAC's memory bank, persisted
+//! # mac-bank — MAC's memory bank, persisted
 //!
 //! The memory bank of MAC (Tack et al., 2024, §3): the modulations
 //! `[n, d_mod]` of every document seen so far, plus the document itself, its
@@ -30,9 +30,9 @@
 //! existing entry.
 //!
 //! ```
-//! use mac_memory::{AppendOutcome, BankShape, MemoryBank, NewEntry};
+//! use mac_bank::{AppendOutcome, BankShape, MemoryBank, NewEntry};
 //!
-//! # fn main() -> mac_memory::Result<()> {
+//! # fn main() -> mac_bank::Result<()> {
 //! let dir = tempfile::tempdir().unwrap();
 //! let shape = BankShape { n_tokens: 2, d_mod: 3, key_dim: 0, rows_vary: false };
 //! let mut bank = MemoryBank::create(dir.path().join("bank"), shape, "example")?;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use mac_memory::{AppendOutcome, BankError, BankShape, MemoryBank, NewEntry};
+use mac_bank::{AppendOutcome, BankError, BankShape, MemoryBank, NewEntry};
 
 const SHAPE: BankShape = BankShape {
     n_tokens: 3,

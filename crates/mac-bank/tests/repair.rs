@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use mac_memory::{repair, BankShape, MemoryBank, NewEntry};
+use mac_bank::{repair, BankShape, MemoryBank, NewEntry};
 
 const SHAPE: BankShape = BankShape {
     n_tokens: 2,
@@ -122,7 +122,7 @@ fn a_lost_manifest_is_rebuilt_from_the_records() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("damaged");
     let starts = bank_of_twelve(&dir);
-    fs::write(dir.join("MANIFEST"), b"{\"format\": \"mac-memory-ba").unwrap();
+    fs::write(dir.join("MANIFEST"), b"{\"format\": \"mac-bank-ba").unwrap();
     edit_segment(&dir, |b| b[starts[0] + 60] ^= 1); // the first record too
     let out = root.path().join("repaired");
     let report = repair(&dir, &out).unwrap();

@@ -5,7 +5,7 @@
 
 use std::fs;
 
-use mac_memory::{repair, BankShape, MemoryBank, NewEntry};
+use mac_bank::{repair, BankShape, MemoryBank, NewEntry};
 
 const VARYING: BankShape = BankShape {
     n_tokens: 5,

@@ -10,8 +10,8 @@
 use std::fs;
 use std::path::Path;
 
+use mac_bank::{BankShape, MemoryBank, NewEntry};
 use mac_fuzz::{Campaign, Kind};
-use mac_memory::{BankShape, MemoryBank, NewEntry};
 
 #[global_allocator]
 static ALLOC: mac_fuzz::TrackingAllocator = mac_fuzz::TrackingAllocator;
@@ -55,7 +55,7 @@ fn seed_bank(dir: &Path, shape: BankShape) -> (Vec<u8>, Vec<u8>) {
 
 /// Reads everything a reader can, then opens the writer and appends.
 fn exercise(dir: &Path) -> Result<(), String> {
-    let e = |err: mac_memory::BankError| err.to_string();
+    let e = |err: mac_bank::BankError| err.to_string();
     let reader = MemoryBank::open_read_only(dir).map_err(e)?;
     for i in 0..reader.len() {
         reader.read(i).map_err(e)?;
