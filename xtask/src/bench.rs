@@ -18,40 +18,17 @@ pub(crate) fn torch_python() -> Result<PathBuf> {
     }
     let venv = mac_assets::mac_home().join("torch-venv");
     let py = venv.join("bin/python");
-    let ok = |py: &Path| {
-        Command::new(py)
-            .args(["-c", "import torch, transformers, gguf"])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    };
-    if py.exists() && ok(&py) {
+    let ok = |py: &Path| imports(py, "torch, transformers, gguf");
+    if ok(&py) {
         return Ok(py);
     }
     println!(
         "creating a PyTorch venv for the reference side in {} (once, a few GB) ...",
         venv.display()
     );
-    let st = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()?;
-    if !st.success() {
-        bail!("python3 -m venv failed");
-    }
-    let st = Command::new(&py)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "torch",
-            "transformers",
-            "gguf",
-            "accelerate",
-        ])
-        .status()?;
-    if !st.success() || !ok(&py) {
+    new_venv(&venv)?;
+    let installed = pip_install(&py, &["torch", "transformers", "gguf", "accelerate"], &[])?;
+    if !installed || !ok(&py) {
         bail!(
             "installing torch/transformers/gguf into {} failed",
             venv.display()
@@ -76,13 +53,7 @@ fn llama_python() -> Result<PathBuf> {
     let py = venv.join("bin/python");
     let flags = llama_cmake_args();
     let stamp = venv.join("mac-cmake-args");
-    let imports = |py: &Path| {
-        Command::new(py)
-            .args(["-c", "import llama_cpp"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if imports(&py) && fs::read_to_string(&stamp).is_ok_and(|s| s == flags) {
+    if imports(&py, "llama_cpp") && fs::read_to_string(&stamp).is_ok_and(|s| s == flags) {
         return Ok(py);
     }
     println!(
@@ -90,33 +61,53 @@ fn llama_python() -> Result<PathBuf> {
         venv.display()
     );
     let start = std::time::Instant::now();
-    if !Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()?
-        .success()
-    {
-        bail!("python3 -m venv {} failed", venv.display());
-    }
-    let st = Command::new(&py)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--force-reinstall",
-            "--no-cache-dir",
-        ])
-        .arg(LLAMA_CPP_PYTHON)
-        .env("CMAKE_ARGS", &flags)
-        .env("CMAKE_BUILD_PARALLEL_LEVEL", cores().to_string())
-        .status()?;
-    if !st.success() || !imports(&py) {
+    new_venv(&venv)?;
+    let parallel = cores().to_string();
+    let installed = pip_install(
+        &py,
+        &["--force-reinstall", "--no-cache-dir", LLAMA_CPP_PYTHON],
+        &[
+            ("CMAKE_ARGS", &flags),
+            ("CMAKE_BUILD_PARALLEL_LEVEL", &parallel),
+        ],
+    )?;
+    if !installed || !imports(&py, "llama_cpp") {
         bail!("building {LLAMA_CPP_PYTHON} into {} failed", venv.display());
     }
     fs::write(&stamp, &flags)?;
     println!("built in {:.0} s", start.elapsed().as_secs_f64());
     Ok(py)
+}
+
+/// Whether the Python `py` imports `modules` (comma-separated).
+fn imports(py: &Path, modules: &str) -> bool {
+    Command::new(py)
+        .args(["-c", &format!("import {modules}")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `pip install -q ARGS` with the Python `py`, in the environment `env`;
+/// whether it succeeded.
+fn pip_install(py: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<bool> {
+    let st = Command::new(py)
+        .args(["-m", "pip", "install", "-q"])
+        .args(args)
+        .envs(env.iter().copied())
+        .status()?;
+    Ok(st.success())
+}
+
+/// Creates (or reuses) the virtual environment `venv`.
+fn new_venv(venv: &Path) -> Result<()> {
+    let st = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(venv)
+        .status()?;
+    if !st.success() {
+        bail!("python3 -m venv {} failed", venv.display());
+    }
+    Ok(())
 }
 
 /// llama.cpp's CMake flags for this CPU's vector extensions.

@@ -88,6 +88,18 @@ impl LlamaConfig {
             .or(self.rope_theta)
             .unwrap_or(10_000.0)
     }
+    /// Widths of the projections: the model's `d`, the queries' `H·d_h`,
+    /// the keys' and values' `H_kv·d_h`, and SwiGLU's inner `f`.
+    fn widths(&self) -> (usize, usize, usize, usize) {
+        let dh = self.head_size();
+        (
+            self.hidden_size,
+            self.num_attention_heads * dh,
+            self.kv_heads() * dh,
+            self.intermediate_size,
+        )
+    }
+
     /// Size of one attention head.
     pub fn head_size(&self) -> usize {
         self.head_dim
@@ -259,23 +271,17 @@ impl QuantizedWeights {
     /// The projections of every layer (and the output head, where it is
     /// stored in blocks) when the file keeps every layer's in blocks.
     fn load(config: &LlamaConfig, w: &ParamLoader<'_>) -> Result<Option<Self>> {
-        let d = config.hidden_size;
-        let (h, hkv, dh) = (
-            config.num_attention_heads,
-            config.kv_heads(),
-            config.head_size(),
-        );
-        let f = config.intermediate_size;
+        let (d, dq, dkv, f) = config.widths();
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let get =
                 |name: &str, d_in, d_out| w.quantized_linear(&format!("{p}.{name}"), d_in, d_out);
             let (Some(q), Some(k), Some(v), Some(o), Some(gate), Some(up), Some(down)) = (
-                get("self_attn.q_proj.weight", d, h * dh)?,
-                get("self_attn.k_proj.weight", d, hkv * dh)?,
-                get("self_attn.v_proj.weight", d, hkv * dh)?,
-                get("self_attn.o_proj.weight", h * dh, d)?,
+                get("self_attn.q_proj.weight", d, dq)?,
+                get("self_attn.k_proj.weight", d, dkv)?,
+                get("self_attn.v_proj.weight", d, dkv)?,
+                get("self_attn.o_proj.weight", dq, d)?,
                 get("mlp.gate_proj.weight", d, f)?,
                 get("mlp.up_proj.weight", d, f)?,
                 get("mlp.down_proj.weight", f, d)?,
@@ -390,13 +396,7 @@ impl Llama {
     /// Builds the model from checkpoint tensors named as in Hugging Face.
     pub fn load(config: LlamaConfig, w: &ParamLoader<'_>) -> Result<Self> {
         config.validate(w.source().path())?;
-        let d = config.hidden_size;
-        let (h, hkv, dh) = (
-            config.num_attention_heads,
-            config.kv_heads(),
-            config.head_size(),
-        );
-        let f = config.intermediate_size;
+        let (d, q, kv, f) = config.widths();
         let norm = |name: &str| -> Result<RmsNorm> {
             Ok(RmsNorm {
                 weight: w.vector(name, d)?,
@@ -409,18 +409,10 @@ impl Llama {
             layers.push(LlamaLayer {
                 input_layernorm: norm(&format!("{p}.input_layernorm.weight"))?,
                 self_attn: LlamaAttention {
-                    q_proj: w.linear_weight(&format!("{p}.self_attn.q_proj.weight"), d, h * dh)?,
-                    k_proj: w.linear_weight(
-                        &format!("{p}.self_attn.k_proj.weight"),
-                        d,
-                        hkv * dh,
-                    )?,
-                    v_proj: w.linear_weight(
-                        &format!("{p}.self_attn.v_proj.weight"),
-                        d,
-                        hkv * dh,
-                    )?,
-                    o_proj: w.linear_weight(&format!("{p}.self_attn.o_proj.weight"), h * dh, d)?,
+                    q_proj: w.linear_weight(&format!("{p}.self_attn.q_proj.weight"), d, q)?,
+                    k_proj: w.linear_weight(&format!("{p}.self_attn.k_proj.weight"), d, kv)?,
+                    v_proj: w.linear_weight(&format!("{p}.self_attn.v_proj.weight"), d, kv)?,
+                    o_proj: w.linear_weight(&format!("{p}.self_attn.o_proj.weight"), q, d)?,
                 },
                 post_attention_layernorm: norm(&format!("{p}.post_attention_layernorm.weight"))?,
                 mlp: LlamaMlp {
@@ -440,6 +432,7 @@ impl Llama {
         } else {
             w.linear_weight("lm_head.weight", d, config.vocab_size)?
         };
+        let dh = config.head_size();
         let inv_freq = (0..dh / 2)
             .map(|i| 1.0 / config.theta().powf(2.0 * i as f64 / dh as f64) as f32)
             .collect();

@@ -7,15 +7,19 @@ use crate::error::{LmError, Result};
 use crate::quantized::{BlockFormat, QuantizedMatrix, BLOCK};
 
 impl GgufFile {
-    /// Dequantises one tensor to f32 (row-major, shape in `info.shape`).
-    pub fn dequantize(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-        let info = self
-            .tensors
+    /// Where tensor `name` lies and how it is stored.
+    fn tensor(&self, name: &str) -> Result<&super::GgufTensorInfo> {
+        self.tensors
             .get(name)
             .ok_or_else(|| LmError::MissingTensor {
                 path: self.path.clone(),
                 name: name.to_string(),
-            })?;
+            })
+    }
+
+    /// Dequantises one tensor to f32 (row-major, shape in `info.shape`).
+    pub fn dequantize(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        let info = self.tensor(name)?;
         let bytes = &self.mmap[info.offset..info.offset + info.byte_len];
         let values = match info.dtype {
             GgmlType::F32 => bytes
@@ -49,13 +53,7 @@ impl GgufFile {
     /// A 2-D tensor kept in its blocks (Q8_0, Q4_0, Q4_1), rows as in
     /// [`GgufFile::dequantize`]; `None` for any other type or rank.
     pub fn quantized(&self, name: &str) -> Result<Option<QuantizedMatrix>> {
-        let info = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| LmError::MissingTensor {
-                path: self.path.clone(),
-                name: name.to_string(),
-            })?;
+        let info = self.tensor(name)?;
         let format = match info.dtype {
             GgmlType::Q8_0 => BlockFormat::Q8_0,
             GgmlType::Q4_0 => BlockFormat::Q4_0,
