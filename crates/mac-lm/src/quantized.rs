@@ -24,7 +24,7 @@ const ROW_GROUP: usize = 8;
 /// Products of at most this many rows of activations (a decode step's
 /// batch) take the quantized weights; longer ones (a prompt's prefill) the
 /// f32 weights, whose BLAS product wins once enough rows share each weight.
-pub const MAX_ROWS: usize = 1;
+pub const MAX_ROWS: usize = 8;
 
 /// Fewest output rows a thread computes.
 const MIN_ROWS_PER_TASK: usize = 64;
@@ -292,23 +292,21 @@ pub fn try_product<const D: usize>(x: &Tensor<D>, a: &QuantizedMatrix) -> Option
     ))
 }
 
-crate::simd::widest! {
-    /// Output rows `first..` of `x · selfᵀ` into `out [rows, m]`, in the
-    /// widest vectors the CPU has (the same values in every variant).
-    fn products(a: &QuantizedMatrix, x: &[f32], m: usize, first: usize, out: &mut [f32]) = products_body;
+/// Output rows `first..` of `x · aᵀ` into `out [rows, m]`: in AVX2 where
+/// the CPU has it, else in portable loops (the same values either way).
+fn products(a: &QuantizedMatrix, x: &[f32], m: usize, first: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2_fma() {
+        // SAFETY: the CPU has AVX2.
+        unsafe { avx2::products(a, x, m, first, out) };
+        return;
+    }
+    products_portable(a, x, m, first, out)
 }
 
-#[inline(always)]
-fn products_body(a: &QuantizedMatrix, x: &[f32], m: usize, first: usize, out: &mut [f32]) {
+/// [`products`] in portable loops.
+fn products_portable(a: &QuantizedMatrix, x: &[f32], m: usize, first: usize, out: &mut [f32]) {
     if m == 1 {
-        #[cfg(target_arch = "x86_64")]
-        if crate::simd::has_avx2_fma() {
-            for (r, o) in out.iter_mut().enumerate() {
-                // SAFETY: the CPU has AVX2.
-                *o = unsafe { avx2::row_dot(a, first + r, x) };
-            }
-            return;
-        }
         for (r, o) in out.iter_mut().enumerate() {
             *o = row_dot(a, first + r, x);
         }
@@ -338,7 +336,6 @@ fn products_body(a: &QuantizedMatrix, x: &[f32], m: usize, first: usize, out: &m
 }
 
 /// One output row's product with one row of activations (a decode step).
-#[inline(always)]
 fn row_dot(a: &QuantizedMatrix, row: usize, x: &[f32]) -> f32 {
     let nb = a.cols / BLOCK;
     let mut acc = [0f32; BLOCK];
@@ -352,33 +349,69 @@ fn row_dot(a: &QuantizedMatrix, row: usize, x: &[f32]) -> f32 {
     lanes_sum(&acc)
 }
 
-/// [`row_dot`] in AVX2 intrinsics: the same operations on the same lanes
-/// (a multiply, then an add; the lanes summed pairwise as
-/// [`lanes_sum`] does), so the same bits.
+/// The products in AVX2 intrinsics: the same operations on the same lanes
+/// as the portable loops (a multiply, then an add; the lanes summed
+/// pairwise as [`lanes_sum`] does), so the same bits.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{BlockFormat, QuantizedMatrix, BLOCK};
 
-    /// Row `row` of `a` times `x`.
+    /// Output rows `first..` of `x [m, cols] · aᵀ` into `out [rows, m]`,
+    /// three rows of `x` at a time (their accumulators and a block's
+    /// weights fill the sixteen vector registers).
     ///
     /// # Safety
-    /// The CPU must have AVX2; `x` must hold `a.cols` values.
+    /// The CPU must have AVX2.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn row_dot(a: &QuantizedMatrix, row: usize, x: &[f32]) -> f32 {
-        let nb = a.cols / BLOCK;
-        assert!(x.len() >= a.cols && (row + 1) * nb <= a.scales.len());
-        let mut acc = [_mm256_setzero_ps(); 4];
-        for b in 0..nb {
-            let block = row * nb + b;
-            let w = decode(a, block);
-            let xp = x.as_ptr().add(b * BLOCK);
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let xv = _mm256_loadu_ps(xp.add(8 * i));
-                *acc = _mm256_add_ps(*acc, _mm256_mul_ps(w[i], xv));
+    pub(super) unsafe fn products(
+        a: &QuantizedMatrix,
+        x: &[f32],
+        m: usize,
+        first: usize,
+        out: &mut [f32],
+    ) {
+        assert!(
+            x.len() >= m * a.cols && (first + out.len() / m) * (a.cols / BLOCK) <= a.scales.len()
+        );
+        for (r, out_r) in out.chunks_exact_mut(m).enumerate() {
+            let mut g = 0;
+            while g < m {
+                let xg = &x[g * a.cols..];
+                match m - g {
+                    1 => out_r[g] = rows_dot::<1>(a, first + r, xg)[0],
+                    2 => out_r[g..g + 2].copy_from_slice(&rows_dot::<2>(a, first + r, xg)),
+                    _ => out_r[g..g + 3].copy_from_slice(&rows_dot::<3>(a, first + r, xg)),
+                }
+                g += 3;
             }
         }
+    }
+
+    /// Row `row` of `a` times `R` consecutive rows of `x`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn rows_dot<const R: usize>(a: &QuantizedMatrix, row: usize, x: &[f32]) -> [f32; R] {
+        let (k, nb) = (a.cols, a.cols / BLOCK);
+        let mut acc = [[_mm256_setzero_ps(); 4]; R];
+        for b in 0..nb {
+            let w = decode(a, row * nb + b);
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let xp = x.as_ptr().add(i * k + b * BLOCK);
+                for (l, acc) in acc.iter_mut().enumerate() {
+                    let xv = _mm256_loadu_ps(xp.add(8 * l));
+                    *acc = _mm256_add_ps(*acc, _mm256_mul_ps(w[l], xv));
+                }
+            }
+        }
+        acc.map(|acc| lanes_sum(acc))
+    }
+
+    /// The 32 lanes summed pairwise in [`super::lanes_sum`]'s order.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn lanes_sum(acc: [__m256; 4]) -> f32 {
         let half = [_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3])];
         let eight = _mm256_add_ps(half[0], half[1]);
         let four = _mm_add_ps(
@@ -523,23 +556,20 @@ mod tests {
     #[test]
     fn every_cpu_variant_gives_the_same_bits() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let blocks = random_blocks(BlockFormat::Q4_1, 4 * 3, &mut rng);
-        let a = QuantizedMatrix::from_blocks(BlockFormat::Q4_1, 4, 96, &blocks).unwrap();
-        let x: Vec<f32> = (0..2 * 96).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let mut dispatched = vec![0f32; 4 * 2];
-        let mut baseline = vec![0f32; 4 * 2];
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        products(&a, &x, 2, 0, &mut dispatched);
-        products_body(&a, &x, 2, 0, &mut baseline);
-        assert_eq!(bits(&dispatched), bits(&baseline));
-        // One row of activations takes the AVX2 kernel where the CPU has it.
+        // The AVX2 kernels where the CPU has them, for one row and for
+        // groups of rows with a remainder.
+        let x: Vec<f32> = (0..5 * 96).map(|_| rng.random_range(-1.0..1.0)).collect();
         for format in [BlockFormat::Q8_0, BlockFormat::Q4_0, BlockFormat::Q4_1] {
             let blocks = random_blocks(format, 4 * 3, &mut rng);
             let a = QuantizedMatrix::from_blocks(format, 4, 96, &blocks).unwrap();
-            let mut dispatched = [0f32; 4];
-            products(&a, &x[..96], 1, 0, &mut dispatched);
-            let portable: Vec<f32> = (0..4).map(|r| row_dot(&a, r, &x[..96])).collect();
-            assert_eq!(bits(&dispatched), bits(&portable), "{format:?}");
+            for m in [1, 2, 5] {
+                let mut dispatched = vec![0f32; 4 * m];
+                let mut portable = vec![0f32; 4 * m];
+                products(&a, &x[..m * 96], m, 0, &mut dispatched);
+                products_portable(&a, &x[..m * 96], m, 0, &mut portable);
+                assert_eq!(bits(&dispatched), bits(&portable), "{format:?}, {m} rows");
+            }
         }
     }
 

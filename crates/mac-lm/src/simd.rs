@@ -11,6 +11,7 @@
 /// `#[inline(always)]` function, so that it is compiled inside each
 /// variant) in the variant for the widest vector instructions the CPU
 /// supports, detected at run time.
+#[cfg(feature = "blas")]
 macro_rules! widest {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:path;) => {
         $(#[$meta])*
@@ -38,10 +39,11 @@ macro_rules! widest {
         }
     };
 }
+#[cfg(feature = "blas")]
 pub(crate) use widest;
 
 /// Whether the CPU has the AVX-512 subsets [`widest!`] compiles for.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", feature = "blas"))]
 #[inline]
 pub(crate) fn has_avx512() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
@@ -56,7 +58,7 @@ pub(crate) fn has_avx2_fma() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "blas"))]
 mod tests {
     #[inline(always)]
     fn scaled_sum(xs: &[f32], scale: f32) -> f32 {
