@@ -5,7 +5,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Tensor};
-use mac_lm::linear::{batched_matmul, linear, linear_layer};
+use mac_kernels::linear::{batched_matmul, linear, linear_layer};
 
 mod memory;
 mod selector;

@@ -31,7 +31,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Device, Tensor};
-use mac_lm::linear::linear;
+use mac_kernels::linear::linear;
 
 use crate::aggregate::doc_weights;
 use crate::Aggregation;

@@ -5,7 +5,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig};
 use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
-use mac_lm::linear::linear;
+use mac_kernels::linear::linear;
 use serde::{Deserialize, Serialize};
 
 use mac_lm::{BaseLm, KvLayout, PrefixKv};

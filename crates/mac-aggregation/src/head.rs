@@ -5,7 +5,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig};
 use burn::tensor::activation::{softmax, tanh};
 use burn::tensor::{Bool, Device, Tensor};
-use mac_lm::linear::{batched_matmul, linear};
+use mac_kernels::linear::{batched_matmul, linear};
 
 /// Configuration of a [`QueryTokenHead`].
 #[derive(Config, Debug)]

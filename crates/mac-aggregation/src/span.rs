@@ -21,7 +21,7 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
-use mac_lm::linear::linear;
+use mac_kernels::linear::linear;
 
 use crate::copy::uniform;
 

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use burn::module::Module;
 use burn::tensor::{Bool, Device, Int, Tensor};
-use mac_lm::weights::SafetensorsSource;
+use mac_kernels::weights::SafetensorsSource;
 use mac_lm::{LmError, Result};
 
 use crate::{Bert, BertConfig, EncoderTokenizer, T5Config, T5Encoder, Trainable};
@@ -89,7 +89,7 @@ impl EncoderFiles {
 
     /// The weights (mapped on the first call).
     pub fn weights(&self) -> Result<&SafetensorsSource> {
-        get_or_try_init(&self.weights, || SafetensorsSource::open(&self.dir))
+        get_or_try_init(&self.weights, || Ok(SafetensorsSource::open(&self.dir)?))
     }
 
     /// The tokenizer (read on the first call), cutting sequences to

@@ -8,12 +8,12 @@ use std::path::Path;
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
-use mac_lm::activation::gelu;
+use mac_kernels::activation::gelu;
 use serde::{Deserialize, Serialize};
 
-use mac_lm::attention::masked_attention;
-use mac_lm::linear::linear_layer;
-use mac_lm::weights::WeightSource;
+use mac_kernels::attention::masked_attention;
+use mac_kernels::linear::linear_layer;
+use mac_kernels::weights::WeightSource;
 use mac_lm::{LmError, Result};
 
 use crate::Trainable;

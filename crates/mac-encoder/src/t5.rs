@@ -14,8 +14,8 @@ use burn::tensor::module::linear;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use mac_lm::linear::batched_matmul;
-use mac_lm::weights::WeightSource;
+use mac_kernels::linear::batched_matmul;
+use mac_kernels::weights::WeightSource;
 use mac_lm::{LmError, Result};
 
 use crate::Trainable;

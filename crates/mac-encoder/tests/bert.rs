@@ -6,7 +6,7 @@ mod common;
 
 use common::{bool2, device, fixtures, int2};
 use mac_encoder::{Bert, EncoderTokenizer, Trainable};
-use mac_lm::weights::{SafetensorsSource, WeightSource};
+use mac_kernels::weights::{SafetensorsSource, WeightSource};
 
 #[test]
 fn tiny_bert_matches_transformers_and_ignores_padding() {

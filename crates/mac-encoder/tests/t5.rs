@@ -7,7 +7,7 @@ mod common;
 
 use common::{bool2, device, fixtures, int2};
 use mac_encoder::{EncoderBackbone, T5Encoder, Trainable};
-use mac_lm::weights::{SafetensorsSource, WeightSource};
+use mac_kernels::weights::{SafetensorsSource, WeightSource};
 
 #[test]
 fn tiny_t5_encoders_match_transformers_and_ignore_padding() {

@@ -118,3 +118,37 @@ impl LmError {
         }
     }
 }
+
+/// A tensor-reading error as the LM's, variant for variant.
+impl From<mac_kernels::WeightError> for LmError {
+    fn from(e: mac_kernels::WeightError) -> Self {
+        use mac_kernels::WeightError as W;
+        match e {
+            W::Io { path, source } => LmError::Io { path, source },
+            W::Malformed {
+                path,
+                format,
+                reason,
+            } => LmError::Malformed {
+                path,
+                format,
+                reason,
+            },
+            W::MissingTensor { path, name } => LmError::MissingTensor { path, name },
+            W::ShapeMismatch {
+                path,
+                name,
+                expected,
+                found,
+            } => LmError::ShapeMismatch {
+                path,
+                name,
+                expected,
+                found,
+            },
+            W::UnsupportedDType { path, name, dtype } => {
+                LmError::UnsupportedDType { path, name, dtype }
+            }
+        }
+    }
+}

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 
 use crate::error::{LmError, Result};
-use crate::weights::WeightSource;
+use mac_kernels::weights::WeightSource;
 
 const GGUF_MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
@@ -386,13 +386,16 @@ impl WeightSource for GgufFile {
     fn shape(&self, name: &str) -> Option<Vec<usize>> {
         self.tensors.get(name).map(|t| t.shape.clone())
     }
-    fn load(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+    fn load(&self, name: &str) -> mac_kernels::Result<(Vec<usize>, Vec<f32>)> {
         self.dequantize(name)
     }
     fn names(&self) -> Vec<String> {
         self.tensors.keys().cloned().collect()
     }
-    fn quantized(&self, name: &str) -> Result<Option<crate::quantized::QuantizedMatrix>> {
+    fn quantized(
+        &self,
+        name: &str,
+    ) -> mac_kernels::Result<Option<mac_kernels::quantized::QuantizedMatrix>> {
         GgufFile::quantized(self, name)
     }
 }

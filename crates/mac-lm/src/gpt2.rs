@@ -12,13 +12,13 @@ use burn::tensor::module::embedding;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::attention::attend;
 use crate::batch::PassContext;
 use crate::cache::KvCache;
 use crate::error::{check_config, LmError, Result, MAX_LAYERS};
-use crate::linear::linear;
 use crate::prefix::{KvLayout, PrefixKv};
-use crate::weights::ParamLoader;
+use mac_kernels::attention::attend;
+use mac_kernels::linear::linear;
+use mac_kernels::weights::ParamLoader;
 
 /// Hyper-parameters of a GPT-2 model, named as in Hugging Face `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -204,7 +204,7 @@ impl Gpt2 {
         }
         let wte = w.matrix(&format!("{root}wte.weight"), config.vocab_size, d)?;
         // Materialised (not a transposed view) so the projection reads contiguous memory.
-        let lm_head = crate::weights::frozen(Tensor::from_data(
+        let lm_head = mac_kernels::weights::frozen(Tensor::from_data(
             wte.val().transpose().into_data(),
             &wte.val().device(),
         ));

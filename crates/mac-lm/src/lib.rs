@@ -8,7 +8,7 @@
 //! Two architectures: [`llama::Llama`] (SmolLM2, LLaMA-2) and
 //! [`gpt2::Gpt2`] (the paper's GPT-2 family). Weights load from GGUF
 //! ([`gguf`], with F32/F16/BF16/Q8_0/Q4_0/Q4_1 dequantisation) or Hugging Face
-//! safetensors + `config.json` ([`weights`]); tokenizers from `tokenizer.json`
+//! safetensors + `config.json` ([`mac_kernels::weights`]); tokenizers from `tokenizer.json`
 //! or GGUF metadata ([`tokenizer`]).
 //!
 //! No code here names a Burn backend: tensors live on the [`burn::tensor::Device`]
@@ -41,23 +41,17 @@
 //! # Ok(()) }
 //! ```
 
-pub mod activation;
-pub mod attention;
 pub mod batch;
 pub mod cache;
 pub mod error;
 pub mod gguf;
 pub mod gpt2;
-pub mod linear;
 pub mod llama;
 mod load;
 pub mod model;
 pub mod prefix;
-pub mod quantized;
 pub mod sampling;
-mod simd;
 pub mod tokenizer;
-pub mod weights;
 
 pub use batch::{Padding, TokenBatch};
 pub use cache::KvCache;

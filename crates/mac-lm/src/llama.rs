@@ -13,14 +13,14 @@ use burn::tensor::module::embedding;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::attention::attend;
 use crate::batch::PassContext;
 use crate::cache::KvCache;
 use crate::error::{check_config, Result, MAX_LAYERS};
-use crate::linear::linear;
 use crate::prefix::{KvLayout, PrefixKv};
-use crate::quantized::{try_product, QuantizedMatrix};
-use crate::weights::ParamLoader;
+use mac_kernels::attention::attend;
+use mac_kernels::linear::linear;
+use mac_kernels::quantized::{try_product, QuantizedMatrix};
+use mac_kernels::weights::ParamLoader;
 
 /// Hyper-parameters of a Llama model, named as in Hugging Face `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -260,7 +260,7 @@ struct QuantizedLayer {
 }
 
 /// The model's projections as the GGUF file keeps them, for the products
-/// of a few rows (decode steps) ([`crate::quantized`]).
+/// of a few rows (decode steps) ([`mac_kernels::quantized`]).
 #[derive(Debug)]
 pub struct QuantizedWeights {
     layers: Vec<QuantizedLayer>,
@@ -425,7 +425,7 @@ impl Llama {
         let embed_tokens = w.matrix("model.embed_tokens.weight", config.vocab_size, d)?;
         let lm_head = if config.tie_word_embeddings || !w.has("lm_head.weight") {
             // Materialised (not a transposed view) so every projection reads contiguous memory.
-            crate::weights::frozen(Tensor::from_data(
+            mac_kernels::weights::frozen(Tensor::from_data(
                 embed_tokens.val().transpose().into_data(),
                 &embed_tokens.val().device(),
             ))

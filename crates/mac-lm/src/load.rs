@@ -13,9 +13,10 @@ use crate::gguf::GgufFile;
 use crate::gpt2::{Gpt2, Gpt2Config};
 use crate::llama::{Llama, LlamaConfig};
 use crate::model::{BaseLm, LoadedLm};
-use crate::quantized::QuantizedMatrix;
 use crate::tokenizer::{chat_template_of, tokenizer_config_beside, TextTokenizer};
-use crate::weights::{ParamLoader, SafetensorsSource, WeightSource};
+use mac_kernels::quantized::QuantizedMatrix;
+use mac_kernels::weights::{ParamLoader, SafetensorsSource, WeightSource};
+use mac_kernels::WeightError;
 
 /// Maps Hugging Face Llama tensor names to GGUF names and undoes llama.cpp's
 /// permutation of the query/key rows.
@@ -55,8 +56,8 @@ impl GgufLlamaNames<'_> {
 
     /// The GGUF name of `name`, and the heads whose rows llama.cpp permuted
     /// (queries and keys).
-    fn mapped(&self, name: &str) -> Result<(String, Option<usize>)> {
-        let gguf_name = Self::to_gguf(name).ok_or_else(|| LmError::MissingTensor {
+    fn mapped(&self, name: &str) -> mac_kernels::Result<(String, Option<usize>)> {
+        let gguf_name = Self::to_gguf(name).ok_or_else(|| WeightError::MissingTensor {
             path: self.gguf.path().to_path_buf(),
             name: name.to_string(),
         })?;
@@ -104,14 +105,14 @@ impl WeightSource for GgufLlamaNames<'_> {
     fn shape(&self, name: &str) -> Option<Vec<usize>> {
         Self::to_gguf(name).and_then(|n| WeightSource::shape(self.gguf, &n))
     }
-    fn load(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+    fn load(&self, name: &str) -> mac_kernels::Result<(Vec<usize>, Vec<f32>)> {
         let (gguf_name, heads) = self.mapped(name)?;
         let (shape, data) = self.gguf.dequantize(&gguf_name)?;
         match (heads, shape.as_slice()) {
             (Some(n), &[rows, cols]) if rows % (2 * n) == 0 => {
                 Ok((shape.clone(), unpermute_rows(&data, n, rows, cols)))
             }
-            (Some(_), _) => Err(LmError::ShapeMismatch {
+            (Some(_), _) => Err(WeightError::ShapeMismatch {
                 path: self.gguf.path().to_path_buf(),
                 name: gguf_name,
                 expected: vec![],
@@ -123,7 +124,7 @@ impl WeightSource for GgufLlamaNames<'_> {
     fn names(&self) -> Vec<String> {
         self.gguf.names()
     }
-    fn quantized(&self, name: &str) -> Result<Option<QuantizedMatrix>> {
+    fn quantized(&self, name: &str) -> mac_kernels::Result<Option<QuantizedMatrix>> {
         let (gguf_name, heads) = self.mapped(name)?;
         let Some(q) = self.gguf.quantized(&gguf_name)? else {
             return Ok(None);

@@ -14,9 +14,9 @@ use std::path::Path;
 use common::gguf_writer::{self as writer, RawTensor};
 use common::{device, fixtures};
 use mac_fuzz::{Campaign, Kind};
+use mac_kernels::weights::{SafetensorsSource, WeightSource};
 use mac_lm::gguf::{GgufFile, GgufValue};
 use mac_lm::tokenizer::TextTokenizer;
-use mac_lm::weights::{SafetensorsSource, WeightSource};
 use mac_lm::{BaseLm, LoadedLm};
 
 #[global_allocator]

@@ -65,7 +65,10 @@ fn unknown_quantisation_is_named() {
     let gguf = GgufFile::open(&path).unwrap();
     let err = gguf.dequantize("blk.0.attn_q.weight").unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, LmError::UnsupportedDType { .. }), "{msg}");
+    assert!(
+        matches!(err, mac_kernels::WeightError::UnsupportedDType { .. }),
+        "{msg}"
+    );
     assert!(
         msg.contains("q4k.gguf") && msg.contains("ggml type id 12"),
         "{msg}"

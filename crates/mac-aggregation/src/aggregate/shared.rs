@@ -5,7 +5,7 @@
 
 use burn::tensor::activation::softmax;
 use burn::tensor::Tensor;
-use mac_lm::linear::{batched_matmul, linear};
+use mac_kernels::linear::{batched_matmul, linear};
 
 use super::{add, per_token, Aggregation, Aggregator, CrossAttentionBlock};
 

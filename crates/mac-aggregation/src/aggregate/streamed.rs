@@ -4,7 +4,7 @@
 //! (each chunk aggregated into one modulation, then those).
 
 use burn::tensor::Tensor;
-use mac_lm::linear::batched_matmul;
+use mac_kernels::linear::batched_matmul;
 
 use super::memory::{combine, ChunkReader};
 use super::{add, log_sum_exp, per_token, Aggregation, Aggregator, ChunkedMemory, SimilarityPrior};

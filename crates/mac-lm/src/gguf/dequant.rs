@@ -3,15 +3,15 @@
 use half::{bf16, f16};
 
 use super::{GgmlType, GgufFile};
-use crate::error::{LmError, Result};
-use crate::quantized::{BlockFormat, QuantizedMatrix, BLOCK};
+use mac_kernels::quantized::{BlockFormat, QuantizedMatrix, BLOCK};
+use mac_kernels::{Result, WeightError};
 
 impl GgufFile {
     /// Where tensor `name` lies and how it is stored.
     fn tensor(&self, name: &str) -> Result<&super::GgufTensorInfo> {
         self.tensors
             .get(name)
-            .ok_or_else(|| LmError::MissingTensor {
+            .ok_or_else(|| WeightError::MissingTensor {
                 path: self.path.clone(),
                 name: name.to_string(),
             })
@@ -38,7 +38,7 @@ impl GgufFile {
             GgmlType::Q4_0 => dequant_blocks(bytes, BlockFormat::Q4_0),
             GgmlType::Q4_1 => dequant_blocks(bytes, BlockFormat::Q4_1),
             GgmlType::Other(_) => {
-                return Err(LmError::UnsupportedDType {
+                return Err(WeightError::UnsupportedDType {
                     path: self.path.clone(),
                     name: name.to_string(),
                     dtype: info.dtype.name(),
@@ -67,7 +67,7 @@ impl GgufFile {
         QuantizedMatrix::from_blocks(format, rows, cols, bytes)
             .map(Some)
             .ok_or_else(|| {
-                LmError::malformed(
+                WeightError::malformed(
                     &self.path,
                     "GGUF",
                     format!(

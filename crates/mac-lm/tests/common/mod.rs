@@ -7,7 +7,7 @@ pub mod gguf_writer;
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use mac_lm::weights::{SafetensorsSource, WeightSource};
+use mac_kernels::weights::{SafetensorsSource, WeightSource};
 
 /// Directory of the committed fixtures.
 pub fn fixtures() -> PathBuf {

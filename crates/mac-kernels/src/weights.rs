@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
-use crate::error::{LmError, Result};
+use crate::error::{Result, WeightError};
 use crate::quantized::QuantizedMatrix;
 
 /// A named collection of checkpoint tensors, dequantised to f32 on request.
@@ -34,7 +34,7 @@ pub trait WeightSource {
     fn load_checked(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
         let (shape, data) = self.load(name)?;
         if shape != expected {
-            return Err(LmError::ShapeMismatch {
+            return Err(WeightError::ShapeMismatch {
                 path: self.path().to_path_buf(),
                 name: name.to_string(),
                 expected: expected.to_vec(),
@@ -107,7 +107,7 @@ impl<'a> ParamLoader<'a> {
             return Ok(None);
         };
         if q.dims() != [d_out, d_in] {
-            return Err(LmError::ShapeMismatch {
+            return Err(WeightError::ShapeMismatch {
                 path: self.source.path().to_path_buf(),
                 name: name.to_string(),
                 expected: vec![d_out, d_in],
@@ -163,7 +163,7 @@ impl SafetensorsSource {
         let path = path.as_ref().to_path_buf();
         let files: Vec<PathBuf> = if path.is_dir() {
             let mut v: Vec<PathBuf> = std::fs::read_dir(&path)
-                .map_err(|e| LmError::io(&path, e))?
+                .map_err(|e| WeightError::io(&path, e))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
                 .collect();
@@ -173,7 +173,7 @@ impl SafetensorsSource {
             vec![path.clone()]
         };
         if files.is_empty() {
-            return Err(LmError::malformed(
+            return Err(WeightError::malformed(
                 &path,
                 "safetensors",
                 "no *.safetensors file in this directory",
@@ -182,11 +182,11 @@ impl SafetensorsSource {
         let mut shards = Vec::new();
         let mut index = BTreeMap::new();
         for f in files {
-            let file = File::open(&f).map_err(|e| LmError::io(&f, e))?;
+            let file = File::open(&f).map_err(|e| WeightError::io(&f, e))?;
             // SAFETY: read-only mapping of a file we only read.
-            let mmap = unsafe { Mmap::map(&file) }.map_err(|e| LmError::io(&f, e))?;
+            let mmap = unsafe { Mmap::map(&file) }.map_err(|e| WeightError::io(&f, e))?;
             let st = SafeTensors::deserialize(&mmap)
-                .map_err(|e| LmError::malformed(&f, "safetensors", e.to_string()))?;
+                .map_err(|e| WeightError::malformed(&f, "safetensors", e.to_string()))?;
             for name in st.names() {
                 index.insert(name.to_string(), shards.len());
             }
@@ -204,16 +204,19 @@ impl SafetensorsSource {
         name: &str,
         f: impl FnOnce(&Path, safetensors::tensor::TensorView<'_>) -> Result<T>,
     ) -> Result<T> {
-        let shard = *self.index.get(name).ok_or_else(|| LmError::MissingTensor {
-            path: self.path.clone(),
-            name: name.to_string(),
-        })?;
+        let shard = *self
+            .index
+            .get(name)
+            .ok_or_else(|| WeightError::MissingTensor {
+                path: self.path.clone(),
+                name: name.to_string(),
+            })?;
         let (file, mmap) = &self.shards[shard];
         let st = SafeTensors::deserialize(mmap)
-            .map_err(|e| LmError::malformed(file, "safetensors", e.to_string()))?;
+            .map_err(|e| WeightError::malformed(file, "safetensors", e.to_string()))?;
         let view = st
             .tensor(name)
-            .map_err(|e| LmError::malformed(file, "safetensors", e.to_string()))?;
+            .map_err(|e| WeightError::malformed(file, "safetensors", e.to_string()))?;
         f(file, view)
     }
 }
@@ -250,7 +253,7 @@ impl WeightSource for SafetensorsSource {
                     .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f32)
                     .collect(),
                 other => {
-                    return Err(LmError::UnsupportedDType {
+                    return Err(WeightError::UnsupportedDType {
                         path: file.to_path_buf(),
                         name: name.to_string(),
                         dtype: format!("{other:?}"),

@@ -1,5 +1,5 @@
 //! Scaled dot-product attention over `[prefix | cached | new]` keys, shared by
-//! the Llama and GPT-2 blocks (and, through [`masked_attention`], the BERT encoder).
+//! the LM's Llama and GPT-2 blocks (and, through [`masked_attention`], the BERT encoder).
 
 use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
@@ -10,7 +10,7 @@ use crate::linear::batched_matmul;
 
 /// Repeats key/value heads for grouped-query attention:
 /// `[B, H_kv, S, d] -> [B, H_kv * n_rep, S, d]`, head `h` using KV head `h / n_rep`.
-pub(crate) fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
+pub fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
     if n_rep == 1 {
         return x;
     }
@@ -23,7 +23,7 @@ pub(crate) fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
 /// Attention of queries `[B, H, T, d]` over keys/values `[B, H_kv, S, d]`,
 /// with optional prefix keys/values `[B, H_kv, p, d]` in front. Returns
 /// `[B, T, H * d]`.
-pub(crate) fn attend(
+pub fn attend(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,

@@ -6,7 +6,7 @@
 //! four or eight bits it reads a sixth to a quarter of the bytes of f32.
 //!
 //! Activations stay in f32, and each weight dequantises to exactly the
-//! value [`crate::gguf::GgufFile::dequantize`] gives (the same formula, no
+//! value a GGUF reader's dequantisation gives (`mac_lm::gguf`) (the same formula, no
 //! fused multiply–add), so a product differs from the f32 path's only in
 //! the order of its sums. The scales are widened to f32 once, when the
 //! matrix is built.

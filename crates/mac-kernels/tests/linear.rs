@@ -7,8 +7,8 @@
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Distribution, Tensor, TensorData};
-use mac_lm::attention::masked_attention;
-use mac_lm::linear::{batched_matmul, linear, matmul};
+use mac_kernels::attention::masked_attention;
+use mac_kernels::linear::{batched_matmul, linear, matmul};
 
 fn device() -> Device {
     mac_device::select(&std::env::var("MAC_TEST_DEVICE").unwrap_or_else(|_| "flex".into())).unwrap()
@@ -23,10 +23,10 @@ fn matmul_equals_burns_for_every_layout() {
     let device = device();
     if cfg!(feature = "blas") && device == mac_device::select("flex").unwrap() {
         assert!(
-            mac_lm::linear::accelerated(&device),
+            mac_kernels::linear::accelerated(&device),
             "flex must take the BLAS path"
         );
-        assert!(mac_lm::linear::accelerated(&device.clone().autodiff()));
+        assert!(mac_kernels::linear::accelerated(&device.clone().autodiff()));
     }
     let r = |s: [usize; 2]| Tensor::<2>::random(s, Distribution::Normal(0.0, 1.0), &device);
     let (m, k, n) = (37, 19, 23);
@@ -149,7 +149,7 @@ fn an_lm_weight_trains_only_when_unfrozen() {
     let device = device().autodiff();
     let x = Tensor::<3>::random([2, 3, 6], Distribution::Normal(0.0, 1.0), &device).require_grad();
     let w = Tensor::<2>::random([6, 4], Distribution::Normal(0.0, 1.0), &device);
-    let frozen = mac_lm::weights::frozen(w.clone());
+    let frozen = mac_kernels::weights::frozen(w.clone());
     let trainable = Param::from_tensor(w.clone());
     assert!(trainable.is_require_grad());
     let y = linear(x.clone(), frozen.val(), None);
