@@ -1,4 +1,5 @@
-//! Prefill (128 tokens) and single-token decode of the frozen base LM
+//! Prefill (128 tokens), single-token decode and a 64-token greedy
+//! generation of the frozen base LM
 //! (SmolLM2-135M-Instruct, fetched by `cargo xtask fetch`) on the CPU.
 //! `cargo xtask bench lm` runs this and the PyTorch reference
 //! (benches/reference/lm_speed.py) on the same weights and prints the ratio.
@@ -6,9 +7,10 @@
 //! is the same step on the weights dequantised to f32.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use mac_lm::{KvCache, LoadedLm, TokenBatch};
+use mac_lm::{GenerateOptions, KvCache, LoadedLm, TokenBatch};
 
 const PROMPT_TOKENS: usize = 128;
+const GENERATED_TOKENS: usize = 64;
 
 fn bench(c: &mut Criterion) {
     // As the `mac` binary does.
@@ -30,7 +32,7 @@ fn bench(c: &mut Criterion) {
         .encode(&"The history of the printing press begins in Mainz. ".repeat(20))
         .unwrap();
     ids.truncate(PROMPT_TOKENS);
-    let prompt = TokenBatch::single(ids).unwrap();
+    let prompt = TokenBatch::single(ids.clone()).unwrap();
     let mut g = c.benchmark_group("smollm2_135m");
     g.sample_size(10);
     g.bench_function("prefill_128", |b| {
@@ -56,6 +58,27 @@ fn bench(c: &mut Criterion) {
             },
             BatchSize::SmallInput,
         )
+    });
+    // Greedy generation of 64 tokens after the prompt (prefill included),
+    // never stopping at EOS: tokens per second as a user waits for them.
+    let generation = GenerateOptions {
+        max_new_tokens: GENERATED_TOKENS,
+        stop_at_eos: false,
+        ..GenerateOptions::default()
+    };
+    g.bench_function("generate_64_after_128", |b| {
+        b.iter(|| {
+            let out = model
+                .generate(
+                    std::slice::from_ref(&ids),
+                    None,
+                    lm.tokenizer.pad_id,
+                    lm.tokenizer.eos_id,
+                    generation,
+                )
+                .unwrap();
+            assert_eq!(out[0].len(), GENERATED_TOKENS);
+        })
     });
     // The same step on the weights dequantised to f32 (the path every
     // decode took before the file's blocks were kept).

@@ -1,7 +1,7 @@
 """llama.cpp reference for benches/benches/lm.rs: the same GGUF file, at
 the quantization it is stored in, through llama-cpp-python (llama.cpp's
-CPU kernels); prefill of the same 128-token prompt, and one decode step
-after it. Prints JSON with median seconds.
+CPU kernels); prefill of the same 128-token prompt, one decode step after
+it, and 64 greedy tokens after it. Prints JSON with median seconds.
 
 Usage: python llama_cpp_speed.py LM.gguf [--threads N] [--reps N]
 """
@@ -41,9 +41,21 @@ def decode():
     return time.perf_counter() - t
 
 
+def generate():
+    # Greedy, 64 tokens after the prompt (prefill included), never stopping.
+    t = time.perf_counter()
+    llm.reset()
+    llm.eval(ids)
+    for _ in range(64):
+        llm.eval([int(llm.scores[llm.n_tokens - 1].argmax())])
+    return time.perf_counter() - t
+
+
 prefill_s = median_of(prefill)
+generate_s = statistics.median(generate() for _ in range(max(3, a.reps // 3)))
 llm.reset()
 llm.eval(ids)
 decode_s = median_of(decode)
 print(json.dumps({"llama_cpp": llama_cpp.__version__, "threads": a.threads, "tokens": len(ids),
-                  "prefill_128_s": prefill_s, "decode_1_after_128_s": decode_s}))
+                  "prefill_128_s": prefill_s, "decode_1_after_128_s": decode_s,
+                  "generate_64_after_128_s": generate_s}))
