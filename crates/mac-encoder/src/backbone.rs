@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use crate::error::{EncoderError, Result};
 use burn::module::Module;
 use burn::tensor::{Bool, Device, Int, Tensor};
 use mac_kernels::weights::SafetensorsSource;
-use mac_lm::{LmError, Result};
 
 use crate::{Bert, BertConfig, EncoderTokenizer, T5Config, T5Encoder, Trainable};
 
@@ -54,12 +54,12 @@ impl EncoderFiles {
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| LmError::Io {
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| EncoderError::Io {
             path: cfg_path.clone(),
             source: e,
         })?;
         let config: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| LmError::Config {
+            serde_json::from_str(&text).map_err(|e| EncoderError::Config {
                 path: cfg_path.clone(),
                 key: "(json)".into(),
                 reason: e.to_string(),
@@ -109,7 +109,7 @@ pub(crate) fn config_from_json<T: serde::de::DeserializeOwned>(
     cfg_path: &Path,
     json: &serde_json::Value,
 ) -> Result<T> {
-    serde_json::from_value(json.clone()).map_err(|e| LmError::Config {
+    serde_json::from_value(json.clone()).map_err(|e| EncoderError::Config {
         path: cfg_path.to_path_buf(),
         key: e.to_string().split('`').nth(1).unwrap_or("?").to_string(),
         reason: e.to_string(),
@@ -146,7 +146,7 @@ impl EncoderBackbone {
                     trainable,
                 )?))
             }
-            Some(other) => Err(LmError::Config {
+            Some(other) => Err(EncoderError::Config {
                 path: cfg_path,
                 key: "model_type".into(),
                 reason: format!("`{other}` is not a supported encoder (bert, t5)"),

@@ -11,10 +11,10 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use mac_kernels::activation::gelu;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{EncoderError, Result};
 use mac_kernels::attention::masked_attention;
 use mac_kernels::linear::linear_layer;
 use mac_kernels::weights::WeightSource;
-use mac_lm::{LmError, Result};
 
 use crate::Trainable;
 
@@ -60,7 +60,7 @@ impl BertConfig {
     pub fn from_json(cfg_path: &Path, json: &serde_json::Value) -> Result<Self> {
         let config: BertConfig = crate::backbone::config_from_json(cfg_path, json)?;
         if config.hidden_act != "gelu" {
-            return Err(LmError::Config {
+            return Err(EncoderError::Config {
                 path: cfg_path.to_path_buf(),
                 key: "hidden_act".into(),
                 reason: format!("`{}` is not supported (gelu is)", config.hidden_act),
@@ -74,7 +74,7 @@ impl BertConfig {
     /// `path` and the key.
     pub fn check(&self, path: &Path) -> Result<()> {
         let h = self.num_attention_heads;
-        mac_lm::check_config(
+        Ok(mac_lm::check_config(
             path,
             &[
                 ("vocab_size", self.vocab_size > 0, "must be positive"),
@@ -110,7 +110,7 @@ impl BertConfig {
                     "must be a finite non-negative number",
                 ),
             ],
-        )
+        )?)
     }
 }
 

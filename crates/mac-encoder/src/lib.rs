@@ -20,16 +20,18 @@
 //! let valid = Tensor::<2, Bool>::from_data(TensorData::new(vec![true, true, true, false], [1, 4]), &device);
 //! let hidden = encoder.forward(ids, valid); // [B, T, d]; the padding is masked
 //! assert_eq!(hidden.dims(), [1, 4, encoder.hidden_size()]);
-//! # Ok::<(), mac_lm::LmError>(())
+//! # Ok::<(), mac_encoder::EncoderError>(())
 //! ```
 
 pub mod backbone;
 pub mod bert;
+mod error;
 pub mod t5;
 pub mod text;
 
 pub use backbone::{EncoderBackbone, EncoderFiles};
 pub use bert::{Bert, BertConfig};
+pub use error::{EncoderError, Result};
 pub use t5::{T5Config, T5Encoder};
 pub use text::{EncodedBatch, EncoderTokenizer};
 

@@ -14,9 +14,9 @@ use burn::tensor::module::linear;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::error::{EncoderError, Result};
 use mac_kernels::linear::batched_matmul;
 use mac_kernels::weights::WeightSource;
-use mac_lm::{LmError, Result};
 
 use crate::Trainable;
 
@@ -106,7 +106,7 @@ impl T5Config {
     pub fn from_json(cfg_path: &Path, json: &serde_json::Value) -> Result<Self> {
         let config: T5Config = crate::backbone::config_from_json(cfg_path, json)?;
         if !matches!(config.feed_forward_proj.as_str(), "relu" | "gated-gelu") {
-            return Err(LmError::Config {
+            return Err(EncoderError::Config {
                 path: cfg_path.to_path_buf(),
                 key: "feed_forward_proj".into(),
                 reason: format!(
@@ -122,7 +122,7 @@ impl T5Config {
     /// Checks the numbers before anything is sized by them; errors name
     /// `path` and the key.
     pub fn check(&self, path: &Path) -> Result<()> {
-        mac_lm::check_config(
+        Ok(mac_lm::check_config(
             path,
             &[
                 ("vocab_size", self.vocab_size > 0, "must be positive"),
@@ -155,7 +155,7 @@ impl T5Config {
                     "must be a finite non-negative number",
                 ),
             ],
-        )
+        )?)
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use tokenizers::Tokenizer;
 
-use mac_lm::{LmError, Result};
+use crate::error::{EncoderError, Result};
 
 /// A padded batch of encoder inputs.
 #[derive(Debug, Clone)]
@@ -72,7 +72,7 @@ impl EncoderTokenizer {
     /// Loads `tokenizer.json`; sequences are cut to `max_len` tokens (specials included).
     pub fn from_file(path: impl AsRef<Path>, max_len: usize) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let err = |reason: String| LmError::Tokenizer {
+        let err = |reason: String| EncoderError::Tokenizer {
             path: path.clone(),
             reason,
         };
@@ -120,7 +120,7 @@ impl EncoderTokenizer {
             let enc = self
                 .inner
                 .encode(*text, false)
-                .map_err(|e| LmError::Tokenizer {
+                .map_err(|e| EncoderError::Tokenizer {
                     path: self.path.clone(),
                     reason: e.to_string(),
                 })?;

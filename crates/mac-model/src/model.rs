@@ -19,9 +19,12 @@ use crate::{AmortizationEncoder, LmChannelSpec};
 /// Anything that can go wrong building, running or restoring a [`MacModel`].
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    /// Loading the LM, an encoder or a tokenizer failed.
+    /// Loading or running the LM or its tokenizer failed.
     #[error(transparent)]
     Lm(#[from] mac_lm::LmError),
+    /// Loading or running an encoder or its tokenizer failed.
+    #[error(transparent)]
+    Encoder(#[from] mac_encoder::EncoderError),
     /// A memory cannot be aggregated (empty, wrong shape, no keys).
     #[error(transparent)]
     Aggregation(#[from] mac_aggregation::AggregationError),
