@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{EncoderError, Result};
 use mac_kernels::attention::masked_attention;
 use mac_kernels::linear::linear_layer;
-use mac_kernels::weights::WeightSource;
+use mac_kernels::weights::{Scope, WeightSource};
 
 use crate::Trainable;
 
@@ -152,28 +152,36 @@ pub struct Bert {
     config: BertConfig,
 }
 
+/// Reads the encoder's parameters under a path of the checkpoint.
+#[derive(Clone)]
 struct Loader<'a> {
     src: &'a dyn WeightSource,
-    root: &'static str,
+    scope: Scope,
     device: Device,
 }
 
 impl Loader<'_> {
+    /// The same loader one part deeper.
+    fn pp(&self, part: impl std::fmt::Display) -> Self {
+        Self {
+            scope: self.scope.pp(part),
+            ..self.clone()
+        }
+    }
     fn tensor<const D: usize>(
         &self,
         name: &str,
         shape: [usize; D],
         train: bool,
     ) -> Result<Param<Tensor<D>>> {
-        let full = format!("{}{name}", self.root);
-        let data = self.src.load_checked(&full, &shape)?;
+        let data = self.src.load_checked(&self.scope.name(name), &shape)?;
         let t = Tensor::<D>::from_data(TensorData::new(data, shape), &self.device);
         Ok(Param::from_tensor(t).set_require_grad(train))
     }
     fn linear(&self, name: &str, d_in: usize, d_out: usize, train: bool) -> Result<Linear> {
         // PyTorch stores [out, in]; Burn's Linear wants [in, out]. Transposed
         // on the host so the parameter is a leaf of the autodiff graph.
-        let full = format!("{}{name}.weight", self.root);
+        let full = self.scope.pp(name).name("weight");
         let data = self.src.load_checked(&full, &[d_out, d_in])?;
         let mut t = vec![0f32; data.len()];
         for o in 0..d_out {
@@ -215,17 +223,17 @@ impl Bert {
         device: &Device,
         trainable: Trainable,
     ) -> Result<Self> {
-        let root = if src
+        // BertModel checkpoints of other heads nest the weights under `bert`.
+        let nested = src
             .shape("bert.embeddings.word_embeddings.weight")
-            .is_some()
-        {
-            "bert."
-        } else {
-            ""
+            .is_some();
+        let scope = match nested {
+            true => Scope::default().pp("bert"),
+            false => Scope::default(),
         };
         let l = Loader {
             src,
-            root,
+            scope,
             device: device.clone(),
         };
         let (d, f, eps) = (
@@ -242,17 +250,18 @@ impl Bert {
         let emb_train = trainable == Trainable::All;
         let mut layers = Vec::new();
         for i in 0..n {
-            let p = format!("encoder.layer.{i}");
+            let layer = l.pp("encoder.layer").pp(i);
+            let (attn, out) = (layer.pp("attention"), layer.pp("output"));
             let t = layer_trains(i);
             layers.push(BertLayer {
-                query: l.linear(&format!("{p}.attention.self.query"), d, d, t)?,
-                key: l.linear(&format!("{p}.attention.self.key"), d, d, t)?,
-                value: l.linear(&format!("{p}.attention.self.value"), d, d, t)?,
-                attn_out: l.linear(&format!("{p}.attention.output.dense"), d, d, t)?,
-                attn_norm: l.norm(&format!("{p}.attention.output.LayerNorm"), d, eps, t)?,
-                intermediate: l.linear(&format!("{p}.intermediate.dense"), d, f, t)?,
-                output: l.linear(&format!("{p}.output.dense"), f, d, t)?,
-                out_norm: l.norm(&format!("{p}.output.LayerNorm"), d, eps, t)?,
+                query: attn.linear("self.query", d, d, t)?,
+                key: attn.linear("self.key", d, d, t)?,
+                value: attn.linear("self.value", d, d, t)?,
+                attn_out: attn.linear("output.dense", d, d, t)?,
+                attn_norm: attn.norm("output.LayerNorm", d, eps, t)?,
+                intermediate: layer.linear("intermediate.dense", d, f, t)?,
+                output: out.linear("dense", f, d, t)?,
+                out_norm: out.norm("LayerNorm", d, eps, t)?,
             });
         }
         Ok(Self {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{EncoderError, Result};
 use mac_kernels::linear::batched_matmul;
-use mac_kernels::weights::WeightSource;
+use mac_kernels::weights::{Scope, WeightSource};
 
 use crate::Trainable;
 
@@ -215,26 +215,26 @@ impl T5Encoder {
         let gated = config.feed_forward_proj == "gated-gelu";
         let mut blocks = Vec::new();
         for i in 0..n {
-            let p = format!("encoder.block.{i}.layer");
+            let layer = Scope::default().pp("encoder.block").pp(i).pp("layer");
+            let (attn, ff) = (layer.pp(0), layer.pp(1));
+            let (sa, dense) = (attn.pp("SelfAttention"), ff.pp("DenseReluDense"));
             let t = layer_trains(i);
             blocks.push(T5Block {
-                attn_norm: p1(&format!("{p}.0.layer_norm.weight"), d, t)?,
-                q: lin(&format!("{p}.0.SelfAttention.q.weight"), d, inner, t)?,
-                k: lin(&format!("{p}.0.SelfAttention.k.weight"), d, inner, t)?,
-                v: lin(&format!("{p}.0.SelfAttention.v.weight"), d, inner, t)?,
-                o: lin(&format!("{p}.0.SelfAttention.o.weight"), inner, d, t)?,
-                ff_norm: p1(&format!("{p}.1.layer_norm.weight"), d, t)?,
-                wi_0: if gated {
-                    lin(&format!("{p}.1.DenseReluDense.wi_0.weight"), d, f, t)?
-                } else {
-                    lin(&format!("{p}.1.DenseReluDense.wi.weight"), d, f, t)?
+                attn_norm: p1(&attn.name("layer_norm.weight"), d, t)?,
+                q: lin(&sa.name("q.weight"), d, inner, t)?,
+                k: lin(&sa.name("k.weight"), d, inner, t)?,
+                v: lin(&sa.name("v.weight"), d, inner, t)?,
+                o: lin(&sa.name("o.weight"), inner, d, t)?,
+                ff_norm: p1(&ff.name("layer_norm.weight"), d, t)?,
+                wi_0: match gated {
+                    true => lin(&dense.name("wi_0.weight"), d, f, t)?,
+                    false => lin(&dense.name("wi.weight"), d, f, t)?,
                 },
-                wi_1: if gated {
-                    Some(lin(&format!("{p}.1.DenseReluDense.wi_1.weight"), d, f, t)?)
-                } else {
-                    None
+                wi_1: match gated {
+                    true => Some(lin(&dense.name("wi_1.weight"), d, f, t)?),
+                    false => None,
                 },
-                wo: lin(&format!("{p}.1.DenseReluDense.wo.weight"), f, d, t)?,
+                wo: lin(&dense.name("wo.weight"), f, d, t)?,
             });
         }
         let embed_name = if src.shape("shared.weight").is_some() {

@@ -46,9 +46,11 @@ pub trait WeightSource {
 }
 
 /// Builds frozen parameters from a [`WeightSource`], checking every shape.
+#[derive(Clone)]
 pub struct ParamLoader<'a> {
     source: &'a dyn WeightSource,
     device: Device,
+    scope: Scope,
 }
 
 impl<'a> ParamLoader<'a> {
@@ -57,6 +59,17 @@ impl<'a> ParamLoader<'a> {
         Self {
             source,
             device: device.clone(),
+            scope: Scope::default(),
+        }
+    }
+
+    /// The same loader, its names read under `part` (as candle's
+    /// `vb.pp("layers")`): `w.pp("model.layers").pp(3).matrix("x", ..)`
+    /// reads `model.layers.3.x`.
+    pub fn pp(&self, part: impl std::fmt::Display) -> Self {
+        Self {
+            scope: self.scope.pp(part),
+            ..self.clone()
         }
     }
 
@@ -67,12 +80,12 @@ impl<'a> ParamLoader<'a> {
 
     /// Whether the checkpoint holds `name`.
     pub fn has(&self, name: &str) -> bool {
-        self.source.shape(name).is_some()
+        self.source.shape(&self.scope.name(name)).is_some()
     }
 
     /// A frozen 1-D parameter.
     pub fn vector(&self, name: &str, len: usize) -> Result<Param<Tensor<1>>> {
-        let data = self.source.load_checked(name, &[len])?;
+        let data = self.source.load_checked(&self.scope.name(name), &[len])?;
         Ok(frozen(Tensor::from_data(
             TensorData::new(data, [len]),
             &self.device,
@@ -81,7 +94,9 @@ impl<'a> ParamLoader<'a> {
 
     /// A frozen 2-D parameter stored in the checkpoint as `[rows, cols]`.
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Param<Tensor<2>>> {
-        let data = self.source.load_checked(name, &[rows, cols])?;
+        let data = self
+            .source
+            .load_checked(&self.scope.name(name), &[rows, cols])?;
         Ok(frozen(Tensor::from_data(
             TensorData::new(data, [rows, cols]),
             &self.device,
@@ -91,7 +106,9 @@ impl<'a> ParamLoader<'a> {
     /// A frozen Linear weight: the checkpoint has PyTorch's `[out, in]`,
     /// Burn's `Linear` wants `[in, out]`, so it is transposed here.
     pub fn linear_weight(&self, name: &str, d_in: usize, d_out: usize) -> Result<Param<Tensor<2>>> {
-        let data = self.source.load_checked(name, &[d_out, d_in])?;
+        let data = self
+            .source
+            .load_checked(&self.scope.name(name), &[d_out, d_in])?;
         Ok(frozen(transpose(data, d_out, d_in, &self.device)))
     }
 
@@ -103,13 +120,13 @@ impl<'a> ParamLoader<'a> {
         d_in: usize,
         d_out: usize,
     ) -> Result<Option<QuantizedMatrix>> {
-        let Some(q) = self.source.quantized(name)? else {
+        let Some(q) = self.source.quantized(&self.scope.name(name))? else {
             return Ok(None);
         };
         if q.dims() != [d_out, d_in] {
             return Err(WeightError::ShapeMismatch {
                 path: self.source.path().to_path_buf(),
-                name: name.to_string(),
+                name: self.scope.name(name),
                 expected: vec![d_out, d_in],
                 found: q.dims().to_vec(),
             });
@@ -126,12 +143,35 @@ impl<'a> ParamLoader<'a> {
         d_out: usize,
         row_map: &[usize],
     ) -> Result<Param<Tensor<2>>> {
-        let data = self.source.load_checked(name, &[d_out, d_in])?;
+        let data = self
+            .source
+            .load_checked(&self.scope.name(name), &[d_out, d_in])?;
         let mut permuted = vec![0f32; data.len()];
         for (i, &src) in row_map.iter().enumerate() {
             permuted[i * d_in..(i + 1) * d_in].copy_from_slice(&data[src * d_in..(src + 1) * d_in]);
         }
         Ok(frozen(transpose(permuted, d_out, d_in, &self.device)))
+    }
+}
+
+/// A dotted checkpoint path, built a part at a time (as candle's
+/// `vb.pp(...)`): `Scope::default().pp("encoder.layer").pp(2).name("output.dense")`
+/// is `encoder.layer.2.output.dense`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scope(String);
+
+impl Scope {
+    /// The path one part deeper.
+    pub fn pp(&self, part: impl std::fmt::Display) -> Self {
+        match self.0.is_empty() {
+            true => Scope(part.to_string()),
+            false => Scope(format!("{}.{part}", self.0)),
+        }
+    }
+
+    /// The full name of `leaf` under this path.
+    pub fn name(&self, leaf: &str) -> String {
+        self.pp(leaf).0
     }
 }
 
@@ -265,5 +305,21 @@ impl WeightSource for SafetensorsSource {
     }
     fn names(&self) -> Vec<String> {
         self.index.keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Scope;
+
+    #[test]
+    fn scopes_join_their_parts_with_dots() {
+        let layer = Scope::default().pp("encoder.layer").pp(2);
+        assert_eq!(layer.name("output.dense"), "encoder.layer.2.output.dense");
+        assert_eq!(
+            layer.pp("attention").name("self.query"),
+            "encoder.layer.2.attention.self.query"
+        );
+        assert_eq!(Scope::default().name("wte.weight"), "wte.weight");
     }
 }

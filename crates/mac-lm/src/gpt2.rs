@@ -170,49 +170,50 @@ impl Gpt2 {
                 ),
             });
         }
-        let root = if w.has("transformer.wte.weight") {
-            "transformer."
-        } else {
-            ""
+        // Hugging Face's GPT2LMHeadModel nests the weights under `transformer`.
+        let root = match w.has("transformer.wte.weight") {
+            true => w.pp("transformer"),
+            false => w.clone(),
         };
         let d = config.n_embd;
         let inner = config.n_inner.unwrap_or(4 * d);
-        let ln = |name: String| -> Result<LayerNorm> {
+        let ln = |w: ParamLoader<'_>| -> Result<LayerNorm> {
             Ok(LayerNorm {
-                weight: w.vector(&format!("{name}.weight"), d)?,
-                bias: w.vector(&format!("{name}.bias"), d)?,
+                weight: w.vector("weight", d)?,
+                bias: w.vector("bias", d)?,
                 eps: config.layer_norm_epsilon,
             })
         };
-        let conv = |name: String, i: usize, o: usize| -> Result<Conv1D> {
+        let conv = |w: ParamLoader<'_>, i: usize, o: usize| -> Result<Conv1D> {
             Ok(Conv1D {
-                weight: w.matrix(&format!("{name}.weight"), i, o)?,
-                bias: w.vector(&format!("{name}.bias"), o)?,
+                weight: w.matrix("weight", i, o)?,
+                bias: w.vector("bias", o)?,
             })
         };
         let mut h = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
-            let p = format!("{root}h.{i}");
+            let block = root.pp("h").pp(i);
+            let (attn, mlp) = (block.pp("attn"), block.pp("mlp"));
             h.push(Gpt2Block {
-                ln_1: ln(format!("{p}.ln_1"))?,
-                c_attn: conv(format!("{p}.attn.c_attn"), d, 3 * d)?,
-                attn_proj: conv(format!("{p}.attn.c_proj"), d, d)?,
-                ln_2: ln(format!("{p}.ln_2"))?,
-                c_fc: conv(format!("{p}.mlp.c_fc"), d, inner)?,
-                mlp_proj: conv(format!("{p}.mlp.c_proj"), inner, d)?,
+                ln_1: ln(block.pp("ln_1"))?,
+                c_attn: conv(attn.pp("c_attn"), d, 3 * d)?,
+                attn_proj: conv(attn.pp("c_proj"), d, d)?,
+                ln_2: ln(block.pp("ln_2"))?,
+                c_fc: conv(mlp.pp("c_fc"), d, inner)?,
+                mlp_proj: conv(mlp.pp("c_proj"), inner, d)?,
             });
         }
-        let wte = w.matrix(&format!("{root}wte.weight"), config.vocab_size, d)?;
+        let wte = root.matrix("wte.weight", config.vocab_size, d)?;
         // Materialised (not a transposed view) so the projection reads contiguous memory.
         let lm_head = mac_kernels::weights::frozen(Tensor::from_data(
             wte.val().transpose().into_data(),
             &wte.val().device(),
         ));
         Ok(Self {
-            wpe: w.matrix(&format!("{root}wpe.weight"), config.n_positions, d)?,
+            wpe: root.matrix("wpe.weight", config.n_positions, d)?,
             wte,
             h,
-            ln_f: ln(format!("{root}ln_f"))?,
+            ln_f: ln(root.pp("ln_f"))?,
             lm_head,
             config,
         })

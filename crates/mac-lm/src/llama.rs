@@ -274,9 +274,8 @@ impl QuantizedWeights {
         let (d, dq, dkv, f) = config.widths();
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
-            let p = format!("model.layers.{i}");
-            let get =
-                |name: &str, d_in, d_out| w.quantized_linear(&format!("{p}.{name}"), d_in, d_out);
+            let layer = w.pp("model.layers").pp(i);
+            let get = |name: &str, d_in, d_out| layer.quantized_linear(name, d_in, d_out);
             let (Some(q), Some(k), Some(v), Some(o), Some(gate), Some(up), Some(down)) = (
                 get("self_attn.q_proj.weight", d, dq)?,
                 get("self_attn.k_proj.weight", d, dkv)?,
@@ -397,7 +396,7 @@ impl Llama {
     pub fn load(config: LlamaConfig, w: &ParamLoader<'_>) -> Result<Self> {
         config.validate(w.source().path())?;
         let (d, q, kv, f) = config.widths();
-        let norm = |name: &str| -> Result<RmsNorm> {
+        let norm = |w: &ParamLoader<'_>, name: &str| -> Result<RmsNorm> {
             Ok(RmsNorm {
                 weight: w.vector(name, d)?,
                 eps: config.rms_norm_eps,
@@ -405,20 +404,21 @@ impl Llama {
         };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
-            let p = format!("model.layers.{i}");
+            let layer = w.pp("model.layers").pp(i);
+            let (a, mlp) = (layer.pp("self_attn"), layer.pp("mlp"));
             layers.push(LlamaLayer {
-                input_layernorm: norm(&format!("{p}.input_layernorm.weight"))?,
+                input_layernorm: norm(&layer, "input_layernorm.weight")?,
                 self_attn: LlamaAttention {
-                    q_proj: w.linear_weight(&format!("{p}.self_attn.q_proj.weight"), d, q)?,
-                    k_proj: w.linear_weight(&format!("{p}.self_attn.k_proj.weight"), d, kv)?,
-                    v_proj: w.linear_weight(&format!("{p}.self_attn.v_proj.weight"), d, kv)?,
-                    o_proj: w.linear_weight(&format!("{p}.self_attn.o_proj.weight"), q, d)?,
+                    q_proj: a.linear_weight("q_proj.weight", d, q)?,
+                    k_proj: a.linear_weight("k_proj.weight", d, kv)?,
+                    v_proj: a.linear_weight("v_proj.weight", d, kv)?,
+                    o_proj: a.linear_weight("o_proj.weight", q, d)?,
                 },
-                post_attention_layernorm: norm(&format!("{p}.post_attention_layernorm.weight"))?,
+                post_attention_layernorm: norm(&layer, "post_attention_layernorm.weight")?,
                 mlp: LlamaMlp {
-                    gate_proj: w.linear_weight(&format!("{p}.mlp.gate_proj.weight"), d, f)?,
-                    up_proj: w.linear_weight(&format!("{p}.mlp.up_proj.weight"), d, f)?,
-                    down_proj: w.linear_weight(&format!("{p}.mlp.down_proj.weight"), f, d)?,
+                    gate_proj: mlp.linear_weight("gate_proj.weight", d, f)?,
+                    up_proj: mlp.linear_weight("up_proj.weight", d, f)?,
+                    down_proj: mlp.linear_weight("down_proj.weight", f, d)?,
                 },
             });
         }
@@ -440,7 +440,7 @@ impl Llama {
         Ok(Self {
             embed_tokens,
             layers,
-            norm: norm("model.norm.weight")?,
+            norm: norm(w, "model.norm.weight")?,
             lm_head,
             config,
             inv_freq,
