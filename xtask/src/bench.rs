@@ -45,7 +45,7 @@ const LLAMA_CPP_PYTHON: &str = "llama-cpp-python==0.3.36";
 /// extensions: about 10 minutes on 2 cores). A build for
 /// `-DGGML_NATIVE=ON` dies on CPUs that advertise AMX, so the extensions
 /// are named; a venv built for other extensions is rebuilt.
-fn llama_python() -> Result<PathBuf> {
+pub(crate) fn llama_python() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("MAC_LLAMA_PYTHON") {
         return Ok(PathBuf::from(p));
     }
@@ -108,6 +108,17 @@ fn new_venv(venv: &Path) -> Result<()> {
         bail!("python3 -m venv {} failed", venv.display());
     }
     Ok(())
+}
+
+/// [`llama_python`] with the server's extras (`llama_cpp.server`); the
+/// library itself is not rebuilt.
+pub(crate) fn llama_python_with_server() -> Result<PathBuf> {
+    let py = llama_python()?;
+    let extras = LLAMA_CPP_PYTHON.replacen("==", "[server]==", 1);
+    if !imports(&py, "llama_cpp.server.app") && !pip_install(&py, &[extras.as_str()], &[])? {
+        bail!("installing {extras} failed");
+    }
+    Ok(py)
 }
 
 /// llama.cpp's CMake flags for this CPU's vector extensions.
@@ -400,7 +411,7 @@ pub(crate) fn bench(which: &str, profile: bool, references: &[String]) -> Result
         "train" if profile => bench_train_profile(),
         "train" => bench_train(),
         "lm" => bench_lm(references),
-        _ => bail!("unknown benchmark `{which}` (known: lm, mac, train)"),
+        _ => bail!("unknown benchmark `{which}` (known: lm, serve, mac, train)"),
     }
 }
 

@@ -29,9 +29,10 @@ pub(crate) struct LoadArgs {
 }
 
 /// Documents in the bank before the load starts (so every question has a bank).
-const SEED_DOCUMENTS: usize = 16;
+pub(crate) const SEED_DOCUMENTS: usize = 16;
 
-fn fact(tag: &str, i: usize) -> String {
+/// The `i`-th made-up document of a kind (`tag`).
+pub(crate) fn fact(tag: &str, i: usize) -> String {
     format!(
         "Person {tag}-{i} was born in Town {i}. Person {tag}-{i} works for Company {tag}{i} and studies topic {}.",
         i % 7
@@ -40,13 +41,14 @@ fn fact(tag: &str, i: usize) -> String {
 
 /// Latencies of one kind of request.
 #[derive(Default)]
-struct Samples {
+pub(crate) struct Samples {
     ok_ms: Vec<f64>,
     errors: Vec<String>,
 }
 
 impl Samples {
-    fn summary(&mut self, seconds: f64) -> Value {
+    /// Counts, errors, latency percentiles and requests per second.
+    pub(crate) fn summary(&mut self, seconds: f64) -> Value {
         self.ok_ms.sort_by(f64::total_cmp);
         let pct = |p: f64| -> Value {
             if self.ok_ms.is_empty() {
@@ -60,6 +62,7 @@ impl Samples {
             "errors": self.errors.len(),
             "first_errors": self.errors.iter().take(5).collect::<Vec<_>>(),
             "p50_ms": pct(0.50),
+            "p95_ms": pct(0.95),
             "p99_ms": pct(0.99),
             "max_ms": self.ok_ms.last(),
             "per_second": self.ok_ms.len() as f64 / seconds,
@@ -67,9 +70,10 @@ impl Samples {
     }
 }
 
-struct Server {
-    child: Child,
-    url: String,
+/// A server process on localhost, killed when dropped.
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) url: String,
 }
 
 impl Drop for Server {
@@ -79,7 +83,7 @@ impl Drop for Server {
     }
 }
 
-fn start_server(mac: &Path, bank: &Path, checkpoint: &Path) -> Result<Server> {
+pub(crate) fn start_server(mac: &Path, bank: &Path, checkpoint: &Path) -> Result<Server> {
     let mut child = Command::new(mac)
         .args(["--device", "flex", "serve", "--bank"])
         .arg(bank)
@@ -99,7 +103,7 @@ fn start_server(mac: &Path, bank: &Path, checkpoint: &Path) -> Result<Server> {
     Ok(Server { child, url })
 }
 
-fn post(url: &str, body: &Value) -> std::result::Result<Value, String> {
+pub(crate) fn post(url: &str, body: &Value) -> std::result::Result<Value, String> {
     match ureq::post(url)
         .timeout(Duration::from_secs(300))
         .send_json(body)
@@ -173,7 +177,11 @@ pub(crate) fn serve_load(args: LoadArgs) -> Result<()> {
     for a in 0..args.askers {
         let (stop, asks, url, askers) = (stop.clone(), asks.clone(), chat_url.clone(), args.askers);
         threads.push(std::thread::spawn(move || {
-            ask_until(&stop, &asks, &url, a, askers)
+            let request = |k| {
+                let (q, _) = seed_question(k);
+                json!({"model": "mac", "messages": [{"role": "user", "content": q}]})
+            };
+            ask_until(&stop, &asks, &url, (a, askers), &request)
         }));
     }
     {
@@ -235,17 +243,19 @@ pub(crate) fn serve_load(args: LoadArgs) -> Result<()> {
     Ok(())
 }
 
-/// Asker `a` of `askers`: chat completions about the seed documents until
-/// `stop`, each timed or its error kept.
-fn ask_until(stop: &AtomicBool, asks: &Mutex<Samples>, url: &str, a: usize, askers: usize) {
+/// Asker `a` of `askers`: the chat completions `request(k)` for its
+/// share of `k = a, a + askers, …` until `stop`, each timed or its error kept.
+pub(crate) fn ask_until(
+    stop: &AtomicBool,
+    asks: &Mutex<Samples>,
+    url: &str,
+    (a, askers): (usize, usize),
+    request: &dyn Fn(usize) -> Value,
+) {
     let mut k = a;
     while !stop.load(Ordering::Relaxed) {
-        let q = format!("Where was Person seed-{} born?", k % SEED_DOCUMENTS);
         let t0 = Instant::now();
-        let r = post(
-            url,
-            &json!({"model": "mac", "messages": [{"role": "user", "content": q}]}),
-        );
+        let r = post(url, &request(k));
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         let mut s = asks.lock().unwrap();
         match r {
@@ -255,6 +265,12 @@ fn ask_until(stop: &AtomicBool, asks: &Mutex<Samples>, url: &str, a: usize, aske
         }
         k += askers;
     }
+}
+
+/// A question about seed document `k % SEED_DOCUMENTS`, and its document.
+pub(crate) fn seed_question(k: usize) -> (String, String) {
+    let i = k % SEED_DOCUMENTS;
+    (format!("Where was Person seed-{i} born?"), fact("seed", i))
 }
 
 /// The ingester: two new documents a request until `stop`, each request
@@ -297,7 +313,7 @@ fn ingest_until(
 
 /// Reads the server's answer counters, then stops it with SIGTERM (it
 /// must exit 0): (questions answered, answer batches).
-fn stop_server(server: &mut Server) -> Result<(f64, f64)> {
+pub(crate) fn stop_server(server: &mut Server) -> Result<(f64, f64)> {
     let metrics = ureq::get(&format!("{}/metrics", server.url))
         .call()?
         .into_string()?;

@@ -21,6 +21,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_serve;
 mod fetch;
 mod fuzz;
 mod layering;
@@ -46,10 +47,11 @@ enum Cmd {
     },
     /// Run a criterion benchmark and its references in the same run and
     /// print the ratio (`lm`: prefill and decode of the base LM against
-    /// PyTorch and llama.cpp; `mac`:
+    /// PyTorch and llama.cpp; `serve`: `mac serve` beside llama.cpp's
+    /// server under the same askers; `mac`:
     /// ingest, aggregation and its peak memory; `train`: a training step).
     Bench {
-        /// Which benchmark: `lm`, `mac` or `train`.
+        /// Which benchmark: `lm`, `serve`, `mac` or `train`.
         which: String,
         /// `train` only: break the step into its parts on both sides and
         /// write the table to docs/train-step-profile.md.
@@ -60,6 +62,16 @@ enum Cmd {
         /// llama-cpp-python on the GGUF file as stored).
         #[arg(long, value_delimiter = ',', default_value = "torch,llama.cpp")]
         references: Vec<String>,
+        /// `serve` only: the run or checkpoint `mac serve` answers from
+        /// (default: the tiny preset, trained for 3 steps).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// `serve` only: how long each server is asked.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// `serve` only: concurrent askers.
+        #[arg(long, default_value_t = 8)]
+        askers: usize,
     },
     /// Meta-train a preset into a run directory (`mac train`).
     Train {
@@ -225,8 +237,20 @@ fn main() -> Result<()> {
         Cmd::Fetch { force } => fetch::fetch(force),
         Cmd::Bench {
             which,
+            checkpoint,
+            seconds,
+            askers,
+            ..
+        } if which == "serve" => bench_serve::bench_serve(bench_serve::ServeBenchArgs {
+            checkpoint,
+            seconds,
+            askers,
+        }),
+        Cmd::Bench {
+            which,
             profile,
             references,
+            ..
         } => bench::bench(&which, profile, &references),
         Cmd::Train { preset, out, args } => run::train(&preset, &out, &args),
         Cmd::Eval {
