@@ -448,6 +448,7 @@ fn bench_lm(references: &[String]) -> Result<()> {
             "decode_1_after_128_s",
             1.0,
         ),
+        ("generate_64_after_128", "generate_64_after_128_s", 64.0),
     ];
     let mut report = serde_json::Map::new();
     let cell = |s: f64, tokens: f64| format!("{:.1} ms ({:.0} tok/s)", s * 1e3, tokens / s);
