@@ -206,6 +206,34 @@ impl QuantizedMatrix {
         }
     }
 
+    /// The rows of `parts` one after the other, in one matrix (products
+    /// that share their input, such as a layer's query, key and value
+    /// projections, made in one pass over the threads); `None` when the
+    /// parts differ in format or columns.
+    pub fn stacked(parts: &[&QuantizedMatrix]) -> Option<Self> {
+        let first = parts.first()?;
+        if parts
+            .iter()
+            .any(|p| p.format != first.format || p.cols != first.cols)
+        {
+            return None;
+        }
+        Some(Self {
+            format: first.format,
+            rows: parts.iter().map(|p| p.rows).sum(),
+            cols: first.cols,
+            quants: parts
+                .iter()
+                .flat_map(|p| p.quants.iter().copied())
+                .collect(),
+            scales: parts
+                .iter()
+                .flat_map(|p| p.scales.iter().copied())
+                .collect(),
+            mins: parts.iter().flat_map(|p| p.mins.iter().copied()).collect(),
+        })
+    }
+
     /// The whole matrix in f32, row-major `[rows, cols]`.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.rows * self.cols];
@@ -582,6 +610,30 @@ mod tests {
         let (wa, wb) = (a.dequantize(), b.dequantize());
         assert_eq!(wb[..64], wa[128..]);
         assert_eq!(wb[64..128], wa[..64]);
+    }
+
+    #[test]
+    fn stacked_matrices_hold_their_parts_rows_in_order() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let a = QuantizedMatrix::from_blocks(
+            BlockFormat::Q4_1,
+            2,
+            64,
+            &random_blocks(BlockFormat::Q4_1, 4, &mut rng),
+        )
+        .unwrap();
+        let b = a.with_rows(&[1, 0]);
+        let ab = QuantizedMatrix::stacked(&[&a, &b]).unwrap();
+        assert_eq!(ab.dims(), [4, 64]);
+        assert_eq!(ab.dequantize(), [a.dequantize(), b.dequantize()].concat());
+        let q8 = QuantizedMatrix::from_blocks(
+            BlockFormat::Q8_0,
+            1,
+            64,
+            &random_blocks(BlockFormat::Q8_0, 2, &mut rng),
+        )
+        .unwrap();
+        assert!(QuantizedMatrix::stacked(&[&a, &q8]).is_none());
     }
 
     #[test]

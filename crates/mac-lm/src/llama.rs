@@ -232,9 +232,15 @@ impl LlamaMlp {
 
     /// [`Self::forward`], on the file's quantized weights where they serve.
     fn forward_with(&self, x: Tensor<3>, q: Option<&QuantizedLayer>) -> Tensor<3> {
-        let gate = silu(product(x.clone(), &self.gate_proj, q.map(|q| &q.gate)));
-        let up = product(x, &self.up_proj, q.map(|q| &q.up));
-        product(gate * up, &self.down_proj, q.map(|q| &q.down))
+        let f = self.gate_proj.dims()[1];
+        let (gate, up) = match q.and_then(|q| try_product(&x, &q.gate_up)) {
+            Some(y) => (y.clone().narrow(2, 0, f), y.narrow(2, f, f)),
+            None => (
+                linear(x.clone(), self.gate_proj.val(), None),
+                linear(x, self.up_proj.val(), None),
+            ),
+        };
+        product(silu(gate) * up, &self.down_proj, q.map(|q| &q.down))
     }
 }
 
@@ -247,15 +253,16 @@ fn product(x: Tensor<3>, w: &Param<Tensor<2>>, q: Option<&QuantizedMatrix>) -> T
     }
 }
 
-/// One layer's projections as the GGUF file keeps them, `[out, in]`.
+/// One layer's projections as the GGUF file keeps them, `[out, in]`;
+/// those that read the same input stacked, so that a decode step hands
+/// four products per layer to the threads rather than seven.
 #[derive(Debug)]
 struct QuantizedLayer {
-    q: QuantizedMatrix,
-    k: QuantizedMatrix,
-    v: QuantizedMatrix,
+    /// Query, key and value projections, `[H·d_h + 2·H_kv·d_h, d]`.
+    qkv: QuantizedMatrix,
     o: QuantizedMatrix,
-    gate: QuantizedMatrix,
-    up: QuantizedMatrix,
+    /// Gate and up projections, `[2·f, d]`.
+    gate_up: QuantizedMatrix,
     down: QuantizedMatrix,
 }
 
@@ -287,13 +294,16 @@ impl QuantizedWeights {
             ) else {
                 return Ok(None);
             };
+            let (Some(qkv), Some(gate_up)) = (
+                QuantizedMatrix::stacked(&[&q, &k, &v]),
+                QuantizedMatrix::stacked(&[&gate, &up]),
+            ) else {
+                return Ok(None);
+            };
             layers.push(QuantizedLayer {
-                q,
-                k,
-                v,
+                qkv,
                 o,
-                gate,
-                up,
+                gate_up,
                 down,
             });
         }
@@ -311,7 +321,7 @@ impl QuantizedWeights {
         let layers: usize = self
             .layers
             .iter()
-            .flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down])
+            .flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down])
             .map(QuantizedMatrix::size_bytes)
             .sum();
         layers + self.lm_head.as_ref().map_or(0, QuantizedMatrix::size_bytes)
@@ -344,9 +354,19 @@ impl LlamaLayer {
         let [b, t, _] = x.dims();
         let a = &self.self_attn;
         let hn = self.input_layernorm.forward(x);
-        let q = product(hn.clone(), &a.q_proj, stored.map(|s| &s.q));
-        let k = product(hn.clone(), &a.k_proj, stored.map(|s| &s.k));
-        let v = product(hn, &a.v_proj, stored.map(|s| &s.v));
+        let (dq, dkv) = (h * dh, hkv * dh);
+        let (q, k, v) = match stored.and_then(|s| try_product(&hn, &s.qkv)) {
+            Some(y) => (
+                y.clone().narrow(2, 0, dq),
+                y.clone().narrow(2, dq, dkv),
+                y.narrow(2, dq + dkv, dkv),
+            ),
+            None => (
+                linear(hn.clone(), a.q_proj.val(), None),
+                linear(hn.clone(), a.k_proj.val(), None),
+                linear(hn, a.v_proj.val(), None),
+            ),
+        };
         (
             rope(q.reshape([b, t, h, dh]).swap_dims(1, 2)),
             rope(k.reshape([b, t, hkv, dh]).swap_dims(1, 2)),
