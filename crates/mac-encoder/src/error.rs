@@ -51,6 +51,7 @@ impl From<LmError> for EncoderError {
             LmError::Io { path, source } => EncoderError::Io { path, source },
             LmError::Config { path, key, reason } => EncoderError::Config { path, key, reason },
             LmError::Tokenizer { path, reason } => EncoderError::Tokenizer { path, reason },
+            LmError::Weights(e) => EncoderError::Weights(e),
             other => EncoderError::Lm(other),
         }
     }

@@ -24,36 +24,10 @@ pub enum LmError {
         /// What is wrong.
         reason: String,
     },
-    /// A tensor the architecture needs is absent from the checkpoint.
-    #[error("{path}: missing tensor `{name}`")]
-    MissingTensor {
-        /// Checkpoint file.
-        path: PathBuf,
-        /// Name of the missing tensor (checkpoint naming).
-        name: String,
-    },
-    /// A tensor has a different shape from the one the configuration implies.
-    #[error("{path}: tensor `{name}` has shape {found:?}, expected {expected:?}")]
-    ShapeMismatch {
-        /// Checkpoint file.
-        path: PathBuf,
-        /// Tensor name.
-        name: String,
-        /// Shape the configuration implies.
-        expected: Vec<usize>,
-        /// Shape found in the file.
-        found: Vec<usize>,
-    },
-    /// A tensor is stored in a data type this crate cannot dequantise.
-    #[error("{path}: tensor `{name}` uses unsupported data type {dtype}")]
-    UnsupportedDType {
-        /// Checkpoint file.
-        path: PathBuf,
-        /// Tensor name.
-        name: String,
-        /// Name or id of the data type.
-        dtype: String,
-    },
+    /// A checkpoint tensor could not be read (missing, of another shape,
+    /// of a type that cannot be dequantised, or its file unreadable).
+    #[error(transparent)]
+    Weights(#[from] mac_kernels::WeightError),
     /// A required configuration key is absent or has the wrong type.
     #[error("{path}: configuration key `{key}` is missing or invalid: {reason}")]
     Config {
@@ -115,40 +89,6 @@ impl LmError {
             path: path.into(),
             format,
             reason: reason.into(),
-        }
-    }
-}
-
-/// A tensor-reading error as the LM's, variant for variant.
-impl From<mac_kernels::WeightError> for LmError {
-    fn from(e: mac_kernels::WeightError) -> Self {
-        use mac_kernels::WeightError as W;
-        match e {
-            W::Io { path, source } => LmError::Io { path, source },
-            W::Malformed {
-                path,
-                format,
-                reason,
-            } => LmError::Malformed {
-                path,
-                format,
-                reason,
-            },
-            W::MissingTensor { path, name } => LmError::MissingTensor { path, name },
-            W::ShapeMismatch {
-                path,
-                name,
-                expected,
-                found,
-            } => LmError::ShapeMismatch {
-                path,
-                name,
-                expected,
-                found,
-            },
-            W::UnsupportedDType { path, name, dtype } => {
-                LmError::UnsupportedDType { path, name, dtype }
-            }
         }
     }
 }

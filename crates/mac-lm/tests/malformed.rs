@@ -110,7 +110,13 @@ fn wrong_tensor_shape_names_tensor_and_shapes() {
     fs::write(&cfg_path, cfg.to_string()).unwrap();
     let err = BaseLm::load(&model_dir, &device()).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, LmError::ShapeMismatch { .. }), "{msg}");
+    assert!(
+        matches!(
+            err,
+            LmError::Weights(mac_kernels::WeightError::ShapeMismatch { .. })
+        ),
+        "{msg}"
+    );
     assert!(
         msg.contains("bad-llama")
             && msg.contains("mlp.gate_proj.weight")
