@@ -6,9 +6,9 @@
 //! four or eight bits it reads a sixth to a quarter of the bytes of f32.
 //!
 //! Activations stay in f32, and each weight dequantises to exactly the
-//! value a GGUF reader's dequantisation gives (`mac_lm::gguf`) (the same formula, no
-//! fused multiply–add), so a product differs from the f32 path's only in
-//! the order of its sums. The scales are widened to f32 once, when the
+//! value [`QuantizedMatrix::dequantize`] gives (the GGUF reader's f32
+//! weights come from it), so a product differs from the f32 path's only
+//! in the order of its sums. The scales are widened to f32 once, when the
 //! matrix is built.
 
 use burn::tensor::{DType, Tensor, TensorData};
@@ -55,19 +55,6 @@ impl BlockFormat {
         match self {
             BlockFormat::Q8_0 => 32,
             BlockFormat::Q4_0 | BlockFormat::Q4_1 => 16,
-        }
-    }
-
-    /// Dequantises one block as stored in the file.
-    pub fn dequantize_block(self, block: &[u8], out: &mut [f32; BLOCK]) {
-        let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
-        match self {
-            BlockFormat::Q8_0 => decode_q8_0(&block[2..34], d, out),
-            BlockFormat::Q4_0 => decode_q4_0(&block[2..18], d, out),
-            BlockFormat::Q4_1 => {
-                let m = f16::from_le_bytes([block[2], block[3]]).to_f32();
-                decode_q4_1(&block[4..20], d, m, out)
-            }
         }
     }
 }

@@ -483,10 +483,12 @@ impl Llama {
 
     /// Layer `i`'s quantized projections, when decode steps use them.
     fn stored(&self, i: usize) -> Option<&QuantizedLayer> {
-        self.quantized
-            .as_deref()
-            .filter(|_| self.quantized_decode)
-            .map(|q| &q.layers[i])
+        self.decode_weights().map(|q| &q.layers[i])
+    }
+
+    /// The quantized weights, when decode steps use them.
+    fn decode_weights(&self) -> Option<&QuantizedWeights> {
+        self.quantized.as_deref().filter(|_| self.quantized_decode)
     }
 
     /// The configuration.
@@ -630,8 +632,8 @@ impl Llama {
 
     /// Projects hidden states to vocabulary logits.
     pub(crate) fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        let head = self.quantized.as_deref().filter(|_| self.quantized_decode);
-        product(hidden, &self.lm_head, head.and_then(|q| q.lm_head.as_ref()))
+        let head = self.decode_weights().and_then(|q| q.lm_head.as_ref());
+        product(hidden, &self.lm_head, head)
     }
 
     /// Number of attention (query) heads.

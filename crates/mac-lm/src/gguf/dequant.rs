@@ -3,7 +3,7 @@
 use half::{bf16, f16};
 
 use super::{GgmlType, GgufFile};
-use mac_kernels::quantized::{BlockFormat, QuantizedMatrix, BLOCK};
+use mac_kernels::quantized::{BlockFormat, QuantizedMatrix};
 use mac_kernels::{Result, WeightError};
 
 impl GgufFile {
@@ -34,9 +34,12 @@ impl GgufFile {
                 .chunks_exact(2)
                 .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
                 .collect(),
-            GgmlType::Q8_0 => dequant_blocks(bytes, BlockFormat::Q8_0),
-            GgmlType::Q4_0 => dequant_blocks(bytes, BlockFormat::Q4_0),
-            GgmlType::Q4_1 => dequant_blocks(bytes, BlockFormat::Q4_1),
+            GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 => {
+                // Decoded by the same code the quantized products use: one
+                // row of every value.
+                let numel = info.shape.iter().product();
+                self.blocks(name, info, 1, numel)?.dequantize()
+            }
             GgmlType::Other(_) => {
                 return Err(WeightError::UnsupportedDType {
                     path: self.path.clone(),
@@ -54,41 +57,42 @@ impl GgufFile {
     /// [`GgufFile::dequantize`]; `None` for any other type or rank.
     pub fn quantized(&self, name: &str) -> Result<Option<QuantizedMatrix>> {
         let info = self.tensor(name)?;
-        let format = match info.dtype {
-            GgmlType::Q8_0 => BlockFormat::Q8_0,
-            GgmlType::Q4_0 => BlockFormat::Q4_0,
-            GgmlType::Q4_1 => BlockFormat::Q4_1,
-            _ => return Ok(None),
-        };
-        let &[rows, cols] = info.shape.as_slice() else {
-            return Ok(None);
-        };
+        match (block_format(info.dtype), info.shape.as_slice()) {
+            (Some(_), &[rows, cols]) => Ok(Some(self.blocks(name, info, rows, cols)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Tensor `name`'s blocks as a `[rows, cols]` matrix.
+    fn blocks(
+        &self,
+        name: &str,
+        info: &super::GgufTensorInfo,
+        rows: usize,
+        cols: usize,
+    ) -> Result<QuantizedMatrix> {
         let bytes = &self.mmap[info.offset..info.offset + info.byte_len];
-        QuantizedMatrix::from_blocks(format, rows, cols, bytes)
-            .map(Some)
+        block_format(info.dtype)
+            .and_then(|format| QuantizedMatrix::from_blocks(format, rows, cols, bytes))
             .ok_or_else(|| {
                 WeightError::malformed(
                     &self.path,
                     "GGUF",
                     format!(
-                        "tensor `{name}` [{rows}, {cols}]: rows are not whole {format:?} blocks"
+                        "tensor `{name}` [{rows}, {cols}]: rows are not whole {:?} blocks",
+                        info.dtype
                     ),
                 )
             })
     }
 }
 
-fn dequant_blocks(bytes: &[u8], format: BlockFormat) -> Vec<f32> {
-    let block_bytes = format.block_bytes();
-    let n_blocks = bytes.len() / block_bytes;
-    let mut out = vec![0f32; n_blocks * BLOCK];
-    let mut w = [0f32; BLOCK];
-    for (b, o) in bytes
-        .chunks_exact(block_bytes)
-        .zip(out.chunks_exact_mut(BLOCK))
-    {
-        format.dequantize_block(b, &mut w);
-        o.copy_from_slice(&w);
+/// The block format of a quantized GGUF type.
+fn block_format(dtype: GgmlType) -> Option<BlockFormat> {
+    match dtype {
+        GgmlType::Q8_0 => Some(BlockFormat::Q8_0),
+        GgmlType::Q4_0 => Some(BlockFormat::Q4_0),
+        GgmlType::Q4_1 => Some(BlockFormat::Q4_1),
+        _ => None,
     }
-    out
 }
