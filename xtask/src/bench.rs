@@ -141,7 +141,8 @@ fn llama_cmake_args() -> String {
     args.join(" ")
 }
 
-fn cores() -> usize {
+/// The CPU cores this process may use.
+pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
@@ -398,7 +399,7 @@ pub(crate) fn cpu_model() -> String {
     } else {
         "no AVX2"
     };
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cores = cores();
     format!("{name} ({simd}, {cores} cores)")
 }
 

@@ -7,7 +7,7 @@
 //! question's document in its prompt (what a retriever would hand it).
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,38 +16,16 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::load::{self, ask_until, post, seed_question, Samples, Server, SEED_DOCUMENTS};
-use crate::{bench, run, target_dir};
-
-/// What `bench serve` is asked to do.
-pub(crate) struct ServeBenchArgs {
-    /// A trained run or checkpoint; `None`: the tiny preset, 3 steps.
-    pub checkpoint: Option<PathBuf>,
-    /// How long each server is asked.
-    pub seconds: u64,
-    /// Concurrent askers.
-    pub askers: usize,
-}
+use crate::load::{self, ask_until, seed_question, LoadOptions, Samples, Server};
+use crate::{bench, target_dir};
 
 /// Most tokens an answer may take, on both sides.
 const ANSWER_TOKENS: usize = 16;
 
-pub(crate) fn bench_serve(args: ServeBenchArgs) -> Result<()> {
-    crate::fetch::fetch(false)?;
-    run::build_mac()?;
-    let mac = target_dir().join("debug/mac");
-    let work = tempfile::tempdir()?;
-    let checkpoint = match &args.checkpoint {
-        Some(c) => c.clone(),
-        None => load::tiny_checkpoint(&mac, work.path())?,
-    };
-    let mut server = load::start_server(&mac, &work.path().join("bank"), &checkpoint)?;
-    let seeds: Vec<Value> = (0..SEED_DOCUMENTS)
-        .map(|i| json!({"text": seed_question(i).1, "source": "seed"}))
-        .collect();
-    post(&format!("{}/v1/documents", server.url), &Value::from(seeds))
-        .map_err(|e| anyhow::anyhow!("seeding the bank: {e}"))?;
-    let ours = load_of(&server.url, &args, |k| {
+pub(crate) fn bench_serve(args: &LoadOptions) -> Result<()> {
+    let seeded = load::seeded_server(args)?;
+    let mut server = seeded.server;
+    let ours = load_of(&server.url, args, |k| {
         let (q, _) = seed_question(k);
         json!({"model": "mac", "messages": [{"role": "user", "content": q}],
                "max_tokens": ANSWER_TOKENS})
@@ -56,19 +34,19 @@ pub(crate) fn bench_serve(args: ServeBenchArgs) -> Result<()> {
     drop(server);
 
     let llama = start_llama(&bench::llama_python_with_server()?)?;
-    let theirs = load_of(&llama.url, &args, |k| {
+    let theirs = load_of(&llama.url, args, |k| {
         let (q, doc) = seed_question(k);
         json!({"model": "llama", "temperature": 0.0, "max_tokens": ANSWER_TOKENS,
                "messages": [{"role": "user", "content": format!("{doc}\n\nAnswer briefly. {q}")}]})
     })?;
     drop(llama);
-    report(&args, &checkpoint, ours, theirs, questions / batches)
+    report(args, &seeded.checkpoint, ours, theirs, questions / batches)
 }
 
 /// `args.askers` askers of `request(k)` at `url` for `args.seconds`.
 fn load_of(
     url: &str,
-    args: &ServeBenchArgs,
+    args: &LoadOptions,
     request: impl Fn(usize) -> Value + Send + Sync + Copy + 'static,
 ) -> Result<Value> {
     let chat = format!("{url}/v1/chat/completions");
@@ -128,7 +106,7 @@ fn start_llama(py: &Path) -> Result<Server> {
 
 /// Prints the table and writes target/bench-serve.json.
 fn report(
-    args: &ServeBenchArgs,
+    args: &LoadOptions,
     checkpoint: &Path,
     ours: Value,
     theirs: Value,

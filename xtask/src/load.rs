@@ -16,16 +16,65 @@ use serde_json::{json, Value};
 
 use crate::{run, target_dir};
 
-/// What the load test is asked to do.
-pub(crate) struct LoadArgs {
-    /// A trained run or checkpoint; `None`: train the tiny preset for 3 steps.
+/// Who asks `mac serve`, for how long, and what it answers from: the
+/// load test's and `bench serve`'s options.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct LoadOptions {
+    /// A trained run or checkpoint (default: the tiny preset, trained for 3 steps).
+    #[arg(long)]
     pub checkpoint: Option<PathBuf>,
-    /// How long the load runs.
+    /// How long the askers ask (each server, for `bench serve`).
+    #[arg(long, default_value_t = 60)]
     pub seconds: u64,
     /// Concurrent askers.
+    #[arg(long, default_value_t = 8)]
     pub askers: usize,
-    /// Where the JSON report goes (also printed).
-    pub out: Option<PathBuf>,
+}
+
+/// `mac serve` on a fresh bank in a temporary directory, the seed
+/// documents ingested.
+pub(crate) struct SeededServer {
+    /// The server.
+    pub server: Server,
+    /// The `mac` binary.
+    pub mac: PathBuf,
+    /// What it answers from.
+    pub checkpoint: PathBuf,
+    /// Its bank.
+    pub bank: PathBuf,
+    /// The directory holding the bank (and the tiny checkpoint), removed when dropped.
+    _work: tempfile::TempDir,
+}
+
+/// Fetches the models, builds `mac`, and starts [`SeededServer`] on
+/// `opts.checkpoint` (or the tiny preset, trained for 3 steps).
+pub(crate) fn seeded_server(opts: &LoadOptions) -> Result<SeededServer> {
+    ensure!(
+        opts.askers > 0 && opts.seconds > 0,
+        "--askers and --seconds must be positive"
+    );
+    crate::fetch::fetch(false)?;
+    run::build_mac()?;
+    let mac = target_dir().join("debug/mac");
+    let work = tempfile::tempdir()?;
+    let checkpoint = match &opts.checkpoint {
+        Some(c) => c.clone(),
+        None => tiny_checkpoint(&mac, work.path())?,
+    };
+    let bank = work.path().join("bank");
+    let server = start_server(&mac, &bank, &checkpoint)?;
+    let seeds: Vec<Value> = (0..SEED_DOCUMENTS)
+        .map(|i| json!({"text": fact("seed", i), "source": "seed"}))
+        .collect();
+    post(&format!("{}/v1/documents", server.url), &Value::from(seeds))
+        .map_err(|e| anyhow::anyhow!("seeding the bank: {e}"))?;
+    Ok(SeededServer {
+        server,
+        mac,
+        checkpoint,
+        bank,
+        _work: work,
+    })
 }
 
 /// Documents in the bank before the load starts (so every question has a bank).
@@ -147,35 +196,24 @@ pub(crate) fn verified_bank(mac: &Path, bank: &Path) -> Result<mac_bank::MemoryB
     Ok(mac_bank::MemoryBank::open_read_only(bank)?)
 }
 
-pub(crate) fn serve_load(args: LoadArgs) -> Result<()> {
-    ensure!(
-        args.askers > 0 && args.seconds > 0,
-        "--askers and --seconds must be positive"
-    );
-    crate::fetch::fetch(false)?;
-    run::build_mac()?;
-    let mac = target_dir().join("debug/mac");
-    let work = tempfile::tempdir()?;
-    let checkpoint = match &args.checkpoint {
-        Some(c) => c.clone(),
-        None => tiny_checkpoint(&mac, work.path())?,
-    };
-    let bank = work.path().join("bank");
-    let mut server = start_server(&mac, &bank, &checkpoint)?;
+/// The load test, its report also written to `out`.
+pub(crate) fn serve_load(opts: &LoadOptions, out: Option<&Path>) -> Result<()> {
+    let SeededServer {
+        mut server,
+        mac,
+        checkpoint,
+        bank,
+        _work,
+    } = seeded_server(opts)?;
     let docs_url = format!("{}/v1/documents", server.url);
     let chat_url = format!("{}/v1/chat/completions", server.url);
-    let seeds: Vec<Value> = (0..SEED_DOCUMENTS)
-        .map(|i| json!({"text": fact("seed", i), "source": "seed"}))
-        .collect();
-    post(&docs_url, &Value::from(seeds)).map_err(|e| anyhow::anyhow!("seeding the bank: {e}"))?;
-
     let stop = Arc::new(AtomicBool::new(false));
     let asks = Arc::new(Mutex::new(Samples::default()));
     let ingests = Arc::new(Mutex::new(Samples::default()));
     let acknowledged = Arc::new(Mutex::new(Vec::<(u64, String)>::new()));
     let mut threads = Vec::new();
-    for a in 0..args.askers {
-        let (stop, asks, url, askers) = (stop.clone(), asks.clone(), chat_url.clone(), args.askers);
+    for a in 0..opts.askers {
+        let (stop, asks, url, askers) = (stop.clone(), asks.clone(), chat_url.clone(), opts.askers);
         threads.push(std::thread::spawn(move || {
             let request = |k| {
                 let (q, _) = seed_question(k);
@@ -196,7 +234,7 @@ pub(crate) fn serve_load(args: LoadArgs) -> Result<()> {
         }));
     }
     let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(args.seconds));
+    std::thread::sleep(Duration::from_secs(opts.seconds));
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join()
@@ -216,7 +254,7 @@ pub(crate) fn serve_load(args: LoadArgs) -> Result<()> {
     let report = json!({
         "checkpoint": checkpoint.display().to_string(),
         "seconds": (seconds * 10.0).round() / 10.0,
-        "askers": args.askers,
+        "askers": opts.askers,
         "ingesters": 1,
         "asks": asks.lock().unwrap().summary(seconds),
         "ingests": ingests.lock().unwrap().summary(seconds),
@@ -228,7 +266,7 @@ pub(crate) fn serve_load(args: LoadArgs) -> Result<()> {
     });
     let text = serde_json::to_string_pretty(&report)?;
     println!("{text}");
-    if let Some(out) = &args.out {
+    if let Some(out) = out {
         std::fs::write(out, &text).with_context(|| format!("{}: cannot write", out.display()))?;
     }
     let errors = report["asks"]["errors"].as_u64().unwrap_or(1)

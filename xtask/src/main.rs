@@ -62,16 +62,9 @@ enum Cmd {
         /// llama-cpp-python on the GGUF file as stored).
         #[arg(long, value_delimiter = ',', default_value = "torch,llama.cpp")]
         references: Vec<String>,
-        /// `serve` only: the run or checkpoint `mac serve` answers from
-        /// (default: the tiny preset, trained for 3 steps).
-        #[arg(long)]
-        checkpoint: Option<PathBuf>,
-        /// `serve` only: how long each server is asked.
-        #[arg(long, default_value_t = 60)]
-        seconds: u64,
-        /// `serve` only: concurrent askers.
-        #[arg(long, default_value_t = 8)]
-        askers: usize,
+        /// `serve` only: who asks, for how long, from what.
+        #[command(flatten)]
+        load: load::LoadOptions,
     },
     /// Meta-train a preset into a run directory (`mac train`).
     Train {
@@ -178,15 +171,8 @@ enum Cmd {
     /// ingester for a fixed time, then the bank checked (every acknowledged
     /// document stored once). Fails on any error or loss.
     ServeLoad {
-        /// A trained run or checkpoint (default: the tiny preset, trained for 3 steps).
-        #[arg(long)]
-        checkpoint: Option<PathBuf>,
-        /// How long the load runs.
-        #[arg(long, default_value_t = 60)]
-        seconds: u64,
-        /// Concurrent askers.
-        #[arg(long, default_value_t = 8)]
-        askers: usize,
+        #[command(flatten)]
+        load: load::LoadOptions,
         /// Also write the JSON report here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -235,17 +221,7 @@ fn main() -> Result<()> {
     }
     match cli.cmd {
         Cmd::Fetch { force } => fetch::fetch(force),
-        Cmd::Bench {
-            which,
-            checkpoint,
-            seconds,
-            askers,
-            ..
-        } if which == "serve" => bench_serve::bench_serve(bench_serve::ServeBenchArgs {
-            checkpoint,
-            seconds,
-            askers,
-        }),
+        Cmd::Bench { which, load, .. } if which == "serve" => bench_serve::bench_serve(&load),
         Cmd::Bench {
             which,
             profile,
@@ -276,17 +252,7 @@ fn main() -> Result<()> {
             readers,
             seed,
         } => soak::soak(seconds, readers, seed),
-        Cmd::ServeLoad {
-            checkpoint,
-            seconds,
-            askers,
-            out,
-        } => load::serve_load(load::LoadArgs {
-            checkpoint,
-            seconds,
-            askers,
-            out,
-        }),
+        Cmd::ServeLoad { load, out } => load::serve_load(&load, out.as_deref()),
         Cmd::Fuzz { minutes, seed, out } => fuzz::fuzz(minutes, seed, out.as_deref()),
         Cmd::Test { args } => run::test(&args),
         Cmd::DevicePack => run::device_pack(),
