@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use burn::tensor::{Distribution, Tensor};
 use mac_aggregation::AggregatorConfig;
-use mac_bank::{BankShape, MemoryBank, NewEntry};
+use mac_bank::{BankShape, MemoryBank, NewEntry, Precision};
 
 fn peak_mb() -> f64 {
     mac_eval::peak_rss_mb().unwrap_or(f64::NAN)
@@ -35,6 +35,7 @@ fn main() {
             d_mod: d,
             key_dim: 0,
             rows_vary: false,
+            precision: Precision::F32,
         },
         "bench",
     )

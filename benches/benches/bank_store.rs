@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use mac_bank::{BankShape, MemoryBank, NewEntry};
+use mac_bank::{BankShape, MemoryBank, NewEntry, Precision};
 use rusqlite::{params, Connection};
 
 const N_TOKENS: usize = 12;
@@ -43,6 +43,7 @@ fn ingest_bank(dir: &Path, data: &Data, n: usize, batch: usize) -> f64 {
         d_mod: D_MOD,
         key_dim: KEY_DIM,
         rows_vary: false,
+        precision: Precision::F32,
     };
     let mut bank = MemoryBank::create(dir, shape, "bench").unwrap();
     let texts: Vec<String> = (0..n).map(document).collect();

@@ -30,11 +30,11 @@
 //! existing entry.
 //!
 //! ```
-//! use mac_bank::{AppendOutcome, BankShape, MemoryBank, NewEntry};
+//! use mac_bank::{AppendOutcome, BankShape, MemoryBank, NewEntry, Precision};
 //!
 //! # fn main() -> mac_bank::Result<()> {
 //! let dir = tempfile::tempdir().unwrap();
-//! let shape = BankShape { n_tokens: 2, d_mod: 3, key_dim: 0, rows_vary: false };
+//! let shape = BankShape { n_tokens: 2, d_mod: 3, key_dim: 0, rows_vary: false, precision: Precision::F32 };
 //! let mut bank = MemoryBank::create(dir.path().join("bank"), shape, "example")?;
 //! let doc = NewEntry { source: "notes.txt", text: "Ada was born in Porto.", modulation: &[0.5; 6], key: &[] };
 //! assert_eq!(bank.append(doc)?, AppendOutcome::Stored(0));
@@ -60,11 +60,12 @@ mod segment;
 
 pub use bank::{AppendOutcome, Chunk, EntryMeta, MemoryBank, NewEntry, StoredEntry, VerifyReport};
 pub use error::{BankError, Result};
-pub use manifest::BankShape;
+pub use manifest::{BankShape, Precision};
 pub use record::content_hash;
 pub use repair::{repair, Dropped, RepairReport};
 
 /// The newest on-disk format this crate reads and writes (2: entries may
-/// carry a retrieval key; 3: entries may hold varying rows, written only
-/// for such banks). Banks of earlier formats are read unchanged.
-pub const FORMAT_VERSION: u32 = 3;
+/// carry a retrieval key; 3: entries may hold varying rows; 4: values may
+/// be half floats — 3 and 4 written only for such banks). Banks of earlier
+/// formats are read unchanged.
+pub const FORMAT_VERSION: u32 = 4;

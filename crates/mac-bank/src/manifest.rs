@@ -34,6 +34,51 @@ pub struct BankShape {
     /// Whether entries hold from 1 to `n_tokens` rows each (format 3).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rows_vary: bool,
+    /// How each modulation value is stored (keys are always f32).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
+}
+
+/// How a bank stores its modulation values: 4-byte floats, or (format 4)
+/// 2-byte IEEE half floats, read back widened to f32 (about 3 significant
+/// digits; values beyond ±65,504 become infinite and are refused).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// IEEE single precision, 4 bytes a value.
+    #[default]
+    F32,
+    /// IEEE half precision, 2 bytes a value.
+    F16,
+}
+
+impl Precision {
+    /// Bytes a value takes on disk.
+    pub fn bytes(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 => 2,
+        }
+    }
+
+    /// Its name on the command line and in reports (`f32`, `f16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+        }
+    }
+
+    /// The precision named `name` (`f32` or `f16`).
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::F32, Self::F16]
+            .into_iter()
+            .find(|p| p.name() == name)
+    }
+
+    fn is_f32(&self) -> bool {
+        *self == Self::F32
+    }
 }
 
 impl BankShape {
@@ -58,10 +103,13 @@ impl BankShape {
             .filter(|&rows| self.allows_rows(rows))
     }
 
-    /// The format version a bank of this shape is written in: 3 when rows
-    /// vary (a build that reads at most 2 then refuses it), else 2.
+    /// The format version a bank of this shape is written in: 4 when its
+    /// values are half floats, 3 when rows vary (a build that reads less
+    /// then refuses it), else 2.
     pub(crate) fn format_version(&self) -> u32 {
-        if self.rows_vary {
+        if self.precision != Precision::F32 {
+            4
+        } else if self.rows_vary {
             3
         } else {
             2
@@ -135,11 +183,18 @@ impl Manifest {
                 self.version
             )));
         }
+        if shape.precision != Precision::F32 && self.version < 4 {
+            return Err(corrupt(format!(
+                "{} values in a format-{} bank (they came with format 4)",
+                shape.precision.name(),
+                self.version
+            )));
+        }
         let numel = shape.n_tokens.checked_mul(shape.d_mod);
         if shape.n_tokens == 0
             || shape.d_mod == 0
             || numel
-                .and_then(|n| record::body_len(0, 0, n, shape.key_dim))
+                .and_then(|n| record::body_len(0, 0, n, shape.key_dim, shape.precision))
                 .is_none()
         {
             return Err(corrupt(format!(

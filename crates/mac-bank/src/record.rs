@@ -1,18 +1,73 @@
 //! The record format of a segment file.
 //!
 //! ```text
-//! magic    4 bytes  b"MACE"
+//! magic    4 bytes  b"MACE" (values f32) or b"MACH" (values f16, format 4)
 //! body_len u32 LE
 //! body     body_len bytes:
 //!            id u64 | time_ms u64 | sha256 [32] | n u32 | d u32 |
-//!            source_len u32 | text_len u32 | source | text | n*d f32 LE |
+//!            source_len u32 | text_len u32 | source | text |
+//!            n*d values LE (f32 or f16, as the magic says) |
 //!            key_dim f32 LE (format 2; key_dim is the bank's, in MANIFEST)
 //! crc32    u32 LE of body
 //! ```
 
+use half::f16;
 use sha2::{Digest, Sha256};
 
+use crate::manifest::Precision;
+
+/// The magic of a record whose values are f32.
 pub(crate) const MAGIC: &[u8; 4] = b"MACE";
+/// The magic of a record whose values are f16.
+pub(crate) const MAGIC_F16: &[u8; 4] = b"MACH";
+
+impl Precision {
+    /// The magic that opens a record of this precision.
+    pub(crate) fn magic(self) -> &'static [u8; 4] {
+        match self {
+            Self::F32 => MAGIC,
+            Self::F16 => MAGIC_F16,
+        }
+    }
+
+    /// The precision a record's magic names, if it is a record's.
+    pub(crate) fn of_magic(bytes: &[u8]) -> Option<Self> {
+        [Self::F32, Self::F16]
+            .into_iter()
+            .find(|p| bytes.get(..4) == Some(p.magic().as_slice()))
+    }
+
+    /// Values decoded from their little-endian bytes.
+    pub(crate) fn decode(self, b: &[u8]) -> Vec<f32> {
+        match self {
+            Self::F32 => floats(b),
+            Self::F16 => b
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+        }
+    }
+
+    /// Appends `values` as little-endian bytes of this precision.
+    pub(crate) fn encode(self, values: &[f32], out: &mut Vec<u8>) {
+        match self {
+            Self::F32 => values
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+            Self::F16 => values
+                .iter()
+                .for_each(|v| out.extend_from_slice(&f16::from_f32(*v).to_le_bytes())),
+        }
+    }
+
+    /// Whether every value survives this precision as a finite number.
+    pub(crate) fn holds(self, values: &[f32]) -> bool {
+        match self {
+            Self::F32 => true,
+            Self::F16 => values.iter().all(|v| f16::from_f32(*v).is_finite()),
+        }
+    }
+}
 /// Fixed part of the body before the variable-length fields.
 pub(crate) const FIXED_BODY: usize = 8 + 8 + 32 + 4 + 4 + 4 + 4;
 /// Bytes around the body: magic + length before, crc after.
@@ -59,12 +114,12 @@ impl Header {
         self.n as usize * self.d as usize
     }
 
-    /// Body length these fields imply, with a key of `key_dim` floats
-    /// (`None` when it overflows: the fields come from a file).
-    pub fn body_len(&self, key_dim: usize) -> Option<u64> {
-        let floats = (self.n as u64 * self.d as u64)
-            .checked_add(key_dim as u64)?
-            .checked_mul(4)?;
+    /// Body length these fields imply, with values of `precision` and a
+    /// key of `key_dim` floats (`None` when it overflows: the fields come
+    /// from a file).
+    pub fn body_len(&self, key_dim: usize, precision: Precision) -> Option<u64> {
+        let values = (self.n as u64 * self.d as u64).checked_mul(precision.bytes() as u64)?;
+        let floats = values.checked_add((key_dim as u64).checked_mul(4)?)?;
         (FIXED_BODY as u64 + self.source_len as u64 + self.text_len as u64).checked_add(floats)
     }
 }
@@ -79,12 +134,12 @@ pub(crate) struct Fields<'b> {
 
 impl Header {
     /// The fields of `body` (this header's record) with modulations of
-    /// `numel` floats; the key is the rest. The lengths must already have
-    /// been checked against the body ([`Self::body_len`]).
-    pub fn fields<'b>(&self, body: &'b [u8], numel: usize) -> Fields<'b> {
+    /// `numel` values of `precision`; the key is the rest. The lengths must
+    /// already have been checked against the body ([`Self::body_len`]).
+    pub fn fields<'b>(&self, body: &'b [u8], numel: usize, precision: Precision) -> Fields<'b> {
         let t0 = FIXED_BODY + self.source_len as usize;
         let m0 = t0 + self.text_len as usize;
-        let k0 = m0 + 4 * numel;
+        let k0 = m0 + precision.bytes() * numel;
         Fields {
             source: &body[FIXED_BODY..t0],
             text: &body[t0..m0],
@@ -108,8 +163,11 @@ pub(crate) fn body_len(
     text_len: usize,
     numel: usize,
     key_dim: usize,
+    precision: Precision,
 ) -> Option<u32> {
-    let floats = numel.checked_add(key_dim)?.checked_mul(4)?;
+    let floats = numel
+        .checked_mul(precision.bytes())?
+        .checked_add(key_dim.checked_mul(4)?)?;
     let total = FIXED_BODY
         .checked_add(source_len)?
         .checked_add(text_len)?
@@ -117,20 +175,21 @@ pub(crate) fn body_len(
     u32::try_from(total).ok()
 }
 
-/// Encodes one record (frame included).
+/// Encodes one record (frame included), its values in `precision`.
 pub(crate) fn encode(
     h: &Header,
     source: &str,
     text: &str,
     modulation: &[f32],
     key: &[f32],
+    precision: Precision,
 ) -> Vec<u8> {
     let body_len = h
-        .body_len(key.len())
+        .body_len(key.len(), precision)
         .expect("record sizes are checked against the u32 frame before encoding")
         as usize;
     let mut out = Vec::with_capacity(body_len + FRAME);
-    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(precision.magic());
     out.extend_from_slice(&(body_len as u32).to_le_bytes());
     let body_start = out.len();
     out.extend_from_slice(&h.id.to_le_bytes());
@@ -142,9 +201,8 @@ pub(crate) fn encode(
     out.extend_from_slice(&h.text_len.to_le_bytes());
     out.extend_from_slice(source.as_bytes());
     out.extend_from_slice(text.as_bytes());
-    for v in modulation.iter().chain(key) {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
+    precision.encode(modulation, &mut out);
+    Precision::F32.encode(key, &mut out);
     let crc = crc32fast::hash(&out[body_start..]);
     out.extend_from_slice(&crc.to_le_bytes());
     out
@@ -156,12 +214,43 @@ mod tests {
 
     #[test]
     fn record_lengths_are_checked_against_the_u32_frame() {
-        assert_eq!(body_len(3, 5, 2, 1), Some((FIXED_BODY + 8 + 12) as u32));
+        let f32 = Precision::F32;
+        assert_eq!(
+            body_len(3, 5, 2, 1, f32),
+            Some((FIXED_BODY + 8 + 12) as u32)
+        );
+        assert_eq!(
+            body_len(3, 5, 2, 1, Precision::F16),
+            Some((FIXED_BODY + 8 + 4 + 4) as u32)
+        );
         let limit = u32::MAX as usize;
-        assert_eq!(body_len(limit - FIXED_BODY, 0, 0, 0), Some(u32::MAX));
-        assert_eq!(body_len(limit - FIXED_BODY + 1, 0, 0, 0), None);
-        assert_eq!(body_len(0, 0, 1 << 30, 0), None, "4 GiB of floats");
-        assert_eq!(body_len(0, 0, usize::MAX, 1), None, "overflowing counts");
-        assert_eq!(body_len(usize::MAX, usize::MAX, 0, 0), None);
+        assert_eq!(body_len(limit - FIXED_BODY, 0, 0, 0, f32), Some(u32::MAX));
+        assert_eq!(body_len(limit - FIXED_BODY + 1, 0, 0, 0, f32), None);
+        assert_eq!(body_len(0, 0, 1 << 30, 0, f32), None, "4 GiB of floats");
+        assert_eq!(body_len(0, 0, 1 << 31, 0, Precision::F16), None);
+        assert_eq!(
+            body_len(0, 0, usize::MAX, 1, f32),
+            None,
+            "overflowing counts"
+        );
+        assert_eq!(body_len(usize::MAX, usize::MAX, 0, 0, f32), None);
+    }
+
+    #[test]
+    fn half_floats_round_trip_to_three_digits_and_name_their_magic() {
+        let values = [0.0, 1.0, -2.5, 1e-3, 123.456, 65504.0];
+        let mut bytes = Vec::new();
+        Precision::F16.encode(&values, &mut bytes);
+        assert_eq!(bytes.len(), 2 * values.len());
+        let back = Precision::F16.decode(&bytes);
+        for (v, b) in values.iter().zip(&back) {
+            assert!((v - b).abs() <= v.abs() * 1e-3, "{v} came back as {b}");
+        }
+        assert!(Precision::F16.holds(&values));
+        assert!(!Precision::F16.holds(&[70000.0]), "beyond half's range");
+        assert!(Precision::F32.holds(&[f32::MAX]));
+        assert_eq!(Precision::of_magic(b"MACH...."), Some(Precision::F16));
+        assert_eq!(Precision::of_magic(b"MACE"), Some(Precision::F32));
+        assert_eq!(Precision::of_magic(b"MAC"), None);
     }
 }

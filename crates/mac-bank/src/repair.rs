@@ -18,8 +18,9 @@ use std::path::{Path, PathBuf};
 
 use crate::bank::{AppendOutcome, MemoryBank, NewEntry};
 use crate::error::{io, BankError, Result};
+use crate::manifest::Precision;
 use crate::manifest::{segment_name, BankShape, Manifest, MANIFEST};
-use crate::record::{floats, Header, FIXED_BODY, FRAME, MAGIC};
+use crate::record::{floats, Header, FIXED_BODY, FRAME};
 
 /// A stretch of a damaged bank that was not copied, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +75,7 @@ impl KnownShape {
         let Some(s) = self.shape else {
             return true;
         };
-        let width = (s.d_mod, s.key_dim) == (here.d_mod, here.key_dim);
+        let width = (s.d_mod, s.key_dim, s.precision) == (here.d_mod, here.key_dim, here.precision);
         width && (!self.from_manifest || s.allows_rows(here.n_tokens))
     }
 
@@ -100,29 +101,34 @@ fn record_at(
     if bytes.len() < FRAME + FIXED_BODY {
         return Err("shorter than a record header".into());
     }
-    if &bytes[..4] != MAGIC {
-        return Err("no record magic".into());
-    }
+    let precision = Precision::of_magic(bytes).ok_or("no record magic")?;
     let body_len = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
     let h = Header::parse(&bytes[8..]).ok_or("short header")?;
     let total = body_len
         .checked_add(FRAME)
         .filter(|&t| t <= bytes.len())
         .ok_or("runs past the end of the file")?;
-    let n_floats = body_len
+    let inconsistent = "header lengths are inconsistent";
+    let payload = body_len
         .checked_sub(FIXED_BODY + h.source_len as usize + h.text_len as usize)
-        .filter(|f| f % 4 == 0)
-        .ok_or("header lengths are inconsistent")?
-        / 4;
+        .ok_or(inconsistent)?;
     let numel = (h.n as usize)
         .checked_mul(h.d as usize)
-        .filter(|&n| n <= n_floats)
-        .ok_or("header lengths are inconsistent")?;
+        .filter(|&n| {
+            n.checked_mul(precision.bytes())
+                .is_some_and(|b| b <= payload)
+        })
+        .ok_or(inconsistent)?;
+    let key_bytes = payload - numel * precision.bytes();
+    if key_bytes % 4 != 0 {
+        return Err(inconsistent.into());
+    }
     let shape_here = BankShape {
         n_tokens: h.n as usize,
         d_mod: h.d as usize,
-        key_dim: n_floats - numel,
+        key_dim: key_bytes / 4,
         rows_vary: false,
+        precision,
     };
     if !known.admits(&shape_here) {
         return Err(format!(
@@ -138,13 +144,13 @@ fn record_at(
     let text = |b: &[u8]| {
         String::from_utf8(b.to_vec()).map_err(|_| format!("entry {} holds invalid UTF-8", h.id))
     };
-    let f = h.fields(body, numel);
+    let f = h.fields(body, numel, precision);
     Ok((
         Found {
             id: h.id,
             source: text(f.source)?,
             text: text(f.text)?,
-            modulation: floats(f.modulation),
+            modulation: precision.decode(f.modulation),
             key: floats(f.key),
         },
         shape_here,
@@ -167,7 +173,7 @@ fn scan_tolerant(file: &str, bytes: &[u8], shape: &mut KnownShape) -> (Vec<Found
             Err(reason) => {
                 // Resynchronise at the next magic that starts an intact record.
                 let next = (offset + 1..bytes.len().saturating_sub(3))
-                    .filter(|&p| &bytes[p..p + 4] == MAGIC)
+                    .filter(|&p| Precision::of_magic(&bytes[p..]).is_some())
                     .find(|&p| record_at(&bytes[p..], *shape).is_ok())
                     .unwrap_or(bytes.len());
                 dropped.push(Dropped {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::error::{io, BankError, Result};
 use crate::manifest::Manifest;
-use crate::record::{Header, FIXED_BODY, FRAME, MAGIC};
+use crate::record::{Header, FIXED_BODY, FRAME};
 
 /// Where one record lies in its segment, and what its header says.
 pub(crate) struct ScannedRecord {
@@ -47,12 +47,15 @@ pub(crate) fn scan(
         let mut head = vec![0u8; 8 + FIXED_BODY];
         file.read_exact_at(&mut head, offset)
             .map_err(io(path, "read record header"))?;
-        if &head[..4] != MAGIC {
-            return Err(corrupt("bad magic".into()));
+        if &head[..4] != shape.precision.magic() {
+            return Err(corrupt(format!(
+                "bad magic (not a record of {} values)",
+                shape.precision.name()
+            )));
         }
         let body_len = u32::from_le_bytes(head[4..8].try_into().unwrap()) as u64;
         let h = Header::parse(&head[8..]).ok_or_else(|| corrupt("short header".into()))?;
-        if h.body_len(shape.key_dim) != Some(body_len)
+        if h.body_len(shape.key_dim, shape.precision) != Some(body_len)
             || !shape.allows_rows(h.n as usize)
             || h.d as usize != shape.d_mod
         {

@@ -5,13 +5,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use mac_bank::{AppendOutcome, BankError, BankShape, MemoryBank, NewEntry};
+use mac_bank::{AppendOutcome, BankError, BankShape, MemoryBank, NewEntry, Precision};
 
 const SHAPE: BankShape = BankShape {
     n_tokens: 3,
     d_mod: 4,
     key_dim: 0,
     rows_vary: false,
+    precision: Precision::F32,
 };
 
 fn modulation(seed: u64) -> Vec<f32> {

@@ -10,7 +10,7 @@
 use std::fs;
 use std::path::Path;
 
-use mac_bank::{BankShape, MemoryBank, NewEntry};
+use mac_bank::{BankShape, MemoryBank, NewEntry, Precision};
 use mac_fuzz::{Campaign, Kind};
 
 #[global_allocator]
@@ -21,11 +21,19 @@ const SHAPE: BankShape = BankShape {
     d_mod: 3,
     key_dim: 2,
     rows_vary: false,
+    precision: Precision::F32,
 };
 
 /// The same with entries of 1 or 2 rows.
 const VARYING: BankShape = BankShape {
     rows_vary: true,
+    ..SHAPE
+};
+
+/// Varying rows of half floats (format 4).
+const HALF: BankShape = BankShape {
+    rows_vary: true,
+    precision: Precision::F16,
     ..SHAPE
 };
 
@@ -138,4 +146,14 @@ fn a_damaged_manifest_of_varying_rows() {
 #[test]
 fn a_damaged_segment_of_varying_rows() {
     damaged_segment(VARYING, "bank segment, rows varying");
+}
+
+#[test]
+fn a_damaged_manifest_of_half_floats() {
+    damaged_manifest(HALF, "bank MANIFEST, half floats");
+}
+
+#[test]
+fn a_damaged_segment_of_half_floats() {
+    damaged_segment(HALF, "bank segment, half floats");
 }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use mac_bank::{BankError, BankShape, MemoryBank, NewEntry};
+use mac_bank::{BankError, BankShape, MemoryBank, NewEntry, Precision};
 use serde_json::Value;
 
 const SHAPE: BankShape = BankShape {
@@ -12,6 +12,7 @@ const SHAPE: BankShape = BankShape {
     d_mod: 3,
     key_dim: 0,
     rows_vary: false,
+    precision: Precision::F32,
 };
 
 fn entry(text: &str) -> NewEntry<'_> {

@@ -4,13 +4,14 @@
 use std::fs;
 use std::path::Path;
 
-use mac_bank::{repair, BankShape, MemoryBank, NewEntry};
+use mac_bank::{repair, BankShape, MemoryBank, NewEntry, Precision};
 
 const SHAPE: BankShape = BankShape {
     n_tokens: 2,
     d_mod: 3,
     key_dim: 2,
     rows_vary: false,
+    precision: Precision::F32,
 };
 
 fn text(i: usize) -> String {

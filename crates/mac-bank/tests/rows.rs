@@ -5,13 +5,14 @@
 
 use std::fs;
 
-use mac_bank::{repair, BankShape, MemoryBank, NewEntry};
+use mac_bank::{repair, BankShape, MemoryBank, NewEntry, Precision};
 
 const VARYING: BankShape = BankShape {
     n_tokens: 5,
     d_mod: 2,
     key_dim: 1,
     rows_vary: true,
+    precision: Precision::F32,
 };
 
 /// An entry of `rows` rows whose values say which entry and row they are.
@@ -92,6 +93,7 @@ fn fixed_rows_keep_their_format_and_the_two_kinds_do_not_mix() {
     let dir = tempfile::tempdir().unwrap();
     let fixed = BankShape {
         rows_vary: false,
+        precision: Precision::F32,
         ..VARYING
     };
     drop(MemoryBank::create(dir.path().join("fixed"), fixed, "test").unwrap());

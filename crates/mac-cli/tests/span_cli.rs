@@ -137,6 +137,7 @@ fn span_memory_ingests_and_answers_with_its_span() {
         d_mod: 3,
         key_dim: 0,
         rows_vary: false,
+        precision: mac_bank::Precision::F32,
     };
     drop(mac_bank::MemoryBank::create(&other, shape, "test").unwrap());
     let out = mac()

@@ -462,7 +462,7 @@ impl Run<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mac_bank::BankShape;
+    use mac_bank::{BankShape, Precision};
 
     #[test]
     fn only_a_bank_an_evaluation_made_is_cleared() {
@@ -472,6 +472,7 @@ mod tests {
             d_mod: 2,
             key_dim: 0,
             rows_vary: false,
+            precision: Precision::F32,
         };
         // A user's directory: refused, kept.
         let user = root.path().join("bank");

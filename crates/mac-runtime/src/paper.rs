@@ -6,7 +6,7 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use mac_aggregation::{ChunkedMemory, MemoryChunk};
-use mac_bank::{BankShape, MemoryBank, NewEntry};
+use mac_bank::{BankShape, MemoryBank, NewEntry, Precision};
 use mac_lm::LoadedLm;
 use mac_model::{AnswerGeneration, MacRuntime};
 
@@ -77,6 +77,7 @@ impl Memory for MacRuntime {
             d_mod,
             key_dim: self.key_dim(),
             rows_vary: false,
+            precision: Precision::F32,
         }
     }
     fn document_token_limit(&self) -> usize {

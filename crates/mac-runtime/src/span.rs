@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use burn::tensor::{Bool, Device, Tensor, TensorData, TensorReadError};
 use mac_aggregation::{push_chunk, SpanChoice, SpanSelector, StreamedSpanChoice};
-use mac_bank::{BankShape, MemoryBank, NewEntry};
+use mac_bank::{BankShape, MemoryBank, NewEntry, Precision};
 use mac_lm::LoadedLm;
 
 use mac_model::prompt::ChatFrame;
@@ -196,6 +196,7 @@ impl Memory for SpanMemory {
             d_mod: self.row_width(),
             key_dim: 0,
             rows_vary: true,
+            precision: Precision::F32,
         }
     }
 

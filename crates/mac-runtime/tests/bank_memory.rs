@@ -4,7 +4,7 @@
 
 use burn::tensor::{Device, Distribution, Tensor};
 use mac_aggregation::{AggregatorConfig, InMemory, SimilarityPrior};
-use mac_bank::{BankShape, MemoryBank, NewEntry};
+use mac_bank::{BankShape, MemoryBank, NewEntry, Precision};
 use mac_model::ModelError;
 use mac_runtime::{BankMemory, RuntimeError};
 
@@ -31,6 +31,7 @@ fn a_bank_on_disk_aggregates_like_the_same_modulations_in_memory() {
         d_mod: d,
         key_dim: k,
         rows_vary: false,
+        precision: Precision::F32,
     };
     let mut bank = MemoryBank::create(dir.path(), shape, "test").unwrap();
     let q = Tensor::<3>::random([2, n, d], Distribution::Normal(0.0, 1.0), &device);

@@ -257,6 +257,7 @@ fn span_training_learns_where_answers_lie() {
         d_mod: 3,
         key_dim: 0,
         rows_vary: false,
+        precision: mac_bank::Precision::F32,
     };
     drop(mac_bank::MemoryBank::create(&other, shape, "test").unwrap());
     let other = mac_bank::MemoryBank::open_read_only(&other).unwrap();

@@ -506,6 +506,7 @@ fn copy_mode_trains_resumes_and_answers_from_a_bank() {
         d_mod: d,
         key_dim: rt.key_dim(),
         rows_vary: false,
+        precision: mac_bank::Precision::F32,
     };
     let mut bank = mac_bank::MemoryBank::create(&bank_dir, shape, "copy-mode test").unwrap();
     let entries: Vec<mac_bank::NewEntry> = docs

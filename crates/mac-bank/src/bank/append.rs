@@ -42,11 +42,19 @@ impl MemoryBank {
             )));
         }
         let shape = self.shape();
+        if !shape.precision.holds(e.modulation) {
+            return Err(BankError::Invalid(format!(
+                "modulation of `{}` holds a value beyond what {} stores",
+                e.source,
+                shape.precision.name()
+            )));
+        }
         if record::body_len(
             e.source.len(),
             e.text.len(),
             e.modulation.len(),
             shape.key_dim,
+            shape.precision,
         )
         .is_none()
         {
@@ -98,7 +106,7 @@ impl MemoryBank {
                 source_len: e.source.len() as u32,
                 text_len: e.text.len() as u32,
             };
-            let rec = record::encode(&h, e.source, e.text, e.modulation, e.key);
+            let rec = record::encode(&h, e.source, e.text, e.modulation, e.key, shape.precision);
             new_meta.push(EntryMeta {
                 id: h.id,
                 time_ms: h.time_ms,

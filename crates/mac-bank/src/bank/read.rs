@@ -35,7 +35,8 @@ impl MemoryBank {
         })?;
         let body = self.read_body(m)?;
         let h = Header::parse(&body).expect("checked at open");
-        let f = h.fields(&body, h.modulation_len());
+        let precision = self.shape().precision;
+        let f = h.fields(&body, h.modulation_len(), precision);
         let path = || self.dir.join(&self.manifest.segments[m.segment].file);
         let utf8 = |b: &[u8]| {
             String::from_utf8(b.to_vec()).map_err(|_| BankError::Corrupt {
@@ -48,7 +49,7 @@ impl MemoryBank {
             time_ms: h.time_ms,
             source: utf8(f.source)?,
             text: utf8(f.text)?,
-            modulation: floats(f.modulation),
+            modulation: precision.decode(f.modulation),
             key: floats(f.key),
         })
     }
@@ -69,8 +70,9 @@ impl MemoryBank {
         for m in &self.entries[start..end] {
             let body = self.read_body(m)?;
             let h = Header::parse(&body).expect("checked at open");
-            let f = h.fields(&body, h.modulation_len());
-            data.extend(floats(f.modulation));
+            let precision = self.shape().precision;
+            let f = h.fields(&body, h.modulation_len(), precision);
+            data.extend(precision.decode(f.modulation));
             keys.extend(floats(f.key));
             ids.push(m.id);
             rows.push(h.n as usize);
