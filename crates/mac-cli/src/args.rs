@@ -124,6 +124,12 @@ pub(crate) enum Cmd {
         /// Text files, directories of .txt/.md/.jsonl, or JSONL files with a `document` field.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
+        /// Keep each document's key/values beside the bank (`f32` or `f16`;
+        /// span memory), read by answers instead of recomputed; a bank's
+        /// documents already there are read into the store first, and
+        /// every later ingest fills it.
+        #[arg(long, value_name = "PRECISION", value_parser = parse_precision)]
+        store_kv: Option<mac_bank::Precision>,
         /// Machine-readable summary.
         #[arg(long)]
         json: bool,
@@ -198,4 +204,9 @@ pub(crate) enum Cmd {
         #[arg(long, default_value_t = 512)]
         window: usize,
     },
+}
+
+/// A bank's value precision named on the command line.
+pub(crate) fn parse_precision(name: &str) -> Result<mac_bank::Precision, String> {
+    mac_bank::Precision::parse(name).ok_or_else(|| format!("`{name}` is not f32 or f16"))
 }

@@ -68,6 +68,10 @@ pub struct EvalArgs {
     /// The leading documents whose questions the bank sizes ask.
     #[arg(long, default_value_t = 100)]
     pub bank_size_documents: usize,
+    /// Keep the stream's key/values beside its bank (`f32` or `f16`; span
+    /// memory): the answers read them instead of recomputing them.
+    #[arg(long, value_name = "PRECISION", value_parser = crate::args::parse_precision)]
+    pub store_kv: Option<mac_bank::Precision>,
     /// Also report MAC with the question–document similarity prior of
     /// this scale (`mac+prior`; 0 = off).
     #[arg(long, default_value_t = mac_eval::DEFAULT_PRIOR_SCALE)]
@@ -362,6 +366,7 @@ pub fn eval(a: EvalArgs, device: &mac_device::Device) -> Result<()> {
         similarity_prior: (a.similarity_prior > 0.0).then_some(a.similarity_prior),
         bank_sizes: a.bank_sizes.clone(),
         bank_size_documents: a.bank_size_documents,
+        store_kv: a.store_kv,
         progress: !a.json,
         ..EvalOptions::default()
     };

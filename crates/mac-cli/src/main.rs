@@ -97,8 +97,9 @@ fn run(cli: Cli) -> Result<()> {
             bank,
             checkpoint,
             inputs,
+            store_kv,
             json,
-        } => memory_cmds::ingest(&bank, &checkpoint, &inputs, &device, json)?,
+        } => memory_cmds::ingest(&bank, &checkpoint, &inputs, store_kv, &device, json)?,
         Cmd::Ask {
             bank,
             checkpoint,

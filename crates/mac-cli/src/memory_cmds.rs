@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use mac_bank::{AppendOutcome, MemoryBank};
-use mac_runtime::{load_memory, AskOptions, NewDocument};
+use mac_bank::{AppendOutcome, MemoryBank, Precision};
+use mac_runtime::{load_memory, AskOptions, KvStore, NewDocument};
 use serde::Serialize;
 
 use crate::display::terminal_safe;
@@ -104,6 +104,30 @@ fn collect_inputs(
     Ok(())
 }
 
+/// A bank's key/value store, summed up.
+#[derive(Debug, Serialize)]
+pub struct KvStoreSummary {
+    /// Documents whose key/values it holds.
+    pub documents: usize,
+    /// How its values are stored (`f32`, `f16`).
+    pub precision: &'static str,
+    /// Its bytes on disk.
+    pub bytes: u64,
+    /// Bytes a document, on average.
+    pub bytes_per_document: f64,
+}
+
+impl KvStoreSummary {
+    fn of(store: &MemoryBank) -> Self {
+        Self {
+            documents: store.len(),
+            precision: store.shape().precision.name(),
+            bytes: store.size_bytes(),
+            bytes_per_document: store.size_bytes() as f64 / store.len().max(1) as f64,
+        }
+    }
+}
+
 /// Summary of an ingest.
 #[derive(Debug, Serialize)]
 pub struct IngestSummary {
@@ -119,6 +143,9 @@ pub struct IngestSummary {
     pub bank_entries: usize,
     /// Documents per second (encoding + durable append).
     pub docs_per_second: f64,
+    /// The bank's key/value store, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv_store: Option<KvStoreSummary>,
 }
 
 /// `mac ingest`.
@@ -126,6 +153,7 @@ pub fn ingest(
     bank_dir: &Path,
     checkpoint: &Path,
     inputs: &[PathBuf],
+    store_kv: Option<Precision>,
     device: &mac_device::Device,
     json: bool,
 ) -> Result<()> {
@@ -137,6 +165,15 @@ pub fn ingest(
     let mut bank = memory
         .open_bank_writer(bank_dir)
         .map_err(|e| InputError(e.to_string()))?;
+    if let Some(precision) = store_kv {
+        let report = memory.store_key_values(&bank, precision, &mut |_| {})?;
+        if report.added > 0 && !json {
+            println!(
+                "read the key/values of {} documents already in the bank into its store",
+                report.added
+            );
+        }
+    }
     let bar = if json {
         ProgressBar::hidden()
     } else {
@@ -153,6 +190,12 @@ pub fn ingest(
     let done = memory.ingest(&mut bank, &docs, &mut |n| bar.set_position(n as u64))?;
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
+    let kv_store = match KvStore::exists(bank_dir) {
+        true => Some(KvStoreSummary::of(&MemoryBank::open_read_only(
+            KvStore::dir(bank_dir),
+        )?)),
+        false => None,
+    };
     let mut summary = IngestSummary {
         stored: 0,
         duplicates: 0,
@@ -160,6 +203,7 @@ pub fn ingest(
         truncated: Vec::new(),
         bank_entries: bank.len(),
         docs_per_second: docs.len() as f64 / secs.max(1e-9),
+        kv_store,
     };
     for (doc, ingested) in docs.iter().zip(&done) {
         match ingested.outcome {
@@ -180,6 +224,15 @@ pub fn ingest(
             "stored {} new documents ({} duplicates skipped) in {:.1}s, {:.1} docs/s; the bank holds {}",
             summary.stored, summary.duplicates, secs, summary.docs_per_second, summary.bank_entries
         );
+        if let Some(kv) = &summary.kv_store {
+            println!(
+                "key/values stored for {} documents in {}: {:.1} MB, {:.0} KB a document",
+                kv.documents,
+                kv.precision,
+                kv.bytes as f64 / 1e6,
+                kv.bytes_per_document / 1e3
+            );
+        }
         for s in &summary.skipped {
             println!(
                 "skipped {}: {}",

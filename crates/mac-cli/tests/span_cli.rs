@@ -51,8 +51,9 @@ fn succeeded(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
-#[test]
-fn span_memory_ingests_and_answers_with_its_span() {
+/// A selector trained briefly on the tiny model over `documents()`, saved
+/// in `dir/span`.
+fn trained_checkpoint(dir: &std::path::Path) -> PathBuf {
     let device = mac_device::select("flex").unwrap();
     let lm = LoadedLm::load(tiny_llama(), &device).unwrap();
     let config = SpanTrainConfig {
@@ -74,8 +75,7 @@ fn span_memory_ingests_and_answers_with_its_span() {
     for _ in 0..20 {
         trainer.step(&features).unwrap();
     }
-    let dir = tempfile::tempdir().unwrap();
-    let checkpoint = dir.path().join("span");
+    let checkpoint = dir.join("span");
     let reading = SpanReading {
         reader,
         rule: SpanRule::Joint,
@@ -86,37 +86,64 @@ fn span_memory_ingests_and_answers_with_its_span() {
         whole_below: None,
     };
     trainer.save(&checkpoint, reading, tiny_llama()).unwrap();
+    checkpoint
+}
 
-    let docs = dir.path().join("docs.jsonl");
-    let lines: Vec<String> = dataset
-        .documents
+/// `documents()` (those from `from` on) as a JSONL file in `dir`.
+fn documents_file(dir: &std::path::Path, from: usize) -> PathBuf {
+    let docs = dir.join(format!("docs-{from}.jsonl"));
+    let lines: Vec<String> = documents().documents[from..]
         .iter()
         .map(|d| serde_json::json!({ "document": d.text }).to_string())
         .collect();
     std::fs::write(&docs, lines.join("\n")).unwrap();
-    let bank = dir.path().join("bank");
+    docs
+}
+
+/// `mac ingest --json` of `docs` into `bank`, with `extra` arguments.
+fn ingest(
+    bank: &std::path::Path,
+    checkpoint: &std::path::Path,
+    docs: &std::path::Path,
+    extra: &[&str],
+) -> serde_json::Value {
     let out = mac()
         .args(["ingest", "--json", "--bank"])
-        .arg(&bank)
+        .arg(bank)
         .arg("--checkpoint")
-        .arg(&checkpoint)
-        .arg(&docs)
+        .arg(checkpoint)
+        .args(extra)
+        .arg(docs)
         .env("MAC_DEVICE", "flex")
         .output()
         .unwrap();
-    let summary: serde_json::Value = serde_json::from_str(&succeeded(&out)).unwrap();
-    assert_eq!(summary["stored"], 4, "{summary}");
+    serde_json::from_str(&succeeded(&out)).unwrap()
+}
 
+/// `mac ask --json` of `question` from `bank`.
+fn ask(bank: &std::path::Path, checkpoint: &std::path::Path, question: &str) -> serde_json::Value {
     let out = mac()
         .args(["ask", "--json", "--bank"])
-        .arg(&bank)
+        .arg(bank)
         .arg("--checkpoint")
-        .arg(&checkpoint)
-        .arg("Where does Bo live?")
+        .arg(checkpoint)
+        .arg(question)
         .env("MAC_DEVICE", "flex")
         .output()
         .unwrap();
-    let answer: serde_json::Value = serde_json::from_str(&succeeded(&out)).unwrap();
+    serde_json::from_str(&succeeded(&out)).unwrap()
+}
+
+#[test]
+fn span_memory_ingests_and_answers_with_its_span() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = trained_checkpoint(dir.path());
+    let bank = dir.path().join("bank");
+    let summary = ingest(&bank, &checkpoint, &documents_file(dir.path(), 0), &[]);
+    assert_eq!(summary["stored"], 4, "{summary}");
+    assert!(summary.get("kv_store").is_none(), "{summary}");
+
+    let answer = ask(&bank, &checkpoint, "Where does Bo live?");
     assert_eq!(answer["memory"], "span memory", "{answer}");
     let span = &answer["span"];
     let id = span["id"].as_u64().unwrap();
@@ -152,4 +179,74 @@ fn span_memory_ingests_and_answers_with_its_span() {
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("span memory reads"), "{err}");
+}
+
+#[test]
+fn stored_key_values_answer_as_recomputed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = trained_checkpoint(dir.path());
+    let recomputed = dir.path().join("recomputed");
+    ingest(
+        &recomputed,
+        &checkpoint,
+        &documents_file(dir.path(), 0),
+        &[],
+    );
+    // Half the documents in first without a store: the store made later
+    // reads them in, and the rest arrive with theirs.
+    let mut stored = Vec::new();
+    for precision in ["f32", "f16"] {
+        let bank = dir.path().join(precision);
+        ingest(&bank, &checkpoint, &documents_file(dir.path(), 2), &[]);
+        let summary = ingest(
+            &bank,
+            &checkpoint,
+            &documents_file(dir.path(), 0),
+            &["--store-kv", precision],
+        );
+        assert_eq!(summary["stored"], 2, "{summary}");
+        let kv = &summary["kv_store"];
+        assert_eq!(kv["documents"], 4, "{summary}");
+        assert_eq!(kv["precision"], precision, "{summary}");
+        stored.push((bank, kv["bytes"].as_u64().unwrap()));
+    }
+    let (f32_bytes, f16_bytes) = (stored[0].1, stored[1].1);
+    assert!(
+        f16_bytes * 10 < f32_bytes * 6,
+        "half floats take about half the bytes: {f16_bytes} against {f32_bytes}"
+    );
+    for doc in documents().documents {
+        let question = &doc.qas[0].question;
+        let want = ask(&recomputed, &checkpoint, question);
+        assert_eq!(want["span"]["stored_kv"], false, "{want}");
+        for (bank, _) in &stored {
+            let got = ask(bank, &checkpoint, question);
+            assert_eq!(got["span"]["stored_kv"], true, "{got}");
+            assert_eq!(got["span"]["text"], want["span"]["text"], "{got}");
+            if bank.ends_with("f32") {
+                // The same floats as recomputed ones: the same answer.
+                assert_eq!(got["answer"], want["answer"], "{got} against {want}");
+            }
+        }
+    }
+    // A store read by another frame or LM is refused, not misread.
+    let bank = &stored[0].0;
+    let manifest = bank.join("kv/MANIFEST");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("from position 0", "from elsewhere")).unwrap();
+    let out = mac()
+        .args(["ask", "--bank"])
+        .arg(bank)
+        .arg("--checkpoint")
+        .arg(&checkpoint)
+        .arg("Where does Bo live?")
+        .env("MAC_DEVICE", "flex")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kv") && err.contains("this memory reads"),
+        "{err}"
+    );
 }

@@ -55,6 +55,11 @@ pub struct EvalOptions {
     /// The leading documents whose questions the bank sizes ask.
     #[serde(default = "default_bank_size_documents")]
     pub bank_size_documents: usize,
+    /// Keep the stream's key/values beside its bank at this precision
+    /// ([`Memory::store_key_values`]; span memory): answers read them
+    /// instead of recomputing them.
+    #[serde(default)]
+    pub store_kv: Option<mac_bank::Precision>,
     /// Show progress bars.
     pub progress: bool,
 }
@@ -74,6 +79,7 @@ impl Default for EvalOptions {
             similarity_prior: Some(DEFAULT_PRIOR_SCALE),
             bank_sizes: Vec::new(),
             bank_size_documents: default_bank_size_documents(),
+            store_kv: None,
             progress: false,
         }
     }

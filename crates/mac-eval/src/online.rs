@@ -262,6 +262,10 @@ impl Run<'_> {
         let checkpoints = retention_points(n_docs, opts).1;
         clear_eval_bank(dir, EVAL_BANK)?;
         let mut bank = MemoryBank::create(dir, self.memory.bank_shape(), EVAL_BANK)?;
+        if let Some(precision) = opts.store_kv {
+            self.memory
+                .store_key_values(&bank, precision, &mut |_| {})?;
+        }
         let mut retention = Vec::new();
         reset_peak_rss();
         let pb = bar(opts.progress, n_docs, "ingest");

@@ -1,8 +1,9 @@
 //! Key/value cache for incremental decoding.
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::error::{LmError, Result};
+use crate::prefix::KvLayout;
 
 /// Cached keys and values of the real (non-prefix) tokens seen so far, per layer,
 /// with the padding mask and the next position of every row.
@@ -91,6 +92,114 @@ impl KvCache {
             layers,
             valid: vec![vec![true; positions.len()]],
             next_pos: vec![self.next_pos[row]],
+        })
+    }
+
+    /// Cached positions `from..` of row `row`, one row of floats per
+    /// position: every layer's key then value, each `[H_kv · d_h]` head by
+    /// head (`layout.n_layers · 2 · H_kv · d_h` floats a position). What a
+    /// store of key/values keeps; [`Self::from_token_rows`] reads it back.
+    ///
+    /// # Shapes
+    /// - returns `[len - from, 2 · n_layers · H_kv · d_h]`, row-major
+    pub fn token_rows(&self, row: usize, from: usize) -> Result<Tensor<2>> {
+        if row >= self.rows() || from >= self.len() || self.layers.is_empty() {
+            return Err(LmError::Input(format!(
+                "positions {from}.. of row {row} of a cache of {} rows and {} positions",
+                self.rows(),
+                self.len()
+            )));
+        }
+        if let Some(p) = (from..self.len()).find(|&p| !self.valid[row][p]) {
+            return Err(LmError::Input(format!(
+                "cached position {p} of row {row} is padding"
+            )));
+        }
+        let n = self.len() - from;
+        let flat = |t: &Tensor<4>| {
+            let [_, h, _, d] = t.dims();
+            t.clone()
+                .narrow(0, row, 1)
+                .narrow(2, from, n)
+                .reshape([h, n, d])
+                .swap_dims(0, 1)
+                .reshape([n, h * d])
+        };
+        let parts = self
+            .layers
+            .iter()
+            .flat_map(|(k, v)| [flat(k), flat(v)])
+            .collect();
+        Ok(Tensor::cat(parts, 1))
+    }
+
+    /// A one-row cache of the positions in `rows` (as
+    /// [`Self::token_rows`] lays them out), all real tokens, the next
+    /// position `next_pos`: keys and values kept elsewhere, read back.
+    ///
+    /// # Shapes
+    /// - `rows`: `[S, 2 · n_layers · H_kv · d_h]`
+    pub fn from_token_rows(
+        rows: Tensor<2>,
+        layout: KvLayout,
+        next_pos: usize,
+        device: &Device,
+    ) -> Result<KvCache> {
+        let [s, width] = rows.dims();
+        let w = layout.kv_width();
+        if width != 2 * layout.n_layers * w || s == 0 || s > next_pos {
+            return Err(LmError::Input(format!(
+                "{s} stored positions of {width} floats for a model of {} layers of {w}-wide keys, before position {next_pos}",
+                layout.n_layers
+            )));
+        }
+        let rows = rows.to_device(device);
+        let head = |i: usize| {
+            rows.clone()
+                .narrow(1, i * w, w)
+                .reshape([s, layout.n_kv_heads, layout.head_dim])
+                .swap_dims(0, 1)
+                .unsqueeze_dim::<4>(0)
+        };
+        Ok(KvCache {
+            layers: (0..layout.n_layers)
+                .map(|l| (head(2 * l), head(2 * l + 1)))
+                .collect(),
+            valid: vec![vec![true; s]],
+            next_pos: vec![next_pos],
+        })
+    }
+
+    /// Two one-row caches one after the other: `self`'s positions, then
+    /// `later`'s, the next position `later`'s (a preamble's cache before a
+    /// document's stored key/values).
+    pub fn then(&self, later: &KvCache) -> Result<KvCache> {
+        if self.rows() != 1 || later.rows() != 1 || self.layers.len() != later.layers.len() {
+            return Err(LmError::Input(format!(
+                "joining caches of {} and {} rows, {} and {} layers (one row each, as many layers)",
+                self.rows(),
+                later.rows(),
+                self.layers.len(),
+                later.layers.len()
+            )));
+        }
+        let layers = self
+            .layers
+            .iter()
+            .zip(&later.layers)
+            .map(|((k0, v0), (k1, v1))| {
+                (
+                    Tensor::cat(vec![k0.clone(), k1.clone()], 2),
+                    Tensor::cat(vec![v0.clone(), v1.clone()], 2),
+                )
+            })
+            .collect();
+        let mut valid = self.valid[0].clone();
+        valid.extend_from_slice(&later.valid[0]);
+        Ok(KvCache {
+            layers,
+            valid: vec![valid],
+            next_pos: later.next_pos.clone(),
         })
     }
 

@@ -207,3 +207,58 @@ fn kept_positions_and_continued_caches_are_checked() {
         "{err}"
     );
 }
+
+#[test]
+fn a_cache_as_token_rows_reads_back_as_the_same_cache() {
+    let model = model();
+    let layout = model.kv_layout();
+    let w = layout.kv_width();
+    let (preamble, document) = (vec![5u32, 17, 99], vec![3u32, 64, 12, 7]);
+    let whole: Vec<u32> = preamble.iter().chain(&document).copied().collect();
+    let cache = model.cache_of(&whole).unwrap();
+    let rows = cache.token_rows(0, preamble.len()).unwrap();
+    assert_eq!(rows.dims(), [document.len(), 2 * layout.n_layers * w]);
+    // Position 1 of the rows is cache position 4: layer 1's value, head 0.
+    let (_, v1) = &cache.layers[1];
+    let want = v1
+        .clone()
+        .narrow(1, 0, 1)
+        .narrow(2, 4, 1)
+        .flatten::<1>(0, 3);
+    let got = rows
+        .clone()
+        .narrow(0, 1, 1)
+        .narrow(1, 3 * w, layout.head_dim);
+    assert_eq!(got.flatten::<1>(0, 1).into_data(), want.into_data());
+
+    let stored = KvCache::from_token_rows(rows.clone(), layout, whole.len(), &device()).unwrap();
+    assert_eq!(stored.next_pos, vec![whole.len()]);
+    let joined = model.cache_of(&preamble).unwrap().then(&stored).unwrap();
+    assert_eq!(joined.valid, cache.valid);
+    for ((k, v), (k_all, v_all)) in joined.layers.iter().zip(&cache.layers) {
+        let diff = |a: &burn::tensor::Tensor<4>, b: &burn::tensor::Tensor<4>| {
+            (a.clone() - b.clone()).abs().max().into_scalar::<f32>()
+        };
+        assert!(diff(k, k_all) < 1e-5 && diff(v, v_all) < 1e-5);
+    }
+    let prompt = vec![vec![42u32, 7, 8]];
+    assert_eq!(
+        continue_cache(&model, joined.keep(0, &[0, 1, 4, 6]).unwrap(), &prompt, 6),
+        continue_cache(&model, cache.keep(0, &[0, 1, 4, 6]).unwrap(), &prompt, 6)
+    );
+
+    // Misfits are errors, not panics.
+    assert!(cache.token_rows(1, 0).is_err(), "no such row");
+    assert!(
+        cache.token_rows(0, whole.len()).is_err(),
+        "nothing from there"
+    );
+    let narrow = rows.clone().narrow(1, 0, w);
+    assert!(KvCache::from_token_rows(narrow, layout, 9, &device()).is_err());
+    assert!(
+        KvCache::from_token_rows(rows, layout, 2, &device()).is_err(),
+        "four positions before position 2"
+    );
+    let two = KvCache::stack(&[cache.clone(), cache.clone()]).unwrap();
+    assert!(two.then(&stored).is_err(), "two rows");
+}

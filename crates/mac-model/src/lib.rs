@@ -47,4 +47,4 @@ pub use span_checkpoint::{
     AnswerFrame, FrameExample, SelectorShape, SpanCheckpoint, SpanCheckpointMeta, SpanReading,
     SELECTOR_FILE, SPAN_META_FILE,
 };
-pub use span_memory::{answer_span, SpanExtent, SpanRead, SpanReader, QUESTION_ROOM};
+pub use span_memory::{answer_span, Preamble, SpanExtent, SpanRead, SpanReader, QUESTION_ROOM};

@@ -9,8 +9,10 @@
 //! positions they were computed at; the question prompt continues after
 //! the document's last position. A document's key/values are a
 //! deterministic function of its tokens, so they are recomputed for the
-//! chosen document at answer time rather than stored (46 KB per token for
-//! SmolLM2-135M in f32, against 2 bytes for its id).
+//! chosen document at answer time, or read from a store of them
+//! ([`SpanRead::stored`], laid out as [`SpanReader::document_kv`] gives
+//! them: 46 KB per token for SmolLM2-135M in f32, against 2 bytes for its
+//! id).
 //!
 //! For a chat model the document can be read inside a [`ChatFrame`]
 //! instead: the model's chat template with a short-answer instruction and
@@ -120,6 +122,9 @@ pub struct SpanRead<'a> {
     pub start: usize,
     /// Last token of the span (inclusive).
     pub end: usize,
+    /// The document's key/values as [`SpanReader::document_kv`] gives
+    /// them, read from a store; `None`: recomputed from its tokens.
+    pub stored: Option<&'a Tensor<2>>,
 }
 
 impl<'a> SpanRead<'a> {
@@ -129,6 +134,7 @@ impl<'a> SpanRead<'a> {
             document,
             start: 0,
             end: document.len().saturating_sub(1),
+            stored: None,
         }
     }
 }
@@ -240,6 +246,21 @@ impl SpanReader {
         generation: &[AnswerGeneration],
         on_text: &mut dyn FnMut(usize, &str),
     ) -> Result<Vec<GeneratedAnswer>, ModelError> {
+        let preamble = Preamble::of(lm, frame.cloned())?;
+        self.answer_after(lm, &preamble, reads, questions, generation, on_text)
+    }
+
+    /// [`Self::answer_watched`] with the frame's preamble already read
+    /// (once for every question a memory answers).
+    pub fn answer_after(
+        &self,
+        lm: &LoadedLm,
+        preamble: &Preamble,
+        reads: &[SpanRead<'_>],
+        questions: &[&str],
+        generation: &[AnswerGeneration],
+        on_text: &mut dyn FnMut(usize, &str),
+    ) -> Result<Vec<GeneratedAnswer>, ModelError> {
         if reads.len() != questions.len() {
             return Err(ModelError::Input(format!(
                 "{} spans for {} questions",
@@ -247,51 +268,18 @@ impl SpanReader {
                 questions.len()
             )));
         }
-        // The frame's preamble is read once; each document continues it.
-        let (preamble, preamble_cache) = match frame {
-            Some(f) => {
-                let ids = prompt_ids(&lm.tokenizer, &f.preamble)?;
-                let cache = lm.model.cache_of(&ids)?;
-                (ids, Some(cache))
-            }
-            None => (Vec::new(), None),
-        };
         // Questions about one document share its pass.
         let mut full: Vec<(&[u32], KvCache)> = Vec::new();
         let caches = reads
             .iter()
             .map(|r| {
-                if r.start > r.end || r.end >= r.document.len() {
-                    return Err(ModelError::Input(format!(
-                        "span {}..={} of a document of {} tokens",
-                        r.start,
-                        r.end,
-                        r.document.len()
-                    )));
-                }
-                let (start, end) = self.extent.range(lm, r.document, r.start, r.end)?;
-                let kept = if frame.is_some() {
-                    // Document token `i` sits at `p + i - bos` after the preamble.
-                    let p = preamble.len();
-                    let bos = usize::from(starts_with_bos(lm, r.document));
-                    let first = (p + start).saturating_sub(bos).max(p);
-                    (0..p)
-                        .chain(first..=(p + end).saturating_sub(bos))
-                        .collect()
-                } else {
-                    self.kept_positions(start, end, r.document.len())
-                };
+                let kept = self.kept_in_frame(lm, preamble, r)?;
                 let cached = match full.iter().position(|(d, _)| *d == r.document) {
                     Some(i) => &full[i].1,
                     None => {
-                        let cache = match &preamble_cache {
-                            Some(p) => {
-                                let mut cache = p.clone();
-                                lm.model
-                                    .extend_cache(&mut cache, framed(lm, &preamble, r.document)?)?;
-                                cache
-                            }
-                            None => lm.model.cache_of(r.document)?,
+                        let cache = match r.stored {
+                            Some(rows) => preamble.restored(lm, r.document, rows.clone())?,
+                            None => preamble.read(lm, r.document)?,
                         };
                         full.push((r.document, cache));
                         &full[full.len() - 1].1
@@ -303,7 +291,7 @@ impl SpanReader {
         let prompts = questions
             .iter()
             .map(|q| {
-                let text = match frame {
+                let text = match &preamble.frame {
                     Some(f) => f.question(q),
                     None => question_prompt(q),
                 };
@@ -315,6 +303,137 @@ impl SpanReader {
             cache: KvCache::stack(&caches)?,
         };
         generate_answers_after(lm, start, &prompts, generation, on_text)
+    }
+
+    /// The cached positions a read keeps of its document's cache after
+    /// `preamble`: the preamble whole (or the attention sink) and the
+    /// extent around the span.
+    fn kept_in_frame(
+        &self,
+        lm: &LoadedLm,
+        preamble: &Preamble,
+        r: &SpanRead<'_>,
+    ) -> Result<Vec<usize>, ModelError> {
+        if r.start > r.end || r.end >= r.document.len() {
+            return Err(ModelError::Input(format!(
+                "span {}..={} of a document of {} tokens",
+                r.start,
+                r.end,
+                r.document.len()
+            )));
+        }
+        let (start, end) = self.extent.range(lm, r.document, r.start, r.end)?;
+        Ok(match preamble.frame {
+            Some(_) => {
+                // Document token `i` sits at `p + i - bos` after the preamble.
+                let p = preamble.ids.len();
+                let bos = usize::from(starts_with_bos(lm, r.document));
+                let first = (p + start).saturating_sub(bos).max(p);
+                (0..p)
+                    .chain(first..=(p + end).saturating_sub(bos))
+                    .collect()
+            }
+            None => self.kept_positions(start, end, r.document.len()),
+        })
+    }
+}
+
+/// What a document is read after: a chat frame's preamble, read once into
+/// its key/values, or nothing (the document from position 0).
+#[derive(Debug, Clone)]
+pub struct Preamble {
+    frame: Option<ChatFrame>,
+    ids: Vec<u32>,
+    cache: Option<KvCache>,
+}
+
+impl Preamble {
+    /// `frame`'s preamble read by `lm`, or none without a frame.
+    pub fn of(lm: &LoadedLm, frame: Option<ChatFrame>) -> Result<Self, ModelError> {
+        Ok(match frame {
+            Some(f) => {
+                let ids = prompt_ids(&lm.tokenizer, &f.preamble)?;
+                let cache = Some(lm.model.cache_of(&ids)?);
+                Self {
+                    frame: Some(f),
+                    ids,
+                    cache,
+                }
+            }
+            None => Self {
+                frame: None,
+                ids: Vec::new(),
+                cache: None,
+            },
+        })
+    }
+
+    /// The frame it is the preamble of.
+    pub fn frame(&self) -> Option<&ChatFrame> {
+        self.frame.as_ref()
+    }
+
+    /// The whole cache a document leaves after the preamble.
+    fn read(&self, lm: &LoadedLm, document: &[u32]) -> Result<KvCache, ModelError> {
+        Ok(match &self.cache {
+            Some(p) => {
+                let mut cache = p.clone();
+                lm.model
+                    .extend_cache(&mut cache, framed(lm, &self.ids, document)?)?;
+                cache
+            }
+            None => lm.model.cache_of(document)?,
+        })
+    }
+
+    /// The cache [`Self::read`] gives, from the document's own key/values
+    /// (positions after the preamble, as [`SpanReader::document_kv`] keeps
+    /// them).
+    fn restored(
+        &self,
+        lm: &LoadedLm,
+        document: &[u32],
+        rows: Tensor<2>,
+    ) -> Result<KvCache, ModelError> {
+        let own = match &self.cache {
+            Some(_) => framed(lm, &self.ids, document)?.len(),
+            None => document.len(),
+        };
+        if rows.dims()[0] != own {
+            return Err(ModelError::Input(format!(
+                "{} stored key/value positions for a document of {own} tokens",
+                rows.dims()[0]
+            )));
+        }
+        let next = self.ids.len() + own;
+        let stored =
+            KvCache::from_token_rows(rows, lm.model.kv_layout(), next, &lm.model.device())?;
+        Ok(match &self.cache {
+            Some(p) => p.then(&stored)?,
+            None => stored,
+        })
+    }
+}
+
+impl SpanReader {
+    /// Each document's key/values as an answer reads them (after the
+    /// preamble when there is one; the positions of the document's own
+    /// tokens only), one row of floats per token
+    /// ([`KvCache::token_rows`]): what a store keeps and
+    /// [`SpanRead::stored`] hands back.
+    ///
+    /// # Shapes
+    /// - returns one `[T'_i, 2 · n_layers · H_kv · d_h]` per document
+    pub fn document_kv(
+        &self,
+        lm: &LoadedLm,
+        preamble: &Preamble,
+        documents: &[Vec<u32>],
+    ) -> Result<Vec<Tensor<2>>, ModelError> {
+        documents
+            .iter()
+            .map(|d| Ok(preamble.read(lm, d)?.token_rows(0, preamble.ids.len())?))
+            .collect()
     }
 }
 

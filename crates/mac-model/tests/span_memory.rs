@@ -3,13 +3,14 @@
 //! in two passes), answers batched over documents equal each alone, and
 //! answer spans are found where the answer's tokens are.
 
+use burn::tensor::{Tensor, TensorData};
 use mac_lm::LoadedLm;
 use mac_model::prompt::{
     chat_oracle_prompt, continuation_ids, oracle_prompt, prompt_ids, question_prompt, ChatExample,
     ChatFormat, ChatFrame,
 };
 use mac_model::{
-    answer_span, generate_answers, AnswerGeneration, SpanExtent, SpanRead, SpanReader,
+    answer_span, generate_answers, AnswerGeneration, Preamble, SpanExtent, SpanRead, SpanReader,
 };
 
 fn tiny() -> LoadedLm {
@@ -51,6 +52,7 @@ fn the_whole_document_answers_as_the_oracle_context() {
         document: &doc,
         start: 0,
         end: doc.len() - 1,
+        stored: None,
     };
     let from_memory = reader.answer(&lm, &[whole], &[question], &[gen]).unwrap();
     let oracle = generate_answers(&lm, &[oracle_prompt(DOCUMENTS[0], question)], None, 6).unwrap();
@@ -75,16 +77,19 @@ fn answers_batched_over_documents_equal_each_alone() {
             document: &docs[0],
             start: 6,
             end: 8,
+            stored: None,
         },
         SpanRead {
             document: &docs[1],
             start: 3,
             end: 3,
+            stored: None,
         },
         SpanRead {
             document: &docs[0],
             start: 2,
             end: 9,
+            stored: None,
         },
     ];
     let questions = [
@@ -111,6 +116,7 @@ fn answers_batched_over_documents_equal_each_alone() {
         document: &docs[1],
         start: 2,
         end: docs[1].len(),
+        stored: None,
     };
     assert!(reader
         .answer(&lm, &[beyond], &questions[..1], &gen[..1])
@@ -119,6 +125,7 @@ fn answers_batched_over_documents_equal_each_alone() {
         document: &docs[1],
         start: 3,
         end: 2,
+        stored: None,
     };
     assert!(reader
         .answer(&lm, &[reversed], &questions[..1], &gen[..1])
@@ -192,6 +199,7 @@ fn a_frame_that_leaves_no_room_for_the_question_is_an_error() {
         document: &doc,
         start: 1,
         end: 3,
+        stored: None,
     };
     let err = reader
         .answer_in(
@@ -246,6 +254,7 @@ fn a_chat_framed_whole_document_answers_as_the_chat_oracle() {
         document: &doc,
         start: 0,
         end: doc.len() - 1,
+        stored: None,
     };
     let framed = reader
         .answer_in(&lm, Some(&frame), &[whole], &[question], &[gen])
@@ -261,6 +270,7 @@ fn a_chat_framed_whole_document_answers_as_the_chat_oracle() {
         document: &doc,
         start: a.saturating_sub(1),
         end: b + 1,
+        stored: None,
     };
     let answered = reader
         .answer_in(&lm, Some(&frame), &[span], &[question], &[gen])
@@ -271,6 +281,7 @@ fn a_chat_framed_whole_document_answers_as_the_chat_oracle() {
         document: &doc,
         start: c,
         end: d,
+        stored: None,
     };
     let answered = reader
         .answer_in(&lm, Some(&frame), &[elsewhere], &[question], &[gen])
@@ -320,6 +331,7 @@ fn the_document_extent_answers_as_the_oracle_context_from_any_span() {
         document: &doc,
         start,
         end,
+        stored: None,
     };
     let gen = AnswerGeneration {
         max_tokens: 6,
@@ -334,4 +346,82 @@ fn the_document_extent_answers_as_the_oracle_context_from_any_span() {
     };
     let from_span = span_only.answer(&lm, &[read], &[question], &[gen]).unwrap();
     assert!(from_span[0].prompt_tokens < from_memory[0].prompt_tokens);
+}
+
+#[test]
+fn stored_key_values_in_a_chat_frame_answer_as_recomputed_ones() {
+    let Some(lm) = smollm2() else { return };
+    let format = ChatFormat::recognise(lm.tokenizer.chat_template.as_deref().unwrap()).unwrap();
+    let example = ChatExample {
+        document: "Ada Brask was born in Elmford. Ada Brask works for Quorix Labs.",
+        question: "Who employs Ada Brask?",
+        answer: "Quorix Labs",
+    };
+    let preamble = Preamble::of(&lm, Some(ChatFrame::new(format, &[example]))).unwrap();
+    let text = "Velra Osk lives at 12 Fenwick Lane. Velra Osk holds 31 patents.";
+    let question = "Where does Velra Osk live?";
+    let doc = SpanReader::document_ids(&lm, text).unwrap();
+    let reader = SpanReader {
+        layer: 12,
+        sink_tokens: 4,
+        extent: SpanExtent::Sentence,
+    };
+    let kv = reader
+        .document_kv(&lm, &preamble, std::slice::from_ref(&doc))
+        .unwrap()
+        .remove(0);
+    // The document's own tokens (a BOS of its own would be the preamble's).
+    let bos = lm.tokenizer.add_bos && lm.tokenizer.bos_id == doc.first().copied();
+    assert_eq!(kv.dims()[0], doc.len() - usize::from(bos));
+    let (a, b) = answer_span(&lm, &doc, "12 Fenwick Lane").unwrap().unwrap();
+    let gen = AnswerGeneration {
+        max_tokens: 16,
+        ..Default::default()
+    };
+    let answer = |stored| {
+        let read = SpanRead {
+            document: &doc,
+            start: a,
+            end: b,
+            stored,
+        };
+        reader
+            .answer_after(&lm, &preamble, &[read], &[question], &[gen], &mut |_, _| {})
+            .unwrap()
+            .remove(0)
+            .text
+    };
+    let recomputed = answer(None);
+    assert!(recomputed.contains("Fenwick"), "{recomputed}");
+    assert_eq!(answer(Some(&kv)), recomputed, "the same floats");
+    // Rounded to half floats (as a store of f16 keeps them): every value
+    // within half's precision, and the answer names the same street.
+    let values: Vec<f32> = kv.to_data().try_to_vec().unwrap();
+    let half: Vec<f32> = values
+        .iter()
+        .map(|&v| half::f16::from_f32(v).to_f32())
+        .collect();
+    let worst = values
+        .iter()
+        .zip(&half)
+        .map(|(v, h)| (v - h).abs() / v.abs().max(1e-3))
+        .fold(0.0f32, f32::max);
+    assert!(worst <= 1.0 / 1024.0, "relative error {worst}");
+    let rounded = Tensor::<2>::from_data(TensorData::new(half, kv.dims()), &kv.device());
+    assert!(answer(Some(&rounded)).contains("Fenwick"));
+    // Rows of another document's length are refused.
+    let short = kv.clone().narrow(0, 0, 3);
+    let read = SpanRead {
+        document: &doc,
+        start: a,
+        end: b,
+        stored: Some(&short),
+    };
+    let err = reader
+        .answer_after(&lm, &preamble, &[read], &[question], &[gen], &mut |_, _| {})
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("stored key/value positions"),
+        "{err}"
+    );
 }

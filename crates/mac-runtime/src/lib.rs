@@ -15,7 +15,9 @@
 //!   ([`BankMemory`]).
 //! * Span memory ([`SpanMemory`]): one selection key per token of each
 //!   document; the LM is handed its own key/values of the span the
-//!   selector chooses over the whole bank.
+//!   selector chooses over the whole bank; with a [`KvStore`] beside the
+//!   bank ([`Memory::store_key_values`]) those key/values are read, not
+//!   recomputed.
 //! * [`load_memory`]: either, from its checkpoint directory.
 //!
 //! ## Ingest, then ask
@@ -58,12 +60,14 @@
 //! ```
 
 mod error;
+mod kv_store;
 mod memory;
 mod paper;
 mod service;
 mod span;
 
 pub use error::RuntimeError;
+pub use kv_store::{KvStore, KvStoreReport, KV_DIR};
 pub use memory::{load_memory, Memory};
 pub use paper::BankMemory;
 pub use service::{

@@ -8,12 +8,14 @@
 use std::path::Path;
 
 use burn::tensor::Device;
-use mac_bank::{BankShape, MemoryBank};
+use mac_bank::{BankShape, MemoryBank, Precision};
 use mac_lm::LoadedLm;
 use mac_model::prompt::ChatFrame;
 use mac_model::{AnswerGeneration, MacRuntime, SpanCheckpoint};
 
-use crate::{AskOptions, Ingested, NewDocument, RuntimeError, SourcedAnswer, SpanMemory};
+use crate::{
+    AskOptions, Ingested, KvStoreReport, NewDocument, RuntimeError, SourcedAnswer, SpanMemory,
+};
 
 /// A memory design: how documents become bank entries and how questions
 /// are answered from a bank. Shared between threads (a server's answerer
@@ -54,6 +56,23 @@ pub trait Memory: Send + Sync {
         docs: &[NewDocument],
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<Ingested>, RuntimeError>;
+    /// Keeps, beside `bank` (its writer), what the memory hands the LM for
+    /// each document, at `precision`, so that answers read it rather than
+    /// recompute it: creates the bank's key/value store ([`crate::KvStore`])
+    /// or opens the one there, and reads into it every document it lacks;
+    /// later ingests fill it too. `progress` gets the count read.
+    fn store_key_values(
+        &self,
+        bank: &MemoryBank,
+        precision: Precision,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<KvStoreReport, RuntimeError> {
+        let _ = (bank, precision, progress);
+        Err(RuntimeError::input(format!(
+            "{} keeps no key/values of its documents to store",
+            self.name()
+        )))
+    }
     /// Answers `questions` from `bank` as one batch, answer `i` generated
     /// as `generation[i]`, each with what it drew on and the batch's
     /// timings; `on_text(i, so_far)` watches answer `i` grow (the settled

@@ -105,6 +105,9 @@ pub struct AnsweredSpan {
     /// Whether the LM was handed the whole document (the selector unsure
     /// of the span) rather than the span or its sentence.
     pub whole_document: bool,
+    /// Whether its key/values were read from the bank's store rather than
+    /// recomputed from its tokens.
+    pub stored_kv: bool,
 }
 
 /// An answer and the documents it drew on most.

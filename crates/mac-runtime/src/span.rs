@@ -9,24 +9,29 @@
 //! logits (late interaction over the matching keys) and its start and end
 //! logits over every token come chunk by chunk into a
 //! [`StreamedSpanChoice`], so the choice is the whole bank's for any chunk
-//! size; the chosen document's key/values are recomputed from its tokens.
+//! size; the chosen document's key/values are recomputed from its tokens,
+//! or read from the bank's [`KvStore`] when it has one
+//! ([`Memory::store_key_values`]).
 
 use std::path::Path;
 use std::time::Instant;
 
 use burn::tensor::{Bool, Device, Tensor, TensorData, TensorReadError};
 use mac_aggregation::{push_chunk, SpanChoice, SpanSelector, StreamedSpanChoice};
-use mac_bank::{BankShape, MemoryBank, NewEntry, Precision};
+use mac_bank::{content_hash, BankShape, MemoryBank, NewEntry, Precision};
 use mac_lm::LoadedLm;
 
 use mac_model::prompt::ChatFrame;
 use mac_model::{
-    names_every, question_names, AnswerGeneration, AnswerTimings, SpanCheckpoint, SpanRead,
-    SpanReader, SpanReading,
+    names_every, question_names, AnswerGeneration, AnswerTimings, Preamble, SpanCheckpoint,
+    SpanRead, SpanReader, SpanReading,
 };
 
 use crate::service::{check_questions, most_attended};
-use crate::{AnsweredSpan, AskOptions, Ingested, Memory, NewDocument, RuntimeError, SourcedAnswer};
+use crate::{
+    AnsweredSpan, AskOptions, Ingested, KvStore, KvStoreReport, Memory, NewDocument, RuntimeError,
+    SourcedAnswer,
+};
 
 /// Documents read by the LM at a time while ingesting.
 const INGEST_BATCH: usize = 8;
@@ -37,8 +42,11 @@ pub struct SpanMemory {
     pub lm: LoadedLm,
     selector: SpanSelector,
     reading: SpanReading,
-    frame: Option<ChatFrame>,
+    /// The answer frame's preamble, read once.
+    preamble: Preamble,
     producer: String,
+    /// What the LM is, for the producer of a key/value store.
+    lm_name: String,
     device: Device,
 }
 
@@ -51,20 +59,27 @@ impl SpanMemory {
         device: &Device,
     ) -> Result<Self, RuntimeError> {
         let checkpoint = SpanCheckpoint::open(dir)?;
-        let lm = LoadedLm::load(lm.unwrap_or(checkpoint.meta.lm.as_path()), device)?;
+        let lm_path = lm.unwrap_or(checkpoint.meta.lm.as_path());
+        let lm_name = lm_path.file_name().map_or_else(
+            || lm_path.display().to_string(),
+            |n| n.to_string_lossy().into(),
+        );
+        let lm = LoadedLm::load(lm_path, device)?;
         checkpoint.meta.check_lm(&lm)?;
         let selector = checkpoint.load_selector(device)?;
         let frame = checkpoint.meta.reading.frame.chat_frame(&lm)?;
+        let preamble = Preamble::of(&lm, frame)?;
         Ok(Self {
             lm,
             selector,
             reading: checkpoint.meta.reading.clone(),
-            frame,
+            preamble,
             producer: format!(
                 "span memory {} (step {})",
                 dir.display(),
                 checkpoint.meta.step
             ),
+            lm_name,
             device: device.clone(),
         })
     }
@@ -91,6 +106,84 @@ impl SpanMemory {
                 let keys = self.selector.token_keys(states.clone());
                 let matching = self.selector.match_keys(states);
                 host(Tensor::cat(vec![keys, matching], 1))
+            })
+            .collect()
+    }
+
+    /// What a key/value store of this memory holds: the LM, its layout and
+    /// the frame the documents are read in.
+    fn kv_producer(&self) -> String {
+        let l = self.lm.model.kv_layout();
+        let read = match self.preamble.frame() {
+            Some(f) => {
+                let hash = content_hash(&f.preamble);
+                let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+                format!("after a chat frame (preamble sha256 {hex}…)")
+            }
+            None => "from position 0".into(),
+        };
+        format!(
+            "key/values of {} ({} layers, {} heads of {}) read {read}",
+            self.lm_name, l.n_layers, l.n_kv_heads, l.head_dim
+        )
+    }
+
+    /// The shape of a key/value store: a row per position, up to the LM's.
+    fn kv_shape(&self, precision: Precision) -> BankShape {
+        let l = self.lm.model.kv_layout();
+        BankShape {
+            n_tokens: self.lm.model.max_positions(),
+            d_mod: 2 * l.n_layers * l.kv_width(),
+            key_dim: 0,
+            rows_vary: true,
+            precision,
+        }
+    }
+
+    /// Adds to `store` the key/values of those of `docs` (source, text) it
+    /// lacks, a batch at a time; `progress` gets the count done.
+    fn fill_store(
+        &self,
+        store: &mut KvStore,
+        docs: &[(&str, &str)],
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<usize, RuntimeError> {
+        let missing: Vec<&(&str, &str)> = docs.iter().filter(|(_, t)| !store.holds(t)).collect();
+        for (i, part) in missing.chunks(INGEST_BATCH).enumerate() {
+            let ids = part
+                .iter()
+                .map(|(_, text)| SpanReader::document_ids(&self.lm, text))
+                .collect::<Result<Vec<_>, _>>()?;
+            let kv = self.reader().document_kv(&self.lm, &self.preamble, &ids)?;
+            let rows = part
+                .iter()
+                .zip(kv)
+                .map(|((source, text), rows)| Ok((*source, *text, host(rows)?)))
+                .collect::<Result<Vec<_>, RuntimeError>>()?;
+            store.append(&rows)?;
+            progress((i * INGEST_BATCH + part.len()).min(missing.len()));
+        }
+        Ok(missing.len())
+    }
+
+    /// The stored key/values of each of the documents `texts`, or `None`
+    /// where `bank` has no store or the store lacks the document.
+    fn stored_kv(
+        &self,
+        bank: &MemoryBank,
+        texts: &[String],
+    ) -> Result<Vec<Option<Tensor<2>>>, RuntimeError> {
+        let Some(store) = KvStore::open_read_only(bank.dir(), &self.kv_producer())? else {
+            return Ok(vec![None; texts.len()]);
+        };
+        let width = self.kv_shape(store.precision()).d_mod;
+        texts
+            .iter()
+            .map(|text| {
+                Ok(store.rows(text)?.map(|rows| {
+                    let n = rows.len() / width;
+                    Tensor::from_data(TensorData::new(rows, [n, width]), &self.device)
+                }))
             })
             .collect()
     }
@@ -181,7 +274,7 @@ impl Memory for SpanMemory {
     }
 
     fn frame(&self) -> Option<&ChatFrame> {
-        self.frame.as_ref()
+        self.preamble.frame()
     }
 
     fn document_token_limit(&self) -> usize {
@@ -243,9 +336,48 @@ impl Memory for SpanMemory {
                     truncated_tokens: 0,
                 });
             }
+            if let Some(mut store) = KvStore::open(bank, &self.kv_producer())? {
+                let docs: Vec<(&str, &str)> = chunk
+                    .iter()
+                    .map(|d| (d.source.as_str(), d.text.as_str()))
+                    .collect();
+                self.fill_store(&mut store, &docs, &mut |_| {})?;
+            }
             progress(done.len());
         }
         Ok(done)
+    }
+
+    /// Creates the bank's key/value store at `precision` (or opens the one
+    /// there) and reads into it every document of the bank it lacks.
+    fn store_key_values(
+        &self,
+        bank: &MemoryBank,
+        precision: Precision,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<KvStoreReport, RuntimeError> {
+        if !bank.is_writer() {
+            return Err(RuntimeError::input(format!(
+                "{}: storing key/values needs the bank's writer",
+                bank.dir().display()
+            )));
+        }
+        let mut store =
+            KvStore::open_or_create(bank.dir(), self.kv_shape(precision), &self.kv_producer())?;
+        let entries = (0..bank.len())
+            .map(|i| bank.read(i).map(|e| (e.source, e.text)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let docs: Vec<(&str, &str)> = entries
+            .iter()
+            .map(|(s, t)| (s.as_str(), t.as_str()))
+            .collect();
+        let added = self.fill_store(&mut store, &docs, progress)?;
+        Ok(KvStoreReport {
+            documents: store.len(),
+            added,
+            bytes: store.size_bytes(),
+            precision: store.precision(),
+        })
     }
 
     /// Answers `questions` from `bank`, scored `opts.chunk` documents at a
@@ -273,34 +405,43 @@ impl Memory for SpanMemory {
         let read = Instant::now();
         // Each chosen document read from the bank and tokenized once.
         let mut documents: Vec<(usize, Vec<u32>)> = Vec::new();
+        let mut texts = Vec::new();
         for c in &choices {
             if !documents.iter().any(|(d, _)| *d == c.span.document) {
                 let text = bank.read(c.span.document)?.text;
                 let ids = SpanReader::document_ids(&self.lm, &text)?;
                 documents.push((c.span.document, ids));
+                texts.push(text);
             }
         }
+        let stored = self.stored_kv(bank, &texts)?;
         let reads: Vec<SpanRead<'_>> = choices
             .iter()
             .map(|c| {
-                let ids = documents
+                let i = documents
                     .iter()
-                    .find_map(|(d, ids)| (*d == c.span.document).then_some(ids.as_slice()))
-                    .unwrap_or_default();
+                    .position(|(d, _)| *d == c.span.document)
+                    .expect("every chosen document was read above");
+                let ids = documents[i].1.as_slice();
                 let last = ids.len().saturating_sub(1);
-                match self.reading.hands_whole(c.confidence) {
+                let read = match self.reading.hands_whole(c.confidence) {
                     true => SpanRead::whole(ids),
                     false => SpanRead {
                         document: ids,
                         start: c.span.start,
                         end: c.span.end.min(last),
+                        stored: None,
                     },
+                };
+                SpanRead {
+                    stored: stored[i].as_ref(),
+                    ..read
                 }
             })
             .collect();
-        let answers = self.reader().answer_watched(
+        let answers = self.reader().answer_after(
             &self.lm,
-            self.frame.as_ref(),
+            &self.preamble,
             &reads,
             questions,
             generation,
@@ -329,6 +470,7 @@ impl Memory for SpanMemory {
                         tokens: [start, end],
                         text: self.lm.tokenizer.decode(span_ids)?,
                         whole_document: self.reading.hands_whole(choice.confidence),
+                        stored_kv: read.stored.is_some(),
                     }),
                 })
             })

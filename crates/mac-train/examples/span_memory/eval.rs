@@ -97,6 +97,7 @@ impl<'a> Evaluation<'a> {
                     document: &memory.documents[d],
                     start: a,
                     end: b,
+                    stored: None,
                 })
                 .collect();
             let texts: Vec<&str> = chunk_q

@@ -458,6 +458,7 @@ fn frame_f1s(
                 document: &validation.documents[s.span.document],
                 start: s.span.start,
                 end: s.span.end,
+                stored: None,
             })
             .collect();
         let texts: Vec<&str> = qs
