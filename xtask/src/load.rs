@@ -29,6 +29,10 @@ pub(crate) struct LoadOptions {
     /// Concurrent askers.
     #[arg(long, default_value_t = 8)]
     pub askers: usize,
+    /// `mac serve --store-kv` with this precision (`f32`, `f16`): answers
+    /// read the documents' stored key/values.
+    #[arg(long, value_name = "PRECISION")]
+    pub store_kv: Option<String>,
 }
 
 /// `mac serve` on a fresh bank in a temporary directory, the seed
@@ -62,7 +66,11 @@ pub(crate) fn seeded_server(opts: &LoadOptions) -> Result<SeededServer> {
         None => tiny_checkpoint(&mac, work.path())?,
     };
     let bank = work.path().join("bank");
-    let server = start_server(&mac, &bank, &checkpoint)?;
+    let store_kv: Vec<&str> = match &opts.store_kv {
+        Some(p) => vec!["--store-kv", p],
+        None => Vec::new(),
+    };
+    let server = start_server(&mac, &bank, &checkpoint, &store_kv)?;
     let seeds: Vec<Value> = (0..SEED_DOCUMENTS)
         .map(|i| json!({"text": fact("seed", i), "source": "seed"}))
         .collect();
@@ -132,13 +140,19 @@ impl Drop for Server {
     }
 }
 
-pub(crate) fn start_server(mac: &Path, bank: &Path, checkpoint: &Path) -> Result<Server> {
+pub(crate) fn start_server(
+    mac: &Path,
+    bank: &Path,
+    checkpoint: &Path,
+    extra: &[&str],
+) -> Result<Server> {
     let mut child = Command::new(mac)
         .args(["--device", "flex", "serve", "--bank"])
         .arg(bank)
         .arg("--checkpoint")
         .arg(checkpoint)
         .args(["--addr", "127.0.0.1:0"])
+        .args(extra)
         .stdout(Stdio::piped())
         .spawn()
         .context("starting mac serve")?;

@@ -174,6 +174,10 @@ pub(crate) enum Cmd {
         /// Most questions answered in one LM batch.
         #[arg(long, default_value_t = 8)]
         max_batch: usize,
+        /// Keep the documents' key/values beside the bank (`f32` or `f16`;
+        /// span memory; as `mac ingest --store-kv`).
+        #[arg(long, value_name = "PRECISION", value_parser = parse_precision)]
+        store_kv: Option<mac_bank::Precision>,
     },
     /// Inspects a memory bank.
     Bank {

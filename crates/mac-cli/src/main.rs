@@ -122,6 +122,7 @@ fn run(cli: Cli) -> Result<()> {
             model_name,
             reading,
             max_batch,
+            store_kv,
         } => memory_cmds::serve(
             &bank,
             &checkpoint,
@@ -131,6 +132,7 @@ fn run(cli: Cli) -> Result<()> {
                 model_name,
                 ask: reading.options(),
                 max_batch,
+                store_kv,
             },
             &device,
         )?,

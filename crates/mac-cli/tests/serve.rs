@@ -248,24 +248,25 @@ const FACTS: [&str; 3] = [
 #[test]
 fn serves_documents_and_answers_like_ask_with_the_openai_client() {
     if models_fetched() {
-        serves_like_ask(checkpoint(), "mac");
+        serves_like_ask(checkpoint(), "mac", &[]);
     }
 }
 
 #[test]
 fn serves_span_memory_like_ask_with_the_openai_client() {
     if models_fetched() {
-        serves_like_ask(&span_checkpoint(), "span memory");
+        // With the documents' key/values stored beside the bank.
+        serves_like_ask(&span_checkpoint(), "span memory", &["--store-kv", "f16"]);
     }
 }
 
 /// The server on `checkpoint` (a memory called `memory`): documents in,
 /// answers out with the OpenAI client, bad input refused, and the same
-/// answers as `mac ask`.
-fn serves_like_ask(checkpoint: &Path, memory: &str) {
+/// answers as `mac ask` (the server started with `extra` arguments).
+fn serves_like_ask(checkpoint: &Path, memory: &str, extra: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let bank = tmp.path().join("bank");
-    let server = Served::start(checkpoint, &bank, &[]);
+    let server = Served::start(checkpoint, &bank, extra);
     let url = server.url.clone();
 
     // Documents in with curl: a JSON list, a duplicate as text/plain.
@@ -570,6 +571,10 @@ fn serves_like_ask(checkpoint: &Path, memory: &str) {
     assert!(timings["generate_ms"].as_f64().unwrap() > 0.0, "{v}");
     assert!(timings["read_bank_ms"].as_f64().unwrap() > 0.0, "{v}");
     assert_eq!(v["mac"]["span"].is_object(), memory == "span memory", "{v}");
+    let stored = extra.contains(&"--store-kv");
+    if memory == "span memory" {
+        assert_eq!(v["mac"]["span"]["stored_kv"], stored, "{v}");
+    }
     assert_eq!(
         v["choices"][0]["message"]["content"].as_str(),
         Some(answer.as_str())
@@ -588,6 +593,9 @@ fn serves_like_ask(checkpoint: &Path, memory: &str) {
     ]));
     let asked: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(asked["answer"].as_str(), Some(answer.as_str()), "{out}");
+    if memory == "span memory" {
+        assert_eq!(asked["span"]["stored_kv"], stored, "{out}");
+    }
     let by_cli = asked["documents"].as_array().unwrap();
     for (a, b) in documents.iter().zip(by_cli) {
         assert_eq!(

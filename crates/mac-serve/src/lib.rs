@@ -87,6 +87,11 @@ pub struct ServeOptions {
     pub ask: AskOptions,
     /// Most questions answered in one LM batch.
     pub max_batch: usize,
+    /// Keep the documents' key/values beside the bank at this precision
+    /// ([`Memory::store_key_values`]; span memory): the bank's documents
+    /// read into the store at start, every ingest filling it. A bank that
+    /// has a store is read through it whether or not this is set.
+    pub store_kv: Option<mac_bank::Precision>,
 }
 
 impl Default for ServeOptions {
@@ -96,6 +101,7 @@ impl Default for ServeOptions {
             model_name: "mac".into(),
             ask: AskOptions::default(),
             max_batch: 8,
+            store_kv: None,
         }
     }
 }
@@ -118,6 +124,12 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let mut workers = Vec::new();
         let (view, ingest) = if opts.read_only {
+            if opts.store_kv.is_some() {
+                return Err(RuntimeError::input(
+                    "storing key/values needs the bank's writer, not --read-only".into(),
+                )
+                .into());
+            }
             let bank = MemoryBank::open_read_only(bank_dir).map_err(RuntimeError::from)?;
             bank.check_modulation_shape(memory.bank_shape())
                 .map_err(RuntimeError::from)?;
@@ -128,6 +140,9 @@ impl Server {
             )
         } else {
             let bank = memory.open_bank_writer(bank_dir)?;
+            if let Some(precision) = opts.store_kv {
+                memory.store_key_values(&bank, precision, &mut |_| {})?;
+            }
             metrics.bank_entries(bank.len() as u64);
             let reader = bank.reader().map_err(RuntimeError::from)?;
             let view = Arc::new(workers::BankView::Published(RwLock::new(Arc::new(reader))));

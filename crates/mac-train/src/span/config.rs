@@ -36,11 +36,20 @@ pub struct SpanRunConfig {
     /// the recency (a bank nearer the size served).
     #[serde(default)]
     pub recency_distractors: usize,
+    /// A second stream whose validation documents (as many as
+    /// `validation_documents`) join the choice of frame, extent and
+    /// whole-document floor: kinds of fact and lengths training never
+    /// shows, so that the choices hold beyond the training generator.
+    /// None: the training stream's validation only.
+    #[serde(default)]
+    pub unseen_validation: Option<FactStreamConfig>,
 }
 
 impl SpanRunConfig {
     /// `span` (the documented run: 2,000 training documents of the `open`
-    /// stream, 1,000 steps), `span-broad` (the same on the broad stream's
+    /// stream, 1,000 steps), `span-unseen` (the same, its answering chosen
+    /// also on the broad stream's validation documents, whose further kinds
+    /// training never states), `span-broad` (trained on the broad stream's
     /// fourteen kinds, spans of up to 16 tokens) or `span-tiny` (a few
     /// minutes' run for tests and a first look; it does not answer well).
     pub fn preset(name: &str) -> Result<Self, String> {
@@ -55,6 +64,7 @@ impl SpanRunConfig {
             frame_questions: 96,
             lm: None,
             recency_distractors: 400,
+            unseen_validation: None,
         };
         match name {
             "span-broad" => Ok(Self {
@@ -66,6 +76,10 @@ impl SpanRunConfig {
                 ..span
             }),
             "span" => Ok(span),
+            "span-unseen" => Ok(Self {
+                unseen_validation: Some(FactStreamConfig::broad()),
+                ..span
+            }),
             "span-tiny" => Ok(Self {
                 selector: SpanTrainConfig {
                     layer: 4,
@@ -89,7 +103,7 @@ impl SpanRunConfig {
                 ..span
             }),
             other => Err(format!(
-                "unknown span preset `{other}`: span, span-broad or span-tiny"
+                "unknown span preset `{other}`: span, span-unseen, span-broad or span-tiny"
             )),
         }
     }

@@ -123,21 +123,36 @@ pub fn train_span_memory(
         config.validation_documents,
         16,
     )?;
+    let unseen = match &config.unseen_validation {
+        Some(stream) => Some(SpanFeatures::read(
+            &lm,
+            &reader,
+            &FactStream::generate(stream).validation,
+            config.validation_documents,
+            16,
+        )?),
+        None => None,
+    };
     let read = t0.elapsed().as_secs_f64();
     log(&format!(
-        "read {} training and {} validation documents in {read:.0} s",
+        "read {} training and {} validation documents ({} of another stream) in {read:.0} s",
         train.documents.len(),
-        validation.documents.len()
+        validation.documents.len(),
+        unseen.as_ref().map_or(0, |u| u.documents.len())
     ));
     let t1 = Instant::now();
     let (curve, chosen) = train_and_validate(config, &train, &validation, device, log)?;
     let trained = t1.elapsed().as_secs_f64();
     let t2 = Instant::now();
+    let validations: Vec<&SpanFeatures> = [Some(&validation), unseen.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect();
     let choice = choose_answering(
         config,
         &lm,
         &stream.train,
-        &validation,
+        &validations,
         &chosen,
         device,
         log,
@@ -208,36 +223,55 @@ const WHOLE_BELOW: [Option<f32>; 10] = [
 
 /// Chooses on validation F1 the frame the chosen spans are read in (with
 /// the span alone), then how much of the document is handed in that frame,
-/// then below which span probability the whole document is handed instead.
+/// then below which span probability the whole document is handed instead:
+/// each by the mean F1 over the first questions of every validation set
+/// (each its own bank).
 fn choose_answering(
     config: &SpanRunConfig,
     lm: &LoadedLm,
     train: &Dataset,
-    validation: &SpanFeatures,
+    validations: &[&SpanFeatures],
     chosen: &Chosen,
     device: &Device,
     log: &mut dyn FnMut(&str),
 ) -> Result<Answering> {
     let frames = candidate_frames(train);
     // The chosen selector's spans, the same whichever frame reads them.
-    let bank: Vec<usize> = (0..validation.documents.len()).collect();
-    let questions: Vec<usize> = (0..validation.questions.len())
-        .take(config.frame_questions)
-        .collect();
-    let spans = choose_spans(
-        &chosen.selector,
-        validation,
-        &bank,
-        validation,
-        &questions,
-        None,
-        chosen.rule,
-        device,
-    )?;
+    let sets = validations
+        .iter()
+        .map(|&v| {
+            let bank: Vec<usize> = (0..v.documents.len()).collect();
+            let questions: Vec<usize> = (0..v.questions.len())
+                .take(config.frame_questions)
+                .collect();
+            let spans = choose_spans(
+                &chosen.selector,
+                v,
+                &bank,
+                v,
+                &questions,
+                None,
+                chosen.rule,
+                device,
+            )?;
+            Ok(ValidationSpans {
+                features: v,
+                questions,
+                spans,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let f1s_of = |reader: &SpanReader, frame: &AnswerFrame| -> Result<Vec<f64>> {
+        let mut f1s = Vec::new();
+        for set in &sets {
+            f1s.extend(frame_f1s(lm, reader, frame, set)?);
+        }
+        Ok(f1s)
+    };
     let mut reader = config.reader();
     let (mut scores, mut span_f1s) = (Vec::new(), Vec::new());
     for (name, frame) in &frames {
-        let f1s = frame_f1s(lm, &reader, frame, validation, &questions, &spans)?;
+        let f1s = f1s_of(&reader, frame)?;
         log(&format!(
             "validation F1 in the {name} frame: {:.3}",
             mean(&f1s)
@@ -250,7 +284,7 @@ fn choose_answering(
     let mut by_extent = vec![(SpanExtent::Span, span_f1s.swap_remove(best))];
     for extent in [SpanExtent::Sentence, SpanExtent::Document] {
         let read = SpanReader { extent, ..reader };
-        let f1s = frame_f1s(lm, &read, &frame, validation, &questions, &spans)?;
+        let f1s = f1s_of(&read, &frame)?;
         log(&format!(
             "validation F1 handing the {}: {:.3}",
             extent.name(),
@@ -261,7 +295,10 @@ fn choose_answering(
     let extents: Vec<(SpanExtent, f64)> = by_extent.iter().map(|(e, f)| (*e, mean(f))).collect();
     let kept = best_of(&extents);
     reader.extent = extents[kept].0;
-    let confidences: Vec<f32> = spans.iter().map(|s| s.confidence).collect();
+    let confidences: Vec<f32> = sets
+        .iter()
+        .flat_map(|set| set.spans.iter().map(|s| s.confidence))
+        .collect();
     let floors = whole_below_scores(&confidences, &by_extent[kept].1, &by_extent[2].1);
     for (floor, f1) in &floors {
         log(&format!(
@@ -439,16 +476,23 @@ fn candidate_frames(train: &Dataset) -> Vec<(&'static str, AnswerFrame)> {
     ]
 }
 
-/// The F1 of each of validation `questions` answered from its chosen span,
-/// read in `frame`.
+/// A validation set's questions and the spans the kept selector chose for
+/// them over its documents.
+struct ValidationSpans<'a> {
+    features: &'a SpanFeatures,
+    questions: Vec<usize>,
+    spans: Vec<QuestionSpan>,
+}
+
+/// The F1 of each of a validation set's questions answered from its
+/// chosen span, read in `frame`.
 fn frame_f1s(
     lm: &LoadedLm,
     reader: &SpanReader,
     frame: &AnswerFrame,
-    validation: &SpanFeatures,
-    questions: &[usize],
-    spans: &[QuestionSpan],
+    set: &ValidationSpans<'_>,
 ) -> Result<Vec<f64>> {
+    let (validation, questions, spans) = (set.features, &set.questions, &set.spans);
     let chat = frame.chat_frame(lm)?;
     let mut f1s = Vec::with_capacity(questions.len());
     for (qs, spans) in questions.chunks(16).zip(spans.chunks(16)) {
