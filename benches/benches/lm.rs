@@ -7,24 +7,15 @@
 //! is the same step on the weights dequantised to f32.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use mac_lm::{GenerateOptions, KvCache, LoadedLm, TokenBatch};
+use mac_lm::{GenerateOptions, KvCache, TokenBatch};
 
 const PROMPT_TOKENS: usize = 128;
 const GENERATED_TOKENS: usize = 64;
 
 fn bench(c: &mut Criterion) {
-    // As the `mac` binary does.
-    mac_device::keep_freed_memory();
-    let path = mac_assets::default_lm_path();
-    if !path.exists() {
-        eprintln!("{} missing: run `cargo xtask fetch`", path.display());
+    let Some((_, lm)) = mac_benches::fetched_lm() else {
         return;
-    }
-    // A CPU benchmark: flex unless MAC_DEVICE names another backend (the
-    // shared test build also compiles wgpu, which default_device would prefer).
-    let backend = std::env::var("MAC_DEVICE").unwrap_or_else(|_| "flex".into());
-    let device = mac_device::select(&backend).expect("device");
-    let lm = LoadedLm::load(&path, &device).expect("model loads");
+    };
     let model = &lm.model;
     // A fixed 128-token prompt: the ids of a repeated sentence.
     let mut ids = lm

@@ -23,15 +23,12 @@ const LAYOUT: KvLayout = KvLayout {
 };
 
 fn bench(c: &mut Criterion) {
-    // As the `mac` binary does.
-    mac_device::keep_freed_memory();
     let enc = mac_assets::default_encoder_dir();
     if !enc.exists() {
         eprintln!("{} missing: run `cargo xtask fetch`", enc.display());
         return;
     }
-    let backend = std::env::var("MAC_DEVICE").unwrap_or_else(|_| "flex".into());
-    let device = mac_device::select(&backend).expect("device");
+    let device = mac_benches::bench_device();
     let cfg = MacConfig::default();
     let model = MacModel::init(&cfg, &enc, LAYOUT, &device).expect("model");
     let (n, d) = (cfg.n_tokens, cfg.d_mod);

@@ -78,15 +78,9 @@ fn store(dir: &Path, lm: &LoadedLm, rows: &[f32], precision: Precision) -> KvSto
 }
 
 fn bench(c: &mut Criterion) {
-    mac_device::keep_freed_memory();
-    let path = mac_assets::default_lm_path();
-    if !path.exists() {
-        eprintln!("{} missing: run `cargo xtask fetch`", path.display());
+    let Some((device, lm)) = mac_benches::fetched_lm() else {
         return;
-    }
-    let backend = std::env::var("MAC_DEVICE").unwrap_or_else(|_| "flex".into());
-    let device = mac_device::select(&backend).expect("device");
-    let lm = LoadedLm::load(&path, &device).expect("model loads");
+    };
     let frame = frame_examples().chat_frame(&lm).expect("chat template");
     let preamble = Preamble::of(&lm, frame.clone()).expect("preamble");
     let reader = SpanReader {

@@ -11,14 +11,11 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use mac_train::{TrainConfig, Trainer};
 
 fn bench(c: &mut Criterion) {
-    // As the `mac` binary does.
-    mac_device::keep_freed_memory();
     if !mac_assets::default_lm_path().exists() || !mac_assets::default_encoder_dir().exists() {
         eprintln!("models missing: run `cargo xtask fetch`");
         return;
     }
-    let backend = std::env::var("MAC_DEVICE").unwrap_or_else(|_| "flex".into());
-    let device = mac_device::select(&backend).expect("device");
+    let device = mac_benches::bench_device();
     let run = tempfile::tempdir().expect("tempdir");
     let cfg = TrainConfig::preset("default").expect("preset");
     let mut trainer = Trainer::new(cfg, run.path(), &device).expect("trainer");

@@ -120,9 +120,9 @@ fn ingest(
     serde_json::from_str(&succeeded(&out)).unwrap()
 }
 
-/// `mac ask --json` of `question` from `bank`.
-fn ask(bank: &std::path::Path, checkpoint: &std::path::Path, question: &str) -> serde_json::Value {
-    let out = mac()
+/// What `mac ask --json` of `question` from `bank` gave, however it ended.
+fn ask_output(bank: &std::path::Path, checkpoint: &std::path::Path, question: &str) -> Output {
+    mac()
         .args(["ask", "--json", "--bank"])
         .arg(bank)
         .arg("--checkpoint")
@@ -130,8 +130,12 @@ fn ask(bank: &std::path::Path, checkpoint: &std::path::Path, question: &str) -> 
         .arg(question)
         .env("MAC_DEVICE", "flex")
         .output()
-        .unwrap();
-    serde_json::from_str(&succeeded(&out)).unwrap()
+        .unwrap()
+}
+
+/// `mac ask --json` of `question` from `bank`, which must succeed.
+fn ask(bank: &std::path::Path, checkpoint: &std::path::Path, question: &str) -> serde_json::Value {
+    serde_json::from_str(&succeeded(&ask_output(bank, checkpoint, question))).unwrap()
 }
 
 #[test]
@@ -167,15 +171,7 @@ fn span_memory_ingests_and_answers_with_its_span() {
         precision: mac_bank::Precision::F32,
     };
     drop(mac_bank::MemoryBank::create(&other, shape, "test").unwrap());
-    let out = mac()
-        .args(["ask", "--bank"])
-        .arg(&other)
-        .arg("--checkpoint")
-        .arg(&checkpoint)
-        .arg("Where does Bo live?")
-        .env("MAC_DEVICE", "flex")
-        .output()
-        .unwrap();
+    let out = ask_output(&other, &checkpoint, "Where does Bo live?");
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("span memory reads"), "{err}");
@@ -234,15 +230,7 @@ fn stored_key_values_answer_as_recomputed_ones() {
     let manifest = bank.join("kv/MANIFEST");
     let text = std::fs::read_to_string(&manifest).unwrap();
     std::fs::write(&manifest, text.replace("from position 0", "from elsewhere")).unwrap();
-    let out = mac()
-        .args(["ask", "--bank"])
-        .arg(bank)
-        .arg("--checkpoint")
-        .arg(&checkpoint)
-        .arg("Where does Bo live?")
-        .env("MAC_DEVICE", "flex")
-        .output()
-        .unwrap();
+    let out = ask_output(bank, &checkpoint, "Where does Bo live?");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

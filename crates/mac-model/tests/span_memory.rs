@@ -214,6 +214,13 @@ fn a_frame_that_leaves_no_room_for_the_question_is_an_error() {
     assert!(err.contains("positions"), "{err}");
 }
 
+/// The worked example of the chat frames below.
+const EXAMPLE: ChatExample<'static> = ChatExample {
+    document: "Ada Brask was born in Elmford. Ada Brask works for Quorix Labs.",
+    question: "Who employs Ada Brask?",
+    answer: "Quorix Labs",
+};
+
 /// The real SmolLM2 with its chat template, when fetched.
 fn smollm2() -> Option<LoadedLm> {
     let path = mac_assets::default_lm_path();
@@ -225,11 +232,7 @@ fn smollm2() -> Option<LoadedLm> {
 fn a_chat_framed_whole_document_answers_as_the_chat_oracle() {
     let Some(lm) = smollm2() else { return };
     let format = ChatFormat::recognise(lm.tokenizer.chat_template.as_deref().unwrap()).unwrap();
-    let example = ChatExample {
-        document: "Ada Brask was born in Elmford. Ada Brask works for Quorix Labs.",
-        question: "Who employs Ada Brask?",
-        answer: "Quorix Labs",
-    };
+    let example = EXAMPLE;
     let frame = ChatFrame::new(format, &[example]);
     let text = "Velra Osk lives at 12 Fenwick Lane. Velra Osk holds 31 patents.";
     let question = "Where does Velra Osk live?";
@@ -352,11 +355,7 @@ fn the_document_extent_answers_as_the_oracle_context_from_any_span() {
 fn stored_key_values_in_a_chat_frame_answer_as_recomputed_ones() {
     let Some(lm) = smollm2() else { return };
     let format = ChatFormat::recognise(lm.tokenizer.chat_template.as_deref().unwrap()).unwrap();
-    let example = ChatExample {
-        document: "Ada Brask was born in Elmford. Ada Brask works for Quorix Labs.",
-        question: "Who employs Ada Brask?",
-        answer: "Quorix Labs",
-    };
+    let example = EXAMPLE;
     let preamble = Preamble::of(&lm, Some(ChatFrame::new(format, &[example]))).unwrap();
     let text = "Velra Osk lives at 12 Fenwick Lane. Velra Osk holds 31 patents.";
     let question = "Where does Velra Osk live?";
