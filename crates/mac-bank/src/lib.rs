@@ -54,13 +54,15 @@
 mod bank;
 mod error;
 mod manifest;
+mod precision;
 mod record;
 mod repair;
 mod segment;
 
 pub use bank::{AppendOutcome, Chunk, EntryMeta, MemoryBank, NewEntry, StoredEntry, VerifyReport};
 pub use error::{BankError, Result};
-pub use manifest::{BankShape, Precision};
+pub use manifest::BankShape;
+pub use precision::Precision;
 pub use record::content_hash;
 pub use repair::{repair, Dropped, RepairReport};
 

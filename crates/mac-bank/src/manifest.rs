@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io, BankError, Result};
+use crate::precision::Precision;
 use crate::record;
 use crate::FORMAT_VERSION;
 
@@ -37,48 +38,6 @@ pub struct BankShape {
     /// How each modulation value is stored (keys are always f32).
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
-}
-
-/// How a bank stores its modulation values: 4-byte floats, or (format 4)
-/// 2-byte IEEE half floats, read back widened to f32 (about 3 significant
-/// digits; values beyond ±65,504 become infinite and are refused).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Precision {
-    /// IEEE single precision, 4 bytes a value.
-    #[default]
-    F32,
-    /// IEEE half precision, 2 bytes a value.
-    F16,
-}
-
-impl Precision {
-    /// Bytes a value takes on disk.
-    pub fn bytes(self) -> usize {
-        match self {
-            Self::F32 => 4,
-            Self::F16 => 2,
-        }
-    }
-
-    /// Its name on the command line and in reports (`f32`, `f16`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::F32 => "f32",
-            Self::F16 => "f16",
-        }
-    }
-
-    /// The precision named `name` (`f32` or `f16`).
-    pub fn parse(name: &str) -> Option<Self> {
-        [Self::F32, Self::F16]
-            .into_iter()
-            .find(|p| p.name() == name)
-    }
-
-    fn is_f32(&self) -> bool {
-        *self == Self::F32
-    }
 }
 
 impl BankShape {

@@ -11,63 +11,11 @@
 //! crc32    u32 LE of body
 //! ```
 
-use half::f16;
 use sha2::{Digest, Sha256};
 
-use crate::manifest::Precision;
+use crate::precision::Precision;
+pub(crate) use crate::precision::floats;
 
-/// The magic of a record whose values are f32.
-pub(crate) const MAGIC: &[u8; 4] = b"MACE";
-/// The magic of a record whose values are f16.
-pub(crate) const MAGIC_F16: &[u8; 4] = b"MACH";
-
-impl Precision {
-    /// The magic that opens a record of this precision.
-    pub(crate) fn magic(self) -> &'static [u8; 4] {
-        match self {
-            Self::F32 => MAGIC,
-            Self::F16 => MAGIC_F16,
-        }
-    }
-
-    /// The precision a record's magic names, if it is a record's.
-    pub(crate) fn of_magic(bytes: &[u8]) -> Option<Self> {
-        [Self::F32, Self::F16]
-            .into_iter()
-            .find(|p| bytes.get(..4) == Some(p.magic().as_slice()))
-    }
-
-    /// Values decoded from their little-endian bytes.
-    pub(crate) fn decode(self, b: &[u8]) -> Vec<f32> {
-        match self {
-            Self::F32 => floats(b),
-            Self::F16 => b
-                .chunks_exact(2)
-                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-        }
-    }
-
-    /// Appends `values` as little-endian bytes of this precision.
-    pub(crate) fn encode(self, values: &[f32], out: &mut Vec<u8>) {
-        match self {
-            Self::F32 => values
-                .iter()
-                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-            Self::F16 => values
-                .iter()
-                .for_each(|v| out.extend_from_slice(&f16::from_f32(*v).to_le_bytes())),
-        }
-    }
-
-    /// Whether every value survives this precision as a finite number.
-    pub(crate) fn holds(self, values: &[f32]) -> bool {
-        match self {
-            Self::F32 => true,
-            Self::F16 => values.iter().all(|v| f16::from_f32(*v).is_finite()),
-        }
-    }
-}
 /// Fixed part of the body before the variable-length fields.
 pub(crate) const FIXED_BODY: usize = 8 + 8 + 32 + 4 + 4 + 4 + 4;
 /// Bytes around the body: magic + length before, crc after.
@@ -147,13 +95,6 @@ impl Header {
             key: &body[k0..],
         }
     }
-}
-
-/// Little-endian f32s.
-pub(crate) fn floats(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
 }
 
 /// Body length of a record with these field sizes, if it fits the format's

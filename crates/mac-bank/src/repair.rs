@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::bank::{AppendOutcome, MemoryBank, NewEntry};
 use crate::error::{io, BankError, Result};
-use crate::manifest::Precision;
+use crate::precision::Precision;
 use crate::manifest::{segment_name, BankShape, Manifest, MANIFEST};
 use crate::record::{floats, Header, FIXED_BODY, FRAME};
 

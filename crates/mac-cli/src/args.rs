@@ -128,7 +128,7 @@ pub(crate) enum Cmd {
         /// span memory), read by answers instead of recomputed; a bank's
         /// documents already there are read into the store first, and
         /// every later ingest fills it.
-        #[arg(long, value_name = "PRECISION", value_parser = parse_precision)]
+        #[arg(long, value_name = "PRECISION")]
         store_kv: Option<mac_bank::Precision>,
         /// Machine-readable summary.
         #[arg(long)]
@@ -176,7 +176,7 @@ pub(crate) enum Cmd {
         max_batch: usize,
         /// Keep the documents' key/values beside the bank (`f32` or `f16`;
         /// span memory; as `mac ingest --store-kv`).
-        #[arg(long, value_name = "PRECISION", value_parser = parse_precision)]
+        #[arg(long, value_name = "PRECISION")]
         store_kv: Option<mac_bank::Precision>,
     },
     /// Inspects a memory bank.
@@ -208,9 +208,4 @@ pub(crate) enum Cmd {
         #[arg(long, default_value_t = 512)]
         window: usize,
     },
-}
-
-/// A bank's value precision named on the command line.
-pub(crate) fn parse_precision(name: &str) -> Result<mac_bank::Precision, String> {
-    mac_bank::Precision::parse(name).ok_or_else(|| format!("`{name}` is not f32 or f16"))
 }

@@ -70,7 +70,7 @@ pub struct EvalArgs {
     pub bank_size_documents: usize,
     /// Keep the stream's key/values beside its bank (`f32` or `f16`; span
     /// memory): the answers read them instead of recomputing them.
-    #[arg(long, value_name = "PRECISION", value_parser = crate::args::parse_precision)]
+    #[arg(long, value_name = "PRECISION")]
     pub store_kv: Option<mac_bank::Precision>,
     /// Also report MAC with the question–document similarity prior of
     /// this scale (`mac+prior`; 0 = off).
