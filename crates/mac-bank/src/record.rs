@@ -13,8 +13,8 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::precision::Precision;
 pub(crate) use crate::precision::floats;
+use crate::precision::Precision;
 
 /// Fixed part of the body before the variable-length fields.
 pub(crate) const FIXED_BODY: usize = 8 + 8 + 32 + 4 + 4 + 4 + 4;

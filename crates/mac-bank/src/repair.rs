@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use crate::bank::{AppendOutcome, MemoryBank, NewEntry};
 use crate::error::{io, BankError, Result};
-use crate::precision::Precision;
 use crate::manifest::{segment_name, BankShape, Manifest, MANIFEST};
+use crate::precision::Precision;
 use crate::record::{floats, Header, FIXED_BODY, FRAME};
 
 /// A stretch of a damaged bank that was not copied, and why.

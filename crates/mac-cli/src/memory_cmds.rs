@@ -376,18 +376,36 @@ pub fn info(bank_dir: &Path, json: bool) -> Result<()> {
 
 /// `mac bank verify`: every record's checksum; exit code 3 on corruption.
 pub fn verify(bank_dir: &Path, json: bool) -> Result<()> {
-    let bank = MemoryBank::open_read_only(bank_dir).map_err(|e| InputError(e.to_string()))?;
-    let r = bank.verify().map_err(|e| InputError(e.to_string()))?;
+    let check = |dir: &Path| {
+        MemoryBank::open_read_only(dir)
+            .and_then(|b| b.verify())
+            .map_err(|e| InputError(e.to_string()))
+    };
+    let r = check(bank_dir)?;
+    // The key/value store beside it, a bank of its own, when there is one.
+    let kv = match KvStore::exists(bank_dir) {
+        true => Some(check(&KvStore::dir(bank_dir))?),
+        false => None,
+    };
+    let kv_json = kv.as_ref().map(
+        |k| serde_json::json!({"entries": k.entries, "segments": k.segments, "bytes": k.bytes}),
+    );
     if json {
         println!(
             "{}",
-            serde_json::json!({"ok": true, "entries": r.entries, "segments": r.segments, "bytes": r.bytes})
+            serde_json::json!({"ok": true, "entries": r.entries, "segments": r.segments, "bytes": r.bytes, "kv_store": kv_json})
         );
     } else {
         println!(
             "ok: {} entries in {} segments, {} bytes verified",
             r.entries, r.segments, r.bytes
         );
+        if let Some(k) = kv {
+            println!(
+                "ok: the key/value store's {} entries in {} segments, {} bytes verified",
+                k.entries, k.segments, k.bytes
+            );
+        }
     }
     Ok(())
 }
@@ -396,6 +414,13 @@ pub fn verify(bank_dir: &Path, json: bool) -> Result<()> {
 /// into a new bank; what was left behind is listed.
 pub fn repair(bank_dir: &Path, out: &Path, json: bool) -> Result<()> {
     let report = mac_bank::repair(bank_dir, out).map_err(|e| InputError(e.to_string()))?;
+    // The key/value store is repaired beside it; it may be lost whole (an
+    // answer recomputes what the store lacks).
+    let kv = KvStore::dir(bank_dir).is_dir().then(|| {
+        mac_bank::repair(&KvStore::dir(bank_dir), &KvStore::dir(out))
+            .map(|r| r.copied.len())
+            .map_err(|e| e.to_string())
+    });
     if json {
         let dropped: Vec<serde_json::Value> = report
             .dropped
@@ -409,6 +434,10 @@ pub fn repair(bank_dir: &Path, out: &Path, json: bool) -> Result<()> {
                 "ids": report.copied,
                 "dropped": dropped,
                 "manifest_used": report.manifest_used,
+                "kv_store": kv.as_ref().map(|k| match k {
+                    Ok(copied) => serde_json::json!({"copied": copied}),
+                    Err(e) => serde_json::json!({"lost": e}),
+                }),
                 "out": out,
             })
         );
@@ -423,6 +452,14 @@ pub fn repair(bank_dir: &Path, out: &Path, json: bool) -> Result<()> {
                 " (the MANIFEST was unusable: shape taken from the records)"
             }
         );
+        match &kv {
+            Some(Ok(copied)) => println!("copied {copied} entries of the key/value store"),
+            Some(Err(e)) => println!(
+                "the key/value store was not copied (answers recompute it): {}",
+                terminal_safe(e)
+            ),
+            None => {}
+        }
         for d in &report.dropped {
             println!(
                 "dropped {} bytes at {}:{}: {}",

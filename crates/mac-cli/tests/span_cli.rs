@@ -225,6 +225,30 @@ fn stored_key_values_answer_as_recomputed_ones() {
             }
         }
     }
+    // `mac bank verify` checks the store beside the bank; `repair` copies it.
+    let bank = &stored[1].0;
+    let verify = mac()
+        .args(["bank", "verify", "--json", "--bank"])
+        .arg(bank)
+        .output()
+        .unwrap();
+    let verified: serde_json::Value = serde_json::from_str(&succeeded(&verify)).unwrap();
+    assert_eq!(verified["kv_store"]["entries"], 4, "{verified}");
+    let repaired = dir.path().join("repaired");
+    let repair = mac()
+        .args(["bank", "repair", "--json", "--bank"])
+        .arg(bank)
+        .arg("--out")
+        .arg(&repaired)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_str(&succeeded(&repair)).unwrap();
+    assert_eq!(report["kv_store"]["copied"], 4, "{report}");
+    let question = "Where does Cy live?";
+    let got = ask(&repaired, &checkpoint, question);
+    assert_eq!(got["span"]["stored_kv"], true, "{got}");
+    assert_eq!(got["answer"], ask(bank, &checkpoint, question)["answer"]);
+
     // A store read by another frame or LM is refused, not misread.
     let bank = &stored[0].0;
     let manifest = bank.join("kv/MANIFEST");
