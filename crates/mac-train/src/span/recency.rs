@@ -45,14 +45,17 @@ pub struct RecencyScore {
     pub later_reads: f64,
 }
 
-/// The recency kept of those scored: the best top-1; of equals, the one
-/// that departs least often from the choice without a preference (the
-/// more cautious rule), then the first tried.
+/// The recency kept of those scored: the best top-1; of equals, the more
+/// cautious rule — the one that departs least often from the choice
+/// without a preference, then the one that also asks a later entry to name
+/// what the question names (it can only refuse later entries) — then the
+/// first tried.
 pub(super) fn kept(scores: &[RecencyScore]) -> usize {
     let mut best = 0;
     for (i, s) in scores.iter().enumerate() {
         let b = &scores[best];
-        if s.top1 > b.top1 || (s.top1 == b.top1 && s.later_reads < b.later_reads) {
+        let cautious = (s.later_reads, !s.same_names) < (b.later_reads, !b.same_names);
+        if s.top1 > b.top1 || (s.top1 == b.top1 && cautious) {
             best = i;
         }
     }
@@ -192,5 +195,12 @@ mod tests {
             1
         );
         assert_eq!(kept(&[score(0.9, 0.0), score(0.85, 0.0)]), 0);
+        // Of equals in everything else, the one with the names test.
+        let named = RecencyScore {
+            same_names: true,
+            ..score(0.9, 0.1)
+        };
+        assert_eq!(kept(&[score(0.9, 0.1), named, score(0.9, 0.1)]), 1);
+        assert_eq!(kept(&[named, score(0.9, 0.1)]), 0);
     }
 }
