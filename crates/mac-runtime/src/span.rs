@@ -311,6 +311,8 @@ impl Memory for SpanMemory {
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<Ingested>, RuntimeError> {
         let mut done = Vec::with_capacity(docs.len());
+        // The bank's key/value store, opened once for the whole ingest.
+        let mut store = KvStore::open(bank, &self.kv_producer())?;
         for chunk in docs.chunks(INGEST_BATCH) {
             if let Some(d) = chunk.iter().find(|d| d.text.trim().is_empty()) {
                 return Err(RuntimeError::input(format!(
@@ -336,12 +338,12 @@ impl Memory for SpanMemory {
                     truncated_tokens: 0,
                 });
             }
-            if let Some(mut store) = KvStore::open(bank, &self.kv_producer())? {
+            if let Some(store) = store.as_mut() {
                 let docs: Vec<(&str, &str)> = chunk
                     .iter()
                     .map(|d| (d.source.as_str(), d.text.as_str()))
                     .collect();
-                self.fill_store(&mut store, &docs, &mut |_| {})?;
+                self.fill_store(store, &docs, &mut |_| {})?;
             }
             progress(done.len());
         }
