@@ -48,7 +48,8 @@ fn bench(c: &mut Criterion) {
     g.bench_function("encode_8_docs_256", |bench| {
         bench.iter(|| {
             model
-                .amortizer
+                .amortizer()
+                .expect("the paper's path")
                 .forward(ids.clone(), valid.clone(), None)
                 .into_data()
         })
@@ -63,7 +64,8 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("flat_{n_docs}"), |bench| {
             bench.iter(|| {
                 model
-                    .aggregator
+                    .aggregator()
+                    .expect("the paper's path")
                     .aggregate(q.clone(), docs.clone().reshape([1, n_docs * n, d]))
                     .modulation
                     .into_data()
@@ -72,7 +74,8 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("hier_{n_docs}"), |bench| {
             bench.iter(|| {
                 model
-                    .aggregator
+                    .aggregator()
+                    .expect("the paper's path")
                     .aggregate_hierarchical(q.clone(), docs.clone(), None, 64)
                     .modulation
                     .into_data()

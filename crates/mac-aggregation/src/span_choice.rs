@@ -39,6 +39,12 @@ pub struct Recency {
     /// about the same entity, not another one close behind.
     #[serde(default)]
     pub same_names: bool,
+    /// When set, a later entry must also answer the question: its best
+    /// span scoring (start and end logits, its document's logit taken out)
+    /// no more than this below the best entry's best span — a later report
+    /// of what was asked, not another fact about the same subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers: Option<f32>,
 }
 
 impl Recency {
@@ -47,6 +53,7 @@ impl Recency {
         margin: 0.0,
         agreement: None,
         same_names: false,
+        answers: None,
     };
 
     /// A margin without an agreement condition.
@@ -62,6 +69,12 @@ impl Recency {
     fn agrees(&self, best: &[f32], later: &[f32]) -> bool {
         self.agreement
             .is_none_or(|a| best.iter().zip(later).all(|(b, l)| b - l <= a))
+    }
+
+    /// Whether a later entry whose best span scores `later` answers the
+    /// question as the best's, scoring `best`, does.
+    fn answers_as(&self, best: f32, later: f32) -> bool {
+        self.answers.is_none_or(|a| best - later <= a)
     }
 
     /// The margin in force: 0 when it is not finite or negative.
@@ -99,12 +112,14 @@ pub struct StreamedSpanChoice {
     masses: Vec<f32>,
 }
 
-/// A document's score, its best span, the span's probability within the
-/// document and (with an agreement condition) its per-question-token match.
+/// A document's score, its best span with the span's own score (its
+/// document's logit taken out), the span's probability within the document
+/// and (with an agreement condition) its per-question-token match.
 #[derive(Debug, Clone)]
 struct Scored {
     score: f32,
     span: ChosenSpan,
+    span_score: f32,
     confidence: f32,
     profile: Vec<f32>,
 }
@@ -148,6 +163,19 @@ impl StreamedSpanChoice {
         Self { recency, ..self }
     }
 
+    /// The same choice keeping every later entry any of `recencies` may
+    /// read, so that [`Self::finish_as`] can finish it as each of them
+    /// would have (the widest margin; profiles where any asks agreement).
+    pub fn keeping_for(self, recencies: &[Recency]) -> Self {
+        let margin = recencies.iter().map(|r| r.in_force()).fold(0.0, f32::max);
+        let agreement = recencies.iter().find_map(|r| r.agreement);
+        self.with_recency(Recency {
+            margin,
+            agreement,
+            ..Recency::NONE
+        })
+    }
+
     /// Whether the choice reads per-question-token matches ([`Self::push`]'s
     /// `profiles`).
     pub fn wants_profiles(&self) -> bool {
@@ -175,15 +203,17 @@ impl StreamedSpanChoice {
             let range = from.min(to)..to;
             let (start, end) = (&start[range.clone()], &end[range]);
             let best_in = || scored_best_span(start, end, &[len], self.max_span);
+            // The document's logit is in both the start and the end logits.
+            let logit = document_logits.get(n).copied().unwrap_or(0.0);
             let found = match self.rule {
-                SpanRule::Joint => best_in(),
+                SpanRule::Joint => best_in().map(|(s, span)| (s, span, s - 2.0 * logit)),
                 SpanRule::DocumentFirst => document_logits
                     .get(n)
                     .filter(|&&logit| self.admits(logit))
-                    .and_then(|&logit| Some((logit, best_in()?.1))),
+                    .and_then(|&logit| best_in().map(|(s, span)| (logit, span, s - 2.0 * logit))),
             };
             let mass = log_sum_exp(start);
-            if let Some((score, span)) = found.filter(|(score, _)| !score.is_nan()) {
+            if let Some((score, span, span_score)) = found.filter(|(score, ..)| !score.is_nan()) {
                 let document = self.documents + n;
                 let profile = match self.wants_profiles() {
                     true => profiles.get(n * width..(n + 1) * width).unwrap_or(&[]),
@@ -194,6 +224,7 @@ impl StreamedSpanChoice {
                 self.offer(Scored {
                     score,
                     span: ChosenSpan { document, ..span },
+                    span_score,
                     confidence,
                     profile: profile.to_vec(),
                 });
@@ -234,14 +265,27 @@ impl StreamedSpanChoice {
 
     /// [`Self::finish`] where, with [`Recency::same_names`], a later entry
     /// is read only if `names_the_same(document)` (its index in the bank).
-    pub fn finish_where(self, mut names_the_same: impl FnMut(usize) -> bool) -> Option<SpanChoice> {
-        let best = self.best?;
-        let recency = self.recency;
+    pub fn finish_where(self, names_the_same: impl FnMut(usize) -> bool) -> Option<SpanChoice> {
+        self.finish_as(self.recency, names_the_same)
+    }
+
+    /// The choice `recency` makes of what was kept: as [`Self::finish_where`]
+    /// of the same documents pushed with `recency`, where its margin is at
+    /// most the one kept (see [`Self::keeping_for`]).
+    pub fn finish_as(
+        &self,
+        recency: Recency,
+        mut names_the_same: impl FnMut(usize) -> bool,
+    ) -> Option<SpanChoice> {
+        let best = self.best.as_ref()?;
+        let margin = recency.in_force().min(self.recency.margin);
         let admitted = |later: &&Scored| {
-            recency.agrees(&best.profile, &later.profile)
+            later.score + margin > best.score
+                && recency.agrees(&best.profile, &later.profile)
+                && recency.answers_as(best.span_score, later.span_score)
                 && (!recency.same_names || names_the_same(later.span.document))
         };
-        let chosen = self.later.iter().rev().find(admitted).unwrap_or(&best);
+        let chosen = self.later.iter().rev().find(admitted).unwrap_or(best);
         let total = log_sum_exp(&self.masses);
         let shares = self.masses.iter().map(|&m| (m - total).exp()).collect();
         Some(SpanChoice {
@@ -424,26 +468,24 @@ mod tests {
         width: usize,
     ) -> ChosenSpan {
         let mut from = 0;
-        let scored: Vec<(f32, ChosenSpan)> = lengths
+        let scored: Vec<(f32, ChosenSpan, f32)> = lengths
             .iter()
             .enumerate()
             .map(|(n, &len)| {
                 let r = from..from + len;
                 from += len;
-                let (score, span) =
+                let (joint, span) =
                     scored_best_span(&start[r.clone()], &end[r], &[len], 8).unwrap();
                 let score = if rule == SpanRule::Joint {
-                    score
+                    joint
                 } else {
                     docs[n]
                 };
-                (
-                    score,
-                    ChosenSpan {
-                        document: n,
-                        ..span
-                    },
-                )
+                let span = ChosenSpan {
+                    document: n,
+                    ..span
+                };
+                (score, span, joint - 2.0 * docs[n])
             })
             .collect();
         let best = (0..scored.len()).fold(0, |b, n| if scored[n].0 > scored[b].0 { n } else { b });
@@ -456,9 +498,14 @@ mod tests {
                     .all(|(b, l)| b - l <= a)
             })
         };
+        let answers = |n: usize| {
+            recency
+                .answers
+                .is_none_or(|a| scored[best].2 - scored[n].2 <= a)
+        };
         (best + 1..scored.len())
             .rev()
-            .find(|&n| scored[n].0 + recency.margin > scored[best].0 && agrees(n))
+            .find(|&n| scored[n].0 + recency.margin > scored[best].0 && agrees(n) && answers(n))
             .map_or(scored[best].1, |n| scored[n].1)
     }
 
@@ -473,10 +520,17 @@ mod tests {
                 .collect();
             for rule in [SpanRule::Joint, SpanRule::DocumentFirst] {
                 for margin in [0.5, 2.0, 100.0] {
-                    for agreement in [None, Some(0.3), Some(1.0)] {
+                    for (agreement, answers) in [
+                        (None, None),
+                        (Some(0.3), None),
+                        (Some(1.0), None),
+                        (None, Some(0.5)),
+                        (Some(1.0), Some(3.0)),
+                    ] {
                         let recency = Recency {
                             margin,
                             agreement,
+                            answers,
                             same_names: false,
                         };
                         let expected = whole_recent(rule, recency, &b, &profiles, width);
@@ -503,6 +557,47 @@ mod tests {
                             );
                         }
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_choice_kept_for_many_recencies_finishes_as_each_would() {
+        let width = 3;
+        let recencies: Vec<Recency> = [0.0, 0.5, 2.0, 100.0]
+            .into_iter()
+            .flat_map(|margin| {
+                [(None, None), (Some(0.3), None), (None, Some(0.5))].map(|(agreement, answers)| {
+                    Recency {
+                        margin,
+                        agreement,
+                        answers,
+                        same_names: false,
+                    }
+                })
+            })
+            .collect();
+        for (seed, n) in [(8, 5), (9, 200)] {
+            let (lengths, docs, start, end) = bank(seed, n);
+            let profiles: Vec<f32> = noise(seed + 50, n * width)
+                .iter()
+                .map(|x| x / 5.0)
+                .collect();
+            for rule in [SpanRule::Joint, SpanRule::DocumentFirst] {
+                let fed = |choice: StreamedSpanChoice| {
+                    let mut choice = choice;
+                    choice.push(&docs, &profiles, &start, &end, &lengths);
+                    choice
+                };
+                let kept = fed(StreamedSpanChoice::new(rule, 8).keeping_for(&recencies));
+                for &recency in &recencies {
+                    let alone = fed(StreamedSpanChoice::new(rule, 8).with_recency(recency));
+                    assert_eq!(
+                        kept.finish_as(recency, |_| true),
+                        alone.finish(),
+                        "{rule:?}, {recency:?}, N = {n}"
+                    );
                 }
             }
         }
@@ -542,9 +637,8 @@ mod tests {
     #[test]
     fn a_later_entry_must_match_every_question_token_as_the_best_does() {
         let recency = Recency {
-            margin: 1.0,
             agreement: Some(0.2),
-            same_names: false,
+            ..Recency::margin(1.0)
         };
         // Question tokens: a name and an attribute. The best matches both.
         let best: &[f32] = &[0.9, 0.6];
@@ -563,6 +657,32 @@ mod tests {
             chosen_with(recency, &[5.0, 4.8, 4.7], &[best, close, other_name]),
             1
         );
+    }
+
+    #[test]
+    fn a_later_entry_must_answer_the_question_as_the_best_does() {
+        let recency = Recency {
+            answers: Some(1.0),
+            ..Recency::margin(1.0)
+        };
+        // One document of two tokens: its best span scores its own logit
+        // twice (in the start and in the end) and `span` once taken out.
+        let chosen = |later_span: f32| {
+            let mut choice =
+                StreamedSpanChoice::new(SpanRule::DocumentFirst, 4).with_recency(recency);
+            for (logit, span) in [(5.0, 4.0), (4.8, later_span)] {
+                let at = |s: f32| [logit, logit + s / 2.0];
+                choice.push(&[logit], &[], &at(span), &at(span), &[2]);
+            }
+            choice.finish().unwrap().span.document
+        };
+        // A later report whose span scores as the best's does is read...
+        assert_eq!(chosen(4.0), 1);
+        assert_eq!(chosen(3.2), 1);
+        // ...one whose best span falls further below is not: it names the
+        // subject but does not hold what was asked.
+        assert_eq!(chosen(2.5), 0);
+        assert_eq!(chosen(-6.0), 0);
     }
 
     #[test]

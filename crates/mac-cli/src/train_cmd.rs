@@ -11,7 +11,7 @@ use crate::InputError;
 /// Arguments of `mac train`.
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
-    /// Preset: span (span memory: the LM's own key/values of a span a learnt selector chooses), span-unseen (the same, its answering also chosen on kinds training never states), span-broad (the same trained on fourteen kinds of facts), span-tiny, or the paper's path: default, open (test answers never seen in training), copy (open in copy mode; experimental) or tiny.
+    /// Preset: span (span memory: the LM's own key/values of a span a learnt selector chooses), span-hard (the same with two hard negatives, BM25's top other documents, per question in each training bank), span-unseen (the same as span, its answering also chosen on kinds training never states), span-broad (the same trained on fourteen kinds of facts), span-tiny, or the paper's path: default, open (test answers never seen in training), copy (open in copy mode; experimental) or tiny.
     #[arg(long, default_value = "default")]
     pub preset: String,
     /// A JSON configuration file instead of a preset.
@@ -100,7 +100,7 @@ fn train_span(a: &TrainArgs, device: &mac_device::Device) -> Result<()> {
         .with_context(|| format!("{}: cannot create", a.out.display()))?;
     let report = train_span_memory(&config, &a.out, device, &mut |line| eprintln!("{line}"))?;
     println!(
-        "span memory: step {} and the {:?} rule chosen on validation, the {} frame, handing the {}, recency margin {} (agreement {:?}, same names {}), whole document below span probability {:?}; checkpoint {}",
+        "span memory: step {} and the {:?} rule chosen on validation, the {} frame, handing the {}, recency margin {} (agreement {:?}, same names {}, answers {:?}), whole document below span probability {:?}; checkpoint {}",
         report.chosen_step,
         report.rule,
         report.frame,
@@ -108,6 +108,7 @@ fn train_span(a: &TrainArgs, device: &mac_device::Device) -> Result<()> {
         report.recency,
         report.agreement,
         report.recency_same_names,
+        report.recency_answers,
         report.whole_below,
         report.checkpoint.display()
     );

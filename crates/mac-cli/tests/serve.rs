@@ -59,7 +59,7 @@ fn span_checkpoint() -> PathBuf {
     // Every recency margin with every agreement was tried; the one kept
     // has the best validation top-1 and is the checkpoint's.
     let tried = report["recencies"].as_array().unwrap();
-    assert_eq!(tried.len(), 1 + 2 * (1 + 3) * 2, "{report}");
+    assert_eq!(tried.len(), 1 + 3 * (1 + 3) * 2 * 3, "{report}");
     let top = tried
         .iter()
         .map(|r| r["top1"].as_f64().unwrap())
@@ -68,6 +68,7 @@ fn span_checkpoint() -> PathBuf {
         r["margin"] == report["recency"]
             && r["agreement"] == report["agreement"]
             && r["same_names"] == report["recency_same_names"]
+            && r.get("answers") == report.get("recency_answers")
     };
     let kept = tried.iter().find(kept).unwrap();
     assert_eq!(kept["top1"].as_f64().unwrap(), top, "{report}");
@@ -97,6 +98,8 @@ fn span_checkpoint() -> PathBuf {
     let same_names = meta["reading"].get("recency_same_names").cloned();
     let same_names = same_names.unwrap_or(false.into());
     assert_eq!(same_names, report["recency_same_names"], "{meta}");
+    let answers = meta["reading"].get("recency_answers");
+    assert_eq!(answers, report.get("recency_answers"), "{meta}");
     let floor = meta["reading"]
         .get("whole_below")
         .cloned()

@@ -83,6 +83,7 @@ fn trained_checkpoint(dir: &std::path::Path) -> PathBuf {
         recency: 0.0,
         agreement: None,
         recency_same_names: false,
+        recency_answers: None,
         whole_below: None,
     };
     trainer.save(&checkpoint, reading, tiny_llama()).unwrap();

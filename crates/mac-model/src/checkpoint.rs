@@ -20,6 +20,20 @@ pub const MODEL_FILE: &str = "model.bpk";
 pub const META_FILE: &str = "mac.json";
 const FORMAT_VERSION: u32 = 1;
 
+/// Where checkpoints written before the model held its path as an enum
+/// kept each module (`aggregator.…`, `copy.…`), and where it lies now:
+/// they load unchanged (a copy-mode one's unused paper modules are left).
+const EARLIER_NAMES: [(&str, &str); 2] = [
+    (
+        r"^(amortizer|aggregator|expansion|answer_probe)(\.|$)",
+        "path.Aggregation.${1}${2}",
+    ),
+    (r"^copy\.", "path.Copy."),
+];
+
+/// Where the paper's document selector's parameters lie.
+const SELECTOR_PATH: &str = "path.Aggregation.aggregator.selector.";
+
 /// What a checkpoint holds besides its parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
@@ -188,20 +202,21 @@ impl Checkpoint {
     pub fn load_into(&self, model: &mut MacModel) -> Result<(), ModelError> {
         let path = self.dir.join(MODEL_FILE);
         let adds_selector = self.meta.config.aggregator_selector_dim.is_none()
-            && model.aggregator.selector.is_some();
+            && model.aggregator().is_some_and(|a| a.selector.is_some());
         // Burn's file store opens the file for each tensor it reads (each
         // byte is still read once); reading it whole into memory first
         // measured 480 MB more peak memory for `mac ask` and no faster.
         let mut store = BurnpackStore::from_file(&path)
             .auto_extension(false)
             .allow_partial(adds_selector);
+        for (from, to) in EARLIER_NAMES {
+            store = store.with_remap_pattern(from, to);
+        }
         let mut result = model
             .load_from(&mut store)
             .map_err(|e| err(&path, format!("unreadable parameters: {e}")))?;
         if adds_selector {
-            result
-                .missing
-                .retain(|m| !m.0.starts_with("aggregator.selector."));
+            result.missing.retain(|m| !m.0.starts_with(SELECTOR_PATH));
         }
         check_applied(&path, &result, "the model")
     }

@@ -10,7 +10,7 @@ use mac_encoder::EncoderTokenizer;
 use mac_lm::LoadedLm;
 use serde::{Deserialize, Serialize};
 
-use crate::{EncodedText, LmTokens, MacConfig, MacModel, ModelError};
+use crate::{EncodedText, LmTokens, MacConfig, MacModel, MacPath, ModelError};
 
 /// Shape of copy mode.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,6 +95,21 @@ impl CopyPath {
     }
 }
 
+impl CopyPath {
+    /// The answer probe of copy mode, which has no weights: the mean of
+    /// the read tokens (LM embeddings; the format tokens before them left
+    /// out).
+    ///
+    /// # Shapes
+    /// - `read`: `[B, n, d_lm]` → `[B, 1, d_lm]`
+    pub fn probe(&self, read: Tensor<3>) -> Tensor<3> {
+        let [b, n, d] = read.dims();
+        let k = self.reader.positions.dims()[0].min(n);
+        let mean = read.narrow(1, n - k, k).sum_dim(1) / k as f64;
+        mean.reshape([b, 1, d])
+    }
+}
+
 impl MacConfig {
     /// The shape `(tokens, width)` of one document's modulation in memory.
     pub fn memory_shape(&self) -> (usize, usize) {
@@ -116,19 +131,17 @@ impl MacModel {
         lm: &LoadedLm,
         device: &Device,
     ) -> Result<EncodedText, ModelError> {
-        match &self.copy {
-            Some(c) => c.encode(texts, lm, device),
-            None => self
-                .amortizer
-                .encode_texts(tokenizer, texts, Some(lm), device),
+        match &self.path {
+            MacPath::Copy(c) => c.encode(texts, lm, device),
+            MacPath::Aggregation(a) => a.amortizer.encode_texts(tokenizer, texts, Some(lm), device),
         }
     }
 
     /// [`Self::aggregate`] of each question over its own documents
     /// (`docs[i]`: `[k_i, n, d]`) → one modulation per question.
     pub fn aggregate_each(&self, questions: Tensor<3>, docs: Vec<Tensor<3>>) -> Tensor<3> {
-        if self.copy.is_none() {
-            return self.aggregator.aggregate_each(questions, docs);
+        if let Some(aggregator) = self.aggregator() {
+            return aggregator.aggregate_each(questions, docs);
         }
         let per_question: Vec<Tensor<3>> = docs
             .into_iter()

@@ -21,6 +21,7 @@
 //! * [`Checkpoint`]: a directory with `mac.json` (configuration and where the
 //!   base LM and encoder weights came from) and `model.bpk` (burnpack).
 //!
+mod aggregation_path;
 mod answer;
 mod checkpoint;
 mod copy_mode;
@@ -32,6 +33,7 @@ mod runtime;
 mod span_checkpoint;
 mod span_memory;
 
+pub use aggregation_path::AggregationPath;
 pub use answer::{
     generate_answers, generate_answers_after, generate_answers_each, AnswerGeneration,
     AnswerTimings, GeneratedAnswer, MAX_ANSWER_TOKENS,
@@ -40,7 +42,7 @@ pub use checkpoint::{Checkpoint, CheckpointMeta, META_FILE, MODEL_FILE};
 pub use copy_mode::{CopyConfig, CopyPath};
 pub use encoder::{AmortizationEncoder, EncodedText, LmChannelSpec, LmTokenChannel, LmTokens};
 pub use mac_lm::Sampling;
-pub use model::{MacConfig, MacModel, ModelError, ParamSummary};
+pub use model::{MacConfig, MacModel, MacPath, ModelError, ParamSummary};
 pub use names::{names_every, question_names};
 pub use runtime::{Amortized, Answer, BankReading, MacRuntime};
 pub use span_checkpoint::{

@@ -2,19 +2,16 @@
 
 use std::path::Path;
 
-use burn::module::{Module, Param};
-use burn::nn::Initializer;
+use burn::module::Module;
 use burn::tensor::{Device, Tensor};
-use mac_aggregation::{
-    trainable_params, Aggregation, Aggregator, AggregatorConfig, ExpansionKind, PrefixExpansion,
-    PrefixExpansionConfig,
-};
+use mac_aggregation::{trainable_params, Aggregation, Aggregator, ExpansionKind};
 use mac_encoder::{EncoderFiles, Trainable};
 use mac_lm::{BaseLm, KvLayout, PrefixKv};
 use serde::{Deserialize, Serialize};
 
+use crate::aggregation_path::AggregationPath;
 use crate::copy_mode::{CopyConfig, CopyPath};
-use crate::{AmortizationEncoder, LmChannelSpec};
+use crate::AmortizationEncoder;
 
 /// Anything that can go wrong building, running or restoring a [`MacModel`].
 #[derive(Debug, thiserror::Error)]
@@ -207,21 +204,25 @@ pub struct ParamSummary {
     pub trainable: usize,
 }
 
+/// How a [`MacModel`] reads its memory: each variant builds only its own
+/// modules.
+// One per model: the variants' sizes differ, and nothing is gained by boxing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum MacPath {
+    /// The paper's path: modulations aggregated into prefix key/values.
+    Aggregation(AggregationPath),
+    /// Copy mode: the copy head's slots read as soft-prompt tokens.
+    Copy(CopyPath),
+}
+
 /// The trainable side of MAC (the base LM stays outside, frozen).
 #[derive(Module, Debug)]
 pub struct MacModel {
-    /// Document → modulation (the amortization network).
-    pub amortizer: AmortizationEncoder,
     /// Question → query tokens.
     pub question_encoder: AmortizationEncoder,
-    /// Question tokens attend over the bank.
-    pub aggregator: Aggregator,
-    /// Aggregated tokens → per-layer prefix key/values.
-    pub expansion: PrefixExpansion,
-    /// Copy mode's document head and question reader, when configured.
-    pub copy: Option<CopyPath>,
-    /// Mean aggregated token → LM hidden width `[d_mod, d_lm]` (training aid).
-    pub answer_probe: Option<Param<Tensor<2>>>,
+    /// The paper's path or copy mode.
+    pub path: MacPath,
 }
 
 impl MacModel {
@@ -246,56 +247,71 @@ impl MacModel {
         device: &Device,
     ) -> Result<Self, ModelError> {
         config.validate().map_err(ModelError::Input)?;
-        let encoder = |trainable, lm_channel| {
-            AmortizationEncoder::load(
+        let question_encoder = AmortizationEncoder::load(
+            encoder_files,
+            config.n_tokens,
+            config.d_mod,
+            config.head_heads,
+            config.question_trainable,
+            None,
+            device,
+        )?;
+        let path = match &config.copy {
+            Some(c) => MacPath::Copy(CopyPath::init(c, config, device)),
+            None => MacPath::Aggregation(AggregationPath::init(
+                config,
                 encoder_files,
-                config.n_tokens,
-                config.d_mod,
-                config.head_heads,
-                trainable,
-                lm_channel,
+                kv_layout,
                 device,
-            )
+            )?),
         };
         Ok(Self {
-            amortizer: encoder(
-                config.document_trainable,
-                config.lm_token_channel_width.map(|width| LmChannelSpec {
-                    width,
-                    layer: config.lm_token_channel_layer,
-                }),
-            )?,
-            question_encoder: encoder(config.question_trainable, None)?,
-            aggregator: AggregatorConfig::new(config.d_mod)
-                .with_n_blocks(config.aggregator_blocks)
-                .with_n_heads(config.aggregator_heads)
-                .with_d_head(config.aggregator_head_dim)
-                .with_question_residual(config.aggregator_question_residual)
-                .with_selector_dim(config.aggregator_selector_dim)
-                .init(device),
-            expansion: PrefixExpansionConfig::new(config.d_mod, config.n_tokens)
-                .with_prefix_len(config.prefix_len)
-                .with_d_hidden(config.expansion_hidden)
-                .with_kind(config.expansion_kind)
-                .with_zero_output(config.zero_init_prefix)
-                .init(kv_layout, device),
-            answer_probe: config.answer_probe_width.map(|w| {
-                let bound = 1.0 / (config.d_mod as f64).sqrt();
-                Initializer::Uniform {
-                    min: -bound,
-                    max: bound,
-                }
-                .init([config.d_mod, w], device)
-            }),
-            copy: config
-                .copy
-                .as_ref()
-                .map(|c| CopyPath::init(c, config, device)),
+            question_encoder,
+            path,
         })
     }
 
-    /// Question tokens `[B, n, d]` over a bank `[B, K, d]` (flat) → prefix
-    /// key/values and the per-document attention.
+    /// The paper's path's modules; `None` in copy mode.
+    pub fn aggregation_path(&self) -> Option<&AggregationPath> {
+        match &self.path {
+            MacPath::Aggregation(a) => Some(a),
+            MacPath::Copy(_) => None,
+        }
+    }
+
+    /// Copy mode's modules; `None` on the paper's path.
+    pub fn copy_path(&self) -> Option<&CopyPath> {
+        match &self.path {
+            MacPath::Copy(c) => Some(c),
+            MacPath::Aggregation(_) => None,
+        }
+    }
+
+    /// The paper's amortization network; `None` in copy mode (whose copy
+    /// head reads documents).
+    pub fn amortizer(&self) -> Option<&AmortizationEncoder> {
+        self.aggregation_path().map(|a| &a.amortizer)
+    }
+
+    /// The paper's aggregator; `None` in copy mode.
+    pub fn aggregator(&self) -> Option<&Aggregator> {
+        self.aggregation_path().map(|a| &a.aggregator)
+    }
+
+    /// The paper's aggregator, or an error naming what needs it.
+    pub fn aggregator_for(&self, what: &str) -> Result<&Aggregator, ModelError> {
+        self.aggregator().ok_or_else(|| {
+            ModelError::Input(format!(
+                "{what} needs the paper's aggregator, and this model is in copy mode"
+            ))
+        })
+    }
+
+    /// Question tokens over a bank → prefix key/values and the
+    /// per-document attention.
+    ///
+    /// # Shapes
+    /// - `question_tokens`: `[B, n, d]`; `memory`: `[B, K, d]` (flat)
     pub fn prefix_from_memory(
         &self,
         lm: &BaseLm,
@@ -306,116 +322,100 @@ impl MacModel {
         Ok((self.prefix(lm, agg.modulation.clone())?, agg))
     }
 
-    /// Question tokens `[B, n, d]` over a flat memory `[B, K, d]` (with
-    /// optional prior logits `[B, N]` per document): the aggregator, or in
-    /// copy mode the copy reader.
+    /// Question tokens over a flat memory (with optional prior logits per
+    /// document): the aggregator, or in copy mode the copy reader.
+    ///
+    /// # Shapes
+    /// - `question_tokens`: `[B, n, d]`; `memory`: `[B, K, d]`; `prior`: `[B, N]`
     pub fn aggregate(
         &self,
         question_tokens: Tensor<3>,
         memory: Tensor<3>,
         prior: Option<Tensor<2>>,
     ) -> Aggregation {
-        match &self.copy {
-            Some(c) => c.reader.read(question_tokens, memory, c.slots, prior),
-            None => self
-                .aggregator
-                .aggregate_with_prior(question_tokens, memory, prior),
+        match &self.path {
+            MacPath::Copy(c) => c.reader.read(question_tokens, memory, c.slots, prior),
+            MacPath::Aggregation(a) => {
+                a.aggregator
+                    .aggregate_with_prior(question_tokens, memory, prior)
+            }
         }
     }
 
-    /// Aggregated tokens `[B, n, d_mod]` → the frozen LM's prefix key/values
-    /// (through `lm`'s own projections when the expansion makes virtual tokens).
+    /// Aggregated tokens → the frozen LM's prefix key/values.
+    ///
+    /// # Shapes
+    /// - `modulation`: `[B, n, d_mod]`
     pub fn prefix(&self, lm: &BaseLm, modulation: Tensor<3>) -> Result<PrefixKv, ModelError> {
-        if self.copy.is_some() {
+        match &self.path {
             // Copy mode: the read tokens are soft-prompt embeddings already.
-            return Ok(lm.soft_prompt_prefix(modulation)?);
+            MacPath::Copy(_) => Ok(lm.soft_prompt_prefix(modulation)?),
+            MacPath::Aggregation(a) => a.prefix(lm, modulation),
         }
-        Ok(self.expansion.forward(modulation).into_prefix(lm)?)
     }
 
-    /// The answer probe's hidden states `[B, 1, d_lm]` for aggregated tokens
-    /// `[B, n, d_mod]` (their mean, projected); `None` without a probe.
+    /// The answer probe's hidden states for aggregated tokens; `None`
+    /// without a probe.
+    ///
+    /// # Shapes
+    /// - `modulation`: `[B, n, d_mod]` → `[B, 1, d_lm]`
     pub fn answer_probe_hidden(&self, modulation: Tensor<3>) -> Option<Tensor<3>> {
-        if let Some(copy) = &self.copy {
-            // Copy mode reads LM embeddings: the probe is the mean of the
-            // read tokens itself (the format tokens before them left out).
-            let [b, n, d] = modulation.dims();
-            let read = copy.reader.positions.dims()[0].min(n);
-            let mean = modulation.narrow(1, n - read, read).sum_dim(1) / read as f64;
-            return Some(mean.reshape([b, 1, d]));
+        match &self.path {
+            MacPath::Copy(c) => Some(c.probe(modulation)),
+            MacPath::Aggregation(a) => a.answer_probe_hidden(modulation),
         }
-        let w = self.answer_probe.as_ref()?;
-        let [b, n, d] = modulation.dims();
-        let mean = modulation.sum_dim(1).reshape([b, d]) / n as f64;
-        let width = w.dims()[1];
-        Some(mean.matmul(w.val()).reshape([b, 1, width]))
     }
 
     /// Whether the model has an answer probe (always in copy mode, where it
     /// has no weights).
     pub fn has_answer_probe(&self) -> bool {
-        self.answer_probe.is_some() || self.copy.is_some()
+        match &self.path {
+            MacPath::Copy(_) => true,
+            MacPath::Aggregation(a) => a.answer_probe.is_some(),
+        }
     }
 
     /// Parameter counts per module, and the total.
     pub fn param_summary(&self) -> Vec<ParamSummary> {
-        let row = |name: &str, total: usize, trainable: usize| ParamSummary {
-            name: name.into(),
-            total,
-            trainable,
+        fn row<M: Module>(name: &str, module: &M) -> ParamSummary {
+            ParamSummary {
+                name: name.into(),
+                total: module.num_params(),
+                trainable: trainable_params(module),
+            }
+        }
+        let q = &self.question_encoder;
+        let mut parts = Vec::new();
+        match &self.path {
+            MacPath::Aggregation(a) => parts.extend([
+                row("amortization encoder (backbone)", &a.amortizer.backbone),
+                row(
+                    "amortization encoder (query head + token MLPs)",
+                    &a.amortizer.head,
+                ),
+                row(
+                    "amortization encoder (LM-token channel)",
+                    &a.amortizer.lm_channel,
+                ),
+            ]),
+            MacPath::Copy(c) => parts.push(row("copy mode (document head + question reader)", c)),
+        }
+        parts.extend([
+            row("question encoder (backbone)", &q.backbone),
+            row("question encoder (query head + token MLPs)", &q.head),
+        ]);
+        if let MacPath::Aggregation(a) = &self.path {
+            parts.extend([
+                row("aggregation network", &a.aggregator),
+                row("prefix expansion", &a.expansion),
+                row("answer probe (training aid)", &a.answer_probe),
+            ]);
+        }
+        let total = ParamSummary {
+            name: "total".into(),
+            total: parts.iter().map(|p| p.total).sum(),
+            trainable: parts.iter().map(|p| p.trainable).sum(),
         };
-        let parts = [
-            row(
-                "amortization encoder (backbone)",
-                self.amortizer.backbone.num_params(),
-                trainable_params(&self.amortizer.backbone),
-            ),
-            row(
-                "amortization encoder (query head + token MLPs)",
-                self.amortizer.head.num_params(),
-                trainable_params(&self.amortizer.head),
-            ),
-            row(
-                "amortization encoder (LM-token channel)",
-                self.amortizer.lm_channel.num_params(),
-                trainable_params(&self.amortizer.lm_channel),
-            ),
-            row(
-                "question encoder (backbone)",
-                self.question_encoder.backbone.num_params(),
-                trainable_params(&self.question_encoder.backbone),
-            ),
-            row(
-                "question encoder (query head + token MLPs)",
-                self.question_encoder.head.num_params(),
-                trainable_params(&self.question_encoder.head),
-            ),
-            row(
-                "aggregation network",
-                self.aggregator.num_params(),
-                trainable_params(&self.aggregator),
-            ),
-            row(
-                "prefix expansion",
-                self.expansion.num_params(),
-                trainable_params(&self.expansion),
-            ),
-            row(
-                "answer probe (training aid)",
-                self.answer_probe.num_params(),
-                trainable_params(&self.answer_probe),
-            ),
-            row(
-                "copy mode (document head + question reader)",
-                self.copy.num_params(),
-                trainable_params(&self.copy),
-            ),
-        ];
-        let total = row(
-            "total",
-            parts.iter().map(|p| p.total).sum(),
-            parts.iter().map(|p| p.trainable).sum(),
-        );
         parts.into_iter().chain([total]).collect()
     }
 }

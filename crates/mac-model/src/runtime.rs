@@ -265,17 +265,14 @@ impl MacRuntime {
         let q = self.encode_questions(questions)?;
         let b = questions.len();
         let [n_docs, n, d] = docs.dims();
-        if self.model.copy.is_some() {
+        let Some(aggregator) = self.model.aggregator() else {
             // Copy mode reads every slot of the memory at once.
             let memory = docs.reshape([1, n_docs * n, d]).expand([b, n_docs * n, d]);
             let agg = self.model.aggregate(q, memory, None);
             return self.answer_with_defaults(questions, agg);
-        }
+        };
         let docs = docs.unsqueeze_dim::<4>(0).expand([b, n_docs, n, d]);
-        let agg = self
-            .model
-            .aggregator
-            .aggregate_hierarchical(q, docs, None, chunk);
+        let agg = aggregator.aggregate_hierarchical(q, docs, None, chunk);
         self.answer_with_defaults(questions, agg)
     }
 
@@ -317,13 +314,13 @@ impl MacRuntime {
             }),
             None => None,
         };
-        let aggregator = &self.model.aggregator;
-        let agg = if self.model.copy.is_some() {
-            self.read_whole(q, memory, prior.as_ref())?
-        } else if reading.hierarchical {
-            aggregator.aggregate_hierarchical_streamed(q, memory, prior.as_ref(), reading.chunk)?
-        } else {
-            aggregator.aggregate_streamed(q, memory, prior.as_ref(), reading.chunk)?
+        let agg = match self.model.aggregator() {
+            None => self.read_whole(q, memory, prior.as_ref())?,
+            Some(aggregator) if reading.hierarchical => aggregator
+                .aggregate_hierarchical_streamed(q, memory, prior.as_ref(), reading.chunk)?,
+            Some(aggregator) => {
+                aggregator.aggregate_streamed(q, memory, prior.as_ref(), reading.chunk)?
+            }
         };
         let read = std::time::Instant::now();
         let mut answers = self.answer_with(questions, generation, agg, on_text)?;

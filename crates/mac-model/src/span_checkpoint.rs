@@ -169,6 +169,11 @@ pub struct SpanReading {
     /// names (see [`Recency::same_names`]; absent: no such condition).
     #[serde(default, skip_serializing_if = "is_false")]
     pub recency_same_names: bool,
+    /// With the margin, the most a later entry's best span may score below
+    /// the best entry's (see [`Recency::answers`]; absent: no such
+    /// condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recency_answers: Option<f32>,
     /// The whole chosen document is handed, whatever the extent, when the
     /// chosen span's probability within it is below this (the selector
     /// unsure where the answer lies; absent: never).
@@ -189,6 +194,7 @@ impl SpanReading {
             margin: self.recency,
             agreement: self.agreement,
             same_names: self.recency_same_names,
+            answers: self.recency_answers,
         }
     }
 }
@@ -251,14 +257,13 @@ impl SpanCheckpointMeta {
                 "reading.recency is {recency}: a margin is finite and not negative"
             ));
         }
-        if let Some(a) = self
-            .reading
-            .agreement
-            .filter(|a| !(a.is_finite() && *a >= 0.0))
-        {
-            return Err(format!(
-                "reading.agreement is {a}: an agreement is finite and not negative"
-            ));
+        for (field, value) in [
+            ("reading.agreement", self.reading.agreement),
+            ("reading.recency_answers", self.reading.recency_answers),
+        ] {
+            if let Some(a) = value.filter(|a| !(a.is_finite() && *a >= 0.0)) {
+                return Err(format!("{field} is {a}: finite and not negative"));
+            }
         }
         if let Some(w) = self
             .reading

@@ -78,6 +78,7 @@ fn span_checkpoint_metadata() {
             recency: 0.0,
             agreement: None,
             recency_same_names: false,
+            recency_answers: None,
             whole_below: None,
         },
         "lm.gguf".into(),

@@ -55,12 +55,14 @@ fn amortization_is_padding_invariant_and_checkpoints_round_trip() {
     let short = "Velra Quellington was born in Port Vessa.";
     let long = "Morrion Thrimsen works for Orvane Dynamics and was awarded the Ember Prize in a long ceremony.";
     let alone = model
-        .amortizer
+        .amortizer()
+        .unwrap()
         .encode_texts(&tok, &[short], None, &device)
         .unwrap()
         .tokens;
     let padded = model
-        .amortizer
+        .amortizer()
+        .unwrap()
         .encode_texts(&tok, &[short, long], None, &device)
         .unwrap()
         .tokens
@@ -69,7 +71,10 @@ fn amortization_is_padding_invariant_and_checkpoints_round_trip() {
     let d = max_diff(alone.clone(), padded);
     assert!(d < 1e-4, "padding changed the modulation by {d}");
     assert!(matches!(
-        model.amortizer.encode_texts(&tok, &["  "], None, &device),
+        model
+            .amortizer()
+            .unwrap()
+            .encode_texts(&tok, &["  "], None, &device),
         Err(ModelError::Input(_))
     ));
 
@@ -102,7 +107,8 @@ fn amortization_is_padding_invariant_and_checkpoints_round_trip() {
     assert_eq!(ck.meta, meta);
     let restored = ck.load_model(None, &device).unwrap();
     let again = restored
-        .amortizer
+        .amortizer()
+        .unwrap()
         .encode_texts(&tok, &[short], None, &device)
         .unwrap()
         .tokens;
@@ -181,19 +187,22 @@ fn lm_token_channel_reads_the_lm_tokens() {
     let short = "Velra Quellington was born in Port Vessa.";
     let long = "Morrion Thrimsen works for Orvane Dynamics and was awarded the Ember Prize in a long ceremony.";
     let e = model
-        .amortizer
+        .amortizer()
+        .unwrap()
         .encode_texts(&tok, &[short], None, &ad)
         .unwrap_err()
         .to_string();
     assert!(e.contains("LM"), "{e}");
 
     let alone = model
-        .amortizer
+        .amortizer()
+        .unwrap()
         .encode_texts(&tok, &[short], Some(&lm), &ad)
         .unwrap()
         .tokens;
     let padded = model
-        .amortizer
+        .amortizer()
+        .unwrap()
         .encode_texts(&tok, &[short, long], Some(&lm), &ad)
         .unwrap()
         .tokens
@@ -205,7 +214,7 @@ fn lm_token_channel_reads_the_lm_tokens() {
     let ids_valid = tok.encode_batch(&[short]).unwrap();
     let with = |text: &str| {
         let lm_tokens = mac_model::LmTokens::embed(&lm, &[text], 64, None, &ad).unwrap();
-        model.amortizer.forward(
+        model.amortizer().unwrap().forward(
             ids_valid.ids_tensor(&ad),
             ids_valid.valid_tensor(&ad),
             Some(lm_tokens),
@@ -219,7 +228,72 @@ fn lm_token_channel_reads_the_lm_tokens() {
 
     // The channel's projection receives a gradient.
     let grads = alone.powi_scalar(2).sum().backward();
-    let ch = model.amortizer.lm_channel.as_ref().unwrap();
+    let ch = model.amortizer().unwrap().lm_channel.as_ref().unwrap();
     let g = ch.proj.weight.val().grad(&grads).expect("channel gradient");
     assert!(g.abs().sum().into_scalar::<f32>() > 0.0);
+}
+
+/// The model as checkpoints before [`mac_model::MacPath`] laid it out: every
+/// module a field of its own, copy mode an optional one.
+#[derive(burn::module::Module, Debug)]
+struct EarlierLayout {
+    amortizer: mac_model::AmortizationEncoder,
+    question_encoder: mac_model::AmortizationEncoder,
+    aggregator: mac_aggregation::Aggregator,
+    expansion: mac_aggregation::PrefixExpansion,
+    copy: Option<mac_model::CopyPath>,
+    answer_probe: Option<burn::module::Param<Tensor<2>>>,
+}
+
+#[test]
+fn a_checkpoint_of_the_earlier_layout_loads_unchanged() {
+    use burn::store::{BurnpackStore, ModuleSnapshot};
+    let Some(enc) = encoder_dir() else { return };
+    let device = device();
+    let cfg = MacConfig {
+        answer_probe_width: Some(8),
+        aggregator_selector_dim: Some(4),
+        ..small_config()
+    };
+    let model = MacModel::init(&cfg, &enc, LAYOUT, &device).unwrap();
+    let paper = model.aggregation_path().unwrap().clone();
+    let earlier = EarlierLayout {
+        amortizer: paper.amortizer,
+        question_encoder: model.question_encoder.clone(),
+        aggregator: paper.aggregator,
+        expansion: paper.expansion,
+        copy: None,
+        answer_probe: paper.answer_probe,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    let meta = CheckpointMeta::new(cfg.clone(), "lm.gguf".into(), enc.clone(), LAYOUT);
+    Checkpoint::save(&ck, &model, &meta).unwrap();
+    let file = ck.join(mac_model::MODEL_FILE);
+    std::fs::remove_file(&file).unwrap();
+    let mut store = BurnpackStore::from_file(&file).auto_extension(false);
+    earlier.save_into(&mut store).unwrap();
+    // Every parameter comes back where the model now keeps it.
+    let restored = Checkpoint::open(&ck)
+        .unwrap()
+        .load_model(None, &device)
+        .unwrap();
+    let named = |m: &MacModel| -> Vec<(String, Vec<u8>)> {
+        let mut all: Vec<(String, Vec<u8>)> = m
+            .collect(None, None, false)
+            .into_iter()
+            .map(|t| {
+                let (name, _, _, _, bytes) = t.into_parts().unwrap();
+                (name, bytes.to_vec())
+            })
+            .collect();
+        all.sort();
+        all
+    };
+    let (a, b) = (named(&model), named(&restored));
+    assert!(a
+        .iter()
+        .any(|(n, _)| n.starts_with("path.Aggregation.aggregator.selector.")));
+    assert!(a.iter().any(|(n, _)| n == "path.Aggregation.answer_probe"));
+    assert_eq!(a, b);
 }

@@ -41,6 +41,7 @@ fn meta(config: &SpanSelectorConfig) -> SpanCheckpointMeta {
             recency: 1.5,
             agreement: Some(0.25),
             recency_same_names: true,
+            recency_answers: Some(3.0),
             whole_below: Some(0.3),
         },
         "lm.gguf".into(),
@@ -135,6 +136,11 @@ fn what_span_json_describes_is_checked_before_anything_is_built() {
         err.contains(SPAN_META_FILE) && err.contains("reading.agreement is -0.5"),
         "{err}"
     );
+    let err = refused(&good.replace("\"recency_answers\": 3.0", "\"recency_answers\": -1.0"));
+    assert!(
+        err.contains(SPAN_META_FILE) && err.contains("reading.recency_answers is -1"),
+        "{err}"
+    );
     let err = refused(&good.replace("\"whole_below\": 0.3", "\"whole_below\": 1.5"));
     assert!(
         err.contains(SPAN_META_FILE) && err.contains("reading.whole_below is 1.5"),
@@ -143,6 +149,7 @@ fn what_span_json_describes_is_checked_before_anything_is_built() {
     // A record written before the margin existed reads as no margin.
     let old = good
         .replace(",\n    \"whole_below\": 0.3", "")
+        .replace(",\n    \"recency_answers\": 3.0", "")
         .replace(",\n    \"recency_same_names\": true", "")
         .replace(",\n    \"agreement\": 0.25", "")
         .replace(",\n    \"recency\": 1.5", "");

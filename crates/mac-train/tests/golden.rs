@@ -150,6 +150,7 @@ fn bless_checkpoint(dir: &Path, device: &burn::tensor::Device) {
         recency: 0.0,
         agreement: None,
         recency_same_names: false,
+        recency_answers: None,
         whole_below: None,
     };
     trainer

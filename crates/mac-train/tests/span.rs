@@ -10,8 +10,7 @@ use mac_lm::LoadedLm;
 use mac_model::{AnswerFrame, SpanCheckpoint, SpanExtent, SpanReader, SpanReading};
 use mac_runtime::{AskOptions, Memory, NewDocument, SpanMemory};
 use mac_train::span::{
-    choose_spans, choose_spans_chunked, Choosing, SpanFeatures, SpanRule, SpanTrainConfig,
-    SpanTrainer,
+    choose_spans, choose_spans_each, Choosing, SpanFeatures, SpanRule, SpanTrainConfig, SpanTrainer,
 };
 
 fn tiny_path() -> &'static str {
@@ -143,7 +142,7 @@ fn span_training_learns_where_answers_lie() {
             Tensor::<2>::from_data(TensorData::new(values, [found.len(), 8]), &device)
         };
         let chosen = |with_prior: bool, chunk: usize| {
-            choose_spans_chunked(
+            choose_spans_each(
                 &selector,
                 &features,
                 &bank,
@@ -154,9 +153,11 @@ fn span_training_learns_where_answers_lie() {
                     chunk,
                     ..Choosing::by(rule)
                 },
+                &[mac_aggregation::Recency::NONE],
                 &device,
             )
             .unwrap()
+            .remove(0)
         };
         for with_prior in [false, true] {
             let whole = chosen(with_prior, 8);
@@ -183,6 +184,7 @@ fn span_training_learns_where_answers_lie() {
         recency: 0.0,
         agreement: None,
         recency_same_names: false,
+        recency_answers: None,
         whole_below: None,
     };
     trainer
@@ -283,6 +285,8 @@ fn span_training_saved_and_resumed_takes_the_uninterrupted_steps() {
         questions: 4,
         steps: 6,
         learning_rate: 3e-3,
+        // Banks with hard negatives resume as exactly as random ones.
+        hard_negatives: 1,
         ..SpanTrainConfig::default()
     };
     let reader = SpanReader {
@@ -314,6 +318,7 @@ fn span_training_saved_and_resumed_takes_the_uninterrupted_steps() {
                 recency: 0.0,
                 agreement: None,
                 recency_same_names: false,
+                recency_answers: None,
                 whole_below: None,
             },
             "tiny-llama.gguf".into(),

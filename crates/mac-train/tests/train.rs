@@ -249,7 +249,7 @@ fn a_finished_run_can_be_given_a_selector_and_a_selection_phase() {
     )
     .unwrap();
     let mut resumed = Trainer::resume(dir.path(), &device).unwrap();
-    assert!(resumed.model.aggregator.selector.is_some());
+    assert!(resumed.model.aggregator().unwrap().selector.is_some());
     let s = resumed.run(false, None).unwrap();
     assert_eq!(s.selection.map(|s| s.steps), Some(4));
     // The new checkpoint has the selector and loads as it is.
@@ -313,16 +313,25 @@ fn reading_steps_train_the_reader_without_the_lm() {
         p.val().try_to_vec_as::<f32>().unwrap()
     };
     let probe = |t: &Trainer| -> Vec<f32> {
-        let p = t.model.answer_probe.as_ref().unwrap();
+        let p = t
+            .model
+            .aggregation_path()
+            .unwrap()
+            .answer_probe
+            .as_ref()
+            .unwrap();
         p.val().try_to_vec_as::<f32>().unwrap()
     };
-    let (expansion0, probe0) = (values(&t.model.expansion.w2), probe(&t));
+    let (expansion0, probe0) = (
+        values(&t.model.aggregation_path().unwrap().expansion.w2),
+        probe(&t),
+    );
     let e = t.batch_loss(0, 0).unwrap_err().to_string();
     assert!(e.contains("reading step"), "{e}");
     t.run(false, Some(2)).unwrap();
     assert_eq!(t.step(), 2);
     assert_eq!(
-        values(&t.model.expansion.w2),
+        values(&t.model.aggregation_path().unwrap().expansion.w2),
         expansion0,
         "reading steps leave the expansion as it was"
     );
@@ -330,7 +339,7 @@ fn reading_steps_train_the_reader_without_the_lm() {
     let s = t.train_step().unwrap();
     assert!(!s.reading && s.step == 3);
     assert_ne!(
-        values(&t.model.expansion.w2),
+        values(&t.model.aggregation_path().unwrap().expansion.w2),
         expansion0,
         "an LM step trains the expansion"
     );
@@ -471,7 +480,7 @@ fn copy_mode_trains_resumes_and_answers_from_a_bank() {
     cfg.reading_steps = 1;
     cfg.steps = 3;
     let queries = |t: &Trainer| -> Vec<f32> {
-        let c = t.model.copy.as_ref().unwrap();
+        let c = t.model.copy_path().unwrap();
         c.head.queries.val().try_to_vec_as::<f32>().unwrap()
     };
     let mut t = Trainer::new(cfg, dir.path(), &device()).unwrap();
@@ -484,6 +493,12 @@ fn copy_mode_trains_resumes_and_answers_from_a_bank() {
     let summary = resumed.run(false, None).unwrap();
     let v = summary.last_validation.unwrap();
     assert!(v.loss.is_finite() && v.probe_loss_own_document.unwrap().is_finite());
+    // Copy mode builds its own modules and none of the paper's path.
+    assert!(resumed.model.amortizer().is_none() && resumed.model.aggregator().is_none());
+    let params = resumed.model.param_summary();
+    let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
+    assert!(names.contains(&"copy mode (document head + question reader)"));
+    assert!(!names.contains(&"aggregation network"), "{names:?}");
 
     let rt = mac_model::MacRuntime::from_checkpoint(
         &dir.path().join("checkpoints").join("last"),

@@ -25,25 +25,21 @@ pub struct QuestionSpan {
 /// Documents of a bank scored at a time by [`choose_spans`].
 pub const BANK_CHUNK: usize = 64;
 
-/// How spans are chosen over a bank: the rule, the preference for later
-/// entries (see [`StreamedSpanChoice`]) and the documents scored at a time.
+/// How spans are chosen over a bank: the rule and the documents scored at
+/// a time.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Choosing {
     /// The span rule.
     pub rule: SpanRule,
-    /// When a later entry is chosen instead of the best.
-    pub recency: Recency,
     /// Documents scored at a time.
     pub chunk: usize,
 }
 
 impl Choosing {
-    /// By `rule`, without a preference for later entries, [`BANK_CHUNK`]
-    /// documents at a time.
+    /// By `rule`, [`BANK_CHUNK`] documents at a time.
     pub fn by(rule: SpanRule) -> Self {
         Self {
             rule,
-            recency: Recency::NONE,
             chunk: BANK_CHUNK,
         }
     }
@@ -64,17 +60,20 @@ pub fn choose_spans(
     rule: SpanRule,
     device: &Device,
 ) -> Result<Vec<QuestionSpan>> {
-    let choosing = Choosing::by(rule);
-    choose_spans_chunked(
-        selector, memory, bank, asked, questions, prior, choosing, device,
-    )
+    let (choosing, each) = (Choosing::by(rule), [Recency::NONE]);
+    let mut spans = choose_spans_each(
+        selector, memory, bank, asked, questions, prior, choosing, &each, device,
+    )?;
+    Ok(spans.pop().unwrap_or_default())
 }
 
-/// [`choose_spans`] as `choosing` says: the choice and the shares are those
-/// over the whole bank for any `choosing.chunk` ([`StreamedSpanChoice`]);
-/// the logits held are one chunk's.
+/// The spans each of `recencies` chooses (one vector per recency, in
+/// order) by `choosing.rule`, the bank scored once, `choosing.chunk`
+/// documents at a time: for any chunk the choice and the shares are those
+/// over the whole bank ([`StreamedSpanChoice`]); the logits held are one
+/// chunk's.
 #[allow(clippy::too_many_arguments)]
-pub fn choose_spans_chunked(
+pub fn choose_spans_each(
     selector: &SpanSelector,
     memory: &SpanFeatures,
     bank: &[usize],
@@ -82,18 +81,18 @@ pub fn choose_spans_chunked(
     questions: &[usize],
     prior: Option<Tensor<2>>,
     choosing: Choosing,
+    recencies: &[Recency],
     device: &Device,
-) -> Result<Vec<QuestionSpan>> {
+) -> Result<Vec<Vec<QuestionSpan>>> {
     let same = std::ptr::eq(memory, asked);
     let chunk = choosing.chunk.max(1);
-    let mut out = Vec::with_capacity(questions.len());
+    let mut out = vec![Vec::with_capacity(questions.len()); recencies.len()];
     for (c, qs) in questions.chunks(64).enumerate() {
         let queries = selector.question_queries(asked.summaries(qs, device));
         let mut choices: Vec<StreamedSpanChoice> = qs
             .iter()
             .map(|_| {
-                StreamedSpanChoice::new(choosing.rule, selector.max_span)
-                    .with_recency(choosing.recency)
+                StreamedSpanChoice::new(choosing.rule, selector.max_span).keeping_for(recencies)
             })
             .collect();
         for (b, documents) in bank.chunks(chunk).enumerate() {
@@ -117,23 +116,25 @@ pub fn choose_spans_chunked(
             )
             .map_err(|e| anyhow::anyhow!("reading span scores: {e:?}"))?;
         }
-        for (choice, &q) in choices.into_iter().zip(qs) {
+        for (choice, &q) in choices.iter().zip(qs) {
             let names = question_names(&asked.questions[q].text);
-            let SpanChoice {
-                span,
-                confidence,
-                shares,
-            } = choice
-                .finish_where(|d| names_every(&memory.texts[bank[d]], &names))
-                .ok_or_else(|| anyhow::anyhow!("an empty bank"))?;
             let own = bank
                 .iter()
                 .position(|&d| same && d == asked.questions[q].document);
-            out.push(QuestionSpan {
-                span,
-                gold_share: own.map_or(0.0, |o| shares[o]),
-                confidence,
-            });
+            for (spans, &recency) in out.iter_mut().zip(recencies) {
+                let SpanChoice {
+                    span,
+                    confidence,
+                    shares,
+                } = choice
+                    .finish_as(recency, |d| names_every(&memory.texts[bank[d]], &names))
+                    .ok_or_else(|| anyhow::anyhow!("an empty bank"))?;
+                spans.push(QuestionSpan {
+                    span,
+                    gold_share: own.map_or(0.0, |o| shares[o]),
+                    confidence,
+                });
+            }
         }
     }
     Ok(out)

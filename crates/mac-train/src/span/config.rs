@@ -47,7 +47,8 @@ pub struct SpanRunConfig {
 
 impl SpanRunConfig {
     /// `span` (the documented run: 2,000 training documents of the `open`
-    /// stream, 1,000 steps), `span-unseen` (the same, its answering chosen
+    /// stream, 1,000 steps), `span-hard` (the same with two hard negatives
+    /// per question in each step's bank), `span-unseen` (the same, its answering chosen
     /// also on the broad stream's validation documents, whose further kinds
     /// training never states), `span-broad` (trained on the broad stream's
     /// fourteen kinds, spans of up to 16 tokens) or `span-tiny` (a few
@@ -76,6 +77,13 @@ impl SpanRunConfig {
                 ..span
             }),
             "span" => Ok(span),
+            "span-hard" => Ok(Self {
+                selector: SpanTrainConfig {
+                    hard_negatives: 2,
+                    ..SpanTrainConfig::default()
+                },
+                ..span
+            }),
             "span-unseen" => Ok(Self {
                 unseen_validation: Some(FactStreamConfig::broad()),
                 ..span
@@ -103,7 +111,7 @@ impl SpanRunConfig {
                 ..span
             }),
             other => Err(format!(
-                "unknown span preset `{other}`: span, span-unseen, span-broad or span-tiny"
+                "unknown span preset `{other}`: span, span-hard, span-unseen, span-broad or span-tiny"
             )),
         }
     }

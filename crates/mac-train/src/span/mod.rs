@@ -34,7 +34,7 @@ mod choose;
 mod config;
 mod recency;
 mod run;
-pub use choose::{choose_spans, choose_spans_chunked, Choosing, QuestionSpan, BANK_CHUNK};
+pub use choose::{choose_spans, choose_spans_each, Choosing, QuestionSpan, BANK_CHUNK};
 pub use config::SpanRunConfig;
 pub use recency::RecencyScore;
 pub use run::{train_span_memory, RuleScore, SpanRunReport, ValidationPoint, SPAN_RUN_FILE};
@@ -62,6 +62,11 @@ pub struct SpanTrainConfig {
     /// Train the document-matching projection (else only its norm and scale).
     #[serde(default = "yes")]
     pub train_match: bool,
+    /// Hard negatives per question put in its step's bank: the training
+    /// documents BM25 ranks highest for the question, its own left out
+    /// (they share its names, wording and values).
+    #[serde(default)]
+    pub hard_negatives: usize,
 }
 
 fn yes() -> bool {
@@ -80,6 +85,7 @@ impl Default for SpanTrainConfig {
             steps: 1000,
             learning_rate: 1e-3,
             train_match: true,
+            hard_negatives: 0,
         }
     }
 }
@@ -297,6 +303,8 @@ pub struct SpanTrainer {
     ad: Device,
     /// Questions whose answer was found in their document.
     trainable: Vec<usize>,
+    /// Each question's hard negatives (empty without them).
+    negatives: Vec<Vec<usize>>,
     steps_done: usize,
 }
 
@@ -341,6 +349,7 @@ impl SpanTrainer {
             !trainable.is_empty(),
             "no question's answer lies in its document"
         );
+        let negatives = hard_negatives(features, config.hard_negatives)?;
         Ok(Self {
             selector,
             selector_config,
@@ -348,6 +357,7 @@ impl SpanTrainer {
             config,
             ad,
             trainable,
+            negatives,
             steps_done: 0,
         })
     }
@@ -372,6 +382,13 @@ impl SpanTrainer {
             let d = features.questions[q].document;
             if !bank.contains(&d) {
                 bank.push(d);
+            }
+        }
+        for &q in &picked {
+            for &d in self.negatives.get(q).into_iter().flatten() {
+                if !bank.contains(&d) {
+                    bank.push(d);
+                }
             }
         }
         let n_docs = features.documents.len();
@@ -526,6 +543,28 @@ impl SpanTrainer {
     }
 }
 
+/// For every question of `features`, the `k` documents BM25 ranks highest
+/// for it other than its own (none when `k` is 0).
+fn hard_negatives(features: &SpanFeatures, k: usize) -> Result<Vec<Vec<usize>>> {
+    if k == 0 {
+        return Ok(Vec::new());
+    }
+    let index = mac_retrieval::Bm25Index::build(&features.texts)?;
+    features
+        .questions
+        .iter()
+        .map(|q| {
+            let hits = index.search(&q.text, k + 1)?;
+            Ok(hits
+                .into_iter()
+                .map(|h| h.document)
+                .filter(|&d| d != q.document)
+                .take(k)
+                .collect())
+        })
+        .collect()
+}
+
 /// The training config and step beside it.
 const TRAINER_FILE: &str = "span-trainer.json";
 
@@ -542,4 +581,48 @@ pub(crate) fn answerable(features: &SpanFeatures) -> Vec<usize> {
     (0..features.questions.len())
         .filter(|&q| features.questions[q].span.is_some())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn question(document: usize, text: &str) -> SpanQuestion {
+        SpanQuestion {
+            document,
+            text: text.into(),
+            answers: Vec::new(),
+            summary: Vec::new(),
+            states: Vec::new(),
+            span: None,
+        }
+    }
+
+    #[test]
+    fn hard_negatives_share_the_question_words_and_leave_its_document_out() {
+        let texts = [
+            "Ada Byron works for Norse Mills.",
+            "Ada Lind plays the harp.",
+            "Tom Byron works for Kestrel Foods.",
+            "The weather was mild all week.",
+        ];
+        let features = SpanFeatures {
+            documents: vec![Vec::new(); texts.len()],
+            texts: texts.map(String::from).to_vec(),
+            states: vec![Vec::new(); texts.len()],
+            d_lm: 1,
+            questions: vec![
+                question(0, "Who does Ada Byron work for?"),
+                question(3, "How was the weather?"),
+            ],
+        };
+        assert!(hard_negatives(&features, 0).unwrap().is_empty());
+        let negatives = hard_negatives(&features, 2).unwrap();
+        assert_eq!(negatives.len(), 2);
+        let mut first = negatives[0].clone();
+        first.sort_unstable();
+        assert_eq!(first, vec![1, 2], "{negatives:?}");
+        assert!(!negatives[1].contains(&3), "{negatives:?}");
+        assert!(negatives[1].len() <= 2);
+    }
 }

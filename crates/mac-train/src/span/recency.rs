@@ -11,17 +11,42 @@ use mac_lm::LoadedLm;
 use serde::{Deserialize, Serialize};
 
 use super::config::SpanRunConfig;
-use super::{answerable, choose_spans_chunked, Choosing, SpanFeatures};
+use super::{answerable, choose_spans_each, Choosing, SpanFeatures};
 
 /// Recency margins tried on validation, in the selector's logit units
-/// (with an agreement, margins beyond 2 chose as 2 does on every run
-/// measured; without one they read unrelated entries).
-const MARGINS: [f32; 3] = [0.0, 0.5, 2.0];
+/// (without an agreement or an answer asked of a later entry, wide margins
+/// read unrelated entries).
+const MARGINS: [f32; 3] = [0.5, 2.0, 16.0];
 
-/// Agreements tried with each margin above 0, in cosine units (none: any
-/// later entry within the margin), each without and with the same names
-/// (0.1 and 1.0 scored below 0.5 on every run measured).
+/// Agreements tried with each margin, in cosine units (none: any later
+/// entry within the margin), each without and with the same names (0.1
+/// and 1.0 scored below 0.5 on every run measured).
 const AGREEMENTS: [f32; 3] = [0.3, 0.5, 0.7];
+
+/// How far below the best's a later entry's best span may score, tried
+/// with each of the above (none: no answer asked of it), in logit units.
+const ANSWERS: [f32; 2] = [2.0, 4.0];
+
+/// Every recency tried: none first, then each margin with each agreement,
+/// names test and answer asked.
+pub(super) fn tried() -> Vec<Recency> {
+    let mut rules = vec![Recency::NONE];
+    for margin in MARGINS {
+        for agreement in std::iter::once(None).chain(AGREEMENTS.map(Some)) {
+            for same_names in [false, true] {
+                for answers in std::iter::once(None).chain(ANSWERS.map(Some)) {
+                    rules.push(Recency {
+                        margin,
+                        agreement,
+                        same_names,
+                        answers,
+                    });
+                }
+            }
+        }
+    }
+    rules
+}
 
 /// How one recency choice did on validation knowledge that changes.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -34,6 +59,9 @@ pub struct RecencyScore {
     /// Whether a later entry must name what the question names.
     #[serde(default)]
     pub same_names: bool,
+    /// How far below the best's a later entry's best span may score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers: Option<f32>,
     /// Share of questions whose chosen document is their own (for a
     /// changed fact, the later document).
     pub top1: f64,
@@ -47,14 +75,16 @@ pub struct RecencyScore {
 
 /// The recency kept of those scored: the best top-1; of equals, the more
 /// cautious rule — the one that departs least often from the choice
-/// without a preference, then the one that also asks a later entry to name
-/// what the question names (it can only refuse later entries) — then the
-/// first tried.
+/// without a preference, then the one that asks more of a later entry (to
+/// name what the question names, to answer it: conditions that can only
+/// refuse later entries) — then the first tried.
 pub(super) fn kept(scores: &[RecencyScore]) -> usize {
+    let asks = |s: &RecencyScore| u8::from(s.same_names) + u8::from(s.answers.is_some());
     let mut best = 0;
     for (i, s) in scores.iter().enumerate() {
         let b = &scores[best];
-        let cautious = (s.later_reads, !s.same_names) < (b.later_reads, !b.same_names);
+        let cautious = (s.later_reads, std::cmp::Reverse(asks(s)))
+            < (b.later_reads, std::cmp::Reverse(asks(b)));
         if s.top1 > b.top1 || (s.top1 == b.top1 && cautious) {
             best = i;
         }
@@ -69,6 +99,7 @@ impl RecencyScore {
             margin: self.margin,
             agreement: self.agreement,
             same_names: self.same_names,
+            answers: self.answers,
         }
     }
 }
@@ -114,30 +145,21 @@ pub(super) fn choose_recency(
         let document = &bank_documents.documents[features.questions[q].document];
         document.qas.iter().any(|qa| !qa.stale.is_empty())
     };
-    let tried = MARGINS.iter().flat_map(|&margin| {
-        let agreements = std::iter::once(None).chain(AGREEMENTS.map(Some));
-        let rules = agreements.flat_map(move |agreement| {
-            [false, true].map(|same_names| Recency {
-                margin,
-                agreement,
-                same_names,
-            })
-        });
-        let rules: Vec<Recency> = match margin > 0.0 {
-            true => rules.collect(),
-            false => vec![Recency::NONE],
-        };
-        rules
-    });
-    let (mut scores, mut plain) = (Vec::new(), Vec::new());
-    for recency in tried {
-        let choosing = Choosing {
-            recency,
-            ..Choosing::by(rule)
-        };
-        let spans = choose_spans_chunked(
-            selector, &features, &bank, &features, &questions, None, choosing, device,
-        )?;
+    let rules = tried();
+    let each = choose_spans_each(
+        selector,
+        &features,
+        &bank,
+        &features,
+        &questions,
+        None,
+        Choosing::by(rule),
+        &rules,
+        device,
+    )?;
+    let plain: Vec<usize> = each[0].iter().map(|c| c.span.document).collect();
+    let mut scores = Vec::new();
+    for (recency, spans) in rules.into_iter().zip(each) {
         let (mut right, mut changed_right, mut n_changed) = (0.0, 0.0, 0.0);
         for (c, &q) in spans.iter().zip(&questions) {
             let own = f64::from(u8::from(c.span.document == features.questions[q].document));
@@ -146,16 +168,17 @@ pub(super) fn choose_recency(
                 (changed_right, n_changed) = (changed_right + own, n_changed + 1.0);
             }
         }
-        let chosen: Vec<usize> = spans.iter().map(|c| c.span.document).collect();
-        if plain.is_empty() {
-            plain.clone_from(&chosen);
-        }
-        let departed = chosen.iter().zip(&plain).filter(|(a, b)| a != b).count();
+        let departed = spans
+            .iter()
+            .zip(&plain)
+            .filter(|(c, &p)| c.span.document != p)
+            .count();
         let n = questions.len().max(1) as f64;
         let score = RecencyScore {
             margin: recency.margin,
             agreement: recency.agreement,
             same_names: recency.same_names,
+            answers: recency.answers,
             top1: right / n,
             changed_top1: changed_right / f64::max(n_changed, 1.0),
             later_reads: departed as f64 / n,
@@ -178,6 +201,7 @@ mod tests {
             margin: 1.0,
             agreement: None,
             same_names: false,
+            answers: None,
             top1,
             changed_top1: 0.0,
             later_reads,
@@ -202,5 +226,17 @@ mod tests {
         };
         assert_eq!(kept(&[score(0.9, 0.1), named, score(0.9, 0.1)]), 1);
         assert_eq!(kept(&[named, score(0.9, 0.1)]), 0);
+        // Asking a later entry to answer counts as the names test does;
+        // both ask more than either.
+        let answering = RecencyScore {
+            answers: Some(2.0),
+            ..score(0.9, 0.1)
+        };
+        let both = RecencyScore {
+            answers: Some(2.0),
+            ..named
+        };
+        assert_eq!(kept(&[score(0.9, 0.1), answering]), 1);
+        assert_eq!(kept(&[named, answering, both, named]), 2);
     }
 }

@@ -88,6 +88,9 @@ pub struct SpanRunReport {
     /// Whether a later entry must name what the question names.
     #[serde(default)]
     pub recency_same_names: bool,
+    /// How far below the best's a later entry's best span may score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recency_answers: Option<f32>,
     /// Each recency choice tried on validation knowledge that changes.
     #[serde(default)]
     pub recencies: Vec<RecencyScore>,
@@ -166,6 +169,7 @@ pub fn train_span_memory(
         recency: recency.margin,
         agreement: recency.agreement,
         recency_same_names: recency.same_names,
+        recency_answers: recency.answers,
         whole_below: choice.whole_below,
     };
     let meta = SpanCheckpointMeta::new(&chosen.config, reading, lm_path);
@@ -185,6 +189,7 @@ pub fn train_span_memory(
         recency: recency.margin,
         agreement: recency.agreement,
         recency_same_names: recency.same_names,
+        recency_answers: recency.answers,
         recencies,
         seconds: [read, trained, t2.elapsed().as_secs_f64()],
         checkpoint,

@@ -53,7 +53,12 @@ impl Trainer {
 
     /// The LM-token channel alone over the documents of `step`'s first micro-batch.
     fn time_lm_channel(&self, step: usize) -> Result<f64> {
-        let Some(layer) = self.model.amortizer.lm_channel.as_ref().map(|c| c.layer) else {
+        let Some(layer) = self
+            .model
+            .amortizer()
+            .and_then(|a| a.lm_channel.as_ref())
+            .map(|c| c.layer)
+        else {
             return Ok(0.0);
         };
         let texts = self.document_texts(step);

@@ -84,7 +84,8 @@ impl Trainer {
             .tokens;
         // The selector's contrastive loss: its scores over the bank, a
         // softmax, minus the log-probability of each question's document.
-        let selector_loss = self.model.aggregator.selector.as_ref().map(|selector| {
+        let aggregator = self.model.aggregator_for("the selection phase")?;
+        let selector_loss = aggregator.selector.as_ref().map(|selector| {
             let scores = selector.scores(
                 selector.question_keys(q_tokens.clone()),
                 selector.document_keys(memory.clone().reshape([bank.len(), n, d])),
@@ -97,10 +98,7 @@ impl Trainer {
                 Tensor::<2>::from_data(TensorData::new(mask, [gold.len(), bank.len()]), &self.ad);
             (log_softmax(scores, 1) * mask).sum().neg() / gold.len() as f64
         });
-        let agg = self
-            .model
-            .aggregator
-            .aggregate_shared(q_tokens, memory, None);
+        let agg = aggregator.aggregate_shared(q_tokens, memory, None);
         let mut loss = retrieval_loss(&agg.token_weights, &gold, n, bank.len(), &self.ad)
             * cfg.attention_loss_weight;
         if let Some(s) = selector_loss {
@@ -152,7 +150,7 @@ impl Trainer {
         let q_tokens = rt.encode_questions(&questions)?;
         let agg = rt
             .model
-            .aggregator
+            .aggregator_for("validating the selection")?
             .aggregate_shared(q_tokens, bank.reshape([p * n, d]), None);
         let gold: Vec<usize> = (0..docs.len()).collect();
         Ok(top1_rate(&gold, &agg.doc_weights))
