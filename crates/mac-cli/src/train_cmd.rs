@@ -11,7 +11,7 @@ use crate::InputError;
 /// Arguments of `mac train`.
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
-    /// Preset: span (span memory: the LM's own key/values of a span a learnt selector chooses), span-hard (the same with two hard negatives, BM25's top other documents, per question in each training bank), span-unseen (the same as span, its answering also chosen on kinds training never states), span-broad (the same trained on fourteen kinds of facts), span-tiny, or the paper's path: default, open (test answers never seen in training), copy (open in copy mode; experimental) or tiny.
+    /// Preset: span (span memory: the LM's own key/values of a span a learnt selector chooses), span-hard (the same with two hard negatives, BM25's top other documents, per question in each training bank), span-hard-updates (span-hard with training-worded knowledge that changes joined), span-unseen (the same as span, its answering also chosen on kinds training never states), span-broad (the same trained on fourteen kinds of facts), span-tiny, or the paper's path: default, open (test answers never seen in training), copy (open in copy mode; experimental) or tiny.
     #[arg(long, default_value = "default")]
     pub preset: String,
     /// A JSON configuration file instead of a preset.

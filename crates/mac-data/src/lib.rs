@@ -34,8 +34,8 @@ pub mod metrics;
 use serde::{Deserialize, Serialize};
 
 pub use facts::{
-    novel_stream, unrelated_documents, update_stream, validation_updates, FactStream,
-    FactStreamConfig, ValueVocabulary,
+    novel_stream, training_updates, unrelated_documents, update_stream, validation_updates,
+    FactStream, FactStreamConfig, ValueVocabulary,
 };
 pub use formats::{load, DataError, Format, LoadOptions, Loaded};
 pub use metrics::{exact_match, f1_score, normalize_answer, prefix_exact_match};

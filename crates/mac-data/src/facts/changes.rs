@@ -15,6 +15,8 @@ use super::templates::{document_templates, FILLER};
 use super::{
     fill, fresh_name, pick_template, stream_names, Attribute, FactStreamConfig, SplitRules,
 };
+use std::collections::HashSet;
+
 use crate::{Dataset, Document};
 
 /// The attributes a later document may change.
@@ -39,12 +41,40 @@ struct Waiting {
 /// changed fact's question moves to the later document, its answer the new
 /// value and the replaced one kept as `stale`.
 pub fn validation_updates(config: &FactStreamConfig, n_documents: usize) -> Dataset {
-    let mut used = stream_names(config);
-    let rules = SplitRules {
+    updates_of(
         config,
-        split: Split::Validation,
-    };
-    let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x00c4_a6e5);
+        Split::Validation,
+        0x00c4_a6e5,
+        stream_names(config),
+        n_documents,
+    )
+}
+
+/// The same kind of stream from the training split's templates and values
+/// (and its own seed and entities): knowledge that changes for training,
+/// where an entity's later document is a document about the same name
+/// that does not answer the questions about its other facts.
+/// None of its entities is one of the first [`VALIDATION_HELD`] of
+/// [`validation_updates`].
+pub fn training_updates(config: &FactStreamConfig, n_documents: usize) -> Dataset {
+    let mut used = stream_names(config);
+    let validation = validation_updates(config, VALIDATION_HELD);
+    used.extend(validation.documents.into_iter().map(|d| d.id));
+    updates_of(config, Split::Train, 0x7a1e_0d47, used, n_documents)
+}
+
+/// Documents of [`validation_updates`] whose entities training never names.
+pub const VALIDATION_HELD: usize = 1_000;
+
+fn updates_of(
+    config: &FactStreamConfig,
+    split: Split,
+    salt: u64,
+    mut used: HashSet<String>,
+    n_documents: usize,
+) -> Dataset {
+    let rules = SplitRules { config, split };
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ salt);
     let mut documents: Vec<Document> = Vec::with_capacity(n_documents);
     let mut waiting: Vec<Waiting> = Vec::new();
     while documents.len() < n_documents {
@@ -115,7 +145,21 @@ fn changed(
 mod tests {
     use super::*;
     use crate::FactStream;
-    use std::collections::HashSet;
+
+    #[test]
+    fn training_updates_are_their_own_entities() {
+        let config = FactStreamConfig::open();
+        // As many as the span preset trains on and validates with.
+        let train = training_updates(&config, 600);
+        let validation = validation_updates(&config, 96);
+        assert_eq!(train.documents.len(), 600);
+        let names: HashSet<&str> = validation.documents.iter().map(|d| d.id.as_str()).collect();
+        assert!(train
+            .documents
+            .iter()
+            .all(|d| !names.contains(d.id.as_str())));
+        assert!(train.documents.iter().any(|d| d.id.ends_with(" (later)")));
+    }
 
     #[test]
     fn later_documents_restate_an_earlier_fact_with_a_new_value() {

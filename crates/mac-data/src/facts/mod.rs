@@ -33,7 +33,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::{Dataset, Document, QaPair};
-pub use changes::validation_updates;
+pub use changes::{training_updates, validation_updates};
 pub use novel::novel_stream;
 use open::Split;
 use templates::{document_templates, question_templates, FILLER};

@@ -43,12 +43,20 @@ pub struct SpanRunConfig {
     /// None: the training stream's validation only.
     #[serde(default)]
     pub unseen_validation: Option<FactStreamConfig>,
+    /// Documents of knowledge that changes in the training split's wording
+    /// ([`mac_data::training_updates`]) joined to training, without the
+    /// changed facts' questions: an entity's later document, about another
+    /// of its facts, is a negative sharing its name.
+    #[serde(default)]
+    pub train_updates: usize,
 }
 
 impl SpanRunConfig {
     /// `span` (the documented run: 2,000 training documents of the `open`
     /// stream, 1,000 steps), `span-hard` (the same with two hard negatives
-    /// per question in each step's bank), `span-unseen` (the same, its answering chosen
+    /// per question in each step's bank), `span-hard-updates` (the same with
+    /// 600 documents of training-worded knowledge that changes joined),
+    /// `span-unseen` (the same, its answering chosen
     /// also on the broad stream's validation documents, whose further kinds
     /// training never states), `span-broad` (trained on the broad stream's
     /// fourteen kinds, spans of up to 16 tokens) or `span-tiny` (a few
@@ -66,6 +74,7 @@ impl SpanRunConfig {
             lm: None,
             recency_distractors: 400,
             unseen_validation: None,
+            train_updates: 0,
         };
         match name {
             "span-broad" => Ok(Self {
@@ -82,6 +91,14 @@ impl SpanRunConfig {
                     hard_negatives: 2,
                     ..SpanTrainConfig::default()
                 },
+                ..span
+            }),
+            "span-hard-updates" => Ok(Self {
+                selector: SpanTrainConfig {
+                    hard_negatives: 2,
+                    ..SpanTrainConfig::default()
+                },
+                train_updates: 600,
                 ..span
             }),
             "span-unseen" => Ok(Self {
@@ -111,7 +128,7 @@ impl SpanRunConfig {
                 ..span
             }),
             other => Err(format!(
-                "unknown span preset `{other}`: span, span-hard, span-unseen, span-broad or span-tiny"
+                "unknown span preset `{other}`: span, span-hard, span-hard-updates, span-unseen, span-broad or span-tiny"
             )),
         }
     }

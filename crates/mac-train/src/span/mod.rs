@@ -178,6 +178,20 @@ impl SpanFeatures {
         })
     }
 
+    /// Joins `other`'s documents and questions after these (read at the
+    /// same layer, of the same width).
+    pub fn extend(&mut self, other: SpanFeatures) {
+        let offset = self.documents.len();
+        self.documents.extend(other.documents);
+        self.texts.extend(other.texts);
+        self.states.extend(other.states);
+        self.questions
+            .extend(other.questions.into_iter().map(|q| SpanQuestion {
+                document: q.document + offset,
+                ..q
+            }));
+    }
+
     /// Token counts of documents.
     pub fn lengths(&self, documents: &[usize]) -> Vec<usize> {
         documents.iter().map(|&d| self.documents[d].len()).collect()
@@ -596,6 +610,27 @@ mod tests {
             states: Vec::new(),
             span: None,
         }
+    }
+
+    #[test]
+    fn joined_features_keep_each_question_on_its_document() {
+        let features = |texts: &[&str], asked: &[(usize, &str)]| SpanFeatures {
+            documents: texts.iter().map(|t| vec![t.len() as u32]).collect(),
+            texts: texts.iter().map(|t| t.to_string()).collect(),
+            states: vec![vec![0.0]; texts.len()],
+            d_lm: 1,
+            questions: asked.iter().map(|&(d, q)| question(d, q)).collect(),
+        };
+        let mut joined = features(&["a", "bb"], &[(1, "B?")]);
+        joined.extend(features(&["ccc", "dddd"], &[(0, "C?"), (1, "D?")]));
+        assert_eq!(joined.texts, ["a", "bb", "ccc", "dddd"]);
+        let on: Vec<(usize, &str)> = joined
+            .questions
+            .iter()
+            .map(|q| (q.document, q.text.as_str()))
+            .collect();
+        assert_eq!(on, [(1, "B?"), (2, "C?"), (3, "D?")]);
+        assert_eq!(joined.lengths(&[2, 3]), [1, 1]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use burn::tensor::Device;
 use mac_aggregation::{SpanRule, SpanSelector};
-use mac_data::{f1_score, Dataset, FactStream};
+use mac_data::{f1_score, training_updates, Dataset, FactStream};
 use mac_lm::LoadedLm;
 use mac_model::{
     AnswerFrame, AnswerGeneration, FrameExample, SpanCheckpoint, SpanCheckpointMeta, SpanExtent,
@@ -118,7 +118,11 @@ pub fn train_span_memory(
     let reader = config.reader();
     let stream = FactStream::generate(&config.stream);
     let t0 = Instant::now();
-    let train = SpanFeatures::read(&lm, &reader, &stream.train, config.train_documents, 16)?;
+    let mut train = SpanFeatures::read(&lm, &reader, &stream.train, config.train_documents, 16)?;
+    if config.train_updates > 0 {
+        let changing = unchanged_questions(training_updates(&config.stream, config.train_updates));
+        train.extend(SpanFeatures::read(&lm, &reader, &changing, usize::MAX, 16)?);
+    }
     let validation = SpanFeatures::read(
         &lm,
         &reader,
@@ -198,6 +202,16 @@ pub fn train_span_memory(
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("{}: cannot write", path.display()))?;
     Ok(report)
+}
+
+/// `dataset` without the questions whose answer a later document changed
+/// (without the entry's place in the stream, the earlier document answers
+/// them as well as the later).
+fn unchanged_questions(mut dataset: Dataset) -> Dataset {
+    for document in &mut dataset.documents {
+        document.qas.retain(|qa| qa.stale.is_empty());
+    }
+    dataset
 }
 
 /// How the kept selector's spans are put to the LM, chosen on validation.
