@@ -220,35 +220,41 @@ pub fn ingest(
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        println!(
-            "stored {} new documents ({} duplicates skipped) in {:.1}s, {:.1} docs/s; the bank holds {}",
-            summary.stored, summary.duplicates, secs, summary.docs_per_second, summary.bank_entries
-        );
-        if let Some(kv) = &summary.kv_store {
-            println!(
-                "key/values stored for {} documents in {}: {:.1} MB, {:.0} KB a document",
-                kv.documents,
-                kv.precision,
-                kv.bytes as f64 / 1e6,
-                kv.bytes_per_document / 1e3
-            );
-        }
-        for s in &summary.skipped {
-            println!(
-                "skipped {}: {}",
-                terminal_safe(&s.source),
-                terminal_safe(&s.reason)
-            );
-        }
-        for t in &summary.truncated {
-            println!(
-                "warning: truncated at the {} tokens the memory reads: {}",
-                memory.document_token_limit(),
-                terminal_safe(t)
-            );
-        }
+        print_ingested(&summary, secs, memory.document_token_limit());
     }
     Ok(())
+}
+
+/// What `mac ingest` did, for a person: counts, the key/value store, the
+/// inputs skipped and the documents cut at `token_limit` tokens.
+fn print_ingested(summary: &IngestSummary, secs: f64, token_limit: usize) {
+    println!(
+        "stored {} new documents ({} duplicates skipped) in {:.1}s, {:.1} docs/s; the bank holds {}",
+        summary.stored, summary.duplicates, secs, summary.docs_per_second, summary.bank_entries
+    );
+    if let Some(kv) = &summary.kv_store {
+        println!(
+            "key/values stored for {} documents in {}: {:.1} MB, {:.0} KB a document",
+            kv.documents,
+            kv.precision,
+            kv.bytes as f64 / 1e6,
+            kv.bytes_per_document / 1e3
+        );
+    }
+    for s in &summary.skipped {
+        println!(
+            "skipped {}: {}",
+            terminal_safe(&s.source),
+            terminal_safe(&s.reason)
+        );
+    }
+    for t in &summary.truncated {
+        println!(
+            "warning: truncated at the {} tokens the memory reads: {}",
+            token_limit,
+            terminal_safe(t)
+        );
+    }
 }
 
 /// `mac ask`.

@@ -378,40 +378,8 @@ impl SpanTrainer {
 
     /// One step on a drawn bank.
     pub fn step(&mut self, features: &SpanFeatures) -> Result<SpanStepStats> {
+        let (picked, bank) = self.draw(features);
         let cfg = &self.config;
-        let mut rng = ChaCha8Rng::seed_from_u64(
-            cfg.seed ^ (self.steps_done as u64).wrapping_mul(0x9E37_79B9),
-        );
-        // Questions first, then their documents and other documents as the bank.
-        let picked: Vec<usize> = sample(
-            &mut rng,
-            self.trainable.len(),
-            cfg.questions.min(self.trainable.len()),
-        )
-        .into_iter()
-        .map(|i| self.trainable[i])
-        .collect();
-        let mut bank: Vec<usize> = Vec::new();
-        for &q in &picked {
-            let d = features.questions[q].document;
-            if !bank.contains(&d) {
-                bank.push(d);
-            }
-        }
-        for &q in &picked {
-            for &d in self.negatives.get(q).into_iter().flatten() {
-                if !bank.contains(&d) {
-                    bank.push(d);
-                }
-            }
-        }
-        let n_docs = features.documents.len();
-        while bank.len() < cfg.bank_documents.max(picked.len()).min(n_docs) {
-            let d = sample(&mut rng, n_docs, 1).index(0);
-            if !bank.contains(&d) {
-                bank.push(d);
-            }
-        }
         let lengths = features.lengths(&bank);
         let offsets: Vec<usize> = lengths
             .iter()
@@ -482,6 +450,44 @@ impl SpanTrainer {
             loss: value,
             start_accuracy: hits as f64 / gold.len() as f64,
         })
+    }
+
+    /// The step's questions, then its bank: their documents, their hard
+    /// negatives and other documents drawn, each once.
+    fn draw(&self, features: &SpanFeatures) -> (Vec<usize>, Vec<usize>) {
+        let cfg = &self.config;
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            cfg.seed ^ (self.steps_done as u64).wrapping_mul(0x9E37_79B9),
+        );
+        let picked: Vec<usize> = sample(
+            &mut rng,
+            self.trainable.len(),
+            cfg.questions.min(self.trainable.len()),
+        )
+        .into_iter()
+        .map(|i| self.trainable[i])
+        .collect();
+        let mut bank: Vec<usize> = Vec::new();
+        let mut add = |d: usize| {
+            if !bank.contains(&d) {
+                bank.push(d);
+            }
+        };
+        picked
+            .iter()
+            .for_each(|&q| add(features.questions[q].document));
+        picked
+            .iter()
+            .flat_map(|&q| self.negatives.get(q).into_iter().flatten())
+            .for_each(|&d| add(d));
+        let n_docs = features.documents.len();
+        while bank.len() < cfg.bank_documents.max(picked.len()).min(n_docs) {
+            let d = sample(&mut rng, n_docs, 1).index(0);
+            if !bank.contains(&d) {
+                bank.push(d);
+            }
+        }
+        (picked, bank)
     }
 
     /// The trained selector, without the autodiff graph.

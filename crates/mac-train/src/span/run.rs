@@ -115,31 +115,9 @@ pub fn train_span_memory(
     let lm_path = config.lm_path();
     let lm = LoadedLm::load(&lm_path, device)
         .with_context(|| format!("{}: cannot load the LM", lm_path.display()))?;
-    let reader = config.reader();
     let stream = FactStream::generate(&config.stream);
     let t0 = Instant::now();
-    let mut train = SpanFeatures::read(&lm, &reader, &stream.train, config.train_documents, 16)?;
-    if config.train_updates > 0 {
-        let changing = unchanged_questions(training_updates(&config.stream, config.train_updates));
-        train.extend(SpanFeatures::read(&lm, &reader, &changing, usize::MAX, 16)?);
-    }
-    let validation = SpanFeatures::read(
-        &lm,
-        &reader,
-        &stream.validation,
-        config.validation_documents,
-        16,
-    )?;
-    let unseen = match &config.unseen_validation {
-        Some(stream) => Some(SpanFeatures::read(
-            &lm,
-            &reader,
-            &FactStream::generate(stream).validation,
-            config.validation_documents,
-            16,
-        )?),
-        None => None,
-    };
+    let (train, validation, unseen) = read_features(config, &lm, &stream)?;
     let read = t0.elapsed().as_secs_f64();
     log(&format!(
         "read {} training and {} validation documents ({} of another stream) in {read:.0} s",
@@ -202,6 +180,44 @@ pub fn train_span_memory(
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("{}: cannot write", path.display()))?;
     Ok(report)
+}
+
+/// The LM's states of the run's training documents (with the knowledge
+/// that changes it joins), its validation documents and those of its
+/// unseen stream.
+fn read_features(
+    config: &SpanRunConfig,
+    lm: &LoadedLm,
+    stream: &FactStream,
+) -> Result<(SpanFeatures, SpanFeatures, Option<SpanFeatures>)> {
+    let reader = config.reader();
+    let (n_validation, batch) = (config.validation_documents, 16);
+    let mut train = SpanFeatures::read(lm, &reader, &stream.train, config.train_documents, batch)?;
+    if config.train_updates > 0 {
+        let changing = unchanged_questions(training_updates(&config.stream, config.train_updates));
+        train.extend(SpanFeatures::read(
+            lm,
+            &reader,
+            &changing,
+            usize::MAX,
+            batch,
+        )?);
+    }
+    let validation = SpanFeatures::read(lm, &reader, &stream.validation, n_validation, batch)?;
+    let unseen = match &config.unseen_validation {
+        Some(other) => {
+            let documents = &FactStream::generate(other).validation;
+            Some(SpanFeatures::read(
+                lm,
+                &reader,
+                documents,
+                n_validation,
+                batch,
+            )?)
+        }
+        None => None,
+    };
+    Ok((train, validation, unseen))
 }
 
 /// `dataset` without the questions whose answer a later document changed
