@@ -1,23 +1,42 @@
 //! The names a question names: what a later report must name too to be
 //! about the same entity.
 
-/// The capitalised words of `question` after its first word (its names:
-/// people, places, firms), without surrounding punctuation or a possessive
-/// `'s`.
-pub fn question_names(question: &str) -> Vec<&str> {
-    question
-        .split_whitespace()
-        .skip(1)
-        .map(bare_word)
-        .filter(|w| w.chars().next().is_some_and(char::is_uppercase))
-        .collect()
+/// The names of `question` after its first word (people, places, firms):
+/// each a run of consecutive capitalised words, without surrounding
+/// punctuation or a possessive `'s`.
+pub fn question_names(question: &str) -> Vec<Vec<&str>> {
+    let mut names: Vec<Vec<&str>> = Vec::new();
+    let mut run: Vec<&str> = Vec::new();
+    for word in question.split_whitespace().skip(1) {
+        let w = bare_word(word);
+        if w.chars().next().is_some_and(char::is_uppercase) {
+            run.push(w);
+        }
+        // A name ends at a word that is not capitalised or that ends a clause.
+        let ends = !w.chars().next().is_some_and(char::is_uppercase)
+            || word.ends_with(|c: char| c != '\'' && !c.is_alphanumeric())
+            || word.ends_with("'s")
+            || word.ends_with("’s");
+        if ends && !run.is_empty() {
+            names.push(std::mem::take(&mut run));
+        }
+    }
+    if !run.is_empty() {
+        names.push(run);
+    }
+    names
 }
 
-/// Whether `text` holds every one of `names` as a word.
-pub fn names_every(text: &str, names: &[&str]) -> bool {
-    names
-        .iter()
-        .all(|name| text.split_whitespace().map(bare_word).any(|w| w == *name))
+/// Whether `text` names every one of `names`: each name's words one after
+/// another, as words of the text.
+pub fn names_every(text: &str, names: &[Vec<&str>]) -> bool {
+    let words: Vec<&str> = text.split_whitespace().map(bare_word).collect();
+    names.iter().all(|name| {
+        name.is_empty()
+            || words
+                .windows(name.len())
+                .any(|w| w.iter().zip(name).all(|(a, b)| a == b))
+    })
 }
 
 /// A word without the punctuation around it or a possessive `'s`.
@@ -33,14 +52,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_question_names_its_capitalised_words_after_the_first() {
+    fn a_question_names_its_runs_of_capitalised_words_after_the_first() {
         assert_eq!(
             question_names("Who is Siobhan Yilmaz's spouse?"),
-            ["Siobhan", "Yilmaz"]
+            [vec!["Siobhan", "Yilmaz"]]
         );
         assert_eq!(
-            question_names("Where does Hesdor Wexlar work?"),
-            ["Hesdor", "Wexlar"]
+            question_names("Does Hesdor Wexlar work for Orvane Dynamics?"),
+            [vec!["Hesdor", "Wexlar"], vec!["Orvane", "Dynamics"]]
+        );
+        assert_eq!(
+            question_names("Did Ada Byron, Tom Lind meet?"),
+            [vec!["Ada", "Byron"], vec!["Tom", "Lind"]]
         );
         assert!(question_names("What is the capital?").is_empty());
         let text = "Lately Siobhan Yilmaz has switched to the baroque bassoon.";
@@ -52,8 +75,14 @@ mod tests {
             text,
             &question_names("What does Siobhan Castellanos play?")
         ));
+        // Both words, but not one after the other: another entity.
+        let apart = "Siobhan Fitzgerald now works for Castellanos & Daughters.";
+        assert!(!names_every(
+            apart,
+            &question_names("Where did Siobhan Castellanos grow up?")
+        ));
         // A name inside a longer word is not the name.
-        assert!(!names_every("Yilmazova wrote.", &["Yilmaz"]));
+        assert!(!names_every("Yilmazova wrote.", &[vec!["Yilmaz"]]));
         assert!(names_every("anything", &[]));
     }
 }
