@@ -6,6 +6,8 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, Result};
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -93,16 +95,7 @@ pub fn lines(
                 PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
             });
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(|e| anyhow!("{e:?}"))?;
-    root.present()
-        .map_err(|e| anyhow!("{}: {e:?}", path.display()))?;
-    Ok(())
+    legend_and_write(&mut chart, &root, path)
 }
 
 /// Grouped bars: for every method, one bar per metric (values in 0..1; the
@@ -164,6 +157,19 @@ pub fn bars(
             .label(*metric)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
     }
+    legend_and_write(&mut chart, &root, path)
+}
+
+/// A chart of this module: f64 against f64, drawn into a bitmap.
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Draws `chart`'s legend and writes `root`'s image to `path`.
+fn legend_and_write<'b>(
+    chart: &mut Chart<'b, 'b>,
+    root: &DrawingArea<BitMapBackend<'b>, Shift>,
+    path: &Path,
+) -> Result<()> {
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
@@ -174,4 +180,30 @@ pub fn bars(
     root.present()
         .map_err(|e| anyhow!("{}: {e:?}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_charts_are_written_as_png_files() {
+        if !font_ready() {
+            eprintln!("skipped: no DejaVuSans.ttf");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (l, b) = (dir.path().join("l.png"), dir.path().join("b.png"));
+        let series = [("a", vec![(0.0, 0.1), (1.0, 0.4)]), ("b", vec![(0.5, 0.2)])];
+        lines(&l, "title", "x", "y", &series).unwrap();
+        let methods = [
+            ("m".to_string(), vec![0.3, 0.5]),
+            ("n".to_string(), vec![0.1, 0.2]),
+        ];
+        bars(&b, "title", &methods, &["EM", "F1"]).unwrap();
+        for path in [l, b] {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(bytes.starts_with(b"\x89PNG"), "{}", path.display());
+        }
+    }
 }
