@@ -54,7 +54,7 @@ pub fn validation_updates(config: &FactStreamConfig, n_documents: usize) -> Data
 /// (and its own seed and entities): knowledge that changes for training,
 /// where an entity's later document is a document about the same name
 /// that does not answer the questions about its other facts.
-/// None of its entities is one of the first [`VALIDATION_HELD`] of
+/// None of its entities is one of the first 1,000 documents' of
 /// [`validation_updates`].
 pub fn training_updates(config: &FactStreamConfig, n_documents: usize) -> Dataset {
     let mut used = stream_names(config);
@@ -64,7 +64,7 @@ pub fn training_updates(config: &FactStreamConfig, n_documents: usize) -> Datase
 }
 
 /// Documents of [`validation_updates`] whose entities training never names.
-pub const VALIDATION_HELD: usize = 1_000;
+const VALIDATION_HELD: usize = 1_000;
 
 fn updates_of(
     config: &FactStreamConfig,
