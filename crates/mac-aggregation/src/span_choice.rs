@@ -202,16 +202,23 @@ impl StreamedSpanChoice {
             let to = (from + len).min(start.len()).min(end.len());
             let range = from.min(to)..to;
             let (start, end) = (&start[range.clone()], &end[range]);
-            let best_in = || scored_best_span(start, end, &[len], self.max_span);
-            // The document's logit is in both the start and the end logits.
-            let logit = document_logits.get(n).copied().unwrap_or(0.0);
-            let found = match self.rule {
-                SpanRule::Joint => best_in().map(|(s, span)| (s, span, s - 2.0 * logit)),
-                SpanRule::DocumentFirst => document_logits
-                    .get(n)
-                    .filter(|&&logit| self.admits(logit))
-                    .and_then(|&logit| best_in().map(|(s, span)| (logit, span, s - 2.0 * logit))),
+            let logit = document_logits.get(n).copied();
+            let considered = match self.rule {
+                SpanRule::Joint => true,
+                SpanRule::DocumentFirst => logit.is_some_and(|l| self.admits(l)),
             };
+            let found = considered
+                .then(|| scored_best_span(start, end, &[len], self.max_span))
+                .flatten()
+                .map(|(joint, span)| {
+                    // The document's logit is in both the start and the end logits.
+                    let logit = logit.unwrap_or(0.0);
+                    let score = match self.rule {
+                        SpanRule::Joint => joint,
+                        SpanRule::DocumentFirst => logit,
+                    };
+                    (score, span, joint - 2.0 * logit)
+                });
             let mass = log_sum_exp(start);
             if let Some((score, span, span_score)) = found.filter(|(score, ..)| !score.is_nan()) {
                 let document = self.documents + n;
@@ -271,7 +278,8 @@ impl StreamedSpanChoice {
 
     /// The choice `recency` makes of what was kept: as [`Self::finish_where`]
     /// of the same documents pushed with `recency`, where its margin is at
-    /// most the one kept (see [`Self::keeping_for`]).
+    /// most the one kept and, if it asks agreement, profiles were kept (see
+    /// [`Self::keeping_for`]).
     pub fn finish_as(
         &self,
         recency: Recency,

@@ -1,6 +1,8 @@
 //! Choosing spans for questions over a bank of span features, scored a
 //! chunk of documents at a time.
 
+use std::collections::HashMap;
+
 use anyhow::Result;
 use burn::tensor::{Device, Tensor};
 use mac_aggregation::{
@@ -121,13 +123,21 @@ pub fn choose_spans_each(
             let own = bank
                 .iter()
                 .position(|&d| same && d == asked.questions[q].document);
+            // Whether a later entry names the question's names, read once
+            // for every recency that asks.
+            let mut named: HashMap<usize, bool> = HashMap::new();
             for (spans, &recency) in out.iter_mut().zip(recencies) {
+                let mut names_the_same = |d: usize| {
+                    *named
+                        .entry(d)
+                        .or_insert_with(|| names_every(&memory.texts[bank[d]], &names))
+                };
                 let SpanChoice {
                     span,
                     confidence,
                     shares,
                 } = choice
-                    .finish_as(recency, |d| names_every(&memory.texts[bank[d]], &names))
+                    .finish_as(recency, &mut names_the_same)
                     .ok_or_else(|| anyhow::anyhow!("an empty bank"))?;
                 spans.push(QuestionSpan {
                     span,

@@ -468,24 +468,22 @@ impl SpanTrainer {
         .map(|i| self.trainable[i])
         .collect();
         let mut bank: Vec<usize> = Vec::new();
-        let mut add = |d: usize| {
+        let add = |bank: &mut Vec<usize>, d: usize| {
             if !bank.contains(&d) {
                 bank.push(d);
             }
         };
-        picked
-            .iter()
-            .for_each(|&q| add(features.questions[q].document));
-        picked
-            .iter()
-            .flat_map(|&q| self.negatives.get(q).into_iter().flatten())
-            .for_each(|&d| add(d));
+        for &q in &picked {
+            add(&mut bank, features.questions[q].document);
+        }
+        for &q in &picked {
+            for &d in self.negatives.get(q).into_iter().flatten() {
+                add(&mut bank, d);
+            }
+        }
         let n_docs = features.documents.len();
         while bank.len() < cfg.bank_documents.max(picked.len()).min(n_docs) {
-            let d = sample(&mut rng, n_docs, 1).index(0);
-            if !bank.contains(&d) {
-                bank.push(d);
-            }
+            add(&mut bank, sample(&mut rng, n_docs, 1).index(0));
         }
         (picked, bank)
     }

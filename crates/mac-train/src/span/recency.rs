@@ -51,17 +51,9 @@ pub(super) fn tried() -> Vec<Recency> {
 /// How one recency choice did on validation knowledge that changes.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct RecencyScore {
-    /// The margin.
-    pub margin: f32,
-    /// The agreement asked of a later entry (none: any).
-    #[serde(default)]
-    pub agreement: Option<f32>,
-    /// Whether a later entry must name what the question names.
-    #[serde(default)]
-    pub same_names: bool,
-    /// How far below the best's a later entry's best span may score.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub answers: Option<f32>,
+    /// The rule scored (its fields at the record's top level).
+    #[serde(flatten)]
+    pub recency: Recency,
     /// Share of questions whose chosen document is their own (for a
     /// changed fact, the later document).
     pub top1: f64,
@@ -79,7 +71,8 @@ pub struct RecencyScore {
 /// name what the question names, to answer it: conditions that can only
 /// refuse later entries) — then the first tried.
 pub(super) fn kept(scores: &[RecencyScore]) -> usize {
-    let asks = |s: &RecencyScore| u8::from(s.same_names) + u8::from(s.answers.is_some());
+    let asks =
+        |s: &RecencyScore| u8::from(s.recency.same_names) + u8::from(s.recency.answers.is_some());
     let mut best = 0;
     for (i, s) in scores.iter().enumerate() {
         let b = &scores[best];
@@ -90,18 +83,6 @@ pub(super) fn kept(scores: &[RecencyScore]) -> usize {
         }
     }
     best
-}
-
-impl RecencyScore {
-    /// The choice it scored.
-    pub fn recency(&self) -> Recency {
-        Recency {
-            margin: self.margin,
-            agreement: self.agreement,
-            same_names: self.same_names,
-            answers: self.answers,
-        }
-    }
 }
 
 /// The validation bank: `config.validation_documents * 3 / 2` documents of
@@ -175,10 +156,7 @@ pub(super) fn choose_recency(
             .count();
         let n = questions.len().max(1) as f64;
         let score = RecencyScore {
-            margin: recency.margin,
-            agreement: recency.agreement,
-            same_names: recency.same_names,
-            answers: recency.answers,
+            recency,
             top1: right / n,
             changed_top1: changed_right / f64::max(n_changed, 1.0),
             later_reads: departed as f64 / n,
@@ -198,14 +176,39 @@ mod tests {
 
     fn score(top1: f64, later_reads: f64) -> RecencyScore {
         RecencyScore {
-            margin: 1.0,
-            agreement: None,
-            same_names: false,
-            answers: None,
+            recency: Recency::margin(1.0),
             top1,
             changed_top1: 0.0,
             later_reads,
         }
+    }
+
+    #[test]
+    fn a_score_reads_back_and_so_does_one_written_before_answers() {
+        let written = r#"{"margin": 2.0, "agreement": null, "same_names": true,
+            "top1": 0.9, "changed_top1": 0.5, "later_reads": 0.1}"#;
+        let old: RecencyScore = serde_json::from_str(written).unwrap();
+        assert_eq!(
+            old.recency,
+            Recency {
+                margin: 2.0,
+                same_names: true,
+                ..Recency::NONE
+            }
+        );
+        let now = RecencyScore {
+            recency: Recency {
+                answers: Some(2.0),
+                ..old.recency
+            },
+            ..old
+        };
+        let json = serde_json::to_value(now).unwrap();
+        assert_eq!(json["margin"], 2.0);
+        assert_eq!(json["answers"], 2.0);
+        let back: RecencyScore = serde_json::from_value(json).unwrap();
+        assert_eq!(back.recency, now.recency);
+        assert_eq!(back.top1, now.top1);
     }
 
     #[test]
@@ -220,23 +223,27 @@ mod tests {
         );
         assert_eq!(kept(&[score(0.9, 0.0), score(0.85, 0.0)]), 0);
         // Of equals in everything else, the one with the names test.
-        let named = RecencyScore {
-            same_names: true,
-            ..score(0.9, 0.1)
+        let named = |s: RecencyScore| RecencyScore {
+            recency: Recency {
+                same_names: true,
+                ..s.recency
+            },
+            ..s
         };
-        assert_eq!(kept(&[score(0.9, 0.1), named, score(0.9, 0.1)]), 1);
-        assert_eq!(kept(&[named, score(0.9, 0.1)]), 0);
+        let answering = |s: RecencyScore| RecencyScore {
+            recency: Recency {
+                answers: Some(2.0),
+                ..s.recency
+            },
+            ..s
+        };
+        let (plain, named) = (score(0.9, 0.1), named(score(0.9, 0.1)));
+        assert_eq!(kept(&[plain, named, plain]), 1);
+        assert_eq!(kept(&[named, plain]), 0);
         // Asking a later entry to answer counts as the names test does;
         // both ask more than either.
-        let answering = RecencyScore {
-            answers: Some(2.0),
-            ..score(0.9, 0.1)
-        };
-        let both = RecencyScore {
-            answers: Some(2.0),
-            ..named
-        };
-        assert_eq!(kept(&[score(0.9, 0.1), answering]), 1);
+        let (both, answering) = (answering(named), answering(plain));
+        assert_eq!(kept(&[plain, answering]), 1);
         assert_eq!(kept(&[named, answering, both, named]), 2);
     }
 }

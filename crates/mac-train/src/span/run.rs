@@ -143,7 +143,7 @@ pub fn train_span_memory(
         log,
     )?;
     let recencies = choose_recency(config, &lm, &chosen.selector, chosen.rule, device, log)?;
-    let recency = recencies[kept(&recencies)].recency();
+    let recency = recencies[kept(&recencies)].recency;
     let reading = SpanReading {
         reader: choice.reader,
         rule: chosen.rule,
