@@ -87,6 +87,7 @@ fn bench(c: &mut Criterion) {
         layer: 12,
         sink_tokens: 4,
         extent: SpanExtent::Sentence,
+        copied: false,
     };
     let ids = SpanReader::document_ids(&lm, DOCUMENT).expect("tokens");
     let (start, end) = mac_model::answer_span(&lm, &ids, "the Ostrander Institute")

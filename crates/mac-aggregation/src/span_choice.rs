@@ -97,19 +97,56 @@ impl Recency {
 /// `a` is set, whose per-question-token match falls nowhere more than `a`
 /// below the best's (and, with `same_names`, that the caller admits), is
 /// chosen instead.
+///
+/// Named first ([`Self::named_first`]), the choice is made among the
+/// documents the caller marks as naming what the question names, where
+/// any does, and among all of them otherwise.
 #[derive(Debug, Clone)]
 pub struct StreamedSpanChoice {
     rule: SpanRule,
     max_span: usize,
     recency: Recency,
+    named_first: bool,
     /// Documents pushed so far.
     documents: usize,
-    /// The best document so far (the earliest of equals).
-    best: Option<Scored>,
-    /// The documents after the best within the margin of it, in bank order.
-    later: Vec<Scored>,
+    /// What every document pushed offered.
+    all: Kept,
+    /// What the documents marked as naming the question's names offered.
+    named: Kept,
     /// Log-sum-exp of each document's start logits.
     masses: Vec<f32>,
+}
+
+/// The best document of those offered (the earliest of equals) and the
+/// documents after it within the margin of it, in bank order.
+#[derive(Debug, Clone, Default)]
+struct Kept {
+    best: Option<Scored>,
+    later: Vec<Scored>,
+}
+
+impl Kept {
+    /// Whether a document scoring `score` would be kept.
+    fn admits(&self, score: f32, margin: f32) -> bool {
+        self.best
+            .as_ref()
+            .is_none_or(|best| score > best.score || score + margin > best.score)
+    }
+
+    /// Keeps a document as the best so far (the documents kept after the
+    /// old best now lie before it), or as a later one within the margin.
+    fn offer(&mut self, scored: Scored, margin: f32) {
+        if self
+            .best
+            .as_ref()
+            .is_none_or(|best| scored.score > best.score)
+        {
+            self.best = Some(scored);
+            self.later.clear();
+        } else if self.admits(scored.score, margin) {
+            self.later.push(scored);
+        }
+    }
 }
 
 /// A document's score, its best span with the span's own score (its
@@ -147,10 +184,20 @@ impl StreamedSpanChoice {
             rule,
             max_span,
             recency: Recency::NONE,
+            named_first: false,
             documents: 0,
-            best: None,
-            later: Vec::new(),
+            all: Kept::default(),
+            named: Kept::default(),
             masses: Vec::new(),
+        }
+    }
+
+    /// The same choice made first among the documents that name what the
+    /// question names (marked by the caller in [`Self::push_named`]).
+    pub fn named_first(self, named_first: bool) -> Self {
+        Self {
+            named_first,
+            ..self
         }
     }
 
@@ -196,6 +243,20 @@ impl StreamedSpanChoice {
         end: &[f32],
         lengths: &[usize],
     ) {
+        self.push_named(document_logits, profiles, (start, end), lengths, &[]);
+    }
+
+    /// [`Self::push`] with `named[n]`: whether document `n` names what the
+    /// question names (empty: none is marked).
+    pub fn push_named(
+        &mut self,
+        document_logits: &[f32],
+        profiles: &[f32],
+        (start, end): (&[f32], &[f32]),
+        lengths: &[usize],
+        named: &[bool],
+    ) {
+        let margin = self.recency.margin;
         let width = profiles.len() / lengths.len().max(1);
         let mut from = 0;
         for (n, &len) in lengths.iter().enumerate() {
@@ -203,9 +264,12 @@ impl StreamedSpanChoice {
             let range = from.min(to)..to;
             let (start, end) = (&start[range.clone()], &end[range]);
             let logit = document_logits.get(n).copied();
+            let is_named = self.named_first && named.get(n).copied().unwrap_or(false);
             let considered = match self.rule {
                 SpanRule::Joint => true,
-                SpanRule::DocumentFirst => logit.is_some_and(|l| self.admits(l)),
+                SpanRule::DocumentFirst => logit.is_some_and(|l| {
+                    self.all.admits(l, margin) || (is_named && self.named.admits(l, margin))
+                }),
             };
             let found = considered
                 .then(|| scored_best_span(start, end, &[len], self.max_span))
@@ -228,40 +292,22 @@ impl StreamedSpanChoice {
                 };
                 let confidence =
                     (start[span.start] - mass + end[span.end] - log_sum_exp(end)).exp();
-                self.offer(Scored {
+                let scored = Scored {
                     score,
                     span: ChosenSpan { document, ..span },
                     span_score,
                     confidence,
                     profile: profile.to_vec(),
-                });
+                };
+                if is_named {
+                    self.named.offer(scored.clone(), margin);
+                }
+                self.all.offer(scored, margin);
             }
             self.masses.push(mass);
             from = to;
         }
         self.documents += lengths.len();
-    }
-
-    /// Whether a document scoring `score` would be kept.
-    fn admits(&self, score: f32) -> bool {
-        self.best
-            .as_ref()
-            .is_none_or(|best| score > best.score || score + self.recency.margin > best.score)
-    }
-
-    /// Keeps a document as the best so far (the documents kept after the
-    /// old best now lie before it), or as a later one within the margin.
-    fn offer(&mut self, scored: Scored) {
-        if self
-            .best
-            .as_ref()
-            .is_none_or(|best| scored.score > best.score)
-        {
-            self.best = Some(scored);
-            self.later.clear();
-        } else if self.admits(scored.score) {
-            self.later.push(scored);
-        }
     }
 
     /// The span chosen and the documents' shares; `None` when no document
@@ -285,7 +331,11 @@ impl StreamedSpanChoice {
         recency: Recency,
         mut names_the_same: impl FnMut(usize) -> bool,
     ) -> Option<SpanChoice> {
-        let best = self.best.as_ref()?;
+        let kept = match self.named_first && self.named.best.is_some() {
+            true => &self.named,
+            false => &self.all,
+        };
+        let best = kept.best.as_ref()?;
         let margin = recency.in_force().min(self.recency.margin);
         let admitted = |later: &&Scored| {
             later.score + margin > best.score
@@ -293,7 +343,7 @@ impl StreamedSpanChoice {
                 && recency.answers_as(best.span_score, later.span_score)
                 && (!recency.same_names || names_the_same(later.span.document))
         };
-        let chosen = self.later.iter().rev().find(admitted).unwrap_or(best);
+        let chosen = kept.later.iter().rev().find(admitted).unwrap_or(best);
         let total = log_sum_exp(&self.masses);
         let shares = self.masses.iter().map(|&m| (m - total).exp()).collect();
         Some(SpanChoice {
@@ -314,13 +364,15 @@ impl StreamedSpanChoice {
 /// - `token_keys`: `[M, 2·d_key]`, the chunk's documents one after another
 /// - `matches`: logits `[Q, N]`, tokens `[Q, N, Tq]`; `lengths`: the `N`
 ///   documents' token counts
+/// - `named`: `[Q][N]`, whether each document names what question `i`
+///   names (see [`StreamedSpanChoice::named_first`]), or empty
 pub fn push_chunk(
     choices: &mut [StreamedSpanChoice],
     selector: &SpanSelector,
-    queries: Tensor<2>,
-    token_keys: Tensor<2>,
+    (queries, token_keys): (Tensor<2>, Tensor<2>),
     matches: DocumentMatches,
     lengths: &[usize],
+    named: &[Vec<bool>],
 ) -> Result<(), TensorReadError> {
     let (m, n) = (lengths.iter().sum::<usize>(), lengths.len());
     let by_document = matches.logits.clone().try_to_vec_as::<f32>()?;
@@ -335,12 +387,12 @@ pub fn push_chunk(
     let end = logits.end.try_to_vec_as::<f32>()?;
     for (i, choice) in choices.iter_mut().enumerate() {
         let rows = n * width;
-        choice.push(
+        choice.push_named(
             &by_document[i * n..(i + 1) * n],
             profiles.get(i * rows..(i + 1) * rows).unwrap_or(&[]),
-            &start[i * m..(i + 1) * m],
-            &end[i * m..(i + 1) * m],
+            (&start[i * m..(i + 1) * m], &end[i * m..(i + 1) * m]),
             lengths,
+            named.get(i).map_or(&[], Vec::as_slice),
         );
     }
     Ok(())
@@ -620,6 +672,47 @@ mod tests {
             choice.push(&[logit], profile, &[0.0, 1.0], &[0.0, 1.0], &[2]);
         }
         choice.finish().unwrap().span.document
+    }
+
+    #[test]
+    fn named_first_chooses_among_the_named_documents_where_any_is() {
+        // Ten documents of two tokens in chunks of three; `named` marks
+        // those naming what the question names.
+        let chosen = |rule, logits: &[f32], named: &[bool], recency| {
+            let lengths = vec![2; logits.len()];
+            let start: Vec<f32> = logits.iter().flat_map(|&l| [l + 1.0, l]).collect();
+            let mut choice = StreamedSpanChoice::new(rule, 8)
+                .with_recency(recency)
+                .named_first(true);
+            for (c, ls) in lengths.chunks(3).enumerate() {
+                let r = 2 * 3 * c..2 * (3 * c + ls.len());
+                let d = 3 * c..3 * c + ls.len();
+                let marks = &named[d.start.min(named.len())..d.end.min(named.len())];
+                choice.push_named(&logits[d], &[], (&start[r.clone()], &start[r]), ls, marks);
+            }
+            choice.finish().unwrap().span.document
+        };
+        let logits = [1.0, 2.0, 9.0, 3.0, 8.5, 4.0, 0.5, 7.0, 2.5, 6.0];
+        let mut named = [false; 10];
+        for rule in [SpanRule::DocumentFirst, SpanRule::Joint] {
+            // None named: the best of all.
+            assert_eq!(chosen(rule, &logits, &named, Recency::NONE), 2);
+            assert_eq!(chosen(rule, &logits, &[], Recency::NONE), 2);
+            named[5] = true;
+            named[8] = true;
+            assert_eq!(chosen(rule, &logits, &named, Recency::NONE), 5);
+            // A later named entry within the margin of the best named one.
+            assert_eq!(chosen(rule, &logits, &named, Recency::margin(3.5)), 8);
+            named = [false; 10];
+        }
+        // Not named first: the marks are ignored.
+        let mut plain = StreamedSpanChoice::new(SpanRule::DocumentFirst, 8);
+        let start: Vec<f32> = logits.iter().flat_map(|&l| [l + 1.0, l]).collect();
+        let marks = [
+            false, false, false, false, false, true, false, false, false, false,
+        ];
+        plain.push_named(&logits, &[], (&start, &start), &[2; 10], &marks);
+        assert_eq!(plain.finish().unwrap().span.document, 2);
     }
 
     #[test]

@@ -92,6 +92,8 @@ pub struct Chunk {
     /// Their retrieval keys, concatenated `[len, key_dim]` (empty when the
     /// bank stores none).
     pub keys: Vec<f32>,
+    /// Their documents' text.
+    pub texts: Vec<String>,
 }
 
 /// What [`MemoryBank::verify`] found.

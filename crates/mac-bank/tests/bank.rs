@@ -59,6 +59,7 @@ fn append_reopen_read_and_chunks() {
     );
     assert_eq!(chunks[2].start, 8);
     assert_eq!(&chunks[1].data[..SHAPE.numel()], &modulation(4)[..]);
+    assert_eq!(chunks[1].texts, (4..8).map(doc).collect::<Vec<_>>());
     assert_eq!(bank.verify().unwrap().entries, 10);
 }
 

@@ -68,6 +68,7 @@ fn trained_checkpoint(dir: &std::path::Path) -> PathBuf {
         layer: 1,
         sink_tokens: 2,
         extent: SpanExtent::Span,
+        copied: false,
     };
     let dataset = documents();
     let features = SpanFeatures::read(&lm, &reader, &dataset, 4, 4).unwrap();
@@ -84,6 +85,7 @@ fn trained_checkpoint(dir: &std::path::Path) -> PathBuf {
         agreement: None,
         recency_same_names: false,
         recency_answers: None,
+        named_first: false,
         whole_below: None,
     };
     trainer.save(&checkpoint, reading, tiny_llama()).unwrap();
@@ -262,4 +264,36 @@ fn stored_key_values_answer_as_recomputed_ones() {
         err.contains("kv") && err.contains("this memory reads"),
         "{err}"
     );
+}
+
+#[test]
+fn named_first_reads_the_entry_naming_the_question_and_copies_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = trained_checkpoint(dir.path());
+    let bank = dir.path().join("bank");
+    ingest(&bank, &checkpoint, &documents_file(dir.path(), 0), &[]);
+    // The same selector, choosing among the entries that name what the
+    // question names and copying its answer from the span it hands.
+    let meta = checkpoint.join("span.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    json["reading"]["named_first"] = true.into();
+    json["reading"]["reader"]["copied"] = true.into();
+    std::fs::write(&meta, json.to_string()).unwrap();
+    for (id, who) in ["Ann", "Bo", "Cy", "Di"].iter().enumerate() {
+        let answer = ask(&bank, &checkpoint, &format!("Where does {who} live?"));
+        let span = &answer["span"];
+        assert_eq!(span["id"], id as u64, "{answer}");
+        // Whole words of the span handed, the first letter in either case
+        // (or nothing, where none of the tiny model's likeliest tokens
+        // starts one).
+        let text = span["text"].as_str().unwrap().to_lowercase();
+        let said = answer["answer"].as_str().unwrap().to_lowercase();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let copied = said.split_whitespace().collect::<Vec<_>>();
+        assert!(
+            copied.is_empty() || words.windows(copied.len()).any(|w| w == copied),
+            "{said:?} from {text:?}"
+        );
+    }
 }

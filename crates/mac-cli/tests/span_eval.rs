@@ -97,6 +97,25 @@ fn span_memory_is_evaluated_with_the_fair_protocol() {
         .map(|p| p["banks"].as_u64().unwrap())
         .collect();
     assert_eq!(banks, [6, 1, 1], "{r}");
+    // Each answer of each size is recorded with where it was read from,
+    // its document counted in the stream (not within its group's bank).
+    let sized: Vec<Value> = std::fs::read_to_string(out.join("bank-sizes.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(sized.len() as u64, 3 * n, "{sized:?}");
+    let of_one: Vec<&Value> = sized.iter().filter(|a| a["documents"] == 1).collect();
+    assert!(
+        of_one.iter().all(|a| a["own_document"] == true),
+        "{sized:?}"
+    );
+    let mut asked: Vec<u64> = of_one
+        .iter()
+        .map(|a| a["document"].as_u64().unwrap())
+        .collect();
+    asked.dedup();
+    assert_eq!(asked, (0..6).collect::<Vec<u64>>(), "{sized:?}");
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
         md.contains("| span_memory |") && md.contains("## Bank size"),

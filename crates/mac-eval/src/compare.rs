@@ -86,7 +86,7 @@ fn questions_of(docs: &[mac_data::Document]) -> Vec<Question<'_>> {
 }
 
 fn plain_answers(lm: &mac_lm::LoadedLm, prompts: &[String], batch: usize) -> Result<Vec<String>> {
-    answer_prompts(lm, prompts, batch, &indicatif::ProgressBar::hidden())
+    answer_prompts(lm, prompts, None, batch, &indicatif::ProgressBar::hidden())
 }
 
 /// RAG@k answers: the top-k documents of `index` in the prompt, in `frame`.

@@ -12,7 +12,7 @@ use mac_bank::MemoryBank;
 use mac_data::{exact_match, f1_score, prefix_exact_match, QaPair};
 use mac_model::prompt::{framed_prompt, ChatFrame};
 use mac_model::MacRuntime;
-use mac_model::{generate_answers, MAX_ANSWER_TOKENS};
+use mac_model::{generate_answers, generate_copied_answers, MAX_ANSWER_TOKENS};
 use mac_retrieval::Bm25Index;
 use serde::{Deserialize, Serialize};
 
@@ -118,17 +118,25 @@ pub(crate) fn bar(show: bool, len: usize, what: &str) -> ProgressBar {
     b
 }
 
-/// The LM's greedy answers to text prompts, `batch` at a time; `pb`
-/// advances with each batch.
+/// The LM's greedy answers to text prompts, `batch` at a time, answer `i`
+/// copied from `sources[i]` where given; `pb` advances with each batch.
 pub(crate) fn answer_prompts(
     lm: &mac_lm::LoadedLm,
     prompts: &[String],
+    sources: Option<&[&str]>,
     batch: usize,
     pb: &ProgressBar,
 ) -> Result<Vec<String>> {
     let mut out = Vec::with_capacity(prompts.len());
-    for chunk in prompts.chunks(batch.max(1)) {
-        out.extend(generate_answers(lm, chunk, None, MAX_ANSWER_TOKENS)?);
+    let batch = batch.max(1);
+    for (i, chunk) in prompts.chunks(batch).enumerate() {
+        out.extend(match sources {
+            Some(s) => {
+                let s = &s[i * batch..(i * batch + chunk.len()).min(s.len())];
+                generate_copied_answers(lm, chunk, s, MAX_ANSWER_TOKENS)?
+            }
+            None => generate_answers(lm, chunk, None, MAX_ANSWER_TOKENS)?,
+        });
         pb.inc(chunk.len() as u64);
     }
     Ok(out)
@@ -193,8 +201,13 @@ pub(crate) fn rag_prompt(
     hits: &[usize],
     question: &str,
 ) -> String {
+    framed_prompt(frame, Some(&rag_context(docs, hits)), question)
+}
+
+/// The retrieved documents' text as `rag@k` hands it to the LM.
+pub(crate) fn rag_context(docs: &[mac_data::Document], hits: &[usize]) -> String {
     let texts: Vec<&str> = hits.iter().map(|&h| docs[h].text.trim()).collect();
-    framed_prompt(frame, Some(&texts.join("\n")), question)
+    texts.join("\n")
 }
 
 /// Each document index moved `shift` places along a bank of `n` (wrapping).

@@ -17,8 +17,8 @@ use crate::asking::{
     ask_all, attention_stats, clear_eval_bank, ingest, AttentionStats, EvalOptions,
 };
 use crate::methods::{
-    answer_prompts, bar, mac_rag_answers, rag_prompt, retrieve, score, write_predictions,
-    MethodResult, Prediction, Question,
+    answer_prompts, bar, mac_rag_answers, rag_context, rag_prompt, retrieve, score,
+    write_predictions, MethodResult, Prediction, Question,
 };
 use crate::question_only::QuestionOnly;
 use crate::rss::reset_peak_rss;
@@ -110,12 +110,12 @@ fn bank_method(
 /// The LM's answers to text prompts, a batch at a time, with a progress bar.
 fn prompts_answered(
     lm: &LoadedLm,
-    prompts: &[String],
+    (prompts, sources): (&[String], Option<&[&str]>),
     opts: &EvalOptions,
     label: &str,
 ) -> Result<Vec<String>> {
     let pb = bar(opts.progress, prompts.len(), label);
-    let out = answer_prompts(lm, prompts, opts.question_batch, &pb)?;
+    let out = answer_prompts(lm, prompts, sources, opts.question_batch, &pb)?;
     pb.finish_and_clear();
     Ok(out)
 }
@@ -126,7 +126,9 @@ fn prompts_answered(
 ///
 /// Every method that reads text puts the question in the memory's frame
 /// ([`Memory::frame`]): `no_adapt` (the question alone), `oracle_context`
-/// (the gold document), `rag@k` (the top-k BM25 documents). With `control`
+/// (the gold document), `rag@k` (the top-k BM25 documents); where the
+/// memory copies its answers ([`Memory::copies_answers`]), the last two
+/// copy theirs from the documents they hand the LM. With `control`
 /// documents, a second bank of those (unrelated) documents answers the same
 /// questions (`<memory>_unrelated_bank`: what it scores from the question
 /// alone), and banks of growing size are the first test documents among
@@ -356,21 +358,17 @@ impl Run<'_> {
         let index_ms = 1000.0 * t0.elapsed().as_secs_f64() / n_docs as f64;
         reset_peak_rss();
         let t0 = Instant::now();
-        let prompts = self
-            .questions
-            .iter()
-            .map(|(_, q)| {
-                let hits = retrieve(&index, &q.question, k, n_docs)?;
-                Ok(rag_prompt(
-                    self.memory.frame(),
-                    self.docs,
-                    &hits,
-                    &q.question,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let (mut prompts, mut contexts) = (Vec::new(), Vec::new());
+        for (_, q) in &self.questions {
+            let hits = retrieve(&index, &q.question, k, n_docs)?;
+            let frame = self.memory.frame();
+            prompts.push(rag_prompt(frame, self.docs, &hits, &q.question));
+            contexts.push(rag_context(self.docs, &hits));
+        }
         let name = format!("rag@{k}");
-        let answers = prompts_answered(self.memory.lm(), &prompts, self.opts, &name)?;
+        let contexts: Vec<&str> = contexts.iter().map(String::as_str).collect();
+        let sources = self.memory.copies_answers().then_some(contexts.as_slice());
+        let answers = prompts_answered(self.memory.lm(), (&prompts, sources), self.opts, &name)?;
         self.record(&name, &answers, t0, index_ms, 0.0);
         let Some(rt) = self.memory.paper_path() else {
             return Ok(());
@@ -444,9 +442,16 @@ impl Run<'_> {
                     framed_prompt(frame, document, &q.question)
                 })
                 .collect();
+            let documents: Vec<&str> = self
+                .questions
+                .iter()
+                .map(|(d, _)| self.docs[*d].text.trim())
+                .collect();
+            let copies = with_document && self.memory.copies_answers();
+            let sources = copies.then_some(documents.as_slice());
             reset_peak_rss();
             let t0 = Instant::now();
-            let answers = prompts_answered(self.memory.lm(), &prompts, self.opts, name)?;
+            let answers = prompts_answered(self.memory.lm(), (&prompts, sources), self.opts, name)?;
             self.record(name, &answers, t0, 0.0, 0.0);
         }
         if let Some(training) = training {

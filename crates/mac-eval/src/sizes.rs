@@ -3,12 +3,13 @@
 //! consecutive groups of its size (each question asked of its own group's
 //! bank), a larger one holds all of them followed by unrelated documents up
 //! to its size — so every size answers the same questions, each from a
-//! bank of exactly that many documents that holds its own.
+//! bank of exactly that many documents that holds its own. Each answer,
+//! with where it was read from, is written to `bank-sizes.jsonl`.
 
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use mac_bank::MemoryBank;
 use mac_data::{Dataset, Document};
 use mac_runtime::Memory;
@@ -42,6 +43,31 @@ pub struct BankSizePoint {
     pub answer_ms: f64,
 }
 
+/// One question answered from a bank of one size: where the answer was
+/// read from, for looking at what a larger bank confuses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SizedAnswer {
+    /// Documents in the bank it was asked of.
+    pub documents: usize,
+    /// Its document's index in the stream.
+    pub document: usize,
+    /// The question.
+    pub question: String,
+    /// The generated answer.
+    pub prediction: String,
+    /// The accepted answers.
+    pub answers: Vec<String>,
+    /// Token F1.
+    pub f1: f64,
+    /// Whether the answer was read from its own document.
+    pub own_document: bool,
+    /// The span read, for a memory that reads spans.
+    #[serde(default)]
+    pub span: Option<String>,
+    /// The most attended documents' starts, highest share first.
+    pub attended: Vec<String>,
+}
+
 /// What a bank size's banks answered, summed over its banks.
 #[derive(Default)]
 struct Tally {
@@ -51,15 +77,17 @@ struct Tally {
     questions: usize,
     banks: usize,
     seconds: f64,
+    answers: Vec<SizedAnswer>,
 }
 
 impl Tally {
-    /// Asks `questions` (documents counted within `bank`) of `bank`.
+    /// Asks `questions` (documents counted within `bank`, the first of
+    /// them document `from` of the stream) of `bank`.
     fn ask(
         &mut self,
         memory: &dyn Memory,
         bank: &MemoryBank,
-        questions: &[Question<'_>],
+        (questions, from): (&[Question<'_>], usize),
         opts: &EvalOptions,
     ) -> Result<()> {
         let label = format!("bank of {}", bank.len());
@@ -68,9 +96,27 @@ impl Tally {
         self.seconds += t0.elapsed().as_secs_f64();
         let n = questions.len() as f64;
         self.top1 += n * attention_stats(questions, &answers, bank.len()).gold_top1;
-        let texts: Vec<String> = answers.into_iter().map(|a| a.text).collect();
-        let (em, f1, _) = score("bank size", questions, &texts, &mut Vec::new());
+        let texts: Vec<String> = answers.iter().map(|a| a.text.clone()).collect();
+        let mut preds = Vec::new();
+        let (em, f1, _) = score("bank size", questions, &texts, &mut preds);
         (self.em, self.f1) = (self.em + n * em, self.f1 + n * f1);
+        for ((p, a), (doc, _)) in preds.into_iter().zip(&answers).zip(questions) {
+            let own = a.span.as_ref().map_or_else(
+                || a.documents.first().is_some_and(|d| d.id == *doc as u64),
+                |s| s.id == *doc as u64,
+            );
+            self.answers.push(SizedAnswer {
+                documents: bank.len(),
+                document: from + doc,
+                question: p.question,
+                prediction: p.prediction,
+                answers: p.answers,
+                f1: p.f1,
+                own_document: own,
+                span: a.span.as_ref().map(|s| s.text.clone()),
+                attended: a.documents.iter().map(|d| d.snippet.clone()).collect(),
+            });
+        }
         self.questions += questions.len();
         self.banks += 1;
         Ok(())
@@ -93,7 +139,8 @@ impl Tally {
 /// The questions of the first `opts.bank_size_documents` of `docs` asked
 /// of banks of each of `opts.bank_sizes` documents, filled from `control`
 /// (unrelated documents) where the asked ones are fewer; banks are made
-/// under `out_dir/bank-sizes`. A size that `control` cannot fill is
+/// under `out_dir/bank-sizes` and each answer written to
+/// `out_dir/bank-sizes.jsonl`. A size that `control` cannot fill is
 /// skipped.
 pub(crate) fn bank_size_points(
     memory: &dyn Memory,
@@ -109,7 +156,7 @@ pub(crate) fn bank_size_points(
     let dir = out_dir.join("bank-sizes");
     let mut grown: Option<MemoryBank> = None;
     let mut unrelated = control.documents.iter();
-    let mut points = Vec::new();
+    let (mut points, mut answers) = (Vec::new(), Vec::new());
     for &size in &opts.bank_sizes {
         let mut tally = Tally::default();
         if size < docs.len() {
@@ -129,7 +176,7 @@ pub(crate) fn bank_size_points(
                     .filter(|q| (from..from + group.len()).contains(&q.0))
                     .map(|&(d, qa)| (d - from, qa))
                     .collect();
-                tally.ask(memory, &bank, &own, opts)?;
+                tally.ask(memory, &bank, (&own, from), opts)?;
             }
         } else {
             let bank = match grown.as_mut() {
@@ -140,13 +187,25 @@ pub(crate) fn bank_size_points(
             if bank.len() < size {
                 break;
             }
-            tally.ask(memory, bank, &questions, opts)?;
+            tally.ask(memory, bank, (&questions, 0), opts)?;
         }
         if tally.banks > 0 {
             points.push(tally.point(size));
+            answers.append(&mut tally.answers);
         }
     }
+    write_sized_answers(&out_dir.join("bank-sizes.jsonl"), &answers)?;
     Ok(points)
+}
+
+/// Writes one JSON line per answer to `path`.
+fn write_sized_answers(path: &Path, answers: &[SizedAnswer]) -> Result<()> {
+    let mut text = String::new();
+    for a in answers {
+        text.push_str(&serde_json::to_string(a)?);
+        text.push('\n');
+    }
+    std::fs::write(path, text).with_context(|| format!("{}: cannot write", path.display()))
 }
 
 /// A new bank in `dir` (one an evaluation made there is cleared first)

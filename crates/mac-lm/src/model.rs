@@ -63,6 +63,14 @@ impl Default for GenerateOptions {
     }
 }
 
+/// Picks a row's next token in place of its [`Sampling`]: a decoding
+/// restricted to some tokens (see [`BaseLm::generate_choosing`]).
+pub trait TokenChoice {
+    /// Row `row`'s next token after its tokens `so_far`, from its logits
+    /// `[V]`; `None` leaves the pick to the row's sampling.
+    fn choose(&mut self, row: usize, so_far: &[u32], logits: &[f32]) -> Option<u32>;
+}
+
 impl BaseLm {
     /// Shapes a prefix must have.
     pub fn kv_layout(&self) -> KvLayout {
@@ -368,6 +376,21 @@ impl BaseLm {
         eos_id: u32,
         on_token: &mut dyn FnMut(usize, &[u32]) -> bool,
     ) -> Result<Vec<Vec<u32>>> {
+        self.generate_choosing(start, prompts, opts, (pad_id, eos_id), on_token, None)
+    }
+
+    /// [`Self::generate_after`] with `choice` picking each live row's
+    /// token where it will (a restricted decoding), the row's
+    /// [`Sampling`] elsewhere; `(pad_id, eos_id)` as there.
+    pub fn generate_choosing(
+        &self,
+        start: Generation<'_>,
+        prompts: &[Vec<u32>],
+        opts: &[GenerateOptions],
+        (pad_id, eos_id): (u32, u32),
+        on_token: &mut dyn FnMut(usize, &[u32]) -> bool,
+        mut choice: Option<&mut dyn TokenChoice>,
+    ) -> Result<Vec<Vec<u32>>> {
         let Generation { prefix, mut cache } = start;
         if !cache.is_empty() && cache.rows() != prompts.len() {
             return Err(LmError::Input(format!(
@@ -413,7 +436,13 @@ impl BaseLm {
             let hidden = self.forward_hidden(&batch, prefix, Some(&mut cache))?;
             let t = hidden.dims()[1];
             let logits = self.logits(hidden.narrow(1, t - 1, 1));
-            let next = self.pick_tokens(logits, opts, &done, &mut rngs)?;
+            let next = self.pick_tokens(
+                logits,
+                opts,
+                (&done, &out),
+                &mut rngs,
+                choice.as_deref_mut(),
+            )?;
             let mut ids = Vec::with_capacity(b);
             let mut valid = Vec::with_capacity(b);
             for (row, &tok) in next.iter().enumerate() {
@@ -437,14 +466,16 @@ impl BaseLm {
     }
 
     /// The next token of every row from its last logits `[B, 1, V]`: argmax
-    /// on the device when no live row samples, else each row as its
-    /// [`Sampling`] says (finished rows get token 0, unread).
-    fn pick_tokens(
+    /// on the device when no live row samples and nothing restricts the
+    /// choice, else each row as `choice` picks it or its [`Sampling`] says
+    /// (finished rows get token 0, unread; `out`: each row's tokens so far).
+    fn pick_tokens<'c>(
         &self,
         logits: Tensor<3>,
         opts: &[GenerateOptions],
-        done: &[bool],
+        (done, out): (&[bool], &[Vec<u32>]),
         rngs: &mut [rand_chacha::ChaCha8Rng],
+        mut choice: Option<&mut (dyn TokenChoice + 'c)>,
     ) -> Result<Vec<u32>> {
         let [b, _, v] = logits.dims();
         let read = |e| LmError::Input(format!("reading logits: {e:?}"));
@@ -452,7 +483,7 @@ impl BaseLm {
             .iter()
             .zip(done)
             .any(|(o, &d)| !d && !o.sampling.is_greedy());
-        if !sampled {
+        if !sampled && choice.is_none() {
             let next = logits
                 .argmax(2)
                 .reshape([b])
@@ -464,12 +495,15 @@ impl BaseLm {
         Ok(values
             .chunks(v)
             .zip(opts.iter().zip(done).zip(rngs))
-            .map(|(row, ((o, &d), rng))| {
+            .enumerate()
+            .map(|(i, (row, ((o, &d), rng)))| {
                 if d {
-                    0
-                } else {
-                    pick(row, &o.sampling, rng) as u32
+                    return 0;
                 }
+                let chosen = choice
+                    .as_deref_mut()
+                    .and_then(|c| c.choose(i, &out[i], row));
+                chosen.unwrap_or_else(|| pick(row, &o.sampling, rng) as u32)
             })
             .collect())
     }

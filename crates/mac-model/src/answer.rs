@@ -3,10 +3,10 @@
 //! non-empty line, trimmed. A row stops as soon as that line is complete, and the
 //! answer so far can be watched as it grows (for streaming).
 
-use mac_lm::{GenerateOptions, Generation, KvCache, LoadedLm, PrefixKv, Sampling};
+use mac_lm::{GenerateOptions, Generation, KvCache, LoadedLm, PrefixKv, Sampling, TokenChoice};
 use serde::Serialize;
 
-use crate::prompt::prompt_ids;
+use crate::prompt::{continuation_ids, prompt_ids};
 use crate::ModelError;
 
 /// Most tokens of an answer unless a caller asks otherwise (the reference
@@ -92,6 +92,50 @@ pub fn generate_answers(
     )
 }
 
+/// [`generate_answers`] with answer `i` copied from the text `sources[i]`
+/// (see [`CopiedAnswers`]): the text methods' answers where the memory
+/// compared with them copies its own.
+///
+/// [`CopiedAnswers`]: crate::CopiedAnswers
+pub fn generate_copied_answers(
+    lm: &LoadedLm,
+    prompts: &[String],
+    sources: &[&str],
+    max_new_tokens: usize,
+) -> Result<Vec<String>, ModelError> {
+    if sources.len() != prompts.len() {
+        return Err(ModelError::Input(format!(
+            "{} sources to copy from for {} prompts",
+            sources.len(),
+            prompts.len()
+        )));
+    }
+    let ids = prompts
+        .iter()
+        .map(|p| prompt_ids(&lm.tokenizer, p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tokens = sources
+        .iter()
+        .map(|s| continuation_ids(&lm.tokenizer, s).map(Some))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut copies = crate::CopiedAnswers::new(&lm.tokenizer, tokens)?;
+    let generation = AnswerGeneration {
+        max_tokens: max_new_tokens,
+        sampling: Sampling::GREEDY,
+    };
+    let start = Generation {
+        prefix: None,
+        cache: KvCache::new(),
+    };
+    let each = vec![generation; prompts.len()];
+    Ok(
+        generate_answers_after(lm, start, &ids, &each, &mut |_, _| {}, Some(&mut copies))?
+            .into_iter()
+            .map(|a| a.text)
+            .collect(),
+    )
+}
+
 /// Answers to `prompts`, prompt `i` generated as `generation[i]`, in one
 /// batch. `on_text(i, so_far)` is called as answer `i` grows, with the part
 /// of it that is settled (always a prefix of the final answer).
@@ -110,17 +154,22 @@ pub fn generate_answers_each(
         prefix,
         cache: KvCache::new(),
     };
-    generate_answers_after(lm, start, &ids, generation, on_text)
+    generate_answers_after(lm, start, &ids, generation, on_text, None)
 }
 
 /// [`generate_answers_each`] from token ids that continue what `start`
-/// holds (a prefix, and a cache of earlier tokens with one row per prompt).
+/// holds (a prefix, and a cache of earlier tokens with one row per prompt);
+/// `choice`, where given, picks the tokens it will (as [`CopiedAnswers`]
+/// keeps an answer a copy of what the LM was handed).
+///
+/// [`CopiedAnswers`]: crate::CopiedAnswers
 pub fn generate_answers_after(
     lm: &LoadedLm,
     start: Generation<'_>,
     ids: &[Vec<u32>],
     generation: &[AnswerGeneration],
     on_text: &mut dyn FnMut(usize, &str),
+    choice: Option<&mut dyn TokenChoice>,
 ) -> Result<Vec<GeneratedAnswer>, ModelError> {
     let tok = &lm.tokenizer;
     let opts: Vec<GenerateOptions> = generation
@@ -141,12 +190,11 @@ pub fn generate_answers_after(
         })
         .collect();
     let mut decode_error = None;
-    let out = lm.model.generate_after(
+    let out = lm.model.generate_choosing(
         start,
         ids,
         &opts,
-        tok.pad_id,
-        tok.eos_id,
+        (tok.pad_id, tok.eos_id),
         &mut |row, tokens| match tok.decode(tokens) {
             Ok(text) => {
                 let (settled, ended) = settled_answer(&text);
@@ -158,6 +206,7 @@ pub fn generate_answers_after(
                 false
             }
         },
+        choice,
     )?;
     if let Some(e) = decode_error {
         return Err(e.into());

@@ -24,6 +24,7 @@
 mod aggregation_path;
 mod answer;
 mod checkpoint;
+mod copy_answer;
 mod copy_mode;
 mod encoder;
 mod model;
@@ -35,10 +36,11 @@ mod span_memory;
 
 pub use aggregation_path::AggregationPath;
 pub use answer::{
-    generate_answers, generate_answers_after, generate_answers_each, AnswerGeneration,
-    AnswerTimings, GeneratedAnswer, MAX_ANSWER_TOKENS,
+    generate_answers, generate_answers_after, generate_answers_each, generate_copied_answers,
+    AnswerGeneration, AnswerTimings, GeneratedAnswer, MAX_ANSWER_TOKENS,
 };
 pub use checkpoint::{Checkpoint, CheckpointMeta, META_FILE, MODEL_FILE};
+pub use copy_answer::CopiedAnswers;
 pub use copy_mode::{CopyConfig, CopyPath};
 pub use encoder::{AmortizationEncoder, EncodedText, LmChannelSpec, LmTokenChannel, LmTokens};
 pub use mac_lm::Sampling;

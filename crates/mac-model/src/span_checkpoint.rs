@@ -174,6 +174,12 @@ pub struct SpanReading {
     /// condition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recency_answers: Option<f32>,
+    /// The span is chosen among the documents that name every name the
+    /// question names, where any does, and among all otherwise (see
+    /// [`mac_aggregation::StreamedSpanChoice::named_first`]; absent: among
+    /// all).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub named_first: bool,
     /// The whole chosen document is handed, whatever the extent, when the
     /// chosen span's probability within it is below this (the selector
     /// unsure where the answer lies; absent: never).

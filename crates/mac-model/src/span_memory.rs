@@ -24,6 +24,7 @@ use mac_lm::{Generation, KvCache, LoadedLm, Padding, TokenBatch};
 use serde::{Deserialize, Serialize};
 
 use crate::answer::{generate_answers_after, AnswerGeneration, GeneratedAnswer};
+use crate::copy_answer::CopiedAnswers;
 use crate::prompt::{continuation_ids, prompt_ids, question_prompt, ChatFrame};
 use crate::ModelError;
 
@@ -42,6 +43,15 @@ pub struct SpanReader {
     /// How much of the chosen document the LM is handed around the span.
     #[serde(default)]
     pub extent: SpanExtent,
+    /// Whether each answer is copied from what the LM is handed: its
+    /// tokens keep it a run of whole words of that text
+    /// ([`crate::CopiedAnswers`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub copied: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 /// How much of the chosen document's key/values the LM is handed: the
@@ -302,7 +312,18 @@ impl SpanReader {
             prefix: None,
             cache: KvCache::stack(&caches)?,
         };
-        generate_answers_after(lm, start, &prompts, generation, on_text)
+        if !self.copied {
+            return generate_answers_after(lm, start, &prompts, generation, on_text, None);
+        }
+        let sources = reads
+            .iter()
+            .map(|r| {
+                let (start, end) = self.extent.range(lm, r.document, r.start, r.end)?;
+                Ok(Some(r.document[start..=end].to_vec()))
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let mut copies = CopiedAnswers::new(&lm.tokenizer, sources)?;
+        generate_answers_after(lm, start, &prompts, generation, on_text, Some(&mut copies))
     }
 
     /// The cached positions a read keeps of its document's cache after

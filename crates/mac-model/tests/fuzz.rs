@@ -68,6 +68,7 @@ fn span_checkpoint_metadata() {
         layer: 1,
         sink_tokens: 2,
         extent: SpanExtent::Span,
+        copied: false,
     };
     let meta = SpanCheckpointMeta::new(
         &config,
@@ -79,6 +80,7 @@ fn span_checkpoint_metadata() {
             agreement: None,
             recency_same_names: false,
             recency_answers: None,
+            named_first: false,
             whole_below: None,
         },
         "lm.gguf".into(),

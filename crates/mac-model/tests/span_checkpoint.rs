@@ -31,6 +31,7 @@ fn meta(config: &SpanSelectorConfig) -> SpanCheckpointMeta {
         layer: 2,
         sink_tokens: 4,
         extent: SpanExtent::Span,
+        copied: false,
     };
     SpanCheckpointMeta::new(
         config,
@@ -42,6 +43,7 @@ fn meta(config: &SpanSelectorConfig) -> SpanCheckpointMeta {
             agreement: Some(0.25),
             recency_same_names: true,
             recency_answers: Some(3.0),
+            named_first: false,
             whole_below: Some(0.3),
         },
         "lm.gguf".into(),

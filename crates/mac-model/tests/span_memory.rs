@@ -34,6 +34,7 @@ fn the_whole_document_answers_as_the_oracle_context() {
         layer: 1,
         sink_tokens: 4,
         extent: SpanExtent::Span,
+        copied: false,
     };
     let question = "Where was Velra born?";
     let doc = SpanReader::document_ids(&lm, DOCUMENTS[0]).unwrap();
@@ -67,6 +68,7 @@ fn answers_batched_over_documents_equal_each_alone() {
         layer: 1,
         sink_tokens: 2,
         extent: SpanExtent::Span,
+        copied: false,
     };
     let docs: Vec<Vec<u32>> = DOCUMENTS
         .iter()
@@ -142,6 +144,7 @@ fn kept_positions_and_answer_spans() {
         layer: 1,
         sink_tokens: 3,
         extent: SpanExtent::Span,
+        copied: false,
     };
     assert_eq!(reader.kept_positions(5, 7, 20), vec![0, 1, 2, 5, 6, 7]);
     assert_eq!(
@@ -185,6 +188,7 @@ fn a_frame_that_leaves_no_room_for_the_question_is_an_error() {
         layer: 1,
         sink_tokens: 2,
         extent: SpanExtent::Span,
+        copied: false,
     };
     // The tiny model reads characters and has 128 positions: the
     // instruction alone fills them.
@@ -248,6 +252,7 @@ fn a_chat_framed_whole_document_answers_as_the_chat_oracle() {
         layer: 12,
         sink_tokens: 4,
         extent: SpanExtent::Span,
+        copied: false,
     };
     let gen = AnswerGeneration {
         max_tokens: 16,
@@ -326,6 +331,7 @@ fn the_document_extent_answers_as_the_oracle_context_from_any_span() {
         layer: 1,
         sink_tokens: 2,
         extent: SpanExtent::Document,
+        copied: false,
     };
     let question = "Where was Velra born?";
     let doc = SpanReader::document_ids(&lm, DOCUMENTS[0]).unwrap();
@@ -345,6 +351,7 @@ fn the_document_extent_answers_as_the_oracle_context_from_any_span() {
     assert_eq!(from_memory[0].text, oracle[0]);
     let span_only = SpanReader {
         extent: SpanExtent::Span,
+        copied: false,
         ..reader
     };
     let from_span = span_only.answer(&lm, &[read], &[question], &[gen]).unwrap();
@@ -364,6 +371,7 @@ fn stored_key_values_in_a_chat_frame_answer_as_recomputed_ones() {
         layer: 12,
         sink_tokens: 4,
         extent: SpanExtent::Sentence,
+        copied: false,
     };
     let kv = reader
         .document_kv(&lm, &preamble, std::slice::from_ref(&doc))
@@ -423,4 +431,98 @@ fn stored_key_values_in_a_chat_frame_answer_as_recomputed_ones() {
         err.to_string().contains("stored key/value positions"),
         "{err}"
     );
+}
+
+/// Whether `answer` is a run of whole words of `text` (any case).
+fn whole_words_of(text: &str, answer: &str) -> bool {
+    let (text, answer) = (text.to_lowercase(), answer.to_lowercase());
+    let word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+    text.match_indices(&answer).any(|(i, _)| {
+        !word(text[..i].chars().next_back()) && !word(text[i + answer.len()..].chars().next())
+    })
+}
+
+#[test]
+fn copied_answers_are_whole_words_of_what_the_lm_is_handed() {
+    // The tiny random model writes characters at random: free, its answers
+    // are no copy; copied, each is whole words of its document (or empty,
+    // where none of its likeliest characters starts one).
+    let lm = tiny();
+    let free = SpanReader {
+        layer: 1,
+        sink_tokens: 2,
+        extent: SpanExtent::Document,
+        copied: false,
+    };
+    let copied = SpanReader {
+        copied: true,
+        ..free
+    };
+    let docs: Vec<Vec<u32>> = DOCUMENTS
+        .iter()
+        .map(|d| SpanReader::document_ids(&lm, d).unwrap())
+        .collect();
+    let reads: Vec<SpanRead<'_>> = docs.iter().map(|d| SpanRead::whole(d)).collect();
+    let questions = ["Where was Velra born?", "What did Doran win?"];
+    let gen = [AnswerGeneration {
+        max_tokens: 8,
+        ..Default::default()
+    }; 2];
+    let free = free.answer(&lm, &reads, &questions, &gen).unwrap();
+    let copies = copied.answer(&lm, &reads, &questions, &gen).unwrap();
+    assert!(
+        free.iter()
+            .zip(DOCUMENTS)
+            .any(|(a, d)| !a.text.is_empty() && !whole_words_of(d, &a.text)),
+        "{free:?}"
+    );
+    for (a, d) in copies.iter().zip(DOCUMENTS) {
+        assert!(
+            a.text.is_empty() || whole_words_of(d, &a.text),
+            "{a:?} of {d}"
+        );
+    }
+    assert!(copies.iter().any(|a| !a.text.is_empty()), "{copies:?}");
+}
+
+#[test]
+fn a_copied_answer_reads_the_value_the_document_holds() {
+    let Some(lm) = smollm2() else { return };
+    let format = ChatFormat::recognise(lm.tokenizer.chat_template.as_deref().unwrap()).unwrap();
+    let preamble = Preamble::of(&lm, Some(ChatFrame::new(format, &[EXAMPLE]))).unwrap();
+    let text = "Tomasz Vasquez has swapped instruments and now plays the chromatic trombone.";
+    let doc = SpanReader::document_ids(&lm, text).unwrap();
+    let reader = SpanReader {
+        layer: 12,
+        sink_tokens: 4,
+        extent: SpanExtent::Sentence,
+        copied: true,
+    };
+    let (a, b) = answer_span(&lm, &doc, "chromatic trombone")
+        .unwrap()
+        .unwrap();
+    let read = SpanRead {
+        document: &doc,
+        start: a,
+        end: b,
+        stored: None,
+    };
+    let gen = AnswerGeneration {
+        max_tokens: 16,
+        ..Default::default()
+    };
+    let answer = reader
+        .answer_after(
+            &lm,
+            &preamble,
+            &[read],
+            &["What instrument does Tomasz Vasquez play?"],
+            &[gen],
+            &mut |_, _| {},
+        )
+        .unwrap()
+        .remove(0)
+        .text;
+    assert!(whole_words_of(text, &answer), "{answer}");
+    assert!(answer.contains("chromatic trombone"), "{answer}");
 }

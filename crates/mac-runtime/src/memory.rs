@@ -32,6 +32,12 @@ pub trait Memory: Send + Sync {
     fn frame(&self) -> Option<&ChatFrame> {
         None
     }
+    /// Whether its answers are copied from what the LM is handed (whole
+    /// words of it, see `mac_model::CopiedAnswers`). Methods compared with
+    /// it that read text copy from the text they hand the LM.
+    fn copies_answers(&self) -> bool {
+        false
+    }
     /// Whether it can add the question–document similarity prior when
     /// reading `bank` ([`AskOptions::similarity_prior`]).
     fn has_prior(&self, bank: &MemoryBank) -> bool {

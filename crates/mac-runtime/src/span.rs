@@ -190,7 +190,9 @@ impl SpanMemory {
 
     /// Each question's span over the whole bank, scored `chunk` documents
     /// at a time; a later entry is preferred as the checkpoint's recency
-    /// says (entries lie in the order they were ingested).
+    /// says (entries lie in the order they were ingested); named first, the
+    /// span is chosen among the entries that name what the question names,
+    /// where any does.
     pub fn choose(
         &self,
         bank: &MemoryBank,
@@ -206,8 +208,10 @@ impl SpanMemory {
             .map(|_| {
                 StreamedSpanChoice::new(self.reading.rule, self.selector.max_span)
                     .with_recency(self.reading.recency())
+                    .named_first(self.reading.named_first)
             })
             .collect();
+        let names: Vec<Vec<Vec<&str>>> = questions.iter().map(|q| question_names(q)).collect();
         let key = 2 * self.selector.d_key;
         let width = self.row_width();
         for part in bank.chunks(chunk.max(1)) {
@@ -222,13 +226,23 @@ impl SpanMemory {
                 doc_keys,
                 doc_valid,
             );
+            let named: Vec<Vec<bool>> = match self.reading.named_first {
+                true => names
+                    .iter()
+                    .map(|n| {
+                        let every = |t: &String| !n.is_empty() && names_every(t, n);
+                        part.texts.iter().map(every).collect()
+                    })
+                    .collect(),
+                false => Vec::new(),
+            };
             push_chunk(
                 &mut choices,
                 &self.selector,
-                queries.clone(),
-                keys,
+                (queries.clone(), keys),
                 matches,
                 &part.rows,
+                &named,
             )
             .map_err(read_error)?;
         }
@@ -275,6 +289,10 @@ impl Memory for SpanMemory {
 
     fn frame(&self) -> Option<&ChatFrame> {
         self.preamble.frame()
+    }
+
+    fn copies_answers(&self) -> bool {
+        self.reading.reader.copied
     }
 
     fn document_token_limit(&self) -> usize {

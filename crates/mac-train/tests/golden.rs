@@ -137,6 +137,7 @@ fn bless_checkpoint(dir: &Path, device: &burn::tensor::Device) {
         layer: 1,
         sink_tokens: 2,
         extent: SpanExtent::Span,
+        copied: false,
     };
     let features = SpanFeatures::read(&lm, &reader, &stream(), 8, 8).unwrap();
     let mut trainer = SpanTrainer::new(config, &features, device).unwrap();
@@ -151,6 +152,7 @@ fn bless_checkpoint(dir: &Path, device: &burn::tensor::Device) {
         agreement: None,
         recency_same_names: false,
         recency_answers: None,
+        named_first: false,
         whole_below: None,
     };
     trainer

@@ -78,6 +78,7 @@ fn span_training_learns_where_answers_lie() {
         layer: config.layer,
         sink_tokens: 2,
         extent: SpanExtent::Span,
+        copied: false,
     };
     let features = SpanFeatures::read(&lm, &reader, &dataset, 8, 3).unwrap();
     assert_eq!(features.documents.len(), 8);
@@ -185,6 +186,7 @@ fn span_training_learns_where_answers_lie() {
         agreement: None,
         recency_same_names: false,
         recency_answers: None,
+        named_first: false,
         whole_below: None,
     };
     trainer
@@ -293,6 +295,7 @@ fn span_training_saved_and_resumed_takes_the_uninterrupted_steps() {
         layer: config.layer,
         sink_tokens: 2,
         extent: SpanExtent::Span,
+        copied: false,
     };
     let features = SpanFeatures::read(&lm, &reader, &eight_documents(), 8, 4).unwrap();
     let losses = |trainer: &mut SpanTrainer, n: usize| -> Vec<f64> {
@@ -319,6 +322,7 @@ fn span_training_saved_and_resumed_takes_the_uninterrupted_steps() {
                 agreement: None,
                 recency_same_names: false,
                 recency_answers: None,
+                named_first: false,
                 whole_below: None,
             },
             "tiny-llama.gguf".into(),

@@ -25,6 +25,15 @@ impl MemoryBank {
         Ok(body.to_vec())
     }
 
+    /// A text field of entry `m`, an error naming its segment if it is not
+    /// UTF-8.
+    fn utf8(&self, m: &EntryMeta, bytes: &[u8]) -> Result<String> {
+        String::from_utf8(bytes.to_vec()).map_err(|_| BankError::Corrupt {
+            path: self.dir.join(&self.manifest.segments[m.segment].file),
+            reason: format!("entry {} holds invalid UTF-8", m.id),
+        })
+    }
+
     /// Reads one entry (by position in the bank), checking its checksum.
     pub fn read(&self, index: usize) -> Result<StoredEntry> {
         let m = self.entries.get(index).ok_or_else(|| {
@@ -37,18 +46,11 @@ impl MemoryBank {
         let h = Header::parse(&body).expect("checked at open");
         let precision = self.shape().precision;
         let f = h.fields(&body, h.modulation_len(), precision);
-        let path = || self.dir.join(&self.manifest.segments[m.segment].file);
-        let utf8 = |b: &[u8]| {
-            String::from_utf8(b.to_vec()).map_err(|_| BankError::Corrupt {
-                path: path(),
-                reason: format!("entry {} holds invalid UTF-8", m.id),
-            })
-        };
         Ok(StoredEntry {
             id: h.id,
             time_ms: h.time_ms,
-            source: utf8(f.source)?,
-            text: utf8(f.text)?,
+            source: self.utf8(m, f.source)?,
+            text: self.utf8(m, f.text)?,
             modulation: precision.decode(f.modulation),
             key: floats(f.key),
         })
@@ -67,6 +69,7 @@ impl MemoryBank {
         let mut data = Vec::with_capacity(capacity);
         let mut keys = Vec::with_capacity((end - start) * key_dim);
         let (mut ids, mut rows) = (Vec::with_capacity(end - start), Vec::new());
+        let mut texts = Vec::with_capacity(end - start);
         for m in &self.entries[start..end] {
             let body = self.read_body(m)?;
             let h = Header::parse(&body).expect("checked at open");
@@ -74,6 +77,7 @@ impl MemoryBank {
             let f = h.fields(&body, h.modulation_len(), precision);
             data.extend(precision.decode(f.modulation));
             keys.extend(floats(f.key));
+            texts.push(self.utf8(m, f.text)?);
             ids.push(m.id);
             rows.push(h.n as usize);
         }
@@ -83,6 +87,7 @@ impl MemoryBank {
             rows,
             data,
             keys,
+            texts,
         })
     }
 

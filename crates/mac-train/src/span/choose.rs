@@ -35,14 +35,18 @@ pub struct Choosing {
     pub rule: SpanRule,
     /// Documents scored at a time.
     pub chunk: usize,
+    /// Chosen among the documents that name what the question names, where
+    /// any does ([`StreamedSpanChoice::named_first`]).
+    pub named_first: bool,
 }
 
 impl Choosing {
-    /// By `rule`, [`BANK_CHUNK`] documents at a time.
+    /// By `rule`, [`BANK_CHUNK`] documents at a time, among all documents.
     pub fn by(rule: SpanRule) -> Self {
         Self {
             rule,
             chunk: BANK_CHUNK,
+            named_first: false,
         }
     }
 }
@@ -94,8 +98,14 @@ pub fn choose_spans_each(
         let mut choices: Vec<StreamedSpanChoice> = qs
             .iter()
             .map(|_| {
-                StreamedSpanChoice::new(choosing.rule, selector.max_span).keeping_for(recencies)
+                StreamedSpanChoice::new(choosing.rule, selector.max_span)
+                    .keeping_for(recencies)
+                    .named_first(choosing.named_first)
             })
+            .collect();
+        let names: Vec<Vec<Vec<&str>>> = qs
+            .iter()
+            .map(|&q| question_names(&asked.questions[q].text))
             .collect();
         for (b, documents) in bank.chunks(chunk).enumerate() {
             let lengths = memory.lengths(documents);
@@ -108,13 +118,17 @@ pub fn choose_spans_each(
                         .narrow(0, c * 64, qs.len())
                         .narrow(1, b * chunk, n);
             }
+            let named = match choosing.named_first {
+                true => named_in(memory, documents, &names),
+                false => Vec::new(),
+            };
             push_chunk(
                 &mut choices,
                 selector,
-                queries.clone(),
-                keys,
+                (queries.clone(), keys),
                 matches,
                 &lengths,
+                &named,
             )
             .map_err(|e| anyhow::anyhow!("reading span scores: {e:?}"))?;
         }
@@ -148,4 +162,22 @@ pub fn choose_spans_each(
         }
     }
     Ok(out)
+}
+
+/// Whether each of `documents` (of `memory`) names every name of each
+/// question (`[Q][N]`); a question naming nothing marks none.
+fn named_in(
+    memory: &SpanFeatures,
+    documents: &[usize],
+    names: &[Vec<Vec<&str>>],
+) -> Vec<Vec<bool>> {
+    names
+        .iter()
+        .map(|n| {
+            documents
+                .iter()
+                .map(|&d| !n.is_empty() && names_every(&memory.texts[d], n))
+                .collect()
+        })
+        .collect()
 }

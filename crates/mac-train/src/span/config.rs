@@ -144,6 +144,7 @@ impl SpanRunConfig {
             layer: self.selector.layer,
             sink_tokens: self.sink_tokens,
             extent: SpanExtent::Span,
+            copied: false,
         }
     }
 }

@@ -54,6 +54,10 @@ pub struct RecencyScore {
     /// The rule scored (its fields at the record's top level).
     #[serde(flatten)]
     pub recency: Recency,
+    /// Whether the span was chosen among the documents naming what the
+    /// question names first.
+    #[serde(default)]
+    pub named_first: bool,
     /// Share of questions whose chosen document is their own (for a
     /// changed fact, the later document).
     pub top1: f64,
@@ -127,45 +131,55 @@ pub(super) fn choose_recency(
         document.qas.iter().any(|qa| !qa.stale.is_empty())
     };
     let rules = tried();
-    let each = choose_spans_each(
-        selector,
-        &features,
-        &bank,
-        &features,
-        &questions,
-        None,
-        Choosing::by(rule),
-        &rules,
-        device,
-    )?;
-    let plain: Vec<usize> = each[0].iter().map(|c| c.span.document).collect();
+    let mut plain: Vec<usize> = Vec::new();
     let mut scores = Vec::new();
-    for (recency, spans) in rules.into_iter().zip(each) {
-        let (mut right, mut changed_right, mut n_changed) = (0.0, 0.0, 0.0);
-        for (c, &q) in spans.iter().zip(&questions) {
-            let own = f64::from(u8::from(c.span.document == features.questions[q].document));
-            right += own;
-            if changed(q) {
-                (changed_right, n_changed) = (changed_right + own, n_changed + 1.0);
-            }
+    for named_first in [false, true] {
+        let each = choose_spans_each(
+            selector,
+            &features,
+            &bank,
+            &features,
+            &questions,
+            None,
+            Choosing {
+                named_first,
+                ..Choosing::by(rule)
+            },
+            &rules,
+            device,
+        )?;
+        if plain.is_empty() {
+            plain = each[0].iter().map(|c| c.span.document).collect();
         }
-        let departed = spans
-            .iter()
-            .zip(&plain)
-            .filter(|(c, &p)| c.span.document != p)
-            .count();
-        let n = questions.len().max(1) as f64;
-        let score = RecencyScore {
-            recency,
-            top1: right / n,
-            changed_top1: changed_right / f64::max(n_changed, 1.0),
-            later_reads: departed as f64 / n,
-        };
-        log(&format!(
-            "validation top-1 with recency {recency:?} over {} documents: {:.3} ({:.3} of changed facts; {:.3} read later entries)",
-            bank.len(), score.top1, score.changed_top1, score.later_reads
-        ));
-        scores.push(score);
+        for (&recency, spans) in rules.iter().zip(each) {
+            let (mut right, mut changed_right, mut n_changed) = (0.0, 0.0, 0.0);
+            for (c, &q) in spans.iter().zip(&questions) {
+                let own = f64::from(u8::from(c.span.document == features.questions[q].document));
+                right += own;
+                if changed(q) {
+                    (changed_right, n_changed) = (changed_right + own, n_changed + 1.0);
+                }
+            }
+            let departed = spans
+                .iter()
+                .zip(&plain)
+                .filter(|(c, &p)| c.span.document != p)
+                .count();
+            let n = questions.len().max(1) as f64;
+            let score = RecencyScore {
+                recency,
+                named_first,
+                top1: right / n,
+                changed_top1: changed_right / f64::max(n_changed, 1.0),
+                later_reads: departed as f64 / n,
+            };
+            log(&format!(
+                "validation top-1 with recency {recency:?}{} over {} documents: {:.3} ({:.3} of changed facts; {:.3} read later entries)",
+                if named_first { ", named first" } else { "" },
+                bank.len(), score.top1, score.changed_top1, score.later_reads
+            ));
+            scores.push(score);
+        }
     }
     Ok(scores)
 }
@@ -177,6 +191,7 @@ mod tests {
     fn score(top1: f64, later_reads: f64) -> RecencyScore {
         RecencyScore {
             recency: Recency::margin(1.0),
+            named_first: false,
             top1,
             changed_top1: 0.0,
             later_reads,

@@ -79,6 +79,13 @@ pub struct SpanRunReport {
     /// Validation F1 with each such floor tried; the best was kept.
     #[serde(default)]
     pub whole_belows: Vec<(Option<f32>, f64)>,
+    /// Whether answers are copied from what the LM is handed.
+    #[serde(default)]
+    pub copied: bool,
+    /// Validation F1 free and copied (each with its best floor); the
+    /// better was kept.
+    #[serde(default)]
+    pub copies: Vec<(bool, f64)>,
     /// The recency margin kept (see [`mac_aggregation::Recency`]).
     #[serde(default)]
     pub recency: f32,
@@ -91,6 +98,10 @@ pub struct SpanRunReport {
     /// How far below the best's a later entry's best span may score.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recency_answers: Option<f32>,
+    /// Whether the span is chosen among the documents naming what the
+    /// question names first (kept with the recency).
+    #[serde(default)]
+    pub named_first: bool,
     /// Each recency choice tried on validation knowledge that changes.
     #[serde(default)]
     pub recencies: Vec<RecencyScore>,
@@ -152,6 +163,7 @@ pub fn train_span_memory(
         agreement: recency.agreement,
         recency_same_names: recency.same_names,
         recency_answers: recency.answers,
+        named_first: recencies[kept(&recencies)].named_first,
         whole_below: choice.whole_below,
     };
     let meta = SpanCheckpointMeta::new(&chosen.config, reading, lm_path);
@@ -168,10 +180,13 @@ pub fn train_span_memory(
         extents: choice.extents,
         whole_below: choice.whole_below,
         whole_belows: choice.floors,
+        copied: choice.reader.copied,
+        copies: choice.copies,
         recency: recency.margin,
         agreement: recency.agreement,
         recency_same_names: recency.same_names,
         recency_answers: recency.answers,
+        named_first: recencies[kept(&recencies)].named_first,
         recencies,
         seconds: [read, trained, t2.elapsed().as_secs_f64()],
         checkpoint,
@@ -239,6 +254,7 @@ struct Answering {
     extents: Vec<(SpanExtent, f64)>,
     whole_below: Option<f32>,
     floors: Vec<(Option<f32>, f64)>,
+    copies: Vec<(bool, f64)>,
 }
 
 /// Span probabilities below which the whole document may be handed,
@@ -258,9 +274,9 @@ const WHOLE_BELOW: [Option<f32>; 10] = [
 
 /// Chooses on validation F1 the frame the chosen spans are read in (with
 /// the span alone), then how much of the document is handed in that frame,
-/// then below which span probability the whole document is handed instead:
-/// each by the mean F1 over the first questions of every validation set
-/// (each its own bank).
+/// then below which span probability the whole document is handed instead,
+/// then whether answers are copied from what is handed: each by the mean
+/// F1 over the first questions of every validation set (each its own bank).
 fn choose_answering(
     config: &SpanRunConfig,
     lm: &LoadedLm,
@@ -340,15 +356,54 @@ fn choose_answering(
             "validation F1 handing the document below span probability {floor:?}: {f1:.3}"
         ));
     }
+    let copied = SpanReader {
+        copied: true,
+        ..reader
+    };
+    let copied_floors = copied_floor_scores(&f1s_of, &copied, &frame, &confidences)?;
+    let (free, copy) = (best_of(&floors), best_of(&copied_floors));
+    let copies = vec![(false, floors[free].1), (true, copied_floors[copy].1)];
+    log(&format!(
+        "validation F1 with answers copied from what is handed: {:.3} (free: {:.3})",
+        copies[1].1, copies[0].1
+    ));
+    let (reader, whole_below, floors) = match best_of(&copies) {
+        1 => (copied, copied_floors[copy].0, copied_floors),
+        _ => (reader, floors[free].0, floors),
+    };
     Ok(Answering {
         reader,
         frame,
         frame_name: frame_name.to_string(),
         frames: scores,
         extents,
-        whole_below: floors[best_of(&floors)].0,
+        whole_below,
         floors,
+        copies,
     })
+}
+
+/// Each floor of [`WHOLE_BELOW`] with its F1 when `copied` (its extent
+/// around the span, or the whole document below the floor) answers by
+/// copying from what it hands.
+fn copied_floor_scores(
+    f1s_of: &dyn Fn(&SpanReader, &AnswerFrame) -> Result<Vec<f64>>,
+    copied: &SpanReader,
+    frame: &AnswerFrame,
+    confidences: &[f32],
+) -> Result<Vec<(Option<f32>, f64)>> {
+    let kept = f1s_of(copied, frame)?;
+    let document = match copied.extent {
+        SpanExtent::Document => kept.clone(),
+        _ => f1s_of(
+            &SpanReader {
+                extent: SpanExtent::Document,
+                ..*copied
+            },
+            frame,
+        )?,
+    };
+    Ok(whole_below_scores(confidences, &kept, &document))
 }
 
 /// Each floor of [`WHOLE_BELOW`] with its F1: the whole document's answer
