@@ -56,10 +56,13 @@ fn span_checkpoint() -> PathBuf {
         .fold(f64::MIN, f64::max);
     let kept = frames.iter().find(|f| f[0] == report["frame"]).unwrap();
     assert_eq!(kept[1].as_f64().unwrap(), best, "{report}");
-    // Every recency margin with every agreement was tried; the one kept
-    // has the best validation top-1 and is the checkpoint's.
+    // Every recency margin with every agreement was tried, without and
+    // with the named-first choice; the one kept has the best validation
+    // top-1 and is the checkpoint's.
     let tried = report["recencies"].as_array().unwrap();
-    assert_eq!(tried.len(), 1 + 3 * (1 + 3) * 2 * 3, "{report}");
+    assert_eq!(tried.len(), 2 * (1 + 3 * (1 + 3) * 2 * 3), "{report}");
+    let named = tried.iter().filter(|r| r["named_first"] == true).count();
+    assert_eq!(2 * named, tried.len(), "{report}");
     let top = tried
         .iter()
         .map(|r| r["top1"].as_f64().unwrap())
@@ -69,6 +72,7 @@ fn span_checkpoint() -> PathBuf {
             && r["agreement"] == report["agreement"]
             && r["same_names"] == report["recency_same_names"]
             && r.get("answers") == report.get("recency_answers")
+            && r["named_first"] == report["named_first"]
     };
     let kept = tried.iter().find(kept).unwrap();
     assert_eq!(kept["top1"].as_f64().unwrap(), top, "{report}");
@@ -100,6 +104,19 @@ fn span_checkpoint() -> PathBuf {
     assert_eq!(same_names, report["recency_same_names"], "{meta}");
     let answers = meta["reading"].get("recency_answers");
     assert_eq!(answers, report.get("recency_answers"), "{meta}");
+    let named_first = meta["reading"].get("named_first").cloned();
+    assert_eq!(
+        named_first.unwrap_or(false.into()),
+        report["named_first"],
+        "{meta}"
+    );
+    // Copied answers: kept where they scored better on validation.
+    let copies = report["copies"].as_array().unwrap();
+    assert_eq!(copies.len(), 2, "{report}");
+    let copied = copies[1][1].as_f64().unwrap() > copies[0][1].as_f64().unwrap();
+    assert_eq!(report["copied"], copied, "{report}");
+    let reader_copied = meta["reading"]["reader"].get("copied").cloned();
+    assert_eq!(reader_copied.unwrap_or(false.into()), copied, "{meta}");
     let floor = meta["reading"]
         .get("whole_below")
         .cloned()
