@@ -184,14 +184,7 @@ pub(crate) fn attention_stats(
         let w = &a.shares;
         let Some(&g) = w.get(*doc) else { continue };
         mean += g as f64;
-        // The document an answer was read from, for a memory that reads a
-        // span; else the most attended. (An evaluation's banks hold the
-        // stream in order: entry `i` has id `i`.)
-        let gold_first = match &a.span {
-            Some(span) => span.id == *doc as u64,
-            None => w.iter().all(|&x| x <= g),
-        };
-        if gold_first {
+        if read_from(*doc, a) {
             top1 += 1.0;
         }
     }
@@ -201,5 +194,18 @@ pub(crate) fn attention_stats(
         gold_weight_mean: mean / n,
         uniform_weight: 1.0 / n_docs.max(1) as f64,
         whole_document: whole as f64 / n,
+    }
+}
+
+/// Whether `answer` was read from entry `doc`: the document its span was
+/// read from, for a memory that reads a span; else the most attended.
+/// (An evaluation's banks hold the stream in order: entry `i` has id `i`.)
+pub(crate) fn read_from(doc: usize, answer: &SourcedAnswer) -> bool {
+    match &answer.span {
+        Some(span) => span.id == doc as u64,
+        None => answer
+            .shares
+            .get(doc)
+            .is_some_and(|&g| answer.shares.iter().all(|&x| x <= g)),
     }
 }

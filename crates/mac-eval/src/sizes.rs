@@ -15,7 +15,7 @@ use mac_data::{Dataset, Document};
 use mac_runtime::Memory;
 use serde::{Deserialize, Serialize};
 
-use crate::asking::{ask_all, attention_stats, clear_eval_bank, ingest, EvalOptions};
+use crate::asking::{ask_all, attention_stats, clear_eval_bank, ingest, read_from, EvalOptions};
 use crate::methods::{score, Question};
 
 /// The producer of the banks a bank-size measurement makes.
@@ -101,10 +101,6 @@ impl Tally {
         let (em, f1, _) = score("bank size", questions, &texts, &mut preds);
         (self.em, self.f1) = (self.em + n * em, self.f1 + n * f1);
         for ((p, a), (doc, _)) in preds.into_iter().zip(&answers).zip(questions) {
-            let own = a.span.as_ref().map_or_else(
-                || a.documents.first().is_some_and(|d| d.id == *doc as u64),
-                |s| s.id == *doc as u64,
-            );
             self.answers.push(SizedAnswer {
                 documents: bank.len(),
                 document: from + doc,
@@ -112,7 +108,7 @@ impl Tally {
                 prediction: p.prediction,
                 answers: p.answers,
                 f1: p.f1,
-                own_document: own,
+                own_document: read_from(*doc, a),
                 span: a.span.as_ref().map(|s| s.text.clone()),
                 attended: a.documents.iter().map(|d| d.snippet.clone()).collect(),
             });

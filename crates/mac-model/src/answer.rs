@@ -77,19 +77,9 @@ pub fn generate_answers(
     prefix: Option<&PrefixKv>,
     max_new_tokens: usize,
 ) -> Result<Vec<String>, ModelError> {
-    let generation = vec![
-        AnswerGeneration {
-            max_tokens: max_new_tokens,
-            sampling: Sampling::GREEDY,
-        };
-        prompts.len()
-    ];
-    Ok(
-        generate_answers_each(lm, prompts, &generation, prefix, &mut |_, _| {})?
-            .into_iter()
-            .map(|a| a.text)
-            .collect(),
-    )
+    let generation = vec![greedy(max_new_tokens); prompts.len()];
+    let answers = answers_to_prompts(lm, prompts, &generation, prefix, &mut |_, _| {}, None)?;
+    Ok(answers.into_iter().map(|a| a.text).collect())
 }
 
 /// [`generate_answers`] with answer `i` copied from the text `sources[i]`
@@ -110,30 +100,50 @@ pub fn generate_copied_answers(
             prompts.len()
         )));
     }
-    let ids = prompts
-        .iter()
-        .map(|p| prompt_ids(&lm.tokenizer, p))
-        .collect::<Result<Vec<_>, _>>()?;
     let tokens = sources
         .iter()
         .map(|s| continuation_ids(&lm.tokenizer, s).map(Some))
         .collect::<Result<Vec<_>, _>>()?;
     let mut copies = crate::CopiedAnswers::new(&lm.tokenizer, tokens)?;
-    let generation = AnswerGeneration {
-        max_tokens: max_new_tokens,
+    let generation = vec![greedy(max_new_tokens); prompts.len()];
+    let answers = answers_to_prompts(
+        lm,
+        prompts,
+        &generation,
+        None,
+        &mut |_, _| {},
+        Some(&mut copies),
+    )?;
+    Ok(answers.into_iter().map(|a| a.text).collect())
+}
+
+/// Greedy generation of at most `max_tokens` tokens.
+fn greedy(max_tokens: usize) -> AnswerGeneration {
+    AnswerGeneration {
+        max_tokens,
         sampling: Sampling::GREEDY,
-    };
+    }
+}
+
+/// Answers to text prompts in one batch, after `prefix`, `on_text`
+/// watching them grow and `choice` picking the tokens it will.
+fn answers_to_prompts(
+    lm: &LoadedLm,
+    prompts: &[String],
+    generation: &[AnswerGeneration],
+    prefix: Option<&PrefixKv>,
+    on_text: &mut dyn FnMut(usize, &str),
+    choice: Option<&mut dyn TokenChoice>,
+) -> Result<Vec<GeneratedAnswer>, ModelError> {
+    let ids = prompts
+        .iter()
+        .map(|p| prompt_ids(&lm.tokenizer, p))
+        .collect::<Result<Vec<_>, _>>()?;
     let start = Generation {
-        prefix: None,
+        prefix,
         cache: KvCache::new(),
     };
-    let each = vec![generation; prompts.len()];
-    Ok(
-        generate_answers_after(lm, start, &ids, &each, &mut |_, _| {}, Some(&mut copies))?
-            .into_iter()
-            .map(|a| a.text)
-            .collect(),
-    )
+    generate_answers_after(lm, start, &ids, generation, on_text, choice)
 }
 
 /// Answers to `prompts`, prompt `i` generated as `generation[i]`, in one
@@ -146,15 +156,7 @@ pub fn generate_answers_each(
     prefix: Option<&PrefixKv>,
     on_text: &mut dyn FnMut(usize, &str),
 ) -> Result<Vec<GeneratedAnswer>, ModelError> {
-    let ids = prompts
-        .iter()
-        .map(|p| prompt_ids(&lm.tokenizer, p))
-        .collect::<Result<Vec<_>, _>>()?;
-    let start = Generation {
-        prefix,
-        cache: KvCache::new(),
-    };
-    generate_answers_after(lm, start, &ids, generation, on_text, None)
+    answers_to_prompts(lm, prompts, generation, prefix, on_text, None)
 }
 
 /// [`generate_answers_each`] from token ids that continue what `start`

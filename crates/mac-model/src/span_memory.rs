@@ -278,12 +278,18 @@ impl SpanReader {
                 questions.len()
             )));
         }
+        // The document tokens each read hands the LM, found once.
+        let handed = reads
+            .iter()
+            .map(|r| self.handed_range(lm, r))
+            .collect::<Result<Vec<_>, _>>()?;
         // Questions about one document share its pass.
         let mut full: Vec<(&[u32], KvCache)> = Vec::new();
         let caches = reads
             .iter()
-            .map(|r| {
-                let kept = self.kept_in_frame(lm, preamble, r)?;
+            .zip(&handed)
+            .map(|(r, &range)| {
+                let kept = self.kept_in_frame(lm, preamble, r, range);
                 let cached = match full.iter().position(|(d, _)| *d == r.document) {
                     Some(i) => &full[i].1,
                     None => {
@@ -317,24 +323,16 @@ impl SpanReader {
         }
         let sources = reads
             .iter()
-            .map(|r| {
-                let (start, end) = self.extent.range(lm, r.document, r.start, r.end)?;
-                Ok(Some(r.document[start..=end].to_vec()))
-            })
-            .collect::<Result<Vec<_>, ModelError>>()?;
+            .zip(&handed)
+            .map(|(r, &(start, end))| Some(r.document[start..=end].to_vec()))
+            .collect();
         let mut copies = CopiedAnswers::new(&lm.tokenizer, sources)?;
         generate_answers_after(lm, start, &prompts, generation, on_text, Some(&mut copies))
     }
 
-    /// The cached positions a read keeps of its document's cache after
-    /// `preamble`: the preamble whole (or the attention sink) and the
-    /// extent around the span.
-    fn kept_in_frame(
-        &self,
-        lm: &LoadedLm,
-        preamble: &Preamble,
-        r: &SpanRead<'_>,
-    ) -> Result<Vec<usize>, ModelError> {
+    /// The first and last document token (inclusive) a read hands the LM:
+    /// its extent around the span, which must lie in the document.
+    fn handed_range(&self, lm: &LoadedLm, r: &SpanRead<'_>) -> Result<(usize, usize), ModelError> {
         if r.start > r.end || r.end >= r.document.len() {
             return Err(ModelError::Input(format!(
                 "span {}..={} of a document of {} tokens",
@@ -343,8 +341,20 @@ impl SpanReader {
                 r.document.len()
             )));
         }
-        let (start, end) = self.extent.range(lm, r.document, r.start, r.end)?;
-        Ok(match preamble.frame {
+        self.extent.range(lm, r.document, r.start, r.end)
+    }
+
+    /// The cached positions a read keeps of its document's cache after
+    /// `preamble`: the preamble whole (or the attention sink) and the
+    /// document tokens `start..=end` it hands the LM.
+    fn kept_in_frame(
+        &self,
+        lm: &LoadedLm,
+        preamble: &Preamble,
+        r: &SpanRead<'_>,
+        (start, end): (usize, usize),
+    ) -> Vec<usize> {
+        match preamble.frame {
             Some(_) => {
                 // Document token `i` sits at `p + i - bos` after the preamble.
                 let p = preamble.ids.len();
@@ -355,7 +365,7 @@ impl SpanReader {
                     .collect()
             }
             None => self.kept_positions(start, end, r.document.len()),
-        })
+        }
     }
 }
 

@@ -248,12 +248,11 @@ impl SpanMemory {
         }
         choices
             .into_iter()
-            .zip(questions)
-            .map(|(c, question)| {
-                let names = question_names(question);
+            .zip(&names)
+            .map(|(c, names)| {
                 let mut failed = None;
                 let choice = c.finish_where(|d| match bank.read(d) {
-                    Ok(entry) => names_every(&entry.text, &names),
+                    Ok(entry) => names_every(&entry.text, names),
                     Err(e) => {
                         failed.get_or_insert(e);
                         false
