@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use mac_data::{Dataset, Document, QaPair};
 use mac_lm::LoadedLm;
-use mac_model::{AnswerFrame, SpanExtent, SpanReader, SpanReading};
+use mac_model::{AnswerFrame, SentenceChecking, SpanExtent, SpanReader, SpanReading};
 use mac_train::span::{SpanFeatures, SpanRule, SpanTrainConfig, SpanTrainer};
 
 fn mac() -> Command {
@@ -54,6 +54,11 @@ fn succeeded(out: &Output) -> String {
 /// A selector trained briefly on the tiny model over `documents()`, saved
 /// in `dir/span`.
 fn trained_checkpoint(dir: &std::path::Path) -> PathBuf {
+    checkpoint_checking(dir, None)
+}
+
+/// [`trained_checkpoint`] with the sentence check `sentence_check`.
+fn checkpoint_checking(dir: &std::path::Path, sentence_check: Option<SentenceChecking>) -> PathBuf {
     let device = mac_device::select("flex").unwrap();
     let lm = LoadedLm::load(tiny_llama(), &device).unwrap();
     let config = SpanTrainConfig {
@@ -87,6 +92,7 @@ fn trained_checkpoint(dir: &std::path::Path) -> PathBuf {
         recency_answers: None,
         named_first: false,
         whole_below: None,
+        sentence_check,
     };
     trainer.save(&checkpoint, reading, tiny_llama()).unwrap();
     checkpoint
@@ -178,6 +184,60 @@ fn span_memory_ingests_and_answers_with_its_span() {
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("span memory reads"), "{err}");
+}
+
+#[test]
+fn the_sentence_check_hands_the_sentence_matching_the_question() {
+    let encoder = mac_assets::default_encoder_dir();
+    if !mac_assets::fetched_or_skip(&encoder) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let check = |encoder: PathBuf| SentenceChecking {
+        slack: 0.0,
+        encoder,
+    };
+    let checkpoint = checkpoint_checking(dir.path(), Some(check(encoder)));
+    let docs = dir.path().join("two-sentences.jsonl");
+    let lines = [
+        "Ann lives in Oslo. Ann plays the harp.",
+        "Bo lives in Lima. Bo plays the drums.",
+    ]
+    .map(|d| serde_json::json!({ "document": d }).to_string());
+    std::fs::write(&docs, lines.join("\n")).unwrap();
+    let bank = dir.path().join("bank");
+    ingest(&bank, &checkpoint, &docs, &[]);
+    // Whichever sentence of its document the tiny selector's span lies in,
+    // it is handed within the one the sentence encoder matches best with
+    // the question (moved there whole where it lay elsewhere).
+    let plays = ["Ann plays the harp.", "Bo plays the drums."];
+    let lives = ["Ann lives in Oslo.", "Bo lives in Lima."];
+    let mut moved = 0;
+    for (question, sentences) in [
+        ("What instrument does Ann play?", plays),
+        ("Which instrument does Bo play?", plays),
+        ("Which city does Bo live in?", lives),
+        ("Where does Ann live?", lives),
+    ] {
+        let answer = ask(&bank, &checkpoint, question);
+        let text = answer["span"]["text"].as_str().unwrap().trim();
+        assert!(
+            !text.is_empty() && sentences.iter().any(|s| s.contains(text)),
+            "{question}: {answer}"
+        );
+        moved += usize::from(sentences.contains(&text));
+    }
+    // The tiny selector's spans (at most 8 tokens, shorter than any
+    // sentence) lie in one sentence whatever is asked: a whole sentence
+    // handed is the check's move.
+    assert!(moved >= 1, "the check moved no span");
+    // A checkpoint naming an encoder that is not there: an error naming it.
+    let missing = dir.path().join("no-encoder");
+    let broken = checkpoint_checking(&dir.path().join("broken"), Some(check(missing)));
+    let out = ask_output(&bank, &broken, "Where does Ann live?");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-encoder"), "{err}");
 }
 
 #[test]

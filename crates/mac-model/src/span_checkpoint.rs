@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{check_applied, err, read_meta, write_parts};
 use crate::model::MAX_CONFIG_SIZE;
 use crate::prompt::{ChatExample, ChatFormat, ChatFrame};
-use crate::{ModelError, SpanReader};
+#[cfg(doc)]
+use crate::SentenceCheck;
+use crate::{ModelError, SentenceChecking, SpanReader};
 
 /// File name of span memory's metadata inside a checkpoint directory.
 pub const SPAN_META_FILE: &str = "span.json";
@@ -185,6 +187,12 @@ pub struct SpanReading {
     /// unsure where the answer lies; absent: never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub whole_below: Option<f32>,
+    /// Where set, a sentence of the chosen document that a frozen sentence
+    /// encoder matches with the question by more than the slack above the
+    /// span's own sentence is handed instead (see [`SentenceCheck`];
+    /// absent: the span's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentence_check: Option<SentenceChecking>,
 }
 
 impl SpanReading {
@@ -266,6 +274,10 @@ impl SpanCheckpointMeta {
         for (field, value) in [
             ("reading.agreement", self.reading.agreement),
             ("reading.recency_answers", self.reading.recency_answers),
+            (
+                "reading.sentence_check.slack",
+                self.reading.sentence_check.as_ref().map(|c| c.slack),
+            ),
         ] {
             if let Some(a) = value.filter(|a| !(a.is_finite() && *a >= 0.0)) {
                 return Err(format!("{field} is {a}: finite and not negative"));

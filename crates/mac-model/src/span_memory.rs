@@ -122,6 +122,25 @@ fn sentence_ends(lm: &LoadedLm, document: &[u32]) -> Result<Vec<bool>, ModelErro
         .collect())
 }
 
+/// Each sentence of `document` as its first and last token (inclusive),
+/// in order: the runs of tokens ending where [`SpanExtent::Sentence`] ends
+/// one (the last run ends with the document).
+pub(crate) fn sentence_ranges(
+    lm: &LoadedLm,
+    document: &[u32],
+) -> Result<Vec<(usize, usize)>, ModelError> {
+    let ends = sentence_ends(lm, document)?;
+    let mut ranges = Vec::new();
+    let mut from = 0;
+    for (i, &end) in ends.iter().enumerate() {
+        if end || i + 1 == ends.len() {
+            ranges.push((from, i));
+            from = i + 1;
+        }
+    }
+    Ok(ranges)
+}
+
 /// One question's span: a document's tokens and the span's first and last
 /// token (inclusive).
 #[derive(Debug, Clone, Copy)]

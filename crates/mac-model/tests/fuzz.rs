@@ -82,6 +82,7 @@ fn span_checkpoint_metadata() {
             recency_answers: None,
             named_first: false,
             whole_below: None,
+            sentence_check: None,
         },
         "lm.gguf".into(),
     );

@@ -45,6 +45,7 @@ fn meta(config: &SpanSelectorConfig) -> SpanCheckpointMeta {
             recency_answers: Some(3.0),
             named_first: false,
             whole_below: Some(0.3),
+            sentence_check: None,
         },
         "lm.gguf".into(),
     )

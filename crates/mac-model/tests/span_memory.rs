@@ -10,7 +10,8 @@ use mac_model::prompt::{
     ChatFormat, ChatFrame,
 };
 use mac_model::{
-    answer_span, generate_answers, AnswerGeneration, Preamble, SpanExtent, SpanRead, SpanReader,
+    answer_span, generate_answers, AnswerGeneration, Preamble, SentenceCheck, SpanExtent, SpanRead,
+    SpanReader,
 };
 
 fn tiny() -> LoadedLm {
@@ -525,4 +526,63 @@ fn a_copied_answer_reads_the_value_the_document_holds() {
         .text;
     assert!(whole_words_of(text, &answer), "{answer}");
     assert!(answer.contains("chromatic trombone"), "{answer}");
+}
+
+/// The fetched sentence encoder (all-MiniLM-L6-v2), when fetched.
+fn sentence_check() -> Option<SentenceCheck> {
+    let dir = mac_assets::default_encoder_dir();
+    mac_assets::fetched_or_skip(&dir)
+        .then(|| SentenceCheck::load(&dir, &mac_device::select("flex").unwrap()).unwrap())
+}
+
+#[test]
+fn the_sentence_check_hands_the_sentence_that_answers_the_question() {
+    let (Some(lm), Some(check)) = (smollm2(), sentence_check()) else {
+        return;
+    };
+    // A text's cosine with itself is 1; with an unrelated one, well below.
+    let same = check
+        .similarities(
+            "Who is Noor Ivanova's spouse?",
+            &[
+                "Who is Noor Ivanova's spouse?",
+                "The harbour froze in 1911.",
+            ],
+        )
+        .unwrap();
+    assert!((same[0] - 1.0).abs() < 1e-4, "{same:?}");
+    assert!(same[1] < 0.5, "{same:?}");
+    let text = "Noor Ivanova laughs easily. Noor Ivanova is married to Nikolai Szymanski. \
+                Noor Ivanova plays the bass flute.";
+    let doc = SpanReader::document_ids(&lm, text).unwrap();
+    let question = "Who is Noor Ivanova's spouse?";
+    let sentence_of = |needle: &str| {
+        let at = (0..doc.len())
+            .find(|&i| lm.tokenizer.decode(&doc[..=i]).unwrap().contains(needle))
+            .unwrap();
+        SpanExtent::Sentence.range(&lm, &doc, at, at).unwrap()
+    };
+    let (laughs, married) = (sentence_of("laughs"), sentence_of("married"));
+    // A span in the wrong sentence: the check finds the spouse's sentence,
+    // whole, and by how much it matches better.
+    let better = check
+        .better_sentence(&lm, question, &doc, laughs)
+        .unwrap()
+        .expect("another sentence matches better");
+    assert_eq!((better.start, better.end), married);
+    assert!(better.gap > 0.0);
+    let handed = lm
+        .tokenizer
+        .decode(&doc[better.start..=better.end])
+        .unwrap();
+    assert!(handed.contains("married to Nikolai Szymanski."), "{handed}");
+    assert!(
+        !handed.contains("laughs") && !handed.contains("flute"),
+        "{handed}"
+    );
+    // A span in the right sentence stays where it is.
+    assert_eq!(
+        check.better_sentence(&lm, question, &doc, married).unwrap(),
+        None
+    );
 }

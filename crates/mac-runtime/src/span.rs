@@ -23,8 +23,8 @@ use mac_lm::LoadedLm;
 
 use mac_model::prompt::ChatFrame;
 use mac_model::{
-    names_every, question_names, AnswerGeneration, AnswerTimings, Preamble, SpanCheckpoint,
-    SpanRead, SpanReader, SpanReading,
+    names_every, question_names, AnswerGeneration, AnswerTimings, Preamble, SentenceCheck,
+    SpanCheckpoint, SpanRead, SpanReader, SpanReading,
 };
 
 use crate::service::{check_questions, most_attended};
@@ -44,6 +44,9 @@ pub struct SpanMemory {
     reading: SpanReading,
     /// The answer frame's preamble, read once.
     preamble: Preamble,
+    /// The sentence encoder checking the span's sentence, where the
+    /// checkpoint asks for it.
+    sentence_check: Option<SentenceCheck>,
     producer: String,
     /// What the LM is, for the producer of a key/value store.
     lm_name: String,
@@ -69,11 +72,16 @@ impl SpanMemory {
         let selector = checkpoint.load_selector(device)?;
         let frame = checkpoint.meta.reading.frame.chat_frame(&lm)?;
         let preamble = Preamble::of(&lm, frame)?;
+        let sentence_check = match &checkpoint.meta.reading.sentence_check {
+            Some(c) => Some(SentenceCheck::load(&c.encoder, device)?),
+            None => None,
+        };
         Ok(Self {
             lm,
             selector,
             reading: checkpoint.meta.reading.clone(),
             preamble,
+            sentence_check,
             producer: format!(
                 "span memory {} (step {})",
                 dir.display(),
@@ -268,6 +276,33 @@ impl SpanMemory {
             .collect()
     }
 
+    /// The span handed for `choice` of `question` in `document` (its token
+    /// ids), inside the document: the chosen span, or with the sentence
+    /// check the sentence matching the question by more than its slack
+    /// above the span's own.
+    fn checked_span(
+        &self,
+        choice: &SpanChoice,
+        question: &str,
+        document: &[u32],
+    ) -> Result<(usize, usize), RuntimeError> {
+        let end = choice.span.end.min(document.len().saturating_sub(1));
+        let span = (choice.span.start.min(end), end);
+        let (Some(check), Some(checking)) = (&self.sentence_check, &self.reading.sentence_check)
+        else {
+            return Ok(span);
+        };
+        if self.reading.hands_whole(choice.confidence) {
+            return Ok(span);
+        }
+        Ok(
+            match check.better_sentence(&self.lm, question, document, span)? {
+                Some(b) if b.gap > checking.slack => (b.start, b.end),
+                _ => span,
+            },
+        )
+    }
+
     /// The questions' matching keys padded to the longest, `[Q, Tq, d_match]`,
     /// and where tokens are.
     fn padded_match_keys(&self, states: &[Tensor<2>]) -> (Tensor<3>, Tensor<2, Bool>) {
@@ -434,21 +469,29 @@ impl Memory for SpanMemory {
             }
         }
         let stored = self.stored_kv(bank, &texts)?;
+        let position = |c: &SpanChoice| {
+            documents
+                .iter()
+                .position(|(d, _)| *d == c.span.document)
+                .expect("every chosen document was read above")
+        };
+        let spans = choices
+            .iter()
+            .zip(questions)
+            .map(|(c, q)| self.checked_span(c, q, &documents[position(c)].1))
+            .collect::<Result<Vec<_>, _>>()?;
         let reads: Vec<SpanRead<'_>> = choices
             .iter()
-            .map(|c| {
-                let i = documents
-                    .iter()
-                    .position(|(d, _)| *d == c.span.document)
-                    .expect("every chosen document was read above");
+            .zip(&spans)
+            .map(|(c, &(start, end))| {
+                let i = position(c);
                 let ids = documents[i].1.as_slice();
-                let last = ids.len().saturating_sub(1);
                 let read = match self.reading.hands_whole(c.confidence) {
                     true => SpanRead::whole(ids),
                     false => SpanRead {
                         document: ids,
-                        start: c.span.start,
-                        end: c.span.end.min(last),
+                        start,
+                        end,
                         stored: None,
                     },
                 };
@@ -470,10 +513,8 @@ impl Memory for SpanMemory {
         answers
             .into_iter()
             .zip(&choices)
-            .zip(&reads)
-            .map(|((answer, choice), read)| {
-                let end = choice.span.end.min(read.document.len().saturating_sub(1));
-                let start = choice.span.start.min(end);
+            .zip(reads.iter().zip(spans))
+            .map(|((answer, choice), (read, (start, end)))| {
                 let span_ids = &read.document[start..=end];
                 Ok(SourcedAnswer {
                     text: answer.text,

@@ -154,6 +154,7 @@ fn bless_checkpoint(dir: &Path, device: &burn::tensor::Device) {
         recency_answers: None,
         named_first: false,
         whole_below: None,
+        sentence_check: None,
     };
     trainer
         .save(dir, reading, "tiny-llama.gguf".into())

@@ -188,6 +188,7 @@ fn span_training_learns_where_answers_lie() {
         recency_answers: None,
         named_first: false,
         whole_below: None,
+        sentence_check: None,
     };
     trainer
         .save(&dir.path().join("checkpoint"), reading, tiny_path().into())
@@ -324,6 +325,7 @@ fn span_training_saved_and_resumed_takes_the_uninterrupted_steps() {
                 recency_answers: None,
                 named_first: false,
                 whole_below: None,
+                sentence_check: None,
             },
             "tiny-llama.gguf".into(),
         )

@@ -49,6 +49,16 @@ pub struct SpanRunConfig {
     /// of its facts, is a negative sharing its name.
     #[serde(default)]
     pub train_updates: usize,
+    /// A stream whose validation documents (as many as
+    /// `validation_documents`), beside the training stream's, choose the
+    /// slack of the sentence check ([`mac_model::SentenceCheck`]); none: no
+    /// check.
+    #[serde(default)]
+    pub sentence_check_validation: Option<FactStreamConfig>,
+    /// The sentence encoder of the check (the fetched all-MiniLM-L6-v2
+    /// when absent).
+    #[serde(default)]
+    pub sentence_encoder: Option<PathBuf>,
 }
 
 impl SpanRunConfig {
@@ -75,6 +85,8 @@ impl SpanRunConfig {
             recency_distractors: 400,
             unseen_validation: None,
             train_updates: 0,
+            sentence_check_validation: Some(FactStreamConfig::broad()),
+            sentence_encoder: None,
         };
         match name {
             "span-broad" => Ok(Self {
@@ -125,6 +137,7 @@ impl SpanRunConfig {
                 validate_every: 10,
                 frame_questions: 8,
                 recency_distractors: 8,
+                sentence_check_validation: None,
                 ..span
             }),
             other => Err(format!(
@@ -136,6 +149,13 @@ impl SpanRunConfig {
     /// The LM the run reads.
     pub fn lm_path(&self) -> PathBuf {
         self.lm.clone().unwrap_or_else(mac_assets::default_lm_path)
+    }
+
+    /// The sentence encoder the check reads.
+    pub fn sentence_encoder_dir(&self) -> PathBuf {
+        self.sentence_encoder
+            .clone()
+            .unwrap_or_else(mac_assets::default_encoder_dir)
     }
 
     /// How documents are read into states.

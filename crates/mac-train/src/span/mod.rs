@@ -34,10 +34,12 @@ mod choose;
 mod config;
 mod recency;
 mod run;
+mod sentence;
 pub use choose::{choose_spans, choose_spans_each, Choosing, QuestionSpan, BANK_CHUNK};
 pub use config::SpanRunConfig;
 pub use recency::RecencyScore;
 pub use run::{train_span_memory, RuleScore, SpanRunReport, ValidationPoint, SPAN_RUN_FILE};
+pub use sentence::SentenceCheckChoice;
 
 /// What span memory's selector is trained on, and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

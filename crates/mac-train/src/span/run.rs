@@ -13,16 +13,17 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use burn::tensor::Device;
 use mac_aggregation::{SpanRule, SpanSelector};
-use mac_data::{f1_score, training_updates, Dataset, FactStream};
+use mac_data::{f1_score, training_updates, Dataset, FactStream, FactStreamConfig};
 use mac_lm::LoadedLm;
 use mac_model::{
-    AnswerFrame, AnswerGeneration, FrameExample, SpanCheckpoint, SpanCheckpointMeta, SpanExtent,
-    SpanRead, SpanReader, SpanReading,
+    AnswerFrame, AnswerGeneration, FrameExample, SentenceCheck, SentenceChecking, SpanCheckpoint,
+    SpanCheckpointMeta, SpanExtent, SpanRead, SpanReader, SpanReading,
 };
 use serde::{Deserialize, Serialize};
 
 use super::config::SpanRunConfig;
 use super::recency::{choose_recency, kept, RecencyScore};
+use super::sentence::{choose_sentence_check, SentenceCheckChoice};
 use super::{answerable, choose_spans, QuestionSpan, SpanFeatures, SpanTrainer};
 
 /// The run's record beside its checkpoint.
@@ -86,6 +87,9 @@ pub struct SpanRunReport {
     /// better was kept.
     #[serde(default)]
     pub copies: Vec<(bool, f64)>,
+    /// The sentence check's choice (absent: not tried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentence_check: Option<SentenceCheckChoice>,
     /// The recency margin kept (see [`mac_aggregation::Recency`]).
     #[serde(default)]
     pub recency: f32,
@@ -129,6 +133,10 @@ pub fn train_span_memory(
     let stream = FactStream::generate(&config.stream);
     let t0 = Instant::now();
     let (train, validation, unseen) = read_features(config, &lm, &stream)?;
+    let checked = match &config.sentence_check_validation {
+        Some(other) => Some(read_validation(config, &lm, other)?),
+        None => None,
+    };
     let read = t0.elapsed().as_secs_f64();
     log(&format!(
         "read {} training and {} validation documents ({} of another stream) in {read:.0} s",
@@ -153,6 +161,23 @@ pub fn train_span_memory(
         device,
         log,
     )?;
+    let sentence = match &checked {
+        Some(other) => {
+            let encoder = config.sentence_encoder_dir();
+            let check = SentenceCheck::load(&encoder, device).with_context(|| {
+                format!("{}: cannot load the sentence encoder", encoder.display())
+            })?;
+            let sets = [&validation, other]
+                .map(|v| validation_spans(config, &chosen, v, device))
+                .into_iter()
+                .collect::<Result<Vec<_>>>()?;
+            let answering = (&choice.reader, &choice.frame);
+            let sentence =
+                choose_sentence_check(&lm, &check, answering, choice.whole_below, &sets, log)?;
+            Some((sentence, encoder))
+        }
+        None => None,
+    };
     let recencies = choose_recency(config, &lm, &chosen.selector, chosen.rule, device, log)?;
     let recency = recencies[kept(&recencies)].recency;
     let reading = SpanReading {
@@ -165,6 +190,12 @@ pub fn train_span_memory(
         recency_answers: recency.answers,
         named_first: recencies[kept(&recencies)].named_first,
         whole_below: choice.whole_below,
+        sentence_check: sentence.as_ref().and_then(|(s, encoder)| {
+            s.slack.map(|slack| SentenceChecking {
+                slack,
+                encoder: encoder.clone(),
+            })
+        }),
     };
     let meta = SpanCheckpointMeta::new(&chosen.config, reading, lm_path);
     let checkpoint = out.join("checkpoint");
@@ -182,6 +213,7 @@ pub fn train_span_memory(
         whole_belows: choice.floors,
         copied: choice.reader.copied,
         copies: choice.copies,
+        sentence_check: sentence.map(|(s, _)| s),
         recency: recency.margin,
         agreement: recency.agreement,
         recency_same_names: recency.same_names,
@@ -220,19 +252,27 @@ fn read_features(
     }
     let validation = SpanFeatures::read(lm, &reader, &stream.validation, n_validation, batch)?;
     let unseen = match &config.unseen_validation {
-        Some(other) => {
-            let documents = &FactStream::generate(other).validation;
-            Some(SpanFeatures::read(
-                lm,
-                &reader,
-                documents,
-                n_validation,
-                batch,
-            )?)
-        }
+        Some(other) => Some(read_validation(config, lm, other)?),
         None => None,
     };
     Ok((train, validation, unseen))
+}
+
+/// The LM's states of the first validation documents of `other`, a stream
+/// beside the run's.
+fn read_validation(
+    config: &SpanRunConfig,
+    lm: &LoadedLm,
+    other: &FactStreamConfig,
+) -> Result<SpanFeatures> {
+    let documents = &FactStream::generate(other).validation;
+    SpanFeatures::read(
+        lm,
+        &config.reader(),
+        documents,
+        config.validation_documents,
+        16,
+    )
 }
 
 /// `dataset` without the questions whose answer a later document changed
@@ -290,27 +330,7 @@ fn choose_answering(
     // The chosen selector's spans, the same whichever frame reads them.
     let sets = validations
         .iter()
-        .map(|&v| {
-            let bank: Vec<usize> = (0..v.documents.len()).collect();
-            let questions: Vec<usize> = (0..v.questions.len())
-                .take(config.frame_questions)
-                .collect();
-            let spans = choose_spans(
-                &chosen.selector,
-                v,
-                &bank,
-                v,
-                &questions,
-                None,
-                chosen.rule,
-                device,
-            )?;
-            Ok(ValidationSpans {
-                features: v,
-                questions,
-                spans,
-            })
-        })
+        .map(|&v| validation_spans(config, chosen, v, device))
         .collect::<Result<Vec<_>>>()?;
     let f1s_of = |reader: &SpanReader, frame: &AnswerFrame| -> Result<Vec<f64>> {
         let mut f1s = Vec::new();
@@ -383,6 +403,35 @@ fn choose_answering(
     })
 }
 
+/// The first `config.frame_questions` questions of `v` and the spans the
+/// chosen selector picks for them over `v`'s documents.
+fn validation_spans<'a>(
+    config: &SpanRunConfig,
+    chosen: &Chosen,
+    v: &'a SpanFeatures,
+    device: &Device,
+) -> Result<ValidationSpans<'a>> {
+    let bank: Vec<usize> = (0..v.documents.len()).collect();
+    let questions: Vec<usize> = (0..v.questions.len())
+        .take(config.frame_questions)
+        .collect();
+    let spans = choose_spans(
+        &chosen.selector,
+        v,
+        &bank,
+        v,
+        &questions,
+        None,
+        chosen.rule,
+        device,
+    )?;
+    Ok(ValidationSpans {
+        features: v,
+        questions,
+        spans,
+    })
+}
+
 /// Each floor of [`WHOLE_BELOW`] with its F1 when `copied` (its extent
 /// around the span, or the whole document below the floor) answers by
 /// copying from what it hands.
@@ -429,12 +478,12 @@ fn whole_below_scores(
 }
 
 /// The mean, 0 for none.
-fn mean(xs: &[f64]) -> f64 {
+pub(super) fn mean(xs: &[f64]) -> f64 {
     xs.iter().sum::<f64>() / xs.len().max(1) as f64
 }
 
 /// The index of the highest score (the first of equals).
-fn best_of<T>(scores: &[(T, f64)]) -> usize {
+pub(super) fn best_of<T>(scores: &[(T, f64)]) -> usize {
     (0..scores.len())
         .rev()
         .max_by(|&a, &b| scores[a].1.total_cmp(&scores[b].1))
@@ -568,15 +617,15 @@ fn candidate_frames(train: &Dataset) -> Vec<(&'static str, AnswerFrame)> {
 
 /// A validation set's questions and the spans the kept selector chose for
 /// them over its documents.
-struct ValidationSpans<'a> {
-    features: &'a SpanFeatures,
-    questions: Vec<usize>,
-    spans: Vec<QuestionSpan>,
+pub(super) struct ValidationSpans<'a> {
+    pub(super) features: &'a SpanFeatures,
+    pub(super) questions: Vec<usize>,
+    pub(super) spans: Vec<QuestionSpan>,
 }
 
 /// The F1 of each of a validation set's questions answered from its
 /// chosen span, read in `frame`.
-fn frame_f1s(
+pub(super) fn frame_f1s(
     lm: &LoadedLm,
     reader: &SpanReader,
     frame: &AnswerFrame,
