@@ -4,9 +4,12 @@
 //! `cargo xtask bench lm` runs this and the PyTorch reference
 //! (benches/reference/lm_speed.py) on the same weights and prints the ratio.
 //! Decode steps read the file's quantized blocks; `decode_1_after_128_f32_weights`
-//! is the same step on the weights dequantised to f32.
+//! is the same step on the weights dequantised to f32, and the `_q8_activations`
+//! ones keep the activations in eight bits for integer dot products with the
+//! blocks (as llama.cpp does).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use mac_kernels::quantized::Activations;
 use mac_lm::{GenerateOptions, KvCache, TokenBatch};
 
 const PROMPT_TOKENS: usize = 128;
@@ -86,6 +89,36 @@ fn bench(c: &mut Criterion) {
             },
             BatchSize::SmallInput,
         )
+    });
+    // The same step and generation with the activations kept in eight
+    // bits for integer dot products with the blocks, as llama.cpp does.
+    let mut q8_model = model.clone();
+    q8_model.set_decode_activations(Activations::Q8);
+    g.bench_function("decode_1_after_128_q8_activations", |b| {
+        b.iter_batched(
+            || warm.clone(),
+            |mut cache| {
+                let h = q8_model
+                    .forward_hidden(&step, None, Some(&mut cache))
+                    .unwrap();
+                q8_model.logits(h).argmax(2).into_data()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("generate_64_after_128_q8_activations", |b| {
+        b.iter(|| {
+            let out = q8_model
+                .generate(
+                    std::slice::from_ref(&ids),
+                    None,
+                    lm.tokenizer.pad_id,
+                    lm.tokenizer.eos_id,
+                    generation,
+                )
+                .unwrap();
+            assert_eq!(out[0].len(), GENERATED_TOKENS);
+        })
     });
     g.finish();
 }

@@ -449,7 +449,17 @@ fn bench_lm(references: &[String]) -> Result<()> {
             "decode_1_after_128_s",
             1.0,
         ),
+        (
+            "decode_1_after_128_q8_activations",
+            "decode_1_after_128_s",
+            1.0,
+        ),
         ("generate_64_after_128", "generate_64_after_128_s", 64.0),
+        (
+            "generate_64_after_128_q8_activations",
+            "generate_64_after_128_s",
+            64.0,
+        ),
     ];
     let mut report = serde_json::Map::new();
     let cell = |s: f64, tokens: f64| format!("{:.1} ms ({:.0} tok/s)", s * 1e3, tokens / s);

@@ -14,6 +14,10 @@
 use burn::tensor::{DType, Tensor, TensorData};
 use half::f16;
 
+mod q8;
+
+pub use q8::QuantizedRows;
+
 /// Values in a block, in every block format.
 pub const BLOCK: usize = 32;
 
@@ -28,6 +32,19 @@ pub const MAX_ROWS: usize = 8;
 
 /// Fewest output rows a thread computes.
 const MIN_ROWS_PER_TASK: usize = 64;
+
+/// What the activations of a product with the blocks are kept as.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Activations {
+    /// f32: the product differs from the dequantised f32 path's only in
+    /// the order of its sums.
+    #[default]
+    F32,
+    /// Eight bits per value and a scale per block of 32, with integer dot
+    /// products (as llama.cpp's decode): fewer operations per weight, at
+    /// the cost of the activations' rounding ([`QuantizedRows`]).
+    Q8,
+}
 
 /// How a GGUF block stores its 32 values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +123,7 @@ pub struct QuantizedMatrix {
     quants: Vec<u8>,
     scales: Vec<f32>,
     mins: Vec<f32>,
+    activations: Activations,
 }
 
 impl QuantizedMatrix {
@@ -144,7 +162,21 @@ impl QuantizedMatrix {
             quants,
             scales,
             mins,
+            activations: Activations::F32,
         })
+    }
+
+    /// The same matrix multiplying activations kept as `activations`.
+    pub fn with_activations(self, activations: Activations) -> Self {
+        Self {
+            activations,
+            ..self
+        }
+    }
+
+    /// What its products keep the activations as.
+    pub fn activations(&self) -> Activations {
+        self.activations
     }
 
     /// The block format.
@@ -218,6 +250,7 @@ impl QuantizedMatrix {
                 .flat_map(|p| p.scales.iter().copied())
                 .collect(),
             mins: parts.iter().flat_map(|p| p.mins.iter().copied()).collect(),
+            activations: first.activations,
         })
     }
 
@@ -243,12 +276,26 @@ impl QuantizedMatrix {
     }
 
     /// `x [m, cols]` (row-major) times this matrix transposed: `[m, rows]`,
-    /// the output rows spread over the thread pool.
+    /// the output rows spread over the thread pool; the activations kept
+    /// as [`Self::activations`] says.
     ///
     /// # Panics
     /// When `x` does not hold `m` rows of `cols` values.
     pub fn mul_rows(&self, x: &[f32], m: usize) -> Vec<f32> {
         assert_eq!(x.len(), m * self.cols, "x holds m rows of cols values");
+        match self.activations {
+            Activations::F32 => self.spread(m, |first, out| products(self, x, m, first, out)),
+            Activations::Q8 => {
+                let q = QuantizedRows::quantize(x, self.cols);
+                self.spread(m, |first, out| q8::products(self, &q, first, out))
+            }
+        }
+    }
+
+    /// `[m, rows]` whose output rows `first..` (transposed, `[rows, m]`)
+    /// `part(first, out)` computes, the rows spread over the thread pool.
+    fn spread(&self, m: usize, part: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+        let part = &part;
         // Transposed while computed: each task owns whole output rows.
         let mut out_t = vec![0f32; self.rows * m];
         if m == 0 {
@@ -265,11 +312,11 @@ impl QuantizedMatrix {
         let mut parts = out_t.chunks_mut(per_part * m).enumerate();
         let first = parts.next();
         rayon::in_place_scope(|scope| {
-            for (t, part) in parts {
-                scope.spawn(move |_| products(self, x, m, t * per_part, part));
+            for (t, out) in parts {
+                scope.spawn(move |_| part(t * per_part, out));
             }
-            if let Some((_, part)) = first {
-                products(self, x, m, 0, part);
+            if let Some((_, out)) = first {
+                part(0, out);
             }
         });
         if m == 1 {

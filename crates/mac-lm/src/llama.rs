@@ -19,7 +19,7 @@ use crate::error::{check_config, Result, MAX_LAYERS};
 use crate::prefix::{KvLayout, PrefixKv};
 use mac_kernels::attention::attend;
 use mac_kernels::linear::linear;
-use mac_kernels::quantized::{try_product, QuantizedMatrix};
+use mac_kernels::quantized::{try_product, Activations, QuantizedMatrix};
 use mac_kernels::weights::ParamLoader;
 
 /// Hyper-parameters of a Llama model, named as in Hugging Face `config.json`.
@@ -316,6 +316,31 @@ impl QuantizedWeights {
         Ok(Some(Self { layers, lm_head }))
     }
 
+    /// The same weights multiplying activations kept as `activations`.
+    fn with_activations(&self, activations: Activations) -> Self {
+        let set = |m: &QuantizedMatrix| m.clone().with_activations(activations);
+        Self {
+            layers: self
+                .layers
+                .iter()
+                .map(|l| QuantizedLayer {
+                    qkv: set(&l.qkv),
+                    o: set(&l.o),
+                    gate_up: set(&l.gate_up),
+                    down: set(&l.down),
+                })
+                .collect(),
+            lm_head: self.lm_head.as_ref().map(set),
+        }
+    }
+
+    /// What the products keep the activations as.
+    pub fn activations(&self) -> Activations {
+        self.layers
+            .first()
+            .map_or(Activations::F32, |l| l.qkv.activations())
+    }
+
     /// Bytes a decode step reads from them.
     pub fn size_bytes(&self) -> usize {
         let layers: usize = self
@@ -479,6 +504,18 @@ impl Llama {
     /// projections (the default where the file has them) or the f32 ones.
     pub fn set_quantized_decode(&mut self, on: bool) {
         self.quantized_decode = on && self.quantized.is_some();
+    }
+
+    /// What decode steps on the quantized projections keep the
+    /// activations as (f32 unless set: see [`Activations`]).
+    pub fn set_decode_activations(&mut self, activations: Activations) {
+        if let Some(q) = self
+            .quantized
+            .as_ref()
+            .filter(|q| q.activations() != activations)
+        {
+            self.quantized = Some(Arc::new(q.with_activations(activations)));
+        }
     }
 
     /// Layer `i`'s quantized projections, when decode steps use them.

@@ -14,7 +14,7 @@ use crate::gpt2::{Gpt2, Gpt2Config};
 use crate::llama::{Llama, LlamaConfig};
 use crate::model::{BaseLm, LoadedLm};
 use crate::tokenizer::{chat_template_of, tokenizer_config_beside, TextTokenizer};
-use mac_kernels::quantized::QuantizedMatrix;
+use mac_kernels::quantized::{Activations, QuantizedMatrix};
 use mac_kernels::weights::{ParamLoader, SafetensorsSource, WeightSource};
 use mac_kernels::WeightError;
 
@@ -232,9 +232,14 @@ impl LoadedLm {
     }
 
     /// Loads a Llama-architecture GGUF file (model and tokenizer).
+    ///
+    /// Decode steps multiply the file's blocks with f32 activations, or
+    /// with eight-bit ones where `MAC_DECODE_ACTIVATIONS=q8` (see
+    /// [`BaseLm::set_decode_activations`]).
     pub fn load_gguf(path: &Path, device: &Device) -> Result<Self> {
         let gguf = GgufFile::open(path)?;
-        let model = BaseLm::from_gguf(&gguf, device)?;
+        let mut model = BaseLm::from_gguf(&gguf, device)?;
+        model.set_decode_activations(decode_activations(path)?);
         let tokenizer = TextTokenizer::from_gguf(&gguf)?;
         Ok(Self { model, tokenizer })
     }
@@ -337,5 +342,50 @@ impl BaseLm {
             }
         };
         Ok((model, json))
+    }
+}
+
+/// The environment variable naming what decode steps keep activations as.
+pub const DECODE_ACTIVATIONS_VAR: &str = "MAC_DECODE_ACTIVATIONS";
+
+/// What [`DECODE_ACTIVATIONS_VAR`] asks for: `f32` (also when unset) or
+/// `q8`; anything else is an error naming the variable (and `path`, the
+/// model it was read for).
+fn decode_activations(path: &Path) -> Result<Activations> {
+    activations_named(std::env::var(DECODE_ACTIVATIONS_VAR).ok().as_deref(), path)
+}
+
+/// [`decode_activations`] of the variable's value `value`.
+fn activations_named(value: Option<&str>, path: &Path) -> Result<Activations> {
+    match value {
+        None | Some("") | Some("f32") => Ok(Activations::F32),
+        Some("q8") => Ok(Activations::Q8),
+        Some(other) => Err(LmError::Config {
+            path: path.to_path_buf(),
+            key: DECODE_ACTIVATIONS_VAR.into(),
+            reason: format!("`{other}` is neither f32 nor q8"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_activations_are_f32_unless_q8_is_named() {
+        let path = Path::new("model.gguf");
+        let named = |v| activations_named(v, path).unwrap();
+        assert_eq!(named(None), Activations::F32);
+        assert_eq!(named(Some("f32")), Activations::F32);
+        assert_eq!(named(Some("q8")), Activations::Q8);
+        let err = activations_named(Some("int4"), path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("model.gguf") && err.contains(DECODE_ACTIVATIONS_VAR),
+            "{err}"
+        );
+        assert!(err.contains("int4"), "{err}");
     }
 }

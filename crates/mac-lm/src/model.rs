@@ -5,6 +5,7 @@
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use mac_kernels::quantized::Activations;
 
 use crate::batch::{Padding, PassContext, TokenBatch};
 use crate::cache::KvCache;
@@ -86,6 +87,15 @@ impl BaseLm {
     pub fn set_quantized_decode(&mut self, on: bool) {
         if let BaseLm::Llama(m) = self {
             m.set_quantized_decode(on);
+        }
+    }
+
+    /// What decode steps on the file's blocks keep the activations as: f32
+    /// (the default) or eight bits with integer dot products, as llama.cpp
+    /// does; a model without blocks is unchanged.
+    pub fn set_decode_activations(&mut self, activations: Activations) {
+        if let BaseLm::Llama(m) = self {
+            m.set_decode_activations(activations);
         }
     }
 

@@ -8,6 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
+use mac_kernels::quantized::Activations;
 use mac_lm::gguf::GgufFile;
 use mac_lm::{BaseLm, GenerateOptions, KvCache, LoadedLm, TextTokenizer, TokenBatch};
 use serde_json::Value;
@@ -153,4 +154,65 @@ fn decode_on_the_files_quantized_weights_equals_the_f32_path() {
     // The same weights, summed in another order: rounding, not a change.
     eprintln!("largest logit difference, quantized vs f32 weights: {worst:.2e}");
     assert!(worst < 2e-3, "logits differ by {worst}");
+}
+
+/// Perplexity of `ids[8..]` read one decode step at a time (each token's
+/// logits from a step over the cache of those before it), and each step's
+/// most probable next token.
+fn decoded_perplexity(lm: &LoadedLm, ids: &[u32]) -> (f64, Vec<usize>) {
+    let steps = ids.len() - 9;
+    let logits = decoded_logits(lm, ids, steps);
+    let vocab = logits.len() / steps;
+    let mut nll = 0f64;
+    let mut argmax = Vec::new();
+    for (step, row) in logits.chunks(vocab).enumerate() {
+        let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let log_sum = row
+            .iter()
+            .map(|&v| f64::from(v - max).exp())
+            .sum::<f64>()
+            .ln();
+        let next = ids[9 + step] as usize;
+        nll += log_sum - f64::from(row[next] - max);
+        argmax.push(
+            (0..vocab)
+                .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                .unwrap(),
+        );
+    }
+    ((nll / steps as f64).exp(), argmax)
+}
+
+#[test]
+fn eight_bit_activations_keep_the_decode_perplexity_within_one_percent() {
+    let Some(path) = smollm_path() else { return };
+    let mut lm = LoadedLm::load(&path, &device()).unwrap();
+    let ids = lm
+        .tokenizer
+        .encode(reference()["paragraph"].as_str().unwrap())
+        .unwrap();
+    let (exact, exact_next) = decoded_perplexity(&lm, &ids);
+    lm.model.set_decode_activations(Activations::Q8);
+    let (q8, q8_next) = decoded_perplexity(&lm, &ids);
+    let rel = (q8 - exact).abs() / exact;
+    let same = exact_next
+        .iter()
+        .zip(&q8_next)
+        .filter(|(a, b)| a == b)
+        .count();
+    eprintln!(
+        "decode perplexity over {} tokens: f32 activations {exact:.4}, 8-bit {q8:.4} ({rel:.2e}); next token the same at {same} of {}",
+        exact_next.len(),
+        exact_next.len()
+    );
+    assert!(rel < 0.01, "perplexity {q8} against {exact}");
+    assert!(
+        same * 20 >= exact_next.len() * 19,
+        "the next token differs at {} of {} steps",
+        exact_next.len() - same,
+        exact_next.len()
+    );
+    // Back to f32 activations: the exact path again.
+    lm.model.set_decode_activations(Activations::F32);
+    assert_eq!(decoded_perplexity(&lm, &ids).0, exact);
 }
