@@ -45,6 +45,14 @@ pub struct Recency {
     /// of what was asked, not another fact about the same subject.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answers: Option<f32>,
+    /// When set, a later entry must also answer the question as the
+    /// caller's sentence encoder judges it (the caller's test,
+    /// [`StreamedSpanChoice::finish_as`]): its sentence matching the
+    /// question best no more than this (in cosine) below the best entry's —
+    /// a later report of what was asked, judged beyond the wording the
+    /// selector was trained on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentence_answers: Option<f32>,
 }
 
 impl Recency {
@@ -54,6 +62,7 @@ impl Recency {
         agreement: None,
         same_names: false,
         answers: None,
+        sentence_answers: None,
     };
 
     /// A margin without an agreement condition.
@@ -75,6 +84,12 @@ impl Recency {
     /// question as the best's, scoring `best`, does.
     fn answers_as(&self, best: f32, later: f32) -> bool {
         self.answers.is_none_or(|a| best - later <= a)
+    }
+
+    /// Whether the caller's test ([`StreamedSpanChoice::finish_as`]) is
+    /// asked of a later entry.
+    pub fn asks_caller(&self) -> bool {
+        self.same_names || self.sentence_answers.is_some()
     }
 
     /// The margin in force: 0 when it is not finite or negative.
@@ -313,13 +328,15 @@ impl StreamedSpanChoice {
     /// The span chosen and the documents' shares; `None` when no document
     /// had a token.
     pub fn finish(self) -> Option<SpanChoice> {
-        self.finish_where(|_| true)
+        self.finish_where(|_, _| true)
     }
 
-    /// [`Self::finish`] where, with [`Recency::same_names`], a later entry
-    /// is read only if `names_the_same(document)` (its index in the bank).
-    pub fn finish_where(self, names_the_same: impl FnMut(usize) -> bool) -> Option<SpanChoice> {
-        self.finish_as(self.recency, names_the_same)
+    /// [`Self::finish`] where, when the recency asks the caller
+    /// ([`Recency::asks_caller`]: its names test, its sentence test), a
+    /// later entry is read only if `admits(later, best)` (their indices in
+    /// the bank).
+    pub fn finish_where(self, admits: impl FnMut(usize, usize) -> bool) -> Option<SpanChoice> {
+        self.finish_as(self.recency, admits)
     }
 
     /// The choice `recency` makes of what was kept: as [`Self::finish_where`]
@@ -329,7 +346,7 @@ impl StreamedSpanChoice {
     pub fn finish_as(
         &self,
         recency: Recency,
-        mut names_the_same: impl FnMut(usize) -> bool,
+        mut admits: impl FnMut(usize, usize) -> bool,
     ) -> Option<SpanChoice> {
         let kept = match self.named_first && self.named.best.is_some() {
             true => &self.named,
@@ -341,7 +358,7 @@ impl StreamedSpanChoice {
             later.score + margin > best.score
                 && recency.agrees(&best.profile, &later.profile)
                 && recency.answers_as(best.span_score, later.span_score)
-                && (!recency.same_names || names_the_same(later.span.document))
+                && (!recency.asks_caller() || admits(later.span.document, best.span.document))
         };
         let chosen = kept.later.iter().rev().find(admitted).unwrap_or(best);
         let total = log_sum_exp(&self.masses);
@@ -591,7 +608,7 @@ mod tests {
                             margin,
                             agreement,
                             answers,
-                            same_names: false,
+                            ..Recency::NONE
                         };
                         let expected = whole_recent(rule, recency, &b, &profiles, width);
                         for chunk in [1, 4, 512] {
@@ -633,7 +650,7 @@ mod tests {
                         margin,
                         agreement,
                         answers,
-                        same_names: false,
+                        ..Recency::NONE
                     }
                 })
             })
@@ -654,7 +671,7 @@ mod tests {
                 for &recency in &recencies {
                     let alone = fed(StreamedSpanChoice::new(rule, 8).with_recency(recency));
                     assert_eq!(
-                        kept.finish_as(recency, |_| true),
+                        kept.finish_as(recency, |_, _| true),
                         alone.finish(),
                         "{rule:?}, {recency:?}, N = {n}"
                     );
@@ -788,21 +805,29 @@ mod tests {
 
     #[test]
     fn with_same_names_the_caller_admits_a_later_entry() {
-        let recency = Recency {
+        let names = Recency {
             same_names: true,
             ..Recency::margin(1.0)
         };
-        let chosen = |admit: fn(usize) -> bool| {
-            let mut choice =
-                StreamedSpanChoice::new(SpanRule::DocumentFirst, 4).with_recency(recency);
-            for logit in [5.0, 4.8, 4.7] {
-                choice.push(&[logit], &[], &[0.0, 1.0], &[0.0, 1.0], &[2]);
-            }
-            choice.finish_where(admit).unwrap().span.document
+        let sentences = Recency {
+            sentence_answers: Some(0.1),
+            ..Recency::margin(1.0)
         };
-        assert_eq!(chosen(|_| true), 2);
-        assert_eq!(chosen(|d| d != 2), 1);
-        assert_eq!(chosen(|_| false), 0);
+        for recency in [names, sentences] {
+            let chosen = |admit: fn(usize, usize) -> bool| {
+                let mut choice =
+                    StreamedSpanChoice::new(SpanRule::DocumentFirst, 4).with_recency(recency);
+                for logit in [5.0, 4.8, 4.7] {
+                    choice.push(&[logit], &[], &[0.0, 1.0], &[0.0, 1.0], &[2]);
+                }
+                choice.finish_where(admit).unwrap().span.document
+            };
+            assert_eq!(chosen(|_, _| true), 2);
+            assert_eq!(chosen(|d, _| d != 2), 1);
+            assert_eq!(chosen(|_, _| false), 0);
+            // The caller is told which entry the later one would replace.
+            assert_eq!(chosen(|d, best| d == 1 && best == 0), 1);
+        }
         // The best itself needs no admission; without the flag, none does.
         let mut choice =
             StreamedSpanChoice::new(SpanRule::DocumentFirst, 4).with_recency(Recency::margin(1.0));
@@ -813,7 +838,7 @@ mod tests {
             &[0.0, 1.0, 0.0, 1.0],
             &[2, 2],
         );
-        assert_eq!(choice.finish_where(|_| false).unwrap().span.document, 1);
+        assert_eq!(choice.finish_where(|_, _| false).unwrap().span.document, 1);
     }
 
     #[test]

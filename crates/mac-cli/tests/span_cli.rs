@@ -194,7 +194,8 @@ fn the_sentence_check_hands_the_sentence_matching_the_question() {
     }
     let dir = tempfile::tempdir().unwrap();
     let check = |encoder: PathBuf| SentenceChecking {
-        slack: 0.0,
+        slack: Some(0.0),
+        recency: None,
         encoder,
     };
     let checkpoint = checkpoint_checking(dir.path(), Some(check(encoder)));

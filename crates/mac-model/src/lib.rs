@@ -48,7 +48,7 @@ pub use mac_lm::Sampling;
 pub use model::{MacConfig, MacModel, MacPath, ModelError, ParamSummary};
 pub use names::{names_every, question_names};
 pub use runtime::{Amortized, Answer, BankReading, MacRuntime};
-pub use sentence_check::{BetterSentence, SentenceCheck, SentenceChecking};
+pub use sentence_check::{text_sentences, BetterSentence, SentenceCheck, SentenceChecking};
 pub use span_checkpoint::{
     AnswerFrame, FrameExample, SelectorShape, SpanCheckpoint, SpanCheckpointMeta, SpanReading,
     SELECTOR_FILE, SPAN_META_FILE,

@@ -22,13 +22,21 @@ use crate::{ModelError, SpanExtent};
 /// Tokens of a question or sentence the encoder reads (longer ones cut).
 const SENTENCE_TOKENS: usize = 128;
 
-/// A span memory's sentence check as its checkpoint records it.
+/// A span memory's sentence tests as its checkpoint records them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SentenceChecking {
-    /// Another sentence is handed when its cosine with the question exceeds
-    /// the span's sentence's by more than this.
-    pub slack: f32,
+    /// Another sentence of the chosen document is handed when its cosine
+    /// with the question exceeds the span's sentence's by more than this
+    /// (absent: the span's sentence is kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<f32>,
+    /// A later entry is read instead of the best only if its best sentence
+    /// matches the question no more than this below the best entry's
+    /// (absent: no such test; see
+    /// [`mac_aggregation::Recency::sentence_answers`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recency: Option<f32>,
     /// The sentence encoder's Hugging Face directory (a BERT family model
     /// with mean pooling).
     pub encoder: PathBuf,
@@ -51,6 +59,31 @@ pub struct SentenceCheck {
     encoder: Bert,
     tokenizer: EncoderTokenizer,
     device: Device,
+}
+
+impl std::fmt::Debug for SentenceCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SentenceCheck({} wide)", self.encoder.hidden_size())
+    }
+}
+
+/// The sentences of `text`: runs ending in `.`, `!` or `?` before
+/// whitespace or the end, or at a line break; trimmed, empty ones left out.
+pub fn text_sentences(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    for (i, &(at, c)) in chars.iter().enumerate() {
+        let next_blank = chars.get(i + 1).is_none_or(|&(_, n)| n.is_whitespace());
+        if c == '\n' || (matches!(c, '.' | '!' | '?') && next_blank) {
+            let end = at + c.len_utf8();
+            out.push(text[from..end].trim());
+            from = end;
+        }
+    }
+    out.push(text[from..].trim());
+    out.retain(|s| !s.is_empty());
+    out
 }
 
 impl SentenceCheck {
@@ -92,6 +125,28 @@ impl SentenceCheck {
             .map_err(|e| ModelError::Input(format!("cannot read the sentence cosines: {e:?}")))
     }
 
+    /// For each of `texts`, the best cosine of any of its sentences
+    /// ([`text_sentences`]) with `question` (−1 for a text without one).
+    pub fn best_matches(&self, question: &str, texts: &[&str]) -> Result<Vec<f32>, ModelError> {
+        let sentences: Vec<Vec<&str>> = texts.iter().map(|t| text_sentences(t)).collect();
+        let all: Vec<&str> = sentences.iter().flatten().copied().collect();
+        if all.is_empty() {
+            return Ok(vec![-1.0; texts.len()]);
+        }
+        let cosines = self.similarities(question, &all)?;
+        let mut at = 0;
+        Ok(sentences
+            .iter()
+            .map(|s| {
+                let best = cosines[at..at + s.len()]
+                    .iter()
+                    .fold(-1f32, |a, &b| a.max(b));
+                at += s.len();
+                best
+            })
+            .collect())
+    }
+
     /// The sentence of `document` matching `question` best, where it is
     /// not the sentence (or sentences) holding the span `start..=end`:
     /// `None` when the span's own matches best.
@@ -129,5 +184,26 @@ impl SentenceCheck {
             end: sentences[best].1,
             gap,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_text_splits_where_its_sentences_end() {
+        let text = "Ann lives in Oslo. She earns 3.5 million a year!  Why?\nA list\n\n";
+        assert_eq!(
+            text_sentences(text),
+            [
+                "Ann lives in Oslo.",
+                "She earns 3.5 million a year!",
+                "Why?",
+                "A list"
+            ]
+        );
+        assert_eq!(text_sentences("no stop at the end"), ["no stop at the end"]);
+        assert!(text_sentences(" \n ").is_empty());
     }
 }

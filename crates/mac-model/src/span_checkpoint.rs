@@ -209,6 +209,7 @@ impl SpanReading {
             agreement: self.agreement,
             same_names: self.recency_same_names,
             answers: self.recency_answers,
+            sentence_answers: self.sentence_check.as_ref().and_then(|c| c.recency),
         }
     }
 }
@@ -276,7 +277,11 @@ impl SpanCheckpointMeta {
             ("reading.recency_answers", self.reading.recency_answers),
             (
                 "reading.sentence_check.slack",
-                self.reading.sentence_check.as_ref().map(|c| c.slack),
+                self.reading.sentence_check.as_ref().and_then(|c| c.slack),
+            ),
+            (
+                "reading.sentence_check.recency",
+                self.reading.sentence_check.as_ref().and_then(|c| c.recency),
             ),
         ] {
             if let Some(a) = value.filter(|a| !(a.is_finite() && *a >= 0.0)) {

@@ -585,4 +585,21 @@ fn the_sentence_check_hands_the_sentence_that_answers_the_question() {
         check.better_sentence(&lm, question, &doc, married).unwrap(),
         None
     );
+    // A later report of what was asked matches it as well as the first
+    // report does; one about another fact of the same person does not.
+    let matches = check
+        .best_matches(
+            "How many marathons has Yara Yilmaz finished?",
+            &[
+                "A keen runner, Yara Yilmaz has 17 marathons behind them. Yara Yilmaz swims.",
+                "Yara Yilmaz's tally has grown to 22 marathons.",
+                "Yara Yilmaz has switched to the fretless accordion.",
+                "",
+            ],
+        )
+        .unwrap();
+    eprintln!("best sentence matches: {matches:?}");
+    assert!(matches[1] > matches[0] - 0.1, "{matches:?}");
+    assert!(matches[2] < matches[1] - 0.2, "{matches:?}");
+    assert_eq!(matches[3], -1.0);
 }

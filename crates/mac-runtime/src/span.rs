@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::tensor::{Bool, Device, Tensor, TensorData, TensorReadError};
-use mac_aggregation::{push_chunk, SpanChoice, SpanSelector, StreamedSpanChoice};
+use mac_aggregation::{push_chunk, Recency, SpanChoice, SpanSelector, StreamedSpanChoice};
 use mac_bank::{content_hash, BankShape, MemoryBank, NewEntry, Precision};
 use mac_lm::LoadedLm;
 
@@ -73,8 +73,10 @@ impl SpanMemory {
         let frame = checkpoint.meta.reading.frame.chat_frame(&lm)?;
         let preamble = Preamble::of(&lm, frame)?;
         let sentence_check = match &checkpoint.meta.reading.sentence_check {
-            Some(c) => Some(SentenceCheck::load(&c.encoder, device)?),
-            None => None,
+            Some(c) if c.slack.is_some() || c.recency.is_some() => {
+                Some(SentenceCheck::load(&c.encoder, device)?)
+            }
+            _ => None,
         };
         Ok(Self {
             lm,
@@ -254,26 +256,53 @@ impl SpanMemory {
             )
             .map_err(read_error)?;
         }
+        let recency = self.reading.recency();
         choices
             .into_iter()
             .zip(&names)
-            .map(|(c, names)| {
+            .zip(questions)
+            .map(|((c, names), &question)| {
                 let mut failed = None;
-                let choice = c.finish_where(|d| match bank.read(d) {
-                    Ok(entry) => names_every(&entry.text, names),
-                    Err(e) => {
-                        failed.get_or_insert(e);
-                        false
+                let choice = c.finish_where(|later, best| {
+                    match self.admits(bank, (question, names), recency, (later, best)) {
+                        Ok(admitted) => admitted,
+                        Err(e) => {
+                            failed.get_or_insert(e);
+                            false
+                        }
                     }
                 });
                 if let Some(e) = failed {
-                    return Err(e.into());
+                    return Err(e);
                 }
                 choice.ok_or_else(|| {
                     RuntimeError::input(format!("the bank in {} is empty", bank.dir().display()))
                 })
             })
             .collect()
+    }
+
+    /// Whether the recency reads entry `later` of `bank` instead of `best`
+    /// for `question` (naming `names`): it names them, where the recency
+    /// asks; its best sentence matches the question within the recency's
+    /// slack of `best`'s, where it asks that.
+    fn admits(
+        &self,
+        bank: &MemoryBank,
+        (question, names): (&str, &[Vec<&str>]),
+        recency: Recency,
+        (later, best): (usize, usize),
+    ) -> Result<bool, RuntimeError> {
+        let text = bank.read(later)?.text;
+        if recency.same_names && !names_every(&text, names) {
+            return Ok(false);
+        }
+        let (Some(slack), Some(check)) = (recency.sentence_answers, &self.sentence_check) else {
+            return Ok(true);
+        };
+        let best_text = bank.read(best)?.text;
+        let matches = check.best_matches(question, &[&text, &best_text])?;
+        Ok(matches[0] >= matches[1] - slack)
     }
 
     /// The span handed for `choice` of `question` in `document` (its token
@@ -295,9 +324,12 @@ impl SpanMemory {
         if self.reading.hands_whole(choice.confidence) {
             return Ok(span);
         }
+        let Some(slack) = checking.slack else {
+            return Ok(span);
+        };
         Ok(
             match check.better_sentence(&self.lm, question, document, span)? {
-                Some(b) if b.gap > checking.slack => (b.start, b.end),
+                Some(b) if b.gap > slack => (b.start, b.end),
                 _ => span,
             },
         )

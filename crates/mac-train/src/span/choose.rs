@@ -9,7 +9,7 @@ use mac_aggregation::{
     push_chunk, ChosenSpan, Recency, SpanChoice, SpanRule, SpanSelector, StreamedSpanChoice,
 };
 
-use mac_model::{names_every, question_names};
+use mac_model::{names_every, question_names, SentenceCheck};
 
 use super::{document_matches, SpanFeatures};
 
@@ -29,8 +29,8 @@ pub const BANK_CHUNK: usize = 64;
 
 /// How spans are chosen over a bank: the rule and the documents scored at
 /// a time.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Choosing {
+#[derive(Debug, Clone, Copy)]
+pub struct Choosing<'a> {
     /// The span rule.
     pub rule: SpanRule,
     /// Documents scored at a time.
@@ -38,15 +38,20 @@ pub struct Choosing {
     /// Chosen among the documents that name what the question names, where
     /// any does ([`StreamedSpanChoice::named_first`]).
     pub named_first: bool,
+    /// The sentence encoder judging a later entry where a recency asks
+    /// ([`Recency::sentence_answers`]); none: such a recency reads no
+    /// later entry.
+    pub sentences: Option<&'a SentenceCheck>,
 }
 
-impl Choosing {
+impl Choosing<'_> {
     /// By `rule`, [`BANK_CHUNK`] documents at a time, among all documents.
     pub fn by(rule: SpanRule) -> Self {
         Self {
             rule,
             chunk: BANK_CHUNK,
             named_first: false,
+            sentences: None,
         }
     }
 }
@@ -86,7 +91,7 @@ pub fn choose_spans_each(
     asked: &SpanFeatures,
     questions: &[usize],
     prior: Option<Tensor<2>>,
-    choosing: Choosing,
+    choosing: Choosing<'_>,
     recencies: &[Recency],
     device: &Device,
 ) -> Result<Vec<Vec<QuestionSpan>>> {
@@ -137,22 +142,56 @@ pub fn choose_spans_each(
             let own = bank
                 .iter()
                 .position(|&d| same && d == asked.questions[q].document);
-            // Whether a later entry names the question's names, read once
-            // for every recency that asks.
+            // Whether a later entry names the question's names, and how
+            // well its best sentence matches the question, read once for
+            // every recency that asks.
             let mut named: HashMap<usize, bool> = HashMap::new();
+            let mut matched: HashMap<usize, f32> = HashMap::new();
+            let mut failed = None;
+            let question = &asked.questions[q].text;
             for (spans, &recency) in out.iter_mut().zip(recencies) {
-                let mut names_the_same = |d: usize| {
-                    *named
+                let mut admits = |d: usize, best: usize| {
+                    let names_the_same = *named
                         .entry(d)
-                        .or_insert_with(|| names_every(&memory.texts[bank[d]], &names))
+                        .or_insert_with(|| names_every(&memory.texts[bank[d]], &names));
+                    if recency.same_names && !names_the_same {
+                        return false;
+                    }
+                    let Some(slack) = recency.sentence_answers else {
+                        return true;
+                    };
+                    let mut matches = |d: usize| match matched.get(&d) {
+                        Some(&m) => m,
+                        None => {
+                            let text = memory.texts[bank[d]].as_str();
+                            let m = match choosing
+                                .sentences
+                                .map(|c| c.best_matches(question, &[text]))
+                            {
+                                Some(Ok(m)) => m[0],
+                                Some(Err(e)) => {
+                                    failed.get_or_insert(e);
+                                    f32::NEG_INFINITY
+                                }
+                                None => f32::NEG_INFINITY,
+                            };
+                            matched.insert(d, m);
+                            m
+                        }
+                    };
+                    let (later, best) = (matches(d), matches(best));
+                    later.is_finite() && later >= best - slack
                 };
                 let SpanChoice {
                     span,
                     confidence,
                     shares,
                 } = choice
-                    .finish_as(recency, &mut names_the_same)
+                    .finish_as(recency, &mut admits)
                     .ok_or_else(|| anyhow::anyhow!("an empty bank"))?;
+                if let Some(e) = failed.take() {
+                    return Err(e.into());
+                }
                 spans.push(QuestionSpan {
                     span,
                     gold_share: own.map_or(0.0, |o| shares[o]),

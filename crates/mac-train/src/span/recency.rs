@@ -8,6 +8,7 @@ use burn::tensor::Device;
 use mac_aggregation::{Recency, SpanRule, SpanSelector};
 use mac_data::{unrelated_documents, validation_updates, Dataset, Document};
 use mac_lm::LoadedLm;
+use mac_model::SentenceCheck;
 use serde::{Deserialize, Serialize};
 
 use super::config::SpanRunConfig;
@@ -27,9 +28,14 @@ const AGREEMENTS: [f32; 3] = [0.3, 0.5, 0.7];
 /// with each of the above (none: no answer asked of it), in logit units.
 const ANSWERS: [f32; 2] = [2.0, 4.0];
 
+/// Slacks of the sentence encoder's test of a later entry, tried with each
+/// margin and the names test (see [`Recency::sentence_answers`]).
+const SENTENCE_ANSWERS: [f32; 3] = [0.05, 0.1, 0.2];
+
 /// Every recency tried: none first, then each margin with each agreement,
-/// names test and answer asked.
-pub(super) fn tried() -> Vec<Recency> {
+/// names test and answer asked; then, with a sentence encoder, each margin
+/// with the names test and the encoder's test of a later entry.
+pub(super) fn tried(sentences: bool) -> Vec<Recency> {
     let mut rules = vec![Recency::NONE];
     for margin in MARGINS {
         for agreement in std::iter::once(None).chain(AGREEMENTS.map(Some)) {
@@ -40,8 +46,21 @@ pub(super) fn tried() -> Vec<Recency> {
                         agreement,
                         same_names,
                         answers,
+                        sentence_answers: None,
                     });
                 }
+            }
+        }
+    }
+    if sentences {
+        for margin in MARGINS {
+            for slack in SENTENCE_ANSWERS {
+                rules.push(Recency {
+                    margin,
+                    same_names: true,
+                    sentence_answers: Some(slack),
+                    ..Recency::NONE
+                });
             }
         }
     }
@@ -75,8 +94,11 @@ pub struct RecencyScore {
 /// name what the question names, to answer it: conditions that can only
 /// refuse later entries) — then the first tried.
 pub(super) fn kept(scores: &[RecencyScore]) -> usize {
-    let asks =
-        |s: &RecencyScore| u8::from(s.recency.same_names) + u8::from(s.recency.answers.is_some());
+    let asks = |s: &RecencyScore| {
+        u8::from(s.recency.same_names)
+            + u8::from(s.recency.answers.is_some())
+            + u8::from(s.recency.sentence_answers.is_some())
+    };
     let mut best = 0;
     for (i, s) in scores.iter().enumerate() {
         let b = &scores[best];
@@ -118,7 +140,7 @@ pub(super) fn choose_recency(
     config: &SpanRunConfig,
     lm: &LoadedLm,
     selector: &SpanSelector,
-    rule: SpanRule,
+    (rule, sentences): (SpanRule, Option<&SentenceCheck>),
     device: &Device,
     log: &mut dyn FnMut(&str),
 ) -> Result<Vec<RecencyScore>> {
@@ -130,7 +152,7 @@ pub(super) fn choose_recency(
         let document = &bank_documents.documents[features.questions[q].document];
         document.qas.iter().any(|qa| !qa.stale.is_empty())
     };
-    let rules = tried();
+    let rules = tried(sentences.is_some());
     let mut plain: Vec<usize> = Vec::new();
     let mut scores = Vec::new();
     for named_first in [false, true] {
@@ -143,6 +165,7 @@ pub(super) fn choose_recency(
             None,
             Choosing {
                 named_first,
+                sentences,
                 ..Choosing::by(rule)
             },
             &rules,

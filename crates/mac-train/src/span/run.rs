@@ -102,6 +102,10 @@ pub struct SpanRunReport {
     /// How far below the best's a later entry's best span may score.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recency_answers: Option<f32>,
+    /// How far below the best's a later entry's best sentence may match
+    /// the question, by the sentence encoder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recency_sentences: Option<f32>,
     /// Whether the span is chosen among the documents naming what the
     /// question names first (kept with the recency).
     #[serde(default)]
@@ -161,24 +165,34 @@ pub fn train_span_memory(
         device,
         log,
     )?;
-    let sentence = match &checked {
-        Some(other) => {
-            let encoder = config.sentence_encoder_dir();
-            let check = SentenceCheck::load(&encoder, device).with_context(|| {
+    let encoder = config.sentence_encoder_dir();
+    let check =
+        match &checked {
+            Some(_) => Some(SentenceCheck::load(&encoder, device).with_context(|| {
                 format!("{}: cannot load the sentence encoder", encoder.display())
-            })?;
+            })?),
+            None => None,
+        };
+    let sentence = match (&checked, &check) {
+        (Some(other), Some(check)) => {
             let sets = [&validation, other]
                 .map(|v| validation_spans(config, &chosen, v, device))
                 .into_iter()
                 .collect::<Result<Vec<_>>>()?;
             let answering = (&choice.reader, &choice.frame);
-            let sentence =
-                choose_sentence_check(&lm, &check, answering, choice.whole_below, &sets, log)?;
-            Some((sentence, encoder))
+            Some(choose_sentence_check(
+                &lm,
+                check,
+                answering,
+                choice.whole_below,
+                &sets,
+                log,
+            )?)
         }
-        None => None,
+        _ => None,
     };
-    let recencies = choose_recency(config, &lm, &chosen.selector, chosen.rule, device, log)?;
+    let choosing = (chosen.rule, check.as_ref());
+    let recencies = choose_recency(config, &lm, &chosen.selector, choosing, device, log)?;
     let recency = recencies[kept(&recencies)].recency;
     let reading = SpanReading {
         reader: choice.reader,
@@ -190,11 +204,10 @@ pub fn train_span_memory(
         recency_answers: recency.answers,
         named_first: recencies[kept(&recencies)].named_first,
         whole_below: choice.whole_below,
-        sentence_check: sentence.as_ref().and_then(|(s, encoder)| {
-            s.slack.map(|slack| SentenceChecking {
-                slack,
-                encoder: encoder.clone(),
-            })
+        sentence_check: check.is_some().then(|| SentenceChecking {
+            slack: sentence.as_ref().and_then(|s| s.slack),
+            recency: recency.sentence_answers,
+            encoder: encoder.clone(),
         }),
     };
     let meta = SpanCheckpointMeta::new(&chosen.config, reading, lm_path);
@@ -213,11 +226,12 @@ pub fn train_span_memory(
         whole_belows: choice.floors,
         copied: choice.reader.copied,
         copies: choice.copies,
-        sentence_check: sentence.map(|(s, _)| s),
+        sentence_check: sentence,
         recency: recency.margin,
         agreement: recency.agreement,
         recency_same_names: recency.same_names,
         recency_answers: recency.answers,
+        recency_sentences: recency.sentence_answers,
         named_first: recencies[kept(&recencies)].named_first,
         recencies,
         seconds: [read, trained, t2.elapsed().as_secs_f64()],
