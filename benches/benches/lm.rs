@@ -10,7 +10,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use mac_kernels::quantized::Activations;
-use mac_lm::{GenerateOptions, KvCache, TokenBatch};
+use mac_lm::{BaseLm, GenerateOptions, KvCache, TokenBatch};
 
 const PROMPT_TOKENS: usize = 128;
 const GENERATED_TOKENS: usize = 64;
@@ -43,7 +43,8 @@ fn bench(c: &mut Criterion) {
         .forward_hidden(&prompt, None, Some(&mut warm))
         .unwrap();
     let step = TokenBatch::single(vec![42]).unwrap();
-    g.bench_function("decode_1_after_128", |b| {
+    // One decode step after the prompt's cache (the cache cloned outside the timing).
+    let decode = |b: &mut criterion::Bencher, model: &BaseLm| {
         b.iter_batched(
             || warm.clone(),
             |mut cache| {
@@ -52,7 +53,8 @@ fn bench(c: &mut Criterion) {
             },
             BatchSize::SmallInput,
         )
-    });
+    };
+    g.bench_function("decode_1_after_128", |b| decode(b, model));
     // Greedy generation of 64 tokens after the prompt (prefill included),
     // never stopping at EOS: tokens per second as a user waits for them.
     let generation = GenerateOptions {
@@ -60,65 +62,33 @@ fn bench(c: &mut Criterion) {
         stop_at_eos: false,
         ..GenerateOptions::default()
     };
-    g.bench_function("generate_64_after_128", |b| {
-        b.iter(|| {
-            let out = model
-                .generate(
-                    std::slice::from_ref(&ids),
-                    None,
-                    lm.tokenizer.pad_id,
-                    lm.tokenizer.eos_id,
-                    generation,
-                )
-                .unwrap();
-            assert_eq!(out[0].len(), GENERATED_TOKENS);
-        })
-    });
+    let generate = |model: &BaseLm| {
+        let out = model
+            .generate(
+                std::slice::from_ref(&ids),
+                None,
+                lm.tokenizer.pad_id,
+                lm.tokenizer.eos_id,
+                generation,
+            )
+            .unwrap();
+        assert_eq!(out[0].len(), GENERATED_TOKENS);
+    };
+    g.bench_function("generate_64_after_128", |b| b.iter(|| generate(model)));
     // The same step on the weights dequantised to f32 (the path every
     // decode took before the file's blocks were kept).
     let mut f32_model = model.clone();
     f32_model.set_quantized_decode(false);
-    g.bench_function("decode_1_after_128_f32_weights", |b| {
-        b.iter_batched(
-            || warm.clone(),
-            |mut cache| {
-                let h = f32_model
-                    .forward_hidden(&step, None, Some(&mut cache))
-                    .unwrap();
-                f32_model.logits(h).argmax(2).into_data()
-            },
-            BatchSize::SmallInput,
-        )
-    });
+    g.bench_function("decode_1_after_128_f32_weights", |b| decode(b, &f32_model));
     // The same step and generation with the activations kept in eight
     // bits for integer dot products with the blocks, as llama.cpp does.
     let mut q8_model = model.clone();
     q8_model.set_decode_activations(Activations::Q8);
     g.bench_function("decode_1_after_128_q8_activations", |b| {
-        b.iter_batched(
-            || warm.clone(),
-            |mut cache| {
-                let h = q8_model
-                    .forward_hidden(&step, None, Some(&mut cache))
-                    .unwrap();
-                q8_model.logits(h).argmax(2).into_data()
-            },
-            BatchSize::SmallInput,
-        )
+        decode(b, &q8_model)
     });
     g.bench_function("generate_64_after_128_q8_activations", |b| {
-        b.iter(|| {
-            let out = q8_model
-                .generate(
-                    std::slice::from_ref(&ids),
-                    None,
-                    lm.tokenizer.pad_id,
-                    lm.tokenizer.eos_id,
-                    generation,
-                )
-                .unwrap();
-            assert_eq!(out[0].len(), GENERATED_TOKENS);
-        })
+        b.iter(|| generate(&q8_model))
     });
     g.finish();
 }
