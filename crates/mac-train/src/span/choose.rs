@@ -142,54 +142,23 @@ pub fn choose_spans_each(
             let own = bank
                 .iter()
                 .position(|&d| same && d == asked.questions[q].document);
-            // Whether a later entry names the question's names, and how
-            // well its best sentence matches the question, read once for
-            // every recency that asks.
-            let mut named: HashMap<usize, bool> = HashMap::new();
-            let mut matched: HashMap<usize, f32> = HashMap::new();
-            let mut failed = None;
-            let question = &asked.questions[q].text;
+            let mut later = LaterEntries {
+                texts: (&memory.texts, bank),
+                question: (&asked.questions[q].text, &names),
+                sentences: choosing.sentences,
+                named: HashMap::new(),
+                matched: HashMap::new(),
+                failed: None,
+            };
             for (spans, &recency) in out.iter_mut().zip(recencies) {
-                let mut admits = |d: usize, best: usize| {
-                    let names_the_same = *named
-                        .entry(d)
-                        .or_insert_with(|| names_every(&memory.texts[bank[d]], &names));
-                    if recency.same_names && !names_the_same {
-                        return false;
-                    }
-                    let Some(slack) = recency.sentence_answers else {
-                        return true;
-                    };
-                    let mut matches = |d: usize| match matched.get(&d) {
-                        Some(&m) => m,
-                        None => {
-                            let text = memory.texts[bank[d]].as_str();
-                            let m = match choosing
-                                .sentences
-                                .map(|c| c.best_matches(question, &[text]))
-                            {
-                                Some(Ok(m)) => m[0],
-                                Some(Err(e)) => {
-                                    failed.get_or_insert(e);
-                                    f32::NEG_INFINITY
-                                }
-                                None => f32::NEG_INFINITY,
-                            };
-                            matched.insert(d, m);
-                            m
-                        }
-                    };
-                    let (later, best) = (matches(d), matches(best));
-                    later.is_finite() && later >= best - slack
-                };
                 let SpanChoice {
                     span,
                     confidence,
                     shares,
                 } = choice
-                    .finish_as(recency, &mut admits)
+                    .finish_as(recency, |d, best| later.admits(recency, d, best))
                     .ok_or_else(|| anyhow::anyhow!("an empty bank"))?;
-                if let Some(e) = failed.take() {
+                if let Some(e) = later.failed.take() {
                     return Err(e.into());
                 }
                 spans.push(QuestionSpan {
@@ -201,6 +170,65 @@ pub fn choose_spans_each(
         }
     }
     Ok(out)
+}
+
+/// One question's tests of later entries, each entry read once for every
+/// recency that asks: whether it names the question's names, and how well
+/// its best sentence matches the question.
+struct LaterEntries<'a> {
+    /// The memory's texts and the bank (indices into them).
+    texts: (&'a [String], &'a [usize]),
+    /// The question and its names.
+    question: (&'a str, &'a [Vec<&'a str>]),
+    sentences: Option<&'a SentenceCheck>,
+    named: HashMap<usize, bool>,
+    matched: HashMap<usize, f32>,
+    /// The sentence encoder's first error.
+    failed: Option<mac_model::ModelError>,
+}
+
+impl LaterEntries<'_> {
+    /// Whether `recency` reads bank entry `d` instead of `best`.
+    fn admits(&mut self, recency: Recency, d: usize, best: usize) -> bool {
+        if recency.same_names && !self.names_the_same(d) {
+            return false;
+        }
+        let Some(slack) = recency.sentence_answers else {
+            return true;
+        };
+        let (later, best) = (self.best_match(d), self.best_match(best));
+        later.is_finite() && later >= best - slack
+    }
+
+    fn names_the_same(&mut self, d: usize) -> bool {
+        let ((texts, bank), names) = (self.texts, self.question.1);
+        *self
+            .named
+            .entry(d)
+            .or_insert_with(|| names_every(&texts[bank[d]], names))
+    }
+
+    /// Entry `d`'s best sentence's cosine with the question (−∞ without
+    /// a sentence encoder, or when it failed).
+    fn best_match(&mut self, d: usize) -> f32 {
+        if let Some(&m) = self.matched.get(&d) {
+            return m;
+        }
+        let ((texts, bank), question) = (self.texts, self.question.0);
+        let m = match self
+            .sentences
+            .map(|c| c.best_matches(question, &[&texts[bank[d]]]))
+        {
+            Some(Ok(m)) => m[0],
+            Some(Err(e)) => {
+                self.failed.get_or_insert(e);
+                f32::NEG_INFINITY
+            }
+            None => f32::NEG_INFINITY,
+        };
+        self.matched.insert(d, m);
+        m
+    }
 }
 
 /// Whether each of `documents` (of `memory`) names every name of each
