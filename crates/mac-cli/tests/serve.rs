@@ -56,11 +56,16 @@ fn span_checkpoint() -> PathBuf {
         .fold(f64::MIN, f64::max);
     let kept = frames.iter().find(|f| f[0] == report["frame"]).unwrap();
     assert_eq!(kept[1].as_f64().unwrap(), best, "{report}");
-    // Every recency margin with every agreement was tried, without and
+    // Every recency margin with every agreement was tried, and with the
+    // names test every margin with the sentence encoder's test, without and
     // with the named-first choice; the one kept has the best validation
     // top-1 and is the checkpoint's.
     let tried = report["recencies"].as_array().unwrap();
-    assert_eq!(tried.len(), 2 * (1 + 3 * (1 + 3) * 2 * 3), "{report}");
+    assert_eq!(
+        tried.len(),
+        2 * (1 + 3 * (1 + 3) * 2 * 3 + 3 * 3),
+        "{report}"
+    );
     let named = tried.iter().filter(|r| r["named_first"] == true).count();
     assert_eq!(2 * named, tried.len(), "{report}");
     let top = tried
@@ -72,6 +77,7 @@ fn span_checkpoint() -> PathBuf {
             && r["agreement"] == report["agreement"]
             && r["same_names"] == report["recency_same_names"]
             && r.get("answers") == report.get("recency_answers")
+            && r.get("sentence_answers") == report.get("recency_sentences")
             && r["named_first"] == report["named_first"]
     };
     let kept = tried.iter().find(kept).unwrap();
@@ -122,6 +128,34 @@ fn span_checkpoint() -> PathBuf {
         .cloned()
         .unwrap_or(Value::Null);
     assert_eq!(floor, report["whole_below"], "{meta}");
+    // The sentence check: every slack tried, the best kept (the first of
+    // equals: the most cautious), and the checkpoint's with the recency's.
+    let check = &report["sentence_check"];
+    let slacks = check["slacks"].as_array().unwrap();
+    assert_eq!(slacks.len(), 8, "{report}");
+    let best = slacks
+        .iter()
+        .map(|f| f[1].as_f64().unwrap())
+        .fold(f64::MIN, f64::max);
+    let first_best = slacks
+        .iter()
+        .find(|f| f[1].as_f64().unwrap() == best)
+        .unwrap();
+    assert_eq!(first_best[0], check["slack"], "{report}");
+    let recorded = &meta["reading"]["sentence_check"];
+    assert_eq!(
+        recorded.get("slack").cloned().unwrap_or(Value::Null),
+        check["slack"],
+        "{meta}"
+    );
+    assert_eq!(
+        recorded.get("recency").cloned().unwrap_or(Value::Null),
+        report
+            .get("recency_sentences")
+            .cloned()
+            .unwrap_or(Value::Null),
+        "{meta}"
+    );
     // A second run into it is refused without --force.
     let again = mac(&["train", "--preset", "span-tiny", "--out", s(&run)]);
     assert_eq!(again.status.code(), Some(3), "{again:?}");

@@ -137,7 +137,6 @@ impl SpanRunConfig {
                 validate_every: 10,
                 frame_questions: 8,
                 recency_distractors: 8,
-                sentence_check_validation: None,
                 ..span
             }),
             other => Err(format!(
