@@ -35,6 +35,7 @@ mod config;
 mod recency;
 mod run;
 mod sentence;
+mod validation;
 pub use choose::{choose_spans, choose_spans_each, Choosing, QuestionSpan, BANK_CHUNK};
 pub use config::SpanRunConfig;
 pub use recency::RecencyScore;

@@ -13,18 +13,19 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use burn::tensor::Device;
 use mac_aggregation::{SpanRule, SpanSelector};
-use mac_data::{f1_score, training_updates, Dataset, FactStream, FactStreamConfig};
+use mac_data::{training_updates, Dataset, FactStream, FactStreamConfig};
 use mac_lm::LoadedLm;
 use mac_model::{
-    AnswerFrame, AnswerGeneration, FrameExample, SentenceCheck, SentenceChecking, SpanCheckpoint,
-    SpanCheckpointMeta, SpanExtent, SpanRead, SpanReader, SpanReading,
+    AnswerFrame, FrameExample, SentenceCheck, SentenceChecking, SpanCheckpoint, SpanCheckpointMeta,
+    SpanExtent, SpanReader, SpanReading,
 };
 use serde::{Deserialize, Serialize};
 
 use super::config::SpanRunConfig;
 use super::recency::{choose_recency, kept, RecencyScore};
 use super::sentence::{choose_sentence_check, SentenceCheckChoice};
-use super::{answerable, choose_spans, QuestionSpan, SpanFeatures, SpanTrainer};
+use super::validation::{best_of, frame_f1s, mean, ValidationSpans};
+use super::{answerable, choose_spans, SpanFeatures, SpanTrainer};
 
 /// The run's record beside its checkpoint.
 pub const SPAN_RUN_FILE: &str = "span-run.json";
@@ -491,19 +492,6 @@ fn whole_below_scores(
         .collect()
 }
 
-/// The mean, 0 for none.
-pub(super) fn mean(xs: &[f64]) -> f64 {
-    xs.iter().sum::<f64>() / xs.len().max(1) as f64
-}
-
-/// The index of the highest score (the first of equals).
-pub(super) fn best_of<T>(scores: &[(T, f64)]) -> usize {
-    (0..scores.len())
-        .rev()
-        .max_by(|&a, &b| scores[a].1.total_cmp(&scores[b].1))
-        .unwrap_or(0)
-}
-
 /// The selector a run keeps, and how it reads.
 struct Chosen {
     score: f64,
@@ -627,48 +615,6 @@ fn candidate_frames(train: &Dataset) -> Vec<(&'static str, AnswerFrame)> {
         ),
         ("chat, 3-shot", AnswerFrame::Chat { examples }),
     ]
-}
-
-/// A validation set's questions and the spans the kept selector chose for
-/// them over its documents.
-pub(super) struct ValidationSpans<'a> {
-    pub(super) features: &'a SpanFeatures,
-    pub(super) questions: Vec<usize>,
-    pub(super) spans: Vec<QuestionSpan>,
-}
-
-/// The F1 of each of a validation set's questions answered from its
-/// chosen span, read in `frame`.
-pub(super) fn frame_f1s(
-    lm: &LoadedLm,
-    reader: &SpanReader,
-    frame: &AnswerFrame,
-    set: &ValidationSpans<'_>,
-) -> Result<Vec<f64>> {
-    let (validation, questions, spans) = (set.features, &set.questions, &set.spans);
-    let chat = frame.chat_frame(lm)?;
-    let mut f1s = Vec::with_capacity(questions.len());
-    for (qs, spans) in questions.chunks(16).zip(spans.chunks(16)) {
-        let reads: Vec<SpanRead<'_>> = spans
-            .iter()
-            .map(|s| SpanRead {
-                document: &validation.documents[s.span.document],
-                start: s.span.start,
-                end: s.span.end,
-                stored: None,
-            })
-            .collect();
-        let texts: Vec<&str> = qs
-            .iter()
-            .map(|&q| validation.questions[q].text.as_str())
-            .collect();
-        let generation = vec![AnswerGeneration::default(); texts.len()];
-        let answers = reader.answer_in(lm, chat.as_ref(), &reads, &texts, &generation)?;
-        for (a, &q) in answers.iter().zip(qs) {
-            f1s.push(f1_score(&a.text, &validation.questions[q].answers));
-        }
-    }
-    Ok(f1s)
 }
 
 #[cfg(test)]

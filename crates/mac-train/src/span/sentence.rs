@@ -10,7 +10,7 @@ use mac_lm::LoadedLm;
 use mac_model::{AnswerFrame, SentenceCheck, SpanReader};
 use serde::{Deserialize, Serialize};
 
-use super::run::{best_of, frame_f1s, mean, ValidationSpans};
+use super::validation::{best_of, frame_f1s, mean, ValidationSpans};
 use super::QuestionSpan;
 
 /// The slacks tried, the most cautious first (`None`: no check).
@@ -30,7 +30,7 @@ pub const SLACKS: [Option<f32>; 8] = [
 pub struct SentenceCheckChoice {
     /// The slack kept (`None`: no check).
     pub slack: Option<f32>,
-    /// Validation F1 at each slack of [`SLACKS`], in order.
+    /// Validation F1 at each slack tried (none, then from 0.4 down to 0), in order.
     pub slacks: Vec<(Option<f32>, f64)>,
     /// Each validation set's share of questions whose sentence another
     /// matched better (what a slack of 0 would move).
