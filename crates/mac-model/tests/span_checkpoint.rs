@@ -8,8 +8,8 @@ use std::fs;
 use burn::tensor::{Distribution, Tensor};
 use mac_aggregation::{Recency, SpanRule, SpanSelectorConfig};
 use mac_model::{
-    AnswerFrame, FrameExample, SpanCheckpoint, SpanCheckpointMeta, SpanExtent, SpanReader,
-    SpanReading, SELECTOR_FILE, SPAN_META_FILE,
+    AnswerFrame, FrameExample, SentenceChecking, SpanCheckpoint, SpanCheckpointMeta, SpanExtent,
+    SpanReader, SpanReading, SELECTOR_FILE, SPAN_META_FILE,
 };
 
 fn small() -> SpanSelectorConfig {
@@ -45,7 +45,11 @@ fn meta(config: &SpanSelectorConfig) -> SpanCheckpointMeta {
             recency_answers: Some(3.0),
             named_first: false,
             whole_below: Some(0.3),
-            sentence_check: None,
+            sentence_check: Some(SentenceChecking {
+                slack: Some(0.1),
+                recency: Some(0.05),
+                encoder: "minilm".into(),
+            }),
         },
         "lm.gguf".into(),
     )
@@ -149,7 +153,24 @@ fn what_span_json_describes_is_checked_before_anything_is_built() {
         err.contains(SPAN_META_FILE) && err.contains("reading.whole_below is 1.5"),
         "{err}"
     );
+    let err = refused(&good.replace("\"slack\": 0.1", "\"slack\": -0.1"));
+    assert!(
+        err.contains(SPAN_META_FILE) && err.contains("reading.sentence_check.slack is -0.1"),
+        "{err}"
+    );
+    let err = refused(&good.replace("\"recency\": 0.05", "\"recency\": -1.0"));
+    assert!(
+        err.contains("reading.sentence_check.recency is -1"),
+        "{err}"
+    );
+    // The sentence tests read back, the recency's within the recency.
+    fs::write(&json, &good).unwrap();
+    let opened = SpanCheckpoint::open(dir.path()).unwrap();
+    assert_eq!(opened.meta.reading.recency().sentence_answers, Some(0.05));
     // A record written before the margin existed reads as no margin.
+    let at = good.find(",\n    \"sentence_check\"").unwrap();
+    let end = at + good[at..].find('}').unwrap() + 1;
+    let good = format!("{}{}", &good[..at], &good[end..]);
     let old = good
         .replace(",\n    \"whole_below\": 0.3", "")
         .replace(",\n    \"recency_answers\": 3.0", "")
