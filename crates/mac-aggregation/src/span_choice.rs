@@ -86,6 +86,13 @@ impl Recency {
         self.answers.is_none_or(|a| best - later <= a)
     }
 
+    /// Whether a later entry whose best sentence matches the question
+    /// `later` (a cosine, by the caller's sentence encoder) answers it as
+    /// the best's, matching `best`, does ([`Self::sentence_answers`]).
+    pub fn matches_as(&self, best: f32, later: f32) -> bool {
+        self.sentence_answers.is_none_or(|s| later >= best - s)
+    }
+
     /// Whether the caller's test ([`StreamedSpanChoice::finish_as`]) is
     /// asked of a later entry.
     pub fn asks_caller(&self) -> bool {
@@ -813,6 +820,9 @@ mod tests {
             sentence_answers: Some(0.1),
             ..Recency::margin(1.0)
         };
+        // The sentence test: within the slack of the best's match.
+        assert!(sentences.matches_as(0.8, 0.75) && !sentences.matches_as(0.8, 0.65));
+        assert!(names.matches_as(0.8, -1.0));
         for recency in [names, sentences] {
             let chosen = |admit: fn(usize, usize) -> bool| {
                 let mut choice =

@@ -17,7 +17,7 @@ use mac_lm::LoadedLm;
 use serde::{Deserialize, Serialize};
 
 use crate::span_memory::sentence_ranges;
-use crate::{ModelError, SpanExtent};
+use crate::ModelError;
 
 /// Tokens of a question or sentence the encoder reads (longer ones cut).
 const SENTENCE_TOKENS: usize = 128;
@@ -157,11 +157,17 @@ impl SentenceCheck {
         document: &[u32],
         (start, end): (usize, usize),
     ) -> Result<Option<BetterSentence>, ModelError> {
-        let own = SpanExtent::Sentence.range(lm, document, start, end)?;
-        let sentences: Vec<(usize, usize)> = sentence_ranges(lm, document)?
-            .into_iter()
-            .filter(|&r| r != own)
-            .collect();
+        // The span's own sentences, as the sentence extent finds them: from
+        // the start of the sentence holding its first token to the end of
+        // the one holding its last (the document's tokens decoded once).
+        let ranges = sentence_ranges(lm, document)?;
+        let holding = |t: usize| ranges.iter().find(|&&(_, b)| b >= t).copied();
+        let end = end.min(document.len().saturating_sub(1));
+        let (Some((from, _)), Some((_, to))) = (holding(start.min(end)), holding(end)) else {
+            return Ok(None);
+        };
+        let own = (from, to);
+        let sentences: Vec<(usize, usize)> = ranges.into_iter().filter(|&r| r != own).collect();
         if sentences.is_empty() {
             return Ok(None);
         }

@@ -297,12 +297,12 @@ impl SpanMemory {
         if recency.same_names && !names_every(&text, names) {
             return Ok(false);
         }
-        let (Some(slack), Some(check)) = (recency.sentence_answers, &self.sentence_check) else {
+        let (Some(_), Some(check)) = (recency.sentence_answers, &self.sentence_check) else {
             return Ok(true);
         };
         let best_text = bank.read(best)?.text;
         let matches = check.best_matches(question, &[&text, &best_text])?;
-        Ok(matches[0] >= matches[1] - slack)
+        Ok(recency.matches_as(matches[1], matches[0]))
     }
 
     /// The span handed for `choice` of `question` in `document` (its token
@@ -317,16 +317,13 @@ impl SpanMemory {
     ) -> Result<(usize, usize), RuntimeError> {
         let end = choice.span.end.min(document.len().saturating_sub(1));
         let span = (choice.span.start.min(end), end);
-        let (Some(check), Some(checking)) = (&self.sentence_check, &self.reading.sentence_check)
-        else {
+        let slack = self.reading.sentence_check.as_ref().and_then(|c| c.slack);
+        let (Some(check), Some(slack)) = (&self.sentence_check, slack) else {
             return Ok(span);
         };
         if self.reading.hands_whole(choice.confidence) {
             return Ok(span);
         }
-        let Some(slack) = checking.slack else {
-            return Ok(span);
-        };
         Ok(
             match check.better_sentence(&self.lm, question, document, span)? {
                 Some(b) if b.gap > slack => (b.start, b.end),

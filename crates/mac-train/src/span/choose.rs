@@ -193,11 +193,11 @@ impl LaterEntries<'_> {
         if recency.same_names && !self.names_the_same(d) {
             return false;
         }
-        let Some(slack) = recency.sentence_answers else {
+        if recency.sentence_answers.is_none() {
             return true;
-        };
+        }
         let (later, best) = (self.best_match(d), self.best_match(best));
-        later.is_finite() && later >= best - slack
+        later.is_finite() && recency.matches_as(best, later)
     }
 
     fn names_the_same(&mut self, d: usize) -> bool {

@@ -137,11 +137,13 @@ pub fn train_span_memory(
         .with_context(|| format!("{}: cannot load the LM", lm_path.display()))?;
     let stream = FactStream::generate(&config.stream);
     let t0 = Instant::now();
-    let (train, validation, unseen) = read_features(config, &lm, &stream)?;
-    let checked = match &config.sentence_check_validation {
-        Some(other) => Some(read_validation(config, &lm, other)?),
-        None => None,
-    };
+    let (train, validation, unseen, checked) = read_features(config, &lm, &stream)?;
+    // The sentence check's second validation set (the unseen stream's
+    // where it is the same stream).
+    let checked = config
+        .sentence_check_validation
+        .as_ref()
+        .and(checked.as_ref().or(unseen.as_ref()));
     let read = t0.elapsed().as_secs_f64();
     log(&format!(
         "read {} training and {} validation documents ({} of another stream) in {read:.0} s",
@@ -167,30 +169,20 @@ pub fn train_span_memory(
         log,
     )?;
     let encoder = config.sentence_encoder_dir();
-    let check =
-        match &checked {
-            Some(_) => Some(SentenceCheck::load(&encoder, device).with_context(|| {
-                format!("{}: cannot load the sentence encoder", encoder.display())
-            })?),
-            None => None,
-        };
-    let sentence = match (&checked, &check) {
-        (Some(other), Some(check)) => {
-            let sets = [&validation, other]
-                .map(|v| validation_spans(config, &chosen, v, device))
-                .into_iter()
-                .collect::<Result<Vec<_>>>()?;
-            let answering = (&choice.reader, &choice.frame);
-            Some(choose_sentence_check(
+    let (check, sentence) = match checked {
+        Some(other) => {
+            let sets = [&validation, other];
+            let (check, sentence) = check_sentences(
                 &lm,
-                check,
-                answering,
-                choice.whole_below,
+                &encoder,
+                (config, &chosen, &choice),
                 &sets,
+                device,
                 log,
-            )?)
+            )?;
+            (Some(check), Some(sentence))
         }
-        _ => None,
+        None => (None, None),
     };
     let choosing = (chosen.rule, check.as_ref());
     let recencies = choose_recency(config, &lm, &chosen.selector, choosing, device, log)?;
@@ -245,13 +237,18 @@ pub fn train_span_memory(
 }
 
 /// The LM's states of the run's training documents (with the knowledge
-/// that changes it joins), its validation documents and those of its
-/// unseen stream.
+/// that changes it joins), its validation documents, those of its unseen
+/// stream and those of the sentence check's stream where it is another.
 fn read_features(
     config: &SpanRunConfig,
     lm: &LoadedLm,
     stream: &FactStream,
-) -> Result<(SpanFeatures, SpanFeatures, Option<SpanFeatures>)> {
+) -> Result<(
+    SpanFeatures,
+    SpanFeatures,
+    Option<SpanFeatures>,
+    Option<SpanFeatures>,
+)> {
     let reader = config.reader();
     let (n_validation, batch) = (config.validation_documents, 16);
     let mut train = SpanFeatures::read(lm, &reader, &stream.train, config.train_documents, batch)?;
@@ -270,7 +267,34 @@ fn read_features(
         Some(other) => Some(read_validation(config, lm, other)?),
         None => None,
     };
-    Ok((train, validation, unseen))
+    let checked = match &config.sentence_check_validation {
+        Some(other) if config.unseen_validation.as_ref() != Some(other) => {
+            Some(read_validation(config, lm, other)?)
+        }
+        _ => None,
+    };
+    Ok((train, validation, unseen, checked))
+}
+
+/// The sentence encoder in `encoder` and the sentence check's slack chosen
+/// with it over `validations` for the answering the run chose.
+fn check_sentences(
+    lm: &LoadedLm,
+    encoder: &Path,
+    (config, chosen, choice): (&SpanRunConfig, &Chosen, &Answering),
+    validations: &[&SpanFeatures],
+    device: &Device,
+    log: &mut dyn FnMut(&str),
+) -> Result<(SentenceCheck, SentenceCheckChoice)> {
+    let check = SentenceCheck::load(encoder, device)
+        .with_context(|| format!("{}: cannot load the sentence encoder", encoder.display()))?;
+    let sets = validations
+        .iter()
+        .map(|v| validation_spans(config, chosen, v, device))
+        .collect::<Result<Vec<_>>>()?;
+    let answering = (&choice.reader, &choice.frame);
+    let sentence = choose_sentence_check(lm, &check, answering, choice.whole_below, &sets, log)?;
+    Ok((check, sentence))
 }
 
 /// The LM's states of the first validation documents of `other`, a stream
