@@ -57,7 +57,7 @@ pub use span::{
     best_span, document_shares, per_token, ChosenSpan, DocumentMatches, SpanLogits, SpanSelector,
     SpanSelectorConfig,
 };
-pub use span_choice::{push_chunk, Recency, SpanChoice, SpanRule, StreamedSpanChoice};
+pub use span_choice::{push_chunk, LaterTests, Recency, SpanChoice, SpanRule, StreamedSpanChoice};
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;

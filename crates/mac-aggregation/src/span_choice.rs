@@ -35,7 +35,7 @@ pub struct Recency {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agreement: Option<f32>,
     /// When set, a later entry must also name what the question names (the
-    /// caller's test, [`StreamedSpanChoice::finish_where`]): a later report
+    /// caller's test, [`LaterTests::names_the_same`]): a later report
     /// about the same entity, not another one close behind.
     #[serde(default)]
     pub same_names: bool,
@@ -47,12 +47,49 @@ pub struct Recency {
     pub answers: Option<f32>,
     /// When set, a later entry must also answer the question as the
     /// caller's sentence encoder judges it (the caller's test,
-    /// [`StreamedSpanChoice::finish_as`]): its sentence matching the
+    /// [`LaterTests::best_match`]): its sentence matching the
     /// question best no more than this (in cosine) below the best entry's —
     /// a later report of what was asked, judged beyond the wording the
     /// selector was trained on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sentence_answers: Option<f32>,
+    /// Where both answer tests are set ([`Self::answers`] and
+    /// [`Self::sentence_answers`]), a later entry that passes either is
+    /// read — the selector's judgement or the sentence encoder's, each
+    /// catching reports the other misses; unset: it must pass both.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub either_answers: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
+}
+
+/// The caller's tests of a later entry, asked where a [`Recency`] wants
+/// them: what the bank's scores do not tell (entries by their index in
+/// the bank, for one question).
+pub trait LaterTests {
+    /// What a test can fail with (reading an entry, encoding a sentence).
+    type Error;
+    /// Whether `entry` names every name the question names.
+    fn names_the_same(&mut self, entry: usize) -> Result<bool, Self::Error>;
+    /// The cosine of `entry`'s sentence matching the question best, by the
+    /// caller's sentence encoder; `None` where there is none (the test then
+    /// passes).
+    fn best_match(&mut self, entry: usize) -> Result<Option<f32>, Self::Error>;
+}
+
+/// Tests that pass every entry (a choice whose caller tells nothing).
+struct Unasked;
+
+impl LaterTests for Unasked {
+    type Error = std::convert::Infallible;
+    fn names_the_same(&mut self, _: usize) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+    fn best_match(&mut self, _: usize) -> Result<Option<f32>, Self::Error> {
+        Ok(None)
+    }
 }
 
 impl Recency {
@@ -63,6 +100,7 @@ impl Recency {
         same_names: false,
         answers: None,
         sentence_answers: None,
+        either_answers: false,
     };
 
     /// A margin without an agreement condition.
@@ -80,23 +118,40 @@ impl Recency {
             .is_none_or(|a| best.iter().zip(later).all(|(b, l)| b - l <= a))
     }
 
-    /// Whether a later entry whose best span scores `later` answers the
-    /// question as the best's, scoring `best`, does.
-    fn answers_as(&self, best: f32, later: f32) -> bool {
-        self.answers.is_none_or(|a| best - later <= a)
-    }
-
-    /// Whether a later entry whose best sentence matches the question
-    /// `later` (a cosine, by the caller's sentence encoder) answers it as
-    /// the best's, matching `best`, does ([`Self::sentence_answers`]).
-    pub fn matches_as(&self, best: f32, later: f32) -> bool {
-        self.sentence_answers.is_none_or(|s| later >= best - s)
-    }
-
-    /// Whether the caller's test ([`StreamedSpanChoice::finish_as`]) is
-    /// asked of a later entry.
-    pub fn asks_caller(&self) -> bool {
-        self.same_names || self.sentence_answers.is_some()
+    /// Whether `later` is read instead of `best` (its score within
+    /// `margin`): it agrees with the best, names what the question names
+    /// and answers it, as this recency asks (see the fields).
+    fn reads<T: LaterTests>(
+        &self,
+        (best, later): (&Scored, &Scored),
+        margin: f32,
+        tests: &mut T,
+    ) -> Result<bool, T::Error> {
+        if !(later.score + margin > best.score && self.agrees(&best.profile, &later.profile)) {
+            return Ok(false);
+        }
+        if self.same_names && !tests.names_the_same(later.span.document)? {
+            return Ok(false);
+        }
+        let head = self
+            .answers
+            .map(|a| best.span_score - later.span_score <= a);
+        let Some(slack) = self.sentence_answers else {
+            return Ok(head.unwrap_or(true));
+        };
+        match (head, self.either_answers) {
+            (Some(true), true) => return Ok(true),
+            (Some(false), false) => return Ok(false),
+            _ => {}
+        }
+        let matched = (
+            tests.best_match(best.span.document)?,
+            tests.best_match(later.span.document)?,
+        );
+        Ok(match matched {
+            (Some(b), Some(l)) => l >= b - slack,
+            _ => true,
+        })
     }
 
     /// The margin in force: 0 when it is not finite or negative.
@@ -117,8 +172,8 @@ impl Recency {
 /// [`Recency`] margin `r > 0`, the latest document after the best that
 /// scores within `r` of it (`score + r > best`) and, where an agreement
 /// `a` is set, whose per-question-token match falls nowhere more than `a`
-/// below the best's (and, with `same_names`, that the caller admits), is
-/// chosen instead.
+/// below the best's (and that passes the recency's other tests, see
+/// [`Recency`]), is chosen instead.
 ///
 /// Named first ([`Self::named_first`]), the choice is made among the
 /// documents the caller marks as naming what the question names, where
@@ -333,48 +388,51 @@ impl StreamedSpanChoice {
     }
 
     /// The span chosen and the documents' shares; `None` when no document
-    /// had a token.
+    /// had a token. A recency's tests of a later entry all pass.
     pub fn finish(self) -> Option<SpanChoice> {
-        self.finish_where(|_, _| true)
+        match self.finish_with(&mut Unasked) {
+            Ok(choice) => choice,
+            Err(never) => match never {},
+        }
     }
 
-    /// [`Self::finish`] where, when the recency asks the caller
-    /// ([`Recency::asks_caller`]: its names test, its sentence test), a
-    /// later entry is read only if `admits(later, best)` (their indices in
-    /// the bank).
-    pub fn finish_where(self, admits: impl FnMut(usize, usize) -> bool) -> Option<SpanChoice> {
-        self.finish_as(self.recency, admits)
+    /// [`Self::finish`] with the caller's `tests` of a later entry, where
+    /// the recency asks them.
+    pub fn finish_with<T: LaterTests>(self, tests: &mut T) -> Result<Option<SpanChoice>, T::Error> {
+        self.finish_as(self.recency, tests)
     }
 
-    /// The choice `recency` makes of what was kept: as [`Self::finish_where`]
+    /// The choice `recency` makes of what was kept: as [`Self::finish_with`]
     /// of the same documents pushed with `recency`, where its margin is at
     /// most the one kept and, if it asks agreement, profiles were kept (see
     /// [`Self::keeping_for`]).
-    pub fn finish_as(
+    pub fn finish_as<T: LaterTests>(
         &self,
         recency: Recency,
-        mut admits: impl FnMut(usize, usize) -> bool,
-    ) -> Option<SpanChoice> {
+        tests: &mut T,
+    ) -> Result<Option<SpanChoice>, T::Error> {
         let kept = match self.named_first && self.named.best.is_some() {
             true => &self.named,
             false => &self.all,
         };
-        let best = kept.best.as_ref()?;
-        let margin = recency.in_force().min(self.recency.margin);
-        let admitted = |later: &&Scored| {
-            later.score + margin > best.score
-                && recency.agrees(&best.profile, &later.profile)
-                && recency.answers_as(best.span_score, later.span_score)
-                && (!recency.asks_caller() || admits(later.span.document, best.span.document))
+        let Some(best) = kept.best.as_ref() else {
+            return Ok(None);
         };
-        let chosen = kept.later.iter().rev().find(admitted).unwrap_or(best);
+        let margin = recency.in_force().min(self.recency.margin);
+        let mut chosen = best;
+        for later in kept.later.iter().rev() {
+            if recency.reads((best, later), margin, tests)? {
+                chosen = later;
+                break;
+            }
+        }
         let total = log_sum_exp(&self.masses);
         let shares = self.masses.iter().map(|&m| (m - total).exp()).collect();
-        Some(SpanChoice {
+        Ok(Some(SpanChoice {
             span: chosen.span,
             confidence: chosen.confidence,
             shares,
-        })
+        }))
     }
 }
 
@@ -678,7 +736,7 @@ mod tests {
                 for &recency in &recencies {
                     let alone = fed(StreamedSpanChoice::new(rule, 8).with_recency(recency));
                     assert_eq!(
-                        kept.finish_as(recency, |_, _| true),
+                        kept.finish_as(recency, &mut Unasked).unwrap(),
                         alone.finish(),
                         "{rule:?}, {recency:?}, N = {n}"
                     );
@@ -810,45 +868,115 @@ mod tests {
         assert_eq!(chosen(-6.0), 0);
     }
 
+    /// The caller's tests as a test tells them: the entries naming the
+    /// question's names, and each entry's best sentence match.
+    struct Told {
+        named: fn(usize) -> bool,
+        matches: Vec<f32>,
+        asked: Vec<usize>,
+    }
+
+    impl LaterTests for Told {
+        type Error = String;
+        fn names_the_same(&mut self, entry: usize) -> Result<bool, String> {
+            Ok((self.named)(entry))
+        }
+        fn best_match(&mut self, entry: usize) -> Result<Option<f32>, String> {
+            self.asked.push(entry);
+            Ok(self.matches.get(entry).copied())
+        }
+    }
+
+    /// The document chosen over three documents of two tokens (logits 5,
+    /// 4.8, 4.7; best span scores `spans`) by `recency`, told `named` and
+    /// `matches`.
+    fn chosen_told(recency: Recency, spans: [f32; 3], told: &mut Told) -> usize {
+        let mut choice = StreamedSpanChoice::new(SpanRule::DocumentFirst, 4).with_recency(recency);
+        for (logit, span) in [5.0, 4.8, 4.7].into_iter().zip(spans) {
+            let at = [logit, logit + span / 2.0];
+            choice.push(&[logit], &[], &at, &at, &[2]);
+        }
+        choice.finish_with(told).unwrap().unwrap().span.document
+    }
+
     #[test]
     fn with_same_names_the_caller_admits_a_later_entry() {
         let names = Recency {
             same_names: true,
             ..Recency::margin(1.0)
         };
+        let told = |named: fn(usize) -> bool| Told {
+            named,
+            matches: Vec::new(),
+            asked: Vec::new(),
+        };
+        let chosen = |named| chosen_told(names, [1.0; 3], &mut told(named));
+        assert_eq!(chosen(|_| true), 2);
+        assert_eq!(chosen(|d| d != 2), 1);
+        assert_eq!(chosen(|_| false), 0);
+        // The best itself needs no admission; without the flag, none does.
+        let mut none = told(|_| false);
+        assert_eq!(chosen_told(Recency::margin(1.0), [1.0; 3], &mut none), 2);
+        assert!(none.asked.is_empty());
+        // An error of the caller's is the choice's.
+        struct Failing;
+        impl LaterTests for Failing {
+            type Error = &'static str;
+            fn names_the_same(&mut self, _: usize) -> Result<bool, Self::Error> {
+                Err("unreadable entry")
+            }
+            fn best_match(&mut self, _: usize) -> Result<Option<f32>, Self::Error> {
+                Ok(None)
+            }
+        }
+        let mut choice = StreamedSpanChoice::new(SpanRule::DocumentFirst, 4).with_recency(names);
+        choice.push(&[5.0, 4.8], &[], &[0.0; 4], &[0.0; 4], &[2, 2]);
+        assert_eq!(choice.finish_with(&mut Failing), Err("unreadable entry"));
+    }
+
+    #[test]
+    fn a_later_entry_answers_as_the_selector_or_the_encoder_judges() {
+        let told = |matches: &[f32]| Told {
+            named: |_| true,
+            matches: matches.to_vec(),
+            asked: Vec::new(),
+        };
         let sentences = Recency {
             sentence_answers: Some(0.1),
             ..Recency::margin(1.0)
         };
-        // The sentence test: within the slack of the best's match.
-        assert!(sentences.matches_as(0.8, 0.75) && !sentences.matches_as(0.8, 0.65));
-        assert!(names.matches_as(0.8, -1.0));
-        for recency in [names, sentences] {
-            let chosen = |admit: fn(usize, usize) -> bool| {
-                let mut choice =
-                    StreamedSpanChoice::new(SpanRule::DocumentFirst, 4).with_recency(recency);
-                for logit in [5.0, 4.8, 4.7] {
-                    choice.push(&[logit], &[], &[0.0, 1.0], &[0.0, 1.0], &[2]);
-                }
-                choice.finish_where(admit).unwrap().span.document
-            };
-            assert_eq!(chosen(|_, _| true), 2);
-            assert_eq!(chosen(|d, _| d != 2), 1);
-            assert_eq!(chosen(|_, _| false), 0);
-            // The caller is told which entry the later one would replace.
-            assert_eq!(chosen(|d, best| d == 1 && best == 0), 1);
-        }
-        // The best itself needs no admission; without the flag, none does.
-        let mut choice =
-            StreamedSpanChoice::new(SpanRule::DocumentFirst, 4).with_recency(Recency::margin(1.0));
-        choice.push(
-            &[5.0, 4.8],
-            &[],
-            &[0.0, 1.0, 0.0, 1.0],
-            &[0.0, 1.0, 0.0, 1.0],
-            &[2, 2],
+        // The encoder's test: within the slack of the best's match.
+        let spans = [4.0; 3];
+        assert_eq!(
+            chosen_told(sentences, spans, &mut told(&[0.8, 0.75, 0.6])),
+            1
         );
-        assert_eq!(choice.finish_where(|_, _| false).unwrap().span.document, 1);
+        assert_eq!(
+            chosen_told(sentences, spans, &mut told(&[0.8, 0.65, 0.6])),
+            0
+        );
+        // Without an encoder the test passes.
+        assert_eq!(chosen_told(sentences, spans, &mut told(&[])), 2);
+        // Both tests: the selector refuses entry 2 (its span 3 below the
+        // best's), the encoder entry 1.
+        let (spans, matches) = ([4.0, 3.5, 1.0], [0.8, 0.6, 0.78]);
+        let both = Recency {
+            answers: Some(2.0),
+            ..sentences
+        };
+        assert_eq!(chosen_told(both, spans, &mut told(&matches)), 0);
+        let either = Recency {
+            either_answers: true,
+            ..both
+        };
+        assert_eq!(chosen_told(either, spans, &mut told(&matches)), 2);
+        // Where the selector admits an entry the encoder is not asked.
+        let mut asked = told(&[0.8, 0.6, 0.1]);
+        assert_eq!(chosen_told(either, [4.0, 3.5, 3.9], &mut asked), 2);
+        assert!(asked.asked.is_empty());
+        // Neither: the best.
+        let refused = [4.0, 1.0, 1.0];
+        assert_eq!(chosen_told(either, refused, &mut told(&[0.8, 0.6, 0.6])), 0);
     }
 
     #[test]

@@ -100,7 +100,7 @@ fn train_span(a: &TrainArgs, device: &mac_device::Device) -> Result<()> {
         .with_context(|| format!("{}: cannot create", a.out.display()))?;
     let report = train_span_memory(&config, &a.out, device, &mut |line| eprintln!("{line}"))?;
     println!(
-        "span memory: step {} and the {:?} rule chosen on validation, the {} frame, handing the {}, recency margin {} (agreement {:?}, same names {}, answers {:?}), whole document below span probability {:?}, sentence check slack {:?} (recency {:?}); checkpoint {}",
+        "span memory: step {} and the {:?} rule chosen on validation, the {} frame, handing the {}, recency margin {} (agreement {:?}, same names {}, answers {:?}), whole document below span probability {:?}, sentence check slack {:?} (recency {:?}, either test {}); checkpoint {}",
         report.chosen_step,
         report.rule,
         report.frame,
@@ -112,6 +112,7 @@ fn train_span(a: &TrainArgs, device: &mac_device::Device) -> Result<()> {
         report.whole_below,
         report.sentence_check.as_ref().and_then(|c| c.slack),
         report.recency_sentences,
+        report.recency_either,
         report.checkpoint.display()
     );
     Ok(())

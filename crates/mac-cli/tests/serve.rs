@@ -57,13 +57,14 @@ fn span_checkpoint() -> PathBuf {
     let kept = frames.iter().find(|f| f[0] == report["frame"]).unwrap();
     assert_eq!(kept[1].as_f64().unwrap(), best, "{report}");
     // Every recency margin with every agreement was tried, and with the
-    // names test every margin with the sentence encoder's test, without and
-    // with the named-first choice; the one kept has the best validation
-    // top-1 and is the checkpoint's.
+    // names test every margin with the sentence encoder's test (alone and
+    // with the selector's answer test, either admitting), without and with
+    // the named-first choice; the one kept has the best validation top-1
+    // and is the checkpoint's.
     let tried = report["recencies"].as_array().unwrap();
     assert_eq!(
         tried.len(),
-        2 * (1 + 3 * (1 + 3) * 2 * 3 + 3 * 3),
+        2 * (1 + 3 * (1 + 3) * 2 * 3 + 3 * 3 * (1 + 2)),
         "{report}"
     );
     let named = tried.iter().filter(|r| r["named_first"] == true).count();
@@ -78,6 +79,7 @@ fn span_checkpoint() -> PathBuf {
             && r["same_names"] == report["recency_same_names"]
             && r.get("answers") == report.get("recency_answers")
             && r.get("sentence_answers") == report.get("recency_sentences")
+            && r.get("either_answers").unwrap_or(&false.into()) == &report["recency_either"]
             && r["named_first"] == report["named_first"]
     };
     let kept = tried.iter().find(kept).unwrap();
@@ -110,6 +112,8 @@ fn span_checkpoint() -> PathBuf {
     assert_eq!(same_names, report["recency_same_names"], "{meta}");
     let answers = meta["reading"].get("recency_answers");
     assert_eq!(answers, report.get("recency_answers"), "{meta}");
+    let either = meta["reading"].get("recency_either").cloned();
+    assert_eq!(either.unwrap_or(false.into()), report["recency_either"]);
     let named_first = meta["reading"].get("named_first").cloned();
     assert_eq!(
         named_first.unwrap_or(false.into()),

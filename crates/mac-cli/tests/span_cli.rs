@@ -90,6 +90,7 @@ fn checkpoint_checking(dir: &std::path::Path, sentence_check: Option<SentenceChe
         agreement: None,
         recency_same_names: false,
         recency_answers: None,
+        recency_either: false,
         named_first: false,
         whole_below: None,
         sentence_check,

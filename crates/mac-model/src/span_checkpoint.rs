@@ -176,6 +176,11 @@ pub struct SpanReading {
     /// condition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recency_answers: Option<f32>,
+    /// With both answer tests (`recency_answers` and the sentence check's
+    /// `recency`), a later entry passing either is read (see
+    /// [`Recency::either_answers`]; absent: it must pass both).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub recency_either: bool,
     /// The span is chosen among the documents that name every name the
     /// question names, where any does, and among all otherwise (see
     /// [`mac_aggregation::StreamedSpanChoice::named_first`]; absent: among
@@ -210,6 +215,7 @@ impl SpanReading {
             same_names: self.recency_same_names,
             answers: self.recency_answers,
             sentence_answers: self.sentence_check.as_ref().and_then(|c| c.recency),
+            either_answers: self.recency_either,
         }
     }
 }

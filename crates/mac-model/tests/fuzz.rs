@@ -80,6 +80,7 @@ fn span_checkpoint_metadata() {
             agreement: None,
             recency_same_names: false,
             recency_answers: None,
+            recency_either: false,
             named_first: false,
             whole_below: None,
             sentence_check: None,

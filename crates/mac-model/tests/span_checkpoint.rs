@@ -43,6 +43,7 @@ fn meta(config: &SpanSelectorConfig) -> SpanCheckpointMeta {
             agreement: Some(0.25),
             recency_same_names: true,
             recency_answers: Some(3.0),
+            recency_either: true,
             named_first: false,
             whole_below: Some(0.3),
             sentence_check: Some(SentenceChecking {
@@ -167,6 +168,7 @@ fn what_span_json_describes_is_checked_before_anything_is_built() {
     fs::write(&json, &good).unwrap();
     let opened = SpanCheckpoint::open(dir.path()).unwrap();
     assert_eq!(opened.meta.reading.recency().sentence_answers, Some(0.05));
+    assert!(opened.meta.reading.recency().either_answers);
     // A record written before the margin existed reads as no margin.
     let at = good.find(",\n    \"sentence_check\"").unwrap();
     let end = at + good[at..].find('}').unwrap() + 1;
@@ -174,6 +176,7 @@ fn what_span_json_describes_is_checked_before_anything_is_built() {
     let old = good
         .replace(",\n    \"whole_below\": 0.3", "")
         .replace(",\n    \"recency_answers\": 3.0", "")
+        .replace(",\n    \"recency_either\": true", "")
         .replace(",\n    \"recency_same_names\": true", "")
         .replace(",\n    \"agreement\": 0.25", "")
         .replace(",\n    \"recency\": 1.5", "");

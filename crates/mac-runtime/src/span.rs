@@ -13,11 +13,12 @@
 //! or read from the bank's [`KvStore`] when it has one
 //! ([`Memory::store_key_values`]).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
 use burn::tensor::{Bool, Device, Tensor, TensorData, TensorReadError};
-use mac_aggregation::{push_chunk, Recency, SpanChoice, SpanSelector, StreamedSpanChoice};
+use mac_aggregation::{push_chunk, LaterTests, SpanChoice, SpanSelector, StreamedSpanChoice};
 use mac_bank::{content_hash, BankShape, MemoryBank, NewEntry, Precision};
 use mac_lm::LoadedLm;
 
@@ -256,53 +257,23 @@ impl SpanMemory {
             )
             .map_err(read_error)?;
         }
-        let recency = self.reading.recency();
         choices
             .into_iter()
             .zip(&names)
             .zip(questions)
             .map(|((c, names), &question)| {
-                let mut failed = None;
-                let choice = c.finish_where(|later, best| {
-                    match self.admits(bank, (question, names), recency, (later, best)) {
-                        Ok(admitted) => admitted,
-                        Err(e) => {
-                            failed.get_or_insert(e);
-                            false
-                        }
-                    }
-                });
-                if let Some(e) = failed {
-                    return Err(e);
-                }
-                choice.ok_or_else(|| {
+                let mut tests = BankEntries {
+                    bank,
+                    question: (question, names),
+                    check: self.sentence_check.as_ref(),
+                    texts: HashMap::new(),
+                    matched: HashMap::new(),
+                };
+                c.finish_with(&mut tests)?.ok_or_else(|| {
                     RuntimeError::input(format!("the bank in {} is empty", bank.dir().display()))
                 })
             })
             .collect()
-    }
-
-    /// Whether the recency reads entry `later` of `bank` instead of `best`
-    /// for `question` (naming `names`): it names them, where the recency
-    /// asks; its best sentence matches the question within the recency's
-    /// slack of `best`'s, where it asks that.
-    fn admits(
-        &self,
-        bank: &MemoryBank,
-        (question, names): (&str, &[Vec<&str>]),
-        recency: Recency,
-        (later, best): (usize, usize),
-    ) -> Result<bool, RuntimeError> {
-        let text = bank.read(later)?.text;
-        if recency.same_names && !names_every(&text, names) {
-            return Ok(false);
-        }
-        let (Some(_), Some(check)) = (recency.sentence_answers, &self.sentence_check) else {
-            return Ok(true);
-        };
-        let best_text = bank.read(best)?.text;
-        let matches = check.best_matches(question, &[&text, &best_text])?;
-        Ok(recency.matches_as(matches[1], matches[0]))
     }
 
     /// The span handed for `choice` of `question` in `document` (its token
@@ -597,4 +568,47 @@ fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, RuntimeError> {
 
 fn read_error(e: TensorReadError) -> RuntimeError {
     RuntimeError::input(format!("reading span scores: {e:?}"))
+}
+
+/// One question's tests of the bank's later entries, each entry read (and
+/// its sentences encoded) once: whether it names the question's names, and
+/// how well its best sentence matches the question.
+struct BankEntries<'a> {
+    bank: &'a MemoryBank,
+    question: (&'a str, &'a [Vec<&'a str>]),
+    check: Option<&'a SentenceCheck>,
+    texts: HashMap<usize, String>,
+    matched: HashMap<usize, f32>,
+}
+
+impl BankEntries<'_> {
+    fn text(&mut self, entry: usize) -> Result<&str, RuntimeError> {
+        if !self.texts.contains_key(&entry) {
+            let text = self.bank.read(entry)?.text;
+            self.texts.insert(entry, text);
+        }
+        Ok(&self.texts[&entry])
+    }
+}
+
+impl LaterTests for BankEntries<'_> {
+    type Error = RuntimeError;
+
+    fn names_the_same(&mut self, entry: usize) -> Result<bool, RuntimeError> {
+        let names = self.question.1;
+        Ok(names_every(self.text(entry)?, names))
+    }
+
+    fn best_match(&mut self, entry: usize) -> Result<Option<f32>, RuntimeError> {
+        let Some(check) = self.check else {
+            return Ok(None);
+        };
+        if let Some(&m) = self.matched.get(&entry) {
+            return Ok(Some(m));
+        }
+        let question = self.question.0;
+        let m = check.best_matches(question, &[self.text(entry)?])?[0];
+        self.matched.insert(entry, m);
+        Ok(Some(m))
+    }
 }

@@ -152,6 +152,7 @@ fn bless_checkpoint(dir: &Path, device: &burn::tensor::Device) {
         agreement: None,
         recency_same_names: false,
         recency_answers: None,
+        recency_either: false,
         named_first: false,
         whole_below: None,
         sentence_check: None,

@@ -3,7 +3,8 @@
 //! (validation templates and values, entities of their own), and after
 //! every two of them a short later document restating one of an earlier
 //! entity's facts with a new value — its employer, field, award, patents
-//! or address. The held-out [`update_stream`](super::update_stream) has
+//! or address (and in the broad stream also its favourite book, home
+//! language, pet or car). The held-out [`update_stream`](super::update_stream) has
 //! its own wording, people and kinds of fact; nothing here is tested on.
 
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -14,6 +15,7 @@ use super::open::Split;
 use super::templates::{document_templates, FILLER};
 use super::{
     fill, fresh_name, pick_template, stream_names, Attribute, FactStreamConfig, SplitRules,
+    ValueVocabulary,
 };
 use std::collections::HashSet;
 
@@ -27,6 +29,19 @@ const MUTABLE: [Attribute; 5] = [
     Attribute::Patents,
     Attribute::Address,
 ];
+
+/// The broad stream's further attributes a later document may change.
+const BROAD_MUTABLE: [Attribute; 4] = [
+    Attribute::Book,
+    Attribute::Language,
+    Attribute::Pet,
+    Attribute::Vehicle,
+];
+
+/// Whether a later document of `config`'s stream may change `a`.
+fn mutable(config: &FactStreamConfig, a: Attribute) -> bool {
+    MUTABLE.contains(&a) || (config.values == ValueVocabulary::Broad && BROAD_MUTABLE.contains(&a))
+}
 
 /// An introduced entity whose fact may still change: its document's index
 /// and the question (its index there) about a mutable attribute.
@@ -89,7 +104,7 @@ fn updates_of(
         };
         let (document, attributes) = rules.stated(&n, &mut rng);
         let mutable: Vec<usize> = (0..attributes.len())
-            .filter(|&i| MUTABLE.contains(&attributes[i]))
+            .filter(|&i| mutable(config, attributes[i]))
             .collect();
         if let Some(&question) = mutable.choose(&mut rng) {
             waiting.push(Waiting {
@@ -159,6 +174,34 @@ mod tests {
             .iter()
             .all(|d| !names.contains(d.id.as_str())));
         assert!(train.documents.iter().any(|d| d.id.ends_with(" (later)")));
+    }
+
+    #[test]
+    fn the_broad_stream_changes_its_further_kinds_too() {
+        let config = FactStreamConfig::broad();
+        let s = validation_updates(&config, 150);
+        let later: Vec<&Document> = s
+            .documents
+            .iter()
+            .filter(|d| d.id.ends_with(" (later)"))
+            .collect();
+        assert_eq!(later.len(), 50);
+        // A later document whose question is one of a further kind's.
+        let broad_kind = |d: &&Document| {
+            let name = d.id.trim_end_matches(" (later)");
+            BROAD_MUTABLE.iter().any(|&a| {
+                super::super::templates::question_templates(a)
+                    .iter()
+                    .any(|t| fill(t, name, "") == d.qas[0].question)
+            })
+        };
+        assert!(
+            later.iter().filter(|d| broad_kind(d)).count() >= 10,
+            "too few later books, languages, pets or cars"
+        );
+        for d in later {
+            assert_ne!(d.qas[0].answers, d.qas[0].stale);
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use anyhow::Result;
 use burn::tensor::{Device, Tensor};
 use mac_aggregation::{
-    push_chunk, ChosenSpan, Recency, SpanChoice, SpanRule, SpanSelector, StreamedSpanChoice,
+    push_chunk, ChosenSpan, LaterTests, Recency, SpanChoice, SpanRule, SpanSelector,
+    StreamedSpanChoice,
 };
 
 use mac_model::{names_every, question_names, SentenceCheck};
@@ -39,8 +40,7 @@ pub struct Choosing<'a> {
     /// any does ([`StreamedSpanChoice::named_first`]).
     pub named_first: bool,
     /// The sentence encoder judging a later entry where a recency asks
-    /// ([`Recency::sentence_answers`]); none: such a recency reads no
-    /// later entry.
+    /// ([`Recency::sentence_answers`]); none: that test passes.
     pub sentences: Option<&'a SentenceCheck>,
 }
 
@@ -148,7 +148,6 @@ pub fn choose_spans_each(
                 sentences: choosing.sentences,
                 named: HashMap::new(),
                 matched: HashMap::new(),
-                failed: None,
             };
             for (spans, &recency) in out.iter_mut().zip(recencies) {
                 let SpanChoice {
@@ -156,11 +155,8 @@ pub fn choose_spans_each(
                     confidence,
                     shares,
                 } = choice
-                    .finish_as(recency, |d, best| later.admits(recency, d, best))
+                    .finish_as(recency, &mut later)?
                     .ok_or_else(|| anyhow::anyhow!("an empty bank"))?;
-                if let Some(e) = later.failed.take() {
-                    return Err(e.into());
-                }
                 spans.push(QuestionSpan {
                     span,
                     gold_share: own.map_or(0.0, |o| shares[o]),
@@ -183,51 +179,30 @@ struct LaterEntries<'a> {
     sentences: Option<&'a SentenceCheck>,
     named: HashMap<usize, bool>,
     matched: HashMap<usize, f32>,
-    /// The sentence encoder's first error.
-    failed: Option<mac_model::ModelError>,
 }
 
-impl LaterEntries<'_> {
-    /// Whether `recency` reads bank entry `d` instead of `best`.
-    fn admits(&mut self, recency: Recency, d: usize, best: usize) -> bool {
-        if recency.same_names && !self.names_the_same(d) {
-            return false;
-        }
-        if recency.sentence_answers.is_none() {
-            return true;
-        }
-        let (later, best) = (self.best_match(d), self.best_match(best));
-        later.is_finite() && recency.matches_as(best, later)
-    }
+impl LaterTests for LaterEntries<'_> {
+    type Error = mac_model::ModelError;
 
-    fn names_the_same(&mut self, d: usize) -> bool {
+    fn names_the_same(&mut self, d: usize) -> Result<bool, Self::Error> {
         let ((texts, bank), names) = (self.texts, self.question.1);
-        *self
+        Ok(*self
             .named
             .entry(d)
-            .or_insert_with(|| names_every(&texts[bank[d]], names))
+            .or_insert_with(|| names_every(&texts[bank[d]], names)))
     }
 
-    /// Entry `d`'s best sentence's cosine with the question (−∞ without
-    /// a sentence encoder, or when it failed).
-    fn best_match(&mut self, d: usize) -> f32 {
+    fn best_match(&mut self, d: usize) -> Result<Option<f32>, Self::Error> {
+        let Some(check) = self.sentences else {
+            return Ok(None);
+        };
         if let Some(&m) = self.matched.get(&d) {
-            return m;
+            return Ok(Some(m));
         }
         let ((texts, bank), question) = (self.texts, self.question.0);
-        let m = match self
-            .sentences
-            .map(|c| c.best_matches(question, &[&texts[bank[d]]]))
-        {
-            Some(Ok(m)) => m[0],
-            Some(Err(e)) => {
-                self.failed.get_or_insert(e);
-                f32::NEG_INFINITY
-            }
-            None => f32::NEG_INFINITY,
-        };
+        let m = check.best_matches(question, &[&texts[bank[d]]])?[0];
         self.matched.insert(d, m);
-        m
+        Ok(Some(m))
     }
 }
 

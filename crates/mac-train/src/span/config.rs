@@ -55,6 +55,12 @@ pub struct SpanRunConfig {
     /// check.
     #[serde(default)]
     pub sentence_check_validation: Option<FactStreamConfig>,
+    /// A second stream whose validation knowledge that changes (a bank
+    /// built as the training stream's) joins the choice of recency: kinds
+    /// of fact training never states, changed. None: the training
+    /// stream's bank only.
+    #[serde(default)]
+    pub recency_validation: Option<FactStreamConfig>,
     /// The sentence encoder of the check (the fetched all-MiniLM-L6-v2
     /// when absent).
     #[serde(default)]
@@ -86,6 +92,7 @@ impl SpanRunConfig {
             unseen_validation: None,
             train_updates: 0,
             sentence_check_validation: Some(FactStreamConfig::broad()),
+            recency_validation: Some(FactStreamConfig::broad()),
             sentence_encoder: None,
         };
         match name {

@@ -6,7 +6,7 @@
 use anyhow::Result;
 use burn::tensor::Device;
 use mac_aggregation::{Recency, SpanRule, SpanSelector};
-use mac_data::{unrelated_documents, validation_updates, Dataset, Document};
+use mac_data::{unrelated_documents, validation_updates, Dataset, Document, FactStreamConfig};
 use mac_lm::LoadedLm;
 use mac_model::SentenceCheck;
 use serde::{Deserialize, Serialize};
@@ -34,7 +34,8 @@ const SENTENCE_ANSWERS: [f32; 3] = [0.05, 0.1, 0.2];
 
 /// Every recency tried: none first, then each margin with each agreement,
 /// names test and answer asked; then, with a sentence encoder, each margin
-/// with the names test and the encoder's test of a later entry.
+/// with the names test and the encoder's test of a later entry, alone and
+/// with the selector's answer test beside it (either test admitting).
 pub(super) fn tried(sentences: bool) -> Vec<Recency> {
     let mut rules = vec![Recency::NONE];
     for margin in MARGINS {
@@ -46,7 +47,7 @@ pub(super) fn tried(sentences: bool) -> Vec<Recency> {
                         agreement,
                         same_names,
                         answers,
-                        sentence_answers: None,
+                        ..Recency::NONE
                     });
                 }
             }
@@ -55,12 +56,18 @@ pub(super) fn tried(sentences: bool) -> Vec<Recency> {
     if sentences {
         for margin in MARGINS {
             for slack in SENTENCE_ANSWERS {
-                rules.push(Recency {
+                let judged = Recency {
                     margin,
                     same_names: true,
                     sentence_answers: Some(slack),
                     ..Recency::NONE
-                });
+                };
+                rules.push(judged);
+                rules.extend(ANSWERS.map(|a| Recency {
+                    answers: Some(a),
+                    either_answers: true,
+                    ..judged
+                }));
             }
         }
     }
@@ -92,12 +99,14 @@ pub struct RecencyScore {
 /// cautious rule — the one that departs least often from the choice
 /// without a preference, then the one that asks more of a later entry (to
 /// name what the question names, to answer it: conditions that can only
-/// refuse later entries) — then the first tried.
+/// refuse later entries; either of two answer tests counts as one) — then
+/// the first tried.
 pub(super) fn kept(scores: &[RecencyScore]) -> usize {
     let asks = |s: &RecencyScore| {
-        u8::from(s.recency.same_names)
-            + u8::from(s.recency.answers.is_some())
-            + u8::from(s.recency.sentence_answers.is_some())
+        let r = &s.recency;
+        let answer_tests = u8::from(r.answers.is_some()) + u8::from(r.sentence_answers.is_some());
+        // Either of two answer tests asks no more than one alone.
+        u8::from(r.same_names) + answer_tests.min(if r.either_answers { 1 } else { 2 })
     };
     let mut best = 0;
     for (i, s) in scores.iter().enumerate() {
@@ -111,12 +120,12 @@ pub(super) fn kept(scores: &[RecencyScore]) -> usize {
     best
 }
 
-/// The validation bank: `config.validation_documents * 3 / 2` documents of
-/// [`validation_updates`] with `config.recency_distractors` unrelated
-/// documents (questions dropped) spread evenly among them.
-fn changing_bank(config: &SpanRunConfig) -> Dataset {
-    let changes = validation_updates(&config.stream, config.validation_documents * 3 / 2);
-    let unrelated = unrelated_documents(&config.stream, config.recency_distractors);
+/// A validation bank of `stream`: `config.validation_documents * 3 / 2`
+/// documents of [`validation_updates`] with `config.recency_distractors`
+/// unrelated documents (questions dropped) spread evenly among them.
+fn changing_bank(config: &SpanRunConfig, stream: &FactStreamConfig) -> Dataset {
+    let changes = validation_updates(stream, config.validation_documents * 3 / 2);
+    let unrelated = unrelated_documents(stream, config.recency_distractors);
     let per = unrelated
         .documents
         .len()
@@ -134,18 +143,57 @@ fn changing_bank(config: &SpanRunConfig) -> Dataset {
 }
 
 /// Tries each recency choice with the kept selector (`rule`) over the
-/// validation bank of knowledge that changes: the scores in the order
-/// tried, the first without a preference for later entries (see [`kept`]).
+/// validation banks of knowledge that changes — the training stream's and
+/// [`SpanRunConfig::recency_validation`]'s where set — each bank's shares
+/// averaged: the scores in the order tried, the first without a
+/// preference for later entries (see [`kept`]).
 pub(super) fn choose_recency(
     config: &SpanRunConfig,
     lm: &LoadedLm,
     selector: &SpanSelector,
-    (rule, sentences): (SpanRule, Option<&SentenceCheck>),
+    choosing: (SpanRule, Option<&SentenceCheck>),
     device: &Device,
     log: &mut dyn FnMut(&str),
 ) -> Result<Vec<RecencyScore>> {
-    let bank_documents = changing_bank(config);
-    let features = SpanFeatures::read(lm, &config.reader(), &bank_documents, usize::MAX, 16)?;
+    let streams = std::iter::once(&config.stream).chain(config.recency_validation.as_ref());
+    let mut banks = Vec::new();
+    for stream in streams {
+        let bank = changing_bank(config, stream);
+        banks.push(bank_scores(config, lm, selector, choosing, &bank, device)?);
+    }
+    let n = banks.len() as f64;
+    let mut scores = banks.pop().unwrap_or_default();
+    for other in &banks {
+        for (s, o) in scores.iter_mut().zip(other) {
+            s.top1 += o.top1;
+            s.changed_top1 += o.changed_top1;
+            s.later_reads += o.later_reads;
+        }
+    }
+    for s in &mut scores {
+        (s.top1, s.changed_top1, s.later_reads) =
+            (s.top1 / n, s.changed_top1 / n, s.later_reads / n);
+        log(&format!(
+            "validation top-1 with recency {:?}{} over {n} changing banks: {:.3} ({:.3} of changed facts; {:.3} read later entries)",
+            s.recency,
+            if s.named_first { ", named first" } else { "" },
+            s.top1, s.changed_top1, s.later_reads
+        ));
+    }
+    Ok(scores)
+}
+
+/// Each recency choice's scores over one validation `bank` of knowledge
+/// that changes, without and then with named first.
+fn bank_scores(
+    config: &SpanRunConfig,
+    lm: &LoadedLm,
+    selector: &SpanSelector,
+    (rule, sentences): (SpanRule, Option<&SentenceCheck>),
+    bank_documents: &Dataset,
+    device: &Device,
+) -> Result<Vec<RecencyScore>> {
+    let features = SpanFeatures::read(lm, &config.reader(), bank_documents, usize::MAX, 16)?;
     let bank: Vec<usize> = (0..features.documents.len()).collect();
     let questions = answerable(&features);
     let changed = |q: usize| {
@@ -189,19 +237,13 @@ pub(super) fn choose_recency(
                 .filter(|(c, &p)| c.span.document != p)
                 .count();
             let n = questions.len().max(1) as f64;
-            let score = RecencyScore {
+            scores.push(RecencyScore {
                 recency,
                 named_first,
                 top1: right / n,
                 changed_top1: changed_right / f64::max(n_changed, 1.0),
                 later_reads: departed as f64 / n,
-            };
-            log(&format!(
-                "validation top-1 with recency {recency:?}{} over {} documents: {:.3} ({:.3} of changed facts; {:.3} read later entries)",
-                if named_first { ", named first" } else { "" },
-                bank.len(), score.top1, score.changed_top1, score.later_reads
-            ));
-            scores.push(score);
+            });
         }
     }
     Ok(scores)
@@ -283,5 +325,37 @@ mod tests {
         let (both, answering) = (answering(named), answering(plain));
         assert_eq!(kept(&[plain, answering]), 1);
         assert_eq!(kept(&[named, answering, both, named]), 2);
+        // Either of two answer tests asks as one does; both ask more.
+        let sentences = |s: RecencyScore| RecencyScore {
+            recency: Recency {
+                sentence_answers: Some(0.1),
+                ..s.recency
+            },
+            ..s
+        };
+        let either = |s: RecencyScore| RecencyScore {
+            recency: Recency {
+                either_answers: true,
+                ..s.recency
+            },
+            ..s
+        };
+        let (all, either) = (sentences(both), either(sentences(both)));
+        assert_eq!(kept(&[either, both]), 0);
+        assert_eq!(kept(&[either, all]), 1);
+    }
+
+    #[test]
+    fn the_grid_tries_either_answer_test_only_with_an_encoder() {
+        let (plain, encoded) = (tried(false), tried(true));
+        assert_eq!((plain.len(), encoded.len()), (73, 100));
+        assert!(plain
+            .iter()
+            .all(|r| !r.either_answers && r.sentence_answers.is_none()));
+        let either: Vec<&Recency> = encoded.iter().filter(|r| r.either_answers).collect();
+        assert_eq!(either.len(), 18);
+        assert!(either
+            .iter()
+            .all(|r| r.answers.is_some() && r.sentence_answers.is_some() && r.same_names));
     }
 }

@@ -107,6 +107,10 @@ pub struct SpanRunReport {
     /// the question, by the sentence encoder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recency_sentences: Option<f32>,
+    /// Whether a later entry passing either answer test is read (see
+    /// [`mac_aggregation::Recency::either_answers`]).
+    #[serde(default)]
+    pub recency_either: bool,
     /// Whether the span is chosen among the documents naming what the
     /// question names first (kept with the recency).
     #[serde(default)]
@@ -195,6 +199,7 @@ pub fn train_span_memory(
         agreement: recency.agreement,
         recency_same_names: recency.same_names,
         recency_answers: recency.answers,
+        recency_either: recency.either_answers,
         named_first: recencies[kept(&recencies)].named_first,
         whole_below: choice.whole_below,
         sentence_check: check.is_some().then(|| SentenceChecking {
@@ -225,6 +230,7 @@ pub fn train_span_memory(
         recency_same_names: recency.same_names,
         recency_answers: recency.answers,
         recency_sentences: recency.sentence_answers,
+        recency_either: recency.either_answers,
         named_first: recencies[kept(&recencies)].named_first,
         recencies,
         seconds: [read, trained, t2.elapsed().as_secs_f64()],
