@@ -612,3 +612,89 @@ impl LaterTests for BankEntries<'_> {
         Ok(Some(m))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mac_aggregation::{Recency, SpanRule};
+
+    /// A bank of `texts` (one placeholder row each: only the texts are read).
+    fn bank_of(dir: &Path, texts: &[&str]) -> MemoryBank {
+        let shape = BankShape {
+            n_tokens: 1,
+            d_mod: 1,
+            key_dim: 0,
+            rows_vary: false,
+            precision: Precision::F32,
+        };
+        let mut bank = MemoryBank::create(dir, shape, "test").unwrap();
+        for text in texts {
+            let entry = NewEntry {
+                source: "test",
+                text,
+                modulation: &[0.0],
+                key: &[],
+            };
+            bank.append(entry).unwrap();
+        }
+        bank
+    }
+
+    #[test]
+    fn a_later_entry_is_read_where_it_names_the_question_and_its_sentence_answers() {
+        let encoder = mac_assets::default_encoder_dir();
+        if !mac_assets::fetched_or_skip(&encoder) {
+            return;
+        }
+        let device = mac_device::select("flex").unwrap();
+        let check = SentenceCheck::load(&encoder, &device).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let bank = bank_of(
+            dir.path(),
+            &[
+                "Mira Holt plays the oboe in a quartet. Mira Holt lives by the sea.",
+                "Lately Mira Holt has switched to the tuba.",
+                "Mira Holt bakes bread every winter.",
+                "Tom Reyes has switched to the tuba.",
+            ],
+        );
+        let question = "What instrument does Mira Holt play?";
+        let names = question_names(question);
+        let mut tests = BankEntries {
+            bank: &bank,
+            question: (question, &names),
+            check: Some(&check),
+            texts: HashMap::new(),
+            matched: HashMap::new(),
+        };
+        assert!(tests.names_the_same(1).unwrap() && !tests.names_the_same(3).unwrap());
+        let m: Vec<f32> = (0..3)
+            .map(|e| tests.best_match(e).unwrap().unwrap())
+            .collect();
+        // The report of a new instrument matches as the first report does;
+        // another fact of hers does not.
+        assert!(m[1] > m[2] + 0.1, "{m:?}");
+        // Entry 0 best; 1, 2 and 3 within the margin, 3 naming another.
+        let chosen = |slack: f32, tests: &mut BankEntries<'_>| {
+            let recency = Recency {
+                same_names: true,
+                sentence_answers: Some(slack),
+                ..Recency::margin(1.0)
+            };
+            let mut choice =
+                StreamedSpanChoice::new(SpanRule::DocumentFirst, 4).with_recency(recency);
+            for logit in [5.0, 4.8, 4.7, 4.9] {
+                choice.push(&[logit], &[], &[0.0, 1.0], &[0.0, 1.0], &[2]);
+            }
+            choice.finish_with(tests).unwrap().unwrap().span.document
+        };
+        let between = (m[0] - m[1]).max(0.0) + 0.5 * (m[1] - m[2]);
+        assert_eq!(chosen(between, &mut tests), 1);
+        assert_eq!(chosen(m[0] - m[2] + 0.01, &mut tests), 2);
+        // Each entry read once.
+        assert_eq!(tests.texts.len(), 4);
+        // Without an encoder the sentence test passes: the latest named.
+        tests.check = None;
+        assert_eq!(chosen(0.0, &mut tests), 2);
+    }
+}
