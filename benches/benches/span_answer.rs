@@ -129,6 +129,7 @@ fn bench(c: &mut Criterion) {
             start,
             end,
             stored,
+            exact: false,
         };
         reader
             .answer_after(

@@ -251,6 +251,9 @@ pub struct SpanChoice {
     /// `shares[n]`: the probability of document `n`'s tokens under a
     /// softmax of the start logits over the whole bank.
     pub shares: Vec<f32>,
+    /// Where a later entry was read instead of the best (see [`Recency`]),
+    /// the best entry's best span: the earlier report it supersedes.
+    pub passed_over: Option<ChosenSpan>,
 }
 
 impl StreamedSpanChoice {
@@ -432,6 +435,7 @@ impl StreamedSpanChoice {
             span: chosen.span,
             confidence: chosen.confidence,
             shares,
+            passed_over: (!std::ptr::eq(chosen, best)).then_some(best.span),
         }))
     }
 }
@@ -572,6 +576,7 @@ mod tests {
             span,
             confidence: (probability(start, span.start) * probability(end, span.end)) as f32,
             shares: document_shares(start, lengths),
+            passed_over: None,
         }
     }
 
@@ -815,6 +820,25 @@ mod tests {
         // A margin that is not finite or negative prefers nothing.
         assert_eq!(chosen(f32::NAN, &[5.0, 4.5]), 0);
         assert_eq!(chosen(-1.0, &[5.0, 4.5]), 0);
+    }
+
+    #[test]
+    fn a_later_entry_read_names_the_entry_it_passed_over() {
+        let choice = |r: f32, logits: &[f32]| {
+            let mut choice = StreamedSpanChoice::new(SpanRule::DocumentFirst, 4)
+                .with_recency(Recency::margin(r));
+            for &logit in logits {
+                choice.push(&[logit], &[], &[0.0, 1.0, 0.5], &[0.0, 0.5, 1.0], &[3]);
+            }
+            choice.finish().unwrap()
+        };
+        let read = choice(1.0, &[4.0, 5.0, 4.5, 1.0]);
+        assert_eq!(read.span.document, 2);
+        let over = read.passed_over.expect("the best entry was passed over");
+        assert_eq!((over.document, over.start, over.end), (1, 1, 2));
+        // The best read: nothing passed over.
+        assert_eq!(choice(0.4, &[4.0, 5.0, 4.5, 1.0]).passed_over, None);
+        assert_eq!(choice(1.0, &[5.0]).passed_over, None);
     }
 
     #[test]

@@ -114,6 +114,14 @@ fn span_checkpoint() -> PathBuf {
     assert_eq!(answers, report.get("recency_answers"), "{meta}");
     let either = meta["reading"].get("recency_either").cloned();
     assert_eq!(either.unwrap_or(false.into()), report["recency_either"]);
+    // Handing a later entry beside the value it replaces: kept where it
+    // scored better on the changing banks, the checkpoint's.
+    let replaced = &report["replaced"];
+    let f1 = replaced["f1"].as_array().unwrap();
+    let better = f1[1].as_f64().unwrap() > f1[0].as_f64().unwrap();
+    assert_eq!(replaced["beside_replaced"], better, "{report}");
+    let beside = meta["reading"].get("beside_replaced").cloned();
+    assert_eq!(beside.unwrap_or(false.into()), better, "{meta}");
     let named_first = meta["reading"].get("named_first").cloned();
     assert_eq!(
         named_first.unwrap_or(false.into()),

@@ -94,6 +94,7 @@ fn checkpoint_checking(dir: &std::path::Path, sentence_check: Option<SentenceChe
         named_first: false,
         whole_below: None,
         sentence_check,
+        beside_replaced: false,
     };
     trainer.save(&checkpoint, reading, tiny_llama()).unwrap();
     checkpoint

@@ -30,6 +30,7 @@ mod encoder;
 mod model;
 mod names;
 pub mod prompt;
+mod replaced;
 mod runtime;
 mod sentence_check;
 mod span_checkpoint;
@@ -47,6 +48,7 @@ pub use encoder::{AmortizationEncoder, EncodedText, LmChannelSpec, LmTokenChanne
 pub use mac_lm::Sampling;
 pub use model::{MacConfig, MacModel, MacPath, ModelError, ParamSummary};
 pub use names::{names_every, question_names};
+pub use replaced::beside_replaced;
 pub use runtime::{Amortized, Answer, BankReading, MacRuntime};
 pub use sentence_check::{text_sentences, BetterSentence, SentenceCheck, SentenceChecking};
 pub use span_checkpoint::{

@@ -40,7 +40,7 @@ pub fn names_every(text: &str, names: &[Vec<&str>]) -> bool {
 }
 
 /// A word without the punctuation around it or a possessive `'s`.
-fn bare_word(word: &str) -> &str {
+pub(crate) fn bare_word(word: &str) -> &str {
     let w = word.trim_matches(|c: char| !c.is_alphanumeric());
     w.strip_suffix("'s")
         .or_else(|| w.strip_suffix("’s"))

@@ -191,6 +191,22 @@ impl SentenceCheck {
             gap,
         }))
     }
+
+    /// The span handed for `span` of `document`: the sentence matching
+    /// `question` by more than `slack` above the span's own, or the span.
+    pub fn checked(
+        &self,
+        lm: &LoadedLm,
+        question: &str,
+        document: &[u32],
+        span: (usize, usize),
+        slack: f32,
+    ) -> Result<(usize, usize), ModelError> {
+        Ok(match self.better_sentence(lm, question, document, span)? {
+            Some(b) if b.gap > slack => (b.start, b.end),
+            _ => span,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -198,6 +198,12 @@ pub struct SpanReading {
     /// absent: the span's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sentence_check: Option<SentenceChecking>,
+    /// Where a later entry is read instead of an earlier one, the value
+    /// the earlier one answers is taken as replaced and the later entry's
+    /// text handed without it, only the part beside it (see
+    /// [`crate::beside_replaced`]; absent: handed as it is).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub beside_replaced: bool,
 }
 
 impl SpanReading {

@@ -154,6 +154,9 @@ pub struct SpanRead<'a> {
     /// The document's key/values as [`SpanReader::document_kv`] gives
     /// them, read from a store; `None`: recomputed from its tokens.
     pub stored: Option<&'a Tensor<2>>,
+    /// Hand exactly `start..=end`, whatever the extent (a part of a
+    /// sentence, as [`crate::beside_replaced`] finds it).
+    pub exact: bool,
 }
 
 impl<'a> SpanRead<'a> {
@@ -164,6 +167,7 @@ impl<'a> SpanRead<'a> {
             start: 0,
             end: document.len().saturating_sub(1),
             stored: None,
+            exact: false,
         }
     }
 }
@@ -360,7 +364,10 @@ impl SpanReader {
                 r.document.len()
             )));
         }
-        self.extent.range(lm, r.document, r.start, r.end)
+        match r.exact {
+            true => Ok((r.start, r.end)),
+            false => self.extent.range(lm, r.document, r.start, r.end),
+        }
     }
 
     /// The cached positions a read keeps of its document's cache after

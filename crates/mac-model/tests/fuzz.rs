@@ -84,6 +84,7 @@ fn span_checkpoint_metadata() {
             named_first: false,
             whole_below: None,
             sentence_check: None,
+            beside_replaced: false,
         },
         "lm.gguf".into(),
     );

@@ -51,6 +51,7 @@ fn meta(config: &SpanSelectorConfig) -> SpanCheckpointMeta {
                 recency: Some(0.05),
                 encoder: "minilm".into(),
             }),
+            beside_replaced: true,
         },
         "lm.gguf".into(),
     )
@@ -169,6 +170,7 @@ fn what_span_json_describes_is_checked_before_anything_is_built() {
     let opened = SpanCheckpoint::open(dir.path()).unwrap();
     assert_eq!(opened.meta.reading.recency().sentence_answers, Some(0.05));
     assert!(opened.meta.reading.recency().either_answers);
+    assert!(opened.meta.reading.beside_replaced);
     // A record written before the margin existed reads as no margin.
     let at = good.find(",\n    \"sentence_check\"").unwrap();
     let end = at + good[at..].find('}').unwrap() + 1;
@@ -177,6 +179,7 @@ fn what_span_json_describes_is_checked_before_anything_is_built() {
         .replace(",\n    \"whole_below\": 0.3", "")
         .replace(",\n    \"recency_answers\": 3.0", "")
         .replace(",\n    \"recency_either\": true", "")
+        .replace(",\n    \"beside_replaced\": true", "")
         .replace(",\n    \"recency_same_names\": true", "")
         .replace(",\n    \"agreement\": 0.25", "")
         .replace(",\n    \"recency\": 1.5", "");
@@ -188,6 +191,7 @@ fn what_span_json_describes_is_checked_before_anything_is_built() {
     let opened = SpanCheckpoint::open(dir.path()).unwrap();
     assert_eq!(opened.meta.reading.recency(), Recency::NONE);
     assert_eq!(opened.meta.reading.whole_below, None);
+    assert!(!opened.meta.reading.beside_replaced);
 
     // A shape the file's parameters do not fit: refused when loading.
     fs::write(&json, good.replace("\"d_key\": 8", "\"d_key\": 4")).unwrap();

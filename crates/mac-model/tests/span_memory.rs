@@ -10,8 +10,8 @@ use mac_model::prompt::{
     ChatFormat, ChatFrame,
 };
 use mac_model::{
-    answer_span, generate_answers, AnswerGeneration, Preamble, SentenceCheck, SpanExtent, SpanRead,
-    SpanReader,
+    answer_span, beside_replaced, generate_answers, AnswerGeneration, Preamble, SentenceCheck,
+    SpanExtent, SpanRead, SpanReader,
 };
 
 fn tiny() -> LoadedLm {
@@ -55,6 +55,7 @@ fn the_whole_document_answers_as_the_oracle_context() {
         start: 0,
         end: doc.len() - 1,
         stored: None,
+        exact: false,
     };
     let from_memory = reader.answer(&lm, &[whole], &[question], &[gen]).unwrap();
     let oracle = generate_answers(&lm, &[oracle_prompt(DOCUMENTS[0], question)], None, 6).unwrap();
@@ -81,18 +82,21 @@ fn answers_batched_over_documents_equal_each_alone() {
             start: 6,
             end: 8,
             stored: None,
+            exact: false,
         },
         SpanRead {
             document: &docs[1],
             start: 3,
             end: 3,
             stored: None,
+            exact: false,
         },
         SpanRead {
             document: &docs[0],
             start: 2,
             end: 9,
             stored: None,
+            exact: false,
         },
     ];
     let questions = [
@@ -120,6 +124,7 @@ fn answers_batched_over_documents_equal_each_alone() {
         start: 2,
         end: docs[1].len(),
         stored: None,
+        exact: false,
     };
     assert!(reader
         .answer(&lm, &[beyond], &questions[..1], &gen[..1])
@@ -129,6 +134,7 @@ fn answers_batched_over_documents_equal_each_alone() {
         start: 3,
         end: 2,
         stored: None,
+        exact: false,
     };
     assert!(reader
         .answer(&lm, &[reversed], &questions[..1], &gen[..1])
@@ -205,6 +211,7 @@ fn a_frame_that_leaves_no_room_for_the_question_is_an_error() {
         start: 1,
         end: 3,
         stored: None,
+        exact: false,
     };
     let err = reader
         .answer_in(
@@ -264,6 +271,7 @@ fn a_chat_framed_whole_document_answers_as_the_chat_oracle() {
         start: 0,
         end: doc.len() - 1,
         stored: None,
+        exact: false,
     };
     let framed = reader
         .answer_in(&lm, Some(&frame), &[whole], &[question], &[gen])
@@ -280,6 +288,7 @@ fn a_chat_framed_whole_document_answers_as_the_chat_oracle() {
         start: a.saturating_sub(1),
         end: b + 1,
         stored: None,
+        exact: false,
     };
     let answered = reader
         .answer_in(&lm, Some(&frame), &[span], &[question], &[gen])
@@ -291,6 +300,7 @@ fn a_chat_framed_whole_document_answers_as_the_chat_oracle() {
         start: c,
         end: d,
         stored: None,
+        exact: false,
     };
     let answered = reader
         .answer_in(&lm, Some(&frame), &[elsewhere], &[question], &[gen])
@@ -342,6 +352,7 @@ fn the_document_extent_answers_as_the_oracle_context_from_any_span() {
         start,
         end,
         stored: None,
+        exact: false,
     };
     let gen = AnswerGeneration {
         max_tokens: 6,
@@ -392,6 +403,7 @@ fn stored_key_values_in_a_chat_frame_answer_as_recomputed_ones() {
             start: a,
             end: b,
             stored,
+            exact: false,
         };
         reader
             .answer_after(&lm, &preamble, &[read], &[question], &[gen], &mut |_, _| {})
@@ -424,6 +436,7 @@ fn stored_key_values_in_a_chat_frame_answer_as_recomputed_ones() {
         start: a,
         end: b,
         stored: Some(&short),
+        exact: false,
     };
     let err = reader
         .answer_after(&lm, &preamble, &[read], &[question], &[gen], &mut |_, _| {})
@@ -507,6 +520,7 @@ fn a_copied_answer_reads_the_value_the_document_holds() {
         start: a,
         end: b,
         stored: None,
+        exact: false,
     };
     let gen = AnswerGeneration {
         max_tokens: 16,
@@ -602,4 +616,35 @@ fn the_sentence_check_hands_the_sentence_that_answers_the_question() {
     assert!(matches[1] > matches[0] - 0.1, "{matches:?}");
     assert!(matches[2] < matches[1] - 0.2, "{matches:?}");
     assert_eq!(matches[3], -1.0);
+}
+
+#[test]
+fn a_later_report_is_handed_beside_the_value_it_replaces() {
+    let lm = tiny();
+    let question = "What does Mira play?";
+    let cut = |text: &str, replaced: &str| {
+        let ids = SpanReader::document_ids(&lm, text).unwrap();
+        let handed = (0, ids.len() - 1);
+        beside_replaced(&lm, &ids, handed, replaced, question)
+            .unwrap()
+            .map(|(a, b)| lm.tokenizer.decode(&ids[a..=b]).unwrap())
+    };
+    // The old value before the new: the part after it.
+    let after = cut("Mira put away the oboe and now plays the lute.", "the oboe").unwrap();
+    assert!(
+        after.contains("plays the lute") && !after.contains("oboe"),
+        "{after:?}"
+    );
+    // After the new: the part before it; the answer's punctuation aside.
+    let before = cut("Mira plays the lute, no longer the oboe.", "oboe.").unwrap();
+    assert!(
+        before.contains("Mira plays the lute") && !before.contains("oboe"),
+        "{before:?}"
+    );
+    // Not stated, a name the question names, a function word: nothing cut.
+    assert_eq!(cut("Mira plays the lute.", "the harp"), None);
+    assert_eq!(cut("Mira plays the lute, not Tom.", "Mira"), None);
+    assert_eq!(cut("Mira plays the lute.", "the"), None);
+    // Nothing but punctuation beside it: nothing to hand.
+    assert_eq!(cut("The oboe.", "The oboe"), None);
 }

@@ -18,14 +18,16 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::tensor::{Bool, Device, Tensor, TensorData, TensorReadError};
-use mac_aggregation::{push_chunk, LaterTests, SpanChoice, SpanSelector, StreamedSpanChoice};
+use mac_aggregation::{
+    push_chunk, ChosenSpan, LaterTests, SpanChoice, SpanSelector, StreamedSpanChoice,
+};
 use mac_bank::{content_hash, BankShape, MemoryBank, NewEntry, Precision};
 use mac_lm::LoadedLm;
 
 use mac_model::prompt::ChatFrame;
 use mac_model::{
-    names_every, question_names, AnswerGeneration, AnswerTimings, Preamble, SentenceCheck,
-    SpanCheckpoint, SpanRead, SpanReader, SpanReading,
+    beside_replaced, names_every, question_names, AnswerGeneration, AnswerTimings, Preamble,
+    SentenceCheck, SpanCheckpoint, SpanRead, SpanReader, SpanReading,
 };
 
 use crate::service::{check_questions, most_attended};
@@ -286,21 +288,96 @@ impl SpanMemory {
         question: &str,
         document: &[u32],
     ) -> Result<(usize, usize), RuntimeError> {
-        let end = choice.span.end.min(document.len().saturating_sub(1));
-        let span = (choice.span.start.min(end), end);
+        if self.reading.hands_whole(choice.confidence) {
+            let end = choice.span.end.min(document.len().saturating_sub(1));
+            return Ok((choice.span.start.min(end), end));
+        }
+        self.checked_range(question, document, choice.span)
+    }
+
+    /// `span` of `document` (its token ids), or with the sentence check the
+    /// sentence matching the question by more than its slack above the
+    /// span's own.
+    fn checked_range(
+        &self,
+        question: &str,
+        document: &[u32],
+        span: ChosenSpan,
+    ) -> Result<(usize, usize), RuntimeError> {
+        let end = span.end.min(document.len().saturating_sub(1));
+        let range = (span.start.min(end), end);
         let slack = self.reading.sentence_check.as_ref().and_then(|c| c.slack);
         let (Some(check), Some(slack)) = (&self.sentence_check, slack) else {
-            return Ok(span);
+            return Ok(range);
         };
-        if self.reading.hands_whole(choice.confidence) {
-            return Ok(span);
+        Ok(check.checked(&self.lm, question, document, range, slack)?)
+    }
+
+    /// Where the checkpoint asks for it, each question's part of its later
+    /// entry's handed text `handed` (`documents[i]`'s tokens
+    /// `handed[i]`, checked) beside the answer of the entry it passed over
+    /// (see [`beside_replaced`]); `None` where nothing was passed over or
+    /// that answer is not stated there.
+    fn beside_replaced(
+        &self,
+        bank: &MemoryBank,
+        choices: &[SpanChoice],
+        questions: &[&str],
+        (documents, handed): (&[&[u32]], &[(usize, usize)]),
+    ) -> Result<Vec<Option<(usize, usize)>>, RuntimeError> {
+        let mut cuts = vec![None; choices.len()];
+        if !self.reading.beside_replaced {
+            return Ok(cuts);
         }
-        Ok(
-            match check.better_sentence(&self.lm, question, document, span)? {
-                Some(b) if b.gap > slack => (b.start, b.end),
-                _ => span,
-            },
-        )
+        let passed: Vec<(usize, ChosenSpan)> = choices
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !self.reading.hands_whole(c.confidence))
+            .filter_map(|(i, c)| c.passed_over.map(|over| (i, over)))
+            .collect();
+        if passed.is_empty() {
+            return Ok(cuts);
+        }
+        let earlier = passed
+            .iter()
+            .map(|(_, over)| {
+                let text = bank.read(over.document)?.text;
+                Ok(SpanReader::document_ids(&self.lm, &text)?)
+            })
+            .collect::<Result<Vec<Vec<u32>>, RuntimeError>>()?;
+        let reads = passed
+            .iter()
+            .zip(&earlier)
+            .map(|(&(i, over), ids)| {
+                let (start, end) = self.checked_range(questions[i], ids, over)?;
+                Ok(SpanRead {
+                    document: ids,
+                    start,
+                    end,
+                    stored: None,
+                    exact: false,
+                })
+            })
+            .collect::<Result<Vec<_>, RuntimeError>>()?;
+        let asked: Vec<&str> = passed.iter().map(|&(i, _)| questions[i]).collect();
+        let generation = vec![AnswerGeneration::default(); asked.len()];
+        let stale = self.reader().answer_after(
+            &self.lm,
+            &self.preamble,
+            &reads,
+            &asked,
+            &generation,
+            &mut |_, _| {},
+        )?;
+        for (&(i, _), replaced) in passed.iter().zip(stale) {
+            let (start, end) = handed[i];
+            let range = self
+                .reader()
+                .extent
+                .range(&self.lm, documents[i], start, end)?;
+            cuts[i] = beside_replaced(&self.lm, documents[i], range, &replaced.text, questions[i])?;
+        }
+        Ok(cuts)
     }
 
     /// The questions' matching keys padded to the longest, `[Q, Tq, d_match]`,
@@ -475,15 +552,24 @@ impl Memory for SpanMemory {
                 .position(|(d, _)| *d == c.span.document)
                 .expect("every chosen document was read above")
         };
-        let spans = choices
+        let mut spans = choices
             .iter()
             .zip(questions)
             .map(|(c, q)| self.checked_span(c, q, &documents[position(c)].1))
             .collect::<Result<Vec<_>, _>>()?;
+        let chosen_ids: Vec<&[u32]> = choices
+            .iter()
+            .map(|c| documents[position(c)].1.as_slice())
+            .collect();
+        let cuts = self.beside_replaced(bank, &choices, questions, (&chosen_ids, &spans))?;
+        for (span, cut) in spans.iter_mut().zip(&cuts) {
+            *span = cut.unwrap_or(*span);
+        }
         let reads: Vec<SpanRead<'_>> = choices
             .iter()
             .zip(&spans)
-            .map(|(c, &(start, end))| {
+            .zip(&cuts)
+            .map(|((c, &(start, end)), cut)| {
                 let i = position(c);
                 let ids = documents[i].1.as_slice();
                 let read = match self.reading.hands_whole(c.confidence) {
@@ -493,6 +579,7 @@ impl Memory for SpanMemory {
                         start,
                         end,
                         stored: None,
+                        exact: cut.is_some(),
                     },
                 };
                 SpanRead {

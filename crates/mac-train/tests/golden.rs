@@ -156,6 +156,7 @@ fn bless_checkpoint(dir: &Path, device: &burn::tensor::Device) {
         named_first: false,
         whole_below: None,
         sentence_check: None,
+        beside_replaced: false,
     };
     trainer
         .save(dir, reading, "tiny-llama.gguf".into())

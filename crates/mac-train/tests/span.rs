@@ -190,6 +190,7 @@ fn span_training_learns_where_answers_lie() {
         named_first: false,
         whole_below: None,
         sentence_check: None,
+        beside_replaced: false,
     };
     trainer
         .save(&dir.path().join("checkpoint"), reading, tiny_path().into())
@@ -328,6 +329,7 @@ fn span_training_saved_and_resumed_takes_the_uninterrupted_steps() {
                 named_first: false,
                 whole_below: None,
                 sentence_check: None,
+                beside_replaced: false,
             },
             "tiny-llama.gguf".into(),
         )

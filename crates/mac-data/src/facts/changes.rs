@@ -4,7 +4,7 @@
 //! every two of them a short later document restating one of an earlier
 //! entity's facts with a new value — its employer, field, award, patents
 //! or address (and in the broad stream also its favourite book, home
-//! language, pet or car). The held-out [`update_stream`](super::update_stream) has
+//! language, pet or car), half of them naming the value replaced too. The held-out [`update_stream`](super::update_stream) has
 //! its own wording, people and kinds of fact; nothing here is tested on.
 
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -136,11 +136,12 @@ fn changed(
         }
     };
     let name = introduction.id.clone();
-    let mut sentences = vec![fill(
+    let stated = fill(
         pick_template(document_templates(who.attribute), true, rng),
         &name,
         &new,
-    )];
+    );
+    let mut sentences = vec![naming_the_replaced(stated, &old, rng)];
     if rng.random_bool(0.5) {
         if let Some(filler) = FILLER.choose(rng) {
             sentences.push(fill(filler, &name, ""));
@@ -153,6 +154,21 @@ fn changed(
         id: format!("{name} (later)"),
         text: sentences.join(" "),
         qas: vec![qa],
+    }
+}
+
+/// Half the time, `stated` (a sentence giving the new value) reworded to
+/// name the value it replaces too, before or after it — in wording of this
+/// stream's own, not the held-out stream's.
+fn naming_the_replaced(stated: String, old: &str, rng: &mut ChaCha8Rng) -> String {
+    if !rng.random_bool(0.5) {
+        return stated;
+    }
+    let bare = stated.trim_end_matches('.');
+    match rng.random_range(0..3) {
+        0 => format!("{old} is a thing of the past: {stated}"),
+        1 => format!("{bare}, no longer {old}."),
+        _ => format!("Records giving {old} are out of date; {bare}."),
     }
 }
 
@@ -231,6 +247,15 @@ mod tests {
                 assert!(d.text.contains(&qa.answers[0]), "{}", d.text);
             }
         }
+        // Some later reports name the value they replace, some do not.
+        let naming = later
+            .iter()
+            .filter(|d| d.text.contains(&d.qas[0].stale[0]))
+            .count();
+        assert!(
+            (3..=17).contains(&naming),
+            "{naming} of 20 name the old value"
+        );
         for d in later {
             let name = d.id.trim_end_matches(" (later)");
             let at = s.documents.iter().position(|e| e.id == name).unwrap();

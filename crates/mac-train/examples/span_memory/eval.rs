@@ -98,6 +98,7 @@ impl<'a> Evaluation<'a> {
                     start: a,
                     end: b,
                     stored: None,
+                    exact: false,
                 })
                 .collect();
             let texts: Vec<&str> = chunk_q

@@ -23,6 +23,9 @@ pub struct QuestionSpan {
     pub gold_share: f32,
     /// The span's probability within its document.
     pub confidence: f32,
+    /// Where a later entry was read, the best entry's best span (see
+    /// [`SpanChoice::passed_over`]).
+    pub passed_over: Option<ChosenSpan>,
 }
 
 /// Documents of a bank scored at a time by [`choose_spans`].
@@ -154,6 +157,7 @@ pub fn choose_spans_each(
                     span,
                     confidence,
                     shares,
+                    passed_over,
                 } = choice
                     .finish_as(recency, &mut later)?
                     .ok_or_else(|| anyhow::anyhow!("an empty bank"))?;
@@ -161,6 +165,7 @@ pub fn choose_spans_each(
                     span,
                     gold_share: own.map_or(0.0, |o| shares[o]),
                     confidence,
+                    passed_over,
                 });
             }
         }

@@ -33,12 +33,14 @@ use crate::tensors::{draw_initial_weights, SEEDED_INIT};
 mod choose;
 mod config;
 mod recency;
+mod replaced;
 mod run;
 mod sentence;
 mod validation;
 pub use choose::{choose_spans, choose_spans_each, Choosing, QuestionSpan, BANK_CHUNK};
 pub use config::SpanRunConfig;
 pub use recency::RecencyScore;
+pub use replaced::ReplacedChoice;
 pub use run::{train_span_memory, RuleScore, SpanRunReport, ValidationPoint, SPAN_RUN_FILE};
 pub use sentence::SentenceCheckChoice;
 

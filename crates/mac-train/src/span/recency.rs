@@ -142,25 +142,53 @@ fn changing_bank(config: &SpanRunConfig, stream: &FactStreamConfig) -> Dataset {
     Dataset { documents }
 }
 
+/// A validation bank of knowledge that changes, read by the LM.
+pub(super) struct ChangingBank {
+    /// Its documents, in the order they are banked.
+    pub(super) documents: Dataset,
+    /// The LM's reading of them.
+    pub(super) features: SpanFeatures,
+}
+
+impl ChangingBank {
+    /// Whether question `q` asks about a fact a later document changed.
+    pub(super) fn changed(&self, q: usize) -> bool {
+        let document = &self.documents.documents[self.features.questions[q].document];
+        document.qas.iter().any(|qa| !qa.stale.is_empty())
+    }
+}
+
+/// The validation banks of knowledge that changes: the training stream's
+/// and [`SpanRunConfig::recency_validation`]'s where set.
+pub(super) fn changing_banks(config: &SpanRunConfig, lm: &LoadedLm) -> Result<Vec<ChangingBank>> {
+    let streams = std::iter::once(&config.stream).chain(config.recency_validation.as_ref());
+    streams
+        .map(|stream| {
+            let documents = changing_bank(config, stream);
+            let features = SpanFeatures::read(lm, &config.reader(), &documents, usize::MAX, 16)?;
+            Ok(ChangingBank {
+                documents,
+                features,
+            })
+        })
+        .collect()
+}
+
 /// Tries each recency choice with the kept selector (`rule`) over the
-/// validation banks of knowledge that changes — the training stream's and
-/// [`SpanRunConfig::recency_validation`]'s where set — each bank's shares
+/// validation `banks` of knowledge that changes, each bank's shares
 /// averaged: the scores in the order tried, the first without a
 /// preference for later entries (see [`kept`]).
 pub(super) fn choose_recency(
-    config: &SpanRunConfig,
-    lm: &LoadedLm,
+    banks: &[ChangingBank],
     selector: &SpanSelector,
     choosing: (SpanRule, Option<&SentenceCheck>),
     device: &Device,
     log: &mut dyn FnMut(&str),
 ) -> Result<Vec<RecencyScore>> {
-    let streams = std::iter::once(&config.stream).chain(config.recency_validation.as_ref());
-    let mut banks = Vec::new();
-    for stream in streams {
-        let bank = changing_bank(config, stream);
-        banks.push(bank_scores(config, lm, selector, choosing, &bank, device)?);
-    }
+    let mut banks = banks
+        .iter()
+        .map(|bank| bank_scores(selector, choosing, bank, device))
+        .collect::<Result<Vec<_>>>()?;
     let n = banks.len() as f64;
     let mut scores = banks.pop().unwrap_or_default();
     for other in &banks {
@@ -186,29 +214,24 @@ pub(super) fn choose_recency(
 /// Each recency choice's scores over one validation `bank` of knowledge
 /// that changes, without and then with named first.
 fn bank_scores(
-    config: &SpanRunConfig,
-    lm: &LoadedLm,
     selector: &SpanSelector,
     (rule, sentences): (SpanRule, Option<&SentenceCheck>),
-    bank_documents: &Dataset,
+    changing: &ChangingBank,
     device: &Device,
 ) -> Result<Vec<RecencyScore>> {
-    let features = SpanFeatures::read(lm, &config.reader(), bank_documents, usize::MAX, 16)?;
+    let features = &changing.features;
     let bank: Vec<usize> = (0..features.documents.len()).collect();
-    let questions = answerable(&features);
-    let changed = |q: usize| {
-        let document = &bank_documents.documents[features.questions[q].document];
-        document.qas.iter().any(|qa| !qa.stale.is_empty())
-    };
+    let questions = answerable(features);
+    let changed = |q: usize| changing.changed(q);
     let rules = tried(sentences.is_some());
     let mut plain: Vec<usize> = Vec::new();
     let mut scores = Vec::new();
     for named_first in [false, true] {
         let each = choose_spans_each(
             selector,
-            &features,
+            features,
             &bank,
-            &features,
+            features,
             &questions,
             None,
             Choosing {

@@ -22,10 +22,11 @@ use mac_model::{
 use serde::{Deserialize, Serialize};
 
 use super::config::SpanRunConfig;
-use super::recency::{choose_recency, kept, RecencyScore};
+use super::recency::{changing_banks, choose_recency, kept, RecencyScore};
+use super::replaced::{self, choose_beside_replaced, ReplacedChoice};
 use super::sentence::{choose_sentence_check, SentenceCheckChoice};
 use super::validation::{best_of, frame_f1s, mean, ValidationSpans};
-use super::{answerable, choose_spans, SpanFeatures, SpanTrainer};
+use super::{answerable, choose_spans, Choosing, SpanFeatures, SpanTrainer};
 
 /// The run's record beside its checkpoint.
 pub const SPAN_RUN_FILE: &str = "span-run.json";
@@ -118,6 +119,10 @@ pub struct SpanRunReport {
     /// Each recency choice tried on validation knowledge that changes.
     #[serde(default)]
     pub recencies: Vec<RecencyScore>,
+    /// Whether a later entry is handed beside the value it replaces, and
+    /// what that was chosen on (absent: not tried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<ReplacedChoice>,
     /// Seconds reading the documents' states, training, choosing the frame.
     pub seconds: [f64; 3],
     /// The checkpoint written.
@@ -189,8 +194,23 @@ pub fn train_span_memory(
         None => (None, None),
     };
     let choosing = (chosen.rule, check.as_ref());
-    let recencies = choose_recency(config, &lm, &chosen.selector, choosing, device, log)?;
+    let banks = changing_banks(config, &lm)?;
+    let recencies = choose_recency(&banks, &chosen.selector, choosing, device, log)?;
     let recency = recencies[kept(&recencies)].recency;
+    let named_first = recencies[kept(&recencies)].named_first;
+    let handing = replaced::Handing {
+        reader: &choice.reader,
+        frame: &choice.frame,
+        whole_below: choice.whole_below,
+        check: check.as_ref().zip(sentence.as_ref().and_then(|s| s.slack)),
+    };
+    let choosing = Choosing {
+        named_first,
+        sentences: check.as_ref(),
+        ..Choosing::by(chosen.rule)
+    };
+    let by = (&chosen.selector, choosing, recency);
+    let replaced = choose_beside_replaced(&lm, &handing, &banks, by, device, log)?;
     let reading = SpanReading {
         reader: choice.reader,
         rule: chosen.rule,
@@ -200,13 +220,14 @@ pub fn train_span_memory(
         recency_same_names: recency.same_names,
         recency_answers: recency.answers,
         recency_either: recency.either_answers,
-        named_first: recencies[kept(&recencies)].named_first,
+        named_first,
         whole_below: choice.whole_below,
         sentence_check: check.is_some().then(|| SentenceChecking {
             slack: sentence.as_ref().and_then(|s| s.slack),
             recency: recency.sentence_answers,
             encoder: encoder.clone(),
         }),
+        beside_replaced: replaced.beside_replaced,
     };
     let meta = SpanCheckpointMeta::new(&chosen.config, reading, lm_path);
     let checkpoint = out.join("checkpoint");
@@ -231,8 +252,9 @@ pub fn train_span_memory(
         recency_answers: recency.answers,
         recency_sentences: recency.sentence_answers,
         recency_either: recency.either_answers,
-        named_first: recencies[kept(&recencies)].named_first,
+        named_first,
         recencies,
+        replaced: Some(replaced),
         seconds: [read, trained, t2.elapsed().as_secs_f64()],
         checkpoint,
     };

@@ -26,29 +26,45 @@ pub(super) fn frame_f1s(
     set: &ValidationSpans<'_>,
 ) -> Result<Vec<f64>> {
     let (validation, questions, spans) = (set.features, &set.questions, &set.spans);
+    let reads: Vec<SpanRead<'_>> = spans
+        .iter()
+        .map(|s| SpanRead {
+            document: &validation.documents[s.span.document],
+            start: s.span.start,
+            end: s.span.end,
+            stored: None,
+            exact: false,
+        })
+        .collect();
+    let answers = answers_to(lm, (reader, frame), validation, questions, &reads)?;
+    Ok(answers
+        .iter()
+        .zip(questions)
+        .map(|(a, &q)| f1_score(a, &validation.questions[q].answers))
+        .collect())
+}
+
+/// The answers to `questions` (of `features`) read from `reads` in
+/// `frame`, 16 at a time.
+pub(super) fn answers_to(
+    lm: &LoadedLm,
+    (reader, frame): (&SpanReader, &AnswerFrame),
+    features: &SpanFeatures,
+    questions: &[usize],
+    reads: &[SpanRead<'_>],
+) -> Result<Vec<String>> {
     let chat = frame.chat_frame(lm)?;
-    let mut f1s = Vec::with_capacity(questions.len());
-    for (qs, spans) in questions.chunks(16).zip(spans.chunks(16)) {
-        let reads: Vec<SpanRead<'_>> = spans
-            .iter()
-            .map(|s| SpanRead {
-                document: &validation.documents[s.span.document],
-                start: s.span.start,
-                end: s.span.end,
-                stored: None,
-            })
-            .collect();
+    let mut out = Vec::with_capacity(questions.len());
+    for (qs, reads) in questions.chunks(16).zip(reads.chunks(16)) {
         let texts: Vec<&str> = qs
             .iter()
-            .map(|&q| validation.questions[q].text.as_str())
+            .map(|&q| features.questions[q].text.as_str())
             .collect();
         let generation = vec![AnswerGeneration::default(); texts.len()];
-        let answers = reader.answer_in(lm, chat.as_ref(), &reads, &texts, &generation)?;
-        for (a, &q) in answers.iter().zip(qs) {
-            f1s.push(f1_score(&a.text, &validation.questions[q].answers));
-        }
+        let answers = reader.answer_in(lm, chat.as_ref(), reads, &texts, &generation)?;
+        out.extend(answers.into_iter().map(|a| a.text));
     }
-    Ok(f1s)
+    Ok(out)
 }
 
 /// The mean, 0 for none.
