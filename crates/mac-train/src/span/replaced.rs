@@ -63,10 +63,10 @@ struct Cut<'a> {
 
 /// Chooses on `banks` whether the recency's later entries (spans chosen by
 /// `selector` as `choosing` and `recency` say) are handed beside the
-/// replaced value, answered as `answering` says.
+/// replaced value, answered as `handing` says.
 pub(super) fn choose_beside_replaced(
     lm: &LoadedLm,
-    answering: &Handing<'_>,
+    handing: &Handing<'_>,
     banks: &[ChangingBank],
     (selector, choosing, recency): (&SpanSelector, Choosing<'_>, Recency),
     device: &Device,
@@ -89,9 +89,9 @@ pub(super) fn choose_beside_replaced(
             device,
         )?;
         let spans = each.pop().unwrap_or_default();
-        let cuts = cuts_of(lm, answering, bank, &questions, &spans)?;
+        let cuts = cuts_of(lm, handing, bank, &questions, &spans)?;
         let asked: Vec<usize> = cuts.iter().map(|c| c.question).collect();
-        let pair = (answering.reader, answering.frame);
+        let pair = (handing.reader, handing.frame);
         let reads: Vec<SpanRead<'_>> = cuts.iter().map(|c| c.plain).collect();
         let as_is = answers_to(lm, pair, features, &asked, &reads)?;
         let reads: Vec<SpanRead<'_>> = cuts.iter().map(|c| c.cut).collect();
@@ -121,7 +121,7 @@ pub(super) fn choose_beside_replaced(
 /// beside that answer.
 fn cuts_of<'a>(
     lm: &LoadedLm,
-    answering: &Handing<'_>,
+    handing: &Handing<'_>,
     bank: &'a ChangingBank,
     questions: &[usize],
     spans: &[super::QuestionSpan],
@@ -129,13 +129,13 @@ fn cuts_of<'a>(
     let features = &bank.features;
     let mut read = Vec::new();
     for (&q, s) in questions.iter().zip(spans) {
-        let whole = answering.whole_below.is_some_and(|f| s.confidence < f);
+        let whole = handing.whole_below.is_some_and(|f| s.confidence < f);
         let Some(over) = s.passed_over.filter(|_| !whole) else {
             continue;
         };
         let question = &features.questions[q].text;
         let earlier = &features.documents[over.document];
-        let (start, end) = answering.checked(lm, question, earlier, over)?;
+        let (start, end) = handing.checked(lm, question, earlier, over)?;
         let stale = SpanRead {
             document: earlier,
             start,
@@ -147,13 +147,13 @@ fn cuts_of<'a>(
     }
     let asked: Vec<usize> = read.iter().map(|r| r.0).collect();
     let stale_reads: Vec<SpanRead<'_>> = read.iter().map(|r| r.2).collect();
-    let pair = (answering.reader, answering.frame);
+    let pair = (handing.reader, handing.frame);
     let stale = answers_to(lm, pair, features, &asked, &stale_reads)?;
     let mut cuts = Vec::new();
     for ((q, span, _), replaced) in read.into_iter().zip(stale) {
         let question = &features.questions[q].text;
         let later = &features.documents[span.document];
-        let (start, end) = answering.checked(lm, question, later, span)?;
+        let (start, end) = handing.checked(lm, question, later, span)?;
         let plain = SpanRead {
             document: later,
             start,
@@ -161,7 +161,7 @@ fn cuts_of<'a>(
             stored: None,
             exact: false,
         };
-        let handed = answering.reader.extent.range(lm, later, start, end)?;
+        let handed = handing.reader.extent.range(lm, later, start, end)?;
         if let Some((a, b)) = beside_replaced(lm, later, handed, &replaced, question)? {
             let cut = SpanRead {
                 start: a,
