@@ -59,6 +59,12 @@ pub struct Recency {
     /// catching reports the other misses; unset: it must pass both.
     #[serde(default, skip_serializing_if = "is_false")]
     pub either_answers: bool,
+    /// Where the encoder judges a later entry ([`Self::sentence_answers`]),
+    /// it reads the question and the entries with the question's names
+    /// left out: whether a sentence states what was asked, not how much of
+    /// it is the subject's name (the names test tells the subject).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub without_names: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -74,9 +80,11 @@ pub trait LaterTests {
     /// Whether `entry` names every name the question names.
     fn names_the_same(&mut self, entry: usize) -> Result<bool, Self::Error>;
     /// The cosine of `entry`'s sentence matching the question best, by the
-    /// caller's sentence encoder; `None` where there is none (the test then
-    /// passes).
-    fn best_match(&mut self, entry: usize) -> Result<Option<f32>, Self::Error>;
+    /// caller's sentence encoder, both read `without_names` where asked (see
+    /// [`Recency::without_names`]); `None` where there is no encoder (the
+    /// test then passes).
+    fn best_match(&mut self, entry: usize, without_names: bool)
+        -> Result<Option<f32>, Self::Error>;
 }
 
 /// Tests that pass every entry (a choice whose caller tells nothing).
@@ -87,7 +95,7 @@ impl LaterTests for Unasked {
     fn names_the_same(&mut self, _: usize) -> Result<bool, Self::Error> {
         Ok(true)
     }
-    fn best_match(&mut self, _: usize) -> Result<Option<f32>, Self::Error> {
+    fn best_match(&mut self, _: usize, _: bool) -> Result<Option<f32>, Self::Error> {
         Ok(None)
     }
 }
@@ -101,6 +109,7 @@ impl Recency {
         answers: None,
         sentence_answers: None,
         either_answers: false,
+        without_names: false,
     };
 
     /// A margin without an agreement condition.
@@ -145,8 +154,8 @@ impl Recency {
             _ => {}
         }
         let matched = (
-            tests.best_match(best.span.document)?,
-            tests.best_match(later.span.document)?,
+            tests.best_match(best.span.document, self.without_names)?,
+            tests.best_match(later.span.document, self.without_names)?,
         );
         Ok(match matched {
             (Some(b), Some(l)) => l >= b - slack,
@@ -194,12 +203,26 @@ pub struct StreamedSpanChoice {
     masses: Vec<f32>,
 }
 
-/// The best document of those offered (the earliest of equals) and the
-/// documents after it within the margin of it, in bank order.
+/// The best document of those offered (the earliest of equals), the
+/// documents after it within the margin of it, in bank order, and the best
+/// of those offered before it.
 #[derive(Debug, Clone, Default)]
 struct Kept {
     best: Option<Scored>,
     later: Vec<Scored>,
+    /// The best-scoring document offered before `best`.
+    earlier: Option<Scored>,
+    /// The best-scoring document offered after `best`, within the margin
+    /// or not (it lies before any new best).
+    since: Option<Scored>,
+}
+
+/// Of two optional documents, the higher-scoring (the first of equals).
+fn higher(a: Option<Scored>, b: Option<Scored>) -> Option<Scored> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.score > a.score { b } else { a }),
+        (a, b) => a.or(b),
+    }
 }
 
 impl Kept {
@@ -218,11 +241,16 @@ impl Kept {
             .as_ref()
             .is_none_or(|best| scored.score > best.score)
         {
+            let before = higher(self.best.take(), self.since.take());
+            self.earlier = higher(self.earlier.take(), before);
             self.best = Some(scored);
             self.later.clear();
-        } else if self.admits(scored.score, margin) {
-            self.later.push(scored);
+            return;
         }
+        if self.admits(scored.score, margin) {
+            self.later.push(scored.clone());
+        }
+        self.since = higher(self.since.take(), Some(scored));
     }
 }
 
@@ -254,6 +282,13 @@ pub struct SpanChoice {
     /// Where a later entry was read instead of the best (see [`Recency`]),
     /// the best entry's best span: the earlier report it supersedes.
     pub passed_over: Option<ChosenSpan>,
+    /// The earlier report the chosen entry may supersede: where a later
+    /// entry was read, the best (as [`Self::passed_over`]); where the best
+    /// was read from the entries naming the question's names
+    /// ([`StreamedSpanChoice::named_first`]), the best-scoring of those
+    /// before it (the first of equals). None otherwise: an entry about
+    /// another subject supersedes nothing.
+    pub earlier: Option<ChosenSpan>,
 }
 
 impl StreamedSpanChoice {
@@ -347,9 +382,11 @@ impl StreamedSpanChoice {
             let is_named = self.named_first && named.get(n).copied().unwrap_or(false);
             let considered = match self.rule {
                 SpanRule::Joint => true,
-                SpanRule::DocumentFirst => logit.is_some_and(|l| {
-                    self.all.admits(l, margin) || (is_named && self.named.admits(l, margin))
-                }),
+                // A named document is scored even outside the margin: it
+                // may be the earlier report of what a later one restates.
+                SpanRule::DocumentFirst => {
+                    logit.is_some_and(|l| self.all.admits(l, margin) || is_named)
+                }
             };
             let found = considered
                 .then(|| scored_best_span(start, end, &[len], self.max_span))
@@ -414,7 +451,8 @@ impl StreamedSpanChoice {
         recency: Recency,
         tests: &mut T,
     ) -> Result<Option<SpanChoice>, T::Error> {
-        let kept = match self.named_first && self.named.best.is_some() {
+        let among_named = self.named_first && self.named.best.is_some();
+        let kept = match among_named {
             true => &self.named,
             false => &self.all,
         };
@@ -431,11 +469,17 @@ impl StreamedSpanChoice {
         }
         let total = log_sum_exp(&self.masses);
         let shares = self.masses.iter().map(|&m| (m - total).exp()).collect();
+        let passed_over = (!std::ptr::eq(chosen, best)).then_some(best.span);
         Ok(Some(SpanChoice {
             span: chosen.span,
             confidence: chosen.confidence,
             shares,
-            passed_over: (!std::ptr::eq(chosen, best)).then_some(best.span),
+            passed_over,
+            earlier: passed_over.or(kept
+                .earlier
+                .as_ref()
+                .filter(|_| among_named)
+                .map(|e| e.span)),
         }))
     }
 }
@@ -577,6 +621,7 @@ mod tests {
             confidence: (probability(start, span.start) * probability(end, span.end)) as f32,
             shares: document_shares(start, lengths),
             passed_over: None,
+            earlier: None,
         }
     }
 
@@ -606,14 +651,15 @@ mod tests {
 
     /// The whole-bank choice with a recency margin: each document's score;
     /// the latest document after the best within `r` of it whose profile
-    /// (`width` values per document) agrees with the best's.
+    /// (`width` values per document) agrees with the best's; with the
+    /// earlier report it supersedes (the best where a later one is read).
     fn whole_recent(
         rule: SpanRule,
         recency: Recency,
         (lengths, docs, start, end): &(Vec<usize>, Vec<f32>, Vec<f32>, Vec<f32>),
         profiles: &[f32],
         width: usize,
-    ) -> ChosenSpan {
+    ) -> (ChosenSpan, Option<ChosenSpan>) {
         let mut from = 0;
         let scored: Vec<(f32, ChosenSpan, f32)> = lengths
             .iter()
@@ -650,10 +696,13 @@ mod tests {
                 .answers
                 .is_none_or(|a| scored[best].2 - scored[n].2 <= a)
         };
-        (best + 1..scored.len())
+        let later = (best + 1..scored.len())
             .rev()
-            .find(|&n| scored[n].0 + recency.margin > scored[best].0 && agrees(n) && answers(n))
-            .map_or(scored[best].1, |n| scored[n].1)
+            .find(|&n| scored[n].0 + recency.margin > scored[best].0 && agrees(n) && answers(n));
+        match later {
+            Some(n) => (scored[n].1, Some(scored[best].1)),
+            None => (scored[best].1, None),
+        }
     }
 
     #[test]
@@ -697,9 +746,10 @@ mod tests {
                                 );
                                 (from, d) = (from + t, d + k);
                             }
-                            let got = choice.finish().unwrap().span;
+                            let got = choice.finish().unwrap();
                             assert_eq!(
-                                got, expected,
+                                (got.span, got.earlier),
+                                expected,
                                 "{rule:?}, {recency:?}, N = {n}, chunk {chunk}"
                             );
                         }
@@ -836,9 +886,37 @@ mod tests {
         assert_eq!(read.span.document, 2);
         let over = read.passed_over.expect("the best entry was passed over");
         assert_eq!((over.document, over.start, over.end), (1, 1, 2));
-        // The best read: nothing passed over.
-        assert_eq!(choice(0.4, &[4.0, 5.0, 4.5, 1.0]).passed_over, None);
+        assert_eq!(read.earlier, read.passed_over);
+        // The best read: nothing passed over, and (not chosen among named
+        // entries) nothing superseded.
+        let best = choice(0.4, &[4.0, 5.0, 4.5, 1.0]);
+        assert_eq!((best.passed_over, best.earlier), (None, None));
         assert_eq!(choice(1.0, &[5.0]).passed_over, None);
+    }
+
+    #[test]
+    fn named_first_the_earlier_report_is_the_best_named_one_before() {
+        let earlier = |named: [bool; 4]| {
+            let mut choice = StreamedSpanChoice::new(SpanRule::DocumentFirst, 4)
+                .with_recency(Recency::margin(0.5))
+                .named_first(true);
+            for (logit, named) in [6.0, 1.0, 2.0, 3.0].into_iter().zip(named) {
+                let at = [0.0, 1.0];
+                choice.push_named(&[logit], &[], (&at, &at), &[2], &[named]);
+            }
+            let c = choice.finish().unwrap();
+            (c.span.document, c.earlier.map(|e| e.document))
+        };
+        // Entry 3 is the best named; of the named before it, entry 2 scores
+        // best, though both lie far below the unnamed entry 0.
+        assert_eq!(earlier([false, true, true, true]), (3, Some(2)));
+        assert_eq!(earlier([false, true, false, true]), (3, Some(1)));
+        // No named entry before the chosen: none.
+        assert_eq!(earlier([false, false, false, true]), (3, None));
+        // No named entry at all: the choice among all, entry 0, first;
+        // nothing it supersedes.
+        assert_eq!(earlier([false; 4]), (0, None));
+        assert_eq!(earlier([true, false, false, false]), (0, None));
     }
 
     #[test]
@@ -898,6 +976,7 @@ mod tests {
         named: fn(usize) -> bool,
         matches: Vec<f32>,
         asked: Vec<usize>,
+        without_names: Vec<bool>,
     }
 
     impl LaterTests for Told {
@@ -905,8 +984,9 @@ mod tests {
         fn names_the_same(&mut self, entry: usize) -> Result<bool, String> {
             Ok((self.named)(entry))
         }
-        fn best_match(&mut self, entry: usize) -> Result<Option<f32>, String> {
+        fn best_match(&mut self, entry: usize, without_names: bool) -> Result<Option<f32>, String> {
             self.asked.push(entry);
+            self.without_names.push(without_names);
             Ok(self.matches.get(entry).copied())
         }
     }
@@ -933,6 +1013,7 @@ mod tests {
             named,
             matches: Vec::new(),
             asked: Vec::new(),
+            without_names: Vec::new(),
         };
         let chosen = |named| chosen_told(names, [1.0; 3], &mut told(named));
         assert_eq!(chosen(|_| true), 2);
@@ -949,7 +1030,7 @@ mod tests {
             fn names_the_same(&mut self, _: usize) -> Result<bool, Self::Error> {
                 Err("unreadable entry")
             }
-            fn best_match(&mut self, _: usize) -> Result<Option<f32>, Self::Error> {
+            fn best_match(&mut self, _: usize, _: bool) -> Result<Option<f32>, Self::Error> {
                 Ok(None)
             }
         }
@@ -964,6 +1045,7 @@ mod tests {
             named: |_| true,
             matches: matches.to_vec(),
             asked: Vec::new(),
+            without_names: Vec::new(),
         };
         let sentences = Recency {
             sentence_answers: Some(0.1),
@@ -1001,6 +1083,17 @@ mod tests {
         // Neither: the best.
         let refused = [4.0, 1.0, 1.0];
         assert_eq!(chosen_told(either, refused, &mut told(&[0.8, 0.6, 0.6])), 0);
+        // The encoder is asked to leave the names out where the rule says.
+        for without_names in [false, true] {
+            let rule = Recency {
+                without_names,
+                ..sentences
+            };
+            let mut asked = told(&[0.8, 0.6, 0.6]);
+            chosen_told(rule, [4.0; 3], &mut asked);
+            assert!(!asked.without_names.is_empty());
+            assert!(asked.without_names.iter().all(|&w| w == without_names));
+        }
     }
 
     #[test]

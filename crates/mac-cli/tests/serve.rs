@@ -58,13 +58,14 @@ fn span_checkpoint() -> PathBuf {
     assert_eq!(kept[1].as_f64().unwrap(), best, "{report}");
     // Every recency margin with every agreement was tried, and with the
     // names test every margin with the sentence encoder's test (alone and
-    // with the selector's answer test, either admitting), without and with
-    // the named-first choice; the one kept has the best validation top-1
-    // and is the checkpoint's.
+    // with the selector's answer test, either admitting; reading with and
+    // without the question's names), without and with the named-first
+    // choice; the one kept has the best validation top-1 and is the
+    // checkpoint's.
     let tried = report["recencies"].as_array().unwrap();
     assert_eq!(
         tried.len(),
-        2 * (1 + 3 * (1 + 3) * 2 * 3 + 3 * 3 * (1 + 2)),
+        2 * (1 + 3 * (1 + 3) * 2 * 3 + 2 * 3 * 3 * (1 + 2)),
         "{report}"
     );
     let named = tried.iter().filter(|r| r["named_first"] == true).count();
@@ -80,6 +81,7 @@ fn span_checkpoint() -> PathBuf {
             && r.get("answers") == report.get("recency_answers")
             && r.get("sentence_answers") == report.get("recency_sentences")
             && r.get("either_answers").unwrap_or(&false.into()) == &report["recency_either"]
+            && r.get("without_names").unwrap_or(&false.into()) == &report["recency_without_names"]
             && r["named_first"] == report["named_first"]
     };
     let kept = tried.iter().find(kept).unwrap();
@@ -114,14 +116,24 @@ fn span_checkpoint() -> PathBuf {
     assert_eq!(answers, report.get("recency_answers"), "{meta}");
     let either = meta["reading"].get("recency_either").cloned();
     assert_eq!(either.unwrap_or(false.into()), report["recency_either"]);
-    // Handing a later entry beside the value it replaces: kept where it
-    // scored better on the changing banks, the checkpoint's.
+    // Handing a chosen entry beside the value an earlier one answers: the
+    // handing that scored best on the changing banks (as it is, beside a
+    // passed-over entry's answer, beside any earlier report's; the first
+    // of equals), the checkpoint's.
     let replaced = &report["replaced"];
-    let f1 = replaced["f1"].as_array().unwrap();
-    let better = f1[1].as_f64().unwrap() > f1[0].as_f64().unwrap();
-    assert_eq!(replaced["beside_replaced"], better, "{report}");
-    let beside = meta["reading"].get("beside_replaced").cloned();
-    assert_eq!(beside.unwrap_or(false.into()), better, "{meta}");
+    let f1: Vec<f64> = replaced["f1"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(f1.len(), 3, "{report}");
+    let kept = (1..3).fold(0, |b, i| if f1[i] > f1[b] { i } else { b });
+    assert_eq!(replaced["beside_replaced"], kept > 0, "{report}");
+    assert_eq!(replaced["from_earlier"], kept == 2, "{report}");
+    let flag = |name: &str| meta["reading"].get(name).cloned().unwrap_or(false.into());
+    assert_eq!(flag("beside_replaced"), kept > 0, "{meta}");
+    assert_eq!(flag("replaced_from_earlier"), kept == 2, "{meta}");
     let named_first = meta["reading"].get("named_first").cloned();
     assert_eq!(
         named_first.unwrap_or(false.into()),
@@ -166,6 +178,12 @@ fn span_checkpoint() -> PathBuf {
             .get("recency_sentences")
             .cloned()
             .unwrap_or(Value::Null),
+        "{meta}"
+    );
+    let without_names = recorded.get("recency_without_names").cloned();
+    assert_eq!(
+        without_names.unwrap_or(false.into()),
+        report["recency_without_names"],
         "{meta}"
     );
     // A second run into it is refused without --force.

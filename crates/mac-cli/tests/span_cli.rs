@@ -95,6 +95,7 @@ fn checkpoint_checking(dir: &std::path::Path, sentence_check: Option<SentenceChe
         whole_below: None,
         sentence_check,
         beside_replaced: false,
+        replaced_from_earlier: false,
     };
     trainer.save(&checkpoint, reading, tiny_llama()).unwrap();
     checkpoint
@@ -198,6 +199,7 @@ fn the_sentence_check_hands_the_sentence_matching_the_question() {
     let check = |encoder: PathBuf| SentenceChecking {
         slack: Some(0.0),
         recency: None,
+        recency_without_names: false,
         encoder,
     };
     let checkpoint = checkpoint_checking(dir.path(), Some(check(encoder)));

@@ -47,12 +47,14 @@ pub use copy_mode::{CopyConfig, CopyPath};
 pub use encoder::{AmortizationEncoder, EncodedText, LmChannelSpec, LmTokenChannel, LmTokens};
 pub use mac_lm::Sampling;
 pub use model::{MacConfig, MacModel, MacPath, ModelError, ParamSummary};
-pub use names::{names_every, question_names};
+pub use names::{names_every, question_names, without_names};
 pub use replaced::beside_replaced;
 pub use runtime::{Amortized, Answer, BankReading, MacRuntime};
-pub use sentence_check::{text_sentences, BetterSentence, SentenceCheck, SentenceChecking};
+pub use sentence_check::{
+    handed_span, text_sentences, BetterSentence, SentenceCheck, SentenceChecking,
+};
 pub use span_checkpoint::{
-    AnswerFrame, FrameExample, SelectorShape, SpanCheckpoint, SpanCheckpointMeta, SpanReading,
-    SELECTOR_FILE, SPAN_META_FILE,
+    hands_whole, AnswerFrame, FrameExample, SelectorShape, SpanCheckpoint, SpanCheckpointMeta,
+    SpanReading, SELECTOR_FILE, SPAN_META_FILE,
 };
 pub use span_memory::{answer_span, Preamble, SpanExtent, SpanRead, SpanReader, QUESTION_ROOM};

@@ -39,6 +39,46 @@ pub fn names_every(text: &str, names: &[Vec<&str>]) -> bool {
     })
 }
 
+/// `text` with each of `names` (its words one after another) put as
+/// "someone" ("their" where possessive), so that a sentence encoder judges
+/// what the text says of its subject rather than who the subject is.
+/// Words are joined by single spaces; a name's trailing punctuation stays.
+pub fn without_names(text: &str, names: &[Vec<&str>]) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut out: Vec<String> = Vec::with_capacity(words.len());
+    let mut i = 0;
+    while i < words.len() {
+        let rest = &words[i..];
+        let named = names.iter().find(|name| {
+            !name.is_empty()
+                && rest.len() >= name.len()
+                && rest
+                    .iter()
+                    .zip(name.iter())
+                    .all(|(w, n)| bare_word(w) == *n)
+        });
+        let Some(name) = named else {
+            out.push(words[i].to_string());
+            i += 1;
+            continue;
+        };
+        out.push(stand_in(rest[name.len() - 1]));
+        i += name.len();
+    }
+    out.join(" ")
+}
+
+/// What stands for a name whose last word is `last`: "their" for a
+/// possessive, else "someone" with the word's trailing punctuation.
+fn stand_in(last: &str) -> String {
+    let core = last.trim_end_matches(|c: char| !c.is_alphanumeric());
+    let tail = &last[core.len()..];
+    match core.ends_with("'s") || core.ends_with("’s") {
+        true => format!("their{tail}"),
+        false => format!("someone{tail}"),
+    }
+}
+
 /// A word without the punctuation around it or a possessive `'s`.
 pub(crate) fn bare_word(word: &str) -> &str {
     let w = word.trim_matches(|c: char| !c.is_alphanumeric());
@@ -84,5 +124,28 @@ mod tests {
         // A name inside a longer word is not the name.
         assert!(!names_every("Yilmazova wrote.", &[vec!["Yilmaz"]]));
         assert!(names_every("anything", &[]));
+    }
+
+    #[test]
+    fn without_names_puts_someone_for_each_name_and_their_for_a_possessive() {
+        let names = question_names("Whom did Siobhan Yilmaz marry at Porto Rena?");
+        assert_eq!(
+            without_names(
+                "Lately Siobhan Yilmaz has  wed Henrik Obradovic in Porto Rena.",
+                &names
+            ),
+            "Lately someone has wed Henrik Obradovic in someone."
+        );
+        assert_eq!(
+            without_names("Siobhan Yilmaz's tally has grown.", &names),
+            "their tally has grown."
+        );
+        // Another person sharing a first name keeps it; nothing named, the
+        // text's words as they were.
+        assert_eq!(
+            without_names("Siobhan Castellanos, a Yilmaz.", &names),
+            "Siobhan Castellanos, a Yilmaz."
+        );
+        assert_eq!(without_names("No name here.", &[]), "No name here.");
     }
 }

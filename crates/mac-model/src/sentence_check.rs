@@ -16,6 +16,7 @@ use mac_encoder::{Bert, EncoderBackbone, EncoderFiles, EncoderTokenizer, Trainab
 use mac_lm::LoadedLm;
 use serde::{Deserialize, Serialize};
 
+use crate::names::without_names as without_names_of;
 use crate::span_memory::sentence_ranges;
 use crate::ModelError;
 
@@ -37,6 +38,11 @@ pub struct SentenceChecking {
     /// [`mac_aggregation::Recency::sentence_answers`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recency: Option<f32>,
+    /// With `recency`, the question and the entries are read with the
+    /// question's names left out (see
+    /// [`mac_aggregation::Recency::without_names`]; absent: as they are).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recency_without_names: bool,
     /// The sentence encoder's Hugging Face directory (a BERT family model
     /// with mean pooling).
     pub encoder: PathBuf,
@@ -125,6 +131,27 @@ impl SentenceCheck {
             .map_err(|e| ModelError::Input(format!("cannot read the sentence cosines: {e:?}")))
     }
 
+    /// The best cosine of any sentence of `text` with `question`, both read
+    /// without `names` where `without_names` (see [`crate::without_names`]):
+    /// how a later entry answers the question (see
+    /// [`mac_aggregation::Recency::without_names`]).
+    pub fn best_match(
+        &self,
+        question: &str,
+        text: &str,
+        names: &[Vec<&str>],
+        without_names: bool,
+    ) -> Result<f32, ModelError> {
+        if !without_names {
+            return Ok(self.best_matches(question, &[text])?[0]);
+        }
+        let (question, text) = (
+            without_names_of(question, names),
+            without_names_of(text, names),
+        );
+        Ok(self.best_matches(&question, &[&text])?[0])
+    }
+
     /// For each of `texts`, the best cosine of any of its sentences
     /// ([`text_sentences`]) with `question` (−1 for a text without one).
     pub fn best_matches(&self, question: &str, texts: &[&str]) -> Result<Vec<f32>, ModelError> {
@@ -206,6 +233,25 @@ impl SentenceCheck {
             Some(b) if b.gap > slack => (b.start, b.end),
             _ => span,
         })
+    }
+}
+
+/// The span handed for `span` of `document` (its first and last token)
+/// before its extent: the span kept within the document, or, with a
+/// sentence check and its slack, the sentence the check prefers
+/// ([`SentenceCheck::checked`]).
+pub fn handed_span(
+    lm: &LoadedLm,
+    check: Option<(&SentenceCheck, f32)>,
+    question: &str,
+    document: &[u32],
+    span: (usize, usize),
+) -> Result<(usize, usize), ModelError> {
+    let end = span.1.min(document.len().saturating_sub(1));
+    let range = (span.0.min(end), end);
+    match check {
+        Some((check, slack)) => check.checked(lm, question, document, range, slack),
+        None => Ok(range),
     }
 }
 

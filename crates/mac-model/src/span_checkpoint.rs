@@ -204,13 +204,19 @@ pub struct SpanReading {
     /// [`crate::beside_replaced`]; absent: handed as it is).
     #[serde(default, skip_serializing_if = "is_false")]
     pub beside_replaced: bool,
+    /// With `beside_replaced`, the replaced value is the answer of the
+    /// earlier report the chosen entry may supersede even where that entry
+    /// is the best by itself ([`mac_aggregation::SpanChoice::earlier`]),
+    /// not only of one passed over (absent: only one passed over).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub replaced_from_earlier: bool,
 }
 
 impl SpanReading {
     /// Whether the whole document is handed for a span chosen with this
     /// `confidence` (see [`mac_aggregation::SpanChoice::confidence`]).
     pub fn hands_whole(&self, confidence: f32) -> bool {
-        self.whole_below.is_some_and(|floor| confidence < floor)
+        hands_whole(self.whole_below, confidence)
     }
 
     /// When a later entry is read instead of the best.
@@ -222,8 +228,18 @@ impl SpanReading {
             answers: self.recency_answers,
             sentence_answers: self.sentence_check.as_ref().and_then(|c| c.recency),
             either_answers: self.recency_either,
+            without_names: self
+                .sentence_check
+                .as_ref()
+                .is_some_and(|c| c.recency_without_names),
         }
     }
+}
+
+/// Whether the whole document is handed for a span chosen with this
+/// `confidence` under the floor `whole_below` (none: never).
+pub fn hands_whole(whole_below: Option<f32>, confidence: f32) -> bool {
+    whole_below.is_some_and(|floor| confidence < floor)
 }
 
 fn is_false(b: &bool) -> bool {
@@ -298,6 +314,17 @@ impl SpanCheckpointMeta {
         ] {
             if let Some(a) = value.filter(|a| !(a.is_finite() && *a >= 0.0)) {
                 return Err(format!("{field} is {a}: finite and not negative"));
+            }
+        }
+        if self.reading.replaced_from_earlier && !self.reading.beside_replaced {
+            return Err("reading.replaced_from_earlier is set without beside_replaced".into());
+        }
+        if let Some(c) = &self.reading.sentence_check {
+            if c.recency_without_names && c.recency.is_none() {
+                return Err(
+                    "reading.sentence_check.recency_without_names is set without its recency slack"
+                        .into(),
+                );
             }
         }
         if let Some(w) = self

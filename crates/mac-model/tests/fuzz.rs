@@ -85,6 +85,7 @@ fn span_checkpoint_metadata() {
             whole_below: None,
             sentence_check: None,
             beside_replaced: false,
+            replaced_from_earlier: false,
         },
         "lm.gguf".into(),
     );

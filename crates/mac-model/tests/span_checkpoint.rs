@@ -49,9 +49,11 @@ fn meta(config: &SpanSelectorConfig) -> SpanCheckpointMeta {
             sentence_check: Some(SentenceChecking {
                 slack: Some(0.1),
                 recency: Some(0.05),
+                recency_without_names: true,
                 encoder: "minilm".into(),
             }),
             beside_replaced: true,
+            replaced_from_earlier: true,
         },
         "lm.gguf".into(),
     )
@@ -165,12 +167,25 @@ fn what_span_json_describes_is_checked_before_anything_is_built() {
         err.contains("reading.sentence_check.recency is -1"),
         "{err}"
     );
+    let err = refused(&good.replace("\"recency\": 0.05,", ""));
+    assert!(
+        err.contains("recency_without_names is set without its recency slack"),
+        "{err}"
+    );
     // The sentence tests read back, the recency's within the recency.
     fs::write(&json, &good).unwrap();
     let opened = SpanCheckpoint::open(dir.path()).unwrap();
     assert_eq!(opened.meta.reading.recency().sentence_answers, Some(0.05));
     assert!(opened.meta.reading.recency().either_answers);
+    assert!(opened.meta.reading.recency().without_names);
     assert!(opened.meta.reading.beside_replaced);
+    assert!(opened.meta.reading.replaced_from_earlier);
+    let err = refused(&good.replace(",\n    \"beside_replaced\": true", ""));
+    assert!(
+        err.contains("replaced_from_earlier is set without beside_replaced"),
+        "{err}"
+    );
+    fs::write(&json, &good).unwrap();
     // A record written before the margin existed reads as no margin.
     let at = good.find(",\n    \"sentence_check\"").unwrap();
     let end = at + good[at..].find('}').unwrap() + 1;
@@ -180,6 +195,7 @@ fn what_span_json_describes_is_checked_before_anything_is_built() {
         .replace(",\n    \"recency_answers\": 3.0", "")
         .replace(",\n    \"recency_either\": true", "")
         .replace(",\n    \"beside_replaced\": true", "")
+        .replace(",\n    \"replaced_from_earlier\": true", "")
         .replace(",\n    \"recency_same_names\": true", "")
         .replace(",\n    \"agreement\": 0.25", "")
         .replace(",\n    \"recency\": 1.5", "");
@@ -192,6 +208,7 @@ fn what_span_json_describes_is_checked_before_anything_is_built() {
     assert_eq!(opened.meta.reading.recency(), Recency::NONE);
     assert_eq!(opened.meta.reading.whole_below, None);
     assert!(!opened.meta.reading.beside_replaced);
+    assert!(!opened.meta.reading.replaced_from_earlier);
 
     // A shape the file's parameters do not fit: refused when loading.
     fs::write(&json, good.replace("\"d_key\": 8", "\"d_key\": 4")).unwrap();

@@ -26,8 +26,8 @@ use mac_lm::LoadedLm;
 
 use mac_model::prompt::ChatFrame;
 use mac_model::{
-    beside_replaced, names_every, question_names, AnswerGeneration, AnswerTimings, Preamble,
-    SentenceCheck, SpanCheckpoint, SpanRead, SpanReader, SpanReading,
+    beside_replaced, handed_span, names_every, question_names, AnswerGeneration, AnswerTimings,
+    Preamble, SentenceCheck, SpanCheckpoint, SpanRead, SpanReader, SpanReading,
 };
 
 use crate::service::{check_questions, most_attended};
@@ -304,20 +304,18 @@ impl SpanMemory {
         document: &[u32],
         span: ChosenSpan,
     ) -> Result<(usize, usize), RuntimeError> {
-        let end = span.end.min(document.len().saturating_sub(1));
-        let range = (span.start.min(end), end);
         let slack = self.reading.sentence_check.as_ref().and_then(|c| c.slack);
-        let (Some(check), Some(slack)) = (&self.sentence_check, slack) else {
-            return Ok(range);
-        };
-        Ok(check.checked(&self.lm, question, document, range, slack)?)
+        let check = self.sentence_check.as_ref().zip(slack);
+        let span = (span.start, span.end);
+        Ok(handed_span(&self.lm, check, question, document, span)?)
     }
 
-    /// Where the checkpoint asks for it, each question's part of its later
-    /// entry's handed text `handed` (`documents[i]`'s tokens
-    /// `handed[i]`, checked) beside the answer of the entry it passed over
-    /// (see [`beside_replaced`]); `None` where nothing was passed over or
-    /// that answer is not stated there.
+    /// Where the checkpoint asks for it, each question's part of its chosen
+    /// entry's handed text `handed` (`documents[i]`'s tokens `handed[i]`,
+    /// checked) beside the answer of the entry it passed over, or of any
+    /// earlier report it may supersede where the checkpoint says so (see
+    /// [`beside_replaced`], [`SpanChoice::earlier`]); `None` where there is
+    /// no such entry or its answer is not stated there.
     fn beside_replaced(
         &self,
         bank: &MemoryBank,
@@ -333,7 +331,13 @@ impl SpanMemory {
             .iter()
             .enumerate()
             .filter(|(_, c)| !self.reading.hands_whole(c.confidence))
-            .filter_map(|(i, c)| c.passed_over.map(|over| (i, over)))
+            .filter_map(|(i, c)| {
+                let earlier = match self.reading.replaced_from_earlier {
+                    true => c.earlier,
+                    false => c.passed_over,
+                };
+                earlier.map(|over| (i, over))
+            })
             .collect();
         if passed.is_empty() {
             return Ok(cuts);
@@ -665,7 +669,7 @@ struct BankEntries<'a> {
     question: (&'a str, &'a [Vec<&'a str>]),
     check: Option<&'a SentenceCheck>,
     texts: HashMap<usize, String>,
-    matched: HashMap<usize, f32>,
+    matched: HashMap<(usize, bool), f32>,
 }
 
 impl BankEntries<'_> {
@@ -686,16 +690,16 @@ impl LaterTests for BankEntries<'_> {
         Ok(names_every(self.text(entry)?, names))
     }
 
-    fn best_match(&mut self, entry: usize) -> Result<Option<f32>, RuntimeError> {
+    fn best_match(&mut self, entry: usize, without: bool) -> Result<Option<f32>, RuntimeError> {
         let Some(check) = self.check else {
             return Ok(None);
         };
-        if let Some(&m) = self.matched.get(&entry) {
+        if let Some(&m) = self.matched.get(&(entry, without)) {
             return Ok(Some(m));
         }
-        let question = self.question.0;
-        let m = check.best_matches(question, &[self.text(entry)?])?[0];
-        self.matched.insert(entry, m);
+        let (question, names) = self.question;
+        let m = check.best_match(question, self.text(entry)?, names, without)?;
+        self.matched.insert((entry, without), m);
         Ok(Some(m))
     }
 }
@@ -755,12 +759,18 @@ mod tests {
             matched: HashMap::new(),
         };
         assert!(tests.names_the_same(1).unwrap() && !tests.names_the_same(3).unwrap());
-        let m: Vec<f32> = (0..3)
-            .map(|e| tests.best_match(e).unwrap().unwrap())
-            .collect();
+        let mut matches = |without: bool| -> Vec<f32> {
+            (0..3)
+                .map(|e| tests.best_match(e, without).unwrap().unwrap())
+                .collect()
+        };
+        let (m, unnamed) = (matches(false), matches(true));
         // The report of a new instrument matches as the first report does;
-        // another fact of hers does not.
+        // another fact of hers does not...
         assert!(m[1] > m[2] + 0.1, "{m:?}");
+        // ...and further apart where her name is left out of both.
+        assert!(unnamed[1] - unnamed[2] > m[1] - m[2], "{m:?} {unnamed:?}");
+        assert_eq!(tests.matched.len(), 6);
         // Entry 0 best; 1, 2 and 3 within the margin, 3 naming another.
         let chosen = |slack: f32, tests: &mut BankEntries<'_>| {
             let recency = Recency {

@@ -157,6 +157,7 @@ fn bless_checkpoint(dir: &Path, device: &burn::tensor::Device) {
         whole_below: None,
         sentence_check: None,
         beside_replaced: false,
+        replaced_from_earlier: false,
     };
     trainer
         .save(dir, reading, "tiny-llama.gguf".into())

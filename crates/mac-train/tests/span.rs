@@ -191,6 +191,7 @@ fn span_training_learns_where_answers_lie() {
         whole_below: None,
         sentence_check: None,
         beside_replaced: false,
+        replaced_from_earlier: false,
     };
     trainer
         .save(&dir.path().join("checkpoint"), reading, tiny_path().into())
@@ -330,6 +331,7 @@ fn span_training_saved_and_resumed_takes_the_uninterrupted_steps() {
                 whole_below: None,
                 sentence_check: None,
                 beside_replaced: false,
+                replaced_from_earlier: false,
             },
             "tiny-llama.gguf".into(),
         )

@@ -26,6 +26,9 @@ pub struct QuestionSpan {
     /// Where a later entry was read, the best entry's best span (see
     /// [`SpanChoice::passed_over`]).
     pub passed_over: Option<ChosenSpan>,
+    /// The earlier report the span may supersede (see
+    /// [`SpanChoice::earlier`]).
+    pub earlier: Option<ChosenSpan>,
 }
 
 /// Documents of a bank scored at a time by [`choose_spans`].
@@ -158,6 +161,7 @@ pub fn choose_spans_each(
                     confidence,
                     shares,
                     passed_over,
+                    earlier,
                 } = choice
                     .finish_as(recency, &mut later)?
                     .ok_or_else(|| anyhow::anyhow!("an empty bank"))?;
@@ -166,6 +170,7 @@ pub fn choose_spans_each(
                     gold_share: own.map_or(0.0, |o| shares[o]),
                     confidence,
                     passed_over,
+                    earlier,
                 });
             }
         }
@@ -183,7 +188,7 @@ struct LaterEntries<'a> {
     question: (&'a str, &'a [Vec<&'a str>]),
     sentences: Option<&'a SentenceCheck>,
     named: HashMap<usize, bool>,
-    matched: HashMap<usize, f32>,
+    matched: HashMap<(usize, bool), f32>,
 }
 
 impl LaterTests for LaterEntries<'_> {
@@ -197,16 +202,16 @@ impl LaterTests for LaterEntries<'_> {
             .or_insert_with(|| names_every(&texts[bank[d]], names)))
     }
 
-    fn best_match(&mut self, d: usize) -> Result<Option<f32>, Self::Error> {
+    fn best_match(&mut self, d: usize, without: bool) -> Result<Option<f32>, Self::Error> {
         let Some(check) = self.sentences else {
             return Ok(None);
         };
-        if let Some(&m) = self.matched.get(&d) {
+        if let Some(&m) = self.matched.get(&(d, without)) {
             return Ok(Some(m));
         }
-        let ((texts, bank), question) = (self.texts, self.question.0);
-        let m = check.best_matches(question, &[&texts[bank[d]]])?[0];
-        self.matched.insert(d, m);
+        let ((texts, bank), (question, names)) = (self.texts, self.question);
+        let m = check.best_match(question, &texts[bank[d]], names, without)?;
+        self.matched.insert((d, without), m);
         Ok(Some(m))
     }
 }

@@ -32,10 +32,17 @@ const ANSWERS: [f32; 2] = [2.0, 4.0];
 /// margin and the names test (see [`Recency::sentence_answers`]).
 const SENTENCE_ANSWERS: [f32; 3] = [0.05, 0.1, 0.2];
 
+/// Slacks of the encoder's test reading the question and entries without
+/// the question's names (see [`Recency::without_names`]): what a sentence
+/// says of its subject matches the question less closely than the whole
+/// sentence with the name does, so the slacks are wider.
+const UNNAMED_ANSWERS: [f32; 3] = [0.1, 0.2, 0.3];
+
 /// Every recency tried: none first, then each margin with each agreement,
 /// names test and answer asked; then, with a sentence encoder, each margin
 /// with the names test and the encoder's test of a later entry, alone and
-/// with the selector's answer test beside it (either test admitting).
+/// with the selector's answer test beside it (either test admitting); and
+/// the same with the encoder reading without the question's names.
 pub(super) fn tried(sentences: bool) -> Vec<Recency> {
     let mut rules = vec![Recency::NONE];
     for margin in MARGINS {
@@ -54,12 +61,15 @@ pub(super) fn tried(sentences: bool) -> Vec<Recency> {
         }
     }
     if sentences {
-        for margin in MARGINS {
-            for slack in SENTENCE_ANSWERS {
+        let slacks = SENTENCE_ANSWERS.map(|s| (s, false));
+        let unnamed = UNNAMED_ANSWERS.map(|s| (s, true));
+        for (slack, without_names) in slacks.into_iter().chain(unnamed) {
+            for margin in MARGINS {
                 let judged = Recency {
                     margin,
                     same_names: true,
                     sentence_answers: Some(slack),
+                    without_names,
                     ..Recency::NONE
                 };
                 rules.push(judged);
@@ -371,12 +381,15 @@ mod tests {
     #[test]
     fn the_grid_tries_either_answer_test_only_with_an_encoder() {
         let (plain, encoded) = (tried(false), tried(true));
-        assert_eq!((plain.len(), encoded.len()), (73, 100));
+        assert_eq!((plain.len(), encoded.len()), (73, 127));
         assert!(plain
             .iter()
-            .all(|r| !r.either_answers && r.sentence_answers.is_none()));
+            .all(|r| !r.either_answers && r.sentence_answers.is_none() && !r.without_names));
         let either: Vec<&Recency> = encoded.iter().filter(|r| r.either_answers).collect();
-        assert_eq!(either.len(), 18);
+        assert_eq!(either.len(), 36);
+        let unnamed = encoded.iter().filter(|r| r.without_names);
+        assert!(unnamed.clone().all(|r| r.sentence_answers.is_some()));
+        assert_eq!(unnamed.count(), 27);
         assert!(either
             .iter()
             .all(|r| r.answers.is_some() && r.sentence_answers.is_some() && r.same_names));

@@ -112,6 +112,11 @@ pub struct SpanRunReport {
     /// [`mac_aggregation::Recency::either_answers`]).
     #[serde(default)]
     pub recency_either: bool,
+    /// Whether the encoder's test reads the question and the entries
+    /// without the question's names (see
+    /// [`mac_aggregation::Recency::without_names`]).
+    #[serde(default)]
+    pub recency_without_names: bool,
     /// Whether the span is chosen among the documents naming what the
     /// question names first (kept with the recency).
     #[serde(default)]
@@ -225,9 +230,11 @@ pub fn train_span_memory(
         sentence_check: check.is_some().then(|| SentenceChecking {
             slack: sentence.as_ref().and_then(|s| s.slack),
             recency: recency.sentence_answers,
+            recency_without_names: recency.without_names,
             encoder: encoder.clone(),
         }),
         beside_replaced: replaced.beside_replaced,
+        replaced_from_earlier: replaced.from_earlier,
     };
     let meta = SpanCheckpointMeta::new(&chosen.config, reading, lm_path);
     let checkpoint = out.join("checkpoint");
@@ -252,6 +259,7 @@ pub fn train_span_memory(
         recency_answers: recency.answers,
         recency_sentences: recency.sentence_answers,
         recency_either: recency.either_answers,
+        recency_without_names: recency.without_names,
         named_first,
         recencies,
         replaced: Some(replaced),

@@ -7,7 +7,7 @@
 
 use anyhow::Result;
 use mac_lm::LoadedLm;
-use mac_model::{AnswerFrame, SentenceCheck, SpanReader};
+use mac_model::{hands_whole, AnswerFrame, SentenceCheck, SpanReader};
 use serde::{Deserialize, Serialize};
 
 use super::validation::{best_of, frame_f1s, mean, ValidationSpans};
@@ -127,7 +127,7 @@ fn checked_spans(
         .zip(&set.spans)
         .map(|(&q, s)| {
             let document = &set.features.documents[s.span.document];
-            let whole = whole_below.is_some_and(|floor| s.confidence < floor);
+            let whole = hands_whole(whole_below, s.confidence);
             if whole {
                 let mut kept = *s;
                 kept.span.start = 0;
