@@ -57,18 +57,14 @@ pub struct Recency {
     /// [`Self::sentence_answers`]), a later entry that passes either is
     /// read — the selector's judgement or the sentence encoder's, each
     /// catching reports the other misses; unset: it must pass both.
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub either_answers: bool,
     /// Where the encoder judges a later entry ([`Self::sentence_answers`]),
     /// it reads the question and the entries with the question's names
     /// left out: whether a sentence states what was asked, not how much of
     /// it is the subject's name (the names test tells the subject).
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub without_names: bool,
-}
-
-fn is_false(b: &bool) -> bool {
-    !b
 }
 
 /// The caller's tests of a later entry, asked where a [`Recency`] wants

@@ -169,7 +169,7 @@ pub struct SpanReading {
     pub agreement: Option<f32>,
     /// With the margin, a later entry must name every name the question
     /// names (see [`Recency::same_names`]; absent: no such condition).
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub recency_same_names: bool,
     /// With the margin, the most a later entry's best span may score below
     /// the best entry's (see [`Recency::answers`]; absent: no such
@@ -179,13 +179,13 @@ pub struct SpanReading {
     /// With both answer tests (`recency_answers` and the sentence check's
     /// `recency`), a later entry passing either is read (see
     /// [`Recency::either_answers`]; absent: it must pass both).
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub recency_either: bool,
     /// The span is chosen among the documents that name every name the
     /// question names, where any does, and among all otherwise (see
     /// [`mac_aggregation::StreamedSpanChoice::named_first`]; absent: among
     /// all).
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub named_first: bool,
     /// The whole chosen document is handed, whatever the extent, when the
     /// chosen span's probability within it is below this (the selector
@@ -202,13 +202,13 @@ pub struct SpanReading {
     /// the earlier one answers is taken as replaced and the later entry's
     /// text handed without it, only the part beside it (see
     /// [`crate::beside_replaced`]; absent: handed as it is).
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub beside_replaced: bool,
     /// With `beside_replaced`, the replaced value is the answer of the
     /// earlier report the chosen entry may supersede even where that entry
     /// is the best by itself ([`mac_aggregation::SpanChoice::earlier`]),
     /// not only of one passed over (absent: only one passed over).
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replaced_from_earlier: bool,
 }
 
@@ -240,10 +240,6 @@ impl SpanReading {
 /// `confidence` under the floor `whole_below` (none: never).
 pub fn hands_whole(whole_below: Option<f32>, confidence: f32) -> bool {
     whole_below.is_some_and(|floor| confidence < floor)
-}
-
-fn is_false(b: &bool) -> bool {
-    !b
 }
 
 /// What a span memory checkpoint holds besides its parameters.

@@ -46,12 +46,8 @@ pub struct SpanReader {
     /// Whether each answer is copied from what the LM is handed: its
     /// tokens keep it a run of whole words of that text
     /// ([`crate::CopiedAnswers`]).
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub copied: bool,
-}
-
-fn is_false(b: &bool) -> bool {
-    !b
 }
 
 /// How much of the chosen document's key/values the LM is handed: the
