@@ -30,13 +30,16 @@ pub fn question_names(question: &str) -> Vec<Vec<&str>> {
 /// Whether `text` names every one of `names`: each name's words one after
 /// another, as words of the text.
 pub fn names_every(text: &str, names: &[Vec<&str>]) -> bool {
-    let words: Vec<&str> = text.split_whitespace().map(bare_word).collect();
-    names.iter().all(|name| {
-        name.is_empty()
-            || words
-                .windows(name.len())
-                .any(|w| w.iter().zip(name).all(|(a, b)| a == b))
-    })
+    let words: Vec<&str> = text.split_whitespace().collect();
+    names
+        .iter()
+        .all(|name| name.is_empty() || (0..words.len()).any(|i| names_at(&words[i..], name)))
+}
+
+/// Whether `words` (as written) begin with `name`'s words, one after
+/// another.
+fn names_at(words: &[&str], name: &[&str]) -> bool {
+    words.len() >= name.len() && words.iter().zip(name).all(|(w, n)| bare_word(w) == *n)
 }
 
 /// `text` with each of `names` (its words one after another) put as
@@ -49,14 +52,9 @@ pub fn without_names(text: &str, names: &[Vec<&str>]) -> String {
     let mut i = 0;
     while i < words.len() {
         let rest = &words[i..];
-        let named = names.iter().find(|name| {
-            !name.is_empty()
-                && rest.len() >= name.len()
-                && rest
-                    .iter()
-                    .zip(name.iter())
-                    .all(|(w, n)| bare_word(w) == *n)
-        });
+        let named = names
+            .iter()
+            .find(|name| !name.is_empty() && names_at(rest, name));
         let Some(name) = named else {
             out.push(words[i].to_string());
             i += 1;
