@@ -65,7 +65,7 @@ fn span_checkpoint() -> PathBuf {
     let tried = report["recencies"].as_array().unwrap();
     assert_eq!(
         tried.len(),
-        2 * (1 + 3 * (1 + 3) * 2 * 3 + 2 * 3 * 3 * (1 + 2)),
+        2 * (1 + 3 * (1 + 3) * 2 * 3 + (3 + 4) * 3 * (1 + 2)),
         "{report}"
     );
     let named = tried.iter().filter(|r| r["named_first"] == true).count();

@@ -18,16 +18,15 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::tensor::{Bool, Device, Tensor, TensorData, TensorReadError};
-use mac_aggregation::{
-    push_chunk, ChosenSpan, LaterTests, SpanChoice, SpanSelector, StreamedSpanChoice,
-};
+use mac_aggregation::{push_chunk, ChosenSpan, SpanChoice, SpanSelector, StreamedSpanChoice};
 use mac_bank::{content_hash, BankShape, MemoryBank, NewEntry, Precision};
 use mac_lm::LoadedLm;
 
 use mac_model::prompt::ChatFrame;
 use mac_model::{
     beside_replaced, handed_span, names_every, question_names, AnswerGeneration, AnswerTimings,
-    Preamble, SentenceCheck, SpanCheckpoint, SpanRead, SpanReader, SpanReading,
+    EntryTests, EntryTexts, Preamble, SentenceCheck, SpanCheckpoint, SpanRead, SpanReader,
+    SpanReading,
 };
 
 use crate::service::{check_questions, most_attended};
@@ -212,6 +211,18 @@ impl SpanMemory {
         questions: &[&str],
         chunk: usize,
     ) -> Result<Vec<SpanChoice>, RuntimeError> {
+        self.choose_over(&mut BankTexts::new(bank), questions, chunk)
+    }
+
+    /// [`Self::choose`] over the bank of `texts`, the entries it reads
+    /// kept there.
+    fn choose_over(
+        &self,
+        texts: &mut BankTexts<'_>,
+        questions: &[&str],
+        chunk: usize,
+    ) -> Result<Vec<SpanChoice>, RuntimeError> {
+        let bank = texts.bank;
         let states = self.reader().question_states(&self.lm, questions)?;
         let summaries: Vec<Tensor<2>> = states.iter().cloned().map(SpanReader::summary).collect();
         let queries = self.selector.question_queries(Tensor::cat(summaries, 0));
@@ -264,13 +275,8 @@ impl SpanMemory {
             .zip(&names)
             .zip(questions)
             .map(|((c, names), &question)| {
-                let mut tests = BankEntries {
-                    bank,
-                    question: (question, names),
-                    check: self.sentence_check.as_ref(),
-                    texts: HashMap::new(),
-                    matched: HashMap::new(),
-                };
+                let check = self.sentence_check.as_ref();
+                let mut tests = EntryTests::new(&mut *texts, question, names, check);
                 c.finish_with(&mut tests)?.ok_or_else(|| {
                     RuntimeError::input(format!("the bank in {} is empty", bank.dir().display()))
                 })
@@ -318,7 +324,7 @@ impl SpanMemory {
     /// no such entry or its answer is not stated there.
     fn beside_replaced(
         &self,
-        bank: &MemoryBank,
+        texts: &mut BankTexts<'_>,
         choices: &[SpanChoice],
         questions: &[&str],
         (documents, handed): (&[&[u32]], &[(usize, usize)]),
@@ -345,8 +351,8 @@ impl SpanMemory {
         let earlier = passed
             .iter()
             .map(|(_, over)| {
-                let text = bank.read(over.document)?.text;
-                Ok(SpanReader::document_ids(&self.lm, &text)?)
+                let text = texts.text(over.document)?;
+                Ok(SpanReader::document_ids(&self.lm, text)?)
             })
             .collect::<Result<Vec<Vec<u32>>, RuntimeError>>()?;
         let reads = passed
@@ -536,17 +542,19 @@ impl Memory for SpanMemory {
             )));
         }
         let t0 = Instant::now();
-        let choices = self.choose(bank, questions, opts.chunk)?;
+        let mut entries = BankTexts::new(bank);
+        let choices = self.choose_over(&mut entries, questions, opts.chunk)?;
         let read = Instant::now();
-        // Each chosen document read from the bank and tokenized once.
+        // Each chosen document read from the bank (where the choice did
+        // not already) and tokenized once.
         let mut documents: Vec<(usize, Vec<u32>)> = Vec::new();
         let mut texts = Vec::new();
         for c in &choices {
             if !documents.iter().any(|(d, _)| *d == c.span.document) {
-                let text = bank.read(c.span.document)?.text;
-                let ids = SpanReader::document_ids(&self.lm, &text)?;
+                let text = entries.text(c.span.document)?;
+                let ids = SpanReader::document_ids(&self.lm, text)?;
                 documents.push((c.span.document, ids));
-                texts.push(text);
+                texts.push(text.to_owned());
             }
         }
         let stored = self.stored_kv(bank, &texts)?;
@@ -565,7 +573,8 @@ impl Memory for SpanMemory {
             .iter()
             .map(|c| documents[position(c)].1.as_slice())
             .collect();
-        let cuts = self.beside_replaced(bank, &choices, questions, (&chosen_ids, &spans))?;
+        let cuts =
+            self.beside_replaced(&mut entries, &choices, questions, (&chosen_ids, &spans))?;
         for (span, cut) in spans.iter_mut().zip(&cuts) {
             *span = cut.unwrap_or(*span);
         }
@@ -661,18 +670,24 @@ fn read_error(e: TensorReadError) -> RuntimeError {
     RuntimeError::input(format!("reading span scores: {e:?}"))
 }
 
-/// One question's tests of the bank's later entries, each entry read (and
-/// its sentences encoded) once: whether it names the question's names, and
-/// how well its best sentence matches the question.
-struct BankEntries<'a> {
+/// The bank's entry texts, each read from disk once while answering.
+struct BankTexts<'a> {
     bank: &'a MemoryBank,
-    question: (&'a str, &'a [Vec<&'a str>]),
-    check: Option<&'a SentenceCheck>,
     texts: HashMap<usize, String>,
-    matched: HashMap<(usize, bool), f32>,
 }
 
-impl BankEntries<'_> {
+impl<'a> BankTexts<'a> {
+    fn new(bank: &'a MemoryBank) -> Self {
+        Self {
+            bank,
+            texts: HashMap::new(),
+        }
+    }
+}
+
+impl EntryTexts for BankTexts<'_> {
+    type Error = RuntimeError;
+
     fn text(&mut self, entry: usize) -> Result<&str, RuntimeError> {
         if !self.texts.contains_key(&entry) {
             let text = self.bank.read(entry)?.text;
@@ -682,32 +697,10 @@ impl BankEntries<'_> {
     }
 }
 
-impl LaterTests for BankEntries<'_> {
-    type Error = RuntimeError;
-
-    fn names_the_same(&mut self, entry: usize) -> Result<bool, RuntimeError> {
-        let names = self.question.1;
-        Ok(names_every(self.text(entry)?, names))
-    }
-
-    fn best_match(&mut self, entry: usize, without: bool) -> Result<Option<f32>, RuntimeError> {
-        let Some(check) = self.check else {
-            return Ok(None);
-        };
-        if let Some(&m) = self.matched.get(&(entry, without)) {
-            return Ok(Some(m));
-        }
-        let (question, names) = self.question;
-        let m = check.best_match(question, self.text(entry)?, names, without)?;
-        self.matched.insert((entry, without), m);
-        Ok(Some(m))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mac_aggregation::{Recency, SpanRule};
+    use mac_aggregation::{LaterTests, Recency, SpanRule};
 
     /// A bank of `texts` (one placeholder row each: only the texts are read).
     fn bank_of(dir: &Path, texts: &[&str]) -> MemoryBank {
@@ -751,13 +744,8 @@ mod tests {
         );
         let question = "What instrument does Mira Holt play?";
         let names = question_names(question);
-        let mut tests = BankEntries {
-            bank: &bank,
-            question: (question, &names),
-            check: Some(&check),
-            texts: HashMap::new(),
-            matched: HashMap::new(),
-        };
+        let mut texts = BankTexts::new(&bank);
+        let mut tests = EntryTests::new(&mut texts, question, &names, Some(&check));
         assert!(tests.names_the_same(1).unwrap() && !tests.names_the_same(3).unwrap());
         let mut matches = |without: bool| -> Vec<f32> {
             (0..3)
@@ -770,9 +758,9 @@ mod tests {
         assert!(m[1] > m[2] + 0.1, "{m:?}");
         // ...and further apart where her name is left out of both.
         assert!(unnamed[1] - unnamed[2] > m[1] - m[2], "{m:?} {unnamed:?}");
-        assert_eq!(tests.matched.len(), 6);
+        assert_eq!(tests.matches_computed(), 6);
         // Entry 0 best; 1, 2 and 3 within the margin, 3 naming another.
-        let chosen = |slack: f32, tests: &mut BankEntries<'_>| {
+        let chosen = |slack: f32, tests: &mut EntryTests<'_, '_, BankTexts<'_>>| {
             let recency = Recency {
                 same_names: true,
                 sentence_answers: Some(slack),
@@ -788,10 +776,10 @@ mod tests {
         let between = (m[0] - m[1]).max(0.0) + 0.5 * (m[1] - m[2]);
         assert_eq!(chosen(between, &mut tests), 1);
         assert_eq!(chosen(m[0] - m[2] + 0.01, &mut tests), 2);
-        // Each entry read once.
-        assert_eq!(tests.texts.len(), 4);
         // Without an encoder the sentence test passes: the latest named.
-        tests.check = None;
-        assert_eq!(chosen(0.0, &mut tests), 2);
+        let mut unchecked = EntryTests::new(&mut texts, question, &names, None);
+        assert_eq!(chosen(0.0, &mut unchecked), 2);
+        // Each entry read from the bank once, for every test of both.
+        assert_eq!(texts.texts.len(), 4);
     }
 }

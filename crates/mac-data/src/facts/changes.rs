@@ -141,7 +141,13 @@ fn changed(
         &name,
         &new,
     );
-    let mut sentences = vec![naming_the_replaced(stated, &old, rng)];
+    let said = if rng.random_bool(CHANGE_ONLY_SHARE) {
+        let wording = pick_template(&CHANGE_ONLY, rules.held_out_too(), rng);
+        fill(wording, &name, &new)
+    } else {
+        naming_the_replaced(stated, &old, rng)
+    };
+    let mut sentences = vec![said];
     if rng.random_bool(0.5) {
         if let Some(filler) = FILLER.choose(rng) {
             sentences.push(fill(filler, &name, ""));
@@ -156,6 +162,22 @@ fn changed(
         qas: vec![qa],
     }
 }
+
+/// Share of later documents that speak only of the change: a sentence
+/// giving the new value without the words of the attribute's own wordings
+/// (and so of its questions).
+const CHANGE_ONLY_SHARE: f64 = 1.0 / 3.0;
+
+/// Sentences that give a new value (`{v}`) for a person (`{n}`) as a
+/// change, without naming what kind of fact it is — in wording of this
+/// stream's own, not the held-out stream's. The last is validation's only.
+const CHANGE_ONLY: [&str; 5] = [
+    "{n} has since moved on to {v}.",
+    "Newer records give {v} for {n}.",
+    "For {n} it is {v} now.",
+    "Not long ago {n} changed over to {v}.",
+    "Things are different for {n} today: {v}.",
+];
 
 /// Half the time, `stated` (a sentence giving the new value) reworded to
 /// name the value it replaces too, before or after it — in wording of this
@@ -190,6 +212,19 @@ mod tests {
             .iter()
             .all(|d| !names.contains(d.id.as_str())));
         assert!(train.documents.iter().any(|d| d.id.ends_with(" (later)")));
+        // Training speaks of a change in all but validation's own wording.
+        let said = |d: &Document, w: &str| {
+            let name = d.id.trim_end_matches(" (later)");
+            d.qas
+                .iter()
+                .any(|qa| d.text.contains(&fill(w, name, &qa.answers[0])))
+        };
+        let (held, others) = CHANGE_ONLY.split_last().unwrap();
+        assert!(!train.documents.iter().any(|d| said(d, held)));
+        assert!(train
+            .documents
+            .iter()
+            .any(|d| others.iter().any(|w| said(d, w))));
     }
 
     #[test]
@@ -256,6 +291,18 @@ mod tests {
             (3..=17).contains(&naming),
             "{naming} of 20 name the old value"
         );
+        // A third or so speak only of the change.
+        let change_only = later
+            .iter()
+            .filter(|d| {
+                let name = d.id.trim_end_matches(" (later)");
+                let answer = &d.qas[0].answers[0];
+                CHANGE_ONLY
+                    .iter()
+                    .any(|w| d.text.contains(&fill(w, name, answer)))
+            })
+            .count();
+        assert!((2..=14).contains(&change_only), "{change_only} of 20");
         for d in later {
             let name = d.id.trim_end_matches(" (later)");
             let at = s.documents.iter().position(|e| e.id == name).unwrap();

@@ -1,16 +1,13 @@
 //! Choosing spans for questions over a bank of span features, scored a
 //! chunk of documents at a time.
 
-use std::collections::HashMap;
-
 use anyhow::Result;
 use burn::tensor::{Device, Tensor};
 use mac_aggregation::{
-    push_chunk, ChosenSpan, LaterTests, Recency, SpanChoice, SpanRule, SpanSelector,
-    StreamedSpanChoice,
+    push_chunk, ChosenSpan, Recency, SpanChoice, SpanRule, SpanSelector, StreamedSpanChoice,
 };
 
-use mac_model::{names_every, question_names, SentenceCheck};
+use mac_model::{names_every, question_names, EntryTests, SentenceCheck, TextsInOrder};
 
 use super::{document_matches, SpanFeatures};
 
@@ -148,13 +145,12 @@ pub fn choose_spans_each(
             let own = bank
                 .iter()
                 .position(|&d| same && d == asked.questions[q].document);
-            let mut later = LaterEntries {
-                texts: (&memory.texts, bank),
-                question: (&asked.questions[q].text, &names),
-                sentences: choosing.sentences,
-                named: HashMap::new(),
-                matched: HashMap::new(),
+            let mut texts = TextsInOrder {
+                texts: &memory.texts,
+                order: bank,
             };
+            let question = &asked.questions[q].text;
+            let mut later = EntryTests::new(&mut texts, question, &names, choosing.sentences);
             for (spans, &recency) in out.iter_mut().zip(recencies) {
                 let SpanChoice {
                     span,
@@ -176,44 +172,6 @@ pub fn choose_spans_each(
         }
     }
     Ok(out)
-}
-
-/// One question's tests of later entries, each entry read once for every
-/// recency that asks: whether it names the question's names, and how well
-/// its best sentence matches the question.
-struct LaterEntries<'a> {
-    /// The memory's texts and the bank (indices into them).
-    texts: (&'a [String], &'a [usize]),
-    /// The question and its names.
-    question: (&'a str, &'a [Vec<&'a str>]),
-    sentences: Option<&'a SentenceCheck>,
-    named: HashMap<usize, bool>,
-    matched: HashMap<(usize, bool), f32>,
-}
-
-impl LaterTests for LaterEntries<'_> {
-    type Error = mac_model::ModelError;
-
-    fn names_the_same(&mut self, d: usize) -> Result<bool, Self::Error> {
-        let ((texts, bank), names) = (self.texts, self.question.1);
-        Ok(*self
-            .named
-            .entry(d)
-            .or_insert_with(|| names_every(&texts[bank[d]], names)))
-    }
-
-    fn best_match(&mut self, d: usize, without: bool) -> Result<Option<f32>, Self::Error> {
-        let Some(check) = self.sentences else {
-            return Ok(None);
-        };
-        if let Some(&m) = self.matched.get(&(d, without)) {
-            return Ok(Some(m));
-        }
-        let ((texts, bank), (question, names)) = (self.texts, self.question);
-        let m = check.best_match(question, &texts[bank[d]], names, without)?;
-        self.matched.insert((d, without), m);
-        Ok(Some(m))
-    }
 }
 
 /// Whether each of `documents` (of `memory`) names every name of each

@@ -36,7 +36,7 @@ const SENTENCE_ANSWERS: [f32; 3] = [0.05, 0.1, 0.2];
 /// the question's names (see [`Recency::without_names`]): what a sentence
 /// says of its subject matches the question less closely than the whole
 /// sentence with the name does, so the slacks are wider.
-const UNNAMED_ANSWERS: [f32; 3] = [0.1, 0.2, 0.3];
+const UNNAMED_ANSWERS: [f32; 4] = [0.1, 0.2, 0.3, 0.4];
 
 /// Every recency tried: none first, then each margin with each agreement,
 /// names test and answer asked; then, with a sentence encoder, each margin
@@ -381,15 +381,15 @@ mod tests {
     #[test]
     fn the_grid_tries_either_answer_test_only_with_an_encoder() {
         let (plain, encoded) = (tried(false), tried(true));
-        assert_eq!((plain.len(), encoded.len()), (73, 127));
+        assert_eq!((plain.len(), encoded.len()), (73, 136));
         assert!(plain
             .iter()
             .all(|r| !r.either_answers && r.sentence_answers.is_none() && !r.without_names));
         let either: Vec<&Recency> = encoded.iter().filter(|r| r.either_answers).collect();
-        assert_eq!(either.len(), 36);
+        assert_eq!(either.len(), 42);
         let unnamed = encoded.iter().filter(|r| r.without_names);
         assert!(unnamed.clone().all(|r| r.sentence_answers.is_some()));
-        assert_eq!(unnamed.count(), 27);
+        assert_eq!(unnamed.count(), 36);
         assert!(either
             .iter()
             .all(|r| r.answers.is_some() && r.sentence_answers.is_some() && r.same_names));
