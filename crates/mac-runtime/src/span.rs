@@ -390,6 +390,59 @@ impl SpanMemory {
         Ok(cuts)
     }
 
+    /// The entries `choices` chose, each read from the bank (where the
+    /// choice did not already) and tokenized once, with their stored
+    /// key/values where the bank keeps them.
+    fn chosen_entries(
+        &self,
+        texts: &mut BankTexts<'_>,
+        choices: &[SpanChoice],
+    ) -> Result<ChosenEntries, RuntimeError> {
+        let mut chosen = ChosenEntries::default();
+        let mut read = Vec::new();
+        for c in choices {
+            if !chosen.entries.contains(&c.span.document) {
+                let text = texts.text(c.span.document)?;
+                chosen.ids.push(SpanReader::document_ids(&self.lm, text)?);
+                chosen.entries.push(c.span.document);
+                read.push(text.to_owned());
+            }
+        }
+        chosen.stored = self.stored_kv(texts.bank, &read)?;
+        Ok(chosen)
+    }
+
+    /// What each question is handed of its chosen entry: the first and
+    /// last token, and whether that is a cut beside a replaced value (read
+    /// exactly; see [`Self::beside_replaced`]).
+    fn handed(
+        &self,
+        texts: &mut BankTexts<'_>,
+        chosen: &ChosenEntries,
+        choices: &[SpanChoice],
+        questions: &[&str],
+    ) -> Result<Vec<(usize, usize, bool)>, RuntimeError> {
+        let ids: Vec<&[u32]> = choices
+            .iter()
+            .map(|c| chosen.ids[chosen.of(c)].as_slice())
+            .collect();
+        let spans = choices
+            .iter()
+            .zip(questions)
+            .zip(&ids)
+            .map(|((c, q), ids)| self.checked_span(c, q, ids))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cuts = self.beside_replaced(texts, choices, questions, (&ids, &spans))?;
+        Ok(spans
+            .into_iter()
+            .zip(cuts)
+            .map(|((start, end), cut)| match cut {
+                Some((start, end)) => (start, end, true),
+                None => (start, end, false),
+            })
+            .collect())
+    }
+
     /// The questions' matching keys padded to the longest, `[Q, Tq, d_match]`,
     /// and where tokens are.
     fn padded_match_keys(&self, states: &[Tensor<2>]) -> (Tensor<3>, Tensor<2, Bool>) {
@@ -545,46 +598,14 @@ impl Memory for SpanMemory {
         let mut entries = BankTexts::new(bank);
         let choices = self.choose_over(&mut entries, questions, opts.chunk)?;
         let read = Instant::now();
-        // Each chosen document read from the bank (where the choice did
-        // not already) and tokenized once.
-        let mut documents: Vec<(usize, Vec<u32>)> = Vec::new();
-        let mut texts = Vec::new();
-        for c in &choices {
-            if !documents.iter().any(|(d, _)| *d == c.span.document) {
-                let text = entries.text(c.span.document)?;
-                let ids = SpanReader::document_ids(&self.lm, text)?;
-                documents.push((c.span.document, ids));
-                texts.push(text.to_owned());
-            }
-        }
-        let stored = self.stored_kv(bank, &texts)?;
-        let position = |c: &SpanChoice| {
-            documents
-                .iter()
-                .position(|(d, _)| *d == c.span.document)
-                .expect("every chosen document was read above")
-        };
-        let mut spans = choices
-            .iter()
-            .zip(questions)
-            .map(|(c, q)| self.checked_span(c, q, &documents[position(c)].1))
-            .collect::<Result<Vec<_>, _>>()?;
-        let chosen_ids: Vec<&[u32]> = choices
-            .iter()
-            .map(|c| documents[position(c)].1.as_slice())
-            .collect();
-        let cuts =
-            self.beside_replaced(&mut entries, &choices, questions, (&chosen_ids, &spans))?;
-        for (span, cut) in spans.iter_mut().zip(&cuts) {
-            *span = cut.unwrap_or(*span);
-        }
+        let chosen = self.chosen_entries(&mut entries, &choices)?;
+        let handed = self.handed(&mut entries, &chosen, &choices, questions)?;
         let reads: Vec<SpanRead<'_>> = choices
             .iter()
-            .zip(&spans)
-            .zip(&cuts)
-            .map(|((c, &(start, end)), cut)| {
-                let i = position(c);
-                let ids = documents[i].1.as_slice();
+            .zip(&handed)
+            .map(|(c, &(start, end, exact))| {
+                let i = chosen.of(c);
+                let ids = chosen.ids[i].as_slice();
                 let read = match self.reading.hands_whole(c.confidence) {
                     true => SpanRead::whole(ids),
                     false => SpanRead {
@@ -592,11 +613,11 @@ impl Memory for SpanMemory {
                         start,
                         end,
                         stored: None,
-                        exact: cut.is_some(),
+                        exact,
                     },
                 };
                 SpanRead {
-                    stored: stored[i].as_ref(),
+                    stored: chosen.stored[i].as_ref(),
                     ..read
                 }
             })
@@ -613,8 +634,8 @@ impl Memory for SpanMemory {
         answers
             .into_iter()
             .zip(&choices)
-            .zip(reads.iter().zip(spans))
-            .map(|((answer, choice), (read, (start, end)))| {
+            .zip(reads.iter().zip(handed))
+            .map(|((answer, choice), (read, (start, end, _)))| {
                 let span_ids = &read.document[start..=end];
                 Ok(SourcedAnswer {
                     text: answer.text,
@@ -668,6 +689,25 @@ fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, RuntimeError> {
 
 fn read_error(e: TensorReadError) -> RuntimeError {
     RuntimeError::input(format!("reading span scores: {e:?}"))
+}
+
+/// The entries chosen for one ask: each entry's index in the bank, its
+/// token ids and its stored key/values (where the bank keeps them).
+#[derive(Default)]
+struct ChosenEntries {
+    entries: Vec<usize>,
+    ids: Vec<Vec<u32>>,
+    stored: Vec<Option<Tensor<2>>>,
+}
+
+impl ChosenEntries {
+    /// Where `choice`'s entry is among these.
+    fn of(&self, choice: &SpanChoice) -> usize {
+        self.entries
+            .iter()
+            .position(|&d| d == choice.span.document)
+            .expect("every chosen entry is read")
+    }
 }
 
 /// The bank's entry texts, each read from disk once while answering.
