@@ -142,7 +142,7 @@ fn changed(
         &new,
     );
     let said = if rng.random_bool(CHANGE_ONLY_SHARE) {
-        let wording = pick_template(&CHANGE_ONLY, rules.held_out_too(), rng);
+        let wording = pick_template(change_only(who.attribute), rules.held_out_too(), rng);
         fill(wording, &name, &new)
     } else {
         naming_the_replaced(stated, &old, rng)
@@ -163,21 +163,54 @@ fn changed(
     }
 }
 
-/// Share of later documents that speak only of the change: a sentence
-/// giving the new value without the words of the attribute's own wordings
-/// (and so of its questions).
+/// Share of later documents that speak only of the change (see
+/// [`change_only`]).
 const CHANGE_ONLY_SHARE: f64 = 1.0 / 3.0;
 
-/// Sentences that give a new value (`{v}`) for a person (`{n}`) as a
-/// change, without naming what kind of fact it is — in wording of this
-/// stream's own, not the held-out stream's. The last is validation's only.
-const CHANGE_ONLY: [&str; 5] = [
-    "{n} has since moved on to {v}.",
-    "Newer records give {v} for {n}.",
-    "For {n} it is {v} now.",
-    "Not long ago {n} changed over to {v}.",
-    "Things are different for {n} today: {v}.",
-];
+/// Sentences that give a new value (`{v}`) of `a` for a person (`{n}`)
+/// as a change, in words of their own: not the attribute's statements' or
+/// questions' (nor the held-out stream's), the kind of fact told by the
+/// verb and the value. The last of each is validation's only.
+fn change_only(a: Attribute) -> &'static [&'static str] {
+    match a {
+        Attribute::Employer => &[
+            "{n} has since signed on with {v}.",
+            "A move this year took {n} to a desk at {v}.",
+        ],
+        Attribute::Field => &[
+            "{n} has since turned to {v}.",
+            "Nowadays {n} pursues {v} instead.",
+        ],
+        Attribute::Award => &[
+            "{n} has since picked up {v}.",
+            "Newest on {n}'s shelf is {v}.",
+        ],
+        Attribute::Patents => &[
+            "{n}'s filings at the office have since reached {v}.",
+            "Another batch of filings brings {n}'s total to {v}.",
+        ],
+        Attribute::Address => &[
+            "{n} has since relocated to {v}.",
+            "{n} packed up and took rooms at {v}.",
+        ],
+        Attribute::Book => &[
+            "{n} now swears by {v}.",
+            "On {n}'s nightstand these days: {v}.",
+        ],
+        Attribute::Language => &[
+            "{n}'s household has gone over to {v}.",
+            "Over dinner {n}'s family now chats in {v}.",
+        ],
+        Attribute::Pet => &[
+            "{n} has since taken in a new companion, {v}.",
+            "A new companion greets {n} at the door: {v}.",
+        ],
+        _ => &[
+            "{n} has since traded up to {v}.",
+            "{n} gets about these days in {v}.",
+        ],
+    }
+}
 
 /// Half the time, `stated` (a sentence giving the new value) reworded to
 /// name the value it replaces too, before or after it — in wording of this
@@ -219,12 +252,16 @@ mod tests {
                 .iter()
                 .any(|qa| d.text.contains(&fill(w, name, &qa.answers[0])))
         };
-        let (held, others) = CHANGE_ONLY.split_last().unwrap();
-        assert!(!train.documents.iter().any(|d| said(d, held)));
+        let wordings = MUTABLE.map(change_only);
+        let held = wordings.iter().filter_map(|w| w.last());
+        assert!(!train
+            .documents
+            .iter()
+            .any(|d| held.clone().any(|w| said(d, w))));
         assert!(train
             .documents
             .iter()
-            .any(|d| others.iter().any(|w| said(d, w))));
+            .any(|d| said(d, change_only(MUTABLE[0])[0])));
     }
 
     #[test]
@@ -297,8 +334,9 @@ mod tests {
             .filter(|d| {
                 let name = d.id.trim_end_matches(" (later)");
                 let answer = &d.qas[0].answers[0];
-                CHANGE_ONLY
+                MUTABLE
                     .iter()
+                    .flat_map(|&a| change_only(a))
                     .any(|w| d.text.contains(&fill(w, name, answer)))
             })
             .count();
