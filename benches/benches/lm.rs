@@ -3,14 +3,17 @@
 //! (SmolLM2-135M-Instruct, fetched by `cargo xtask fetch`) on the CPU.
 //! `cargo xtask bench lm` runs this and the PyTorch reference
 //! (benches/reference/lm_speed.py) on the same weights and prints the ratio.
-//! Decode steps read the file's quantized blocks; `decode_1_after_128_f32_weights`
+//! Decode steps read the file's quantized blocks, as tensor operations
+//! (`decode_1_after_128`) or over host buffers as generation runs them
+//! (`_host_buffers`; `generate_64_after_128_tensor_steps` is a generation
+//! without them); `decode_1_after_128_f32_weights`
 //! is the same step on the weights dequantised to f32, and the `_q8_activations`
 //! ones keep the activations in eight bits for integer dot products with the
 //! blocks (as llama.cpp does).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use mac_kernels::quantized::Activations;
-use mac_lm::{BaseLm, GenerateOptions, KvCache, TokenBatch};
+use mac_lm::{BaseLm, GenerateOptions, HostDecoder, KvCache, TokenBatch};
 
 const PROMPT_TOKENS: usize = 128;
 const GENERATED_TOKENS: usize = 64;
@@ -55,6 +58,18 @@ fn bench(c: &mut Criterion) {
         )
     };
     g.bench_function("decode_1_after_128", |b| decode(b, model));
+    // The same step over host buffers (the cache copied out of its
+    // tensors outside the timing), as generation runs it.
+    let BaseLm::Llama(llama) = model else {
+        panic!("SmolLM2 is a Llama");
+    };
+    g.bench_function("decode_1_after_128_host_buffers", |b| {
+        b.iter_batched(
+            || HostDecoder::start(llama, None, &warm).unwrap().unwrap(),
+            |mut decoder| decoder.step(&step).unwrap().argmax(2).into_data(),
+            BatchSize::SmallInput,
+        )
+    });
     // Greedy generation of 64 tokens after the prompt (prefill included),
     // never stopping at EOS: tokens per second as a user waits for them.
     let generation = GenerateOptions {
@@ -75,6 +90,12 @@ fn bench(c: &mut Criterion) {
         assert_eq!(out[0].len(), GENERATED_TOKENS);
     };
     g.bench_function("generate_64_after_128", |b| b.iter(|| generate(model)));
+    // The same generation with every step as tensor operations.
+    let mut tensor_steps = model.clone();
+    tensor_steps.set_host_decode(false);
+    g.bench_function("generate_64_after_128_tensor_steps", |b| {
+        b.iter(|| generate(&tensor_steps))
+    });
     // The same step on the weights dequantised to f32 (the path every
     // decode took before the file's blocks were kept).
     let mut f32_model = model.clone();

@@ -56,6 +56,7 @@ pub mod tokenizer;
 pub use batch::{Padding, TokenBatch};
 pub use cache::KvCache;
 pub use error::{check_config, LmError, Result, MAX_LAYERS};
+pub use llama::HostDecoder;
 pub use load::DECODE_ACTIVATIONS_VAR;
 pub use model::{BaseLm, GenerateOptions, Generation, LoadedLm, TokenChoice};
 pub use prefix::{KvLayout, PrefixKv};

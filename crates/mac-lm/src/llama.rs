@@ -22,6 +22,9 @@ use mac_kernels::linear::linear;
 use mac_kernels::quantized::{try_product, Activations, QuantizedMatrix};
 use mac_kernels::weights::ParamLoader;
 
+mod host_decode;
+pub use host_decode::HostDecoder;
+
 /// Hyper-parameters of a Llama model, named as in Hugging Face `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LlamaConfig {
@@ -434,6 +437,10 @@ pub struct Llama {
     /// Whether decode steps use [`Self::quantized`].
     #[module(skip)]
     quantized_decode: bool,
+    /// Whether decode steps on the quantized projections run over host
+    /// buffers ([`HostDecoder`]) rather than as tensor operations.
+    #[module(skip)]
+    host_decode: bool,
 }
 
 impl Llama {
@@ -491,6 +498,7 @@ impl Llama {
             inv_freq,
             quantized_decode: quantized.is_some(),
             quantized,
+            host_decode: true,
         })
     }
 
@@ -504,6 +512,12 @@ impl Llama {
     /// projections (the default where the file has them) or the f32 ones.
     pub fn set_quantized_decode(&mut self, on: bool) {
         self.quantized_decode = on && self.quantized.is_some();
+    }
+
+    /// Whether decode steps on the quantized projections run over host
+    /// buffers (the default) or as tensor operations.
+    pub fn set_host_decode(&mut self, on: bool) {
+        self.host_decode = on;
     }
 
     /// What decode steps on the quantized projections keep the

@@ -11,7 +11,7 @@ use crate::batch::{Padding, PassContext, TokenBatch};
 use crate::cache::KvCache;
 use crate::error::{LmError, Result};
 use crate::gpt2::Gpt2;
-use crate::llama::Llama;
+use crate::llama::{HostDecoder, Llama};
 use crate::prefix::{KvLayout, PrefixKv};
 use crate::sampling::{pick, Sampling};
 use crate::tokenizer::TextTokenizer;
@@ -87,6 +87,15 @@ impl BaseLm {
     pub fn set_quantized_decode(&mut self, on: bool) {
         if let BaseLm::Llama(m) = self {
             m.set_quantized_decode(on);
+        }
+    }
+
+    /// Whether decode steps on the file's blocks run over host buffers (the
+    /// default) or as tensor operations; a model without blocks is
+    /// unchanged.
+    pub fn set_host_decode(&mut self, on: bool) {
+        if let BaseLm::Llama(m) = self {
+            m.set_host_decode(on);
         }
     }
 
@@ -442,10 +451,21 @@ impl BaseLm {
         let mut out = vec![Vec::new(); b];
         let mut done: Vec<bool> = opts.iter().map(|o| o.max_new_tokens == 0).collect();
         let mut rngs: Vec<_> = opts.iter().map(|o| o.sampling.rng()).collect();
+        let mut host: Option<HostDecoder<'_>> = None;
         while !done.iter().all(|&d| d) {
-            let hidden = self.forward_hidden(&batch, prefix, Some(&mut cache))?;
-            let t = hidden.dims()[1];
-            let logits = self.logits(hidden.narrow(1, t - 1, 1));
+            let logits = match host.as_mut() {
+                Some(decoder) => decoder.step(&batch)?,
+                None => {
+                    let hidden = self.forward_hidden(&batch, prefix, Some(&mut cache))?;
+                    let t = hidden.dims()[1];
+                    if let BaseLm::Llama(m) = self {
+                        // Every later step reads one token a row: on host
+                        // buffers where the model decodes on its blocks.
+                        host = HostDecoder::start(m, prefix, &cache)?;
+                    }
+                    self.logits(hidden.narrow(1, t - 1, 1))
+                }
+            };
             let next = self.pick_tokens(
                 logits,
                 opts,

@@ -216,3 +216,85 @@ fn eight_bit_activations_keep_the_decode_perplexity_within_one_percent() {
     lm.model.set_decode_activations(Activations::F32);
     assert_eq!(decoded_perplexity(&lm, &ids).0, exact);
 }
+
+/// Every live row's logits at every step of a generation (in the order
+/// the rows are asked), the decoding left to greedy picks.
+#[derive(Default)]
+struct Recorded(Vec<(usize, usize, Vec<f32>)>);
+
+impl mac_lm::TokenChoice for Recorded {
+    fn choose(&mut self, row: usize, so_far: &[u32], logits: &[f32]) -> Option<u32> {
+        self.0.push((row, so_far.len(), logits.to_vec()));
+        None
+    }
+}
+
+#[test]
+fn host_buffer_decode_steps_equal_the_tensor_steps() {
+    let Some(path) = smollm_path() else { return };
+    let mut lm = LoadedLm::load(&path, &device()).unwrap();
+    let tok = &lm.tokenizer;
+    let before = tok.encode("Notes kept for the reader:").unwrap();
+    let prompts = [
+        tok.encode("The capital of France is").unwrap(),
+        tok.encode("Water boils at a temperature of one hundred")
+            .unwrap(),
+    ];
+    let (pad, eos) = (tok.pad_id, tok.eos_id);
+    // A prefix in front of both rows, and rows that stop at different steps
+    // (the shorter one padded on).
+    let one = lm.model.cache_of(&before).unwrap();
+    let prefix = mac_lm::PrefixKv {
+        layers: one
+            .layers
+            .iter()
+            .map(|(k, v)| {
+                let two = |t: &burn::tensor::Tensor<4>| {
+                    burn::tensor::Tensor::cat(vec![t.clone(), t.clone()], 0)
+                };
+                (two(k), two(v))
+            })
+            .collect(),
+    };
+    let opts = [6, 3].map(|n| GenerateOptions {
+        max_new_tokens: n,
+        stop_at_eos: false,
+        ..Default::default()
+    });
+    let run = |lm: &LoadedLm| {
+        let mut recorded = Recorded::default();
+        let start = mac_lm::Generation {
+            prefix: Some(&prefix),
+            cache: KvCache::new(),
+        };
+        let tokens = lm
+            .model
+            .generate_choosing(
+                start,
+                &prompts,
+                &opts,
+                (pad, eos),
+                &mut |_, _| true,
+                Some(&mut recorded),
+            )
+            .unwrap();
+        (tokens, recorded.0)
+    };
+    let (host_tokens, host) = run(&lm);
+    lm.model.set_host_decode(false);
+    let (tensor_tokens, tensor) = run(&lm);
+    assert_eq!(host_tokens, tensor_tokens);
+    assert_eq!((host_tokens[0].len(), host_tokens[1].len()), (6, 3));
+    assert_eq!(host.len(), 9);
+    let mut worst = 0f32;
+    for (a, b) in host.iter().zip(&tensor) {
+        assert_eq!((a.0, a.1), (b.0, b.1));
+        for (x, y) in a.2.iter().zip(&b.2) {
+            worst = worst.max((x - y).abs());
+        }
+    }
+    // The same products on the same blocks; norms, softmax and sums in
+    // another order: rounding only.
+    eprintln!("largest logit difference, host buffers vs tensor steps: {worst:.2e}");
+    assert!(worst < 2e-3, "logits differ by {worst}");
+}
