@@ -65,6 +65,14 @@ pub struct Recency {
     /// it is the subject's name (the names test tells the subject).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub without_names: bool,
+    /// When set, a later entry must also restate the fact the question
+    /// asks about (the caller's test, [`LaterTests::restates`]): a
+    /// sentence of it is closest to the best entry's sentence that answers
+    /// the question — a report of the same fact, however it is worded,
+    /// not another fact of the same subject. Read without the question's
+    /// names where [`Self::without_names`] is set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restates: bool,
 }
 
 /// The caller's tests of a later entry, asked where a [`Recency`] wants
@@ -81,6 +89,19 @@ pub trait LaterTests {
     /// test then passes).
     fn best_match(&mut self, entry: usize, without_names: bool)
         -> Result<Option<f32>, Self::Error>;
+    /// Whether `later` restates the fact of `best` the question asks about
+    /// (see [`Recency::restates`]), by the caller's sentence encoder, read
+    /// `without_names` where asked; `None` where there is no encoder (the
+    /// test then passes).
+    fn restates(
+        &mut self,
+        later: usize,
+        best: usize,
+        without_names: bool,
+    ) -> Result<Option<bool>, Self::Error> {
+        let _ = (later, best, without_names);
+        Ok(None)
+    }
 }
 
 /// Tests that pass every entry (a choice whose caller tells nothing).
@@ -106,6 +127,7 @@ impl Recency {
         sentence_answers: None,
         either_answers: false,
         without_names: false,
+        restates: false,
     };
 
     /// A margin without an agreement condition.
@@ -137,6 +159,12 @@ impl Recency {
         }
         if self.same_names && !tests.names_the_same(later.span.document)? {
             return Ok(false);
+        }
+        if self.restates {
+            let (l, b) = (later.span.document, best.span.document);
+            if tests.restates(l, b, self.without_names)? == Some(false) {
+                return Ok(false);
+            }
         }
         let head = self
             .answers

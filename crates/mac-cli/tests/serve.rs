@@ -65,7 +65,7 @@ fn span_checkpoint() -> PathBuf {
     let tried = report["recencies"].as_array().unwrap();
     assert_eq!(
         tried.len(),
-        2 * (1 + 3 * (1 + 3) * 2 * 3 + (3 + 4) * 3 * (1 + 2)),
+        2 * (1 + 3 * (1 + 3) * 2 * 3 + (3 + 4) * 3 * (1 + 2) + 3 * 2),
         "{report}"
     );
     let named = tried.iter().filter(|r| r["named_first"] == true).count();
@@ -82,6 +82,7 @@ fn span_checkpoint() -> PathBuf {
             && r.get("sentence_answers") == report.get("recency_sentences")
             && r.get("either_answers").unwrap_or(&false.into()) == &report["recency_either"]
             && r.get("without_names").unwrap_or(&false.into()) == &report["recency_without_names"]
+            && r.get("restates").unwrap_or(&false.into()) == &report["recency_restates"]
             && r["named_first"] == report["named_first"]
     };
     let kept = tried.iter().find(kept).unwrap();
@@ -184,6 +185,12 @@ fn span_checkpoint() -> PathBuf {
     assert_eq!(
         without_names.unwrap_or(false.into()),
         report["recency_without_names"],
+        "{meta}"
+    );
+    let restates = recorded.get("recency_restates").cloned();
+    assert_eq!(
+        restates.unwrap_or(false.into()),
+        report["recency_restates"],
         "{meta}"
     );
     // A second run into it is refused without --force.

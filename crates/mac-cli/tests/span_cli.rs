@@ -200,6 +200,7 @@ fn the_sentence_check_hands_the_sentence_matching_the_question() {
         slack: Some(0.0),
         recency: None,
         recency_without_names: false,
+        recency_restates: false,
         encoder,
     };
     let checkpoint = checkpoint_checking(dir.path(), Some(check(encoder)));

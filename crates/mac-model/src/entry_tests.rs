@@ -1,7 +1,8 @@
 //! One question's tests of the later entries a recency may read instead of
 //! the best (see [`mac_aggregation::LaterTests`]): whether an entry names
-//! what the question names, and how well its best sentence matches the
-//! question by the sentence encoder. Each entry's text is read once, from
+//! what the question names, how well its best sentence matches the
+//! question by the sentence encoder, and whether it restates the best
+//! entry's fact the question asks about. Each entry's text is read once, from
 //! wherever the caller keeps them ([`EntryTexts`]), and each test is asked
 //! of it once.
 
@@ -50,6 +51,7 @@ pub struct EntryTests<'t, 'q, T> {
     check: Option<&'q SentenceCheck>,
     named: HashMap<usize, bool>,
     matched: HashMap<(usize, bool), f32>,
+    restated: HashMap<(usize, usize, bool), bool>,
 }
 
 impl<'t, 'q, T: EntryTexts> EntryTests<'t, 'q, T> {
@@ -69,6 +71,7 @@ impl<'t, 'q, T: EntryTexts> EntryTests<'t, 'q, T> {
             check,
             named: HashMap::new(),
             matched: HashMap::new(),
+            restated: HashMap::new(),
         }
     }
 
@@ -102,6 +105,25 @@ impl<T: EntryTexts> LaterTests for EntryTests<'_, '_, T> {
         let m = check.best_match(self.question, text, self.names, without)?;
         self.matched.insert((entry, without), m);
         Ok(Some(m))
+    }
+
+    fn restates(
+        &mut self,
+        later: usize,
+        best: usize,
+        without: bool,
+    ) -> Result<Option<bool>, T::Error> {
+        let Some(check) = self.check else {
+            return Ok(None);
+        };
+        if let Some(&r) = self.restated.get(&(later, best, without)) {
+            return Ok(Some(r));
+        }
+        let earlier = self.texts.text(best)?.to_owned();
+        let texts = (earlier.as_str(), self.texts.text(later)?);
+        let r = check.restates(self.question, texts, self.names, without)?;
+        self.restated.insert((later, best, without), r);
+        Ok(Some(r))
     }
 }
 
@@ -138,6 +160,7 @@ mod tests {
             assert!(tests.names_the_same(0).unwrap());
             assert!(!tests.names_the_same(1).unwrap());
             assert_eq!(tests.best_match(1, true).unwrap(), None);
+            assert_eq!(tests.restates(1, 0, true).unwrap(), None);
         }
         assert_eq!(tests.matches_computed(), 0);
         assert_eq!(counted.reads, [1, 1]);

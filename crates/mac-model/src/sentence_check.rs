@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use mac_encoder::{Bert, EncoderBackbone, EncoderFiles, EncoderTokenizer, Trainable};
 use mac_lm::LoadedLm;
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,18 @@ use crate::ModelError;
 
 /// Tokens of a question or sentence the encoder reads (longer ones cut).
 const SENTENCE_TOKENS: usize = 128;
+
+/// The cosine above which a later entry's sentence is taken for one its
+/// earlier entry has too (a repeated aside restates no fact).
+const SAME_SENTENCE: f32 = 0.95;
+
+/// `x` scaled to unit length (zero stays zero).
+fn unit(x: &[f32]) -> Vec<f32> {
+    let norm = x.iter().map(|v| v * v).sum::<f32>().sqrt();
+    x.iter()
+        .map(|v| if norm > 0.0 { v / norm } else { 0.0 })
+        .collect()
+}
 
 /// A span memory's sentence tests as its checkpoint records them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,11 +50,16 @@ pub struct SentenceChecking {
     /// [`mac_aggregation::Recency::sentence_answers`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recency: Option<f32>,
-    /// With `recency`, the question and the entries are read with the
-    /// question's names left out (see
+    /// With `recency` or `recency_restates`, the question and the entries
+    /// are read with the question's names left out (see
     /// [`mac_aggregation::Recency::without_names`]; absent: as they are).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub recency_without_names: bool,
+    /// A later entry is read instead of the best only if it restates the
+    /// best's fact the question asks about (see
+    /// [`mac_aggregation::Recency::restates`]; absent: no such test).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recency_restates: bool,
     /// The sentence encoder's Hugging Face directory (a BERT family model
     /// with mean pooling).
     pub encoder: PathBuf,
@@ -112,16 +129,21 @@ impl SentenceCheck {
         })
     }
 
+    /// The sentence embeddings of `texts`, `[N, d]`.
+    fn embedded(&self, texts: &[&str]) -> Result<Tensor<2>, ModelError> {
+        let batch = self.tokenizer.encode_batch(texts)?;
+        Ok(self.encoder.sentence_embedding(
+            batch.ids_tensor(&self.device),
+            batch.valid_tensor(&self.device),
+        ))
+    }
+
     /// The cosine of `question`'s sentence embedding with each of `texts`'.
     pub fn similarities(&self, question: &str, texts: &[&str]) -> Result<Vec<f32>, ModelError> {
         let all: Vec<&str> = std::iter::once(question)
             .chain(texts.iter().copied())
             .collect();
-        let batch = self.tokenizer.encode_batch(&all)?;
-        let embeddings = self.encoder.sentence_embedding(
-            batch.ids_tensor(&self.device),
-            batch.valid_tensor(&self.device),
-        );
+        let embeddings = self.embedded(&all)?;
         let n = all.len();
         let question = embeddings.clone().narrow(0, 0, 1);
         let others = embeddings.narrow(0, 1, n - 1);
@@ -150,6 +172,53 @@ impl SentenceCheck {
             without_names_of(text, names),
         );
         Ok(self.best_matches(&question, &[&text])?[0])
+    }
+
+    /// Whether `later` restates the fact of `earlier` that `question` asks
+    /// about: some sentence of `later` — not one `earlier` has too, near
+    /// word for word — is closest to the sentence of `earlier` closest to
+    /// the question (cosines of sentence embeddings); all read without
+    /// `names` where `without_names`. True where either text has no
+    /// sentence (see [`mac_aggregation::Recency::restates`]).
+    pub fn restates(
+        &self,
+        question: &str,
+        (earlier, later): (&str, &str),
+        names: &[Vec<&str>],
+        without_names: bool,
+    ) -> Result<bool, ModelError> {
+        let read = |t: &str| match without_names {
+            true => without_names_of(t, names),
+            false => t.to_string(),
+        };
+        let (question, earlier, later) = (read(question), read(earlier), read(later));
+        let (told, new) = (text_sentences(&earlier), text_sentences(&later));
+        if told.is_empty() || new.is_empty() {
+            return Ok(true);
+        }
+        let all: Vec<&str> = std::iter::once(question.as_str())
+            .chain(told.iter().copied())
+            .chain(new.iter().copied())
+            .collect();
+        let embedded = self.embedded(&all)?;
+        let [n, d] = embedded.dims();
+        let flat = embedded
+            .try_to_vec_as::<f32>()
+            .map_err(|e| ModelError::Input(format!("cannot read sentence embeddings: {e:?}")))?;
+        let rows: Vec<Vec<f32>> = flat.chunks_exact(d).take(n).map(unit).collect();
+        let told_rows = &rows[1..1 + told.len()];
+        let closest = |x: &[f32]| {
+            told_rows
+                .iter()
+                .map(|t| t.iter().zip(x).map(|(a, b)| a * b).sum::<f32>())
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a })
+        };
+        let (asked, _) = closest(&rows[0]);
+        Ok(rows[1 + told.len()..].iter().any(|s| {
+            let (at, cosine) = closest(s);
+            at == asked && cosine < SAME_SENTENCE
+        }))
     }
 
     /// For each of `texts`, the best cosine of any of its sentences

@@ -232,6 +232,10 @@ impl SpanReading {
                 .sentence_check
                 .as_ref()
                 .is_some_and(|c| c.recency_without_names),
+            restates: self
+                .sentence_check
+                .as_ref()
+                .is_some_and(|c| c.recency_restates),
         }
     }
 }
@@ -316,7 +320,7 @@ impl SpanCheckpointMeta {
             return Err("reading.replaced_from_earlier is set without beside_replaced".into());
         }
         if let Some(c) = &self.reading.sentence_check {
-            if c.recency_without_names && c.recency.is_none() {
+            if c.recency_without_names && c.recency.is_none() && !c.recency_restates {
                 return Err(
                     "reading.sentence_check.recency_without_names is set without its recency slack"
                         .into(),

@@ -50,6 +50,7 @@ fn meta(config: &SpanSelectorConfig) -> SpanCheckpointMeta {
                 slack: Some(0.1),
                 recency: Some(0.05),
                 recency_without_names: true,
+                recency_restates: false,
                 encoder: "minilm".into(),
             }),
             beside_replaced: true,
@@ -172,12 +173,23 @@ fn what_span_json_describes_is_checked_before_anything_is_built() {
         err.contains("recency_without_names is set without its recency slack"),
         "{err}"
     );
+    // Without names is read with the restating test too, slack or not.
+    let restating = good.replace("\"recency\": 0.05,", "").replace(
+        "\"recency_without_names\": true",
+        "\"recency_without_names\": true,\n      \"recency_restates\": true",
+    );
+    fs::write(&json, &restating).unwrap();
+    let opened = SpanCheckpoint::open(dir.path()).unwrap();
+    let recency = opened.meta.reading.recency();
+    assert!(recency.restates && recency.without_names);
+    assert_eq!(recency.sentence_answers, None);
     // The sentence tests read back, the recency's within the recency.
     fs::write(&json, &good).unwrap();
     let opened = SpanCheckpoint::open(dir.path()).unwrap();
     assert_eq!(opened.meta.reading.recency().sentence_answers, Some(0.05));
     assert!(opened.meta.reading.recency().either_answers);
     assert!(opened.meta.reading.recency().without_names);
+    assert!(!opened.meta.reading.recency().restates);
     assert!(opened.meta.reading.beside_replaced);
     assert!(opened.meta.reading.replaced_from_earlier);
     let err = refused(&good.replace(",\n    \"beside_replaced\": true", ""));

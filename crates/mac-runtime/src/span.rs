@@ -799,6 +799,10 @@ mod tests {
         // ...and further apart where her name is left out of both.
         assert!(unnamed[1] - unnamed[2] > m[1] - m[2], "{m:?} {unnamed:?}");
         assert_eq!(tests.matches_computed(), 6);
+        // The report of a new instrument restates the instrument the first
+        // report gives, not where she lives; the baking does neither.
+        assert_eq!(tests.restates(1, 0, true).unwrap(), Some(true));
+        assert_eq!(tests.restates(2, 0, true).unwrap(), Some(false));
         // Entry 0 best; 1, 2 and 3 within the margin, 3 naming another.
         let chosen = |slack: f32, tests: &mut EntryTests<'_, '_, BankTexts<'_>>| {
             let recency = Recency {
@@ -819,7 +823,11 @@ mod tests {
         // Without an encoder the sentence test passes: the latest named.
         let mut unchecked = EntryTests::new(&mut texts, question, &names, None);
         assert_eq!(chosen(0.0, &mut unchecked), 2);
-        // Each entry read from the bank once, for every test of both.
+        // Asked where she lives, the new instrument restates nothing.
+        let lives = "Where does Mira Holt live?";
+        let mut asked = EntryTests::new(&mut texts, lives, &names, Some(&check));
+        assert_eq!(asked.restates(1, 0, true).unwrap(), Some(false));
+        // Each entry read from the bank once, for every test of all three.
         assert_eq!(texts.texts.len(), 4);
     }
 }

@@ -454,7 +454,10 @@ impl LaterTests for Told {
 /// The document chosen over three documents of two tokens (logits 5,
 /// 4.8, 4.7; best span scores `spans`) by `recency`, told `named` and
 /// `matches`.
-fn chosen_told(recency: Recency, spans: [f32; 3], told: &mut Told) -> usize {
+fn chosen_told<T: LaterTests>(recency: Recency, spans: [f32; 3], told: &mut T) -> usize
+where
+    T::Error: std::fmt::Debug,
+{
     let mut choice = StreamedSpanChoice::new(SpanRule::DocumentFirst, 4).with_recency(recency);
     for (logit, span) in [5.0, 4.8, 4.7].into_iter().zip(spans) {
         let at = [logit, logit + span / 2.0];
@@ -565,4 +568,61 @@ fn ties_go_to_the_earlier_document_and_an_empty_bank_chooses_nothing() {
     let mut choice = StreamedSpanChoice::new(SpanRule::Joint, 4);
     choice.push(&[0.0, 0.0], &[], &[], &[], &[0, 0]);
     assert_eq!(choice.finish(), None);
+}
+
+/// The caller's tests telling which later entries restate the asked fact
+/// of which best entry.
+struct Restating {
+    restates: fn(usize, usize) -> Option<bool>,
+    asked: Vec<(usize, usize, bool)>,
+}
+
+impl LaterTests for Restating {
+    type Error = String;
+    fn names_the_same(&mut self, _: usize) -> Result<bool, String> {
+        Ok(true)
+    }
+    fn best_match(&mut self, _: usize, _: bool) -> Result<Option<f32>, String> {
+        Ok(None)
+    }
+    fn restates(
+        &mut self,
+        later: usize,
+        best: usize,
+        without: bool,
+    ) -> Result<Option<bool>, String> {
+        self.asked.push((later, best, without));
+        Ok((self.restates)(later, best))
+    }
+}
+
+#[test]
+fn with_restates_a_later_entry_must_restate_the_asked_fact_of_the_best() {
+    let rule = Recency {
+        restates: true,
+        without_names: true,
+        ..Recency::margin(1.0)
+    };
+    let chosen = |restates: fn(usize, usize) -> Option<bool>| {
+        let mut told = Restating {
+            restates,
+            asked: Vec::new(),
+        };
+        (chosen_told(rule, [1.0; 3], &mut told), told.asked)
+    };
+    // The latest restating entry within the margin is read, the test
+    // asked of it against the best (entry 0), without names.
+    let (doc, asked) = chosen(|l, _| Some(l == 2));
+    assert_eq!(doc, 2);
+    assert!(asked.iter().all(|&(_, best, without)| best == 0 && without));
+    assert_eq!(chosen(|l, _| Some(l == 1)).0, 1);
+    assert_eq!(chosen(|_, _| Some(false)).0, 0);
+    // Without an encoder the test passes; without the flag it is not asked.
+    assert_eq!(chosen(|_, _| None).0, 2);
+    let mut told = Restating {
+        restates: |_, _| Some(false),
+        asked: Vec::new(),
+    };
+    assert_eq!(chosen_told(Recency::margin(1.0), [1.0; 3], &mut told), 2);
+    assert!(told.asked.is_empty());
 }

@@ -41,8 +41,10 @@ const UNNAMED_ANSWERS: [f32; 4] = [0.1, 0.2, 0.3, 0.4];
 /// Every recency tried: none first, then each margin with each agreement,
 /// names test and answer asked; then, with a sentence encoder, each margin
 /// with the names test and the encoder's test of a later entry, alone and
-/// with the selector's answer test beside it (either test admitting); and
-/// the same with the encoder reading without the question's names.
+/// with the selector's answer test beside it (either test admitting); the
+/// same with the encoder reading without the question's names; and each
+/// margin with the names test and the encoder's test of whether a later
+/// entry restates the asked fact (with the names and without).
 pub(super) fn tried(sentences: bool) -> Vec<Recency> {
     let mut rules = vec![Recency::NONE];
     for margin in MARGINS {
@@ -79,6 +81,17 @@ pub(super) fn tried(sentences: bool) -> Vec<Recency> {
                     ..judged
                 }));
             }
+        }
+        // The encoder's test of whether a later entry restates the fact
+        // asked about, read with the names and without.
+        for margin in MARGINS {
+            rules.extend([false, true].map(|without_names| Recency {
+                margin,
+                same_names: true,
+                restates: true,
+                without_names,
+                ..Recency::NONE
+            }));
         }
     }
     rules
@@ -381,15 +394,23 @@ mod tests {
     #[test]
     fn the_grid_tries_either_answer_test_only_with_an_encoder() {
         let (plain, encoded) = (tried(false), tried(true));
-        assert_eq!((plain.len(), encoded.len()), (73, 136));
-        assert!(plain
-            .iter()
-            .all(|r| !r.either_answers && r.sentence_answers.is_none() && !r.without_names));
+        assert_eq!((plain.len(), encoded.len()), (73, 142));
+        assert!(plain.iter().all(|r| !r.either_answers
+            && r.sentence_answers.is_none()
+            && !r.without_names
+            && !r.restates));
         let either: Vec<&Recency> = encoded.iter().filter(|r| r.either_answers).collect();
         assert_eq!(either.len(), 42);
         let unnamed = encoded.iter().filter(|r| r.without_names);
-        assert!(unnamed.clone().all(|r| r.sentence_answers.is_some()));
-        assert_eq!(unnamed.count(), 36);
+        assert!(unnamed
+            .clone()
+            .all(|r| r.sentence_answers.is_some() || r.restates));
+        assert_eq!(unnamed.count(), 39);
+        let restating: Vec<&Recency> = encoded.iter().filter(|r| r.restates).collect();
+        assert_eq!(restating.len(), 6);
+        assert!(restating
+            .iter()
+            .all(|r| r.same_names && r.sentence_answers.is_none() && r.answers.is_none()));
         assert!(either
             .iter()
             .all(|r| r.answers.is_some() && r.sentence_answers.is_some() && r.same_names));

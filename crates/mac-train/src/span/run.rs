@@ -117,6 +117,10 @@ pub struct SpanRunReport {
     /// [`mac_aggregation::Recency::without_names`]).
     #[serde(default)]
     pub recency_without_names: bool,
+    /// Whether a later entry must restate the best's fact the question
+    /// asks about (see [`mac_aggregation::Recency::restates`]).
+    #[serde(default)]
+    pub recency_restates: bool,
     /// Whether the span is chosen among the documents naming what the
     /// question names first (kept with the recency).
     #[serde(default)]
@@ -231,6 +235,7 @@ pub fn train_span_memory(
             slack: sentence.as_ref().and_then(|s| s.slack),
             recency: recency.sentence_answers,
             recency_without_names: recency.without_names,
+            recency_restates: recency.restates,
             encoder: encoder.clone(),
         }),
         beside_replaced: replaced.beside_replaced,
@@ -260,6 +265,7 @@ pub fn train_span_memory(
         recency_sentences: recency.sentence_answers,
         recency_either: recency.either_answers,
         recency_without_names: recency.without_names,
+        recency_restates: recency.restates,
         named_first,
         recencies,
         replaced: Some(replaced),
