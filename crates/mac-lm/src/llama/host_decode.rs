@@ -63,6 +63,34 @@ fn heads_of(t: &Tensor<4>) -> Result<Vec<Vec<Vec<f32>>>> {
         .collect())
 }
 
+/// One layer's keys and values on the host, `[row][kv head]`: the
+/// prefix's positions (`prefix`, where there is one) then the cache's.
+fn layer_kv(
+    prefix: Option<&(Tensor<4>, Tensor<4>)>,
+    (keys, values): &(Tensor<4>, Tensor<4>),
+) -> Result<Vec<Vec<HeadKv>>> {
+    let (ck, cv) = (heads_of(keys)?, heads_of(values)?);
+    let (pk, pv) = match prefix {
+        Some((k, v)) => (heads_of(k)?, heads_of(v)?),
+        None => (Vec::new(), Vec::new()),
+    };
+    let joined = |pre: &[Vec<Vec<f32>>], r: usize, h: usize, own: &[f32]| {
+        let mut all = pre.get(r).map(|x| x[h].clone()).unwrap_or_default();
+        all.extend_from_slice(own);
+        all
+    };
+    Ok((0..ck.len())
+        .map(|r| {
+            (0..ck[r].len())
+                .map(|h| HeadKv {
+                    keys: joined(&pk, r, h, &ck[r][h]),
+                    values: joined(&pv, r, h, &cv[r][h]),
+                })
+                .collect()
+        })
+        .collect())
+}
+
 impl<'m> HostDecoder<'m> {
     /// The state after `prefix` and `cache` (rows as the cache's, at most
     /// [`mac_kernels::quantized::MAX_ROWS`]), or `None` where `model` does
@@ -84,33 +112,14 @@ impl<'m> HostDecoder<'m> {
             return Ok(None);
         }
         let p = prefix.map(PrefixKv::len).unwrap_or(0);
-        let mut kv = Vec::with_capacity(layers);
-        for i in 0..layers {
-            let (ck, cv) = &cache.layers[i];
-            let (ck, cv) = (heads_of(ck)?, heads_of(cv)?);
-            let (pk, pv) = match prefix.filter(|_| p > 0) {
-                Some(pre) => (heads_of(&pre.layers[i].0)?, heads_of(&pre.layers[i].1)?),
-                None => (Vec::new(), Vec::new()),
-            };
-            let layer = (0..rows)
-                .map(|r| {
-                    (0..ck[r].len())
-                        .map(|h| {
-                            let joined = |pre: &[Vec<Vec<f32>>], own: &[f32]| {
-                                let mut all = pre.get(r).map(|x| x[h].clone()).unwrap_or_default();
-                                all.extend_from_slice(own);
-                                all
-                            };
-                            HeadKv {
-                                keys: joined(&pk, &ck[r][h]),
-                                values: joined(&pv, &cv[r][h]),
-                            }
-                        })
-                        .collect()
-                })
-                .collect();
-            kv.push(layer);
-        }
+        let kv = (0..layers)
+            .map(|i| {
+                layer_kv(
+                    prefix.filter(|_| p > 0).map(|pre| &pre.layers[i]),
+                    &cache.layers[i],
+                )
+            })
+            .collect::<Result<_>>()?;
         let visible = cache
             .valid
             .iter()
