@@ -458,11 +458,6 @@ impl BaseLm {
                 None => {
                     let hidden = self.forward_hidden(&batch, prefix, Some(&mut cache))?;
                     let t = hidden.dims()[1];
-                    if let BaseLm::Llama(m) = self {
-                        // Every later step reads one token a row: on host
-                        // buffers where the model decodes on its blocks.
-                        host = HostDecoder::start(m, prefix, &cache)?;
-                    }
                     self.logits(hidden.narrow(1, t - 1, 1))
                 }
             };
@@ -491,6 +486,14 @@ impl BaseLm {
                 }
             }
             batch = TokenBatch { ids, valid };
+            if let (None, BaseLm::Llama(m)) = (&host, self) {
+                // Every later step reads one token a row: on host buffers
+                // where the model decodes on its blocks, started only when
+                // a step follows (the cache is copied out once).
+                if !done.iter().all(|&d| d) {
+                    host = HostDecoder::start(m, prefix, &cache)?;
+                }
+            }
         }
         Ok(out)
     }
