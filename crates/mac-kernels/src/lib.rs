@@ -19,6 +19,7 @@ mod error;
 pub mod linear;
 pub mod quantized;
 mod simd;
+mod team;
 pub mod weights;
 
 pub use error::{Result, WeightError};

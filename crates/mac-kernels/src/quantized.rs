@@ -11,6 +11,8 @@
 //! in the order of its sums. The scales are widened to f32 once, when the
 //! matrix is built.
 
+use std::sync::Mutex;
+
 use burn::tensor::{DType, Tensor, TensorData};
 use half::f16;
 
@@ -30,7 +32,7 @@ const ROW_GROUP: usize = 8;
 /// f32 weights, whose BLAS product wins once enough rows share each weight.
 pub const MAX_ROWS: usize = 8;
 
-/// Fewest output rows a thread computes.
+/// Fewest output rows a thread of the team computes.
 const MIN_ROWS_PER_TASK: usize = 64;
 
 /// What the activations of a product with the blocks are kept as.
@@ -301,24 +303,18 @@ impl QuantizedMatrix {
         if m == 0 {
             return out_t;
         }
-        // One part per thread, the first computed by the calling thread
-        // itself rather than sleeping while the pool does them all (a
-        // decode step makes some 200 products, each too short to share
-        // out finer).
-        let per_part = self
-            .rows
-            .div_ceil(rayon::current_num_threads())
-            .max(MIN_ROWS_PER_TASK);
-        let mut parts = out_t.chunks_mut(per_part * m).enumerate();
-        let first = parts.next();
-        rayon::in_place_scope(|scope| {
-            for (t, out) in parts {
-                scope.spawn(move |_| part(t * per_part, out));
-            }
-            if let Some((_, out)) = first {
-                part(0, out);
-            }
+        // One part per thread of the team (the first on the calling thread).
+        let parts = crate::team::width()
+            .min(self.rows.div_ceil(MIN_ROWS_PER_TASK))
+            .max(1);
+        let per_part = self.rows.div_ceil(parts);
+        let chunks: Vec<Mutex<&mut [f32]>> =
+            out_t.chunks_mut(per_part * m).map(Mutex::new).collect();
+        crate::team::run(chunks.len(), &|t| {
+            let mut out = chunks[t].lock().unwrap_or_else(|e| e.into_inner());
+            part(t * per_part, &mut out)
         });
+        drop(chunks);
         if m == 1 {
             return out_t;
         }
