@@ -9,7 +9,7 @@
 //! without them); `decode_1_after_128_f32_weights`
 //! is the same step on the weights dequantised to f32, and the `_q8_activations`
 //! ones keep the activations in eight bits for integer dot products with the
-//! blocks (as llama.cpp does).
+//! blocks (as llama.cpp does), the `_q16_activations` ones in sixteen.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use mac_kernels::quantized::Activations;
@@ -60,16 +60,17 @@ fn bench(c: &mut Criterion) {
     g.bench_function("decode_1_after_128", |b| decode(b, model));
     // The same step over host buffers (the cache copied out of its
     // tensors outside the timing), as generation runs it.
-    let BaseLm::Llama(llama) = model else {
-        panic!("SmolLM2 is a Llama");
-    };
-    g.bench_function("decode_1_after_128_host_buffers", |b| {
+    let host_step = |b: &mut criterion::Bencher, model: &BaseLm| {
+        let BaseLm::Llama(llama) = model else {
+            panic!("SmolLM2 is a Llama");
+        };
         b.iter_batched(
             || HostDecoder::start(llama, None, &warm).unwrap().unwrap(),
             |mut decoder| decoder.step(&step).unwrap().argmax(2).into_data(),
             BatchSize::SmallInput,
         )
-    });
+    };
+    g.bench_function("decode_1_after_128_host_buffers", |b| host_step(b, model));
     // Greedy generation of 64 tokens after the prompt (prefill included),
     // never stopping at EOS: tokens per second as a user waits for them.
     let generation = GenerateOptions {
@@ -110,6 +111,15 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("generate_64_after_128_q8_activations", |b| {
         b.iter(|| generate(&q8_model))
+    });
+    // Sixteen-bit activations: the step over host buffers and the generation.
+    let mut q16_model = model.clone();
+    q16_model.set_decode_activations(Activations::Q16);
+    g.bench_function("decode_1_after_128_host_buffers_q16_activations", |b| {
+        host_step(b, &q16_model)
+    });
+    g.bench_function("generate_64_after_128_q16_activations", |b| {
+        b.iter(|| generate(&q16_model))
     });
     g.finish();
 }

@@ -445,6 +445,16 @@ fn bench_lm(references: &[String]) -> Result<()> {
         ("prefill_128", "prefill_128_s", 128.0),
         ("decode_1_after_128", "decode_1_after_128_s", 1.0),
         (
+            "decode_1_after_128_host_buffers",
+            "decode_1_after_128_s",
+            1.0,
+        ),
+        (
+            "decode_1_after_128_host_buffers_q16_activations",
+            "decode_1_after_128_s",
+            1.0,
+        ),
+        (
             "decode_1_after_128_f32_weights",
             "decode_1_after_128_s",
             1.0,
@@ -455,6 +465,16 @@ fn bench_lm(references: &[String]) -> Result<()> {
             1.0,
         ),
         ("generate_64_after_128", "generate_64_after_128_s", 64.0),
+        (
+            "generate_64_after_128_tensor_steps",
+            "generate_64_after_128_s",
+            64.0,
+        ),
+        (
+            "generate_64_after_128_q16_activations",
+            "generate_64_after_128_s",
+            64.0,
+        ),
         (
             "generate_64_after_128_q8_activations",
             "generate_64_after_128_s",

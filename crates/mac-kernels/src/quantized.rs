@@ -16,9 +16,11 @@ use std::sync::Mutex;
 use burn::tensor::{DType, Tensor, TensorData};
 use half::f16;
 
+mod q16;
 mod q8;
+mod rows;
 
-pub use q8::QuantizedRows;
+pub use rows::{Level, QuantizedRows};
 
 /// Values in a block, in every block format.
 pub const BLOCK: usize = 32;
@@ -46,6 +48,10 @@ pub enum Activations {
     /// products (as llama.cpp's decode): fewer operations per weight, at
     /// the cost of the activations' rounding ([`QuantizedRows`]).
     Q8,
+    /// Sixteen bits per value and a scale per block of 32, with integer
+    /// dot products of sixteen-bit pairs: a 256th of eight bits' rounding,
+    /// at about half the operations per weight of f32.
+    Q16,
 }
 
 /// How a GGUF block stores its 32 values.
@@ -290,6 +296,10 @@ impl QuantizedMatrix {
             Activations::Q8 => {
                 let q = QuantizedRows::quantize(x, self.cols);
                 self.spread(m, |first, out| q8::products(self, &q, first, out))
+            }
+            Activations::Q16 => {
+                let q = q16::Rows16::quantize(x, self.cols);
+                self.spread(m, |first, out| q16::products(self, &q, first, out))
             }
         }
     }

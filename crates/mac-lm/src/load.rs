@@ -348,8 +348,8 @@ impl BaseLm {
 /// The environment variable naming what decode steps keep activations as.
 pub const DECODE_ACTIVATIONS_VAR: &str = "MAC_DECODE_ACTIVATIONS";
 
-/// What [`DECODE_ACTIVATIONS_VAR`] asks for: `f32` (also when unset) or
-/// `q8`; anything else is an error naming the variable (and `path`, the
+/// What [`DECODE_ACTIVATIONS_VAR`] asks for: `f32` (also when unset),
+/// `q16` or `q8`; anything else is an error naming the variable (and `path`, the
 /// model it was read for).
 fn decode_activations(path: &Path) -> Result<Activations> {
     activations_named(std::env::var(DECODE_ACTIVATIONS_VAR).ok().as_deref(), path)
@@ -360,10 +360,11 @@ fn activations_named(value: Option<&str>, path: &Path) -> Result<Activations> {
     match value {
         None | Some("") | Some("f32") => Ok(Activations::F32),
         Some("q8") => Ok(Activations::Q8),
+        Some("q16") => Ok(Activations::Q16),
         Some(other) => Err(LmError::Config {
             path: path.to_path_buf(),
             key: DECODE_ACTIVATIONS_VAR.into(),
-            reason: format!("`{other}` is neither f32 nor q8"),
+            reason: format!("`{other}` is not f32, q16 or q8"),
         }),
     }
 }
@@ -379,6 +380,7 @@ mod tests {
         assert_eq!(named(None), Activations::F32);
         assert_eq!(named(Some("f32")), Activations::F32);
         assert_eq!(named(Some("q8")), Activations::Q8);
+        assert_eq!(named(Some("q16")), Activations::Q16);
         let err = activations_named(Some("int4"), path)
             .unwrap_err()
             .to_string();

@@ -1,7 +1,6 @@
-//! Activations quantized to eight bits for the products with weight
-//! blocks, as llama.cpp's CPU kernels compute a decode step: each block of
-//! 32 activations becomes 32 signed bytes and a scale (`x ≈ q · d`, `d =
-//! max|x| / 127`), and a block's dot product with a weight block is an
+//! Products of weight blocks with activations quantized to eight bits
+//! ([`QuantizedRows`]), as llama.cpp's CPU kernels compute a decode step:
+//! each block of 32 activations is 32 signed bytes and a scale, and a block's dot product with a weight block is an
 //! integer sum, exact, times the two scales (plus the weight block's
 //! minimum or offset times the activations' sum).
 //!
@@ -10,71 +9,20 @@
 //! in f32 by a fused multiply-add, in a fixed order: the AVX2 kernel and
 //! the portable loops give the same bits.
 
+use super::rows::QuantizedRows;
 use super::{BlockFormat, QuantizedMatrix, BLOCK};
-
-/// Rows of activations quantized block by block.
-#[derive(Debug, Clone)]
-pub struct QuantizedRows {
-    /// Blocks per row.
-    blocks: usize,
-    /// 32 values per block, the rows one after another.
-    quants: Vec<i8>,
-    /// Each block's scale.
-    scales: Vec<f32>,
-    /// Each block's scale times the sum of its values.
-    sums: Vec<f32>,
-}
-
-impl QuantizedRows {
-    /// `x [m, cols]` (row-major, `cols` a multiple of 32) quantized.
-    pub fn quantize(x: &[f32], cols: usize) -> Self {
-        let n = x.len() / BLOCK;
-        let (mut quants, mut scales, mut sums) = (
-            Vec::with_capacity(x.len()),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for block in x.chunks_exact(BLOCK) {
-            let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let d = amax / 127.0;
-            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-            let mut sum = 0i32;
-            for &v in block {
-                let q = (v * inv).round().clamp(-127.0, 127.0) as i8;
-                sum += i32::from(q);
-                quants.push(q);
-            }
-            scales.push(d);
-            sums.push(d * sum as f32);
-        }
-        Self {
-            blocks: cols / BLOCK,
-            quants,
-            scales,
-            sums,
-        }
-    }
-
-    /// Rows held.
-    pub fn rows(&self) -> usize {
-        self.scales.len() / self.blocks.max(1)
-    }
-
-    /// The values, dequantised (`q · d`), row-major.
-    pub fn dequantize(&self) -> Vec<f32> {
-        self.quants
-            .chunks_exact(BLOCK)
-            .zip(&self.scales)
-            .flat_map(|(q, &d)| q.iter().map(move |&q| f32::from(q) * d))
-            .collect()
-    }
-}
 
 /// Weight block `wb`'s term beside its integer sum with activation block
 /// `xb`: the minimum (Q4_1) or the offset of 8 (Q4_0) times the
 /// activations' sum, accumulated into `offset`.
 #[inline(always)]
-fn offset_term(a: &QuantizedMatrix, wb: usize, x: &QuantizedRows, xb: usize, offset: f32) -> f32 {
+pub(super) fn offset_term<Q>(
+    a: &QuantizedMatrix,
+    wb: usize,
+    x: &QuantizedRows<Q>,
+    xb: usize,
+    offset: f32,
+) -> f32 {
     match a.format {
         BlockFormat::Q4_1 => a.mins[wb].mul_add(x.sums[xb], offset),
         BlockFormat::Q4_0 => (-8.0 * a.scales[wb]).mul_add(x.sums[xb], offset),
@@ -127,7 +75,7 @@ pub(super) fn products_portable(
 /// Block `wb`'s 32 stored values as integers: signed bytes (Q8_0) or the
 /// four-bit values 0..16 (Q4_0, Q4_1; their offset is [`offset_term`]'s).
 #[inline(always)]
-fn weight_values(a: &QuantizedMatrix, wb: usize) -> [i16; BLOCK] {
+pub(super) fn weight_values(a: &QuantizedMatrix, wb: usize) -> [i16; BLOCK] {
     let mut w = [0i16; BLOCK];
     match a.format {
         BlockFormat::Q8_0 => {
@@ -147,7 +95,7 @@ fn weight_values(a: &QuantizedMatrix, wb: usize) -> [i16; BLOCK] {
 
 /// Eight lanes summed pairwise: `l + (l + 4)`, then `+ (l + 2)`, then the two.
 #[inline(always)]
-fn lanes8_sum(v: &[f32; 8]) -> f32 {
+pub(super) fn lanes8_sum(v: &[f32; 8]) -> f32 {
     let four = [v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]];
     let two = [four[0] + four[2], four[1] + four[3]];
     two[0] + two[1]
@@ -157,7 +105,7 @@ fn lanes8_sum(v: &[f32; 8]) -> f32 {
 /// (a Q8_0 block's magnitudes, its signs moved onto the activations) with
 /// the activations' signed ones, `madd` into eight lanes of four.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(super) mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{offset_term, QuantizedRows};
@@ -257,7 +205,7 @@ mod avx2 {
     /// The eight lanes summed in [`super::lanes8_sum`]'s order.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn lanes8_sum(v: __m256) -> f32 {
+    pub(in crate::quantized) unsafe fn lanes8_sum(v: __m256) -> f32 {
         let four = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let two = _mm_add_ps(four, _mm_movehl_ps(four, four));
         _mm_cvtss_f32(_mm_add_ss(two, _mm_shuffle_ps(two, two, 1)))
@@ -265,14 +213,19 @@ mod avx2 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use half::f16;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
     /// Random blocks of `format` with finite f16 scales.
-    fn random_matrix(format: BlockFormat, rows: usize, cols: usize, seed: u64) -> QuantizedMatrix {
+    pub(in crate::quantized) fn random_matrix(
+        format: BlockFormat,
+        rows: usize,
+        cols: usize,
+        seed: u64,
+    ) -> QuantizedMatrix {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut bytes = Vec::new();
         for _ in 0..rows * cols / BLOCK {
@@ -284,24 +237,6 @@ mod tests {
             bytes.extend((0..n).map(|_| rng.random::<u8>()));
         }
         QuantizedMatrix::from_blocks(format, rows, cols, &bytes).unwrap()
-    }
-
-    #[test]
-    fn quantized_activations_round_to_within_half_a_step() {
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let mut x: Vec<f32> = (0..3 * 64).map(|_| rng.random_range(-3.0..3.0)).collect();
-        x[40..72].fill(0.0); // a block of zeros keeps a zero scale
-        let q = QuantizedRows::quantize(&x, 64);
-        assert_eq!(q.rows(), 3);
-        let back = q.dequantize();
-        for (b, (xs, ys)) in x.chunks(BLOCK).zip(back.chunks(BLOCK)).enumerate() {
-            let step = q.scales[b];
-            let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
-            assert!((step - amax / 127.0).abs() <= f32::EPSILON * amax);
-            for (x, y) in xs.iter().zip(ys) {
-                assert!((x - y).abs() <= 0.5 * step * (1.0 + 1e-5), "{x} vs {y}");
-            }
-        }
     }
 
     #[test]
