@@ -102,8 +102,7 @@ impl Team {
             .then(|| self.busy.try_lock().ok())
             .flatten();
         let Some(_guard) = guard else {
-            (0..parts).for_each(f);
-            return;
+            return alone(parts, f);
         };
         let shared = self.shared;
         let helped = self.threads.min(parts - 1);
@@ -119,8 +118,7 @@ impl Team {
             shared.wake.notify_all();
         }
         let mine = panic::catch_unwind(AssertUnwindSafe(|| {
-            f(0);
-            (helped + 1..parts).for_each(f);
+            alone_over(std::iter::once(0).chain(helped + 1..parts), f)
         }));
         while shared.pending.load(SeqCst) > 0 {
             std::hint::spin_loop();
@@ -133,6 +131,25 @@ impl Team {
         if theirs {
             panic::resume_unwind(Box::new("a part of a team job panicked") as Box<dyn Any + Send>);
         }
+    }
+}
+
+/// Every part on the calling thread, each run even where one before it
+/// panicked; the first panic raised again after the last part.
+fn alone(parts: usize, f: &Job<'_>) {
+    alone_over(0..parts, f)
+}
+
+/// [`alone`] over the parts `parts`.
+fn alone_over(parts: impl Iterator<Item = usize>, f: &Job<'_>) {
+    let mut first = None;
+    for part in parts {
+        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| f(part))) {
+            first.get_or_insert(payload);
+        }
+    }
+    if let Some(payload) = first {
+        panic::resume_unwind(payload);
     }
 }
 
@@ -211,11 +228,9 @@ mod tests {
                 })
             }));
             assert!(caught.is_err(), "part {bad}'s panic reached the caller");
-            // The other part finished before the caller went on (where the
-            // team has a thread; alone, the caller stopped at the panic).
-            if width() > 1 {
-                assert_eq!(done.load(SeqCst), 1);
-            }
+            // The other part finished before the caller went on, whether
+            // the team ran it or the caller did alone (the team busy).
+            assert_eq!(done.load(SeqCst), 1);
         }
         assert_eq!(counts(2), [1, 1], "the team still works after a panic");
     }
