@@ -234,7 +234,8 @@ impl LoadedLm {
     /// Loads a Llama-architecture GGUF file (model and tokenizer).
     ///
     /// Decode steps multiply the file's blocks with f32 activations, or
-    /// with eight-bit ones where `MAC_DECODE_ACTIVATIONS=q8` (see
+    /// with sixteen- or eight-bit ones where `MAC_DECODE_ACTIVATIONS` is
+    /// `q16` or `q8` (see
     /// [`BaseLm::set_decode_activations`]).
     pub fn load_gguf(path: &Path, device: &Device) -> Result<Self> {
         let gguf = GgufFile::open(path)?;
