@@ -293,15 +293,15 @@ impl QuantizedMatrix {
         assert_eq!(x.len(), m * self.cols, "x holds m rows of cols values");
         match self.activations {
             Activations::F32 => self.spread(m, |first, out| products(self, x, m, first, out)),
-            Activations::Q8 => {
-                let q = QuantizedRows::quantize(x, self.cols);
-                self.spread(m, |first, out| q8::products(self, &q, first, out))
-            }
-            Activations::Q16 => {
-                let q = q16::Rows16::quantize(x, self.cols);
-                self.spread(m, |first, out| q16::products(self, &q, first, out))
-            }
+            Activations::Q8 => self.integer_products::<i8>(x, m),
+            Activations::Q16 => self.integer_products::<i16>(x, m),
         }
+    }
+
+    /// [`Self::mul_rows`] with the activations quantized to `Q`.
+    fn integer_products<Q: Level>(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let q = QuantizedRows::<Q>::quantize(x, self.cols);
+        self.spread(m, |first, out| Q::products(self, &q, first, out))
     }
 
     /// `[m, rows]` whose output rows `first..` (transposed, `[rows, m]`)

@@ -2,7 +2,7 @@
 //! with weight blocks: each block of 32 values becomes 32 integers of `Q`
 //! (eight or sixteen bits) and a scale (`x ≈ q · d`, `d = max|x| / Q::MAX`).
 
-use super::BLOCK;
+use super::{BlockFormat, QuantizedMatrix, BLOCK};
 
 /// An integer type activations are quantized to.
 pub trait Level: Copy + Into<i32> + Send + Sync + 'static {
@@ -10,6 +10,13 @@ pub trait Level: Copy + Into<i32> + Send + Sync + 'static {
     const MAX: f32;
     /// `v` (within `±MAX`, already rounded) as this type.
     fn from_rounded(v: f32) -> Self;
+    /// The lane (of eight) whose integer sum takes a block's value `j`,
+    /// as this level's AVX2 kernel gathers them.
+    fn lane(j: usize) -> usize;
+    /// Output rows `first..` of `x · aᵀ` into `out [rows, m]`: in AVX2
+    /// where the CPU has it, else in portable loops (the
+    /// same bits either way).
+    fn products(a: &QuantizedMatrix, x: &QuantizedRows<Self>, first: usize, out: &mut [f32]);
 }
 
 impl Level for i8 {
@@ -17,12 +24,27 @@ impl Level for i8 {
     fn from_rounded(v: f32) -> Self {
         v as i8
     }
+    /// `maddubs` and `madd` sum four neighbours.
+    fn lane(j: usize) -> usize {
+        j / 4
+    }
+    fn products(a: &QuantizedMatrix, x: &QuantizedRows<Self>, first: usize, out: &mut [f32]) {
+        super::q8::products(a, x, first, out)
+    }
 }
 
 impl Level for i16 {
     const MAX: f32 = 32767.0;
     fn from_rounded(v: f32) -> Self {
         v as i16
+    }
+    /// `madd` of each half of the block, the halves added: values `2l`,
+    /// `2l + 1`, `16 + 2l`, `17 + 2l`.
+    fn lane(j: usize) -> usize {
+        (j % 16) / 2
+    }
+    fn products(a: &QuantizedMatrix, x: &QuantizedRows<Self>, first: usize, out: &mut [f32]) {
+        super::q16::products(a, x, first, out)
     }
 }
 
@@ -84,9 +106,90 @@ impl<Q: Level> QuantizedRows<Q> {
     }
 }
 
+/// Weight block `wb`'s term beside its integer sum with activation block
+/// `xb`: the minimum (Q4_1) or the offset of 8 (Q4_0) times the
+/// activations' sum, accumulated into `offset`.
+#[inline(always)]
+pub(super) fn offset_term<Q>(
+    a: &QuantizedMatrix,
+    wb: usize,
+    x: &QuantizedRows<Q>,
+    xb: usize,
+    offset: f32,
+) -> f32 {
+    match a.format {
+        BlockFormat::Q4_1 => a.mins[wb].mul_add(x.sums[xb], offset),
+        BlockFormat::Q4_0 => (-8.0 * a.scales[wb]).mul_add(x.sums[xb], offset),
+        BlockFormat::Q8_0 => offset,
+    }
+}
+
+/// Output rows `first..` of `x · aᵀ` into `out [rows, m]` in portable
+/// loops: the bits of each level's AVX2 kernel ([`Level::products`]),
+/// each lane's integer sum gathered as [`Level::lane`] says.
+pub(super) fn products_portable<Q: Level>(
+    a: &QuantizedMatrix,
+    x: &QuantizedRows<Q>,
+    first: usize,
+    out: &mut [f32],
+) {
+    let (nb, m) = (x.blocks, x.rows());
+    for (r, out_r) in out.chunks_exact_mut(m).enumerate() {
+        let row = first + r;
+        for (i, o) in out_r.iter_mut().enumerate() {
+            let (mut lanes, mut offset) = ([0f32; 8], 0f32);
+            for b in 0..nb {
+                let (wb, xb) = (row * nb + b, i * nb + b);
+                let w = weight_values(a, wb);
+                let xq = &x.quants[xb * BLOCK..][..BLOCK];
+                let mut sums = [0i32; 8];
+                for j in 0..BLOCK {
+                    sums[Q::lane(j)] += i32::from(w[j]) * xq[j].into();
+                }
+                let scale = a.scales[wb] * x.scales[xb];
+                for (lane, &s) in lanes.iter_mut().zip(&sums) {
+                    *lane = (s as f32).mul_add(scale, *lane);
+                }
+                offset = offset_term(a, wb, x, xb, offset);
+            }
+            *o = lanes8_sum(&lanes) + offset;
+        }
+    }
+}
+
+/// Block `wb`'s 32 stored values as integers: signed bytes (Q8_0) or the
+/// four-bit values 0..16 (Q4_0, Q4_1; their offset is [`offset_term`]'s).
+#[inline(always)]
+pub(super) fn weight_values(a: &QuantizedMatrix, wb: usize) -> [i16; BLOCK] {
+    let mut w = [0i16; BLOCK];
+    match a.format {
+        BlockFormat::Q8_0 => {
+            for (w, &q) in w.iter_mut().zip(&a.quants[wb * 32..][..32]) {
+                *w = i16::from(q as i8);
+            }
+        }
+        BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
+            for (j, &q) in a.quants[wb * 16..][..16].iter().enumerate() {
+                w[j] = i16::from(q & 0x0f);
+                w[j + 16] = i16::from(q >> 4);
+            }
+        }
+    }
+    w
+}
+
+/// Eight lanes summed pairwise: `l + (l + 4)`, then `+ (l + 2)`, then the two.
+#[inline(always)]
+pub(super) fn lanes8_sum(v: &[f32; 8]) -> f32 {
+    let four = [v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]];
+    let two = [four[0] + four[2], four[1] + four[3]];
+    two[0] + two[1]
+}
+
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+    use half::f16;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
@@ -111,5 +214,93 @@ mod tests {
     fn quantized_activations_round_to_within_half_a_step() {
         rounds_to_within_half_a_step::<i8>();
         rounds_to_within_half_a_step::<i16>();
+    }
+
+    /// Random blocks of `format` with finite f16 scales.
+    pub(in crate::quantized) fn random_matrix(
+        format: BlockFormat,
+        rows: usize,
+        cols: usize,
+        seed: u64,
+    ) -> QuantizedMatrix {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut bytes = Vec::new();
+        for _ in 0..rows * cols / BLOCK {
+            bytes.extend_from_slice(&f16::from_f32(rng.random_range(0.001..0.05)).to_le_bytes());
+            if format == BlockFormat::Q4_1 {
+                bytes.extend_from_slice(&f16::from_f32(rng.random_range(-0.2..0.0)).to_le_bytes());
+            }
+            let n = if format == BlockFormat::Q8_0 { 32 } else { 16 };
+            bytes.extend((0..n).map(|_| rng.random::<u8>()));
+        }
+        QuantizedMatrix::from_blocks(format, rows, cols, &bytes).unwrap()
+    }
+
+    fn products_equal_the_dequantised_operands_product<Q: Level>(seeds: [u64; 2]) {
+        // The integer sums are exact: the product equals that of the
+        // dequantised weights with the dequantised activations, up to f32
+        // rounding of the scaled sums.
+        let mut rng = ChaCha8Rng::seed_from_u64(seeds[0]);
+        let (n, k) = (37, 128);
+        for (s, format) in [BlockFormat::Q8_0, BlockFormat::Q4_0, BlockFormat::Q4_1]
+            .into_iter()
+            .enumerate()
+        {
+            let a = random_matrix(format, n, k, seeds[1] + s as u64);
+            let w = a.dequantize();
+            for m in [1, 2, 3, 5, 8] {
+                let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-2.0..2.0)).collect();
+                let q = QuantizedRows::<Q>::quantize(&x, k);
+                let xd = q.dequantize();
+                let mut out = vec![0f32; n * m];
+                Q::products(&a, &q, 0, &mut out);
+                for i in 0..m {
+                    for r in 0..n {
+                        let want: f64 = (0..k)
+                            .map(|j| f64::from(xd[i * k + j]) * f64::from(w[r * k + j]))
+                            .sum();
+                        let scale: f64 = (0..k)
+                            .map(|j| f64::from(xd[i * k + j] * w[r * k + j]).abs())
+                            .sum();
+                        let got = f64::from(out[r * m + i]);
+                        assert!(
+                            (got - want).abs() <= 1e-5 * (1.0 + scale),
+                            "{format:?} m={m} row {r}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn variants_give_the_same_bits<Q: Level>(seeds: [u64; 2]) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seeds[0]);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for (s, format) in [BlockFormat::Q8_0, BlockFormat::Q4_0, BlockFormat::Q4_1]
+            .into_iter()
+            .enumerate()
+        {
+            let a = random_matrix(format, 6, 96, seeds[1] + s as u64);
+            for m in [1, 2, 3, 4, 7] {
+                let x: Vec<f32> = (0..m * 96).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let q = QuantizedRows::<Q>::quantize(&x, 96);
+                let (mut dispatched, mut portable) = (vec![0f32; 6 * m], vec![0f32; 6 * m]);
+                Q::products(&a, &q, 0, &mut dispatched);
+                products_portable(&a, &q, 0, &mut portable);
+                assert_eq!(bits(&dispatched), bits(&portable), "{format:?}, {m} rows");
+            }
+        }
+    }
+
+    #[test]
+    fn integer_products_equal_the_dequantised_operands_product() {
+        products_equal_the_dequantised_operands_product::<i8>([2, 10]);
+        products_equal_the_dequantised_operands_product::<i16>([12, 30]);
+    }
+
+    #[test]
+    fn every_cpu_variant_gives_the_same_bits() {
+        variants_give_the_same_bits::<i8>([4, 20]);
+        variants_give_the_same_bits::<i16>([14, 40]);
     }
 }
