@@ -89,8 +89,8 @@ impl Team {
             })
             .count();
         Self {
-            // Parts are numbered by thread; a thread that failed to start
-            // takes the last number, so count only a prefix of them.
+            // Parts are numbered by thread: where one failed to start its
+            // part would go unserved, so the caller computes every part.
             threads: if spawned == threads { threads } else { 0 },
             shared,
             busy: Mutex::new(()),
@@ -102,7 +102,7 @@ impl Team {
             .then(|| self.busy.try_lock().ok())
             .flatten();
         let Some(_guard) = guard else {
-            return alone(parts, f);
+            return each(0..parts, f);
         };
         let shared = self.shared;
         let helped = self.threads.min(parts - 1);
@@ -118,7 +118,7 @@ impl Team {
             shared.wake.notify_all();
         }
         let mine = panic::catch_unwind(AssertUnwindSafe(|| {
-            alone_over(std::iter::once(0).chain(helped + 1..parts), f)
+            each(std::iter::once(0).chain(helped + 1..parts), f)
         }));
         while shared.pending.load(SeqCst) > 0 {
             std::hint::spin_loop();
@@ -134,14 +134,9 @@ impl Team {
     }
 }
 
-/// Every part on the calling thread, each run even where one before it
+/// Each of `parts` on the calling thread, run even where one before it
 /// panicked; the first panic raised again after the last part.
-fn alone(parts: usize, f: &Job<'_>) {
-    alone_over(0..parts, f)
-}
-
-/// [`alone`] over the parts `parts`.
-fn alone_over(parts: impl Iterator<Item = usize>, f: &Job<'_>) {
+fn each(parts: impl Iterator<Item = usize>, f: &Job<'_>) {
     let mut first = None;
     for part in parts {
         if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| f(part))) {
